@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Brings up (or down) the two services eventline needs on a development machine or in CI:
+# PostgreSQL from the OS packages and Tansu, a Kafka-API broker, on 127.0.0.1:9092.
+#
+#   scripts/services.sh up       install what is missing, start what is stopped, wait until both answer
+#   scripts/services.sh down     stop Tansu, and PostgreSQL too if this script started it
+#   scripts/services.sh status   say what runs
+#
+# Safe to run twice. State and logs live under .eventline/ (override with EVENTLINE_STATE_DIR):
+#   .eventline/logs/tansu.log    the broker's log
+#   .eventline/tansu/tansu.db    the broker's data (SQLite: it survives broker restarts)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE_DIR="${EVENTLINE_STATE_DIR:-$ROOT/.eventline}"
+LOG_DIR="$STATE_DIR/logs"
+RUN_DIR="$STATE_DIR/run"
+TANSU_DIR="$STATE_DIR/tansu"
+TANSU_VERSION="0.6.0"
+TANSU_HOST="127.0.0.1"
+TANSU_PORT="9092"
+PG_HOST="127.0.0.1"
+PG_PORT="5432"
+WAIT_SECS="${EVENTLINE_SERVICES_WAIT_SECS:-60}"
+
+say() { printf 'services: %s\n' "$*" >&2; }
+die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
+
+# Runs a command as root: directly when we are root, through sudo otherwise.
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else die "need root to run: $* (install sudo or run as root)"; fi
+}
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") >/dev/null 2>&1; }
+
+wait_for_port() {
+  local name=$1 host=$2 port=$3 waited=0
+  until port_open "$host" "$port"; do
+    if [ "$waited" -ge "$WAIT_SECS" ]; then die "$name did not answer on $host:$port within ${WAIT_SECS}s"; fi
+    sleep 1; waited=$((waited + 1))
+  done
+}
+
+apt_install() {
+  say "installing $* from the OS packages"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+pg_ready() { command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h "$PG_HOST" -p "$PG_PORT"; }
+
+postgres_up() {
+  mkdir -p "$RUN_DIR"
+  if pg_ready; then say "PostgreSQL answers on $PG_HOST:$PG_PORT"; return; fi
+  local installed_now=0
+  if ! command -v pg_lsclusters >/dev/null 2>&1 || [ -z "$(pg_lsclusters -h 2>/dev/null)" ]; then
+    apt_install postgresql
+    installed_now=1
+  fi
+  local version cluster
+  read -r version cluster _ < <(pg_lsclusters -h | head -n 1)
+  say "starting PostgreSQL cluster $version/$cluster"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" "$cluster" start || true
+  touch "$RUN_DIR/postgres.started"
+  if [ "$installed_now" -eq 1 ]; then
+    # A fresh Debian cluster asks for a password on 127.0.0.1; eventline's default URL has none.
+    # Trust the postgres user on loopback only, for this development cluster we just installed.
+    local hba="/etc/postgresql/$version/$cluster/pg_hba.conf"
+    if ! as_root grep -q '^host all postgres 127.0.0.1/32 trust' "$hba"; then
+      say "trusting the postgres user on 127.0.0.1 in $hba (development cluster installed by this script)"
+      as_root sed -i '1i host all postgres 127.0.0.1/32 trust' "$hba"
+      as_root pg_ctlcluster --skip-systemctl-redirect "$version" "$cluster" reload
+    fi
+  fi
+  local waited=0
+  until pg_ready; do
+    if [ "$waited" -ge "$WAIT_SECS" ]; then die "PostgreSQL did not answer on $PG_HOST:$PG_PORT within ${WAIT_SECS}s (see /var/log/postgresql/)"; fi
+    sleep 1; waited=$((waited + 1))
+  done
+  say "PostgreSQL answers on $PG_HOST:$PG_PORT"
+}
+
+tansu_bin() {
+  if command -v tansu >/dev/null 2>&1; then command -v tansu
+  elif [ -x "$HOME/.cargo/bin/tansu" ]; then echo "$HOME/.cargo/bin/tansu"
+  fi
+}
+
+tansu_up() {
+  mkdir -p "$LOG_DIR" "$RUN_DIR" "$TANSU_DIR"
+  local bin
+  bin="$(tansu_bin)"
+  if [ -z "$bin" ] || [ "$("$bin" --version 2>/dev/null)" != "tansu $TANSU_VERSION" ]; then
+    command -v cargo >/dev/null 2>&1 || die "cargo is needed to install Tansu (install a Rust toolchain with rustup)"
+    say "installing Tansu $TANSU_VERSION with cargo (about 10 minutes, once; log: $LOG_DIR/tansu-install.log)"
+    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql >"$LOG_DIR/tansu-install.log" 2>&1 \
+      || die "installing Tansu failed; see $LOG_DIR/tansu-install.log"
+    bin="$(tansu_bin)"
+  fi
+  if port_open "$TANSU_HOST" "$TANSU_PORT"; then
+    say "a broker answers on $TANSU_HOST:$TANSU_PORT"
+    return
+  fi
+  say "starting Tansu on $TANSU_HOST:$TANSU_PORT (data: $TANSU_DIR, log: $LOG_DIR/tansu.log)"
+  # Detached from this shell and its output, so callers (CI included) never wait on the broker.
+  (
+    cd "$TANSU_DIR"
+    setsid "$bin" broker \
+      --listener-url "tcp://$TANSU_HOST:$TANSU_PORT" \
+      --advertised-listener-url "tcp://$TANSU_HOST:$TANSU_PORT" \
+      --storage-engine "sqlite://tansu.db" \
+      </dev/null >>"$LOG_DIR/tansu.log" 2>&1 &
+    echo $! >"$RUN_DIR/tansu.pid"
+  )
+  wait_for_port Tansu "$TANSU_HOST" "$TANSU_PORT"
+  say "Tansu answers on $TANSU_HOST:$TANSU_PORT"
+}
+
+tansu_down() {
+  local pidfile="$RUN_DIR/tansu.pid"
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    local pid waited=0
+    pid="$(cat "$pidfile")"
+    say "stopping Tansu (pid $pid)"
+    kill "$pid"
+    while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt 20 ]; do sleep 0.5; waited=$((waited + 1)); done
+    kill -9 "$pid" 2>/dev/null || true
+  else
+    say "Tansu was not started by this script"
+  fi
+  rm -f "$pidfile"
+}
+
+postgres_down() {
+  if [ -f "$RUN_DIR/postgres.started" ]; then
+    local version cluster
+    read -r version cluster _ < <(pg_lsclusters -h | head -n 1)
+    say "stopping PostgreSQL cluster $version/$cluster"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" "$cluster" stop || true
+    rm -f "$RUN_DIR/postgres.started"
+  else
+    say "PostgreSQL was already running before this script; leaving it running"
+  fi
+}
+
+status() {
+  if pg_ready; then say "PostgreSQL: up on $PG_HOST:$PG_PORT"; else say "PostgreSQL: down"; fi
+  if port_open "$TANSU_HOST" "$TANSU_PORT"; then say "broker: up on $TANSU_HOST:$TANSU_PORT"; else say "broker: down"; fi
+}
+
+case "${1:-}" in
+  up) postgres_up; tansu_up ;;
+  down) tansu_down; postgres_down ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,690 @@
+//! Layered configuration: built-in defaults, then an optional TOML file, then the environment.
+//!
+//! Everything is validated here, once, before any connection is made, so a bad setting stops the
+//! process with a message that names the setting and where its value came from. Values that may
+//! hold credentials (the database URL, librdkafka's secret properties) never print in clear: their
+//! `Debug` and `Display` redact them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+/// Default broker list, as documented in the README.
+pub const DEFAULT_KAFKA_BROKERS: &str = "127.0.0.1:9092";
+/// Default PostgreSQL connection URL.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/eventline";
+/// Default listen address of the HTTP services.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+/// Environment variable naming the optional TOML configuration file.
+pub const CONFIG_FILE_ENV: &str = "EVENTLINE_CONFIG";
+/// Prefix of environment variables passed through to librdkafka: `EVENTLINE_RDKAFKA_SASL_USERNAME`
+/// sets `sasl.username` (lower-cased, `_` becomes `.`).
+pub const RDKAFKA_ENV_PREFIX: &str = "EVENTLINE_RDKAFKA_";
+
+const ENV_KAFKA_BROKERS: &str = "EVENTLINE_KAFKA_BROKERS";
+const ENV_DATABASE_URL: &str = "DATABASE_URL";
+const ENV_HTTP_ADDR: &str = "EVENTLINE_HTTP_ADDR";
+const ENV_NAMESPACE: &str = "EVENTLINE_NAMESPACE";
+const ENV_LOG_FORMAT: &str = "EVENTLINE_LOG_FORMAT";
+const ENV_BATCH_MAX_EVENTS: &str = "EVENTLINE_BATCH_MAX_EVENTS";
+const ENV_BATCH_MAX_WAIT_MS: &str = "EVENTLINE_BATCH_MAX_WAIT_MS";
+const ENV_CONNECT_TIMEOUT_SECS: &str = "EVENTLINE_CONNECT_TIMEOUT_SECS";
+
+/// Every `EVENTLINE_*` variable eventline reads; any other one is reported as a likely typo.
+const KNOWN_ENV: &[&str] = &[
+    CONFIG_FILE_ENV,
+    ENV_KAFKA_BROKERS,
+    ENV_HTTP_ADDR,
+    ENV_NAMESPACE,
+    ENV_LOG_FORMAT,
+    ENV_BATCH_MAX_EVENTS,
+    ENV_BATCH_MAX_WAIT_MS,
+    ENV_CONNECT_TIMEOUT_SECS,
+];
+
+/// librdkafka properties eventline sets itself because its guarantees depend on them.
+const MANAGED_RDKAFKA_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "isolation.level",
+];
+
+/// Property names whose values are credentials.
+const SECRET_PROPERTY_MARKERS: &[&str] = &["password", "secret", "jaas", "oauthbearer.config", "token", "key.pem", "certificate.pem"];
+
+const MAX_BATCH_EVENTS: usize = 100_000;
+const MAX_BATCH_WAIT_MS: u64 = 60_000;
+const MAX_CONNECT_TIMEOUT_SECS: u64 = 600;
+
+/// A setting that failed validation, named as the user wrote it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {reason}")]
+    FileUnreadable { path: PathBuf, reason: String },
+    #[error("invalid configuration file {path}: {reason}")]
+    FileInvalid { path: PathBuf, reason: String },
+    #[error("invalid {setting}: {reason}")]
+    Invalid { setting: String, reason: String },
+    #[error("unknown setting {variable}: eventline reads no such environment variable{hint}")]
+    UnknownVariable { variable: String, hint: String },
+}
+
+/// Output format of log lines on standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Readable lines, coloured on a terminal.
+    #[default]
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "human" => Ok(Self::Human),
+            "json" => Ok(Self::Json),
+            other => Err(format!("`{other}` is not a log format (expected `human` or `json`)")),
+        }
+    }
+}
+
+/// A PostgreSQL connection URL. Its password never prints: only [`DatabaseUrl::expose`] shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(Url);
+
+impl DatabaseUrl {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let url = Url::parse(value).map_err(|e| format!("not a URL ({e})"))?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return Err(format!("scheme `{}` is not postgres:// or postgresql://", url.scheme()));
+        }
+        Ok(Self(url))
+    }
+
+    /// The full URL including any password, for handing to the database driver only.
+    pub fn expose(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The database name (the path without its leading slash).
+    pub fn database_name(&self) -> &str {
+        self.0.path().trim_start_matches('/')
+    }
+
+    /// The same server with another database, e.g. for creating a database or a test's own one.
+    pub fn with_database(&self, name: &str) -> Self {
+        let mut url = self.0.clone();
+        url.set_path(&format!("/{name}"));
+        Self(url)
+    }
+
+    fn redacted(&self) -> String {
+        let mut url = self.0.clone();
+        if url.password().is_some() {
+            let _ = url.set_password(Some("***"));
+        }
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k.eq_ignore_ascii_case("password") { "***".to_string() } else { v.into_owned() };
+                (k.into_owned(), v)
+            })
+            .collect();
+        if !pairs.is_empty() {
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        url.to_string()
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted())
+    }
+}
+
+/// A prefix that keeps several eventline installations (or tests) apart on one broker:
+/// it prefixes topic names and consumer group ids. Empty by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Namespace(String);
+
+impl Namespace {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        if value.len() > 64 {
+            return Err("longer than 64 characters".into());
+        }
+        if let Some(bad) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+            return Err(format!("`{bad}` is not allowed (use letters, digits, `-` and `_`)"));
+        }
+        Ok(Self(value.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The Kafka topic name of a catalog topic, e.g. `accounts.events` or `ns.accounts.events`.
+    pub fn topic(&self, base: &str) -> String {
+        self.prefixed(base)
+    }
+
+    /// The consumer group that owns a projection: `eventline.<projection>`, prefixed like topics.
+    pub fn group_id(&self, projection: &str) -> String {
+        self.prefixed(&format!("eventline.{projection}"))
+    }
+
+    /// The catalog topic name of a namespaced Kafka topic, if it belongs to this namespace.
+    pub fn strip<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        if self.0.is_empty() {
+            Some(topic)
+        } else {
+            topic.strip_prefix(self.0.as_str())?.strip_prefix('.')
+        }
+    }
+
+    fn prefixed(&self, name: &str) -> String {
+        if self.0.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.0)
+        }
+    }
+}
+
+/// Kafka connection settings.
+#[derive(Clone)]
+pub struct KafkaSettings {
+    /// `host:port` of each bootstrap broker.
+    pub brokers: Vec<String>,
+    /// Extra librdkafka properties (SASL, TLS, timeouts), passed through unchanged.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl KafkaSettings {
+    /// The broker list in librdkafka's `bootstrap.servers` form.
+    pub fn bootstrap_servers(&self) -> String {
+        self.brokers.join(",")
+    }
+}
+
+impl fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), if is_secret_property(k) { "***" } else { v.as_str() }))
+            .collect();
+        f.debug_struct("KafkaSettings").field("brokers", &self.brokers).field("properties", &properties).finish()
+    }
+}
+
+/// How a projection worker cuts its input into transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerSettings {
+    /// Most events applied in one PostgreSQL transaction.
+    pub batch_max_events: usize,
+    /// Longest time the first event of a batch waits for more before the batch is written.
+    pub batch_max_wait: Duration,
+}
+
+/// The validated configuration of one eventline process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub kafka: KafkaSettings,
+    pub database_url: DatabaseUrl,
+    pub http_addr: SocketAddr,
+    pub namespace: Namespace,
+    pub log_format: LogFormat,
+    pub worker: WorkerSettings,
+    /// Bound on how long start-up waits for the broker or the database before giving up.
+    pub connect_timeout: Duration,
+}
+
+/// The TOML file's shape; every field optional, unknown keys rejected so typos surface.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    namespace: Option<String>,
+    connect_timeout_secs: Option<u64>,
+    #[serde(default)]
+    kafka: FileKafka,
+    #[serde(default)]
+    database: FileDatabase,
+    #[serde(default)]
+    http: FileHttp,
+    #[serde(default)]
+    log: FileLog,
+    #[serde(default)]
+    worker: FileWorker,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKafka {
+    brokers: Option<BrokerList>,
+    #[serde(default)]
+    properties: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum BrokerList {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDatabase {
+    url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHttp {
+    addr: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLog {
+    format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileWorker {
+    batch_max_events: Option<u64>,
+    batch_max_wait_ms: Option<u64>,
+}
+
+/// One raw value and the name of the place it came from, for error messages.
+struct Raw {
+    value: String,
+    origin: String,
+}
+
+impl Settings {
+    /// Loads settings from the process environment and, when given (or named by
+    /// `EVENTLINE_CONFIG`), a TOML file.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Self::load_from(file, &env)
+    }
+
+    /// Loads settings from an explicit environment, so tests need not touch the process's own.
+    pub fn load_from(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        check_unknown_variables(env)?;
+        let file_path = file.map(Path::to_path_buf).or_else(|| env.get(CONFIG_FILE_ENV).map(PathBuf::from));
+        let (file_settings, file_name) = match &file_path {
+            Some(path) => (read_file(path)?, path.display().to_string()),
+            None => (FileSettings::default(), String::new()),
+        };
+        let in_file = |key: &str| format!("`{key}` in {file_name}");
+
+        // Each setting: the environment wins over the file, the file over the default.
+        let pick = |var: &str, key: &str, from_file: Option<String>, default: &str| -> Raw {
+            if let Some(value) = env.get(var) {
+                Raw { value: value.clone(), origin: var.to_string() }
+            } else if let Some(value) = from_file {
+                Raw { value, origin: in_file(key) }
+            } else {
+                Raw { value: default.to_string(), origin: format!("{var} (default)") }
+            }
+        };
+
+        let brokers_raw = pick(
+            ENV_KAFKA_BROKERS,
+            "kafka.brokers",
+            file_settings.kafka.brokers.map(|b| match b {
+                BrokerList::One(s) => s,
+                BrokerList::Many(list) => list.join(","),
+            }),
+            DEFAULT_KAFKA_BROKERS,
+        );
+        let brokers = parse_brokers(&brokers_raw.value).map_err(|reason| invalid(&brokers_raw, reason))?;
+
+        let url_raw = pick(ENV_DATABASE_URL, "database.url", file_settings.database.url, DEFAULT_DATABASE_URL);
+        // The reason never repeats the value: it may hold a password.
+        let database_url = DatabaseUrl::parse(&url_raw.value).map_err(|reason| ConfigError::Invalid {
+            setting: url_raw.origin.clone(),
+            reason,
+        })?;
+
+        let addr_raw = pick(ENV_HTTP_ADDR, "http.addr", file_settings.http.addr, DEFAULT_HTTP_ADDR);
+        let http_addr: SocketAddr = addr_raw
+            .value
+            .parse()
+            .map_err(|_| invalid(&addr_raw, format!("`{}` is not an address like 127.0.0.1:8080", addr_raw.value)))?;
+
+        let ns_raw = pick(ENV_NAMESPACE, "namespace", file_settings.namespace, "");
+        let namespace = Namespace::parse(&ns_raw.value).map_err(|reason| invalid(&ns_raw, reason))?;
+
+        let log_raw = pick(ENV_LOG_FORMAT, "log.format", file_settings.log.format, "human");
+        let log_format = log_raw.value.parse().map_err(|reason| invalid(&log_raw, reason))?;
+
+        let events_raw = pick(
+            ENV_BATCH_MAX_EVENTS,
+            "worker.batch_max_events",
+            file_settings.worker.batch_max_events.map(|v| v.to_string()),
+            "500",
+        );
+        let batch_max_events = parse_bounded(&events_raw, 1, MAX_BATCH_EVENTS as u64)? as usize;
+
+        let wait_raw = pick(
+            ENV_BATCH_MAX_WAIT_MS,
+            "worker.batch_max_wait_ms",
+            file_settings.worker.batch_max_wait_ms.map(|v| v.to_string()),
+            "100",
+        );
+        let batch_max_wait = Duration::from_millis(parse_bounded(&wait_raw, 1, MAX_BATCH_WAIT_MS)?);
+
+        let timeout_raw = pick(
+            ENV_CONNECT_TIMEOUT_SECS,
+            "connect_timeout_secs",
+            file_settings.connect_timeout_secs.map(|v| v.to_string()),
+            "10",
+        );
+        let connect_timeout = Duration::from_secs(parse_bounded(&timeout_raw, 1, MAX_CONNECT_TIMEOUT_SECS)?);
+
+        let mut properties = BTreeMap::new();
+        for (key, value) in file_settings.kafka.properties {
+            let origin = in_file(&format!("kafka.properties.\"{key}\""));
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(ConfigError::Invalid {
+                        setting: origin,
+                        reason: format!("expected a string, integer or boolean, found {}", other.type_str()),
+                    })
+                }
+            };
+            check_property(&key, &origin)?;
+            properties.insert(key, value);
+        }
+        let mut passthrough: Vec<(&String, &String)> = env.iter().collect();
+        passthrough.sort();
+        for (var, value) in passthrough {
+            if let Some(suffix) = var.strip_prefix(RDKAFKA_ENV_PREFIX) {
+                let key = suffix.to_ascii_lowercase().replace('_', ".");
+                if key.is_empty() {
+                    return Err(ConfigError::Invalid { setting: var.clone(), reason: "names no property".into() });
+                }
+                check_property(&key, var)?;
+                properties.insert(key, value.clone());
+            }
+        }
+
+        Ok(Self {
+            kafka: KafkaSettings { brokers, properties },
+            database_url,
+            http_addr,
+            namespace,
+            log_format,
+            worker: WorkerSettings { batch_max_events, batch_max_wait },
+            connect_timeout,
+        })
+    }
+}
+
+fn invalid(raw: &Raw, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { setting: raw.origin.clone(), reason: reason.into() }
+}
+
+fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::FileUnreadable { path: path.to_path_buf(), reason: e.to_string() })?;
+    toml::from_str(&text).map_err(|e| ConfigError::FileInvalid {
+        path: path.to_path_buf(),
+        reason: e.to_string().trim_end().to_string(),
+    })
+}
+
+fn check_unknown_variables(env: &HashMap<String, String>) -> Result<(), ConfigError> {
+    let mut unknown: Vec<&String> = env
+        .keys()
+        .filter(|var| var.starts_with("EVENTLINE_"))
+        .filter(|var| !var.starts_with(RDKAFKA_ENV_PREFIX) && !KNOWN_ENV.contains(&var.as_str()))
+        .collect();
+    unknown.sort();
+    match unknown.first() {
+        None => Ok(()),
+        Some(variable) => {
+            let hint = KNOWN_ENV
+                .iter()
+                .find(|known| strsim_close(known, variable))
+                .map(|known| format!(" (did you mean {known}?)"))
+                .unwrap_or_default();
+            Err(ConfigError::UnknownVariable { variable: (*variable).clone(), hint })
+        }
+    }
+}
+
+/// Whether two variable names differ by one inserted, removed or changed character.
+fn strsim_close(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if long.len() - short.len() > 1 {
+        return false;
+    }
+    let prefix = short.iter().zip(long).take_while(|(x, y)| x == y).count();
+    let suffix = short[prefix..].iter().rev().zip(long[prefix..].iter().rev()).take_while(|(x, y)| x == y).count();
+    prefix + suffix + 1 >= long.len()
+}
+
+fn check_property(key: &str, origin: &str) -> Result<(), ConfigError> {
+    if MANAGED_RDKAFKA_PROPERTIES.contains(&key) {
+        return Err(ConfigError::Invalid {
+            setting: origin.to_string(),
+            reason: format!("`{key}` is set by eventline itself and cannot be overridden"),
+        });
+    }
+    if !key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.') {
+        return Err(ConfigError::Invalid {
+            setting: origin.to_string(),
+            reason: format!("`{key}` is not a librdkafka property name"),
+        });
+    }
+    Ok(())
+}
+
+/// Whether a librdkafka property holds a credential and must never be printed.
+pub fn is_secret_property(key: &str) -> bool {
+    SECRET_PROPERTY_MARKERS.iter().any(|marker| key.contains(marker))
+}
+
+fn parse_brokers(value: &str) -> Result<Vec<String>, String> {
+    let brokers: Vec<String> = value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+    if brokers.is_empty() {
+        return Err("no broker given (expected host:port[,host:port…])".into());
+    }
+    for broker in &brokers {
+        let (host, port) = broker.rsplit_once(':').ok_or_else(|| format!("`{broker}` is not host:port"))?;
+        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("`{broker}` is not host:port"));
+        }
+    }
+    Ok(brokers)
+}
+
+fn parse_bounded(raw: &Raw, min: u64, max: u64) -> Result<u64, ConfigError> {
+    match raw.value.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(invalid(raw, format!("`{}` is not a whole number from {min} to {max}", raw.value))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::load_from(None, &env(pairs))
+    }
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let settings = load(&[]).unwrap();
+        assert_eq!(settings.kafka.brokers, vec!["127.0.0.1:9092"]);
+        assert_eq!(settings.database_url.expose(), DEFAULT_DATABASE_URL);
+        assert_eq!(settings.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.namespace.as_str(), "");
+        assert_eq!(settings.log_format, LogFormat::Human);
+        assert_eq!(settings.worker.batch_max_events, 500);
+        assert_eq!(settings.worker.batch_max_wait, Duration::from_millis(100));
+        assert_eq!(settings.connect_timeout, Duration::from_secs(10));
+        assert!(settings.kafka.properties.is_empty());
+    }
+
+    #[test]
+    fn credentials_never_print() {
+        let settings = load(&[
+            ("DATABASE_URL", "postgres://app:hunter2@db.internal:5432/eventline?sslmode=require&password=hunter3"),
+            ("EVENTLINE_RDKAFKA_SASL_PASSWORD", "kafka-secret-1"),
+            ("EVENTLINE_RDKAFKA_SSL_KEY_PASSWORD", "kafka-secret-2"),
+            ("EVENTLINE_RDKAFKA_SASL_OAUTHBEARER_CONFIG", "principal=x secret=kafka-secret-3"),
+            ("EVENTLINE_RDKAFKA_SASL_USERNAME", "app"),
+        ])
+        .unwrap();
+        let printed = format!("{settings:?} {}", settings.database_url);
+        for secret in ["hunter2", "hunter3", "kafka-secret-1", "kafka-secret-2", "kafka-secret-3"] {
+            assert!(!printed.contains(secret), "{secret} leaked in: {printed}");
+        }
+        // Non-secret parts stay readable, so the redaction is not simply hiding everything.
+        assert!(printed.contains("app:***@db.internal:5432/eventline"), "{printed}");
+        assert!(printed.contains("\"sasl.username\": \"app\""), "{printed}");
+        // The driver still gets the real URL.
+        assert!(settings.database_url.expose().contains("hunter2"));
+    }
+
+    #[test]
+    fn an_invalid_database_url_error_does_not_echo_the_value() {
+        let err = load(&[("DATABASE_URL", "mysql://root:hunter2@db/x")]).unwrap_err().to_string();
+        assert_eq!(err, "invalid DATABASE_URL: scheme `mysql` is not postgres:// or postgresql://");
+    }
+
+    #[test]
+    fn environment_overrides_file_and_file_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("eventline.toml");
+        std::fs::write(
+            &path,
+            r#"
+namespace = "staging"
+[kafka]
+brokers = ["k1:9092", "k2:9092"]
+[kafka.properties]
+"security.protocol" = "sasl_ssl"
+"socket.timeout.ms" = 30000
+[http]
+addr = "0.0.0.0:9000"
+[worker]
+batch_max_events = 50
+"#,
+        )
+        .unwrap();
+        let settings =
+            Settings::load_from(Some(&path), &env(&[("EVENTLINE_HTTP_ADDR", "127.0.0.1:7000")])).unwrap();
+        assert_eq!(settings.kafka.brokers, vec!["k1:9092", "k2:9092"]);
+        assert_eq!(settings.kafka.properties["security.protocol"], "sasl_ssl");
+        assert_eq!(settings.kafka.properties["socket.timeout.ms"], "30000");
+        assert_eq!(settings.http_addr.to_string(), "127.0.0.1:7000");
+        assert_eq!(settings.namespace.as_str(), "staging");
+        assert_eq!(settings.worker.batch_max_events, 50);
+    }
+
+    #[test]
+    fn the_config_file_can_be_named_by_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("eventline.toml");
+        std::fs::write(&path, "namespace = \"from-file\"\n").unwrap();
+        let settings = load(&[("EVENTLINE_CONFIG", path.to_str().unwrap())]).unwrap();
+        assert_eq!(settings.namespace.as_str(), "from-file");
+    }
+
+    #[test]
+    fn bad_values_name_the_setting_and_its_origin() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("EVENTLINE_KAFKA_BROKERS", "kafka")], "invalid EVENTLINE_KAFKA_BROKERS: `kafka` is not host:port"),
+            (&[("EVENTLINE_KAFKA_BROKERS", " , ")], "invalid EVENTLINE_KAFKA_BROKERS: no broker given (expected host:port[,host:port…])"),
+            (&[("EVENTLINE_KAFKA_BROKERS", "k:0")], "invalid EVENTLINE_KAFKA_BROKERS: `k:0` is not host:port"),
+            (&[("DATABASE_URL", "not a url")], "invalid DATABASE_URL: not a URL (relative URL without a base)"),
+            (&[("EVENTLINE_HTTP_ADDR", "localhost")], "invalid EVENTLINE_HTTP_ADDR: `localhost` is not an address like 127.0.0.1:8080"),
+            (&[("EVENTLINE_NAMESPACE", "a.b")], "invalid EVENTLINE_NAMESPACE: `.` is not allowed (use letters, digits, `-` and `_`)"),
+            (&[("EVENTLINE_LOG_FORMAT", "xml")], "invalid EVENTLINE_LOG_FORMAT: `xml` is not a log format (expected `human` or `json`)"),
+            (&[("EVENTLINE_BATCH_MAX_EVENTS", "0")], "invalid EVENTLINE_BATCH_MAX_EVENTS: `0` is not a whole number from 1 to 100000"),
+            (&[("EVENTLINE_BATCH_MAX_WAIT_MS", "soon")], "invalid EVENTLINE_BATCH_MAX_WAIT_MS: `soon` is not a whole number from 1 to 60000"),
+            (&[("EVENTLINE_CONNECT_TIMEOUT_SECS", "-1")], "invalid EVENTLINE_CONNECT_TIMEOUT_SECS: `-1` is not a whole number from 1 to 600"),
+            (&[("EVENTLINE_RDKAFKA_GROUP_ID", "mine")], "invalid EVENTLINE_RDKAFKA_GROUP_ID: `group.id` is set by eventline itself and cannot be overridden"),
+            (&[("EVENTLINE_KAFKA_BROKER", "k:1")], "unknown setting EVENTLINE_KAFKA_BROKER: eventline reads no such environment variable (did you mean EVENTLINE_KAFKA_BROKERS?)"),
+            (&[("EVENTLINE_COLOUR", "1")], "unknown setting EVENTLINE_COLOUR: eventline reads no such environment variable"),
+        ];
+        for (pairs, expected) in cases {
+            let err = load(pairs).expect_err(expected).to_string();
+            assert_eq!(&err, expected);
+        }
+    }
+
+    #[test]
+    fn file_errors_name_the_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[kafka]\nbroker = \"x:1\"\n").unwrap();
+        let err = Settings::load_from(Some(&path), &HashMap::new()).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("invalid configuration file {}:", path.display())), "{err}");
+        assert!(err.contains("unknown field `broker`"), "{err}");
+
+        std::fs::write(&path, "[worker]\nbatch_max_events = 0\n").unwrap();
+        let err = Settings::load_from(Some(&path), &HashMap::new()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "invalid `worker.batch_max_events` in {}: `0` is not a whole number from 1 to 100000",
+                path.display()
+            )
+        );
+
+        let missing = dir.path().join("missing.toml");
+        let err = Settings::load_from(Some(&missing), &HashMap::new()).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("cannot read configuration file {}:", missing.display())), "{err}");
+    }
+
+    #[test]
+    fn namespace_prefixes_topics_and_groups() {
+        let plain = Namespace::default();
+        assert_eq!(plain.topic("accounts.events"), "accounts.events");
+        assert_eq!(plain.group_id("account_balances"), "eventline.account_balances");
+        let ns = Namespace::parse("t42").unwrap();
+        assert_eq!(ns.topic("accounts.events"), "t42.accounts.events");
+        assert_eq!(ns.group_id("account_balances"), "t42.eventline.account_balances");
+        assert_eq!(ns.strip("t42.accounts.events"), Some("accounts.events"));
+        assert_eq!(ns.strip("t4.accounts.events"), None);
+    }
+}

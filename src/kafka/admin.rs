@@ -1,0 +1,127 @@
+//! Topic administration and read-only inspection (reachability, watermarks).
+
+use std::time::Duration;
+
+use eventline_core::config::KafkaSettings;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+
+use crate::client::{base_config, timeout, TracingContext};
+use crate::Error;
+
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+}
+
+/// What happened to one requested topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicOutcome {
+    Created,
+    AlreadyExisted,
+}
+
+/// The offsets bounding one partition: `low` is the first retained record, `high` the offset
+/// the next record will get (so `high - low` records are there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionWatermarks {
+    pub partition: i32,
+    pub low: i64,
+    pub high: i64,
+}
+
+fn inspector(settings: &KafkaSettings) -> Result<BaseConsumer<TracingContext>, Error> {
+    let mut config: ClientConfig = base_config(settings, "eventline-admin");
+    // A consumer without a group is only used for metadata and watermark queries.
+    config.set("enable.auto.commit", "false");
+    Ok(config.create_with_context(TracingContext)?)
+}
+
+/// Fails with [`Error::Unreachable`] unless a broker answers a metadata request within `within`.
+pub async fn check_reachable(settings: &KafkaSettings, within: Duration) -> Result<(), Error> {
+    let settings = settings.clone();
+    tokio::task::spawn_blocking(move || {
+        let consumer = inspector(&settings)?;
+        consumer.fetch_metadata(None, timeout(within)).map(drop).map_err(|e| Error::Unreachable {
+            brokers: settings.bootstrap_servers(),
+            timeout: within,
+            reason: e.to_string(),
+        })
+    })
+    .await
+    .expect("metadata task does not panic")
+}
+
+/// Creates topics; one that already exists is reported, not an error.
+pub async fn create_topics(
+    settings: &KafkaSettings,
+    specs: &[TopicSpec],
+    within: Duration,
+) -> Result<Vec<(String, TopicOutcome)>, Error> {
+    check_reachable(settings, within).await?;
+    let admin: AdminClient<TracingContext> = base_config(settings, "eventline-admin").create_with_context(TracingContext)?;
+    let new_topics: Vec<NewTopic<'_>> = specs
+        .iter()
+        .map(|s| NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication_factor)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(timeout(within))).request_timeout(Some(timeout(within)));
+    let results = admin.create_topics(&new_topics, &options).await?;
+    results
+        .into_iter()
+        .map(|result| match result {
+            Ok(name) => Ok((name, TopicOutcome::Created)),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => Ok((name, TopicOutcome::AlreadyExisted)),
+            Err((topic, code)) => Err(Error::TopicCreation { topic, reason: code.to_string() }),
+        })
+        .collect()
+}
+
+/// Deletes topics; one that does not exist is not an error.
+pub async fn delete_topics(settings: &KafkaSettings, names: &[String], within: Duration) -> Result<(), Error> {
+    let admin: AdminClient<TracingContext> = base_config(settings, "eventline-admin").create_with_context(TracingContext)?;
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let options = AdminOptions::new().operation_timeout(Some(timeout(within))).request_timeout(Some(timeout(within)));
+    for result in admin.delete_topics(&names, &options).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((topic, code)) => return Err(Error::TopicDeletion { topic, reason: code.to_string() }),
+        }
+    }
+    Ok(())
+}
+
+/// The watermarks of every partition of `topic`, in partition order.
+pub async fn watermarks(settings: &KafkaSettings, topic: &str, within: Duration) -> Result<Vec<PartitionWatermarks>, Error> {
+    let settings = settings.clone();
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer = inspector(&settings)?;
+        let metadata = consumer.fetch_metadata(Some(&topic), timeout(within)).map_err(|e| Error::Unreachable {
+            brokers: settings.bootstrap_servers(),
+            timeout: within,
+            reason: e.to_string(),
+        })?;
+        let Some(described) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            return Err(Error::UnknownTopic(topic));
+        };
+        if described.error().is_some() || described.partitions().is_empty() {
+            return Err(Error::UnknownTopic(topic));
+        }
+        let mut partitions: Vec<i32> = described.partitions().iter().map(|p| p.id()).collect();
+        partitions.sort_unstable();
+        partitions
+            .into_iter()
+            .map(|partition| {
+                let (low, high) = consumer.fetch_watermarks(&topic, partition, timeout(within))?;
+                Ok(PartitionWatermarks { partition, low, high })
+            })
+            .collect()
+    })
+    .await
+    .expect("watermark task does not panic")
+}

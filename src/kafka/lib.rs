@@ -1,0 +1,17 @@
+//! # eventline-kafka
+//!
+//! The Kafka layer: the only crate that touches rdkafka. It knows topics, partitions, offsets
+//! and bytes; it knows nothing of events, projections or SQL.
+//!
+//! # Layout
+//! - [`admin`]: reachability checks, topic creation and deletion, watermarks.
+//! - [`producer`]: the idempotent, ordered producer.
+//! - [`consumer`]: the group consumer that starts partitions at caller-stored offsets.
+
+pub mod admin;
+mod client;
+pub mod consumer;
+mod error;
+pub mod producer;
+
+pub use error::Error;

@@ -1,0 +1,107 @@
+//! The idempotent producer: acks from all in-sync replicas, no duplicates from its own retries,
+//! and records of one key kept in the order they were handed in.
+
+use std::time::Duration;
+
+use eventline_core::config::KafkaSettings;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::client::{base_config, timeout, TracingContext};
+use crate::{admin, Error};
+
+/// Where a record landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A record to produce.
+#[derive(Debug, Clone, Copy)]
+pub struct OutgoingRecord<'a> {
+    pub topic: &'a str,
+    pub key: &'a str,
+    pub payload: &'a [u8],
+    pub headers: &'a [(&'a str, &'a [u8])],
+}
+
+/// A record the client has accepted; await it for the broker's acknowledgement.
+pub struct PendingDelivery {
+    topic: String,
+    future: DeliveryFuture,
+}
+
+impl PendingDelivery {
+    pub async fn acknowledged(self) -> Result<Position, Error> {
+        match self.future.await {
+            Ok(Ok(delivery)) => {
+                Ok(Position { topic: self.topic, partition: delivery.partition, offset: delivery.offset })
+            }
+            Ok(Err((error, _))) => Err(Error::Delivery { topic: self.topic, reason: error.to_string() }),
+            Err(_) => Err(Error::Delivery { topic: self.topic, reason: "the producer was shut down".into() }),
+        }
+    }
+}
+
+pub struct EventProducer {
+    inner: FutureProducer<TracingContext>,
+}
+
+impl EventProducer {
+    /// Creates the producer after checking a broker answers within `connect_timeout`.
+    /// `delivery_timeout` bounds how long a record may wait for its acknowledgement.
+    pub async fn connect(
+        settings: &KafkaSettings,
+        connect_timeout: Duration,
+        delivery_timeout: Duration,
+    ) -> Result<Self, Error> {
+        admin::check_reachable(settings, connect_timeout).await?;
+        let mut config = base_config(settings, "eventline-producer");
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            // The Java client's partitioner, so every producer of a topic agrees on key → partition.
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", delivery_timeout.as_millis().to_string());
+        Ok(Self { inner: config.create_with_context(TracingContext)? })
+    }
+
+    /// Hands a record to the client, waiting while its queue is full. Records handed in one after
+    /// another keep that order within their partition.
+    pub async fn enqueue(&self, record: OutgoingRecord<'_>) -> Result<PendingDelivery, Error> {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (key, value) in record.headers {
+            headers = headers.insert(Header { key, value: Some(*value) });
+        }
+        let mut future_record = FutureRecord::to(record.topic).key(record.key).payload(record.payload).headers(headers);
+        loop {
+            match self.inner.send_result(future_record) {
+                Ok(future) => return Ok(PendingDelivery { topic: record.topic.to_string(), future }),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    future_record = returned;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err((error, _)) => return Err(Error::Delivery { topic: record.topic.to_string(), reason: error.to_string() }),
+            }
+        }
+    }
+
+    /// Produces one record and waits for the acknowledgement.
+    pub async fn send(&self, record: OutgoingRecord<'_>) -> Result<Position, Error> {
+        self.enqueue(record).await?.acknowledged().await
+    }
+
+    /// Waits until everything handed in was acknowledged or failed.
+    pub async fn flush(&self, within: Duration) -> Result<(), Error> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.flush(timeout(within)))
+            .await
+            .expect("flush does not panic")
+            .map_err(Error::from)
+    }
+}
