@@ -1,0 +1,13 @@
+//! # eventline-producers
+//!
+//! Everything that writes events to Kafka. Events are validated through the catalog and their
+//! contracts before anything is produced.
+//!
+//! # Layout
+//! - [`publisher`]: the [`publisher::Publisher`] for Rust services and eventline's own commands.
+//! - [`ndjson`]: reading and validating NDJSON input as a whole.
+//! - [`loadgen`]: synthetic valid traffic for demos and benchmarks.
+
+pub mod loadgen;
+pub mod ndjson;
+pub mod publisher;

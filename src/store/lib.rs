@@ -1,0 +1,150 @@
+//! # eventline-store
+//!
+//! The store layer: the only crate that writes SQL. It knows tables, rows and transactions;
+//! it knows nothing of Kafka clients or how events are decoded.
+//!
+//! # Layout
+//! - this file: connecting, creating the database, migrations, the transaction handle, errors.
+//! - [`checkpoints`]: the per-partition positions that move with every applied batch.
+//! - [`dead_letters`]: records a projection could not apply.
+//! - [`account_balances`]: the `account_balances` projection's rows.
+
+pub mod account_balances;
+pub mod checkpoints;
+pub mod dead_letters;
+
+use std::time::Duration;
+
+use eventline_core::config::DatabaseUrl;
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// What can go wrong in the store, split by what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot reach PostgreSQL at {url} within {}s: {reason}", timeout.as_secs())]
+    Unreachable { url: String, timeout: Duration, reason: String },
+    #[error("database `{0}` does not exist (create it with `eventline migrate`)")]
+    MissingDatabase(String),
+    #[error("another worker moved {projection} {topic}/{partition} (expected position {expected:?}); this worker no longer owns it")]
+    Fenced { projection: String, topic: String, partition: i32, expected: Option<i64> },
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl Error {
+    /// Whether trying again later may succeed: the database was unreachable, restarting, or
+    /// aborted the transaction for concurrency reasons. Anything else is a bug or bad data.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } => true,
+            Self::Database(error) => match error {
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                    // 08: connection exception, 40001/40P01: serialization failure/deadlock,
+                    // 57P0x: server shutting down or restarting, 53: insufficient resources.
+                    code.starts_with("08") || code == "40001" || code == "40P01" || code.starts_with("57P") || code.starts_with("53")
+                }),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// A connection pool to eventline's database.
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+/// An open transaction. Dropping it without [`StoreTx::commit`] rolls it back.
+pub struct StoreTx {
+    tx: sqlx::Transaction<'static, Postgres>,
+}
+
+impl StoreTx {
+    pub async fn commit(self) -> Result<(), Error> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
+impl Store {
+    /// Connects, failing with [`Error::Unreachable`] or [`Error::MissingDatabase`] within `timeout`.
+    pub async fn connect(url: &DatabaseUrl, max_connections: u32, timeout: Duration) -> Result<Self, Error> {
+        let options = connect_options(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(timeout)
+            .connect_with(options);
+        let pool = match tokio::time::timeout(timeout, pool).await {
+            Ok(Ok(pool)) => pool,
+            Ok(Err(error)) => return Err(connect_error(url, timeout, error)),
+            Err(_) => return Err(unreachable(url, timeout, "timed out".into())),
+        };
+        Ok(Self { pool })
+    }
+
+    pub async fn begin(&self) -> Result<StoreTx, Error> {
+        Ok(StoreTx { tx: self.pool.begin().await? })
+    }
+
+    /// Applies every embedded migration not yet applied.
+    pub async fn migrate(&self) -> Result<(), Error> {
+        Ok(MIGRATOR.run(&self.pool).await?)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Creates the database named in `url` when it does not exist; returns whether it did.
+pub async fn create_database_if_missing(url: &DatabaseUrl, timeout: Duration) -> Result<bool, Error> {
+    let work = async {
+        if Postgres::database_exists(url.expose()).await? {
+            return Ok(false);
+        }
+        Postgres::create_database(url.expose()).await?;
+        Ok(true)
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(Ok(created)) => Ok(created),
+        Ok(Err(error)) => Err(connect_error(url, timeout, error)),
+        Err(_) => Err(unreachable(url, timeout, "timed out".into())),
+    }
+}
+
+/// Drops the database named in `url`, disconnecting its sessions. For tests and demos.
+pub async fn drop_database(url: &DatabaseUrl) -> Result<(), Error> {
+    if Postgres::database_exists(url.expose()).await? {
+        Postgres::force_drop_database(url.expose()).await?;
+    }
+    Ok(())
+}
+
+fn connect_options(url: &DatabaseUrl) -> Result<PgConnectOptions, Error> {
+    Ok(url.expose().parse()?)
+}
+
+fn connect_error(url: &DatabaseUrl, timeout: Duration, error: sqlx::Error) -> Error {
+    if let sqlx::Error::Database(db) = &error {
+        if db.code().as_deref() == Some("3D000") {
+            return Error::MissingDatabase(url.database_name().to_string());
+        }
+    }
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => unreachable(url, timeout, error.to_string()),
+        other => Error::Database(other),
+    }
+}
+
+fn unreachable(url: &DatabaseUrl, timeout: Duration, reason: String) -> Error {
+    Error::Unreachable { url: url.to_string(), timeout, reason }
+}

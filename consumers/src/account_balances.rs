@@ -1,0 +1,177 @@
+//! The `account_balances` projection: one row per account with its balance in minor units.
+//!
+//! Applying a batch is load, fold, save: the store locks the rows of every account the batch
+//! touches, [`fold`] applies the events to them in memory, in order, and the store writes back
+//! the changed rows in one statement. The fold is pure, so the domain rules are tested here
+//! without a database.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use eventline_core::domain::AccountEvent;
+use eventline_store::account_balances::{AccountBalance, AccountStatus};
+
+/// An event to apply, with what the row records about it.
+#[derive(Debug, Clone)]
+pub struct AccountChange<'a> {
+    pub event_id: &'a str,
+    pub time: DateTime<Utc>,
+    pub event: &'a AccountEvent,
+}
+
+/// The rows after the batch (only those that changed) and the index and reason of every event
+/// a domain rule refused. A refused event changes nothing.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FoldOutcome {
+    pub changed: Vec<AccountBalance>,
+    pub rejected: Vec<(usize, String)>,
+}
+
+/// Applies `changes` in order to the `current` rows.
+pub fn fold(current: Vec<AccountBalance>, changes: &[AccountChange<'_>]) -> FoldOutcome {
+    let mut accounts: BTreeMap<String, AccountBalance> =
+        current.into_iter().map(|row| (row.account_id.clone(), row)).collect();
+    let mut touched: Vec<String> = Vec::new();
+    let mut rejected = Vec::new();
+    for (index, change) in changes.iter().enumerate() {
+        match apply(accounts.get(change.event.account_id()), change) {
+            Ok(row) => {
+                if !touched.contains(&row.account_id) {
+                    touched.push(row.account_id.clone());
+                }
+                accounts.insert(row.account_id.clone(), row);
+            }
+            Err(reason) => rejected.push((index, reason)),
+        }
+    }
+    touched.sort();
+    let changed = touched.into_iter().filter_map(|id| accounts.remove(&id)).collect();
+    FoldOutcome { changed, rejected }
+}
+
+fn apply(current: Option<&AccountBalance>, change: &AccountChange<'_>) -> Result<AccountBalance, String> {
+    let stamp = |mut row: AccountBalance| {
+        row.events_applied += 1;
+        row.last_event_id = change.event_id.to_string();
+        row.last_event_time = change.time;
+        row
+    };
+    match (change.event, current) {
+        (AccountEvent::Opened { account_id, owner, currency }, None) => Ok(AccountBalance {
+            account_id: account_id.clone(),
+            owner: owner.clone(),
+            currency: currency.clone(),
+            balance_minor: 0,
+            status: AccountStatus::Open,
+            events_applied: 1,
+            last_event_id: change.event_id.to_string(),
+            last_event_time: change.time,
+        }),
+        (AccountEvent::Opened { account_id, .. }, Some(_)) => Err(format!("account {account_id} is already open")),
+        (event, None) => Err(format!("account {} does not exist", event.account_id())),
+        (event, Some(row)) if row.status == AccountStatus::Closed => {
+            Err(format!("account {} is closed", event.account_id()))
+        }
+        (AccountEvent::Deposited { amount_minor, currency, .. }, Some(row)) => {
+            check_currency(row, currency)?;
+            let balance = row
+                .balance_minor
+                .checked_add(*amount_minor)
+                .ok_or_else(|| format!("balance of account {} would overflow", row.account_id))?;
+            Ok(stamp(AccountBalance { balance_minor: balance, ..row.clone() }))
+        }
+        (AccountEvent::Withdrawn { amount_minor, currency, .. }, Some(row)) => {
+            check_currency(row, currency)?;
+            // Withdrawals are facts from the ledger upstream: an overdraft is recorded, not refused.
+            let balance = row
+                .balance_minor
+                .checked_sub(*amount_minor)
+                .ok_or_else(|| format!("balance of account {} would overflow", row.account_id))?;
+            Ok(stamp(AccountBalance { balance_minor: balance, ..row.clone() }))
+        }
+        (AccountEvent::Closed { .. }, Some(row)) => Ok(stamp(AccountBalance { status: AccountStatus::Closed, ..row.clone() })),
+    }
+}
+
+fn check_currency(row: &AccountBalance, currency: &str) -> Result<(), String> {
+    if row.currency == currency {
+        Ok(())
+    } else {
+        Err(format!("account {} holds {}, not {currency}", row.account_id, row.currency))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opened(id: &str) -> AccountEvent {
+        AccountEvent::Opened { account_id: id.into(), owner: "Ada".into(), currency: "EUR".into() }
+    }
+    fn deposit(id: &str, amount: i64) -> AccountEvent {
+        AccountEvent::Deposited { account_id: id.into(), amount_minor: amount, currency: "EUR".into() }
+    }
+    fn withdraw(id: &str, amount: i64) -> AccountEvent {
+        AccountEvent::Withdrawn { account_id: id.into(), amount_minor: amount, currency: "EUR".into() }
+    }
+    fn closed(id: &str) -> AccountEvent {
+        AccountEvent::Closed { account_id: id.into() }
+    }
+
+    fn run(current: Vec<AccountBalance>, events: &[AccountEvent]) -> FoldOutcome {
+        let ids: Vec<String> = (0..events.len()).map(|i| format!("e{i}")).collect();
+        let changes: Vec<AccountChange<'_>> = events
+            .iter()
+            .zip(&ids)
+            .map(|(event, id)| AccountChange { event_id: id, time: DateTime::UNIX_EPOCH, event })
+            .collect();
+        fold(current, &changes)
+    }
+
+    #[test]
+    fn deposits_and_withdrawals_add_up_in_order() {
+        let outcome = run(vec![], &[opened("a"), deposit("a", 1_000), withdraw("a", 250), opened("b"), withdraw("a", 800)]);
+        assert!(outcome.rejected.is_empty(), "{:?}", outcome.rejected);
+        let a = &outcome.changed[0];
+        assert_eq!((a.account_id.as_str(), a.balance_minor, a.events_applied), ("a", -50, 4));
+        assert_eq!(a.last_event_id, "e4");
+        assert_eq!(outcome.changed[1].balance_minor, 0);
+    }
+
+    #[test]
+    fn existing_rows_are_continued() {
+        let first = run(vec![], &[opened("a"), deposit("a", 500)]);
+        let second = run(first.changed, &[deposit("a", 7), closed("a")]);
+        let a = &second.changed[0];
+        assert_eq!((a.balance_minor, a.events_applied, a.status), (507, 4, AccountStatus::Closed));
+    }
+
+    #[test]
+    fn domain_rules_refuse_events_without_changing_anything() {
+        let outcome = run(
+            vec![],
+            &[
+                deposit("ghost", 5),
+                opened("a"),
+                opened("a"),
+                AccountEvent::Deposited { account_id: "a".into(), amount_minor: 5, currency: "USD".into() },
+                deposit("a", i64::MAX),
+                deposit("a", 1),
+                closed("a"),
+                deposit("a", 5),
+            ],
+        );
+        assert_eq!(
+            outcome.rejected,
+            vec![
+                (0, "account ghost does not exist".to_string()),
+                (2, "account a is already open".to_string()),
+                (3, "account a holds EUR, not USD".to_string()),
+                (5, "balance of account a would overflow".to_string()),
+                (7, "account a is closed".to_string()),
+            ]
+        );
+        let a = &outcome.changed[0];
+        assert_eq!((a.balance_minor, a.events_applied), (i64::MAX, 3));
+    }
+}

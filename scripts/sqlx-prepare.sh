@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Regenerates .sqlx/, the offline query data that lets the store crate's checked SQL compile
+# without a database. Run it after changing a query or a migration; commit the result.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SERVER="${EVENTLINE_PREPARE_SERVER:-postgres://postgres@127.0.0.1:5432}"
+DB="eventline_sqlx_prepare"
+psql "$SERVER/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
+for migration in "$ROOT"/migrations/*.sql; do
+  psql "$SERVER/$DB" -q -v ON_ERROR_STOP=1 -f "$migration"
+done
+rm -rf "$ROOT/.sqlx" && mkdir -p "$ROOT/.sqlx"
+cd "$ROOT"
+touch src/store/lib.rs
+SQLX_OFFLINE=false SQLX_OFFLINE_DIR="$ROOT/.sqlx" DATABASE_URL="$SERVER/$DB" cargo check -q -p eventline-store
+psql "$SERVER/postgres" -qc "DROP DATABASE $DB WITH (FORCE)"
+echo "wrote $(ls "$ROOT/.sqlx" | wc -l) query files to .sqlx/"

@@ -1,0 +1,96 @@
+//! Per-partition positions of each projection.
+
+use crate::{Error, Store, StoreTx};
+
+/// One partition's position: the next offset the projection will apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub projection: String,
+    pub topic: String,
+    pub partition: i32,
+    pub next_offset: i64,
+}
+
+impl Store {
+    /// The stored positions of `projection` for the given partitions, in the same order;
+    /// `None` where the projection has not applied anything from that partition yet.
+    pub async fn load_checkpoints(&self, projection: &str, partitions: &[(String, i32)]) -> Result<Vec<Option<i64>>, Error> {
+        let topics: Vec<String> = partitions.iter().map(|(t, _)| t.clone()).collect();
+        let numbers: Vec<i32> = partitions.iter().map(|(_, p)| *p).collect();
+        let rows = sqlx::query!(
+            r#"SELECT c.topic AS "topic!", c.partition AS "partition!", c.next_offset AS "next_offset!"
+               FROM eventline_checkpoints c
+               JOIN UNNEST($2::text[], $3::int4[]) AS wanted(topic, partition)
+                 ON wanted.topic = c.topic AND wanted.partition = c.partition
+               WHERE c.projection = $1"#,
+            projection,
+            &topics,
+            &numbers,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(partitions
+            .iter()
+            .map(|(topic, partition)| {
+                rows.iter().find(|r| &r.topic == topic && r.partition == *partition).map(|r| r.next_offset)
+            })
+            .collect())
+    }
+
+    /// Every stored position of `projection`, ordered by topic and partition.
+    pub async fn checkpoints(&self, projection: &str) -> Result<Vec<Checkpoint>, Error> {
+        Ok(sqlx::query_as!(
+            Checkpoint,
+            "SELECT projection, topic, partition, next_offset FROM eventline_checkpoints
+             WHERE projection = $1 ORDER BY topic, partition",
+            projection
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+impl StoreTx {
+    /// Moves a partition's position from `expected` (what the batch started from; `None` when
+    /// there was no row) to `next_offset`. Fails with [`Error::Fenced`] when the stored value is
+    /// not `expected`: another worker applied this partition meanwhile, so this batch must not.
+    pub async fn advance_checkpoint(
+        &mut self,
+        projection: &str,
+        topic: &str,
+        partition: i32,
+        expected: Option<i64>,
+        next_offset: i64,
+    ) -> Result<(), Error> {
+        let moved = match expected {
+            Some(expected) => sqlx::query!(
+                "UPDATE eventline_checkpoints SET next_offset = $5, updated_at = now()
+                 WHERE projection = $1 AND topic = $2 AND partition = $3 AND next_offset = $4",
+                projection,
+                topic,
+                partition,
+                expected,
+                next_offset
+            )
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected(),
+            None => sqlx::query!(
+                "INSERT INTO eventline_checkpoints (projection, topic, partition, next_offset)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                projection,
+                topic,
+                partition,
+                next_offset
+            )
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected(),
+        };
+        if moved == 1 {
+            Ok(())
+        } else {
+            Err(Error::Fenced { projection: projection.into(), topic: topic.into(), partition, expected })
+        }
+    }
+}
