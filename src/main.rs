@@ -1,1 +1,85 @@
-fn main() {}
+//! The `eventline` binary: parses the command line, loads settings, sets up telemetry and runs
+//! one subcommand. The work itself lives in the library crates; see ARCHITECTURE.md.
+
+mod cli;
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use eventline_consumers::Projection;
+use eventline_core::config::Settings;
+use eventline_core::telemetry;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command, TopicsCommand};
+
+/// Exit code for a configuration that failed validation (sysexits' EX_CONFIG).
+const EXIT_BAD_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let log_format = match cli.log_format.as_deref() {
+        Some(format) => format.parse().expect("clap admits only known formats"),
+        None => settings.log_format,
+    };
+    telemetry::init(log_format);
+
+    // Several worker threads: the rebalance callback blocks one while it reads stored offsets.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the runtime starts");
+    match runtime.block_on(run(cli.command, settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {:#}", failure.error);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> commands::Outcome {
+    let shutdown = shutdown_on_signal();
+    match command {
+        Command::Up => commands::workers(&settings, Projection::ALL, shutdown).await,
+        Command::Worker(args) => {
+            let projections: Vec<Projection> = args
+                .projections
+                .iter()
+                .map(|name| Projection::from_name(name).expect("clap admits only known names"))
+                .collect();
+            commands::workers(&settings, &projections, shutdown).await
+        }
+        Command::Migrate => commands::migrate(&settings).await,
+        Command::Topics(TopicsCommand::Create(args)) => {
+            commands::topics_create(&settings, &args).await
+        }
+        Command::Publish(args) => commands::publish(&settings, &args).await,
+        Command::Loadgen(args) => commands::loadgen(&settings, &args, shutdown).await,
+    }
+}
+
+/// A token cancelled on the first Ctrl-C or SIGTERM.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM can be handled");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C received; stopping."),
+            _ = terminate.recv() => tracing::info!("SIGTERM received; stopping."),
+        }
+        cancel.cancel();
+    });
+    token
+}

@@ -50,26 +50,42 @@ impl Projection {
 
     /// Applies `events` (in offset order per key) inside `tx`. Returns the index and reason of
     /// each event a domain rule refused; those change nothing and become dead letters.
-    pub async fn apply(self, tx: &mut StoreTx, events: &[Applicable]) -> Result<Vec<(usize, String)>, eventline_store::Error> {
+    pub async fn apply(
+        self,
+        tx: &mut StoreTx,
+        events: &[Applicable],
+    ) -> Result<Vec<(usize, String)>, eventline_store::Error> {
         match self {
             Self::AccountBalances => {
                 let (positions, changes): (Vec<usize>, Vec<AccountChange<'_>>) = events
                     .iter()
                     .enumerate()
                     .filter_map(|(index, a)| match a.event.payload() {
-                        DomainEvent::Accounts(event) => {
-                            Some((index, AccountChange { event_id: &a.event.envelope().id, time: a.time, event }))
-                        }
+                        DomainEvent::Accounts(event) => Some((
+                            index,
+                            AccountChange {
+                                event_id: &a.event.envelope().id,
+                                time: a.time,
+                                event,
+                            },
+                        )),
                         _ => None,
                     })
                     .unzip();
-                let mut ids: Vec<String> = changes.iter().map(|c| c.event.account_id().to_string()).collect();
+                let mut ids: Vec<String> = changes
+                    .iter()
+                    .map(|c| c.event.account_id().to_string())
+                    .collect();
                 ids.sort();
                 ids.dedup();
                 let current = tx.lock_account_balances(&ids).await?;
                 let outcome = account_balances::fold(current, &changes);
                 tx.upsert_account_balances(&outcome.changed).await?;
-                Ok(outcome.rejected.into_iter().map(|(i, reason)| (positions[i], reason)).collect())
+                Ok(outcome
+                    .rejected
+                    .into_iter()
+                    .map(|(i, reason)| (positions[i], reason))
+                    .collect())
             }
         }
     }

@@ -20,7 +20,13 @@ pub struct AccountsTraffic {
 
 impl AccountsTraffic {
     pub fn new(prefix: &str, accounts: usize, seed: u64) -> Self {
-        Self { rng: StdRng::seed_from_u64(seed), prefix: prefix.to_string(), balances: vec![0; accounts.max(1)], opened: 0, sequence: 0 }
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+            prefix: prefix.to_string(),
+            balances: vec![0; accounts.max(1)],
+            opened: 0,
+            sequence: 0,
+        }
     }
 
     fn next_event(&mut self) -> serde_json::Value {
@@ -31,18 +37,27 @@ impl AccountsTraffic {
             self.opened += 1;
             let owners = ["Ada", "Grace", "Edsger", "Barbara", "Donald", "Frances"];
             let owner = owners[account % owners.len()];
-            ("accounts.AccountOpened", json!({"account_id": self.account_id(account), "owner": owner, "currency": "EUR"}))
+            (
+                "accounts.AccountOpened",
+                json!({"account_id": self.account_id(account), "owner": owner, "currency": "EUR"}),
+            )
         } else {
             let account = self.rng.random_range(0..self.balances.len());
             let balance = self.balances[account];
             if balance >= 100 && self.rng.random_bool(0.4) {
                 let amount = self.rng.random_range(1..=balance.min(20_000));
                 self.balances[account] -= amount;
-                ("accounts.FundsWithdrawn", json!({"account_id": self.account_id(account), "amount_minor": amount, "currency": "EUR"}))
+                (
+                    "accounts.FundsWithdrawn",
+                    json!({"account_id": self.account_id(account), "amount_minor": amount, "currency": "EUR"}),
+                )
             } else {
                 let amount = self.rng.random_range(100..=50_000);
                 self.balances[account] += amount;
-                ("accounts.FundsDeposited", json!({"account_id": self.account_id(account), "amount_minor": amount, "currency": "EUR"}))
+                (
+                    "accounts.FundsDeposited",
+                    json!({"account_id": self.account_id(account), "amount_minor": amount, "currency": "EUR"}),
+                )
             }
         };
         json!({
@@ -66,8 +81,12 @@ impl Iterator for AccountsTraffic {
 
     fn next(&mut self) -> Option<ValidatedEvent> {
         let value = self.next_event();
-        let envelope = eventline_core::envelope::CloudEvent::from_value(value).expect("the generator writes valid envelopes");
-        Some(contract::validate(Catalog::builtin(), envelope).expect("the generator writes valid events"))
+        let envelope = eventline_core::envelope::CloudEvent::from_value(value)
+            .expect("the generator writes valid envelopes");
+        Some(
+            contract::validate(Catalog::builtin(), envelope)
+                .expect("the generator writes valid events"),
+        )
     }
 }
 
@@ -78,12 +97,25 @@ mod tests {
     #[test]
     fn accounts_open_first_and_never_overdraw() {
         let events: Vec<ValidatedEvent> = AccountsTraffic::new("t", 3, 7).take(500).collect();
-        let types: Vec<&str> = events.iter().take(3).map(|e| e.envelope().event_type.as_str()).collect();
+        let types: Vec<&str> = events
+            .iter()
+            .take(3)
+            .map(|e| e.envelope().event_type.as_str())
+            .collect();
         assert_eq!(types, ["accounts.AccountOpened"; 3]);
-        assert!(events.iter().skip(3).all(|e| e.envelope().event_type != "accounts.AccountOpened"));
-        assert!(events.iter().any(|e| e.envelope().event_type == "accounts.FundsWithdrawn"));
+        assert!(events
+            .iter()
+            .skip(3)
+            .all(|e| e.envelope().event_type != "accounts.AccountOpened"));
+        assert!(events
+            .iter()
+            .any(|e| e.envelope().event_type == "accounts.FundsWithdrawn"));
         let again: Vec<ValidatedEvent> = AccountsTraffic::new("t", 3, 7).take(500).collect();
-        let data = |list: &[ValidatedEvent]| list.iter().map(|e| e.envelope().data.clone()).collect::<Vec<_>>();
+        let data = |list: &[ValidatedEvent]| {
+            list.iter()
+                .map(|e| e.envelope().data.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(data(&events), data(&again), "same seed, same traffic");
     }
 }

@@ -29,7 +29,11 @@ pub enum EnvelopeError {
     #[error("attribute `{0}` must not be empty")]
     EmptyAttribute(&'static str),
     #[error("attribute `{attribute}` must be {expected}, found {found}")]
-    WrongType { attribute: String, expected: &'static str, found: &'static str },
+    WrongType {
+        attribute: String,
+        expected: &'static str,
+        found: &'static str,
+    },
     #[error("specversion `{0}` is not supported (expected \"1.0\")")]
     UnsupportedSpecVersion(String),
     #[error("attribute `time` is not an RFC 3339 timestamp: `{0}`")]
@@ -65,7 +69,9 @@ impl EnvelopeError {
         match self {
             Self::TooLarge { .. } | Self::NotJson(_) | Self::NotObject(_) => String::new(),
             Self::MissingAttribute(a) | Self::EmptyAttribute(a) => format!("/{a}"),
-            Self::WrongType { attribute, .. } | Self::InvalidExtensionName(attribute) => format!("/{attribute}"),
+            Self::WrongType { attribute, .. } | Self::InvalidExtensionName(attribute) => {
+                format!("/{attribute}")
+            }
             Self::UnsupportedSpecVersion(_) => "/specversion".into(),
             Self::InvalidTime(_) => "/time".into(),
             Self::InvalidDataVersion(_) => "/dataversion".into(),
@@ -100,9 +106,13 @@ impl CloudEvent {
     /// Parses one structured-mode event from its JSON bytes.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, EnvelopeError> {
         if bytes.len() > MAX_EVENT_BYTES {
-            return Err(EnvelopeError::TooLarge { size: bytes.len(), limit: MAX_EVENT_BYTES });
+            return Err(EnvelopeError::TooLarge {
+                size: bytes.len(),
+                limit: MAX_EVENT_BYTES,
+            });
         }
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
         Self::from_value(value)
     }
 
@@ -123,7 +133,9 @@ impl CloudEvent {
         let subject = optional_string(&mut object, "subject")?;
         let time = optional_string(&mut object, "time")?
             .map(|raw| {
-                DateTime::parse_from_rfc3339(&raw).map(|t| t.with_timezone(&Utc)).map_err(|_| EnvelopeError::InvalidTime(raw))
+                DateTime::parse_from_rfc3339(&raw)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|_| EnvelopeError::InvalidTime(raw))
             })
             .transpose()?;
         let datacontenttype = optional_string(&mut object, "datacontenttype")?;
@@ -152,14 +164,18 @@ impl CloudEvent {
         let tracestate = optional_string(&mut object, "tracestate")?;
         let data = object.remove("data");
         if object.contains_key("data_base64") {
-            return Err(EnvelopeError::UnsupportedContentType("binary data (data_base64)".into()));
+            return Err(EnvelopeError::UnsupportedContentType(
+                "binary data (data_base64)".into(),
+            ));
         }
 
         let mut extensions = BTreeMap::new();
         for (name, value) in object {
             let valid_name = !name.is_empty()
                 && name.len() <= 20
-                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
             if !valid_name {
                 return Err(EnvelopeError::InvalidExtensionName(name));
             }
@@ -198,7 +214,11 @@ impl CloudEvent {
         object.insert("type".into(), self.event_type.clone().into());
         let optional = [
             ("subject", self.subject.clone()),
-            ("time", self.time.map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))),
+            (
+                "time",
+                self.time
+                    .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+            ),
             ("datacontenttype", self.datacontenttype.clone()),
             ("dataschema", self.dataschema.clone()),
             ("traceparent", self.traceparent.clone()),
@@ -237,7 +257,10 @@ pub fn json_type(value: &Value) -> &'static str {
     }
 }
 
-fn required_string(object: &mut Map<String, Value>, name: &'static str) -> Result<String, EnvelopeError> {
+fn required_string(
+    object: &mut Map<String, Value>,
+    name: &'static str,
+) -> Result<String, EnvelopeError> {
     match optional_string(object, name)? {
         None => Err(EnvelopeError::MissingAttribute(name)),
         Some(s) if s.is_empty() => Err(EnvelopeError::EmptyAttribute(name)),
@@ -245,13 +268,18 @@ fn required_string(object: &mut Map<String, Value>, name: &'static str) -> Resul
     }
 }
 
-fn optional_string(object: &mut Map<String, Value>, name: &'static str) -> Result<Option<String>, EnvelopeError> {
+fn optional_string(
+    object: &mut Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<String>, EnvelopeError> {
     match object.remove(name) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => {
-            Err(EnvelopeError::WrongType { attribute: name.into(), expected: "a string", found: json_type(&other) })
-        }
+        Some(other) => Err(EnvelopeError::WrongType {
+            attribute: name.into(),
+            expected: "a string",
+            found: json_type(&other),
+        }),
     }
 }
 
@@ -287,7 +315,10 @@ mod tests {
         assert_eq!(event.id, "evt-1");
         assert_eq!(event.subject.as_deref(), Some("acc-1"));
         assert_eq!(event.dataversion, 1);
-        assert_eq!(event.time.unwrap().to_rfc3339(), "2026-11-28T09:00:00+00:00");
+        assert_eq!(
+            event.time.unwrap().to_rfc3339(),
+            "2026-11-28T09:00:00+00:00"
+        );
         assert_eq!(event.extensions["region"], "eu");
         let again = CloudEvent::from_slice(&event.to_bytes()).unwrap();
         assert_eq!(again, event);
@@ -314,7 +345,10 @@ mod tests {
         ];
         for (result, kind, pointer, message) in cases {
             let err = result.expect_err(message);
-            assert_eq!((err.kind(), err.pointer().as_str(), err.to_string().as_str()), (kind, pointer, message));
+            assert_eq!(
+                (err.kind(), err.pointer().as_str(), err.to_string().as_str()),
+                (kind, pointer, message)
+            );
         }
     }
 
@@ -323,11 +357,24 @@ mod tests {
         let big = vec![b' '; MAX_EVENT_BYTES + 1];
         let err = CloudEvent::from_slice(&big).unwrap_err();
         assert_eq!(err.kind(), "too_large");
-        assert_eq!(err.to_string(), format!("event is {} bytes, more than the limit of {} bytes", MAX_EVENT_BYTES + 1, MAX_EVENT_BYTES));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "event is {} bytes, more than the limit of {} bytes",
+                MAX_EVENT_BYTES + 1,
+                MAX_EVENT_BYTES
+            )
+        );
     }
 
     #[test]
     fn datacontenttype_with_parameters_is_json() {
-        assert!(with(|o| { o.insert("datacontenttype".into(), "application/json; charset=utf-8".into()); }).is_ok());
+        assert!(with(|o| {
+            o.insert(
+                "datacontenttype".into(),
+                "application/json; charset=utf-8".into(),
+            );
+        })
+        .is_ok());
     }
 }

@@ -47,11 +47,14 @@ pub async fn check_reachable(settings: &KafkaSettings, within: Duration) -> Resu
     let settings = settings.clone();
     tokio::task::spawn_blocking(move || {
         let consumer = inspector(&settings)?;
-        consumer.fetch_metadata(None, timeout(within)).map(drop).map_err(|e| Error::Unreachable {
-            brokers: settings.bootstrap_servers(),
-            timeout: within,
-            reason: e.to_string(),
-        })
+        consumer
+            .fetch_metadata(None, timeout(within))
+            .map(drop)
+            .map_err(|e| Error::Unreachable {
+                brokers: settings.bootstrap_servers(),
+                timeout: within,
+                reason: e.to_string(),
+            })
     })
     .await
     .expect("metadata task does not panic")
@@ -64,48 +67,54 @@ pub async fn create_topics(
     within: Duration,
 ) -> Result<Vec<(String, TopicOutcome)>, Error> {
     check_reachable(settings, within).await?;
-    let admin: AdminClient<TracingContext> = base_config(settings, "eventline-admin").create_with_context(TracingContext)?;
+    let admin: AdminClient<TracingContext> =
+        base_config(settings, "eventline-admin").create_with_context(TracingContext)?;
     let new_topics: Vec<NewTopic<'_>> = specs
         .iter()
-        .map(|s| NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication_factor)))
+        .map(|s| {
+            NewTopic::new(
+                &s.name,
+                s.partitions,
+                TopicReplication::Fixed(s.replication_factor),
+            )
+        })
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(timeout(within))).request_timeout(Some(timeout(within)));
+    let options = AdminOptions::new()
+        .operation_timeout(Some(timeout(within)))
+        .request_timeout(Some(timeout(within)));
     let results = admin.create_topics(&new_topics, &options).await?;
     results
         .into_iter()
         .map(|result| match result {
             Ok(name) => Ok((name, TopicOutcome::Created)),
-            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => Ok((name, TopicOutcome::AlreadyExisted)),
-            Err((topic, code)) => Err(Error::TopicCreation { topic, reason: code.to_string() }),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                Ok((name, TopicOutcome::AlreadyExisted))
+            }
+            Err((topic, code)) => Err(Error::TopicCreation {
+                topic,
+                reason: code.to_string(),
+            }),
         })
         .collect()
 }
 
-/// Deletes topics; one that does not exist is not an error.
-pub async fn delete_topics(settings: &KafkaSettings, names: &[String], within: Duration) -> Result<(), Error> {
-    let admin: AdminClient<TracingContext> = base_config(settings, "eventline-admin").create_with_context(TracingContext)?;
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let options = AdminOptions::new().operation_timeout(Some(timeout(within))).request_timeout(Some(timeout(within)));
-    for result in admin.delete_topics(&names, &options).await? {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
-            Err((topic, code)) => return Err(Error::TopicDeletion { topic, reason: code.to_string() }),
-        }
-    }
-    Ok(())
-}
-
 /// The watermarks of every partition of `topic`, in partition order.
-pub async fn watermarks(settings: &KafkaSettings, topic: &str, within: Duration) -> Result<Vec<PartitionWatermarks>, Error> {
+pub async fn watermarks(
+    settings: &KafkaSettings,
+    topic: &str,
+    within: Duration,
+) -> Result<Vec<PartitionWatermarks>, Error> {
     let settings = settings.clone();
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
         let consumer = inspector(&settings)?;
-        let metadata = consumer.fetch_metadata(Some(&topic), timeout(within)).map_err(|e| Error::Unreachable {
-            brokers: settings.bootstrap_servers(),
-            timeout: within,
-            reason: e.to_string(),
-        })?;
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), timeout(within))
+            .map_err(|e| Error::Unreachable {
+                brokers: settings.bootstrap_servers(),
+                timeout: within,
+                reason: e.to_string(),
+            })?;
         let Some(described) = metadata.topics().iter().find(|t| t.name() == topic) else {
             return Err(Error::UnknownTopic(topic));
         };
@@ -118,7 +127,11 @@ pub async fn watermarks(settings: &KafkaSettings, topic: &str, within: Duration)
             .into_iter()
             .map(|partition| {
                 let (low, high) = consumer.fetch_watermarks(&topic, partition, timeout(within))?;
-                Ok(PartitionWatermarks { partition, low, high })
+                Ok(PartitionWatermarks {
+                    partition,
+                    low,
+                    high,
+                })
             })
             .collect()
     })

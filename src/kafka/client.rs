@@ -32,7 +32,10 @@ pub(crate) struct TracingContext;
 impl ClientContext for TracingContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
                 tracing::error!(target: "librdkafka", facility, "{message}")
             }
             RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),

@@ -14,7 +14,11 @@ pub struct Checkpoint {
 impl Store {
     /// The stored positions of `projection` for the given partitions, in the same order;
     /// `None` where the projection has not applied anything from that partition yet.
-    pub async fn load_checkpoints(&self, projection: &str, partitions: &[(String, i32)]) -> Result<Vec<Option<i64>>, Error> {
+    pub async fn load_checkpoints(
+        &self,
+        projection: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<Option<i64>>, Error> {
         let topics: Vec<String> = partitions.iter().map(|(t, _)| t.clone()).collect();
         let numbers: Vec<i32> = partitions.iter().map(|(_, p)| *p).collect();
         let rows = sqlx::query!(
@@ -32,7 +36,9 @@ impl Store {
         Ok(partitions
             .iter()
             .map(|(topic, partition)| {
-                rows.iter().find(|r| &r.topic == topic && r.partition == *partition).map(|r| r.next_offset)
+                rows.iter()
+                    .find(|r| &r.topic == topic && r.partition == *partition)
+                    .map(|r| r.next_offset)
             })
             .collect())
     }
@@ -90,7 +96,12 @@ impl StoreTx {
         if moved == 1 {
             Ok(())
         } else {
-            Err(Error::Fenced { projection: projection.into(), topic: topic.into(), partition, expected })
+            Err(Error::Fenced {
+                projection: projection.into(),
+                topic: topic.into(),
+                partition,
+                expected,
+            })
         }
     }
 }

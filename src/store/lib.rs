@@ -27,11 +27,22 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations"
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot reach PostgreSQL at {url} within {}s: {reason}", timeout.as_secs())]
-    Unreachable { url: String, timeout: Duration, reason: String },
+    Unreachable {
+        url: String,
+        timeout: Duration,
+        reason: String,
+    },
     #[error("database `{0}` does not exist (create it with `eventline migrate`)")]
     MissingDatabase(String),
     #[error("another worker moved {projection} {topic}/{partition} (expected position {expected:?}); this worker no longer owns it")]
-    Fenced { projection: String, topic: String, partition: i32, expected: Option<i64> },
+    Fenced {
+        projection: String,
+        topic: String,
+        partition: i32,
+        expected: Option<i64>,
+    },
+    #[error("the database schema is {missing} migration(s) behind this eventline (run `eventline migrate`)")]
+    NotMigrated { missing: usize },
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
@@ -45,11 +56,18 @@ impl Error {
         match self {
             Self::Unreachable { .. } => true,
             Self::Database(error) => match error {
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
                 sqlx::Error::Database(db) => db.code().is_some_and(|code| {
                     // 08: connection exception, 40001/40P01: serialization failure/deadlock,
                     // 57P0x: server shutting down or restarting, 53: insufficient resources.
-                    code.starts_with("08") || code == "40001" || code == "40P01" || code.starts_with("57P") || code.starts_with("53")
+                    code.starts_with("08")
+                        || code == "40001"
+                        || code == "40P01"
+                        || code.starts_with("57P")
+                        || code.starts_with("53")
                 }),
                 _ => false,
             },
@@ -77,7 +95,11 @@ impl StoreTx {
 
 impl Store {
     /// Connects, failing with [`Error::Unreachable`] or [`Error::MissingDatabase`] within `timeout`.
-    pub async fn connect(url: &DatabaseUrl, max_connections: u32, timeout: Duration) -> Result<Self, Error> {
+    pub async fn connect(
+        url: &DatabaseUrl,
+        max_connections: u32,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
         let options = connect_options(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
@@ -92,12 +114,38 @@ impl Store {
     }
 
     pub async fn begin(&self) -> Result<StoreTx, Error> {
-        Ok(StoreTx { tx: self.pool.begin().await? })
+        Ok(StoreTx {
+            tx: self.pool.begin().await?,
+        })
     }
 
     /// Applies every embedded migration not yet applied.
     pub async fn migrate(&self) -> Result<(), Error> {
         Ok(MIGRATOR.run(&self.pool).await?)
+    }
+
+    /// Fails with [`Error::NotMigrated`] unless every embedded migration has been applied.
+    pub async fn ensure_migrated(&self) -> Result<(), Error> {
+        let applied: Vec<i64> =
+            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+            {
+                Ok(versions) => versions,
+                // 42P01: no migrations table, so nothing was ever applied.
+                Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => {
+                    Vec::new()
+                }
+                Err(error) => return Err(error.into()),
+            };
+        let missing = MIGRATOR
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .count();
+        if missing > 0 {
+            return Err(Error::NotMigrated { missing });
+        }
+        Ok(())
     }
 
     pub async fn close(&self) {
@@ -106,7 +154,10 @@ impl Store {
 }
 
 /// Creates the database named in `url` when it does not exist; returns whether it did.
-pub async fn create_database_if_missing(url: &DatabaseUrl, timeout: Duration) -> Result<bool, Error> {
+pub async fn create_database_if_missing(
+    url: &DatabaseUrl,
+    timeout: Duration,
+) -> Result<bool, Error> {
     let work = async {
         if Postgres::database_exists(url.expose()).await? {
             return Ok(false);
@@ -140,11 +191,16 @@ fn connect_error(url: &DatabaseUrl, timeout: Duration, error: sqlx::Error) -> Er
         }
     }
     match error {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => unreachable(url, timeout, error.to_string()),
+        sqlx::Error::PoolTimedOut => unreachable(url, timeout, "timed out".into()),
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) => unreachable(url, timeout, error.to_string()),
         other => Error::Database(other),
     }
 }
 
 fn unreachable(url: &DatabaseUrl, timeout: Duration, reason: String) -> Error {
-    Error::Unreachable { url: url.to_string(), timeout, reason }
+    Error::Unreachable {
+        url: url.to_string(),
+        timeout,
+        reason,
+    }
 }

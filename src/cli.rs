@@ -1,0 +1,134 @@
+//! The command line: what each subcommand takes, and the help users read.
+
+use std::path::PathBuf;
+
+use clap::builder::PossibleValuesParser;
+use clap::{Args, Parser, Subcommand};
+use eventline_consumers::Projection;
+
+const AFTER_HELP: &str = "\
+Configuration comes from the environment (and an optional TOML file given with --config or
+EVENTLINE_CONFIG): EVENTLINE_KAFKA_BROKERS (default 127.0.0.1:9092), DATABASE_URL (default
+postgres://postgres@127.0.0.1:5432/eventline), EVENTLINE_HTTP_ADDR (default 127.0.0.1:8080),
+EVENTLINE_NAMESPACE, EVENTLINE_BATCH_MAX_EVENTS, EVENTLINE_BATCH_MAX_WAIT_MS,
+EVENTLINE_CONNECT_TIMEOUT_SECS, EVENTLINE_LOG_FORMAT, and librdkafka properties as
+EVENTLINE_RDKAFKA_<NAME> (EVENTLINE_RDKAFKA_SASL_USERNAME sets sasl.username). Logs go to
+standard error; RUST_LOG filters them.
+
+Exit codes: 0 success, 1 failure (e.g. a service unreachable), 2 usage error,
+65 invalid input (nothing was published), 78 invalid configuration.";
+
+#[derive(Debug, Parser)]
+#[command(name = "eventline", version, about = "Kafka events projected effectively-once into PostgreSQL read models.", after_help = AFTER_HELP)]
+pub struct Cli {
+    /// TOML configuration file; the environment overrides what it sets.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log line format on standard error.
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = ["human", "json"])]
+    pub log_format: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every projection's worker in one process, until Ctrl-C or SIGTERM.
+    ///
+    /// Each projection joins its own consumer group (eventline.<projection>), so more processes
+    /// running `up` or `worker` share the partitions.
+    Up,
+
+    /// Run the workers of the named projections, until Ctrl-C or SIGTERM.
+    ///
+    /// A worker applies its topics to PostgreSQL in batches; each batch's rows and the next
+    /// offsets commit in one transaction, so a restart (even after kill -9) neither loses nor
+    /// repeats an event. On Ctrl-C or SIGTERM it writes the batch in hand and leaves the group.
+    Worker(WorkerArgs),
+
+    /// Create the database if it does not exist and apply the schema migrations.
+    Migrate,
+
+    /// Manage the Kafka topics of the event catalog.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+
+    /// Validate CloudEvents (NDJSON: one JSON event per line) and publish them.
+    ///
+    /// Every line is checked against the event catalog and its contract first; if any line is
+    /// invalid, each bad line is reported and nothing is published (exit code 65). Valid events
+    /// go to their domain's topic, keyed by subject (filled from the entity id when absent),
+    /// through an idempotent producer that waits for acknowledgement from all replicas.
+    Publish(PublishArgs),
+
+    /// Publish synthetic accounts traffic (open accounts, then deposits and withdrawals).
+    Loadgen(LoadgenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Projections to run.
+    #[arg(required = true, value_name = "PROJECTION", value_parser = projection_names())]
+    pub projections: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create the catalog's topics; a topic that already exists is left as it is.
+    Create(TopicsCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TopicsCreateArgs {
+    /// Partitions of each new topic.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub partitions: i32,
+
+    /// Replicas of each partition.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=100))]
+    pub replication_factor: i32,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// NDJSON file to read; `-` or nothing reads standard input.
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// Print each event's position (id, topic, partition, offset) as a JSON line on stdout.
+    #[arg(long)]
+    pub positions: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadgenArgs {
+    /// Accounts to open before the deposits and withdrawals start.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub accounts: u64,
+
+    /// Events in all, the openings included.
+    #[arg(long, default_value_t = 1_000)]
+    pub events: u64,
+
+    /// Events per second; 0 publishes as fast as the broker takes them.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+
+    /// Seed of the random choices, for repeatable traffic.
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// Prefix of account and event ids (random by default, so runs do not collide).
+    #[arg(long)]
+    pub prefix: Option<String>,
+
+    /// Print the events as NDJSON on stdout instead of publishing them.
+    #[arg(long)]
+    pub ndjson: bool,
+}
+
+fn projection_names() -> PossibleValuesParser {
+    PossibleValuesParser::new(Projection::ALL.iter().map(|p| p.name()))
+}

@@ -1,0 +1,240 @@
+//! What each subcommand does: wiring settings to the layers, and reporting to the user.
+
+use std::io::{BufRead, BufReader, Write};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use eventline_consumers::{worker, Projection};
+use eventline_core::catalog::Catalog;
+use eventline_core::config::Settings;
+use eventline_kafka::admin::{self, TopicOutcome, TopicSpec};
+use eventline_producers::loadgen::AccountsTraffic;
+use eventline_producers::ndjson::{self, ReadError};
+use eventline_producers::publisher::Publisher;
+use eventline_store::Store;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{LoadgenArgs, PublishArgs, TopicsCreateArgs};
+
+/// Exit code for input that was refused (sysexits' EX_DATAERR).
+pub const EXIT_INVALID_INPUT: u8 = 65;
+
+/// A failed command and the exit code it deserves.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Self {
+            code: 1,
+            error: error.into(),
+        }
+    }
+}
+
+pub type Outcome = Result<(), Failure>;
+
+pub async fn migrate(settings: &Settings) -> Outcome {
+    let url = &settings.database_url;
+    let created =
+        eventline_store::create_database_if_missing(url, settings.connect_timeout).await?;
+    if created {
+        tracing::info!(database = url.database_name(), "Database created.");
+    }
+    let store = Store::connect(url, 2, settings.connect_timeout).await?;
+    store.migrate().await?;
+    store.close().await;
+    println!(
+        "database {}: {}migrations applied",
+        url.database_name(),
+        if created { "created, " } else { "" }
+    );
+    Ok(())
+}
+
+pub async fn topics_create(settings: &Settings, args: &TopicsCreateArgs) -> Outcome {
+    let specs: Vec<TopicSpec> = Catalog::builtin()
+        .domains()
+        .iter()
+        .map(|domain| TopicSpec {
+            name: settings.namespace.topic(&domain.topic),
+            partitions: args.partitions,
+            replication_factor: args.replication_factor,
+        })
+        .collect();
+    let outcomes = admin::create_topics(&settings.kafka, &specs, settings.connect_timeout).await?;
+    for (topic, outcome) in outcomes {
+        match outcome {
+            TopicOutcome::Created => println!("created {topic} ({} partitions)", args.partitions),
+            TopicOutcome::AlreadyExisted => println!("exists  {topic} (left as it is)"),
+        }
+    }
+    Ok(())
+}
+
+pub async fn publish(settings: &Settings, args: &PublishArgs) -> Outcome {
+    let (input, name): (Box<dyn BufRead>, String) = match &args.file {
+        Some(path) if path.as_os_str() != "-" => {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            (Box::new(BufReader::new(file)), path.display().to_string())
+        }
+        _ => (
+            Box::new(BufReader::new(std::io::stdin())),
+            "standard input".into(),
+        ),
+    };
+    let events = match ndjson::read_events(input, Catalog::builtin()) {
+        Ok(events) => events,
+        Err(ReadError::Invalid(errors)) => {
+            for error in &errors {
+                eprintln!("error: {name}: {error}");
+            }
+            return Err(Failure {
+                code: EXIT_INVALID_INPUT,
+                error: anyhow!(
+                    "{name}: {} invalid line(s); nothing was published",
+                    errors.len()
+                ),
+            });
+        }
+        Err(error) => return Err(error.into()),
+    };
+    if events.is_empty() {
+        println!("{name}: no events");
+        return Ok(());
+    }
+
+    let publisher = Publisher::connect(settings).await?;
+    let results = publisher.publish_all(&events).await;
+    let mut stdout = std::io::stdout().lock();
+    let mut failed = 0usize;
+    for (event, result) in events.iter().zip(&results) {
+        match result {
+            Ok(position) if args.positions => {
+                let line = serde_json::json!({
+                    "id": event.envelope().id,
+                    "topic": position.topic,
+                    "partition": position.partition,
+                    "offset": position.offset,
+                });
+                writeln!(stdout, "{line}")?;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                failed += 1;
+                eprintln!("error: event {}: {error}", event.envelope().id);
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(anyhow!(
+            "{failed} of {} events were not acknowledged by the broker",
+            events.len()
+        )
+        .into());
+    }
+    eprintln!("published {} events from {name}", events.len());
+    Ok(())
+}
+
+pub async fn loadgen(
+    settings: &Settings,
+    args: &LoadgenArgs,
+    shutdown: CancellationToken,
+) -> Outcome {
+    let prefix = args
+        .prefix
+        .clone()
+        .unwrap_or_else(|| format!("demo{:04x}", rand_suffix()));
+    let seed = args.seed.unwrap_or_else(|| u64::from(rand_suffix()));
+    let mut traffic =
+        AccountsTraffic::new(&prefix, args.accounts as usize, seed).take(args.events as usize);
+    if args.ndjson {
+        let mut stdout = std::io::stdout().lock();
+        for event in traffic {
+            writeln!(stdout, "{}", event.envelope().to_value())?;
+        }
+        return Ok(());
+    }
+
+    let publisher = Publisher::connect(settings).await?;
+    // Publish in slices of a tenth of a second, so a rate is kept without a timer per event.
+    let slice = if args.rate == 0 {
+        1_000
+    } else {
+        (args.rate / 10).max(1) as usize
+    };
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    let mut published = 0usize;
+    loop {
+        let chunk: Vec<_> = traffic.by_ref().take(slice).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        if args.rate > 0 {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+        }
+        for result in publisher.publish_all(&chunk).await {
+            result?;
+        }
+        published += chunk.len();
+        tracing::debug!(published, "Published.");
+    }
+    eprintln!("published {published} events (ids prefixed {prefix})");
+    Ok(())
+}
+
+/// Runs workers for `projections` until `shutdown`; any worker failing stops them all.
+pub async fn workers(
+    settings: &Settings,
+    projections: &[Projection],
+    shutdown: CancellationToken,
+) -> Outcome {
+    let store = Store::connect(
+        &settings.database_url,
+        2 + projections.len() as u32,
+        settings.connect_timeout,
+    )
+    .await?;
+    store.ensure_migrated().await?;
+    let mut tasks = JoinSet::new();
+    for &projection in projections {
+        let settings = settings.clone();
+        let store = store.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            (
+                projection,
+                worker::run(&settings, projection, store, shutdown).await,
+            )
+        });
+    }
+    let mut first_failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        let (projection, result) = joined.context("a worker task panicked")?;
+        if let Err(error) = result {
+            tracing::error!(projection = projection.name(), %error, "Worker failed; stopping the others.");
+            shutdown.cancel();
+            first_failure.get_or_insert(
+                anyhow!(error).context(format!("worker {} failed", projection.name())),
+            );
+        }
+    }
+    store.close().await;
+    match first_failure {
+        Some(error) => Err(error.into()),
+        None => Ok(()),
+    }
+}
+
+fn rand_suffix() -> u16 {
+    rand::random()
+}

@@ -1,0 +1,362 @@
+//! The shape every system test has: its own database (created and migrated by `eventline
+//! migrate`) and its own topics (a namespace of its own, created by `eventline topics create`),
+//! the real `eventline` binary run as a separate process, and everything dropped afterwards.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use eventline_core::config::{DatabaseUrl, KafkaSettings, Settings};
+use eventline_store::Store;
+use serde_json::{json, Value};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_eventline");
+
+/// How long a test waits for a condition before failing.
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
+/// The services the tests run against, from the same environment variables eventline reads.
+pub struct Services {
+    pub server_url: DatabaseUrl,
+    pub kafka: KafkaSettings,
+}
+
+impl Services {
+    pub fn from_env() -> Self {
+        let mut env: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+        for var in ["DATABASE_URL", "EVENTLINE_KAFKA_BROKERS"] {
+            if let Ok(value) = std::env::var(var) {
+                env.insert(var.to_string(), value);
+            }
+        }
+        let settings = Settings::load_from(None, &env).expect("test settings are valid");
+        Self {
+            server_url: settings.database_url,
+            kafka: settings.kafka,
+        }
+    }
+}
+
+/// One test's private database and topics.
+pub struct TestEnv {
+    pub id: String,
+    pub database_url: DatabaseUrl,
+    pub kafka: KafkaSettings,
+    pub store: Store,
+    log_dir: PathBuf,
+}
+
+impl TestEnv {
+    /// Creates and migrates a database and creates the catalog's topics, all named for this test.
+    /// Fails loudly when PostgreSQL or the broker is not there.
+    pub async fn new() -> Self {
+        let services = Services::from_env();
+        let id = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let database_url = services
+            .server_url
+            .with_database(&format!("eventline_test_{id}"));
+        let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("system-tests")
+            .join(&id);
+        std::fs::create_dir_all(&log_dir).expect("log directory");
+        let run = |args: &[&str]| {
+            eventline_command(&id, &database_url, &services.kafka, args)
+                .output()
+                .expect("eventline runs")
+        };
+        let migrate = run(&["migrate"]);
+        assert!(
+            migrate.status.success(),
+            "`eventline migrate` failed; is PostgreSQL running (scripts/services.sh up)?\n{}",
+            stderr(&migrate)
+        );
+        let topics = run(&["topics", "create", "--partitions", "6"]);
+        assert!(
+            topics.status.success(),
+            "`eventline topics create` failed; is the broker running (scripts/services.sh up)?\n{}",
+            stderr(&topics)
+        );
+        let store = Store::connect(&database_url, 4, Duration::from_secs(10))
+            .await
+            .expect("test database connects");
+        Self {
+            id,
+            database_url,
+            kafka: services.kafka,
+            store,
+            log_dir,
+        }
+    }
+
+    /// The Kafka topic name of a catalog topic in this test's namespace.
+    pub fn topic(&self, base: &str) -> String {
+        format!("{}.{base}", self.id)
+    }
+
+    /// An `eventline` command with this test's database and namespace, and a short group
+    /// session timeout so a killed worker's partitions move within seconds.
+    pub fn command(&self, args: &[&str]) -> Command {
+        eventline_command(&self.id, &self.database_url, &self.kafka, args)
+    }
+
+    /// Runs `eventline` to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("eventline runs")
+    }
+
+    /// Runs `eventline` with `input` on standard input.
+    pub fn run_with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("eventline starts");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input)
+            .expect("stdin takes the input");
+        child.wait_with_output().expect("eventline finishes")
+    }
+
+    /// Starts a long-running `eventline` process, its output going to a log file of this test.
+    pub fn spawn(&self, name: &str, args: &[&str], extra_env: &[(&str, &str)]) -> Process {
+        let log_path = self.log_dir.join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut command = self.command(args);
+        command
+            .envs(extra_env.iter().copied())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log);
+        Process {
+            child: command.spawn().expect("eventline starts"),
+            log_path,
+        }
+    }
+
+    /// Writes events as an NDJSON file of this test and returns its path.
+    pub fn write_ndjson(&self, name: &str, events: &[Value]) -> PathBuf {
+        let path = self.log_dir.join(name);
+        let text: String = events.iter().map(|e| format!("{e}\n")).collect();
+        std::fs::write(&path, text).expect("write events");
+        path
+    }
+
+    /// The end offset (next offset to be written) of every partition of a catalog topic.
+    pub async fn end_offsets(&self, base: &str) -> Vec<i64> {
+        eventline_kafka::admin::watermarks(&self.kafka, &self.topic(base), Duration::from_secs(10))
+            .await
+            .expect("watermarks")
+            .into_iter()
+            .map(|w| w.high)
+            .collect()
+    }
+
+    /// Sum of the stored offsets of a projection: how many records it has passed.
+    pub async fn applied_through(&self, projection: &str) -> i64 {
+        self.store
+            .checkpoints(projection)
+            .await
+            .expect("checkpoints")
+            .iter()
+            .map(|c| c.next_offset)
+            .sum()
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        // Cleanup needs async calls; run them on a runtime of their own so a failing (panicking)
+        // test still drops its database. Topics are left in place: Tansu 0.6.0's SQLite engine
+        // deletes every topic of the cluster when asked to delete one, which would break the
+        // tests running beside this one. Each test's topics carry its own namespace.
+        let url = self.database_url.clone();
+        let store = self.store.clone();
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                store.close().await;
+                if let Err(error) = eventline_store::drop_database(&url).await {
+                    eprintln!("cleanup: cannot drop the test database: {error}");
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+fn eventline_command(
+    namespace: &str,
+    database_url: &DatabaseUrl,
+    kafka: &KafkaSettings,
+    args: &[&str],
+) -> Command {
+    let mut command = Command::new(BIN);
+    for (var, _) in std::env::vars() {
+        if var.starts_with("EVENTLINE_") {
+            command.env_remove(var);
+        }
+    }
+    command
+        .args(args)
+        .env("DATABASE_URL", database_url.expose())
+        .env("EVENTLINE_KAFKA_BROKERS", kafka.bootstrap_servers())
+        .env("EVENTLINE_NAMESPACE", namespace)
+        .env("EVENTLINE_RDKAFKA_SESSION_TIMEOUT_MS", "6000")
+        .env("EVENTLINE_RDKAFKA_HEARTBEAT_INTERVAL_MS", "1000")
+        .env("RUST_LOG", "info,eventline_consumers=debug");
+    command
+}
+
+/// A running `eventline` process.
+pub struct Process {
+    child: Child,
+    pub log_path: PathBuf,
+}
+
+impl Process {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
+        self.wait()
+    }
+
+    /// Sends SIGKILL and waits for the process to be gone.
+    pub fn kill_hard(mut self) -> ExitStatus {
+        self.child.kill().expect("SIGKILL is delivered");
+        self.wait()
+    }
+
+    fn wait(&mut self) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < PATIENCE,
+                "process {} did not exit; log: {}",
+                self.pid(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `condition` every 100 ms until it holds, failing the test after [`PATIENCE`].
+pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !condition().await {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "timed out after {PATIENCE:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Accounts traffic written by the test itself (not by eventline's load generator), with the
+/// balances it must produce: `accounts` openings, then `events - accounts` random deposits and
+/// withdrawals that never overdraw.
+pub struct AccountsScenario {
+    pub events: Vec<Value>,
+    pub expected: BTreeMap<String, (i64, i64)>,
+}
+
+impl AccountsScenario {
+    pub fn generate(test_id: &str, accounts: usize, events: usize, seed: u64) -> Self {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let account = |i: usize| format!("{test_id}-acct-{i}");
+        let mut list = Vec::with_capacity(events);
+        // balance, events applied
+        let mut expected: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        let envelope = |n: usize, event_type: &str, data: Value| json!({"specversion": "1.0", "id": format!("{test_id}-{n}"), "source": "/tests", "type": event_type, "data": data});
+        for i in 0..accounts {
+            list.push(envelope(
+                list.len(),
+                "accounts.AccountOpened",
+                json!({"account_id": account(i), "owner": format!("owner {i}"), "currency": "EUR"}),
+            ));
+            expected.insert(account(i), (0, 1));
+        }
+        while list.len() < events {
+            let id = account(rng.random_range(0..accounts));
+            let entry = expected.get_mut(&id).expect("opened");
+            let withdraw = entry.0 >= 100 && rng.random_bool(0.4);
+            let amount: i64 = if withdraw {
+                rng.random_range(1..=entry.0)
+            } else {
+                rng.random_range(1..=100_000)
+            };
+            let (event_type, sign) = if withdraw {
+                ("accounts.FundsWithdrawn", -1)
+            } else {
+                ("accounts.FundsDeposited", 1)
+            };
+            entry.0 += sign * amount;
+            entry.1 += 1;
+            list.push(envelope(
+                list.len(),
+                event_type,
+                json!({"account_id": id, "amount_minor": amount, "currency": "EUR"}),
+            ));
+        }
+        Self {
+            events: list,
+            expected,
+        }
+    }
+
+    /// The projection's rows as (balance, events applied) per account.
+    pub async fn actual(store: &Store) -> BTreeMap<String, (i64, i64)> {
+        store
+            .account_balances()
+            .await
+            .expect("balances")
+            .into_iter()
+            .map(|row| (row.account_id, (row.balance_minor, row.events_applied)))
+            .collect()
+    }
+}

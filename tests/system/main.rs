@@ -1,0 +1,11 @@
+//! System tests: the real `eventline` binary against a real PostgreSQL and a real Kafka-API
+//! broker (Tansu in development and CI; `scripts/services.sh up` starts both). A test whose
+//! services are missing fails; none skips itself.
+
+mod cli;
+mod compose;
+mod config_errors;
+mod end_to_end;
+mod helpers;
+mod publish_errors;
+mod restart;
