@@ -11,10 +11,9 @@
 #   .eventline/tansu/tansu.db    the broker's data (SQLite: it survives broker restarts)
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-STATE_DIR="${EVENTLINE_STATE_DIR:-$ROOT/.eventline}"
-LOG_DIR="$STATE_DIR/logs"
-RUN_DIR="$STATE_DIR/run"
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 TANSU_DIR="$STATE_DIR/tansu"
 TANSU_VERSION="0.6.0"
 TANSU_HOST="127.0.0.1"
@@ -22,16 +21,6 @@ TANSU_PORT="9092"
 PG_HOST="127.0.0.1"
 PG_PORT="5432"
 WAIT_SECS="${EVENTLINE_SERVICES_WAIT_SECS:-60}"
-
-say() { printf 'services: %s\n' "$*" >&2; }
-die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
-
-# Runs a command as root: directly when we are root, through sudo otherwise.
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"
-  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
-  else die "need root to run: $* (install sudo or run as root)"; fi
-}
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") >/dev/null 2>&1; }
 
@@ -43,16 +32,9 @@ wait_for_port() {
   done
 }
 
-apt_install() {
-  say "installing $* from the OS packages"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
-}
-
 pg_ready() { command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h "$PG_HOST" -p "$PG_PORT"; }
 
 postgres_up() {
-  mkdir -p "$RUN_DIR"
   if pg_ready; then say "PostgreSQL answers on $PG_HOST:$PG_PORT"; return; fi
   local installed_now=0
   if ! command -v pg_lsclusters >/dev/null 2>&1 || [ -z "$(pg_lsclusters -h 2>/dev/null)" ]; then
@@ -89,7 +71,7 @@ tansu_bin() {
 }
 
 tansu_up() {
-  mkdir -p "$LOG_DIR" "$RUN_DIR" "$TANSU_DIR"
+  mkdir -p "$TANSU_DIR"
   local bin
   bin="$(tansu_bin)"
   if [ -z "$bin" ] || [ "$("$bin" --version 2>/dev/null)" != "tansu $TANSU_VERSION" ]; then

@@ -2,6 +2,7 @@
 //! broker (Tansu in development and CI; `scripts/services.sh up` starts both). A test whose
 //! services are missing fails; none skips itself.
 
+mod architecture;
 mod cli;
 mod compose;
 mod config_errors;

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: formatting, lints, unit tests, and the system tests against a real
+# PostgreSQL and a real Kafka-API broker (Tansu), both started (and installed) when missing.
+# Safe to run twice. Test processes' logs: target/tmp/system-tests/<test id>/.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+started=$(date +%s)
+"$ROOT/scripts/services.sh" up
+ensure_build_tools
+# The compose file is validated offline by docker-compose's own parser.
+need_command docker-compose docker-compose
+for component in rustfmt clippy; do
+  rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
+done
+
+cd "$ROOT"
+say "checking formatting"
+cargo fmt --all -- --check
+say "linting"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+say "testing"
+cargo test --workspace --locked
+say "all tests passed in $(( $(date +%s) - started ))s"
