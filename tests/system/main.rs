@@ -10,3 +10,4 @@ mod end_to_end;
 mod helpers;
 mod publish_errors;
 mod restart;
+mod services;
