@@ -31,6 +31,12 @@ pub(crate) struct TracingContext;
 
 impl ClientContext for TracingContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        // One set of passthrough properties serves producers and consumers alike, so a consumer
+        // property reaching a producer (or the reverse) is expected, not worth a warning.
+        if facility == "CONFWARN" && message.contains("will be ignored by this") {
+            tracing::debug!(target: "librdkafka", facility, "{message}");
+            return;
+        }
         match level {
             RDKafkaLogLevel::Emerg
             | RDKafkaLogLevel::Alert

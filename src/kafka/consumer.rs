@@ -124,18 +124,25 @@ impl ConsumerContext for GroupContext {
                 }
                 let started: Vec<(TopicPartition, Option<i64>)> =
                     partitions.into_iter().zip(offsets).collect();
-                for (tp, offset) in &started {
-                    tracing::info!(topic = %tp.topic, partition = tp.partition, offset = ?offset, "Partition assigned.");
-                }
+                let described: Vec<String> = started
+                    .iter()
+                    .map(|(tp, offset)| match offset {
+                        Some(offset) => format!("{}/{}@{offset}", tp.topic, tp.partition),
+                        None => format!("{}/{}@earliest", tp.topic, tp.partition),
+                    })
+                    .collect();
+                tracing::info!(partitions = ?described, "Partitions assigned.");
                 self.pending
                     .lock()
                     .expect("not poisoned")
                     .push_back(ConsumerEvent::Assigned(started));
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                for tp in &partitions {
-                    tracing::info!(topic = %tp.topic, partition = tp.partition, "Partition revoked.");
-                }
+                let described: Vec<String> = partitions
+                    .iter()
+                    .map(|tp| format!("{}/{}", tp.topic, tp.partition))
+                    .collect();
+                tracing::info!(partitions = ?described, "Partitions revoked.");
                 self.pending
                     .lock()
                     .expect("not poisoned")

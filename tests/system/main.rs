@@ -3,11 +3,14 @@
 //! services are missing fails; none skips itself.
 
 mod architecture;
+mod checkpoints;
 mod cli;
+mod commands;
 mod compose;
 mod config_errors;
 mod end_to_end;
 mod helpers;
 mod publish_errors;
 mod restart;
+mod scale_out;
 mod services;

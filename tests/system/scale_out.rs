@@ -1,0 +1,55 @@
+//! Nothing assumes one process: two workers of one projection split the partitions, and when one
+//! stops, the other takes its partitions over from the stored offsets.
+
+use crate::helpers::{stderr, wait_until, AccountsScenario, TestEnv};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_workers_share_the_partitions_and_one_takes_over_from_the_other() {
+    let env = TestEnv::new().await;
+    let scenario = AccountsScenario::generate(&env.id, 100, 6_000, 4);
+    let (first, second) = scenario.events.split_at(3_000);
+    let batch_env = [("EVENTLINE_BATCH_MAX_EVENTS", "50")];
+    let worker_a = env.spawn("worker-a", &["worker", "account_balances"], &batch_env);
+    let worker_b = env.spawn("worker-b", &["worker", "account_balances"], &batch_env);
+
+    let file = env.write_ndjson("first.ndjson", first);
+    let published = env.run(&["publish", file.to_str().unwrap()]);
+    assert!(published.status.success(), "{}", stderr(&published));
+    wait_until("both workers to apply the first 3,000 events", || async {
+        env.applied_through("account_balances").await == 3_000
+    })
+    .await;
+    let owned = format!(
+        "Partitions assigned. partitions=[\"{}.accounts.events/",
+        env.id
+    );
+    assert!(
+        worker_b.log().contains(&owned),
+        "worker B never owned a partition: {}",
+        worker_b.log()
+    );
+
+    assert!(worker_b.terminate().success());
+    let file = env.write_ndjson("second.ndjson", second);
+    let published = env.run(&["publish", file.to_str().unwrap()]);
+    assert!(published.status.success(), "{}", stderr(&published));
+    wait_until(
+        "worker A to take over and apply all 6,000 events",
+        || async { env.applied_through("account_balances").await == 6_000 },
+    )
+    .await;
+
+    assert_eq!(
+        AccountsScenario::actual(&env.store).await,
+        scenario.expected,
+        "worker A log: {}",
+        worker_a.log()
+    );
+    assert!(env
+        .store
+        .dead_letters("account_balances")
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(worker_a.terminate().success());
+}
