@@ -29,10 +29,7 @@ pub struct Failure {
 
 impl<E: Into<anyhow::Error>> From<E> for Failure {
     fn from(error: E) -> Self {
-        Self {
-            code: 1,
-            error: error.into(),
-        }
+        Self { code: 1, error: error.into() }
     }
 }
 
@@ -40,19 +37,14 @@ pub type Outcome = Result<(), Failure>;
 
 pub async fn migrate(settings: &Settings) -> Outcome {
     let url = &settings.database_url;
-    let created =
-        eventline_store::create_database_if_missing(url, settings.connect_timeout).await?;
+    let created = eventline_store::create_database_if_missing(url, settings.connect_timeout).await?;
     if created {
         tracing::info!(database = url.database_name(), "Database created.");
     }
     let store = Store::connect(url, 2, settings.connect_timeout).await?;
     store.migrate().await?;
     store.close().await;
-    println!(
-        "database {}: {}migrations applied",
-        url.database_name(),
-        if created { "created, " } else { "" }
-    );
+    println!("database {}: {}migrations applied", url.database_name(), if created { "created, " } else { "" });
     Ok(())
 }
 
@@ -79,14 +71,10 @@ pub async fn topics_create(settings: &Settings, args: &TopicsCreateArgs) -> Outc
 pub async fn publish(settings: &Settings, args: &PublishArgs) -> Outcome {
     let (input, name): (Box<dyn BufRead>, String) = match &args.file {
         Some(path) if path.as_os_str() != "-" => {
-            let file = std::fs::File::open(path)
-                .with_context(|| format!("cannot open {}", path.display()))?;
+            let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
             (Box::new(BufReader::new(file)), path.display().to_string())
         }
-        _ => (
-            Box::new(BufReader::new(std::io::stdin())),
-            "standard input".into(),
-        ),
+        _ => (Box::new(BufReader::new(std::io::stdin())), "standard input".into()),
     };
     let events = match ndjson::read_events(input, Catalog::builtin()) {
         Ok(events) => events,
@@ -96,10 +84,7 @@ pub async fn publish(settings: &Settings, args: &PublishArgs) -> Outcome {
             }
             return Err(Failure {
                 code: EXIT_INVALID_INPUT,
-                error: anyhow!(
-                    "{name}: {} invalid line(s); nothing was published",
-                    errors.len()
-                ),
+                error: anyhow!("{name}: {} invalid line(s); nothing was published", errors.len()),
             });
         }
         Err(error) => return Err(error.into()),
@@ -132,28 +117,16 @@ pub async fn publish(settings: &Settings, args: &PublishArgs) -> Outcome {
         }
     }
     if failed > 0 {
-        return Err(anyhow!(
-            "{failed} of {} events were not acknowledged by the broker",
-            events.len()
-        )
-        .into());
+        return Err(anyhow!("{failed} of {} events were not acknowledged by the broker", events.len()).into());
     }
     eprintln!("published {} events from {name}", events.len());
     Ok(())
 }
 
-pub async fn loadgen(
-    settings: &Settings,
-    args: &LoadgenArgs,
-    shutdown: CancellationToken,
-) -> Outcome {
-    let prefix = args
-        .prefix
-        .clone()
-        .unwrap_or_else(|| format!("demo{:04x}", rand_suffix()));
+pub async fn loadgen(settings: &Settings, args: &LoadgenArgs, shutdown: CancellationToken) -> Outcome {
+    let prefix = args.prefix.clone().unwrap_or_else(|| format!("demo{:04x}", rand_suffix()));
     let seed = args.seed.unwrap_or_else(|| u64::from(rand_suffix()));
-    let mut traffic =
-        AccountsTraffic::new(&prefix, args.accounts as usize, seed).take(args.events as usize);
+    let mut traffic = AccountsTraffic::new(&prefix, args.accounts as usize, seed).take(args.events as usize);
     if args.ndjson {
         let mut stdout = std::io::stdout().lock();
         for event in traffic {
@@ -164,11 +137,7 @@ pub async fn loadgen(
 
     let publisher = Publisher::connect(settings).await?;
     // Publish in slices of a tenth of a second, so a rate is kept without a timer per event.
-    let slice = if args.rate == 0 {
-        1_000
-    } else {
-        (args.rate / 10).max(1) as usize
-    };
+    let slice = if args.rate == 0 { 1_000 } else { (args.rate / 10).max(1) as usize };
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     let mut published = 0usize;
     loop {
@@ -193,29 +162,15 @@ pub async fn loadgen(
 }
 
 /// Runs workers for `projections` until `shutdown`; any worker failing stops them all.
-pub async fn workers(
-    settings: &Settings,
-    projections: &[Projection],
-    shutdown: CancellationToken,
-) -> Outcome {
-    let store = Store::connect(
-        &settings.database_url,
-        2 + projections.len() as u32,
-        settings.connect_timeout,
-    )
-    .await?;
+pub async fn workers(settings: &Settings, projections: &[Projection], shutdown: CancellationToken) -> Outcome {
+    let store = Store::connect(&settings.database_url, 2 + projections.len() as u32, settings.connect_timeout).await?;
     store.ensure_migrated().await?;
     let mut tasks = JoinSet::new();
     for &projection in projections {
         let settings = settings.clone();
         let store = store.clone();
         let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            (
-                projection,
-                worker::run(&settings, projection, store, shutdown).await,
-            )
-        });
+        tasks.spawn(async move { (projection, worker::run(&settings, projection, store, shutdown).await) });
     }
     let mut first_failure = None;
     while let Some(joined) = tasks.join_next().await {
@@ -223,9 +178,7 @@ pub async fn workers(
         if let Err(error) = result {
             tracing::error!(projection = projection.name(), %error, "Worker failed; stopping the others.");
             shutdown.cancel();
-            first_failure.get_or_insert(
-                anyhow!(error).context(format!("worker {} failed", projection.name())),
-            );
+            first_failure.get_or_insert(anyhow!(error).context(format!("worker {} failed", projection.name())));
         }
     }
     store.close().await;

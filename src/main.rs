@@ -33,10 +33,7 @@ fn main() -> ExitCode {
     telemetry::init(log_format);
 
     // Several worker threads: the rebalance callback blocks one while it reads stored offsets.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("the runtime starts");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the runtime starts");
     match runtime.block_on(run(cli.command, settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
@@ -59,9 +56,7 @@ async fn run(command: Command, settings: Settings) -> commands::Outcome {
             commands::workers(&settings, &projections, shutdown).await
         }
         Command::Migrate => commands::migrate(&settings).await,
-        Command::Topics(TopicsCommand::Create(args)) => {
-            commands::topics_create(&settings, &args).await
-        }
+        Command::Topics(TopicsCommand::Create(args)) => commands::topics_create(&settings, &args).await,
         Command::Publish(args) => commands::publish(&settings, &args).await,
         Command::Loadgen(args) => commands::loadgen(&settings, &args, shutdown).await,
     }
@@ -73,8 +68,7 @@ fn shutdown_on_signal() -> CancellationToken {
     let cancel = token.clone();
     tokio::spawn(async move {
         let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("SIGTERM can be handled");
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM can be handled");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C received; stopping."),
             _ = terminate.recv() => tracing::info!("SIGTERM received; stopping."),

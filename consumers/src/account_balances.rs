@@ -29,10 +29,8 @@ pub struct FoldOutcome {
 
 /// Applies `changes` in order to the `current` rows.
 pub fn fold(current: Vec<AccountBalance>, changes: &[AccountChange<'_>]) -> FoldOutcome {
-    let mut accounts: BTreeMap<String, AccountBalance> = current
-        .into_iter()
-        .map(|row| (row.account_id.clone(), row))
-        .collect();
+    let mut accounts: BTreeMap<String, AccountBalance> =
+        current.into_iter().map(|row| (row.account_id.clone(), row)).collect();
     let mut touched: Vec<String> = Vec::new();
     let mut rejected = Vec::new();
     for (index, change) in changes.iter().enumerate() {
@@ -47,17 +45,11 @@ pub fn fold(current: Vec<AccountBalance>, changes: &[AccountChange<'_>]) -> Fold
         }
     }
     touched.sort();
-    let changed = touched
-        .into_iter()
-        .filter_map(|id| accounts.remove(&id))
-        .collect();
+    let changed = touched.into_iter().filter_map(|id| accounts.remove(&id)).collect();
     FoldOutcome { changed, rejected }
 }
 
-fn apply(
-    current: Option<&AccountBalance>,
-    change: &AccountChange<'_>,
-) -> Result<AccountBalance, String> {
+fn apply(current: Option<&AccountBalance>, change: &AccountChange<'_>) -> Result<AccountBalance, String> {
     let stamp = |mut row: AccountBalance| {
         row.events_applied += 1;
         row.last_event_id = change.event_id.to_string();
@@ -65,14 +57,7 @@ fn apply(
         row
     };
     match (change.event, current) {
-        (
-            AccountEvent::Opened {
-                account_id,
-                owner,
-                currency,
-            },
-            None,
-        ) => Ok(AccountBalance {
+        (AccountEvent::Opened { account_id, owner, currency }, None) => Ok(AccountBalance {
             account_id: account_id.clone(),
             owner: owner.clone(),
             currency: currency.clone(),
@@ -82,66 +67,31 @@ fn apply(
             last_event_id: change.event_id.to_string(),
             last_event_time: change.time,
         }),
-        (AccountEvent::Opened { account_id, .. }, Some(_)) => {
-            Err(format!("account {account_id} is already open"))
-        }
+        (AccountEvent::Opened { account_id, .. }, Some(_)) => Err(format!("account {account_id} is already open")),
         (event, None) => Err(format!("account {} does not exist", event.account_id())),
         (event, Some(row)) if row.status == AccountStatus::Closed => {
             Err(format!("account {} is closed", event.account_id()))
         }
-        (
-            AccountEvent::Deposited {
-                amount_minor,
-                currency,
-                ..
-            },
-            Some(row),
-        ) => {
-            check_currency(row, currency)?;
-            let balance = row
-                .balance_minor
-                .checked_add(*amount_minor)
-                .ok_or_else(|| format!("balance of account {} would overflow", row.account_id))?;
-            Ok(stamp(AccountBalance {
-                balance_minor: balance,
-                ..row.clone()
-            }))
+        (AccountEvent::Deposited { amount_minor, currency, .. }, Some(row)) => {
+            move_funds(row, currency, row.balance_minor.checked_add(*amount_minor)).map(stamp)
         }
-        (
-            AccountEvent::Withdrawn {
-                amount_minor,
-                currency,
-                ..
-            },
-            Some(row),
-        ) => {
-            check_currency(row, currency)?;
-            // Withdrawals are facts from the ledger upstream: an overdraft is recorded, not refused.
-            let balance = row
-                .balance_minor
-                .checked_sub(*amount_minor)
-                .ok_or_else(|| format!("balance of account {} would overflow", row.account_id))?;
-            Ok(stamp(AccountBalance {
-                balance_minor: balance,
-                ..row.clone()
-            }))
+        // Withdrawals are facts from the ledger upstream: an overdraft is recorded, not refused.
+        (AccountEvent::Withdrawn { amount_minor, currency, .. }, Some(row)) => {
+            move_funds(row, currency, row.balance_minor.checked_sub(*amount_minor)).map(stamp)
         }
-        (AccountEvent::Closed { .. }, Some(row)) => Ok(stamp(AccountBalance {
-            status: AccountStatus::Closed,
-            ..row.clone()
-        })),
+        (AccountEvent::Closed { .. }, Some(row)) => {
+            Ok(stamp(AccountBalance { status: AccountStatus::Closed, ..row.clone() }))
+        }
     }
 }
 
-fn check_currency(row: &AccountBalance, currency: &str) -> Result<(), String> {
-    if row.currency == currency {
-        Ok(())
-    } else {
-        Err(format!(
-            "account {} holds {}, not {currency}",
-            row.account_id, row.currency
-        ))
+/// The row with its new balance, unless the currency differs or the balance overflowed (`None`).
+fn move_funds(row: &AccountBalance, currency: &str, balance: Option<i64>) -> Result<AccountBalance, String> {
+    if row.currency != currency {
+        return Err(format!("account {} holds {}, not {currency}", row.account_id, row.currency));
     }
+    let balance_minor = balance.ok_or_else(|| format!("balance of account {} would overflow", row.account_id))?;
+    Ok(AccountBalance { balance_minor, ..row.clone() })
 }
 
 #[cfg(test)]
@@ -149,30 +99,16 @@ mod tests {
     use super::*;
 
     fn opened(id: &str) -> AccountEvent {
-        AccountEvent::Opened {
-            account_id: id.into(),
-            owner: "Ada".into(),
-            currency: "EUR".into(),
-        }
+        AccountEvent::Opened { account_id: id.into(), owner: "Ada".into(), currency: "EUR".into() }
     }
     fn deposit(id: &str, amount: i64) -> AccountEvent {
-        AccountEvent::Deposited {
-            account_id: id.into(),
-            amount_minor: amount,
-            currency: "EUR".into(),
-        }
+        AccountEvent::Deposited { account_id: id.into(), amount_minor: amount, currency: "EUR".into() }
     }
     fn withdraw(id: &str, amount: i64) -> AccountEvent {
-        AccountEvent::Withdrawn {
-            account_id: id.into(),
-            amount_minor: amount,
-            currency: "EUR".into(),
-        }
+        AccountEvent::Withdrawn { account_id: id.into(), amount_minor: amount, currency: "EUR".into() }
     }
     fn closed(id: &str) -> AccountEvent {
-        AccountEvent::Closed {
-            account_id: id.into(),
-        }
+        AccountEvent::Closed { account_id: id.into() }
     }
 
     fn run(current: Vec<AccountBalance>, events: &[AccountEvent]) -> FoldOutcome {
@@ -180,33 +116,18 @@ mod tests {
         let changes: Vec<AccountChange<'_>> = events
             .iter()
             .zip(&ids)
-            .map(|(event, id)| AccountChange {
-                event_id: id,
-                time: DateTime::UNIX_EPOCH,
-                event,
-            })
+            .map(|(event, id)| AccountChange { event_id: id, time: DateTime::UNIX_EPOCH, event })
             .collect();
         fold(current, &changes)
     }
 
     #[test]
     fn deposits_and_withdrawals_add_up_in_order() {
-        let outcome = run(
-            vec![],
-            &[
-                opened("a"),
-                deposit("a", 1_000),
-                withdraw("a", 250),
-                opened("b"),
-                withdraw("a", 800),
-            ],
-        );
+        let outcome =
+            run(vec![], &[opened("a"), deposit("a", 1_000), withdraw("a", 250), opened("b"), withdraw("a", 800)]);
         assert!(outcome.rejected.is_empty(), "{:?}", outcome.rejected);
         let a = &outcome.changed[0];
-        assert_eq!(
-            (a.account_id.as_str(), a.balance_minor, a.events_applied),
-            ("a", -50, 4)
-        );
+        assert_eq!((a.account_id.as_str(), a.balance_minor, a.events_applied), ("a", -50, 4));
         assert_eq!(a.last_event_id, "e4");
         assert_eq!(outcome.changed[1].balance_minor, 0);
     }
@@ -216,10 +137,7 @@ mod tests {
         let first = run(vec![], &[opened("a"), deposit("a", 500)]);
         let second = run(first.changed, &[deposit("a", 7), closed("a")]);
         let a = &second.changed[0];
-        assert_eq!(
-            (a.balance_minor, a.events_applied, a.status),
-            (507, 4, AccountStatus::Closed)
-        );
+        assert_eq!((a.balance_minor, a.events_applied, a.status), (507, 4, AccountStatus::Closed));
     }
 
     #[test]
@@ -230,11 +148,7 @@ mod tests {
                 deposit("ghost", 5),
                 opened("a"),
                 opened("a"),
-                AccountEvent::Deposited {
-                    account_id: "a".into(),
-                    amount_minor: 5,
-                    currency: "USD".into(),
-                },
+                AccountEvent::Deposited { account_id: "a".into(), amount_minor: 5, currency: "USD".into() },
                 deposit("a", i64::MAX),
                 deposit("a", 1),
                 closed("a"),

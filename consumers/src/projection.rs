@@ -61,31 +61,19 @@ impl Projection {
                     .iter()
                     .enumerate()
                     .filter_map(|(index, a)| match a.event.payload() {
-                        DomainEvent::Accounts(event) => Some((
-                            index,
-                            AccountChange {
-                                event_id: &a.event.envelope().id,
-                                time: a.time,
-                                event,
-                            },
-                        )),
+                        DomainEvent::Accounts(event) => {
+                            Some((index, AccountChange { event_id: &a.event.envelope().id, time: a.time, event }))
+                        }
                         _ => None,
                     })
                     .unzip();
-                let mut ids: Vec<String> = changes
-                    .iter()
-                    .map(|c| c.event.account_id().to_string())
-                    .collect();
+                let mut ids: Vec<String> = changes.iter().map(|c| c.event.account_id().to_string()).collect();
                 ids.sort();
                 ids.dedup();
                 let current = tx.lock_account_balances(&ids).await?;
                 let outcome = account_balances::fold(current, &changes);
                 tx.upsert_account_balances(&outcome.changed).await?;
-                Ok(outcome
-                    .rejected
-                    .into_iter()
-                    .map(|(i, reason)| (positions[i], reason))
-                    .collect())
+                Ok(outcome.rejected.into_iter().map(|(i, reason)| (positions[i], reason)).collect())
             }
         }
     }

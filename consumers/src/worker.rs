@@ -17,9 +17,7 @@ use eventline_core::catalog::Catalog;
 use eventline_core::config::Settings;
 use eventline_core::contract::{self, ContractError, ValidatedEvent};
 use eventline_core::envelope::EnvelopeError;
-use eventline_kafka::consumer::{
-    ConsumedRecord, ConsumerEvent, GroupConsumer, StartingOffsets, TopicPartition,
-};
+use eventline_kafka::consumer::{ConsumedRecord, ConsumerEvent, GroupConsumer, StartingOffsets, TopicPartition};
 use eventline_store::dead_letters::NewDeadLetter;
 use eventline_store::Store;
 use tokio::time::Instant;
@@ -49,17 +47,13 @@ struct StoredPositions {
 
 impl StartingOffsets for StoredPositions {
     fn starting_offsets(&self, partitions: &[TopicPartition]) -> Vec<Option<i64>> {
-        let wanted: Vec<(String, i32)> = partitions
-            .iter()
-            .map(|tp| (tp.topic.clone(), tp.partition))
-            .collect();
+        let wanted: Vec<(String, i32)> = partitions.iter().map(|tp| (tp.topic.clone(), tp.partition)).collect();
         let mut delay = FIRST_RETRY_DELAY;
         loop {
             // The callback runs inside the consumer's poll; block this thread (not the runtime)
             // until the positions are known, since no partition may start without one.
             let result = tokio::task::block_in_place(|| {
-                self.runtime
-                    .block_on(self.store.load_checkpoints(self.projection.name(), &wanted))
+                self.runtime.block_on(self.store.load_checkpoints(self.projection.name(), &wanted))
             });
             match result {
                 Ok(offsets) => return offsets,
@@ -95,11 +89,7 @@ pub async fn run(
     store: Store,
     shutdown: CancellationToken,
 ) -> Result<WorkerReport, WorkerError> {
-    let topics: Vec<String> = projection
-        .topics()
-        .iter()
-        .map(|t| settings.namespace.topic(t))
-        .collect();
+    let topics: Vec<String> = projection.topics().iter().map(|t| settings.namespace.topic(t)).collect();
     let group_id = settings.namespace.group_id(projection.name());
     let starting = Arc::new(StoredPositions {
         store: store.clone(),
@@ -107,14 +97,8 @@ pub async fn run(
         runtime: tokio::runtime::Handle::current(),
         shutdown: shutdown.clone(),
     });
-    let consumer = GroupConsumer::subscribe(
-        &settings.kafka,
-        &group_id,
-        &topics,
-        starting,
-        settings.connect_timeout,
-    )
-    .await?;
+    let consumer =
+        GroupConsumer::subscribe(&settings.kafka, &group_id, &topics, starting, settings.connect_timeout).await?;
     tracing::info!(projection = projection.name(), group = %group_id, topics = ?topics, "Worker started.");
 
     let mut worker = Worker {
@@ -224,12 +208,7 @@ impl Worker {
         loop {
             match self.write_batch().await {
                 Ok(()) => return Ok(()),
-                Err(eventline_store::Error::Fenced {
-                    projection,
-                    topic,
-                    partition,
-                    expected,
-                }) => {
+                Err(eventline_store::Error::Fenced { projection, topic, partition, expected }) => {
                     tracing::warn!(
                         projection,
                         topic,
@@ -285,13 +264,7 @@ impl Worker {
         let rejected = self.projection.apply(&mut tx, &applicable).await?;
         for (index, reason) in rejected {
             let record = &self.batch[sources[index]];
-            dead.push(dead_letter(
-                name,
-                record,
-                Some(&applicable[index].event),
-                "rejected",
-                reason,
-            ));
+            dead.push(dead_letter(name, record, Some(&applicable[index].event), "rejected", reason));
         }
         tx.insert_dead_letters(&dead).await?;
 
@@ -301,8 +274,7 @@ impl Worker {
         }
         for (tp, next) in &next_offsets {
             let expected = self.positions.get(tp).copied().flatten();
-            tx.advance_checkpoint(name, &tp.topic, tp.partition, expected, *next)
-                .await?;
+            tx.advance_checkpoint(name, &tp.topic, tp.partition, expected, *next).await?;
         }
         tx.commit().await?;
 
@@ -312,37 +284,22 @@ impl Worker {
         }
         self.consumer.mirror_progress(&written);
         self.report.batches += 1;
-        self.report.applied += applicable.len() as u64
-            - dead.iter().filter(|d| d.reason_kind == "rejected").count() as u64;
+        self.report.applied +=
+            applicable.len() as u64 - dead.iter().filter(|d| d.reason_kind == "rejected").count() as u64;
         self.report.dead_lettered += dead.len() as u64;
-        tracing::debug!(
-            projection = name,
-            events = self.batch.len(),
-            dead_letters = dead.len(),
-            "Batch written."
-        );
+        tracing::debug!(projection = name, events = self.batch.len(), dead_letters = dead.len(), "Batch written.");
         self.batch.clear();
         Ok(())
     }
 
     /// After being fenced: drop the batch and continue every partition from its stored offset.
     async fn reposition(&mut self) -> Result<(), WorkerError> {
-        let mut partitions: Vec<TopicPartition> = self
-            .batch
-            .iter()
-            .map(ConsumedRecord::topic_partition)
-            .collect();
+        let mut partitions: Vec<TopicPartition> = self.batch.iter().map(ConsumedRecord::topic_partition).collect();
         partitions.sort();
         partitions.dedup();
         self.batch.clear();
-        let wanted: Vec<(String, i32)> = partitions
-            .iter()
-            .map(|tp| (tp.topic.clone(), tp.partition))
-            .collect();
-        let stored = self
-            .store
-            .load_checkpoints(self.projection.name(), &wanted)
-            .await?;
+        let wanted: Vec<(String, i32)> = partitions.iter().map(|tp| (tp.topic.clone(), tp.partition)).collect();
+        let stored = self.store.load_checkpoints(self.projection.name(), &wanted).await?;
         for (tp, offset) in partitions.into_iter().zip(stored) {
             match self.consumer.seek(&tp, offset) {
                 Ok(()) => {
@@ -367,18 +324,13 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// Decodes and validates a record; an error carries the dead-letter kind and reason.
-fn decode(
-    catalog: &Catalog,
-    record: &ConsumedRecord,
-) -> Result<ValidatedEvent, (&'static str, String)> {
+fn decode(catalog: &Catalog, record: &ConsumedRecord) -> Result<ValidatedEvent, (&'static str, String)> {
     let Some(payload) = &record.payload else {
         return Err(("undecodable", "record has no value".into()));
     };
     contract::validate_slice(catalog, payload).map_err(|error| match &error {
         ContractError::Envelope(
-            EnvelopeError::NotJson(_)
-            | EnvelopeError::NotObject(_)
-            | EnvelopeError::TooLarge { .. },
+            EnvelopeError::NotJson(_) | EnvelopeError::NotObject(_) | EnvelopeError::TooLarge { .. },
         ) => ("undecodable", error.to_string()),
         _ => match error.pointer() {
             pointer if pointer.is_empty() => ("invalid", error.to_string()),
@@ -388,10 +340,7 @@ fn decode(
 }
 
 fn record_time(record: &ConsumedRecord) -> DateTime<Utc> {
-    record
-        .timestamp_ms
-        .and_then(DateTime::from_timestamp_millis)
-        .unwrap_or_else(Utc::now)
+    record.timestamp_ms.and_then(DateTime::from_timestamp_millis).unwrap_or_else(Utc::now)
 }
 
 fn dead_letter(
@@ -401,20 +350,14 @@ fn dead_letter(
     kind: &'static str,
     reason: String,
 ) -> NewDeadLetter {
-    let headers: serde_json::Map<String, serde_json::Value> = record
-        .headers
-        .iter()
-        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned().into()))
-        .collect();
+    let headers: serde_json::Map<String, serde_json::Value> =
+        record.headers.iter().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned().into())).collect();
     NewDeadLetter {
         projection: projection.to_string(),
         topic: record.topic.clone(),
         partition: record.partition,
         offset: record.offset,
-        record_key: record
-            .key
-            .as_ref()
-            .map(|k| String::from_utf8_lossy(k).into_owned()),
+        record_key: record.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
         event_id: event.map(|e| e.envelope().id.clone()),
         event_type: event.map(|e| e.envelope().event_type.clone()),
         reason_kind: kind,

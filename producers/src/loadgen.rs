@@ -81,12 +81,9 @@ impl Iterator for AccountsTraffic {
 
     fn next(&mut self) -> Option<ValidatedEvent> {
         let value = self.next_event();
-        let envelope = eventline_core::envelope::CloudEvent::from_value(value)
-            .expect("the generator writes valid envelopes");
-        Some(
-            contract::validate(Catalog::builtin(), envelope)
-                .expect("the generator writes valid events"),
-        )
+        let envelope =
+            eventline_core::envelope::CloudEvent::from_value(value).expect("the generator writes valid envelopes");
+        Some(contract::validate(Catalog::builtin(), envelope).expect("the generator writes valid events"))
     }
 }
 
@@ -97,25 +94,12 @@ mod tests {
     #[test]
     fn accounts_open_first_and_never_overdraw() {
         let events: Vec<ValidatedEvent> = AccountsTraffic::new("t", 3, 7).take(500).collect();
-        let types: Vec<&str> = events
-            .iter()
-            .take(3)
-            .map(|e| e.envelope().event_type.as_str())
-            .collect();
+        let types: Vec<&str> = events.iter().take(3).map(|e| e.envelope().event_type.as_str()).collect();
         assert_eq!(types, ["accounts.AccountOpened"; 3]);
-        assert!(events
-            .iter()
-            .skip(3)
-            .all(|e| e.envelope().event_type != "accounts.AccountOpened"));
-        assert!(events
-            .iter()
-            .any(|e| e.envelope().event_type == "accounts.FundsWithdrawn"));
+        assert!(events.iter().skip(3).all(|e| e.envelope().event_type != "accounts.AccountOpened"));
+        assert!(events.iter().any(|e| e.envelope().event_type == "accounts.FundsWithdrawn"));
         let again: Vec<ValidatedEvent> = AccountsTraffic::new("t", 3, 7).take(500).collect();
-        let data = |list: &[ValidatedEvent]| {
-            list.iter()
-                .map(|e| e.envelope().data.clone())
-                .collect::<Vec<_>>()
-        };
+        let data = |list: &[ValidatedEvent]| list.iter().map(|e| e.envelope().data.clone()).collect::<Vec<_>>();
         assert_eq!(data(&events), data(&again), "same seed, same traffic");
     }
 }

@@ -15,13 +15,7 @@ pub struct LineError {
 
 impl fmt::Display for LineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "line {}: {} [{}",
-            self.line,
-            self.error,
-            self.error.kind()
-        )?;
+        write!(f, "line {}: {} [{}", self.line, self.error, self.error.kind())?;
         match self.error.pointer() {
             pointer if pointer.is_empty() => write!(f, "]"),
             pointer => write!(f, " at {pointer}]"),
@@ -39,10 +33,7 @@ pub enum ReadError {
 
 /// Reads every line (blank ones skipped) and validates it. Returns the events in input order, or
 /// every line's error when any line is invalid, so that a bad file publishes nothing.
-pub fn read_events(
-    input: impl BufRead,
-    catalog: &Catalog,
-) -> Result<Vec<ValidatedEvent>, ReadError> {
+pub fn read_events(input: impl BufRead, catalog: &Catalog) -> Result<Vec<ValidatedEvent>, ReadError> {
     let mut events = Vec::new();
     let mut errors = Vec::new();
     for (index, line) in input.lines().enumerate() {
@@ -52,10 +43,7 @@ pub fn read_events(
         }
         match contract::validate_slice(catalog, line.as_bytes()) {
             Ok(event) => events.push(event),
-            Err(error) => errors.push(LineError {
-                line: index + 1,
-                error,
-            }),
+            Err(error) => errors.push(LineError { line: index + 1, error }),
         }
     }
     if errors.is_empty() {
@@ -78,8 +66,7 @@ mod tests {
             r#"{"specversion":"1.0","id":"3","source":"/t","type":"accounts.Unknown","data":{}}"#,
             "\n",
         );
-        let Err(ReadError::Invalid(errors)) = read_events(input.as_bytes(), Catalog::builtin())
-        else {
+        let Err(ReadError::Invalid(errors)) = read_events(input.as_bytes(), Catalog::builtin()) else {
             panic!("expected invalid lines");
         };
         let printed: Vec<String> = errors.iter().map(ToString::to_string).collect();

@@ -21,30 +21,19 @@ pub struct Publisher {
 impl Publisher {
     /// Connects to the brokers, failing within the configured connect timeout when none answers.
     pub async fn connect(settings: &Settings) -> Result<Self, eventline_kafka::Error> {
-        let producer =
-            EventProducer::connect(&settings.kafka, settings.connect_timeout, DELIVERY_TIMEOUT)
-                .await?;
-        Ok(Self {
-            producer,
-            namespace: settings.namespace.clone(),
-        })
+        let producer = EventProducer::connect(&settings.kafka, settings.connect_timeout, DELIVERY_TIMEOUT).await?;
+        Ok(Self { producer, namespace: settings.namespace.clone() })
     }
 
     /// Publishes one event and waits for the broker's acknowledgement.
-    pub async fn publish(
-        &self,
-        event: &ValidatedEvent,
-    ) -> Result<Position, eventline_kafka::Error> {
+    pub async fn publish(&self, event: &ValidatedEvent) -> Result<Position, eventline_kafka::Error> {
         self.enqueue(event).await?.acknowledged().await
     }
 
     /// Publishes events in order (per key, the order given is the order in the topic) and waits
     /// for every acknowledgement. Each event gets its own result: a failure of one does not hide
     /// the others' positions.
-    pub async fn publish_all(
-        &self,
-        events: &[ValidatedEvent],
-    ) -> Vec<Result<Position, eventline_kafka::Error>> {
+    pub async fn publish_all(&self, events: &[ValidatedEvent]) -> Vec<Result<Position, eventline_kafka::Error>> {
         let mut pending = Vec::with_capacity(events.len());
         for event in events {
             pending.push(self.enqueue(event).await);
@@ -59,10 +48,7 @@ impl Publisher {
         results
     }
 
-    async fn enqueue(
-        &self,
-        event: &ValidatedEvent,
-    ) -> Result<PendingDelivery, eventline_kafka::Error> {
+    async fn enqueue(&self, event: &ValidatedEvent) -> Result<PendingDelivery, eventline_kafka::Error> {
         let envelope = event.envelope();
         let payload = envelope.to_bytes();
         let topic = self.namespace.topic(event.topic());
@@ -76,12 +62,7 @@ impl Publisher {
         if let Some(traceparent) = &envelope.traceparent {
             headers.push(("traceparent", traceparent.as_bytes()));
         }
-        let record = OutgoingRecord {
-            topic: &topic,
-            key: event.key(),
-            payload: &payload,
-            headers: &headers,
-        };
+        let record = OutgoingRecord { topic: &topic, key: event.key(), payload: &payload, headers: &headers };
         self.producer.enqueue(record).await
     }
 

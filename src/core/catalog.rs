@@ -9,9 +9,8 @@ use serde::Deserialize;
 
 const CATALOG_JSON: &str = include_str!("../../schemas/catalog.json");
 
-static BUILTIN: LazyLock<Catalog> = LazyLock::new(|| {
-    Catalog::from_json(CATALOG_JSON).expect("schemas/catalog.json is checked by the unit tests")
-});
+static BUILTIN: LazyLock<Catalog> =
+    LazyLock::new(|| Catalog::from_json(CATALOG_JSON).expect("schemas/catalog.json is checked by the unit tests"));
 
 /// One domain: a topic, a key field, and the event types published on that topic.
 #[derive(Debug, Clone, Deserialize)]
@@ -56,18 +55,11 @@ impl Catalog {
     /// Parses a catalog document.
     pub fn from_json(text: &str) -> Result<Self, String> {
         let file: CatalogFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let domains: Vec<Domain> = file
-            .domains
-            .into_iter()
-            .map(|(name, domain)| Domain { name, ..domain })
-            .collect();
+        let domains: Vec<Domain> = file.domains.into_iter().map(|(name, domain)| Domain { name, ..domain }).collect();
         for domain in &domains {
             for (event_type, entry) in &domain.types {
                 if !event_type.starts_with(&format!("{}.", domain.name)) {
-                    return Err(format!(
-                        "type `{event_type}` does not belong to domain `{}`",
-                        domain.name
-                    ));
+                    return Err(format!("type `{event_type}` does not belong to domain `{}`", domain.name));
                 }
                 if entry.versions.is_empty() || entry.versions.contains(&0) {
                     return Err(format!("type `{event_type}` needs versions of 1 or more"));
@@ -83,9 +75,7 @@ impl Catalog {
 
     /// The domain an event type belongs to, with the type's entry.
     pub fn lookup(&self, event_type: &str) -> Option<(&Domain, &EventTypeEntry)> {
-        self.domains
-            .iter()
-            .find_map(|d| d.types.get(event_type).map(|entry| (d, entry)))
+        self.domains.iter().find_map(|d| d.types.get(event_type).map(|entry| (d, entry)))
     }
 
     /// The domain whose events travel on `topic` (un-namespaced).
@@ -102,24 +92,12 @@ mod tests {
     fn the_builtin_catalog_has_the_three_reference_domains() {
         let catalog = Catalog::builtin();
         let topics: Vec<&str> = catalog.domains().iter().map(|d| d.topic.as_str()).collect();
-        assert_eq!(
-            topics,
-            ["accounts.events", "activity.events", "projects.events"]
-        );
+        assert_eq!(topics, ["accounts.events", "activity.events", "projects.events"]);
         let (domain, entry) = catalog.lookup("accounts.FundsDeposited").unwrap();
-        assert_eq!(
-            (domain.topic.as_str(), domain.key.as_str()),
-            ("accounts.events", "account_id")
-        );
+        assert_eq!((domain.topic.as_str(), domain.key.as_str()), ("accounts.events", "account_id"));
         assert_eq!(entry.versions, [1]);
-        assert_eq!(
-            catalog.lookup("projects.TaskReopened").unwrap().0.key,
-            "project_id"
-        );
-        assert_eq!(
-            catalog.lookup("activity.FeatureUsed").unwrap().0.key,
-            "user_id"
-        );
+        assert_eq!(catalog.lookup("projects.TaskReopened").unwrap().0.key, "project_id");
+        assert_eq!(catalog.lookup("activity.FeatureUsed").unwrap().0.key, "user_id");
         assert!(catalog.lookup("accounts.Nope").is_none());
     }
 

@@ -62,15 +62,8 @@ const MANAGED_RDKAFKA_PROPERTIES: &[&str] = &[
 ];
 
 /// Property names whose values are credentials.
-const SECRET_PROPERTY_MARKERS: &[&str] = &[
-    "password",
-    "secret",
-    "jaas",
-    "oauthbearer.config",
-    "token",
-    "key.pem",
-    "certificate.pem",
-];
+const SECRET_PROPERTY_MARKERS: &[&str] =
+    &["password", "secret", "jaas", "oauthbearer.config", "token", "key.pem", "certificate.pem"];
 
 const MAX_BATCH_EVENTS: usize = 100_000;
 const MAX_BATCH_WAIT_MS: u64 = 60_000;
@@ -106,9 +99,7 @@ impl std::str::FromStr for LogFormat {
         match value {
             "human" => Ok(Self::Human),
             "json" => Ok(Self::Json),
-            other => Err(format!(
-                "`{other}` is not a log format (expected `human` or `json`)"
-            )),
+            other => Err(format!("`{other}` is not a log format (expected `human` or `json`)")),
         }
     }
 }
@@ -121,10 +112,7 @@ impl DatabaseUrl {
     pub fn parse(value: &str) -> Result<Self, String> {
         let url = Url::parse(value).map_err(|e| format!("not a URL ({e})"))?;
         if !matches!(url.scheme(), "postgres" | "postgresql") {
-            return Err(format!(
-                "scheme `{}` is not postgres:// or postgresql://",
-                url.scheme()
-            ));
+            return Err(format!("scheme `{}` is not postgres:// or postgresql://", url.scheme()));
         }
         Ok(Self(url))
     }
@@ -154,11 +142,7 @@ impl DatabaseUrl {
         let pairs: Vec<(String, String)> = url
             .query_pairs()
             .map(|(k, v)| {
-                let v = if k.eq_ignore_ascii_case("password") {
-                    "***".to_string()
-                } else {
-                    v.into_owned()
-                };
+                let v = if k.eq_ignore_ascii_case("password") { "***".to_string() } else { v.into_owned() };
                 (k.into_owned(), v)
             })
             .collect();
@@ -191,13 +175,8 @@ impl Namespace {
         if value.len() > 64 {
             return Err("longer than 64 characters".into());
         }
-        if let Some(bad) = value
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-        {
-            return Err(format!(
-                "`{bad}` is not allowed (use letters, digits, `-` and `_`)"
-            ));
+        if let Some(bad) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+            return Err(format!("`{bad}` is not allowed (use letters, digits, `-` and `_`)"));
         }
         Ok(Self(value.to_string()))
     }
@@ -255,21 +234,9 @@ impl fmt::Debug for KafkaSettings {
         let properties: BTreeMap<&str, &str> = self
             .properties
             .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str(),
-                    if is_secret_property(k) {
-                        "***"
-                    } else {
-                        v.as_str()
-                    },
-                )
-            })
+            .map(|(k, v)| (k.as_str(), if is_secret_property(k) { "***" } else { v.as_str() }))
             .collect();
-        f.debug_struct("KafkaSettings")
-            .field("brokers", &self.brokers)
-            .field("properties", &properties)
-            .finish()
+        f.debug_struct("KafkaSettings").field("brokers", &self.brokers).field("properties", &properties).finish()
     }
 }
 
@@ -368,14 +335,9 @@ impl Settings {
     }
 
     /// Loads settings from an explicit environment, so tests need not touch the process's own.
-    pub fn load_from(
-        file: Option<&Path>,
-        env: &HashMap<String, String>,
-    ) -> Result<Self, ConfigError> {
+    pub fn load_from(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
         check_unknown_variables(env)?;
-        let file_path = file
-            .map(Path::to_path_buf)
-            .or_else(|| env.get(CONFIG_FILE_ENV).map(PathBuf::from));
+        let file_path = file.map(Path::to_path_buf).or_else(|| env.get(CONFIG_FILE_ENV).map(PathBuf::from));
         let (file_settings, file_name) = match &file_path {
             Some(path) => (read_file(path)?, path.display().to_string()),
             None => (FileSettings::default(), String::new()),
@@ -385,20 +347,11 @@ impl Settings {
         // Each setting: the environment wins over the file, the file over the default.
         let pick = |var: &str, key: &str, from_file: Option<String>, default: &str| -> Raw {
             if let Some(value) = env.get(var) {
-                Raw {
-                    value: value.clone(),
-                    origin: var.to_string(),
-                }
+                Raw { value: value.clone(), origin: var.to_string() }
             } else if let Some(value) = from_file {
-                Raw {
-                    value,
-                    origin: in_file(key),
-                }
+                Raw { value, origin: in_file(key) }
             } else {
-                Raw {
-                    value: default.to_string(),
-                    origin: format!("{var} (default)"),
-                }
+                Raw { value: default.to_string(), origin: format!("{var} (default)") }
             }
         };
 
@@ -411,49 +364,24 @@ impl Settings {
             }),
             DEFAULT_KAFKA_BROKERS,
         );
-        let brokers =
-            parse_brokers(&brokers_raw.value).map_err(|reason| invalid(&brokers_raw, reason))?;
+        let brokers = parse_brokers(&brokers_raw.value).map_err(|reason| invalid(&brokers_raw, reason))?;
 
-        let url_raw = pick(
-            ENV_DATABASE_URL,
-            "database.url",
-            file_settings.database.url,
-            DEFAULT_DATABASE_URL,
-        );
+        let url_raw = pick(ENV_DATABASE_URL, "database.url", file_settings.database.url, DEFAULT_DATABASE_URL);
         // The reason never repeats the value: it may hold a password.
-        let database_url =
-            DatabaseUrl::parse(&url_raw.value).map_err(|reason| ConfigError::Invalid {
-                setting: url_raw.origin.clone(),
-                reason,
-            })?;
+        let database_url = DatabaseUrl::parse(&url_raw.value)
+            .map_err(|reason| ConfigError::Invalid { setting: url_raw.origin.clone(), reason })?;
 
-        let addr_raw = pick(
-            ENV_HTTP_ADDR,
-            "http.addr",
-            file_settings.http.addr,
-            DEFAULT_HTTP_ADDR,
-        );
-        let http_addr: SocketAddr = addr_raw.value.parse().map_err(|_| {
-            invalid(
-                &addr_raw,
-                format!("`{}` is not an address like 127.0.0.1:8080", addr_raw.value),
-            )
-        })?;
-
-        let ns_raw = pick(ENV_NAMESPACE, "namespace", file_settings.namespace, "");
-        let namespace =
-            Namespace::parse(&ns_raw.value).map_err(|reason| invalid(&ns_raw, reason))?;
-
-        let log_raw = pick(
-            ENV_LOG_FORMAT,
-            "log.format",
-            file_settings.log.format,
-            "human",
-        );
-        let log_format = log_raw
+        let addr_raw = pick(ENV_HTTP_ADDR, "http.addr", file_settings.http.addr, DEFAULT_HTTP_ADDR);
+        let http_addr: SocketAddr = addr_raw
             .value
             .parse()
-            .map_err(|reason| invalid(&log_raw, reason))?;
+            .map_err(|_| invalid(&addr_raw, format!("`{}` is not an address like 127.0.0.1:8080", addr_raw.value)))?;
+
+        let ns_raw = pick(ENV_NAMESPACE, "namespace", file_settings.namespace, "");
+        let namespace = Namespace::parse(&ns_raw.value).map_err(|reason| invalid(&ns_raw, reason))?;
+
+        let log_raw = pick(ENV_LOG_FORMAT, "log.format", file_settings.log.format, "human");
+        let log_format = log_raw.value.parse().map_err(|reason| invalid(&log_raw, reason))?;
 
         let events_raw = pick(
             ENV_BATCH_MAX_EVENTS,
@@ -466,10 +394,7 @@ impl Settings {
         let wait_raw = pick(
             ENV_BATCH_MAX_WAIT_MS,
             "worker.batch_max_wait_ms",
-            file_settings
-                .worker
-                .batch_max_wait_ms
-                .map(|v| v.to_string()),
+            file_settings.worker.batch_max_wait_ms.map(|v| v.to_string()),
             "100",
         );
         let batch_max_wait = Duration::from_millis(parse_bounded(&wait_raw, 1, MAX_BATCH_WAIT_MS)?);
@@ -480,8 +405,7 @@ impl Settings {
             file_settings.connect_timeout_secs.map(|v| v.to_string()),
             "10",
         );
-        let connect_timeout =
-            Duration::from_secs(parse_bounded(&timeout_raw, 1, MAX_CONNECT_TIMEOUT_SECS)?);
+        let connect_timeout = Duration::from_secs(parse_bounded(&timeout_raw, 1, MAX_CONNECT_TIMEOUT_SECS)?);
 
         let mut properties = BTreeMap::new();
         for (key, value) in file_settings.kafka.properties {
@@ -493,10 +417,7 @@ impl Settings {
                 other => {
                     return Err(ConfigError::Invalid {
                         setting: origin,
-                        reason: format!(
-                            "expected a string, integer or boolean, found {}",
-                            other.type_str()
-                        ),
+                        reason: format!("expected a string, integer or boolean, found {}", other.type_str()),
                     })
                 }
             };
@@ -509,10 +430,7 @@ impl Settings {
             if let Some(suffix) = var.strip_prefix(RDKAFKA_ENV_PREFIX) {
                 let key = suffix.to_ascii_lowercase().replace('_', ".");
                 if key.is_empty() {
-                    return Err(ConfigError::Invalid {
-                        setting: var.clone(),
-                        reason: "names no property".into(),
-                    });
+                    return Err(ConfigError::Invalid { setting: var.clone(), reason: "names no property".into() });
                 }
                 check_property(&key, var)?;
                 properties.insert(key, value.clone());
@@ -520,35 +438,24 @@ impl Settings {
         }
 
         Ok(Self {
-            kafka: KafkaSettings {
-                brokers,
-                properties,
-            },
+            kafka: KafkaSettings { brokers, properties },
             database_url,
             http_addr,
             namespace,
             log_format,
-            worker: WorkerSettings {
-                batch_max_events,
-                batch_max_wait,
-            },
+            worker: WorkerSettings { batch_max_events, batch_max_wait },
             connect_timeout,
         })
     }
 }
 
 fn invalid(raw: &Raw, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        setting: raw.origin.clone(),
-        reason: reason.into(),
-    }
+    ConfigError::Invalid { setting: raw.origin.clone(), reason: reason.into() }
 }
 
 fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::FileUnreadable {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::FileUnreadable { path: path.to_path_buf(), reason: e.to_string() })?;
     toml::from_str(&text).map_err(|e| ConfigError::FileInvalid {
         path: path.to_path_buf(),
         reason: e.to_string().trim_end().to_string(),
@@ -570,10 +477,7 @@ fn check_unknown_variables(env: &HashMap<String, String>) -> Result<(), ConfigEr
                 .find(|known| strsim_close(known, variable))
                 .map(|known| format!(" (did you mean {known}?)"))
                 .unwrap_or_default();
-            Err(ConfigError::UnknownVariable {
-                variable: (*variable).clone(),
-                hint,
-            })
+            Err(ConfigError::UnknownVariable { variable: (*variable).clone(), hint })
         }
     }
 }
@@ -586,12 +490,7 @@ fn strsim_close(a: &str, b: &str) -> bool {
         return false;
     }
     let prefix = short.iter().zip(long).take_while(|(x, y)| x == y).count();
-    let suffix = short[prefix..]
-        .iter()
-        .rev()
-        .zip(long[prefix..].iter().rev())
-        .take_while(|(x, y)| x == y)
-        .count();
+    let suffix = short[prefix..].iter().rev().zip(long[prefix..].iter().rev()).take_while(|(x, y)| x == y).count();
     prefix + suffix + 1 >= long.len()
 }
 
@@ -602,10 +501,7 @@ fn check_property(key: &str, origin: &str) -> Result<(), ConfigError> {
             reason: format!("`{key}` is set by eventline itself and cannot be overridden"),
         });
     }
-    if !key
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.')
-    {
+    if !key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.') {
         return Err(ConfigError::Invalid {
             setting: origin.to_string(),
             reason: format!("`{key}` is not a librdkafka property name"),
@@ -616,25 +512,16 @@ fn check_property(key: &str, origin: &str) -> Result<(), ConfigError> {
 
 /// Whether a librdkafka property holds a credential and must never be printed.
 pub fn is_secret_property(key: &str) -> bool {
-    SECRET_PROPERTY_MARKERS
-        .iter()
-        .any(|marker| key.contains(marker))
+    SECRET_PROPERTY_MARKERS.iter().any(|marker| key.contains(marker))
 }
 
 fn parse_brokers(value: &str) -> Result<Vec<String>, String> {
-    let brokers: Vec<String> = value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect();
+    let brokers: Vec<String> = value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
     if brokers.is_empty() {
         return Err("no broker given (expected host:port[,host:port…])".into());
     }
     for broker in &brokers {
-        let (host, port) = broker
-            .rsplit_once(':')
-            .ok_or_else(|| format!("`{broker}` is not host:port"))?;
+        let (host, port) = broker.rsplit_once(':').ok_or_else(|| format!("`{broker}` is not host:port"))?;
         if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
             return Err(format!("`{broker}` is not host:port"));
         }
@@ -645,10 +532,7 @@ fn parse_brokers(value: &str) -> Result<Vec<String>, String> {
 fn parse_bounded(raw: &Raw, min: u64, max: u64) -> Result<u64, ConfigError> {
     match raw.value.trim().parse::<u64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(invalid(
-            raw,
-            format!("`{}` is not a whole number from {min} to {max}", raw.value),
-        )),
+        _ => Err(invalid(raw, format!("`{}` is not a whole number from {min} to {max}", raw.value))),
     }
 }
 
@@ -657,10 +541,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn load(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
@@ -692,20 +573,11 @@ mod tests {
         ])
         .unwrap();
         let printed = format!("{settings:?} {}", settings.database_url);
-        for secret in [
-            "hunter2",
-            "hunter3",
-            "kafka-secret-1",
-            "kafka-secret-2",
-            "kafka-secret-3",
-        ] {
+        for secret in ["hunter2", "hunter3", "kafka-secret-1", "kafka-secret-2", "kafka-secret-3"] {
             assert!(!printed.contains(secret), "{secret} leaked in: {printed}");
         }
         // Non-secret parts stay readable, so the redaction is not simply hiding everything.
-        assert!(
-            printed.contains("app:***@db.internal:5432/eventline"),
-            "{printed}"
-        );
+        assert!(printed.contains("app:***@db.internal:5432/eventline"), "{printed}");
         assert!(printed.contains("\"sasl.username\": \"app\""), "{printed}");
         // The driver still gets the real URL.
         assert!(settings.database_url.expose().contains("hunter2"));
@@ -713,13 +585,8 @@ mod tests {
 
     #[test]
     fn an_invalid_database_url_error_does_not_echo_the_value() {
-        let err = load(&[("DATABASE_URL", "mysql://root:hunter2@db/x")])
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            err,
-            "invalid DATABASE_URL: scheme `mysql` is not postgres:// or postgresql://"
-        );
+        let err = load(&[("DATABASE_URL", "mysql://root:hunter2@db/x")]).unwrap_err().to_string();
+        assert_eq!(err, "invalid DATABASE_URL: scheme `mysql` is not postgres:// or postgresql://");
     }
 
     #[test]
@@ -742,11 +609,7 @@ batch_max_events = 50
 "#,
         )
         .unwrap();
-        let settings = Settings::load_from(
-            Some(&path),
-            &env(&[("EVENTLINE_HTTP_ADDR", "127.0.0.1:7000")]),
-        )
-        .unwrap();
+        let settings = Settings::load_from(Some(&path), &env(&[("EVENTLINE_HTTP_ADDR", "127.0.0.1:7000")])).unwrap();
         assert_eq!(settings.kafka.brokers, vec!["k1:9092", "k2:9092"]);
         assert_eq!(settings.kafka.properties["security.protocol"], "sasl_ssl");
         assert_eq!(settings.kafka.properties["socket.timeout.ms"], "30000");
@@ -792,19 +655,12 @@ batch_max_events = 50
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, "[kafka]\nbroker = \"x:1\"\n").unwrap();
-        let err = Settings::load_from(Some(&path), &HashMap::new())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with(&format!("invalid configuration file {}:", path.display())),
-            "{err}"
-        );
+        let err = Settings::load_from(Some(&path), &HashMap::new()).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("invalid configuration file {}:", path.display())), "{err}");
         assert!(err.contains("unknown field `broker`"), "{err}");
 
         std::fs::write(&path, "[worker]\nbatch_max_events = 0\n").unwrap();
-        let err = Settings::load_from(Some(&path), &HashMap::new())
-            .unwrap_err()
-            .to_string();
+        let err = Settings::load_from(Some(&path), &HashMap::new()).unwrap_err().to_string();
         assert_eq!(
             err,
             format!(
@@ -814,32 +670,18 @@ batch_max_events = 50
         );
 
         let missing = dir.path().join("missing.toml");
-        let err = Settings::load_from(Some(&missing), &HashMap::new())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with(&format!(
-                "cannot read configuration file {}:",
-                missing.display()
-            )),
-            "{err}"
-        );
+        let err = Settings::load_from(Some(&missing), &HashMap::new()).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("cannot read configuration file {}:", missing.display())), "{err}");
     }
 
     #[test]
     fn namespace_prefixes_topics_and_groups() {
         let plain = Namespace::default();
         assert_eq!(plain.topic("accounts.events"), "accounts.events");
-        assert_eq!(
-            plain.group_id("account_balances"),
-            "eventline.account_balances"
-        );
+        assert_eq!(plain.group_id("account_balances"), "eventline.account_balances");
         let ns = Namespace::parse("t42").unwrap();
         assert_eq!(ns.topic("accounts.events"), "t42.accounts.events");
-        assert_eq!(
-            ns.group_id("account_balances"),
-            "t42.eventline.account_balances"
-        );
+        assert_eq!(ns.group_id("account_balances"), "t42.eventline.account_balances");
         assert_eq!(ns.strip("t42.accounts.events"), Some("accounts.events"));
         assert_eq!(ns.strip("t4.accounts.events"), None);
     }

@@ -18,11 +18,7 @@ pub enum ContractError {
     #[error("unknown event type `{0}`")]
     UnknownType(String),
     #[error("`{event_type}` has no data version {version} (known: {known})")]
-    UnknownDataVersion {
-        event_type: String,
-        version: u32,
-        known: String,
-    },
+    UnknownDataVersion { event_type: String, version: u32, known: String },
     #[error("missing `data`")]
     MissingData,
     #[error("`data` must be an object, found {0}")]
@@ -30,21 +26,13 @@ pub enum ContractError {
     #[error("missing required field `data.{0}`")]
     MissingField(String),
     #[error("field `data.{field}` must be {expected}, found {found}")]
-    WrongFieldType {
-        field: String,
-        expected: &'static str,
-        found: &'static str,
-    },
+    WrongFieldType { field: String, expected: &'static str, found: &'static str },
     #[error("field `data.{field}` {reason}")]
     InvalidField { field: String, reason: String },
     #[error("field `data.{0}` is not part of this event type")]
     UnknownField(String),
     #[error("subject `{subject}` differs from `data.{key_field}` `{key}`")]
-    SubjectMismatch {
-        subject: String,
-        key_field: String,
-        key: String,
-    },
+    SubjectMismatch { subject: String, key_field: String, key: String },
 }
 
 impl ContractError {
@@ -102,10 +90,7 @@ impl ValidatedEvent {
 
     /// The entity id: the Kafka record key.
     pub fn key(&self) -> &str {
-        self.envelope
-            .subject
-            .as_deref()
-            .expect("validate always sets the subject")
+        self.envelope.subject.as_deref().expect("validate always sets the subject")
     }
 
     pub fn payload(&self) -> &DomainEvent {
@@ -123,13 +108,9 @@ pub fn validate_slice(catalog: &Catalog, bytes: &[u8]) -> Result<ValidatedEvent,
 }
 
 /// Validates an envelope against the catalog and its type's data contract.
-pub fn validate(
-    catalog: &Catalog,
-    mut envelope: CloudEvent,
-) -> Result<ValidatedEvent, ContractError> {
-    let (domain, entry) = catalog
-        .lookup(&envelope.event_type)
-        .ok_or_else(|| ContractError::UnknownType(envelope.event_type.clone()))?;
+pub fn validate(catalog: &Catalog, mut envelope: CloudEvent) -> Result<ValidatedEvent, ContractError> {
+    let (domain, entry) =
+        catalog.lookup(&envelope.event_type).ok_or_else(|| ContractError::UnknownType(envelope.event_type.clone()))?;
     if !entry.versions.contains(&envelope.dataversion) {
         let known: Vec<String> = entry.versions.iter().map(u32::to_string).collect();
         return Err(ContractError::UnknownDataVersion {
@@ -151,26 +132,15 @@ pub fn validate(
     };
     match &envelope.subject {
         Some(subject) if *subject != key => {
-            return Err(ContractError::SubjectMismatch {
-                subject: subject.clone(),
-                key_field: domain.key.clone(),
-                key,
-            })
+            return Err(ContractError::SubjectMismatch { subject: subject.clone(), key_field: domain.key.clone(), key })
         }
         Some(_) => {}
         None => envelope.subject = Some(key),
     }
-    Ok(ValidatedEvent {
-        envelope,
-        topic: domain.topic.clone(),
-        payload,
-    })
+    Ok(ValidatedEvent { envelope, topic: domain.topic.clone(), payload })
 }
 
-fn parse_payload(
-    event_type: &str,
-    data: &Map<String, Value>,
-) -> Result<DomainEvent, ContractError> {
+fn parse_payload(event_type: &str, data: &Map<String, Value>) -> Result<DomainEvent, ContractError> {
     let mut d = Fields::new(data);
     let event = match event_type {
         "accounts.AccountOpened" => DomainEvent::Accounts(AccountEvent::Opened {
@@ -188,9 +158,7 @@ fn parse_payload(
             amount_minor: d.positive_amount("amount_minor")?,
             currency: d.currency("currency")?,
         }),
-        "accounts.AccountClosed" => DomainEvent::Accounts(AccountEvent::Closed {
-            account_id: d.text("account_id")?,
-        }),
+        "accounts.AccountClosed" => DomainEvent::Accounts(AccountEvent::Closed { account_id: d.text("account_id")? }),
         "projects.ProjectCreated" => DomainEvent::Projects(ProjectEvent::ProjectCreated {
             project_id: d.text("project_id")?,
             name: d.text("name")?,
@@ -237,31 +205,23 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     fn new(data: &'a Map<String, Value>) -> Self {
-        Self {
-            data,
-            read: Vec::new(),
-        }
+        Self { data, read: Vec::new() }
     }
 
     fn get(&mut self, field: &'static str) -> Result<&'a Value, ContractError> {
         self.read.push(field);
-        self.data
-            .get(field)
-            .ok_or_else(|| ContractError::MissingField(field.into()))
+        self.data.get(field).ok_or_else(|| ContractError::MissingField(field.into()))
     }
 
     fn text(&mut self, field: &'static str) -> Result<String, ContractError> {
         match self.get(field)? {
-            Value::String(s) if s.trim().is_empty() => Err(ContractError::InvalidField {
-                field: field.into(),
-                reason: "must not be empty".into(),
-            }),
-            Value::String(s) if s.chars().count() > MAX_TEXT_CHARS => {
-                Err(ContractError::InvalidField {
-                    field: field.into(),
-                    reason: format!("is longer than {MAX_TEXT_CHARS} characters"),
-                })
+            Value::String(s) if s.trim().is_empty() => {
+                Err(ContractError::InvalidField { field: field.into(), reason: "must not be empty".into() })
             }
+            Value::String(s) if s.chars().count() > MAX_TEXT_CHARS => Err(ContractError::InvalidField {
+                field: field.into(),
+                reason: format!("is longer than {MAX_TEXT_CHARS} characters"),
+            }),
             Value::String(s) => Ok(s.clone()),
             other => Err(ContractError::WrongFieldType {
                 field: field.into(),
@@ -282,18 +242,14 @@ impl<'a> Fields<'a> {
         };
         match n.as_i64() {
             Some(amount) if amount > 0 => Ok(amount),
-            Some(_) => Err(ContractError::InvalidField {
-                field: field.into(),
-                reason: "must be greater than 0".into(),
-            }),
+            Some(_) => {
+                Err(ContractError::InvalidField { field: field.into(), reason: "must be greater than 0".into() })
+            }
             None if n.is_f64() => Err(ContractError::InvalidField {
                 field: field.into(),
                 reason: format!("must be a whole number of minor units, found {n}"),
             }),
-            None => Err(ContractError::InvalidField {
-                field: field.into(),
-                reason: format!("is out of range: {n}"),
-            }),
+            None => Err(ContractError::InvalidField { field: field.into(), reason: format!("is out of range: {n}") }),
         }
     }
 
@@ -335,11 +291,7 @@ mod tests {
         for domain in Catalog::builtin().domains() {
             for event_type in domain.types.keys() {
                 let err = check(event(event_type, json!({}))).unwrap_err();
-                assert_eq!(
-                    err.kind(),
-                    "missing_field",
-                    "{event_type} has no contract: {err}"
-                );
+                assert_eq!(err.kind(), "missing_field", "{event_type} has no contract: {err}");
             }
         }
     }
@@ -367,12 +319,7 @@ mod tests {
     fn bad_data_gets_its_kind_and_pointer() {
         let deposit = |data: Value| event("accounts.FundsDeposited", data);
         let cases: Vec<(Value, &str, &str, &str)> = vec![
-            (
-                event("accounts.Nope", json!({})),
-                "unknown_type",
-                "/type",
-                "unknown event type `accounts.Nope`",
-            ),
+            (event("accounts.Nope", json!({})), "unknown_type", "/type", "unknown event type `accounts.Nope`"),
             (
                 {
                     let mut e = deposit(json!({}));
@@ -389,12 +336,7 @@ mod tests {
                 "/data",
                 "missing `data`",
             ),
-            (
-                deposit(json!([1])),
-                "wrong_type",
-                "/data",
-                "`data` must be an object, found an array",
-            ),
+            (deposit(json!([1])), "wrong_type", "/data", "`data` must be an object, found an array"),
             (
                 deposit(json!({"account_id": "a", "currency": "EUR"})),
                 "missing_field",
@@ -444,17 +386,14 @@ mod tests {
                 "field `data.account_id` must be a string, found a number",
             ),
             (
-                deposit(
-                    json!({"account_id": "a", "amount_minor": 5, "currency": "EUR", "memo": "x"}),
-                ),
+                deposit(json!({"account_id": "a", "amount_minor": 5, "currency": "EUR", "memo": "x"})),
                 "unknown_field",
                 "/data/memo",
                 "field `data.memo` is not part of this event type",
             ),
             (
                 {
-                    let mut e =
-                        deposit(json!({"account_id": "a", "amount_minor": 5, "currency": "EUR"}));
+                    let mut e = deposit(json!({"account_id": "a", "amount_minor": 5, "currency": "EUR"}));
                     e["subject"] = json!("b");
                     e
                 },
@@ -465,10 +404,7 @@ mod tests {
         ];
         for (value, kind, pointer, message) in cases {
             let err = check(value).expect_err(message);
-            assert_eq!(
-                (err.kind(), err.pointer().as_str(), err.to_string().as_str()),
-                (kind, pointer, message)
-            );
+            assert_eq!((err.kind(), err.pointer().as_str(), err.to_string().as_str()), (kind, pointer, message));
         }
     }
 }

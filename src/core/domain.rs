@@ -13,24 +13,10 @@ pub enum DomainEvent {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccountEvent {
-    Opened {
-        account_id: String,
-        owner: String,
-        currency: String,
-    },
-    Deposited {
-        account_id: String,
-        amount_minor: AmountMinor,
-        currency: String,
-    },
-    Withdrawn {
-        account_id: String,
-        amount_minor: AmountMinor,
-        currency: String,
-    },
-    Closed {
-        account_id: String,
-    },
+    Opened { account_id: String, owner: String, currency: String },
+    Deposited { account_id: String, amount_minor: AmountMinor, currency: String },
+    Withdrawn { account_id: String, amount_minor: AmountMinor, currency: String },
+    Closed { account_id: String },
 }
 
 impl AccountEvent {
@@ -46,39 +32,15 @@ impl AccountEvent {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProjectEvent {
-    ProjectCreated {
-        project_id: String,
-        name: String,
-    },
-    TaskCreated {
-        project_id: String,
-        task_id: String,
-        title: String,
-    },
-    TaskAssigned {
-        project_id: String,
-        task_id: String,
-        assignee: String,
-    },
-    TaskCompleted {
-        project_id: String,
-        task_id: String,
-    },
-    TaskReopened {
-        project_id: String,
-        task_id: String,
-    },
+    ProjectCreated { project_id: String, name: String },
+    TaskCreated { project_id: String, task_id: String, title: String },
+    TaskAssigned { project_id: String, task_id: String, assignee: String },
+    TaskCompleted { project_id: String, task_id: String },
+    TaskReopened { project_id: String, task_id: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ActivityEvent {
-    PageViewed {
-        user_id: String,
-        path: String,
-        session_id: String,
-    },
-    FeatureUsed {
-        user_id: String,
-        feature: String,
-    },
+    PageViewed { user_id: String, path: String, session_id: String },
+    FeatureUsed { user_id: String, feature: String },
 }

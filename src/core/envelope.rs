@@ -29,11 +29,7 @@ pub enum EnvelopeError {
     #[error("attribute `{0}` must not be empty")]
     EmptyAttribute(&'static str),
     #[error("attribute `{attribute}` must be {expected}, found {found}")]
-    WrongType {
-        attribute: String,
-        expected: &'static str,
-        found: &'static str,
-    },
+    WrongType { attribute: String, expected: &'static str, found: &'static str },
     #[error("specversion `{0}` is not supported (expected \"1.0\")")]
     UnsupportedSpecVersion(String),
     #[error("attribute `time` is not an RFC 3339 timestamp: `{0}`")]
@@ -106,13 +102,9 @@ impl CloudEvent {
     /// Parses one structured-mode event from its JSON bytes.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, EnvelopeError> {
         if bytes.len() > MAX_EVENT_BYTES {
-            return Err(EnvelopeError::TooLarge {
-                size: bytes.len(),
-                limit: MAX_EVENT_BYTES,
-            });
+            return Err(EnvelopeError::TooLarge { size: bytes.len(), limit: MAX_EVENT_BYTES });
         }
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
         Self::from_value(value)
     }
 
@@ -164,18 +156,14 @@ impl CloudEvent {
         let tracestate = optional_string(&mut object, "tracestate")?;
         let data = object.remove("data");
         if object.contains_key("data_base64") {
-            return Err(EnvelopeError::UnsupportedContentType(
-                "binary data (data_base64)".into(),
-            ));
+            return Err(EnvelopeError::UnsupportedContentType("binary data (data_base64)".into()));
         }
 
         let mut extensions = BTreeMap::new();
         for (name, value) in object {
             let valid_name = !name.is_empty()
                 && name.len() <= 20
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
             if !valid_name {
                 return Err(EnvelopeError::InvalidExtensionName(name));
             }
@@ -214,11 +202,7 @@ impl CloudEvent {
         object.insert("type".into(), self.event_type.clone().into());
         let optional = [
             ("subject", self.subject.clone()),
-            (
-                "time",
-                self.time
-                    .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
-            ),
+            ("time", self.time.map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))),
             ("datacontenttype", self.datacontenttype.clone()),
             ("dataschema", self.dataschema.clone()),
             ("traceparent", self.traceparent.clone()),
@@ -257,10 +241,7 @@ pub fn json_type(value: &Value) -> &'static str {
     }
 }
 
-fn required_string(
-    object: &mut Map<String, Value>,
-    name: &'static str,
-) -> Result<String, EnvelopeError> {
+fn required_string(object: &mut Map<String, Value>, name: &'static str) -> Result<String, EnvelopeError> {
     match optional_string(object, name)? {
         None => Err(EnvelopeError::MissingAttribute(name)),
         Some(s) if s.is_empty() => Err(EnvelopeError::EmptyAttribute(name)),
@@ -268,18 +249,13 @@ fn required_string(
     }
 }
 
-fn optional_string(
-    object: &mut Map<String, Value>,
-    name: &'static str,
-) -> Result<Option<String>, EnvelopeError> {
+fn optional_string(object: &mut Map<String, Value>, name: &'static str) -> Result<Option<String>, EnvelopeError> {
     match object.remove(name) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(EnvelopeError::WrongType {
-            attribute: name.into(),
-            expected: "a string",
-            found: json_type(&other),
-        }),
+        Some(other) => {
+            Err(EnvelopeError::WrongType { attribute: name.into(), expected: "a string", found: json_type(&other) })
+        }
     }
 }
 
@@ -315,10 +291,7 @@ mod tests {
         assert_eq!(event.id, "evt-1");
         assert_eq!(event.subject.as_deref(), Some("acc-1"));
         assert_eq!(event.dataversion, 1);
-        assert_eq!(
-            event.time.unwrap().to_rfc3339(),
-            "2026-11-28T09:00:00+00:00"
-        );
+        assert_eq!(event.time.unwrap().to_rfc3339(), "2026-11-28T09:00:00+00:00");
         assert_eq!(event.extensions["region"], "eu");
         let again = CloudEvent::from_slice(&event.to_bytes()).unwrap();
         assert_eq!(again, event);
@@ -327,28 +300,121 @@ mod tests {
     #[test]
     fn each_bad_envelope_gets_its_kind_and_pointer() {
         let cases: Vec<(Result<CloudEvent, EnvelopeError>, &str, &str, &str)> = vec![
-            (CloudEvent::from_slice(b"{nope"), "not_json", "", "not valid JSON: key must be a string at line 1 column 2"),
+            (
+                CloudEvent::from_slice(b"{nope"),
+                "not_json",
+                "",
+                "not valid JSON: key must be a string at line 1 column 2",
+            ),
             (CloudEvent::from_slice(b"[1]"), "not_object", "", "event must be a JSON object, found an array"),
-            (with(|o| { o.remove("id"); }), "missing_attribute", "/id", "missing required attribute `id`"),
-            (with(|o| { o.insert("id".into(), "".into()); }), "empty_attribute", "/id", "attribute `id` must not be empty"),
-            (with(|o| { o.remove("source"); }), "missing_attribute", "/source", "missing required attribute `source`"),
-            (with(|o| { o.remove("type"); }), "missing_attribute", "/type", "missing required attribute `type`"),
-            (with(|o| { o.remove("specversion"); }), "missing_attribute", "/specversion", "missing required attribute `specversion`"),
-            (with(|o| { o.insert("specversion".into(), "0.3".into()); }), "unsupported_specversion", "/specversion", "specversion `0.3` is not supported (expected \"1.0\")"),
-            (with(|o| { o.insert("id".into(), json!(7)); }), "wrong_type", "/id", "attribute `id` must be a string, found a number"),
-            (with(|o| { o.insert("time".into(), "yesterday".into()); }), "invalid_time", "/time", "attribute `time` is not an RFC 3339 timestamp: `yesterday`"),
-            (with(|o| { o.insert("dataversion".into(), json!(0)); }), "invalid_dataversion", "/dataversion", "attribute `dataversion` must be a whole number of at least 1, found 0"),
-            (with(|o| { o.insert("dataversion".into(), json!("2")); }), "wrong_type", "/dataversion", "attribute `dataversion` must be an integer, found a string"),
-            (with(|o| { o.insert("datacontenttype".into(), "text/plain".into()); }), "unsupported_datacontenttype", "/datacontenttype", "datacontenttype `text/plain` is not supported (expected application/json)"),
-            (with(|o| { o.insert("Bad-Name".into(), "x".into()); }), "invalid_extension_name", "/Bad-Name", "extension attribute name `Bad-Name` is not valid (1 to 20 lower-case letters or digits)"),
-            (with(|o| { o.insert("region".into(), json!({"a": 1})); }), "wrong_type", "/region", "attribute `region` must be a string, number or boolean, found an object"),
+            (
+                with(|o| {
+                    o.remove("id");
+                }),
+                "missing_attribute",
+                "/id",
+                "missing required attribute `id`",
+            ),
+            (
+                with(|o| {
+                    o.insert("id".into(), "".into());
+                }),
+                "empty_attribute",
+                "/id",
+                "attribute `id` must not be empty",
+            ),
+            (
+                with(|o| {
+                    o.remove("source");
+                }),
+                "missing_attribute",
+                "/source",
+                "missing required attribute `source`",
+            ),
+            (
+                with(|o| {
+                    o.remove("type");
+                }),
+                "missing_attribute",
+                "/type",
+                "missing required attribute `type`",
+            ),
+            (
+                with(|o| {
+                    o.remove("specversion");
+                }),
+                "missing_attribute",
+                "/specversion",
+                "missing required attribute `specversion`",
+            ),
+            (
+                with(|o| {
+                    o.insert("specversion".into(), "0.3".into());
+                }),
+                "unsupported_specversion",
+                "/specversion",
+                "specversion `0.3` is not supported (expected \"1.0\")",
+            ),
+            (
+                with(|o| {
+                    o.insert("id".into(), json!(7));
+                }),
+                "wrong_type",
+                "/id",
+                "attribute `id` must be a string, found a number",
+            ),
+            (
+                with(|o| {
+                    o.insert("time".into(), "yesterday".into());
+                }),
+                "invalid_time",
+                "/time",
+                "attribute `time` is not an RFC 3339 timestamp: `yesterday`",
+            ),
+            (
+                with(|o| {
+                    o.insert("dataversion".into(), json!(0));
+                }),
+                "invalid_dataversion",
+                "/dataversion",
+                "attribute `dataversion` must be a whole number of at least 1, found 0",
+            ),
+            (
+                with(|o| {
+                    o.insert("dataversion".into(), json!("2"));
+                }),
+                "wrong_type",
+                "/dataversion",
+                "attribute `dataversion` must be an integer, found a string",
+            ),
+            (
+                with(|o| {
+                    o.insert("datacontenttype".into(), "text/plain".into());
+                }),
+                "unsupported_datacontenttype",
+                "/datacontenttype",
+                "datacontenttype `text/plain` is not supported (expected application/json)",
+            ),
+            (
+                with(|o| {
+                    o.insert("Bad-Name".into(), "x".into());
+                }),
+                "invalid_extension_name",
+                "/Bad-Name",
+                "extension attribute name `Bad-Name` is not valid (1 to 20 lower-case letters or digits)",
+            ),
+            (
+                with(|o| {
+                    o.insert("region".into(), json!({"a": 1}));
+                }),
+                "wrong_type",
+                "/region",
+                "attribute `region` must be a string, number or boolean, found an object",
+            ),
         ];
         for (result, kind, pointer, message) in cases {
             let err = result.expect_err(message);
-            assert_eq!(
-                (err.kind(), err.pointer().as_str(), err.to_string().as_str()),
-                (kind, pointer, message)
-            );
+            assert_eq!((err.kind(), err.pointer().as_str(), err.to_string().as_str()), (kind, pointer, message));
         }
     }
 
@@ -359,21 +425,14 @@ mod tests {
         assert_eq!(err.kind(), "too_large");
         assert_eq!(
             err.to_string(),
-            format!(
-                "event is {} bytes, more than the limit of {} bytes",
-                MAX_EVENT_BYTES + 1,
-                MAX_EVENT_BYTES
-            )
+            format!("event is {} bytes, more than the limit of {} bytes", MAX_EVENT_BYTES + 1, MAX_EVENT_BYTES)
         );
     }
 
     #[test]
     fn datacontenttype_with_parameters_is_json() {
         assert!(with(|o| {
-            o.insert(
-                "datacontenttype".into(),
-                "application/json; charset=utf-8".into(),
-            );
+            o.insert("datacontenttype".into(), "application/json; charset=utf-8".into());
         })
         .is_ok());
     }

@@ -47,14 +47,11 @@ pub async fn check_reachable(settings: &KafkaSettings, within: Duration) -> Resu
     let settings = settings.clone();
     tokio::task::spawn_blocking(move || {
         let consumer = inspector(&settings)?;
-        consumer
-            .fetch_metadata(None, timeout(within))
-            .map(drop)
-            .map_err(|e| Error::Unreachable {
-                brokers: settings.bootstrap_servers(),
-                timeout: within,
-                reason: e.to_string(),
-            })
+        consumer.fetch_metadata(None, timeout(within)).map(drop).map_err(|e| Error::Unreachable {
+            brokers: settings.bootstrap_servers(),
+            timeout: within,
+            reason: e.to_string(),
+        })
     })
     .await
     .expect("metadata task does not panic")
@@ -71,29 +68,16 @@ pub async fn create_topics(
         base_config(settings, "eventline-admin").create_with_context(TracingContext)?;
     let new_topics: Vec<NewTopic<'_>> = specs
         .iter()
-        .map(|s| {
-            NewTopic::new(
-                &s.name,
-                s.partitions,
-                TopicReplication::Fixed(s.replication_factor),
-            )
-        })
+        .map(|s| NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication_factor)))
         .collect();
-    let options = AdminOptions::new()
-        .operation_timeout(Some(timeout(within)))
-        .request_timeout(Some(timeout(within)));
+    let options = AdminOptions::new().operation_timeout(Some(timeout(within))).request_timeout(Some(timeout(within)));
     let results = admin.create_topics(&new_topics, &options).await?;
     results
         .into_iter()
         .map(|result| match result {
             Ok(name) => Ok((name, TopicOutcome::Created)),
-            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
-                Ok((name, TopicOutcome::AlreadyExisted))
-            }
-            Err((topic, code)) => Err(Error::TopicCreation {
-                topic,
-                reason: code.to_string(),
-            }),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => Ok((name, TopicOutcome::AlreadyExisted)),
+            Err((topic, code)) => Err(Error::TopicCreation { topic, reason: code.to_string() }),
         })
         .collect()
 }
@@ -108,13 +92,11 @@ pub async fn watermarks(
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
         let consumer = inspector(&settings)?;
-        let metadata = consumer
-            .fetch_metadata(Some(&topic), timeout(within))
-            .map_err(|e| Error::Unreachable {
-                brokers: settings.bootstrap_servers(),
-                timeout: within,
-                reason: e.to_string(),
-            })?;
+        let metadata = consumer.fetch_metadata(Some(&topic), timeout(within)).map_err(|e| Error::Unreachable {
+            brokers: settings.bootstrap_servers(),
+            timeout: within,
+            reason: e.to_string(),
+        })?;
         let Some(described) = metadata.topics().iter().find(|t| t.name() == topic) else {
             return Err(Error::UnknownTopic(topic));
         };
@@ -127,11 +109,7 @@ pub async fn watermarks(
             .into_iter()
             .map(|partition| {
                 let (low, high) = consumer.fetch_watermarks(&topic, partition, timeout(within))?;
-                Ok(PartitionWatermarks {
-                    partition,
-                    low,
-                    high,
-                })
+                Ok(PartitionWatermarks { partition, low, high })
             })
             .collect()
     })

@@ -38,10 +38,7 @@ impl ClientContext for TracingContext {
             return;
         }
         match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
                 tracing::error!(target: "librdkafka", facility, "{message}")
             }
             RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),

@@ -12,9 +12,7 @@ use std::time::Duration;
 use eventline_core::config::KafkaSettings;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{
-    BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::types::RDKafkaRespErr;
@@ -53,10 +51,7 @@ pub struct ConsumedRecord {
 
 impl ConsumedRecord {
     pub fn topic_partition(&self) -> TopicPartition {
-        TopicPartition {
-            topic: self.topic.clone(),
-            partition: self.partition,
-        }
+        TopicPartition { topic: self.topic.clone(), partition: self.partition }
     }
 }
 
@@ -87,23 +82,12 @@ impl ClientContext for GroupContext {
 }
 
 impl ConsumerContext for GroupContext {
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        let cooperative = matches!(
-            consumer.rebalance_protocol(),
-            RebalanceProtocol::Cooperative
-        );
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         let partitions: Vec<TopicPartition> = tpl
             .elements()
             .iter()
-            .map(|e| TopicPartition {
-                topic: e.topic().to_string(),
-                partition: e.partition(),
-            })
+            .map(|e| TopicPartition { topic: e.topic().to_string(), partition: e.partition() })
             .collect();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
@@ -114,16 +98,11 @@ impl ConsumerContext for GroupContext {
                         tracing::error!(topic = %tp.topic, partition = tp.partition, %error, "Cannot set the starting offset.");
                     }
                 }
-                let assigned = if cooperative {
-                    consumer.incremental_assign(tpl)
-                } else {
-                    consumer.assign(tpl)
-                };
+                let assigned = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
                 if let Err(error) = assigned {
                     tracing::error!(%error, "Assigning partitions failed.");
                 }
-                let started: Vec<(TopicPartition, Option<i64>)> =
-                    partitions.into_iter().zip(offsets).collect();
+                let started: Vec<(TopicPartition, Option<i64>)> = partitions.into_iter().zip(offsets).collect();
                 let described: Vec<String> = started
                     .iter()
                     .map(|(tp, offset)| match offset {
@@ -132,36 +111,21 @@ impl ConsumerContext for GroupContext {
                     })
                     .collect();
                 tracing::info!(partitions = ?described, "Partitions assigned.");
-                self.pending
-                    .lock()
-                    .expect("not poisoned")
-                    .push_back(ConsumerEvent::Assigned(started));
+                self.pending.lock().expect("not poisoned").push_back(ConsumerEvent::Assigned(started));
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                let described: Vec<String> = partitions
-                    .iter()
-                    .map(|tp| format!("{}/{}", tp.topic, tp.partition))
-                    .collect();
+                let described: Vec<String> =
+                    partitions.iter().map(|tp| format!("{}/{}", tp.topic, tp.partition)).collect();
                 tracing::info!(partitions = ?described, "Partitions revoked.");
-                self.pending
-                    .lock()
-                    .expect("not poisoned")
-                    .push_back(ConsumerEvent::Revoked(partitions));
-                let unassigned = if cooperative {
-                    consumer.incremental_unassign(tpl)
-                } else {
-                    consumer.unassign()
-                };
+                self.pending.lock().expect("not poisoned").push_back(ConsumerEvent::Revoked(partitions));
+                let unassigned = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
                 if let Err(error) = unassigned {
                     tracing::error!(%error, "Unassigning partitions failed.");
                 }
             }
             other => {
                 tracing::warn!(error = ?other, "Rebalance failed; dropping the assignment until the group settles.");
-                self.pending
-                    .lock()
-                    .expect("not poisoned")
-                    .push_back(ConsumerEvent::Revoked(partitions));
+                self.pending.lock().expect("not poisoned").push_back(ConsumerEvent::Revoked(partitions));
                 if let Err(error) = consumer.unassign() {
                     tracing::error!(%error, "Unassigning partitions failed.");
                 }
@@ -197,17 +161,11 @@ impl GroupConsumer {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed");
-        let context = GroupContext {
-            starting,
-            pending: Mutex::new(VecDeque::new()),
-        };
+        let context = GroupContext { starting, pending: Mutex::new(VecDeque::new()) };
         let inner: StreamConsumer<GroupContext> = config.create_with_context(context)?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         inner.subscribe(&names)?;
-        Ok(Self {
-            inner,
-            held: VecDeque::new(),
-        })
+        Ok(Self { inner, held: VecDeque::new() })
     }
 
     /// The next record or rebalance. Cancellation safe.
@@ -241,14 +199,10 @@ impl GroupConsumer {
     /// Records already fetched from the old position are discarded by the client.
     pub fn seek(&mut self, tp: &TopicPartition, next_offset: Option<i64>) -> Result<(), Error> {
         // Anything held from this partition predates the seek.
-        self.held.retain(|e| !matches!(e, ConsumerEvent::Record(r) if r.topic == tp.topic && r.partition == tp.partition));
+        self.held
+            .retain(|e| !matches!(e, ConsumerEvent::Record(r) if r.topic == tp.topic && r.partition == tp.partition));
         let offset = next_offset.map_or(Offset::Beginning, Offset::Offset);
-        self.inner.seek(
-            &tp.topic,
-            tp.partition,
-            offset,
-            timeout(Duration::from_secs(10)),
-        )?;
+        self.inner.seek(&tp.topic, tp.partition, offset, timeout(Duration::from_secs(10)))?;
         Ok(())
     }
 
@@ -256,9 +210,7 @@ impl GroupConsumer {
     pub fn mirror_progress(&self, positions: &[(TopicPartition, i64)]) {
         let mut tpl = TopicPartitionList::new();
         for (tp, next_offset) in positions {
-            if let Err(error) =
-                tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*next_offset))
-            {
+            if let Err(error) = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*next_offset)) {
                 tracing::debug!(%error, "Cannot mirror an offset.");
             }
         }
@@ -285,15 +237,7 @@ fn to_record(message: &BorrowedMessage<'_>) -> ConsumedRecord {
     let headers = message
         .headers()
         .map(|headers| {
-            headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.key.to_string(),
-                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                    )
-                })
-                .collect()
+            headers.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect()
         })
         .unwrap_or_default();
     ConsumedRecord {

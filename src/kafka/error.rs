@@ -6,11 +6,7 @@ use rdkafka::error::KafkaError;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot reach the Kafka brokers at {brokers} within {}s: {reason}", timeout.as_secs())]
-    Unreachable {
-        brokers: String,
-        timeout: Duration,
-        reason: String,
-    },
+    Unreachable { brokers: String, timeout: Duration, reason: String },
     #[error("topic `{0}` does not exist (create it with `eventline topics create`)")]
     UnknownTopic(String),
     #[error("cannot create topic `{topic}`: {reason}")]

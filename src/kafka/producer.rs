@@ -38,19 +38,11 @@ pub struct PendingDelivery {
 impl PendingDelivery {
     pub async fn acknowledged(self) -> Result<Position, Error> {
         match self.future.await {
-            Ok(Ok(delivery)) => Ok(Position {
-                topic: self.topic,
-                partition: delivery.partition,
-                offset: delivery.offset,
-            }),
-            Ok(Err((error, _))) => Err(Error::Delivery {
-                topic: self.topic,
-                reason: error.to_string(),
-            }),
-            Err(_) => Err(Error::Delivery {
-                topic: self.topic,
-                reason: "the producer was shut down".into(),
-            }),
+            Ok(Ok(delivery)) => {
+                Ok(Position { topic: self.topic, partition: delivery.partition, offset: delivery.offset })
+            }
+            Ok(Err((error, _))) => Err(Error::Delivery { topic: self.topic, reason: error.to_string() }),
+            Err(_) => Err(Error::Delivery { topic: self.topic, reason: "the producer was shut down".into() }),
         }
     }
 }
@@ -75,13 +67,8 @@ impl EventProducer {
             // The Java client's partitioner, so every producer of a topic agrees on key → partition.
             .set("partitioner", "murmur2_random")
             .set("linger.ms", "5")
-            .set(
-                "message.timeout.ms",
-                delivery_timeout.as_millis().to_string(),
-            );
-        Ok(Self {
-            inner: config.create_with_context(TracingContext)?,
-        })
+            .set("message.timeout.ms", delivery_timeout.as_millis().to_string());
+        Ok(Self { inner: config.create_with_context(TracingContext)? })
     }
 
     /// Hands a record to the client, waiting while its queue is full. Records handed in one after
@@ -89,32 +76,18 @@ impl EventProducer {
     pub async fn enqueue(&self, record: OutgoingRecord<'_>) -> Result<PendingDelivery, Error> {
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (key, value) in record.headers {
-            headers = headers.insert(Header {
-                key,
-                value: Some(*value),
-            });
+            headers = headers.insert(Header { key, value: Some(*value) });
         }
-        let mut future_record = FutureRecord::to(record.topic)
-            .key(record.key)
-            .payload(record.payload)
-            .headers(headers);
+        let mut future_record = FutureRecord::to(record.topic).key(record.key).payload(record.payload).headers(headers);
         loop {
             match self.inner.send_result(future_record) {
-                Ok(future) => {
-                    return Ok(PendingDelivery {
-                        topic: record.topic.to_string(),
-                        future,
-                    })
-                }
+                Ok(future) => return Ok(PendingDelivery { topic: record.topic.to_string(), future }),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                     future_record = returned;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err((error, _)) => {
-                    return Err(Error::Delivery {
-                        topic: record.topic.to_string(),
-                        reason: error.to_string(),
-                    })
+                    return Err(Error::Delivery { topic: record.topic.to_string(), reason: error.to_string() })
                 }
             }
         }

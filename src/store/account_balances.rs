@@ -70,10 +70,7 @@ impl From<Row> for AccountBalance {
 
 impl StoreTx {
     /// The current rows of these accounts, locked until the transaction ends.
-    pub async fn lock_account_balances(
-        &mut self,
-        account_ids: &[String],
-    ) -> Result<Vec<AccountBalance>, Error> {
+    pub async fn lock_account_balances(&mut self, account_ids: &[String]) -> Result<Vec<AccountBalance>, Error> {
         let rows = sqlx::query_as!(
             Row,
             "SELECT account_id, owner, currency, balance_minor, status, events_applied, last_event_id, last_event_time

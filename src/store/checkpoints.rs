@@ -36,9 +36,7 @@ impl Store {
         Ok(partitions
             .iter()
             .map(|(topic, partition)| {
-                rows.iter()
-                    .find(|r| &r.topic == topic && r.partition == *partition)
-                    .map(|r| r.next_offset)
+                rows.iter().find(|r| &r.topic == topic && r.partition == *partition).map(|r| r.next_offset)
             })
             .collect())
     }
@@ -96,12 +94,7 @@ impl StoreTx {
         if moved == 1 {
             Ok(())
         } else {
-            Err(Error::Fenced {
-                projection: projection.into(),
-                topic: topic.into(),
-                partition,
-                expected,
-            })
+            Err(Error::Fenced { projection: projection.into(), topic: topic.into(), partition, expected })
         }
     }
 }

@@ -44,9 +44,8 @@ impl StoreTx {
         if letters.is_empty() {
             return Ok(());
         }
-        let column = |f: fn(&NewDeadLetter) -> Option<String>| -> Vec<Option<String>> {
-            letters.iter().map(f).collect()
-        };
+        let column =
+            |f: fn(&NewDeadLetter) -> Option<String>| -> Vec<Option<String>> { letters.iter().map(f).collect() };
         let projections: Vec<String> = letters.iter().map(|l| l.projection.clone()).collect();
         let topics: Vec<String> = letters.iter().map(|l| l.topic.clone()).collect();
         let partitions: Vec<i32> = letters.iter().map(|l| l.partition).collect();

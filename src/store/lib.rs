@@ -27,20 +27,11 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations"
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot reach PostgreSQL at {url} within {}s: {reason}", timeout.as_secs())]
-    Unreachable {
-        url: String,
-        timeout: Duration,
-        reason: String,
-    },
+    Unreachable { url: String, timeout: Duration, reason: String },
     #[error("database `{0}` does not exist (create it with `eventline migrate`)")]
     MissingDatabase(String),
     #[error("another worker moved {projection} {topic}/{partition} (expected position {expected:?}); this worker no longer owns it")]
-    Fenced {
-        projection: String,
-        topic: String,
-        partition: i32,
-        expected: Option<i64>,
-    },
+    Fenced { projection: String, topic: String, partition: i32, expected: Option<i64> },
     #[error("the database schema is {missing} migration(s) behind this eventline (run `eventline migrate`)")]
     NotMigrated { missing: usize },
     #[error("migration failed: {0}")]
@@ -95,16 +86,9 @@ impl StoreTx {
 
 impl Store {
     /// Connects, failing with [`Error::Unreachable`] or [`Error::MissingDatabase`] within `timeout`.
-    pub async fn connect(
-        url: &DatabaseUrl,
-        max_connections: u32,
-        timeout: Duration,
-    ) -> Result<Self, Error> {
+    pub async fn connect(url: &DatabaseUrl, max_connections: u32, timeout: Duration) -> Result<Self, Error> {
         let options = connect_options(url)?;
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(timeout)
-            .connect_with(options);
+        let pool = PgPoolOptions::new().max_connections(max_connections).acquire_timeout(timeout).connect_with(options);
         let pool = match tokio::time::timeout(timeout, pool).await {
             Ok(Ok(pool)) => pool,
             Ok(Err(error)) => return Err(connect_error(url, timeout, error)),
@@ -114,9 +98,7 @@ impl Store {
     }
 
     pub async fn begin(&self) -> Result<StoreTx, Error> {
-        Ok(StoreTx {
-            tx: self.pool.begin().await?,
-        })
+        Ok(StoreTx { tx: self.pool.begin().await? })
     }
 
     /// Applies every embedded migration not yet applied.
@@ -126,22 +108,16 @@ impl Store {
 
     /// Fails with [`Error::NotMigrated`] unless every embedded migration has been applied.
     pub async fn ensure_migrated(&self) -> Result<(), Error> {
-        let applied: Vec<i64> =
-            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                .fetch_all(&self.pool)
-                .await
-            {
-                Ok(versions) => versions,
-                // 42P01: no migrations table, so nothing was ever applied.
-                Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => {
-                    Vec::new()
-                }
-                Err(error) => return Err(error.into()),
-            };
-        let missing = MIGRATOR
-            .iter()
-            .filter(|m| !applied.contains(&m.version))
-            .count();
+        let applied: Vec<i64> = match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&self.pool)
+            .await
+        {
+            Ok(versions) => versions,
+            // 42P01: no migrations table, so nothing was ever applied.
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => Vec::new(),
+            Err(error) => return Err(error.into()),
+        };
+        let missing = MIGRATOR.iter().filter(|m| !applied.contains(&m.version)).count();
         if missing > 0 {
             return Err(Error::NotMigrated { missing });
         }
@@ -154,10 +130,7 @@ impl Store {
 }
 
 /// Creates the database named in `url` when it does not exist; returns whether it did.
-pub async fn create_database_if_missing(
-    url: &DatabaseUrl,
-    timeout: Duration,
-) -> Result<bool, Error> {
+pub async fn create_database_if_missing(url: &DatabaseUrl, timeout: Duration) -> Result<bool, Error> {
     let work = async {
         if Postgres::database_exists(url.expose()).await? {
             return Ok(false);
@@ -198,9 +171,5 @@ fn connect_error(url: &DatabaseUrl, timeout: Duration, error: sqlx::Error) -> Er
 }
 
 fn unreachable(url: &DatabaseUrl, timeout: Duration, reason: String) -> Error {
-    Error::Unreachable {
-        url: url.to_string(),
-        timeout,
-        reason,
-    }
+    Error::Unreachable { url: url.to_string(), timeout, reason }
 }

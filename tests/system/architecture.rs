@@ -6,21 +6,11 @@ use std::process::Command;
 
 fn workspace_dependencies() -> BTreeMap<String, Vec<String>> {
     let output = Command::new(env!("CARGO"))
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--offline",
-        ])
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo metadata runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     metadata["packages"]
         .as_array()
@@ -56,10 +46,5 @@ fn only_the_store_uses_sqlx_and_only_the_kafka_layer_uses_rdkafka() {
         !core.iter().any(|d| d.starts_with("eventline-")),
         "the core depends on no other eventline crate: {core:?}"
     );
-    assert_eq!(
-        packages.len(),
-        6,
-        "a new crate needs a paragraph in ARCHITECTURE.md: {:?}",
-        packages.keys()
-    );
+    assert_eq!(packages.len(), 6, "a new crate needs a paragraph in ARCHITECTURE.md: {:?}", packages.keys());
 }

@@ -7,38 +7,26 @@ use crate::helpers::TestEnv;
 
 async fn advance(env: &TestEnv, expected: Option<i64>, next: i64) -> Result<(), Error> {
     let mut tx = env.store.begin().await.unwrap();
-    tx.advance_checkpoint("p", "topic", 3, expected, next)
-        .await?;
+    tx.advance_checkpoint("p", "topic", 3, expected, next).await?;
     tx.commit().await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_checkpoint_moves_only_from_the_position_the_writer_started_from() {
     let env = TestEnv::new().await;
-    advance(&env, None, 10)
-        .await
-        .expect("the first position is inserted");
+    advance(&env, None, 10).await.expect("the first position is inserted");
 
     // A writer that believed there was no position yet, or an older one, is fenced.
     for stale in [None, Some(4)] {
         let error = advance(&env, stale, 12).await.unwrap_err();
-        assert!(
-            matches!(&error, Error::Fenced { expected, .. } if *expected == stale),
-            "{error}"
-        );
+        assert!(matches!(&error, Error::Fenced { expected, .. } if *expected == stale), "{error}");
         assert_eq!(
             error.to_string(),
             format!("another worker moved p topic/3 (expected position {stale:?}); this worker no longer owns it")
         );
     }
-    advance(&env, Some(10), 15)
-        .await
-        .expect("the current owner moves it");
-    let stored = env
-        .store
-        .load_checkpoints("p", &[("topic".into(), 3), ("topic".into(), 4)])
-        .await
-        .unwrap();
+    advance(&env, Some(10), 15).await.expect("the current owner moves it");
+    let stored = env.store.load_checkpoints("p", &[("topic".into(), 3), ("topic".into(), 4)]).await.unwrap();
     assert_eq!(stored, [Some(15), None]);
 }
 
@@ -58,13 +46,7 @@ async fn a_fenced_transaction_leaves_nothing_behind() {
         last_event_time: chrono::Utc::now(),
     };
     tx.upsert_account_balances(&[row]).await.unwrap();
-    assert!(matches!(
-        tx.advance_checkpoint("p", "topic", 3, Some(9), 11).await,
-        Err(Error::Fenced { .. })
-    ));
+    assert!(matches!(tx.advance_checkpoint("p", "topic", 3, Some(9), 11).await, Err(Error::Fenced { .. })));
     drop(tx);
-    assert!(
-        env.store.account_balances().await.unwrap().is_empty(),
-        "the stale worker's rows were rolled back"
-    );
+    assert!(env.store.account_balances().await.unwrap().is_empty(), "the stale worker's rows were rolled back");
 }

@@ -4,15 +4,8 @@ use std::process::Command;
 
 use crate::helpers::{stdout, BIN};
 
-const SUBCOMMANDS: &[&[&str]] = &[
-    &["up"],
-    &["worker"],
-    &["migrate"],
-    &["topics"],
-    &["topics", "create"],
-    &["publish"],
-    &["loadgen"],
-];
+const SUBCOMMANDS: &[&[&str]] =
+    &[&["up"], &["worker"], &["migrate"], &["topics"], &["topics", "create"], &["publish"], &["loadgen"]];
 
 #[test]
 fn top_level_help_lists_exactly_the_working_subcommands() {
@@ -29,30 +22,17 @@ fn top_level_help_lists_exactly_the_working_subcommands() {
         .lines()
         .filter_map(|line| line.split_whitespace().next())
         .collect();
-    assert_eq!(
-        listed,
-        ["up", "worker", "migrate", "topics", "publish", "loadgen", "help"]
-    );
-    assert!(
-        help.contains("EVENTLINE_KAFKA_BROKERS"),
-        "the help documents configuration"
-    );
+    assert_eq!(listed, ["up", "worker", "migrate", "topics", "publish", "loadgen", "help"]);
+    assert!(help.contains("EVENTLINE_KAFKA_BROKERS"), "the help documents configuration");
 }
 
 #[test]
 fn every_subcommand_has_help() {
     for args in SUBCOMMANDS {
-        let output = Command::new(BIN)
-            .args(*args)
-            .arg("--help")
-            .output()
-            .unwrap();
+        let output = Command::new(BIN).args(*args).arg("--help").output().unwrap();
         assert!(output.status.success(), "{args:?} --help failed");
         let help = stdout(&output);
-        assert!(
-            help.contains(&format!("Usage: eventline {}", args.join(" "))),
-            "{args:?}: {help}"
-        );
+        assert!(help.contains(&format!("Usage: eventline {}", args.join(" "))), "{args:?}: {help}");
     }
 }
 
@@ -61,9 +41,6 @@ fn an_unknown_projection_is_a_usage_error_listing_the_known_ones() {
     let output = Command::new(BIN).args(["worker", "nope"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     let err = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        err.contains("invalid value 'nope' for '<PROJECTION>...'"),
-        "{err}"
-    );
+    assert!(err.contains("invalid value 'nope' for '<PROJECTION>...'"), "{err}");
     assert!(err.contains("[possible values: account_balances]"), "{err}");
 }

@@ -7,13 +7,7 @@ async fn migrate_and_topics_create_are_safe_to_run_again() {
     let env = TestEnv::new().await;
     let migrate = env.run(&["migrate"]);
     assert!(migrate.status.success(), "{}", stderr(&migrate));
-    assert_eq!(
-        stdout(&migrate),
-        format!(
-            "database {}: migrations applied\n",
-            env.database_url.database_name()
-        )
-    );
+    assert_eq!(stdout(&migrate), format!("database {}: migrations applied\n", env.database_url.database_name()));
 
     let topics = env.run(&["topics", "create", "--partitions", "3"]);
     assert!(topics.status.success(), "{}", stderr(&topics));
@@ -33,8 +27,7 @@ async fn a_bad_partition_count_is_a_usage_error() {
     let output = env.run(&["topics", "create", "--partitions", "0"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(
-        stderr(&output)
-            .contains("invalid value '0' for '--partitions <PARTITIONS>': 0 is not in 1..=10000"),
+        stderr(&output).contains("invalid value '0' for '--partitions <PARTITIONS>': 0 is not in 1..=10000"),
         "{}",
         stderr(&output)
     );
@@ -43,28 +36,16 @@ async fn a_bad_partition_count_is_a_usage_error() {
 #[tokio::test(flavor = "multi_thread")]
 async fn logs_are_json_lines_when_asked() {
     let env = TestEnv::new().await;
-    let worker = env.spawn(
-        "worker-json",
-        &["--log-format", "json", "worker", "account_balances"],
-        &[],
-    );
-    wait_until("the worker to log its start", || async {
-        worker.log().contains("Worker started.")
-    })
-    .await;
+    let worker = env.spawn("worker-json", &["--log-format", "json", "worker", "account_balances"], &[]);
+    wait_until("the worker to log its start", || async { worker.log().contains("Worker started.") }).await;
     let log_path = worker.log_path.clone();
     assert!(worker.terminate().success());
     let log = std::fs::read_to_string(log_path).unwrap();
     let lines: Vec<serde_json::Value> = log
         .lines()
-        .map(|line| {
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
-        })
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}")))
         .collect();
-    let started = lines
-        .iter()
-        .find(|l| l["message"] == "Worker started.")
-        .expect("the start line");
+    let started = lines.iter().find(|l| l["message"] == "Worker started.").expect("the start line");
     assert_eq!(started["level"], "INFO");
     assert_eq!(started["projection"], "account_balances");
     assert!(lines.iter().any(|l| l["message"] == "Worker stopped."));
@@ -73,27 +54,11 @@ async fn logs_are_json_lines_when_asked() {
 #[tokio::test(flavor = "multi_thread")]
 async fn loadgen_output_is_valid_input_for_publish() {
     let env = TestEnv::new().await;
-    let generated = env.run(&[
-        "loadgen",
-        "--ndjson",
-        "--accounts",
-        "5",
-        "--events",
-        "50",
-        "--seed",
-        "9",
-        "--prefix",
-        "lg",
-    ]);
+    let generated =
+        env.run(&["loadgen", "--ndjson", "--accounts", "5", "--events", "50", "--seed", "9", "--prefix", "lg"]);
     assert!(generated.status.success(), "{}", stderr(&generated));
     let published = env.run_with_stdin(&["publish"], &generated.stdout);
     assert!(published.status.success(), "{}", stderr(&published));
-    assert_eq!(
-        stderr(&published),
-        "published 50 events from standard input\n"
-    );
-    assert_eq!(
-        env.end_offsets("accounts.events").await.iter().sum::<i64>(),
-        50
-    );
+    assert_eq!(stderr(&published), "published 50 events from standard input\n");
+    assert_eq!(env.end_offsets("accounts.events").await.iter().sum::<i64>(), 50);
 }

@@ -17,19 +17,12 @@ fn eventline(env: &[(&str, &str)], args: &[&str]) -> Command {
             command.env_remove(var);
         }
     }
-    command
-        .args(args)
-        .envs(env.iter().copied())
-        .env("EVENTLINE_CONNECT_TIMEOUT_SECS", "3");
+    command.args(args).envs(env.iter().copied()).env("EVENTLINE_CONNECT_TIMEOUT_SECS", "3");
     command
 }
 
 fn run_bounded(mut command: Command) -> Output {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("eventline starts");
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("eventline starts");
     let started = Instant::now();
     while child.try_wait().expect("wait").is_none() {
         if started.elapsed() > HANG_LIMIT {
@@ -43,11 +36,7 @@ fn run_bounded(mut command: Command) -> Output {
 
 /// A port on which nothing listens.
 fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A port that accepts connections and never answers; it lives as long as the test process.
@@ -64,28 +53,17 @@ fn silent_port() -> u16 {
 }
 
 fn last_line(output: &Output) -> String {
-    stderr(output)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_string()
+    stderr(output).lines().last().unwrap_or_default().to_string()
 }
 
 #[test]
 fn an_unreachable_broker_is_reported_in_bounded_time() {
     for port in [closed_port(), silent_port()] {
         let brokers = format!("127.0.0.1:{port}");
-        let output = run_bounded(eventline(
-            &[("EVENTLINE_KAFKA_BROKERS", &brokers)],
-            &["topics", "create"],
-        ));
+        let output = run_bounded(eventline(&[("EVENTLINE_KAFKA_BROKERS", &brokers)], &["topics", "create"]));
         assert_eq!(output.status.code(), Some(1));
         let expected = format!("error: cannot reach the Kafka brokers at {brokers} within 3s: ");
-        assert!(
-            last_line(&output).starts_with(&expected),
-            "got: {}",
-            stderr(&output)
-        );
+        assert!(last_line(&output).starts_with(&expected), "got: {}", stderr(&output));
     }
 }
 
@@ -99,15 +77,10 @@ fn publish_reports_an_unreachable_broker_after_validating() {
     )
     .unwrap();
     let brokers = format!("127.0.0.1:{}", silent_port());
-    let output = run_bounded(eventline(
-        &[("EVENTLINE_KAFKA_BROKERS", &brokers)],
-        &["publish", file.to_str().unwrap()],
-    ));
+    let output = run_bounded(eventline(&[("EVENTLINE_KAFKA_BROKERS", &brokers)], &["publish", file.to_str().unwrap()]));
     assert_eq!(output.status.code(), Some(1));
     assert!(
-        last_line(&output).starts_with(&format!(
-            "error: cannot reach the Kafka brokers at {brokers} within 3s: "
-        )),
+        last_line(&output).starts_with(&format!("error: cannot reach the Kafka brokers at {brokers} within 3s: ")),
         "got: {}",
         stderr(&output)
     );
@@ -119,23 +92,15 @@ fn an_unreachable_database_is_reported_in_bounded_time_without_its_password() {
         let url = format!("postgres://app:s3cret-pw@127.0.0.1:{port}/eventline");
         for args in [&["migrate"][..], &["worker", "account_balances"][..]] {
             let output = run_bounded(eventline(&[("DATABASE_URL", &url)], args));
-            assert_eq!(
-                output.status.code(),
-                Some(1),
-                "{args:?}: {}",
-                stderr(&output)
-            );
+            assert_eq!(output.status.code(), Some(1), "{args:?}: {}", stderr(&output));
             let line = last_line(&output);
-            let expected = format!("error: cannot reach PostgreSQL at postgres://app:***@127.0.0.1:{port}/eventline within 3s: ");
+            let expected =
+                format!("error: cannot reach PostgreSQL at postgres://app:***@127.0.0.1:{port}/eventline within 3s: ");
             assert!(line.starts_with(&expected), "{args:?}: {line}");
             if let Some(reason) = reason {
                 assert!(line.ends_with(reason), "{args:?}: {line}");
             }
-            assert!(
-                !stderr(&output).contains("s3cret-pw"),
-                "the password leaked: {}",
-                stderr(&output)
-            );
+            assert!(!stderr(&output).contains("s3cret-pw"), "the password leaked: {}", stderr(&output));
         }
     }
 }
@@ -155,10 +120,7 @@ fn invalid_settings_stop_start_up_naming_the_setting() {
         assert_eq!(output.status.code(), Some(78), "{var}");
         assert_eq!(stderr(&output), expected);
     }
-    let output = run_bounded(eventline(
-        &[],
-        &["--config", "/nonexistent/eventline.toml", "migrate"],
-    ));
+    let output = run_bounded(eventline(&[], &["--config", "/nonexistent/eventline.toml", "migrate"]));
     assert_eq!(output.status.code(), Some(78));
     assert_eq!(
         stderr(&output),
@@ -187,13 +149,8 @@ async fn a_worker_needs_its_topics_and_a_migrated_database() {
         "error: worker account_balances failed: topic `no-such-topics.accounts.events` does not exist (create it with `eventline topics create`)"
     );
 
-    let missing = services
-        .server_url
-        .with_database(&format!("eventline_missing_{}", env.id));
-    let output = run_bounded(eventline(
-        &[("DATABASE_URL", missing.expose())],
-        &["worker", "account_balances"],
-    ));
+    let missing = services.server_url.with_database(&format!("eventline_missing_{}", env.id));
+    let output = run_bounded(eventline(&[("DATABASE_URL", missing.expose())], &["worker", "account_balances"]));
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(
         last_line(&output),
@@ -202,10 +159,7 @@ async fn a_worker_needs_its_topics_and_a_migrated_database() {
 
     // The maintenance database exists but holds no eventline schema.
     let unmigrated = services.server_url.with_database("postgres");
-    let output = run_bounded(eventline(
-        &[("DATABASE_URL", unmigrated.expose())],
-        &["worker", "account_balances"],
-    ));
+    let output = run_bounded(eventline(&[("DATABASE_URL", unmigrated.expose())], &["worker", "account_balances"]));
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(
         last_line(&output),

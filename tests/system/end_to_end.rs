@@ -7,15 +7,8 @@ async fn published_accounts_events_become_exact_balances() {
     let file = env.write_ndjson("events.ndjson", &scenario.events);
 
     let published = env.run(&["publish", file.to_str().unwrap()]);
-    assert!(
-        published.status.success(),
-        "publish failed: {}",
-        stderr(&published)
-    );
-    assert_eq!(
-        env.end_offsets("accounts.events").await.iter().sum::<i64>(),
-        1_000
-    );
+    assert!(published.status.success(), "publish failed: {}", stderr(&published));
+    assert_eq!(env.end_offsets("accounts.events").await.iter().sum::<i64>(), 1_000);
 
     let worker = env.spawn("worker", &["worker", "account_balances"], &[]);
     wait_until("the worker to apply all 1,000 events", || async {
@@ -23,18 +16,7 @@ async fn published_accounts_events_become_exact_balances() {
     })
     .await;
 
-    assert_eq!(
-        AccountsScenario::actual(&env.store).await,
-        scenario.expected,
-        "worker log: {}",
-        worker.log()
-    );
-    assert!(env
-        .store
-        .dead_letters("account_balances")
-        .await
-        .unwrap()
-        .is_empty());
+    scenario.assert_projected(&env, &worker.log()).await;
     let status = worker.terminate();
     assert!(status.success(), "worker exited with {status}");
 }
@@ -46,21 +28,9 @@ async fn up_runs_the_workers_and_events_from_stdin_are_applied() {
     let up = env.spawn("up", &["up"], &[]);
     let input: String = scenario.events.iter().map(|e| format!("{e}\n")).collect();
     let published = env.run_with_stdin(&["publish", "-"], input.as_bytes());
-    assert!(
-        published.status.success(),
-        "publish failed: {}",
-        stderr(&published)
-    );
-    wait_until("`up` to apply the events", || async {
-        env.applied_through("account_balances").await == 60
-    })
-    .await;
-    assert_eq!(
-        AccountsScenario::actual(&env.store).await,
-        scenario.expected,
-        "log: {}",
-        up.log()
-    );
+    assert!(published.status.success(), "publish failed: {}", stderr(&published));
+    wait_until("`up` to apply the events", || async { env.applied_through("account_balances").await == 60 }).await;
+    scenario.assert_projected(&env, &up.log()).await;
     assert!(up.terminate().success());
 }
 
@@ -73,26 +43,14 @@ async fn events_a_domain_rule_refuses_become_dead_letters_and_the_rest_applies()
     };
     let opened = serde_json::json!({"specversion": "1.0", "id": "o1", "source": "/t", "type": "accounts.AccountOpened",
                                     "data": {"account_id": "known", "owner": "x", "currency": "EUR"}});
-    let file = env.write_ndjson(
-        "events.ndjson",
-        &[opened, deposit("d1", "known"), deposit("d2", "ghost")],
-    );
-    assert!(env
-        .run(&["publish", file.to_str().unwrap()])
-        .status
-        .success());
+    let file = env.write_ndjson("events.ndjson", &[opened, deposit("d1", "known"), deposit("d2", "ghost")]);
+    assert!(env.run(&["publish", file.to_str().unwrap()]).status.success());
 
     let worker = env.spawn("worker", &["worker", "account_balances"], &[]);
-    wait_until("all three events to be passed", || async {
-        env.applied_through("account_balances").await == 3
-    })
-    .await;
+    wait_until("all three events to be passed", || async { env.applied_through("account_balances").await == 3 }).await;
     let rows = env.store.account_balances().await.unwrap();
     assert_eq!(rows.len(), 1);
-    assert_eq!(
-        (rows[0].account_id.as_str(), rows[0].balance_minor),
-        ("known", 10)
-    );
+    assert_eq!((rows[0].account_id.as_str(), rows[0].balance_minor), ("known", 10));
     let dead = env.store.dead_letters("account_balances").await.unwrap();
     assert_eq!(dead.len(), 1, "worker log: {}", worker.log());
     assert_eq!(
@@ -102,12 +60,7 @@ async fn events_a_domain_rule_refuses_become_dead_letters_and_the_rest_applies()
             dead[0].reason_kind.as_str(),
             dead[0].reason.as_str()
         ),
-        (
-            Some("d2"),
-            Some("ghost"),
-            "rejected",
-            "account ghost does not exist"
-        )
+        (Some("d2"), Some("ghost"), "rejected", "account ghost does not exist")
     );
     assert_eq!(dead[0].topic, env.topic("accounts.events"));
 }

@@ -32,10 +32,7 @@ impl Services {
             }
         }
         let settings = Settings::load_from(None, &env).expect("test settings are valid");
-        Self {
-            server_url: settings.database_url,
-            kafka: settings.kafka,
-        }
+        Self { server_url: settings.database_url, kafka: settings.kafka }
     }
 }
 
@@ -54,17 +51,11 @@ impl TestEnv {
     pub async fn new() -> Self {
         let services = Services::from_env();
         let id = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let database_url = services
-            .server_url
-            .with_database(&format!("eventline_test_{id}"));
-        let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join("system-tests")
-            .join(&id);
+        let database_url = services.server_url.with_database(&format!("eventline_test_{id}"));
+        let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("system-tests").join(&id);
         std::fs::create_dir_all(&log_dir).expect("log directory");
         let run = |args: &[&str]| {
-            eventline_command(&id, &database_url, &services.kafka, args)
-                .output()
-                .expect("eventline runs")
+            eventline_command(&id, &database_url, &services.kafka, args).output().expect("eventline runs")
         };
         let migrate = run(&["migrate"]);
         assert!(
@@ -78,16 +69,8 @@ impl TestEnv {
             "`eventline topics create` failed; is the broker running (scripts/services.sh up)?\n{}",
             stderr(&topics)
         );
-        let store = Store::connect(&database_url, 4, Duration::from_secs(10))
-            .await
-            .expect("test database connects");
-        Self {
-            id,
-            database_url,
-            kafka: services.kafka,
-            store,
-            log_dir,
-        }
+        let store = Store::connect(&database_url, 4, Duration::from_secs(10)).await.expect("test database connects");
+        Self { id, database_url, kafka: services.kafka, store, log_dir }
     }
 
     /// The Kafka topic name of a catalog topic in this test's namespace.
@@ -116,12 +99,7 @@ impl TestEnv {
             .stderr(Stdio::piped())
             .spawn()
             .expect("eventline starts");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input)
-            .expect("stdin takes the input");
+        child.stdin.take().expect("stdin").write_all(input).expect("stdin takes the input");
         child.wait_with_output().expect("eventline finishes")
     }
 
@@ -130,14 +108,8 @@ impl TestEnv {
         let log_path = self.log_dir.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut command = self.command(args);
-        command
-            .envs(extra_env.iter().copied())
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log);
-        Process {
-            child: command.spawn().expect("eventline starts"),
-            log_path,
-        }
+        command.envs(extra_env.iter().copied()).stdout(log.try_clone().expect("log handle")).stderr(log);
+        Process { child: command.spawn().expect("eventline starts"), log_path }
     }
 
     /// Writes events as an NDJSON file of this test and returns its path.
@@ -160,13 +132,7 @@ impl TestEnv {
 
     /// Sum of the stored offsets of a projection: how many records it has passed.
     pub async fn applied_through(&self, projection: &str) -> i64 {
-        self.store
-            .checkpoints(projection)
-            .await
-            .expect("checkpoints")
-            .iter()
-            .map(|c| c.next_offset)
-            .sum()
+        self.store.checkpoints(projection).await.expect("checkpoints").iter().map(|c| c.next_offset).sum()
     }
 }
 
@@ -179,10 +145,7 @@ impl Drop for TestEnv {
         let url = self.database_url.clone();
         let store = self.store.clone();
         let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             runtime.block_on(async {
                 store.close().await;
                 if let Err(error) = eventline_store::drop_database(&url).await {
@@ -194,12 +157,7 @@ impl Drop for TestEnv {
     }
 }
 
-fn eventline_command(
-    namespace: &str,
-    database_url: &DatabaseUrl,
-    kafka: &KafkaSettings,
-    args: &[&str],
-) -> Command {
+fn eventline_command(namespace: &str, database_url: &DatabaseUrl, kafka: &KafkaSettings, args: &[&str]) -> Command {
     let mut command = Command::new(BIN);
     for (var, _) in std::env::vars() {
         if var.starts_with("EVENTLINE_") {
@@ -230,10 +188,7 @@ impl Process {
 
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(mut self) -> ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .expect("kill runs");
+        let status = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("kill runs");
         assert!(status.success(), "kill -TERM failed");
         self.wait()
     }
@@ -250,12 +205,7 @@ impl Process {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(
-                started.elapsed() < PATIENCE,
-                "process {} did not exit; log: {}",
-                self.pid(),
-                self.log()
-            );
+            assert!(started.elapsed() < PATIENCE, "process {} did not exit; log: {}", self.pid(), self.log());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -280,10 +230,7 @@ where
 {
     let started = Instant::now();
     while !condition().await {
-        assert!(
-            started.elapsed() < PATIENCE,
-            "timed out after {PATIENCE:?} waiting for {what}"
-        );
+        assert!(started.elapsed() < PATIENCE, "timed out after {PATIENCE:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -325,16 +272,9 @@ impl AccountsScenario {
             let id = account(rng.random_range(0..accounts));
             let entry = expected.get_mut(&id).expect("opened");
             let withdraw = entry.0 >= 100 && rng.random_bool(0.4);
-            let amount: i64 = if withdraw {
-                rng.random_range(1..=entry.0)
-            } else {
-                rng.random_range(1..=100_000)
-            };
-            let (event_type, sign) = if withdraw {
-                ("accounts.FundsWithdrawn", -1)
-            } else {
-                ("accounts.FundsDeposited", 1)
-            };
+            let amount: i64 = if withdraw { rng.random_range(1..=entry.0) } else { rng.random_range(1..=100_000) };
+            let (event_type, sign) =
+                if withdraw { ("accounts.FundsWithdrawn", -1) } else { ("accounts.FundsDeposited", 1) };
             entry.0 += sign * amount;
             entry.1 += 1;
             list.push(envelope(
@@ -343,10 +283,17 @@ impl AccountsScenario {
                 json!({"account_id": id, "amount_minor": amount, "currency": "EUR"}),
             ));
         }
-        Self {
-            events: list,
-            expected,
-        }
+        Self { events: list, expected }
+    }
+
+    /// Fails unless the projection holds exactly the expected balances and event counts, with no
+    /// dead letters. `context` is shown on failure (e.g. a worker's log).
+    pub async fn assert_projected(&self, env: &TestEnv, context: &str) {
+        let actual = Self::actual(&env.store).await;
+        assert_eq!(actual.len(), self.expected.len(), "accounts; {context}");
+        assert_eq!(actual, self.expected, "{context}");
+        let dead = env.store.dead_letters("account_balances").await.expect("dead letters");
+        assert!(dead.is_empty(), "unexpected dead letters {dead:?}; {context}");
     }
 
     /// The projection's rows as (balance, events applied) per account.

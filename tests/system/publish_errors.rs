@@ -14,13 +14,10 @@ fn deposit(id: &str) -> serde_json::Value {
 async fn a_file_with_bad_lines_names_each_one_and_publishes_nothing() {
     let env = TestEnv::new().await;
     let path = env.write_ndjson("bad.ndjson", &[]);
-    let missing_source = json!({"specversion": "1.0", "id": "x", "type": "accounts.AccountClosed", "data": {"account_id": "a1"}});
+    let missing_source =
+        json!({"specversion": "1.0", "id": "x", "type": "accounts.AccountClosed", "data": {"account_id": "a1"}});
     let unknown_type = json!({"specversion": "1.0", "id": "y", "source": "/t", "type": "accounts.Nope", "data": {}});
-    let text = format!(
-        "{}\n{{not json\n{missing_source}\n{unknown_type}\n{}\n",
-        deposit("ok-1"),
-        deposit("ok-2")
-    );
+    let text = format!("{}\n{{not json\n{missing_source}\n{unknown_type}\n{}\n", deposit("ok-1"), deposit("ok-2"));
     std::fs::write(&path, text).unwrap();
 
     let output = env.run(&["publish", path.to_str().unwrap()]);
@@ -35,11 +32,7 @@ async fn a_file_with_bad_lines_names_each_one_and_publishes_nothing() {
              error: {name}: 3 invalid line(s); nothing was published\n"
         )
     );
-    assert_eq!(
-        env.end_offsets("accounts.events").await,
-        vec![0; 6],
-        "nothing may reach the topic"
-    );
+    assert_eq!(env.end_offsets("accounts.events").await, vec![0; 6], "nothing may reach the topic");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -63,24 +56,15 @@ async fn a_good_file_is_published_with_positions_keyed_by_subject() {
     let path = env.write_ndjson("good.ndjson", &[deposit("p-1"), deposit("p-2")]);
     let output = env.run(&["publish", "--positions", path.to_str().unwrap()]);
     assert!(output.status.success(), "{}", stderr(&output));
-    let positions: Vec<serde_json::Value> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let positions: Vec<serde_json::Value> =
+        String::from_utf8(output.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(positions.len(), 2);
     // Same key, so same partition, in order.
     assert_eq!(positions[0]["partition"], positions[1]["partition"]);
     assert_eq!(positions[0]["id"], "p-1");
-    assert_eq!(
-        positions[1]["offset"].as_i64().unwrap(),
-        positions[0]["offset"].as_i64().unwrap() + 1
-    );
+    assert_eq!(positions[1]["offset"].as_i64().unwrap(), positions[0]["offset"].as_i64().unwrap() + 1);
     assert_eq!(positions[0]["topic"], env.topic("accounts.events"));
-    assert_eq!(
-        env.end_offsets("accounts.events").await.iter().sum::<i64>(),
-        2
-    );
+    assert_eq!(env.end_offsets("accounts.events").await.iter().sum::<i64>(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]

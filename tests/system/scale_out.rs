@@ -19,37 +19,18 @@ async fn two_workers_share_the_partitions_and_one_takes_over_from_the_other() {
         env.applied_through("account_balances").await == 3_000
     })
     .await;
-    let owned = format!(
-        "Partitions assigned. partitions=[\"{}.accounts.events/",
-        env.id
-    );
-    assert!(
-        worker_b.log().contains(&owned),
-        "worker B never owned a partition: {}",
-        worker_b.log()
-    );
+    let owned = format!("Partitions assigned. partitions=[\"{}.accounts.events/", env.id);
+    assert!(worker_b.log().contains(&owned), "worker B never owned a partition: {}", worker_b.log());
 
     assert!(worker_b.terminate().success());
     let file = env.write_ndjson("second.ndjson", second);
     let published = env.run(&["publish", file.to_str().unwrap()]);
     assert!(published.status.success(), "{}", stderr(&published));
-    wait_until(
-        "worker A to take over and apply all 6,000 events",
-        || async { env.applied_through("account_balances").await == 6_000 },
-    )
+    wait_until("worker A to take over and apply all 6,000 events", || async {
+        env.applied_through("account_balances").await == 6_000
+    })
     .await;
 
-    assert_eq!(
-        AccountsScenario::actual(&env.store).await,
-        scenario.expected,
-        "worker A log: {}",
-        worker_a.log()
-    );
-    assert!(env
-        .store
-        .dead_letters("account_balances")
-        .await
-        .unwrap()
-        .is_empty());
+    scenario.assert_projected(&env, &worker_a.log()).await;
     assert!(worker_a.terminate().success());
 }
