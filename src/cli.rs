@@ -11,7 +11,8 @@ Configuration comes from the environment (and an optional TOML file given with -
 EVENTLINE_CONFIG): EVENTLINE_KAFKA_BROKERS (default 127.0.0.1:9092), DATABASE_URL (default
 postgres://postgres@127.0.0.1:5432/eventline), EVENTLINE_HTTP_ADDR (default 127.0.0.1:8080),
 EVENTLINE_NAMESPACE, EVENTLINE_BATCH_MAX_EVENTS, EVENTLINE_BATCH_MAX_WAIT_MS,
-EVENTLINE_CONNECT_TIMEOUT_SECS, EVENTLINE_LOG_FORMAT, and librdkafka properties as
+EVENTLINE_CONNECT_TIMEOUT_SECS, EVENTLINE_LOG_FORMAT, EVENTLINE_SCHEMAS_DIR (a schema registry
+folder instead of the built-in one), and librdkafka properties as
 EVENTLINE_RDKAFKA_<NAME> (EVENTLINE_RDKAFKA_SASL_USERNAME sets sasl.username). Logs go to
 standard error; RUST_LOG filters them.
 
@@ -55,13 +56,18 @@ pub enum Command {
     #[command(subcommand)]
     Topics(TopicsCommand),
 
-    /// Validate CloudEvents (NDJSON: one JSON event per line) and publish them.
+    /// Validate CloudEvents and publish them.
     ///
-    /// Every line is checked against the event catalog and its contract first; if any line is
-    /// invalid, each bad line is reported and nothing is published (exit code 65). Valid events
-    /// go to their domain's topic, keyed by subject (filled from the entity id when absent),
-    /// through an idempotent producer that waits for acknowledgement from all replicas.
+    /// Input is NDJSON (one structured-mode event per line) or a batch (one JSON array of events,
+    /// as in application/cloudevents-batch+json). Every event is checked against the schema
+    /// registry first; if any is invalid, each bad one is reported (by line, or by index in a
+    /// batch) and nothing is published (exit code 65). Valid events go to their domain's topic,
+    /// keyed by `subject`, through an idempotent producer that waits for all replicas.
     Publish(PublishArgs),
+
+    /// Work with the schema registry (the event contracts in schemas/).
+    #[command(subcommand)]
+    Schemas(SchemasCommand),
 
     /// Publish synthetic accounts traffic (open accounts, then deposits and withdrawals).
     Loadgen(LoadgenArgs),
@@ -91,9 +97,28 @@ pub struct TopicsCreateArgs {
     pub replication_factor: i32,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum SchemasCommand {
+    /// Check the registry before deploying it.
+    ///
+    /// Fails (exit code 1), naming each file and the reason, when a schema is not valid JSON
+    /// Schema, a catalog entry has no schema file, a file is not in the catalog, an example does
+    /// not satisfy its schema, an upcaster's output does not satisfy the next version, a new
+    /// version without an upcaster is not backward compatible, or a projection does not declare
+    /// a type version on the topics it reads.
+    Check(SchemasCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SchemasCheckArgs {
+    /// Registry folder to check; by default the registry built into this eventline.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct PublishArgs {
-    /// NDJSON file to read; `-` or nothing reads standard input.
+    /// File to read (NDJSON or a JSON array); `-` or nothing reads standard input.
     #[arg(value_name = "FILE")]
     pub file: Option<PathBuf>,
 

@@ -1,24 +1,28 @@
 //! What each subcommand does: wiring settings to the layers, and reporting to the user.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use eventline_consumers::{worker, Projection};
-use eventline_core::catalog::Catalog;
+use eventline_core::check;
 use eventline_core::config::Settings;
+use eventline_core::registry::Registry;
 use eventline_kafka::admin::{self, TopicOutcome, TopicSpec};
+use eventline_producers::input;
 use eventline_producers::loadgen::AccountsTraffic;
-use eventline_producers::ndjson::{self, ReadError};
 use eventline_producers::publisher::Publisher;
 use eventline_store::Store;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{LoadgenArgs, PublishArgs, TopicsCreateArgs};
+use crate::cli::{LoadgenArgs, PublishArgs, SchemasCheckArgs, TopicsCreateArgs};
 
 /// Exit code for input that was refused (sysexits' EX_DATAERR).
 pub const EXIT_INVALID_INPUT: u8 = 65;
+/// Exit code for a configuration that failed validation (sysexits' EX_CONFIG).
+pub const EXIT_BAD_CONFIG: u8 = 78;
 
 /// A failed command and the exit code it deserves.
 #[derive(Debug)]
@@ -35,6 +39,43 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 
 pub type Outcome = Result<(), Failure>;
 
+/// The schema registry this process validates with: the built-in one, or `EVENTLINE_SCHEMAS_DIR`.
+/// A bad registry stops start-up, naming the file and the reason.
+pub fn load_registry(settings: &Settings) -> Result<Arc<Registry>, Failure> {
+    let loaded = match &settings.schemas_dir {
+        Some(dir) => Registry::from_dir(dir),
+        None => Registry::embedded(),
+    };
+    loaded
+        .and_then(|registry| registry.ensure_code_reads_current().map(|()| Arc::new(registry)))
+        .map_err(|error| Failure { code: EXIT_BAD_CONFIG, error: anyhow!("invalid schema registry: {error}") })
+}
+
+pub fn schemas_check(args: &SchemasCheckArgs) -> Outcome {
+    let registry = match &args.dir {
+        Some(dir) => Registry::from_dir(dir),
+        None => Registry::embedded(),
+    }
+    .map_err(|error| anyhow!("{error}"))?;
+    let mut problems = check::check(&registry);
+    for &projection in Projection::ALL {
+        problems.extend(projection.undeclared(&registry));
+    }
+    if !problems.is_empty() {
+        for problem in &problems {
+            eprintln!("error: {problem}");
+        }
+        return Err(anyhow!("{} problem(s) in the schema registry", problems.len()).into());
+    }
+    let types = registry.contracts().count();
+    let schemas: usize = registry.contracts().map(|c| c.versions.len()).sum();
+    let upcasters: usize = registry.contracts().map(|c| c.upcasters.len()).sum();
+    println!(
+        "schemas: {types} event types in {} domains, {schemas} schemas, {upcasters} upcaster(s); all checks passed",
+        registry.catalog().domains().len()
+    );
+    Ok(())
+}
 pub async fn migrate(settings: &Settings) -> Outcome {
     let url = &settings.database_url;
     let created = eventline_store::create_database_if_missing(url, settings.connect_timeout).await?;
@@ -49,7 +90,8 @@ pub async fn migrate(settings: &Settings) -> Outcome {
 }
 
 pub async fn topics_create(settings: &Settings, args: &TopicsCreateArgs) -> Outcome {
-    let specs: Vec<TopicSpec> = Catalog::builtin()
+    let specs: Vec<TopicSpec> = load_registry(settings)?
+        .catalog()
         .domains()
         .iter()
         .map(|domain| TopicSpec {
@@ -69,25 +111,30 @@ pub async fn topics_create(settings: &Settings, args: &TopicsCreateArgs) -> Outc
 }
 
 pub async fn publish(settings: &Settings, args: &PublishArgs) -> Outcome {
-    let (input, name): (Box<dyn BufRead>, String) = match &args.file {
+    let registry = load_registry(settings)?;
+    let mut input = Vec::new();
+    let name = match &args.file {
         Some(path) if path.as_os_str() != "-" => {
-            let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-            (Box::new(BufReader::new(file)), path.display().to_string())
+            let mut file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+            file.read_to_end(&mut input).with_context(|| format!("cannot read {}", path.display()))?;
+            path.display().to_string()
         }
-        _ => (Box::new(BufReader::new(std::io::stdin())), "standard input".into()),
+        _ => {
+            std::io::stdin().read_to_end(&mut input).context("cannot read standard input")?;
+            "standard input".to_string()
+        }
     };
-    let events = match ndjson::read_events(input, Catalog::builtin()) {
+    let events = match input::read_events(&input, &registry) {
         Ok(events) => events,
-        Err(ReadError::Invalid(errors)) => {
+        Err(errors) => {
             for error in &errors {
                 eprintln!("error: {name}: {error}");
             }
             return Err(Failure {
                 code: EXIT_INVALID_INPUT,
-                error: anyhow!("{name}: {} invalid line(s); nothing was published", errors.len()),
+                error: anyhow!("{name}: {} invalid event(s); nothing was published", errors.len()),
             });
         }
-        Err(error) => return Err(error.into()),
     };
     if events.is_empty() {
         println!("{name}: no events");
@@ -124,9 +171,10 @@ pub async fn publish(settings: &Settings, args: &PublishArgs) -> Outcome {
 }
 
 pub async fn loadgen(settings: &Settings, args: &LoadgenArgs, shutdown: CancellationToken) -> Outcome {
+    let registry = load_registry(settings)?;
     let prefix = args.prefix.clone().unwrap_or_else(|| format!("demo{:04x}", rand_suffix()));
     let seed = args.seed.unwrap_or_else(|| u64::from(rand_suffix()));
-    let mut traffic = AccountsTraffic::new(&prefix, args.accounts as usize, seed).take(args.events as usize);
+    let mut traffic = AccountsTraffic::new(registry, &prefix, args.accounts as usize, seed).take(args.events as usize);
     if args.ndjson {
         let mut stdout = std::io::stdout().lock();
         for event in traffic {
@@ -163,14 +211,14 @@ pub async fn loadgen(settings: &Settings, args: &LoadgenArgs, shutdown: Cancella
 
 /// Runs workers for `projections` until `shutdown`; any worker failing stops them all.
 pub async fn workers(settings: &Settings, projections: &[Projection], shutdown: CancellationToken) -> Outcome {
+    let registry = load_registry(settings)?;
     let store = Store::connect(&settings.database_url, 2 + projections.len() as u32, settings.connect_timeout).await?;
     store.ensure_migrated().await?;
     let mut tasks = JoinSet::new();
     for &projection in projections {
         let settings = settings.clone();
-        let store = store.clone();
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move { (projection, worker::run(&settings, projection, store, shutdown).await) });
+        let (store, registry, shutdown) = (store.clone(), registry.clone(), shutdown.clone());
+        tasks.spawn(async move { (projection, worker::run(&settings, projection, registry, store, shutdown).await) });
     }
     let mut first_failure = None;
     while let Some(joined) = tasks.join_next().await {

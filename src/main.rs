@@ -12,10 +12,8 @@ use eventline_core::config::Settings;
 use eventline_core::telemetry;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, TopicsCommand};
-
-/// Exit code for a configuration that failed validation (sysexits' EX_CONFIG).
-const EXIT_BAD_CONFIG: u8 = 78;
+use crate::cli::{Cli, Command, SchemasCommand, TopicsCommand};
+use crate::commands::EXIT_BAD_CONFIG;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -59,6 +57,7 @@ async fn run(command: Command, settings: Settings) -> commands::Outcome {
         Command::Topics(TopicsCommand::Create(args)) => commands::topics_create(&settings, &args).await,
         Command::Publish(args) => commands::publish(&settings, &args).await,
         Command::Loadgen(args) => commands::loadgen(&settings, &args, shutdown).await,
+        Command::Schemas(SchemasCommand::Check(args)) => commands::schemas_check(&args),
     }
 }
 

@@ -57,29 +57,32 @@ fn apply(current: Option<&AccountBalance>, change: &AccountChange<'_>) -> Result
         row
     };
     match (change.event, current) {
-        (AccountEvent::Opened { account_id, owner, currency }, None) => Ok(AccountBalance {
-            account_id: account_id.clone(),
-            owner: owner.clone(),
-            currency: currency.clone(),
+        (AccountEvent::Opened(opened), None) => Ok(AccountBalance {
+            account_id: opened.account_id.clone(),
+            owner: opened.owner.clone(),
+            currency: opened.currency.clone(),
             balance_minor: 0,
             status: AccountStatus::Open,
             events_applied: 1,
             last_event_id: change.event_id.to_string(),
             last_event_time: change.time,
+            last_deposit_channel: None,
         }),
-        (AccountEvent::Opened { account_id, .. }, Some(_)) => Err(format!("account {account_id} is already open")),
+        (AccountEvent::Opened(opened), Some(_)) => Err(format!("account {} is already open", opened.account_id)),
         (event, None) => Err(format!("account {} does not exist", event.account_id())),
         (event, Some(row)) if row.status == AccountStatus::Closed => {
             Err(format!("account {} is closed", event.account_id()))
         }
-        (AccountEvent::Deposited { amount_minor, currency, .. }, Some(row)) => {
-            move_funds(row, currency, row.balance_minor.checked_add(*amount_minor)).map(stamp)
+        (AccountEvent::Deposited(deposit), Some(row)) => {
+            let mut row = move_funds(row, &deposit.currency, row.balance_minor.checked_add(deposit.amount_minor))?;
+            row.last_deposit_channel = Some(deposit.channel.clone());
+            Ok(stamp(row))
         }
         // Withdrawals are facts from the ledger upstream: an overdraft is recorded, not refused.
-        (AccountEvent::Withdrawn { amount_minor, currency, .. }, Some(row)) => {
-            move_funds(row, currency, row.balance_minor.checked_sub(*amount_minor)).map(stamp)
+        (AccountEvent::Withdrawn(withdrawal), Some(row)) => {
+            move_funds(row, &withdrawal.currency, row.balance_minor.checked_sub(withdrawal.amount_minor)).map(stamp)
         }
-        (AccountEvent::Closed { .. }, Some(row)) => {
+        (AccountEvent::Closed(_), Some(row)) => {
             Ok(stamp(AccountBalance { status: AccountStatus::Closed, ..row.clone() }))
         }
     }
@@ -97,18 +100,27 @@ fn move_funds(row: &AccountBalance, currency: &str, balance: Option<i64>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use eventline_core::domain::{AccountClosed, AccountOpened, FundsDeposited, FundsWithdrawn};
 
     fn opened(id: &str) -> AccountEvent {
-        AccountEvent::Opened { account_id: id.into(), owner: "Ada".into(), currency: "EUR".into() }
+        AccountEvent::Opened(AccountOpened { account_id: id.into(), owner: "Ada".into(), currency: "EUR".into() })
+    }
+    fn deposit_in(id: &str, amount: i64, currency: &str, channel: &str) -> AccountEvent {
+        AccountEvent::Deposited(FundsDeposited {
+            account_id: id.into(),
+            amount_minor: amount,
+            currency: currency.into(),
+            channel: channel.into(),
+        })
     }
     fn deposit(id: &str, amount: i64) -> AccountEvent {
-        AccountEvent::Deposited { account_id: id.into(), amount_minor: amount, currency: "EUR".into() }
+        deposit_in(id, amount, "EUR", "online")
     }
     fn withdraw(id: &str, amount: i64) -> AccountEvent {
-        AccountEvent::Withdrawn { account_id: id.into(), amount_minor: amount, currency: "EUR".into() }
+        AccountEvent::Withdrawn(FundsWithdrawn { account_id: id.into(), amount_minor: amount, currency: "EUR".into() })
     }
     fn closed(id: &str) -> AccountEvent {
-        AccountEvent::Closed { account_id: id.into() }
+        AccountEvent::Closed(AccountClosed { account_id: id.into() })
     }
 
     fn run(current: Vec<AccountBalance>, events: &[AccountEvent]) -> FoldOutcome {
@@ -133,6 +145,14 @@ mod tests {
     }
 
     #[test]
+    fn the_latest_deposit_channel_is_kept() {
+        let outcome = run(vec![], &[opened("a"), deposit_in("a", 5, "EUR", "card"), withdraw("a", 1)]);
+        assert_eq!(outcome.changed[0].last_deposit_channel.as_deref(), Some("card"));
+        let outcome = run(outcome.changed, &[deposit_in("a", 5, "EUR", "unknown")]);
+        assert_eq!(outcome.changed[0].last_deposit_channel.as_deref(), Some("unknown"));
+    }
+
+    #[test]
     fn existing_rows_are_continued() {
         let first = run(vec![], &[opened("a"), deposit("a", 500)]);
         let second = run(first.changed, &[deposit("a", 7), closed("a")]);
@@ -148,7 +168,7 @@ mod tests {
                 deposit("ghost", 5),
                 opened("a"),
                 opened("a"),
-                AccountEvent::Deposited { account_id: "a".into(), amount_minor: 5, currency: "USD".into() },
+                deposit_in("a", 5, "USD", "card"),
                 deposit("a", i64::MAX),
                 deposit("a", 1),
                 closed("a"),

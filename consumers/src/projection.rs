@@ -1,8 +1,10 @@
 //! The projections eventline ships, and how each applies a batch inside the worker's transaction.
 
 use chrono::{DateTime, Utc};
+use eventline_core::check::Problem;
 use eventline_core::contract::ValidatedEvent;
 use eventline_core::domain::DomainEvent;
+use eventline_core::registry::Registry;
 use eventline_store::StoreTx;
 
 use crate::account_balances::{self, AccountChange};
@@ -41,11 +43,44 @@ impl Projection {
         }
     }
 
-    /// Whether it applies this event; others on its topics are passed over.
-    pub fn handles(self, event: &DomainEvent) -> bool {
+    /// Every event type and data version it handles. It sees each at the type's current version
+    /// (older ones are upcast), but a new version is only accepted once the projection has been
+    /// reviewed against it and lists it here; `eventline schemas check` holds it to that.
+    pub fn declared(self) -> &'static [(&'static str, &'static [u32])] {
         match self {
-            Self::AccountBalances => matches!(event, DomainEvent::Accounts(_)),
+            Self::AccountBalances => &[
+                ("accounts.AccountOpened", &[1]),
+                ("accounts.FundsDeposited", &[1, 2]),
+                ("accounts.FundsWithdrawn", &[1]),
+                ("accounts.AccountClosed", &[1]),
+            ],
         }
+    }
+
+    /// Whether it applies events of this type; others on its topics are passed over.
+    pub fn handles(self, event_type: &str) -> bool {
+        self.declared().iter().any(|(t, _)| *t == event_type)
+    }
+
+    /// Registered type versions on this projection's topics that it does not declare.
+    pub fn undeclared(self, registry: &Registry) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        for contract in registry.contracts().filter(|c| self.topics().contains(&c.topic.as_str())) {
+            let declared = self.declared().iter().find(|(t, _)| *t == contract.event_type).map_or(&[][..], |(_, v)| *v);
+            for version in contract.versions.values().filter(|v| !declared.contains(&v.version)) {
+                problems.push(Problem {
+                    path: registry.shown_path(&version.path),
+                    reason: format!(
+                        "projection {} reads {} but does not declare that it handles {} v{}",
+                        self.name(),
+                        contract.topic,
+                        contract.event_type,
+                        version.version
+                    ),
+                });
+            }
+        }
+        problems
     }
 
     /// Applies `events` (in offset order per key) inside `tx`. Returns the index and reason of

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use eventline_core::catalog::Catalog;
 use eventline_core::config::Settings;
-use eventline_core::contract::{self, ContractError, ValidatedEvent};
+use eventline_core::contract::{ContractError, ValidatedEvent};
 use eventline_core::envelope::EnvelopeError;
+use eventline_core::registry::Registry;
 use eventline_kafka::consumer::{ConsumedRecord, ConsumerEvent, GroupConsumer, StartingOffsets, TopicPartition};
 use eventline_store::dead_letters::NewDeadLetter;
 use eventline_store::Store;
@@ -86,6 +86,7 @@ pub struct WorkerReport {
 pub async fn run(
     settings: &Settings,
     projection: Projection,
+    registry: Arc<Registry>,
     store: Store,
     shutdown: CancellationToken,
 ) -> Result<WorkerReport, WorkerError> {
@@ -103,6 +104,7 @@ pub async fn run(
 
     let mut worker = Worker {
         projection,
+        registry,
         store,
         consumer,
         shutdown: shutdown.clone(),
@@ -128,6 +130,8 @@ pub async fn run(
 
 struct Worker {
     projection: Projection,
+    /// Validates and upcasts every record, so the projection sees current versions only.
+    registry: Arc<Registry>,
     store: Store,
     consumer: GroupConsumer,
     shutdown: CancellationToken,
@@ -242,15 +246,14 @@ impl Worker {
 
     /// One transaction: projection rows, dead letters and the next offsets, or nothing.
     async fn write_batch(&mut self) -> Result<(), eventline_store::Error> {
-        let catalog = Catalog::builtin();
         let name = self.projection.name();
         let mut applicable: Vec<Applicable> = Vec::new();
         // Index in `self.batch` of each applicable event, to find its record for a dead letter.
         let mut sources: Vec<usize> = Vec::new();
         let mut dead: Vec<NewDeadLetter> = Vec::new();
         for (index, record) in self.batch.iter().enumerate() {
-            match decode(catalog, record) {
-                Ok(event) if self.projection.handles(event.payload()) => {
+            match decode(&self.registry, record) {
+                Ok(event) if self.projection.handles(&event.envelope().event_type) => {
                     let time = event.envelope().time.unwrap_or_else(|| record_time(record));
                     applicable.push(Applicable { event, time });
                     sources.push(index);
@@ -324,11 +327,11 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// Decodes and validates a record; an error carries the dead-letter kind and reason.
-fn decode(catalog: &Catalog, record: &ConsumedRecord) -> Result<ValidatedEvent, (&'static str, String)> {
+fn decode(registry: &Registry, record: &ConsumedRecord) -> Result<ValidatedEvent, (&'static str, String)> {
     let Some(payload) = &record.payload else {
         return Err(("undecodable", "record has no value".into()));
     };
-    contract::validate_slice(catalog, payload).map_err(|error| match &error {
+    registry.validate_slice(payload).map_err(|error| match &error {
         ContractError::Envelope(
             EnvelopeError::NotJson(_) | EnvelopeError::NotObject(_) | EnvelopeError::TooLarge { .. },
         ) => ("undecodable", error.to_string()),

@@ -5,9 +5,9 @@
 //!
 //! # Layout
 //! - [`publisher`]: the [`publisher::Publisher`] for Rust services and eventline's own commands.
-//! - [`ndjson`]: reading and validating NDJSON input as a whole.
+//! - [`input`]: reading and validating NDJSON or batch input as a whole.
 //! - [`loadgen`]: synthetic valid traffic for demos and benchmarks.
 
+pub mod input;
 pub mod loadgen;
-pub mod ndjson;
 pub mod publisher;

@@ -1,16 +1,9 @@
 //! The event catalog (`schemas/catalog.json`): for each domain, its topic, the data field that is the
-//! Kafka key, and the event types with their data versions. It is data, embedded at build time, so
-//! the binary and the contracts it was built against cannot drift apart.
+//! Kafka key, and the event types with their data versions.
 
 use std::collections::BTreeMap;
-use std::sync::LazyLock;
 
 use serde::Deserialize;
-
-const CATALOG_JSON: &str = include_str!("../../schemas/catalog.json");
-
-static BUILTIN: LazyLock<Catalog> =
-    LazyLock::new(|| Catalog::from_json(CATALOG_JSON).expect("schemas/catalog.json is checked by the unit tests"));
 
 /// One domain: a topic, a key field, and the event types published on that topic.
 #[derive(Debug, Clone, Deserialize)]
@@ -47,11 +40,6 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// The catalog compiled into this binary.
-    pub fn builtin() -> &'static Catalog {
-        &BUILTIN
-    }
-
     /// Parses a catalog document.
     pub fn from_json(text: &str) -> Result<Self, String> {
         let file: CatalogFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
@@ -61,8 +49,10 @@ impl Catalog {
                 if !event_type.starts_with(&format!("{}.", domain.name)) {
                     return Err(format!("type `{event_type}` does not belong to domain `{}`", domain.name));
                 }
-                if entry.versions.is_empty() || entry.versions.contains(&0) {
-                    return Err(format!("type `{event_type}` needs versions of 1 or more"));
+                let consecutive =
+                    !entry.versions.is_empty() && entry.versions.iter().copied().eq(1..=entry.versions.len() as u32);
+                if !consecutive {
+                    return Err(format!("type `{event_type}` must list its versions as 1, 2, 3… in order"));
                 }
             }
         }
@@ -89,24 +79,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_builtin_catalog_has_the_three_reference_domains() {
-        let catalog = Catalog::builtin();
-        let topics: Vec<&str> = catalog.domains().iter().map(|d| d.topic.as_str()).collect();
-        assert_eq!(topics, ["accounts.events", "activity.events", "projects.events"]);
-        let (domain, entry) = catalog.lookup("accounts.FundsDeposited").unwrap();
-        assert_eq!((domain.topic.as_str(), domain.key.as_str()), ("accounts.events", "account_id"));
-        assert_eq!(entry.versions, [1]);
-        assert_eq!(catalog.lookup("projects.TaskReopened").unwrap().0.key, "project_id");
-        assert_eq!(catalog.lookup("activity.FeatureUsed").unwrap().0.key, "user_id");
-        assert!(catalog.lookup("accounts.Nope").is_none());
-    }
-
-    #[test]
     fn a_type_outside_its_domain_is_refused() {
         let err = Catalog::from_json(
             r#"{"domains": {"a": {"topic": "a.events", "key": "id", "types": {"b.X": {"versions": [1]}}}}}"#,
         )
         .unwrap_err();
         assert_eq!(err, "type `b.X` does not belong to domain `a`");
+    }
+
+    #[test]
+    fn versions_start_at_one_without_gaps() {
+        for versions in ["[]", "[0]", "[1, 3]", "[2, 1]"] {
+            let text = format!(
+                r#"{{"domains": {{"a": {{"topic": "a.events", "key": "id", "types": {{"a.X": {{"versions": {versions}}}}}}}}}}}"#
+            );
+            assert_eq!(
+                Catalog::from_json(&text).unwrap_err(),
+                "type `a.X` must list its versions as 1, 2, 3… in order",
+                "{versions}"
+            );
+        }
     }
 }

@@ -34,6 +34,7 @@ const ENV_LOG_FORMAT: &str = "EVENTLINE_LOG_FORMAT";
 const ENV_BATCH_MAX_EVENTS: &str = "EVENTLINE_BATCH_MAX_EVENTS";
 const ENV_BATCH_MAX_WAIT_MS: &str = "EVENTLINE_BATCH_MAX_WAIT_MS";
 const ENV_CONNECT_TIMEOUT_SECS: &str = "EVENTLINE_CONNECT_TIMEOUT_SECS";
+const ENV_SCHEMAS_DIR: &str = "EVENTLINE_SCHEMAS_DIR";
 
 /// Every `EVENTLINE_*` variable eventline reads; any other one is reported as a likely typo.
 const KNOWN_ENV: &[&str] = &[
@@ -45,6 +46,7 @@ const KNOWN_ENV: &[&str] = &[
     ENV_BATCH_MAX_EVENTS,
     ENV_BATCH_MAX_WAIT_MS,
     ENV_CONNECT_TIMEOUT_SECS,
+    ENV_SCHEMAS_DIR,
 ];
 
 /// librdkafka properties eventline sets itself because its guarantees depend on them.
@@ -260,6 +262,8 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// Bound on how long start-up waits for the broker or the database before giving up.
     pub connect_timeout: Duration,
+    /// A schema registry folder to use instead of the one built into the binary.
+    pub schemas_dir: Option<PathBuf>,
 }
 
 /// The TOML file's shape; every field optional, unknown keys rejected so typos surface.
@@ -268,6 +272,7 @@ pub struct Settings {
 struct FileSettings {
     namespace: Option<String>,
     connect_timeout_secs: Option<u64>,
+    schemas_dir: Option<PathBuf>,
     #[serde(default)]
     kafka: FileKafka,
     #[serde(default)]
@@ -407,6 +412,18 @@ impl Settings {
         );
         let connect_timeout = Duration::from_secs(parse_bounded(&timeout_raw, 1, MAX_CONNECT_TIMEOUT_SECS)?);
 
+        let schemas_dir = env.get(ENV_SCHEMAS_DIR).map(PathBuf::from).or(file_settings.schemas_dir);
+        if let Some(dir) = &schemas_dir {
+            if !dir.is_dir() {
+                let setting = if env.contains_key(ENV_SCHEMAS_DIR) {
+                    ENV_SCHEMAS_DIR.to_string()
+                } else {
+                    in_file("schemas_dir")
+                };
+                return Err(ConfigError::Invalid { setting, reason: format!("{} is not a directory", dir.display()) });
+            }
+        }
+
         let mut properties = BTreeMap::new();
         for (key, value) in file_settings.kafka.properties {
             let origin = in_file(&format!("kafka.properties.\"{key}\""));
@@ -445,6 +462,7 @@ impl Settings {
             log_format,
             worker: WorkerSettings { batch_max_events, batch_max_wait },
             connect_timeout,
+            schemas_dir,
         })
     }
 }
@@ -560,6 +578,7 @@ mod tests {
         assert_eq!(settings.worker.batch_max_wait, Duration::from_millis(100));
         assert_eq!(settings.connect_timeout, Duration::from_secs(10));
         assert!(settings.kafka.properties.is_empty());
+        assert_eq!(settings.schemas_dir, None);
     }
 
     #[test]
@@ -643,6 +662,7 @@ batch_max_events = 50
             (&[("EVENTLINE_RDKAFKA_GROUP_ID", "mine")], "invalid EVENTLINE_RDKAFKA_GROUP_ID: `group.id` is set by eventline itself and cannot be overridden"),
             (&[("EVENTLINE_KAFKA_BROKER", "k:1")], "unknown setting EVENTLINE_KAFKA_BROKER: eventline reads no such environment variable (did you mean EVENTLINE_KAFKA_BROKERS?)"),
             (&[("EVENTLINE_COLOUR", "1")], "unknown setting EVENTLINE_COLOUR: eventline reads no such environment variable"),
+            (&[("EVENTLINE_SCHEMAS_DIR", "/nonexistent")], "invalid EVENTLINE_SCHEMAS_DIR: /nonexistent is not a directory"),
         ];
         for (pairs, expected) in cases {
             let err = load(pairs).expect_err(expected).to_string();

@@ -24,6 +24,10 @@ pub enum EnvelopeError {
     NotJson(String),
     #[error("event must be a JSON object, found {0}")]
     NotObject(&'static str),
+    #[error("a batch must be a JSON array of events, found {0}")]
+    NotArray(&'static str),
+    #[error("a batch must hold at least one event")]
+    EmptyBatch,
     #[error("missing required attribute `{0}`")]
     MissingAttribute(&'static str),
     #[error("attribute `{0}` must not be empty")]
@@ -49,6 +53,8 @@ impl EnvelopeError {
             Self::TooLarge { .. } => "too_large",
             Self::NotJson(_) => "not_json",
             Self::NotObject(_) => "not_object",
+            Self::NotArray(_) => "not_array",
+            Self::EmptyBatch => "empty_batch",
             Self::MissingAttribute(_) => "missing_attribute",
             Self::EmptyAttribute(_) => "empty_attribute",
             Self::WrongType { .. } => "wrong_type",
@@ -63,7 +69,9 @@ impl EnvelopeError {
     /// The JSON pointer of the offending attribute; empty when the whole event is at fault.
     pub fn pointer(&self) -> String {
         match self {
-            Self::TooLarge { .. } | Self::NotJson(_) | Self::NotObject(_) => String::new(),
+            Self::TooLarge { .. } | Self::NotJson(_) | Self::NotObject(_) | Self::NotArray(_) | Self::EmptyBatch => {
+                String::new()
+            }
             Self::MissingAttribute(a) | Self::EmptyAttribute(a) => format!("/{a}"),
             Self::WrongType { attribute, .. } | Self::InvalidExtensionName(attribute) => {
                 format!("/{attribute}")
@@ -227,6 +235,26 @@ impl CloudEvent {
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(&self.to_value()).expect("a JSON value always serializes")
     }
+}
+
+/// Splits a batch-mode body (`application/cloudevents-batch+json`, a JSON array of structured
+/// events) into its events, each checked for size; their envelopes are checked one by one later.
+pub fn parse_batch(bytes: &[u8]) -> Result<Vec<Value>, EnvelopeError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
+    match value {
+        Value::Array(events) if events.is_empty() => Err(EnvelopeError::EmptyBatch),
+        Value::Array(events) => Ok(events),
+        other => Err(EnvelopeError::NotArray(json_type(&other))),
+    }
+}
+
+/// Fails with [`EnvelopeError::TooLarge`] when an event, serialized, exceeds the limit.
+pub fn check_size(event: &Value) -> Result<(), EnvelopeError> {
+    let size = serde_json::to_vec(event).map_or(usize::MAX, |bytes| bytes.len());
+    if size > MAX_EVENT_BYTES {
+        return Err(EnvelopeError::TooLarge { size, limit: MAX_EVENT_BYTES });
+    }
+    Ok(())
 }
 
 /// The JSON type of a value, as people say it.

@@ -6,14 +6,21 @@
 //! # Layout
 //! - [`config`]: layered settings (defaults, TOML file, environment), validated once, secrets redacted.
 //! - [`telemetry`]: the tracing subscriber (`RUST_LOG`, human or JSON lines on stderr).
-//! - [`envelope`]: the CloudEvents 1.0 structured-mode envelope.
-//! - [`catalog`]: the event catalog from `schemas/catalog.json` (type → topic, key field, versions).
-//! - [`contract`]: validation of an envelope against the catalog and its data contract.
-//! - [`domain`]: the typed payloads of the reference domains.
+//! - [`envelope`]: the CloudEvents 1.0 envelope, structured and batch mode.
+//! - [`registry`]: the schema registry from `schemas/`: catalog, JSON Schemas, upcasters; the
+//!   only way to a [`contract::ValidatedEvent`].
+//! - [`catalog`]: the catalog file (domains, topics, key fields, versions).
+//! - [`upcast`]: declarative upcasters between versions.
+//! - [`check`]: what `eventline schemas check` verifies beyond loading.
+//! - [`contract`]: the validated event and every way validation fails.
+//! - [`domain`]: the typed payloads of the reference domains at their current versions.
 
 pub mod catalog;
+pub mod check;
 pub mod config;
 pub mod contract;
 pub mod domain;
 pub mod envelope;
+pub mod registry;
 pub mod telemetry;
+pub mod upcast;

@@ -40,6 +40,8 @@ pub struct AccountBalance {
     pub events_applied: i64,
     pub last_event_id: String,
     pub last_event_time: DateTime<Utc>,
+    /// Channel of the latest deposit (`unknown` for deposits published before it existed).
+    pub last_deposit_channel: Option<String>,
 }
 
 struct Row {
@@ -51,6 +53,7 @@ struct Row {
     events_applied: i64,
     last_event_id: String,
     last_event_time: DateTime<Utc>,
+    last_deposit_channel: Option<String>,
 }
 
 impl From<Row> for AccountBalance {
@@ -64,6 +67,7 @@ impl From<Row> for AccountBalance {
             events_applied: row.events_applied,
             last_event_id: row.last_event_id,
             last_event_time: row.last_event_time,
+            last_deposit_channel: row.last_deposit_channel,
         }
     }
 }
@@ -73,7 +77,8 @@ impl StoreTx {
     pub async fn lock_account_balances(&mut self, account_ids: &[String]) -> Result<Vec<AccountBalance>, Error> {
         let rows = sqlx::query_as!(
             Row,
-            "SELECT account_id, owner, currency, balance_minor, status, events_applied, last_event_id, last_event_time
+            "SELECT account_id, owner, currency, balance_minor, status, events_applied, last_event_id, last_event_time,
+                    last_deposit_channel
              FROM account_balances WHERE account_id = ANY($1) ORDER BY account_id FOR UPDATE",
             account_ids
         )
@@ -95,11 +100,13 @@ impl StoreTx {
         let applied: Vec<i64> = rows.iter().map(|r| r.events_applied).collect();
         let event_ids: Vec<String> = rows.iter().map(|r| r.last_event_id.clone()).collect();
         let times: Vec<DateTime<Utc>> = rows.iter().map(|r| r.last_event_time).collect();
+        let channels: Vec<Option<String>> = rows.iter().map(|r| r.last_deposit_channel.clone()).collect();
         sqlx::query!(
             "INSERT INTO account_balances
-               (account_id, owner, currency, balance_minor, status, events_applied, last_event_id, last_event_time, updated_at)
+               (account_id, owner, currency, balance_minor, status, events_applied, last_event_id, last_event_time,
+                last_deposit_channel, updated_at)
              SELECT *, now() FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::int8[], $7::text[],
-                                         $8::timestamptz[])
+                                         $8::timestamptz[], $9::text[])
              ON CONFLICT (account_id) DO UPDATE SET
                owner = EXCLUDED.owner,
                currency = EXCLUDED.currency,
@@ -108,6 +115,7 @@ impl StoreTx {
                events_applied = EXCLUDED.events_applied,
                last_event_id = EXCLUDED.last_event_id,
                last_event_time = EXCLUDED.last_event_time,
+               last_deposit_channel = EXCLUDED.last_deposit_channel,
                updated_at = now()",
             &ids,
             &owners,
@@ -117,6 +125,7 @@ impl StoreTx {
             &applied,
             &event_ids,
             &times,
+            &channels as &[Option<String>],
         )
         .execute(&mut *self.tx)
         .await?;
@@ -129,7 +138,8 @@ impl Store {
     pub async fn account_balances(&self) -> Result<Vec<AccountBalance>, Error> {
         let rows = sqlx::query_as!(
             Row,
-            "SELECT account_id, owner, currency, balance_minor, status, events_applied, last_event_id, last_event_time
+            "SELECT account_id, owner, currency, balance_minor, status, events_applied, last_event_id, last_event_time,
+                    last_deposit_channel
              FROM account_balances ORDER BY account_id"
         )
         .fetch_all(&self.pool)

@@ -44,6 +44,7 @@ async fn a_fenced_transaction_leaves_nothing_behind() {
         events_applied: 1,
         last_event_id: "e".into(),
         last_event_time: chrono::Utc::now(),
+        last_deposit_channel: None,
     };
     tx.upsert_account_balances(&[row]).await.unwrap();
     assert!(matches!(tx.advance_checkpoint("p", "topic", 3, Some(9), 11).await, Err(Error::Fenced { .. })));

@@ -4,8 +4,17 @@ use std::process::Command;
 
 use crate::helpers::{stdout, BIN};
 
-const SUBCOMMANDS: &[&[&str]] =
-    &[&["up"], &["worker"], &["migrate"], &["topics"], &["topics", "create"], &["publish"], &["loadgen"]];
+const SUBCOMMANDS: &[&[&str]] = &[
+    &["up"],
+    &["worker"],
+    &["migrate"],
+    &["topics"],
+    &["topics", "create"],
+    &["publish"],
+    &["schemas"],
+    &["schemas", "check"],
+    &["loadgen"],
+];
 
 #[test]
 fn top_level_help_lists_exactly_the_working_subcommands() {
@@ -22,7 +31,7 @@ fn top_level_help_lists_exactly_the_working_subcommands() {
         .lines()
         .filter_map(|line| line.split_whitespace().next())
         .collect();
-    assert_eq!(listed, ["up", "worker", "migrate", "topics", "publish", "loadgen", "help"]);
+    assert_eq!(listed, ["up", "worker", "migrate", "topics", "publish", "schemas", "loadgen", "help"]);
     assert!(help.contains("EVENTLINE_KAFKA_BROKERS"), "the help documents configuration");
 }
 

@@ -73,7 +73,7 @@ fn publish_reports_an_unreachable_broker_after_validating() {
     let file = dir.path().join("one.ndjson");
     std::fs::write(
         &file,
-        r#"{"specversion":"1.0","id":"1","source":"/t","type":"accounts.AccountClosed","data":{"account_id":"a"}}"#,
+        r#"{"specversion":"1.0","id":"1","source":"/t","type":"accounts.AccountClosed","subject":"a","data":{"account_id":"a"}}"#,
     )
     .unwrap();
     let brokers = format!("127.0.0.1:{}", silent_port());
@@ -158,11 +158,14 @@ async fn a_worker_needs_its_topics_and_a_migrated_database() {
     );
 
     // The maintenance database exists but holds no eventline schema.
+    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")).unwrap().count();
     let unmigrated = services.server_url.with_database("postgres");
     let output = run_bounded(eventline(&[("DATABASE_URL", unmigrated.expose())], &["worker", "account_balances"]));
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(
         last_line(&output),
-        "error: the database schema is 1 migration(s) behind this eventline (run `eventline migrate`)"
+        format!(
+            "error: the database schema is {migrations} migration(s) behind this eventline (run `eventline migrate`)"
+        )
     );
 }

@@ -39,10 +39,10 @@ async fn events_a_domain_rule_refuses_become_dead_letters_and_the_rest_applies()
     let env = TestEnv::new().await;
     let deposit = |id: &str, account: &str| {
         serde_json::json!({"specversion": "1.0", "id": id, "source": "/t", "type": "accounts.FundsDeposited",
-                           "data": {"account_id": account, "amount_minor": 10, "currency": "EUR"}})
+                           "subject": account, "data": {"account_id": account, "amount_minor": 10, "currency": "EUR"}})
     };
     let opened = serde_json::json!({"specversion": "1.0", "id": "o1", "source": "/t", "type": "accounts.AccountOpened",
-                                    "data": {"account_id": "known", "owner": "x", "currency": "EUR"}});
+                                    "subject": "known", "data": {"account_id": "known", "owner": "x", "currency": "EUR"}});
     let file = env.write_ndjson("events.ndjson", &[opened, deposit("d1", "known"), deposit("d2", "ghost")]);
     assert!(env.run(&["publish", file.to_str().unwrap()]).status.success());
 
@@ -63,4 +63,44 @@ async fn events_a_domain_rule_refuses_become_dead_letters_and_the_rest_applies()
         (Some("d2"), Some("ghost"), "rejected", "account ghost does not exist")
     );
     assert_eq!(dead[0].topic, env.topic("accounts.events"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_v1_deposit_lands_in_the_projection_as_its_v2_form_would() {
+    let env = TestEnv::new().await;
+    let event = |id: &str, account: &str, event_type: &str, version: u32, data: serde_json::Value| {
+        serde_json::json!({"specversion": "1.0", "id": id, "source": "/t", "type": event_type, "subject": account,
+                           "dataversion": version, "data": data})
+    };
+    let opened = |account: &str| serde_json::json!({"account_id": account, "owner": "o", "currency": "EUR"});
+    let events = [
+        event("o-old", "old", "accounts.AccountOpened", 1, opened("old")),
+        event("o-new", "new", "accounts.AccountOpened", 1, opened("new")),
+        // An older upstream still publishes version 1, without a channel ...
+        event(
+            "d-old",
+            "old",
+            "accounts.FundsDeposited",
+            1,
+            serde_json::json!({"account_id": "old", "amount_minor": 700, "currency": "EUR"}),
+        ),
+        // ... and the same deposit in version 2 says the channel is unknown.
+        event(
+            "d-new",
+            "new",
+            "accounts.FundsDeposited",
+            2,
+            serde_json::json!({"account_id": "new", "amount_minor": 700, "currency": "EUR", "channel": "unknown"}),
+        ),
+    ];
+    let file = env.write_ndjson("events.ndjson", &events);
+    let published = env.run(&["publish", file.to_str().unwrap()]);
+    assert!(published.status.success(), "{}", stderr(&published));
+
+    let worker = env.spawn("worker", &["worker", "account_balances"], &[]);
+    wait_until("both deposits to be applied", || async { env.applied_through("account_balances").await == 4 }).await;
+    let rows = AccountsScenario::actual(&env.store).await;
+    assert_eq!(rows["old"], (700, 2, Some("unknown".to_string())), "log: {}", worker.log());
+    assert_eq!(rows["old"], rows["new"]);
+    assert!(env.store.dead_letters("account_balances").await.unwrap().is_empty());
 }

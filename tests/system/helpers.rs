@@ -248,40 +248,55 @@ pub fn stdout(output: &Output) -> String {
 /// withdrawals that never overdraw.
 pub struct AccountsScenario {
     pub events: Vec<Value>,
-    pub expected: BTreeMap<String, (i64, i64)>,
+    /// Per account: balance, events applied, channel of the latest deposit.
+    pub expected: BTreeMap<String, (i64, i64, Option<String>)>,
 }
 
 impl AccountsScenario {
+    /// Deposits are data version 2 with a channel, or, one in four, version 1 (upcast to v2 with
+    /// channel `unknown` when read).
     pub fn generate(test_id: &str, accounts: usize, events: usize, seed: u64) -> Self {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let account = |i: usize| format!("{test_id}-acct-{i}");
         let mut list = Vec::with_capacity(events);
-        // balance, events applied
-        let mut expected: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-        let envelope = |n: usize, event_type: &str, data: Value| json!({"specversion": "1.0", "id": format!("{test_id}-{n}"), "source": "/tests", "type": event_type, "data": data});
+        let mut expected: BTreeMap<String, (i64, i64, Option<String>)> = BTreeMap::new();
+        let envelope = |n: usize, event_type: &str, version: u32, data: Value| {
+            json!({"specversion": "1.0", "id": format!("{test_id}-{n}"), "source": "/tests", "type": event_type,
+                   "subject": data["account_id"], "dataversion": version, "data": data})
+        };
         for i in 0..accounts {
             list.push(envelope(
                 list.len(),
                 "accounts.AccountOpened",
+                1,
                 json!({"account_id": account(i), "owner": format!("owner {i}"), "currency": "EUR"}),
             ));
-            expected.insert(account(i), (0, 1));
+            expected.insert(account(i), (0, 1, None));
         }
         while list.len() < events {
             let id = account(rng.random_range(0..accounts));
             let entry = expected.get_mut(&id).expect("opened");
             let withdraw = entry.0 >= 100 && rng.random_bool(0.4);
             let amount: i64 = if withdraw { rng.random_range(1..=entry.0) } else { rng.random_range(1..=100_000) };
-            let (event_type, sign) =
-                if withdraw { ("accounts.FundsWithdrawn", -1) } else { ("accounts.FundsDeposited", 1) };
-            entry.0 += sign * amount;
+            let mut data = json!({"account_id": id, "amount_minor": amount, "currency": "EUR"});
             entry.1 += 1;
-            list.push(envelope(
-                list.len(),
-                event_type,
-                json!({"account_id": id, "amount_minor": amount, "currency": "EUR"}),
-            ));
+            let (event_type, version) = if withdraw {
+                entry.0 -= amount;
+                ("accounts.FundsWithdrawn", 1)
+            } else {
+                entry.0 += amount;
+                let legacy = rng.random_bool(0.25);
+                let channel = if legacy { "unknown" } else { ["branch", "card", "online"][rng.random_range(0..3)] };
+                entry.2 = Some(channel.to_string());
+                if legacy {
+                    ("accounts.FundsDeposited", 1)
+                } else {
+                    data["channel"] = json!(channel);
+                    ("accounts.FundsDeposited", 2)
+                }
+            };
+            list.push(envelope(list.len(), event_type, version, data));
         }
         Self { events: list, expected }
     }
@@ -296,14 +311,14 @@ impl AccountsScenario {
         assert!(dead.is_empty(), "unexpected dead letters {dead:?}; {context}");
     }
 
-    /// The projection's rows as (balance, events applied) per account.
-    pub async fn actual(store: &Store) -> BTreeMap<String, (i64, i64)> {
+    /// The projection's rows as (balance, events applied, latest deposit channel) per account.
+    pub async fn actual(store: &Store) -> BTreeMap<String, (i64, i64, Option<String>)> {
         store
             .account_balances()
             .await
             .expect("balances")
             .into_iter()
-            .map(|row| (row.account_id, (row.balance_minor, row.events_applied)))
+            .map(|row| (row.account_id, (row.balance_minor, row.events_applied, row.last_deposit_channel)))
             .collect()
     }
 }

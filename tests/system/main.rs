@@ -13,4 +13,5 @@ mod helpers;
 mod publish_errors;
 mod restart;
 mod scale_out;
+mod schemas;
 mod services;

@@ -62,7 +62,7 @@ async fn stop_halfway_and_resume(stop: Stop) {
 
     let context = format!("stopped with {stop:?} at {at_stop}; second worker log: {}", second.log());
     scenario.assert_projected(&env, &context).await;
-    let applied: i64 = AccountsScenario::actual(&env.store).await.values().map(|(_, n)| n).sum();
+    let applied: i64 = AccountsScenario::actual(&env.store).await.values().map(|(_, n, _)| n).sum();
     assert_eq!(applied, EVENTS as i64, "every event applied exactly once");
     assert!(second.terminate().success());
 }

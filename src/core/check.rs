@@ -1,0 +1,310 @@
+//! The registry checks behind `eventline schemas check`, beyond what loading already refuses:
+//! every schema's examples are valid, every upcaster turns them into valid data of the next
+//! version, every example reaches the current version in a form the code reads, and a new version
+//! without an upcaster accepts everything the previous one did (backward compatible).
+//!
+//! The compatibility rules cover the JSON Schema keywords the registry uses; a change to any other
+//! constraining keyword is reported as unprovable, which an upcaster resolves.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::domain;
+use crate::registry::{code_reads_current, upcaster_path, Registry, SchemaVersion, TypeContract, CATALOG_FILE};
+
+/// A finding: the file it concerns (as users see it) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.reason)
+    }
+}
+
+/// Keywords that only annotate a schema.
+const ANNOTATIONS: &[&str] =
+    &["$schema", "$id", "$comment", "title", "description", "examples", "default", "deprecated"];
+
+pub fn check(registry: &Registry) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for contract in registry.contracts() {
+        if let Err(reason) = code_reads_current(contract) {
+            problems.push(Problem { path: registry.shown_path(CATALOG_FILE), reason });
+        }
+        for version in contract.versions.values() {
+            check_examples(registry, contract, version, &mut problems);
+        }
+        for (&from, old) in &contract.versions {
+            let Some(new) = contract.versions.get(&(from + 1)) else { continue };
+            if contract.upcasters.contains_key(&from) {
+                continue;
+            }
+            if let Some(reason) = incompatibility(&old.schema, &new.schema, from, from + 1) {
+                let type_name = &contract.event_type[contract.domain.len() + 1..];
+                problems.push(Problem {
+                    path: registry.shown_path(&new.path),
+                    reason: format!(
+                        "not backward compatible with v{from}: {reason}; add an upcaster {}",
+                        registry.shown_path(&upcaster_path(&contract.domain, type_name, from))
+                    ),
+                });
+            }
+        }
+    }
+    problems
+}
+
+fn check_examples(registry: &Registry, contract: &TypeContract, version: &SchemaVersion, problems: &mut Vec<Problem>) {
+    let path = registry.shown_path(&version.path);
+    let examples = version.schema.get("examples").and_then(Value::as_array).cloned().unwrap_or_default();
+    if examples.is_empty() {
+        problems.push(Problem {
+            path,
+            reason: "needs at least one entry in `examples`, so its upcasting can be checked".into(),
+        });
+        return;
+    }
+    for (index, example) in examples.iter().enumerate() {
+        if !version.accepts(example) {
+            problems
+                .push(Problem { path: path.clone(), reason: format!("example {index} does not satisfy the schema") });
+            continue;
+        }
+        let mut data = example.clone();
+        for step in version.version..contract.current() {
+            if let Some(upcaster) = contract.upcasters.get(&step) {
+                upcaster.apply(&mut data);
+            }
+            let next = &contract.versions[&(step + 1)];
+            if !next.accepts(&data) {
+                problems.push(Problem {
+                    path: path.clone(),
+                    reason: format!(
+                        "example {index}, brought up to v{}, does not satisfy {}",
+                        step + 1,
+                        registry.shown_path(&next.path)
+                    ),
+                });
+                return;
+            }
+        }
+        if let Some(Err(error)) = domain::parse_current(&contract.event_type, data) {
+            problems.push(Problem {
+                path: path.clone(),
+                reason: format!(
+                    "example {index}, brought up to the current version, does not fit eventline's type: {error}"
+                ),
+            });
+        }
+    }
+}
+
+/// Why data valid under `old` might be refused by `new`, if it might.
+pub fn incompatibility(old: &Value, new: &Value, old_version: u32, new_version: u32) -> Option<String> {
+    let empty = Map::new();
+    let properties =
+        |schema: &Value| schema.get("properties").and_then(Value::as_object).cloned().unwrap_or_else(|| empty.clone());
+    let required = |schema: &Value| -> BTreeSet<String> {
+        schema["required"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect()
+    };
+    let (old_properties, new_properties) = (properties(old), properties(new));
+    if let Some(added) = required(new).difference(&required(old)).next() {
+        return Some(format!("`{added}` is required in v{new_version} but not in v{old_version}"));
+    }
+    if new.get("additionalProperties") == Some(&Value::Bool(false)) {
+        if let Some(dropped) = old_properties.keys().find(|k| !new_properties.contains_key(*k)) {
+            return Some(format!("`{dropped}` is allowed in v{old_version} but not in v{new_version}"));
+        }
+    }
+    for (name, old_field) in &old_properties {
+        if let Some(new_field) = new_properties.get(name) {
+            if let Some(reason) = field_narrowing(old_field, new_field) {
+                return Some(format!("`{name}` {reason}"));
+            }
+        }
+    }
+    let structural = ["type", "properties", "required", "additionalProperties"];
+    unprovable_change(old, new, &structural)
+        .map(|keyword| format!("the schema's `{keyword}` changes, which the check cannot prove compatible"))
+}
+
+fn field_narrowing(old: &Value, new: &Value) -> Option<String> {
+    let types = |field: &Value| -> BTreeSet<String> {
+        match &field["type"] {
+            Value::String(t) => BTreeSet::from([t.clone()]),
+            Value::Array(list) => list.iter().filter_map(|t| t.as_str().map(String::from)).collect(),
+            _ => BTreeSet::new(),
+        }
+    };
+    let (old_types, new_types) = (types(old), types(new));
+    let widened = |t: &String| new_types.contains(t) || (t == "integer" && new_types.contains("number"));
+    if !new_types.is_empty() && !old_types.iter().all(widened) {
+        return Some(format!("changes type from {old_types:?} to {new_types:?}"));
+    }
+    let number = |field: &Value, key: &str| field.get(key).and_then(Value::as_f64);
+    let rises = |key: &str| match (number(old, key), number(new, key)) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(o), Some(n)) => n > o,
+    };
+    let falls = |key: &str| match (number(old, key), number(new, key)) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(o), Some(n)) => n < o,
+    };
+    for key in ["minimum", "exclusiveMinimum", "minLength"] {
+        if rises(key) {
+            return Some(format!("has a stricter `{key}`"));
+        }
+    }
+    for key in ["maximum", "exclusiveMaximum", "maxLength"] {
+        if falls(key) {
+            return Some(format!("has a stricter `{key}`"));
+        }
+    }
+    if let Some(new_pattern) = new.get("pattern") {
+        if old.get("pattern") != Some(new_pattern) {
+            return Some("has a new `pattern`".into());
+        }
+    }
+    if let Some(new_values) = new.get("enum").and_then(Value::as_array) {
+        let old_values = old.get("enum").and_then(Value::as_array);
+        let kept = old_values.is_some_and(|old| old.iter().all(|v| new_values.contains(v)));
+        if !kept {
+            return Some("allows fewer values (`enum`)".into());
+        }
+    }
+    let compared = [
+        "type",
+        "minimum",
+        "exclusiveMinimum",
+        "minLength",
+        "maximum",
+        "exclusiveMaximum",
+        "maxLength",
+        "pattern",
+        "enum",
+    ];
+    unprovable_change(old, new, &compared)
+        .map(|keyword| format!("changes `{keyword}`, which the check cannot prove compatible"))
+}
+
+/// A constraining keyword, other than those compared, that differs between the two schemas.
+fn unprovable_change<'a>(old: &'a Value, new: &'a Value, compared: &[&str]) -> Option<&'a String> {
+    let keys: BTreeSet<&String> = old.as_object().into_iter().chain(new.as_object()).flat_map(|o| o.keys()).collect();
+    keys.into_iter()
+        .filter(|k| !compared.contains(&k.as_str()) && !ANNOTATIONS.contains(&k.as_str()))
+        .find(|k| old.get(k.as_str()) != new.get(k.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema(properties: Value, required: &[&str]) -> Value {
+        json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
+    }
+
+    #[test]
+    fn adding_an_optional_field_is_compatible() {
+        let old = schema(json!({"id": {"type": "string"}}), &["id"]);
+        let new = schema(json!({"id": {"type": "string"}, "note": {"type": "string"}}), &["id"]);
+        assert_eq!(incompatibility(&old, &new, 1, 2), None);
+    }
+
+    #[test]
+    fn each_narrowing_is_named() {
+        let base = || json!({"id": {"type": "string"}, "n": {"type": "integer", "minimum": 1}, "c": {"type": "string", "enum": ["a", "b"]}});
+        let old = schema(base(), &["id"]);
+        let cases: Vec<(Value, Vec<&str>, &str)> = vec![
+            (base(), vec!["id", "n"], "`n` is required in v2 but not in v1"),
+            (
+                json!({"id": {"type": "string"}, "c": {"type": "string", "enum": ["a", "b"]}}),
+                vec!["id"],
+                "`n` is allowed in v1 but not in v2",
+            ),
+            (
+                {
+                    let mut p = base();
+                    p["n"]["type"] = json!("string");
+                    p
+                },
+                vec!["id"],
+                "`n` changes type from {\"integer\"} to {\"string\"}",
+            ),
+            (
+                {
+                    let mut p = base();
+                    p["n"]["minimum"] = json!(5);
+                    p
+                },
+                vec!["id"],
+                "`n` has a stricter `minimum`",
+            ),
+            (
+                {
+                    let mut p = base();
+                    p["id"]["maxLength"] = json!(5);
+                    p
+                },
+                vec!["id"],
+                "`id` has a stricter `maxLength`",
+            ),
+            (
+                {
+                    let mut p = base();
+                    p["id"]["pattern"] = json!("^x");
+                    p
+                },
+                vec!["id"],
+                "`id` has a new `pattern`",
+            ),
+            (
+                {
+                    let mut p = base();
+                    p["c"]["enum"] = json!(["a"]);
+                    p
+                },
+                vec!["id"],
+                "`c` allows fewer values (`enum`)",
+            ),
+            (
+                {
+                    let mut p = base();
+                    p["id"]["format"] = json!("email");
+                    p
+                },
+                vec!["id"],
+                "`id` changes `format`, which the check cannot prove compatible",
+            ),
+        ];
+        for (properties, required, expected) in cases {
+            let new = schema(properties, &required);
+            assert_eq!(incompatibility(&old, &new, 1, 2).as_deref(), Some(expected));
+        }
+    }
+
+    #[test]
+    fn widening_is_compatible() {
+        let old = schema(json!({"n": {"type": "integer", "minimum": 1, "enum": [1, 2]}}), &["n"]);
+        let new = schema(json!({"n": {"type": "number", "minimum": 0, "enum": [1, 2, 3]}}), &[]);
+        assert_eq!(incompatibility(&old, &new, 1, 2), None);
+    }
+
+    #[test]
+    fn the_shipped_registry_passes() {
+        let registry = Registry::embedded().unwrap();
+        assert_eq!(check(&registry), vec![]);
+        // FundsDeposited v2 is not compatible with v1 by itself; its upcaster bridges it.
+        let deposits = registry.contract("accounts.FundsDeposited").unwrap();
+        assert!(incompatibility(&deposits.versions[&1].schema, &deposits.versions[&2].schema, 1, 2).is_some());
+        assert!(deposits.upcasters.contains_key(&1));
+    }
+}

@@ -1,0 +1,398 @@
+//! The schema registry: `schemas/` loaded, checked and compiled once.
+//!
+//! Layout of the folder (data, not code):
+//! - `catalog.json`: domains, their topic and key field, and each type's versions;
+//! - `<domain>/<Type>.vN.schema.json`: the JSON Schema of a type's `data` at version N;
+//! - `<domain>/<Type>.vN-to-vN+1.upcast.json`: how to turn version N data into N+1, where the
+//!   newer version is not simply a superset (see [`crate::upcast`]);
+//! - `README.md` files, for people.
+//!
+//! Anything else, a schema the catalog does not list, a listed schema that is missing, or a schema
+//! that is not valid JSON Schema stops the load with the file's path and the reason.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use jsonschema::Validator;
+use serde_json::Value;
+
+use crate::catalog::Catalog;
+use crate::contract::{describe, ContractError, ValidatedEvent};
+use crate::domain;
+use crate::envelope::{self, CloudEvent, EnvelopeError};
+use crate::upcast::Upcaster;
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/embedded_schemas.rs"));
+}
+
+pub const CATALOG_FILE: &str = "catalog.json";
+
+/// A registry file that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct RegistryError {
+    /// The file, as the user would find it (`schemas/accounts/FundsDeposited.v2.schema.json`).
+    pub path: String,
+    pub reason: String,
+}
+
+/// Why a batch was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// The body is not a batch at all.
+    #[error(transparent)]
+    Body(EnvelopeError),
+    /// Some events are invalid: each with its index in the batch. None of the batch is valid.
+    #[error("{} invalid event(s) in the batch", .0.len())]
+    Events(Vec<(usize, ContractError)>),
+}
+
+/// One version of one type's data contract.
+#[derive(Debug, Clone)]
+pub struct SchemaVersion {
+    pub version: u32,
+    /// The file, relative to the registry folder.
+    pub path: String,
+    pub schema: Value,
+    validator: Validator,
+}
+
+impl SchemaVersion {
+    /// Whether `data` satisfies this version's schema.
+    pub fn accepts(&self, data: &Value) -> bool {
+        self.validator.is_valid(data)
+    }
+}
+
+/// Everything the registry knows of one event type.
+#[derive(Debug, Clone)]
+pub struct TypeContract {
+    pub event_type: String,
+    pub domain: String,
+    /// Catalog topic, before any namespace prefix.
+    pub topic: String,
+    /// The data field holding the entity id (the subject and Kafka key).
+    pub key: String,
+    pub versions: BTreeMap<u32, SchemaVersion>,
+    /// Upcasters by the version they start from.
+    pub upcasters: BTreeMap<u32, Upcaster>,
+}
+
+impl TypeContract {
+    /// The highest version: the only one projections see.
+    pub fn current(&self) -> u32 {
+        *self.versions.keys().next_back().expect("a type has at least one version")
+    }
+
+    /// `data` of `version` brought up to the current version.
+    pub fn upcast(&self, version: u32, data: &Value) -> Value {
+        let mut data = data.clone();
+        for step in version..self.current() {
+            if let Some(upcaster) = self.upcasters.get(&step) {
+                upcaster.apply(&mut data);
+            }
+        }
+        data
+    }
+}
+
+/// The loaded registry.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    catalog: Catalog,
+    contracts: BTreeMap<String, TypeContract>,
+    /// How file paths are shown: `schemas` for the embedded copy, else the folder given.
+    shown_root: String,
+}
+
+impl Registry {
+    /// The registry built into this binary from the repository's `schemas/` folder.
+    pub fn embedded() -> Result<Self, RegistryError> {
+        let files = embedded::FILES.iter().map(|(path, text)| (path.to_string(), text.to_string())).collect();
+        Self::from_files(files, "schemas")
+    }
+
+    /// A registry read from a folder laid out like `schemas/`.
+    pub fn from_dir(dir: &Path) -> Result<Self, RegistryError> {
+        let shown_root = dir.display().to_string();
+        let mut files = BTreeMap::new();
+        read_tree(dir, dir, &mut files).map_err(|(path, error)| RegistryError {
+            path: path.display().to_string(),
+            reason: format!("cannot read: {error}"),
+        })?;
+        Self::from_files(files, shown_root.trim_end_matches('/'))
+    }
+
+    /// A registry from file paths (relative to the registry folder) and their contents.
+    pub fn from_files(files: BTreeMap<String, String>, shown_root: &str) -> Result<Self, RegistryError> {
+        let error = |path: &str, reason: String| RegistryError { path: format!("{shown_root}/{path}"), reason };
+        let catalog_text = files
+            .get(CATALOG_FILE)
+            .ok_or_else(|| error(CATALOG_FILE, "missing: the registry needs a catalog".into()))?;
+        let catalog = Catalog::from_json(catalog_text).map_err(|reason| error(CATALOG_FILE, reason))?;
+
+        let mut contracts = BTreeMap::new();
+        let mut expected_files = BTreeSet::from([CATALOG_FILE.to_string()]);
+        for domain in catalog.domains() {
+            for (event_type, entry) in &domain.types {
+                let type_name = &event_type[domain.name.len() + 1..];
+                let mut versions = BTreeMap::new();
+                for &version in &entry.versions {
+                    let path = schema_path(&domain.name, type_name, version);
+                    let text = files.get(&path).ok_or_else(|| {
+                        error(CATALOG_FILE, format!("{event_type} v{version}: no schema file {shown_root}/{path}"))
+                    })?;
+                    let schema = load_schema(text, &domain.key).map_err(|reason| error(&path, reason))?;
+                    let validator = jsonschema::validator_for(&schema)
+                        .map_err(|e| error(&path, format!("not a valid JSON Schema: {e}")))?;
+                    expected_files.insert(path.clone());
+                    versions.insert(version, SchemaVersion { version, path, schema, validator });
+                }
+                let mut upcasters = BTreeMap::new();
+                for &version in &entry.versions[..entry.versions.len() - 1] {
+                    let path = upcaster_path(&domain.name, type_name, version);
+                    if let Some(text) = files.get(&path) {
+                        let upcaster = Upcaster::parse(&path, text).map_err(|reason| error(&path, reason))?;
+                        if upcaster.from != version {
+                            return Err(error(
+                                &path,
+                                format!("its name says from v{version}, its content from v{}", upcaster.from),
+                            ));
+                        }
+                        expected_files.insert(path);
+                        upcasters.insert(version, upcaster);
+                    }
+                }
+                let contract = TypeContract {
+                    event_type: event_type.clone(),
+                    domain: domain.name.clone(),
+                    topic: domain.topic.clone(),
+                    key: domain.key.clone(),
+                    versions,
+                    upcasters,
+                };
+                contracts.insert(event_type.clone(), contract);
+            }
+        }
+        for path in files.keys() {
+            let documentation = path.ends_with(".md");
+            if !documentation && !expected_files.contains(path) {
+                return Err(error(
+                    path,
+                    "not in the catalog: a registry file is catalog.json, <domain>/<Type>.vN.schema.json for a listed \
+                     version, or <domain>/<Type>.vN-to-vN+1.upcast.json between listed versions"
+                        .into(),
+                ));
+            }
+        }
+        Ok(Self { catalog, contracts, shown_root: shown_root.to_string() })
+    }
+
+    /// Fails unless this build has a payload type for every registered type at its current
+    /// version: a process must not start with contracts its projections cannot read.
+    pub fn ensure_code_reads_current(&self) -> Result<(), RegistryError> {
+        for contract in self.contracts.values() {
+            code_reads_current(contract)
+                .map_err(|reason| RegistryError { path: self.shown_path(CATALOG_FILE), reason })?;
+        }
+        Ok(())
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn contract(&self, event_type: &str) -> Option<&TypeContract> {
+        self.contracts.get(event_type)
+    }
+
+    pub fn contracts(&self) -> impl Iterator<Item = &TypeContract> {
+        self.contracts.values()
+    }
+
+    /// A registry file's path as users see it.
+    pub fn shown_path(&self, relative: &str) -> String {
+        format!("{}/{relative}", self.shown_root)
+    }
+
+    /// Validates a batch-mode body as a whole: every event must pass, or the errors of all that
+    /// failed are returned with their index (0-based) and nothing is valid.
+    pub fn validate_batch(&self, bytes: &[u8]) -> Result<Vec<ValidatedEvent>, BatchError> {
+        let events = envelope::parse_batch(bytes).map_err(BatchError::Body)?;
+        let mut valid = Vec::with_capacity(events.len());
+        let mut errors = Vec::new();
+        for (index, event) in events.into_iter().enumerate() {
+            let checked = envelope::check_size(&event)
+                .and_then(|()| CloudEvent::from_value(event))
+                .map_err(ContractError::from)
+                .and_then(|envelope| self.validate(envelope));
+            match checked {
+                Ok(event) => valid.push(event),
+                Err(error) => errors.push((index, error)),
+            }
+        }
+        if errors.is_empty() {
+            Ok(valid)
+        } else {
+            Err(BatchError::Events(errors))
+        }
+    }
+
+    /// Parses and validates one structured-mode event.
+    pub fn validate_slice(&self, bytes: &[u8]) -> Result<ValidatedEvent, ContractError> {
+        self.validate(CloudEvent::from_slice(bytes)?)
+    }
+
+    /// Validates an envelope: type and version registered, subject present, data valid for its
+    /// version, subject equal to the key field; then upcasts the data to the current version.
+    pub fn validate(&self, envelope: CloudEvent) -> Result<ValidatedEvent, ContractError> {
+        let contract = self
+            .contracts
+            .get(&envelope.event_type)
+            .ok_or_else(|| ContractError::UnknownType(envelope.event_type.clone()))?;
+        let Some(version) = contract.versions.get(&envelope.dataversion) else {
+            let known: Vec<String> = contract.versions.keys().map(u32::to_string).collect();
+            return Err(ContractError::UnknownDataVersion {
+                event_type: envelope.event_type.clone(),
+                version: envelope.dataversion,
+                known: known.join(", "),
+            });
+        };
+        let Some(subject) = &envelope.subject else {
+            return Err(ContractError::MissingSubject { key_field: contract.key.clone() });
+        };
+        let Some(data) = &envelope.data else {
+            return Err(ContractError::MissingData);
+        };
+        if let Some(error) = version.validator.iter_errors(data).next() {
+            return Err(data_error(&error, contract, version.version));
+        }
+        let key = data.get(&contract.key).and_then(Value::as_str).expect("schemas require the key field as a string");
+        if subject != key {
+            return Err(ContractError::SubjectMismatch {
+                subject: subject.clone(),
+                key_field: contract.key.clone(),
+                key: key.to_string(),
+            });
+        }
+        let current = contract.upcast(version.version, data);
+        let mismatch = |reason: String| ContractError::CodeMismatch {
+            event_type: contract.event_type.clone(),
+            version: contract.current(),
+            reason,
+        };
+        let payload = match domain::parse_current(&contract.event_type, current) {
+            Some(Ok(payload)) => payload,
+            Some(Err(error)) => return Err(mismatch(error.to_string())),
+            None => return Err(mismatch("no payload type".into())),
+        };
+        Ok(ValidatedEvent { envelope, topic: contract.topic.clone(), payload, current_version: contract.current() })
+    }
+}
+
+/// Where a type's schema of one version lives, relative to the registry folder.
+pub fn schema_path(domain: &str, type_name: &str, version: u32) -> String {
+    format!("{domain}/{type_name}.v{version}.schema.json")
+}
+
+/// Where the upcaster from `version` to the next lives, relative to the registry folder.
+pub fn upcaster_path(domain: &str, type_name: &str, version: u32) -> String {
+    format!("{domain}/{type_name}.v{version}-to-v{}.upcast.json", version + 1)
+}
+
+fn read_tree(root: &Path, dir: &Path, files: &mut BTreeMap<String, String>) -> Result<(), (PathBuf, std::io::Error)> {
+    let entries = std::fs::read_dir(dir).map_err(|e| (dir.to_path_buf(), e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| (dir.to_path_buf(), e))?.path();
+        if path.is_dir() {
+            read_tree(root, &path, files)?;
+        } else {
+            let text = std::fs::read_to_string(&path).map_err(|e| (path.clone(), e))?;
+            let relative = path.strip_prefix(root).expect("below the root").to_string_lossy().replace('\\', "/");
+            files.insert(relative, text);
+        }
+    }
+    Ok(())
+}
+
+/// Parses a schema file and checks what eventline relies on: an object with the key field.
+fn load_schema(text: &str, key: &str) -> Result<Value, String> {
+    let schema: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    if schema.get("type") != Some(&Value::from("object")) {
+        return Err("the schema must describe an object (\"type\": \"object\")".into());
+    }
+    let requires_key = schema["required"].as_array().is_some_and(|r| r.iter().any(|f| f == key));
+    let key_is_string = schema["properties"][key]["type"] == "string";
+    if !requires_key || !key_is_string {
+        return Err(format!("the schema must require the key field `{key}` as a string"));
+    }
+    Ok(schema)
+}
+
+/// A type's current version must be the one this build's projections read.
+pub(crate) fn code_reads_current(contract: &TypeContract) -> Result<(), String> {
+    match domain::CURRENT_VERSIONS.iter().find(|(t, _)| *t == contract.event_type) {
+        None => Err(format!("{}: this eventline has no payload type for it", contract.event_type)),
+        Some((_, version)) if *version != contract.current() => Err(format!(
+            "{}: the current version is {}, but this eventline reads version {version}",
+            contract.event_type,
+            contract.current()
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+fn data_error(error: &jsonschema::ValidationError<'_>, contract: &TypeContract, version: u32) -> ContractError {
+    let pointer = format!("/data{}", error.instance_path().as_str());
+    let found = describe(error.instance());
+    let invalid = |reason: String| ContractError::InvalidValue { pointer: pointer.clone(), reason };
+    match error.kind() {
+        ValidationErrorKind::Required { property } => {
+            ContractError::MissingField { pointer: format!("{pointer}/{}", property.as_str().unwrap_or_default()) }
+        }
+        ValidationErrorKind::AdditionalProperties { unexpected } => ContractError::UnknownField {
+            pointer: format!("{pointer}/{}", unexpected.first().map(String::as_str).unwrap_or_default()),
+            event_type: contract.event_type.clone(),
+            version,
+        },
+        ValidationErrorKind::Type { kind } => {
+            let expected = match kind {
+                TypeKind::Single(t) => article(&t.to_string()),
+                TypeKind::Multiple(types) => {
+                    format!("one of {}", types.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", "))
+                }
+            };
+            ContractError::WrongType { pointer: pointer.clone(), expected, found }
+        }
+        ValidationErrorKind::ExclusiveMinimum { limit } => {
+            invalid(format!("must be greater than {limit}, found {found}"))
+        }
+        ValidationErrorKind::Minimum { limit } => invalid(format!("must be at least {limit}, found {found}")),
+        ValidationErrorKind::ExclusiveMaximum { limit } => invalid(format!("must be less than {limit}, found {found}")),
+        ValidationErrorKind::Maximum { limit } => invalid(format!("must be at most {limit}, found {found}")),
+        ValidationErrorKind::MinLength { limit: 1 } => invalid("must not be empty".into()),
+        ValidationErrorKind::MinLength { limit } => invalid(format!("must be at least {limit} characters long")),
+        ValidationErrorKind::MaxLength { limit } => invalid(format!("must be at most {limit} characters long")),
+        ValidationErrorKind::Pattern { pattern } => invalid(format!("must match {pattern}, found {found}")),
+        ValidationErrorKind::Enum { options } => {
+            let options: Vec<String> = options
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|o| o.as_str().map_or(o.to_string(), String::from))
+                .collect();
+            invalid(format!("must be one of {}, found {found}", options.join(", ")))
+        }
+        _ => invalid(error.to_string()),
+    }
+}
+
+fn article(type_name: &str) -> String {
+    match type_name {
+        "integer" | "object" | "array" => format!("an {type_name}"),
+        "null" => "null".into(),
+        other => format!("a {other}"),
+    }
+}
