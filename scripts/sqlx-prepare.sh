@@ -6,7 +6,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SERVER="${EVENTLINE_PREPARE_SERVER:-postgres://postgres@127.0.0.1:5432}"
 DB="eventline_sqlx_prepare"
 psql "$SERVER/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
-for migration in "$ROOT"/migrations/*.sql; do
+# Every migration (the runtime's and each projection's), in version order.
+find "$ROOT/migrations" "$ROOT/src/store/projections" -name '*.sql' -printf '%f %p\n' | sort | while read -r _ migration; do
   psql "$SERVER/$DB" -q -v ON_ERROR_STOP=1 -f "$migration"
 done
 rm -rf "$ROOT/.sqlx" && mkdir -p "$ROOT/.sqlx"

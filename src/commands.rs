@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use eventline_consumers::{worker, Projection};
+use eventline_consumers::Projection;
 use eventline_core::check;
 use eventline_core::config::Settings;
 use eventline_core::registry::Registry;
@@ -218,7 +218,7 @@ pub async fn workers(settings: &Settings, projections: &[Projection], shutdown: 
     for &projection in projections {
         let settings = settings.clone();
         let (store, registry, shutdown) = (store.clone(), registry.clone(), shutdown.clone());
-        tasks.spawn(async move { (projection, worker::run(&settings, projection, registry, store, shutdown).await) });
+        tasks.spawn(async move { (projection, projection.run(&settings, registry, store, shutdown).await) });
     }
     let mut first_failure = None;
     while let Some(joined) = tasks.join_next().await {

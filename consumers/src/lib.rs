@@ -4,13 +4,12 @@
 //! here as pure folds; the store crate writes their rows and the Kafka crate reads their topics.
 //!
 //! # Layout
-//! - [`worker`]: the runtime loop: batches, one transaction per batch with its offsets, fencing,
-//!   retries, graceful stop.
-//! - [`projection`]: the shipped projections and how each applies a batch.
-//! - [`account_balances`]: the `account_balances` fold.
+//! - [`runtime`]: the worker: batches, one transaction per batch with its offsets, fencing,
+//!   idempotency, dead letters and parked keys, retries, graceful stop.
+//! - [`projections`]: the [`projections::Handler`] contract and the shipped projections, one
+//!   module each.
 
-pub mod account_balances;
-pub mod projection;
-pub mod worker;
+pub mod projections;
+pub mod runtime;
 
-pub use projection::Projection;
+pub use projections::Projection;

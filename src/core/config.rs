@@ -35,6 +35,7 @@ const ENV_BATCH_MAX_EVENTS: &str = "EVENTLINE_BATCH_MAX_EVENTS";
 const ENV_BATCH_MAX_WAIT_MS: &str = "EVENTLINE_BATCH_MAX_WAIT_MS";
 const ENV_CONNECT_TIMEOUT_SECS: &str = "EVENTLINE_CONNECT_TIMEOUT_SECS";
 const ENV_SCHEMAS_DIR: &str = "EVENTLINE_SCHEMAS_DIR";
+const ENV_DEDUP_WINDOW_HOURS: &str = "EVENTLINE_DEDUP_WINDOW_HOURS";
 
 /// Every `EVENTLINE_*` variable eventline reads; any other one is reported as a likely typo.
 const KNOWN_ENV: &[&str] = &[
@@ -47,6 +48,7 @@ const KNOWN_ENV: &[&str] = &[
     ENV_BATCH_MAX_WAIT_MS,
     ENV_CONNECT_TIMEOUT_SECS,
     ENV_SCHEMAS_DIR,
+    ENV_DEDUP_WINDOW_HOURS,
 ];
 
 /// librdkafka properties eventline sets itself because its guarantees depend on them.
@@ -70,6 +72,7 @@ const SECRET_PROPERTY_MARKERS: &[&str] =
 const MAX_BATCH_EVENTS: usize = 100_000;
 const MAX_BATCH_WAIT_MS: u64 = 60_000;
 const MAX_CONNECT_TIMEOUT_SECS: u64 = 600;
+const MAX_DEDUP_WINDOW_HOURS: u64 = 24 * 366;
 
 /// A setting that failed validation, named as the user wrote it.
 #[derive(Debug, thiserror::Error)]
@@ -249,6 +252,9 @@ pub struct WorkerSettings {
     pub batch_max_events: usize,
     /// Longest time the first event of a batch waits for more before the batch is written.
     pub batch_max_wait: Duration,
+    /// How long applied event ids are remembered: a copy of an event published again within
+    /// this window is applied once; a later copy would be applied again.
+    pub dedup_window: Duration,
 }
 
 /// The validated configuration of one eventline process.
@@ -323,6 +329,7 @@ struct FileLog {
 struct FileWorker {
     batch_max_events: Option<u64>,
     batch_max_wait_ms: Option<u64>,
+    dedup_window_hours: Option<u64>,
 }
 
 /// One raw value and the name of the place it came from, for error messages.
@@ -404,6 +411,14 @@ impl Settings {
         );
         let batch_max_wait = Duration::from_millis(parse_bounded(&wait_raw, 1, MAX_BATCH_WAIT_MS)?);
 
+        let window_raw = pick(
+            ENV_DEDUP_WINDOW_HOURS,
+            "worker.dedup_window_hours",
+            file_settings.worker.dedup_window_hours.map(|v| v.to_string()),
+            "168",
+        );
+        let dedup_window = Duration::from_secs(3600 * parse_bounded(&window_raw, 1, MAX_DEDUP_WINDOW_HOURS)?);
+
         let timeout_raw = pick(
             ENV_CONNECT_TIMEOUT_SECS,
             "connect_timeout_secs",
@@ -460,7 +475,7 @@ impl Settings {
             http_addr,
             namespace,
             log_format,
-            worker: WorkerSettings { batch_max_events, batch_max_wait },
+            worker: WorkerSettings { batch_max_events, batch_max_wait, dedup_window },
             connect_timeout,
             schemas_dir,
         })
@@ -576,6 +591,7 @@ mod tests {
         assert_eq!(settings.log_format, LogFormat::Human);
         assert_eq!(settings.worker.batch_max_events, 500);
         assert_eq!(settings.worker.batch_max_wait, Duration::from_millis(100));
+        assert_eq!(settings.worker.dedup_window, Duration::from_secs(7 * 24 * 3600));
         assert_eq!(settings.connect_timeout, Duration::from_secs(10));
         assert!(settings.kafka.properties.is_empty());
         assert_eq!(settings.schemas_dir, None);

@@ -6,12 +6,16 @@
 //! # Layout
 //! - this file: connecting, creating the database, migrations, the transaction handle, errors.
 //! - [`checkpoints`]: the per-partition positions that move with every applied batch.
-//! - [`dead_letters`]: records a projection could not apply.
-//! - [`account_balances`]: the `account_balances` projection's rows.
+//! - [`dead_letters`]: records a projection did not apply.
+//! - [`runtime`]: applied event ids (idempotency) and parked keys.
+//! - [`projections`]: each projection's rows and migrations, a folder each.
 
-pub mod account_balances;
 pub mod checkpoints;
 pub mod dead_letters;
+pub mod projections;
+pub mod runtime;
+
+pub use projections::{account_balances, daily_activity, feature_usage_daily, project_progress};
 
 use std::time::Duration;
 
@@ -20,8 +24,22 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
-/// The migrations in `migrations/`, embedded in the binary.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+/// Every migration, embedded in the binary: the runtime's (`migrations/`), then each projection's
+/// (`src/store/projections/<name>/migrations/`). Versions are unique across all of them; each
+/// migrator ignores the others' rows in the shared history table.
+fn migrators() -> Vec<sqlx::migrate::Migrator> {
+    let mut all = vec![
+        sqlx::migrate!("../../migrations"),
+        sqlx::migrate!("projections/account_balances/migrations"),
+        sqlx::migrate!("projections/project_progress/migrations"),
+        sqlx::migrate!("projections/daily_activity/migrations"),
+        sqlx::migrate!("projections/feature_usage_daily/migrations"),
+    ];
+    for migrator in &mut all {
+        migrator.set_ignore_missing(true);
+    }
+    all
+}
 
 /// What can go wrong in the store, split by what the caller should do about it.
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +121,10 @@ impl Store {
 
     /// Applies every embedded migration not yet applied.
     pub async fn migrate(&self) -> Result<(), Error> {
-        Ok(MIGRATOR.run(&self.pool).await?)
+        for migrator in migrators() {
+            migrator.run(&self.pool).await?;
+        }
+        Ok(())
     }
 
     /// Fails with [`Error::NotMigrated`] unless every embedded migration has been applied.
@@ -117,7 +138,7 @@ impl Store {
             Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => Vec::new(),
             Err(error) => return Err(error.into()),
         };
-        let missing = MIGRATOR.iter().filter(|m| !applied.contains(&m.version)).count();
+        let missing = migrators().iter().flat_map(|m| m.iter()).filter(|m| !applied.contains(&m.version)).count();
         if missing > 0 {
             return Err(Error::NotMigrated { missing });
         }

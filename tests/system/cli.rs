@@ -51,5 +51,8 @@ fn an_unknown_projection_is_a_usage_error_listing_the_known_ones() {
     assert_eq!(output.status.code(), Some(2));
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("invalid value 'nope' for '<PROJECTION>...'"), "{err}");
-    assert!(err.contains("[possible values: account_balances]"), "{err}");
+    assert!(
+        err.contains("[possible values: account_balances, project_progress, daily_activity, feature_usage_daily]"),
+        "{err}"
+    );
 }

@@ -158,7 +158,7 @@ async fn a_worker_needs_its_topics_and_a_migrated_database() {
     );
 
     // The maintenance database exists but holds no eventline schema.
-    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")).unwrap().count();
+    let migrations = crate::helpers::migration_count();
     let unmigrated = services.server_url.with_database("postgres");
     let output = run_bounded(eventline(&[("DATABASE_URL", unmigrated.expose())], &["worker", "account_balances"]));
     assert_eq!(output.status.code(), Some(1));

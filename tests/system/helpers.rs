@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -233,6 +233,19 @@ where
         assert!(started.elapsed() < PATIENCE, "timed out after {PATIENCE:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// How many migrations eventline embeds: the runtime's and every projection's.
+pub fn migration_count() -> usize {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut dirs = vec![root.join("migrations")];
+    for projection in std::fs::read_dir(root.join("src/store/projections")).expect("projections folder") {
+        let path = projection.expect("entry").path().join("migrations");
+        if path.is_dir() {
+            dirs.push(path);
+        }
+    }
+    dirs.iter().map(|d| std::fs::read_dir(d).expect("migrations folder").count()).sum()
 }
 
 pub fn stderr(output: &Output) -> String {

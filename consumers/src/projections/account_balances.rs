@@ -1,15 +1,74 @@
 //! The `account_balances` projection: one row per account with its balance in minor units.
 //!
-//! Applying a batch is load, fold, save: the store locks the rows of every account the batch
-//! touches, [`fold`] applies the events to them in memory, in order, and the store writes back
-//! the changed rows in one statement. The fold is pure, so the domain rules are tested here
-//! without a database.
+//! Load, fold, save: the store locks the rows of every account the batch touches, [`fold`]
+//! applies the events to them in memory, in order, and the store writes back the changed rows
+//! in one statement. The fold is pure, so the domain rules are tested here without a database.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use eventline_core::domain::AccountEvent;
+use eventline_core::domain::{AccountEvent, DomainEvent};
 use eventline_store::account_balances::{AccountBalance, AccountStatus};
+use eventline_store::StoreTx;
+
+use super::{Applicable, Folded, Handler};
+
+pub struct AccountBalances;
+
+/// The rows loaded for a batch, and after folding, those that changed.
+#[derive(Debug, Clone, Default)]
+pub struct AccountsState {
+    loaded: Vec<AccountBalance>,
+    changed: Vec<AccountBalance>,
+}
+
+impl Handler for AccountBalances {
+    type State = AccountsState;
+    const NAME: &'static str = "account_balances";
+    const TOPICS: &'static [&'static str] = &["accounts.events"];
+    const HANDLES: &'static [(&'static str, &'static [u32])] = &[
+        ("accounts.AccountOpened", &[1]),
+        ("accounts.FundsDeposited", &[1, 2]),
+        ("accounts.FundsWithdrawn", &[1]),
+        ("accounts.AccountClosed", &[1]),
+    ];
+
+    async fn load(tx: &mut StoreTx, events: &[&Applicable]) -> Result<AccountsState, eventline_store::Error> {
+        let mut ids: Vec<String> =
+            events.iter().filter_map(|a| account_event(a)).map(|e| e.account_id().to_string()).collect();
+        ids.sort();
+        ids.dedup();
+        Ok(AccountsState { loaded: tx.lock_account_balances(&ids).await?, changed: Vec::new() })
+    }
+
+    fn fold(state: AccountsState, events: &[&Applicable]) -> Folded<AccountsState> {
+        // Every event given is an accounts event (HANDLES); the position is kept either way.
+        let (positions, changes): (Vec<usize>, Vec<AccountChange<'_>>) = events
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| {
+                account_event(a)
+                    .map(|event| (i, AccountChange { event_id: &a.event.envelope().id, time: a.time, event }))
+            })
+            .unzip();
+        let outcome = fold(state.loaded.clone(), &changes);
+        Folded {
+            state: AccountsState { loaded: state.loaded, changed: outcome.changed },
+            rejected: outcome.rejected.into_iter().map(|(i, reason)| (positions[i], reason)).collect(),
+        }
+    }
+
+    async fn save(tx: &mut StoreTx, state: AccountsState) -> Result<(), eventline_store::Error> {
+        tx.upsert_account_balances(&state.changed).await
+    }
+}
+
+fn account_event(applicable: &Applicable) -> Option<&AccountEvent> {
+    match applicable.event.payload() {
+        DomainEvent::Accounts(event) => Some(event),
+        _ => None,
+    }
+}
 
 /// An event to apply, with what the row records about it.
 #[derive(Debug, Clone)]

@@ -1,14 +1,22 @@
-//! The projection worker: reads a projection's topics as a member of its consumer group and
-//! applies them to PostgreSQL, effectively once.
+//! The projection runtime: a worker reads a projection's topics as a member of the consumer group
+//! `eventline.<projection>` and applies them to PostgreSQL, effectively once.
 //!
-//! The contract, plainly: a batch's projection rows, its dead letters and the next offset of
-//! every partition it covers commit in ONE PostgreSQL transaction. A partition starts wherever
-//! that stored offset says (Kafka's group offsets only mirror it). The stored offset moves only
-//! from the value the batch started from, so a worker that lost a partition to another cannot
-//! write over the new owner's progress: its transaction is refused and rolled back. A crash at
-//! any point leaves either the whole batch and its offsets, or neither.
+//! The contract, plainly:
+//! - A batch's projection rows, its dead letters, its parked keys, the ids of the events it
+//!   applied and the next offset of every partition it covers commit in ONE PostgreSQL
+//!   transaction. A crash at any moment leaves all of it or none of it.
+//! - A partition starts at the offset stored in PostgreSQL (Kafka's group offsets only mirror
+//!   it). The stored offset moves only from the value the batch started from, so a worker that
+//!   lost a partition (a rebalance, a long pause) cannot write over the new owner: its
+//!   transaction is refused, rolled back, and it re-reads from the stored offset.
+//! - An event id applied once is not applied again within the dedup window.
+//! - An event that cannot be decoded, fails its contract or is refused by a domain rule becomes a
+//!   dead letter, and its key is parked: the key's later events become dead letters behind it,
+//!   in order, while every other key goes on.
+//! - A database failure is retried with capped backoff; no offset moves until the batch commits.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,11 +31,13 @@ use eventline_store::Store;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::projection::{Applicable, Projection};
+use crate::projections::{handles, Applicable, Handler};
 
 /// Longest pause between attempts while the database is unavailable.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
+/// How often applied event ids older than the dedup window are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -40,7 +50,7 @@ pub enum WorkerError {
 /// Looks up stored positions for the consumer's rebalance callback.
 struct StoredPositions {
     store: Store,
-    projection: Projection,
+    projection: &'static str,
     runtime: tokio::runtime::Handle,
     shutdown: CancellationToken,
 }
@@ -53,7 +63,7 @@ impl StartingOffsets for StoredPositions {
             // The callback runs inside the consumer's poll; block this thread (not the runtime)
             // until the positions are known, since no partition may start without one.
             let result = tokio::task::block_in_place(|| {
-                self.runtime.block_on(self.store.load_checkpoints(self.projection.name(), &wanted))
+                self.runtime.block_on(self.store.load_checkpoints(self.projection, &wanted))
             });
             match result {
                 Ok(offsets) => return offsets,
@@ -78,58 +88,59 @@ impl StartingOffsets for StoredPositions {
 pub struct WorkerReport {
     pub batches: u64,
     pub applied: u64,
+    pub duplicates: u64,
     pub dead_lettered: u64,
 }
 
-/// Runs one projection until `shutdown` is cancelled; then writes the batch in hand, leaves the
+/// Runs projection `H` until `shutdown` is cancelled; then writes the batch in hand, leaves the
 /// group and returns. Transient database failures are retried with capped backoff.
-pub async fn run(
+pub async fn run<H: Handler>(
     settings: &Settings,
-    projection: Projection,
     registry: Arc<Registry>,
     store: Store,
     shutdown: CancellationToken,
 ) -> Result<WorkerReport, WorkerError> {
-    let topics: Vec<String> = projection.topics().iter().map(|t| settings.namespace.topic(t)).collect();
-    let group_id = settings.namespace.group_id(projection.name());
+    let topics: Vec<String> = H::TOPICS.iter().map(|t| settings.namespace.topic(t)).collect();
+    let group_id = settings.namespace.group_id(H::NAME);
     let starting = Arc::new(StoredPositions {
         store: store.clone(),
-        projection,
+        projection: H::NAME,
         runtime: tokio::runtime::Handle::current(),
         shutdown: shutdown.clone(),
     });
     let consumer =
         GroupConsumer::subscribe(&settings.kafka, &group_id, &topics, starting, settings.connect_timeout).await?;
-    tracing::info!(projection = projection.name(), group = %group_id, topics = ?topics, "Worker started.");
+    tracing::info!(projection = H::NAME, group = %group_id, topics = ?topics, "Worker started.");
 
-    let mut worker = Worker {
-        projection,
+    let mut worker = Worker::<H> {
         registry,
         store,
         consumer,
         shutdown: shutdown.clone(),
         max_events: settings.worker.batch_max_events,
         max_wait: settings.worker.batch_max_wait,
+        dedup_window: settings.worker.dedup_window,
         positions: HashMap::new(),
         batch: Vec::new(),
         deadline: None,
         report: WorkerReport::default(),
+        handler: PhantomData,
     };
     let result = worker.run_loop().await;
     let report = worker.report;
     worker.consumer.close().await;
     tracing::info!(
-        projection = projection.name(),
+        projection = H::NAME,
         batches = report.batches,
         applied = report.applied,
+        duplicates = report.duplicates,
         dead_lettered = report.dead_lettered,
         "Worker stopped."
     );
     result.map(|()| report)
 }
 
-struct Worker {
-    projection: Projection,
+struct Worker<H: Handler> {
     /// Validates and upcasts every record, so the projection sees current versions only.
     registry: Arc<Registry>,
     store: Store,
@@ -137,6 +148,7 @@ struct Worker {
     shutdown: CancellationToken,
     max_events: usize,
     max_wait: Duration,
+    dedup_window: Duration,
     /// Stored position of every owned partition: where the next batch starts (`None`: no row yet).
     positions: HashMap<TopicPartition, Option<i64>>,
     /// Records read but not yet written, in arrival order (offset order per partition).
@@ -144,10 +156,24 @@ struct Worker {
     /// When the batch must be written even if it is not full.
     deadline: Option<Instant>,
     report: WorkerReport,
+    handler: PhantomData<H>,
 }
 
-impl Worker {
+/// What becomes of one record of a batch.
+enum Fate {
+    /// Not for this projection, or a copy of an event already applied: only its offset counts.
+    PassedOver,
+    Apply(Applicable),
+    Dead {
+        kind: &'static str,
+        reason: String,
+        event: Option<ValidatedEvent>,
+    },
+}
+
+impl<H: Handler> Worker<H> {
     async fn run_loop(&mut self) -> Result<(), WorkerError> {
+        let mut prune = tokio::time::interval(PRUNE_EVERY);
         loop {
             let deadline = self.deadline;
             tokio::select! {
@@ -182,6 +208,10 @@ impl Worker {
                         tracing::warn!(%error, "Kafka consumer error; continuing.");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
+                },
+                _ = prune.tick() => match self.store.prune_applied(H::NAME, self.dedup_window).await {
+                    Ok(forgotten) => tracing::debug!(projection = H::NAME, forgotten, "Old applied event ids forgotten."),
+                    Err(error) => tracing::warn!(projection = H::NAME, %error, "Cannot forget old applied event ids; will try again."),
                 },
             }
         }
@@ -218,13 +248,13 @@ impl Worker {
                         topic,
                         partition,
                         ?expected,
-                        "Stored offset moved under this worker; re-reading from it."
+                        "Stored offset moved under this worker (another owns the partition now); re-reading from it."
                     );
                     return self.reposition().await;
                 }
                 Err(error) if error.is_transient() => {
                     tracing::warn!(
-                        projection = self.projection.name(),
+                        projection = H::NAME,
                         %error,
                         retry_in_ms = delay.as_millis() as u64,
                         "Database unavailable; the batch will be retried, no offset moved."
@@ -244,32 +274,91 @@ impl Worker {
         }
     }
 
-    /// One transaction: projection rows, dead letters and the next offsets, or nothing.
+    /// One transaction: projection rows, dead letters, parked keys, applied ids and the next
+    /// offsets, or nothing.
     async fn write_batch(&mut self) -> Result<(), eventline_store::Error> {
-        let name = self.projection.name();
-        let mut applicable: Vec<Applicable> = Vec::new();
-        // Index in `self.batch` of each applicable event, to find its record for a dead letter.
-        let mut sources: Vec<usize> = Vec::new();
-        let mut dead: Vec<NewDeadLetter> = Vec::new();
-        for (index, record) in self.batch.iter().enumerate() {
-            match decode(&self.registry, record) {
-                Ok(event) if self.projection.handles(&event.envelope().event_type) => {
-                    let time = event.envelope().time.unwrap_or_else(|| record_time(record));
-                    applicable.push(Applicable { event, time });
-                    sources.push(index);
+        let name = H::NAME;
+        let mut fates: Vec<Fate> = self.batch.iter().map(|record| self.classify(record)).collect();
+        let keys: Vec<Option<String>> =
+            self.batch.iter().map(|r| r.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned())).collect();
+
+        let mut tx = self.store.begin().await?;
+        let mut distinct_keys: Vec<String> = keys.iter().flatten().cloned().collect();
+        distinct_keys.sort();
+        distinct_keys.dedup();
+        // Keys parked before this batch, and those this batch parks, with the reason.
+        let mut parked: HashSet<String> = tx.parked_among(name, &distinct_keys).await?;
+        let mut newly_parked: Vec<(String, String)> = Vec::new();
+        let event_ids: Vec<String> = fates
+            .iter()
+            .filter_map(|f| if let Fate::Apply(a) = f { Some(a.event.envelope().id.clone()) } else { None })
+            .collect();
+        let mut seen: HashSet<String> = tx.already_applied(name, &event_ids).await?;
+
+        // In offset order: park behind dead letters, pass over copies already applied.
+        let mut duplicates = 0u64;
+        for (index, fate) in fates.iter_mut().enumerate() {
+            let key = keys[index].as_deref();
+            if let Some(key) = key.filter(|k| parked.contains(*k)) {
+                // Waits behind the key's earlier dead letter; one already dead keeps its own reason.
+                if let Fate::Apply(applicable) = fate {
+                    let event = Some(applicable.event.clone());
+                    *fate = Fate::Dead { kind: "parked", reason: parked_reason(key), event };
                 }
-                Ok(_) => {}
-                Err((kind, reason)) => dead.push(dead_letter(name, record, None, kind, reason)),
+                continue;
+            }
+            match fate {
+                Fate::Dead { reason, .. } => {
+                    if let Some(key) = key {
+                        parked.insert(key.to_string());
+                        newly_parked.push((key.to_string(), reason.clone()));
+                    }
+                }
+                Fate::Apply(applicable) => {
+                    if !seen.insert(applicable.event.envelope().id.clone()) {
+                        duplicates += 1;
+                        *fate = Fate::PassedOver;
+                    }
+                }
+                Fate::PassedOver => {}
             }
         }
 
-        let mut tx = self.store.begin().await?;
-        let rejected = self.projection.apply(&mut tx, &applicable).await?;
-        for (index, reason) in rejected {
-            let record = &self.batch[sources[index]];
-            dead.push(dead_letter(name, record, Some(&applicable[index].event), "rejected", reason));
+        // Fold; each refused event parks its key, so fold again without it and what follows it.
+        let mut active: Vec<usize> =
+            fates.iter().enumerate().filter_map(|(i, f)| matches!(f, Fate::Apply(_)).then_some(i)).collect();
+        if !active.is_empty() {
+            let loaded = {
+                let events: Vec<&Applicable> = active.iter().map(|&i| applicable(&fates[i])).collect();
+                H::load(&mut tx, &events).await?
+            };
+            let state = loop {
+                let folded = {
+                    let events: Vec<&Applicable> = active.iter().map(|&i| applicable(&fates[i])).collect();
+                    H::fold(loaded.clone(), &events)
+                };
+                if folded.rejected.is_empty() {
+                    break folded.state;
+                }
+                park_refused(&mut fates, &mut active, &keys, folded.rejected, &mut newly_parked);
+            };
+            H::save(&mut tx, state).await?;
         }
+        let applied_ids: Vec<String> =
+            active.iter().map(|&i| applicable(&fates[i]).event.envelope().id.clone()).collect();
+        tx.record_applied(name, &applied_ids).await?;
+        let dead: Vec<NewDeadLetter> = fates
+            .iter()
+            .zip(&self.batch)
+            .filter_map(|(fate, record)| match fate {
+                Fate::Dead { kind, reason, event } => {
+                    Some(dead_letter(name, record, event.as_ref(), kind, reason.clone()))
+                }
+                _ => None,
+            })
+            .collect();
         tx.insert_dead_letters(&dead).await?;
+        tx.park_keys(name, &newly_parked).await?;
 
         let mut next_offsets: BTreeMap<TopicPartition, i64> = BTreeMap::new();
         for record in &self.batch {
@@ -287,12 +376,39 @@ impl Worker {
         }
         self.consumer.mirror_progress(&written);
         self.report.batches += 1;
-        self.report.applied +=
-            applicable.len() as u64 - dead.iter().filter(|d| d.reason_kind == "rejected").count() as u64;
+        self.report.applied += applied_ids.len() as u64;
+        self.report.duplicates += duplicates;
         self.report.dead_lettered += dead.len() as u64;
-        tracing::debug!(projection = name, events = self.batch.len(), dead_letters = dead.len(), "Batch written.");
+        if !dead.is_empty() {
+            let keys: Vec<&str> = newly_parked.iter().map(|(k, _)| k.as_str()).collect();
+            tracing::error!(
+                projection = name,
+                dead_letters = dead.len(),
+                newly_parked = ?keys,
+                "Events set aside as dead letters; their keys stay parked until an operator retries or skips them."
+            );
+        }
+        tracing::debug!(
+            projection = name,
+            events = self.batch.len(),
+            applied = applied_ids.len(),
+            duplicates,
+            "Batch written."
+        );
         self.batch.clear();
         Ok(())
+    }
+
+    /// Decodes and validates a record, and decides whether this projection applies it.
+    fn classify(&self, record: &ConsumedRecord) -> Fate {
+        match decode(&self.registry, record) {
+            Ok(event) if handles::<H>(&event.envelope().event_type) => {
+                let time = event.envelope().time.unwrap_or_else(|| record_time(record));
+                Fate::Apply(Applicable { event, time })
+            }
+            Ok(_) => Fate::PassedOver,
+            Err((kind, reason)) => Fate::Dead { kind, reason, event: None },
+        }
     }
 
     /// After being fenced: drop the batch and continue every partition from its stored offset.
@@ -302,7 +418,7 @@ impl Worker {
         partitions.dedup();
         self.batch.clear();
         let wanted: Vec<(String, i32)> = partitions.iter().map(|tp| (tp.topic.clone(), tp.partition)).collect();
-        let stored = self.store.load_checkpoints(self.projection.name(), &wanted).await?;
+        let stored = self.store.load_checkpoints(H::NAME, &wanted).await?;
         for (tp, offset) in partitions.into_iter().zip(stored) {
             match self.consumer.seek(&tp, offset) {
                 Ok(()) => {
@@ -317,6 +433,55 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// The event of a fate known to apply.
+fn applicable(fate: &Fate) -> &Applicable {
+    match fate {
+        Fate::Apply(applicable) => applicable,
+        _ => unreachable!("only applying events are active"),
+    }
+}
+
+/// Turns the events a fold refused into dead letters and parks their keys; the later events of a
+/// refused key (in offset order) become dead letters behind it. `rejected` positions index
+/// `active`, which keeps only the events still to apply.
+fn park_refused(
+    fates: &mut [Fate],
+    active: &mut Vec<usize>,
+    keys: &[Option<String>],
+    rejected: Vec<(usize, String)>,
+    newly_parked: &mut Vec<(String, String)>,
+) {
+    // The first refused event of each key; events without a key are refused one by one.
+    let mut refused: HashMap<String, usize> = HashMap::new();
+    for (position, reason) in rejected {
+        let index = active[position];
+        let key = keys[index].clone();
+        if let Some(key) = &key {
+            if refused.contains_key(key) {
+                continue;
+            }
+            refused.insert(key.clone(), index);
+            newly_parked.push((key.clone(), reason.clone()));
+        }
+        if let Fate::Apply(applicable) = std::mem::replace(&mut fates[index], Fate::PassedOver) {
+            fates[index] = Fate::Dead { kind: "rejected", reason, event: Some(applicable.event) };
+        }
+    }
+    for &index in active.iter() {
+        let Some(key) = keys[index].as_deref() else { continue };
+        if refused.get(key).is_some_and(|&first| index > first) {
+            if let Fate::Apply(applicable) = std::mem::replace(&mut fates[index], Fate::PassedOver) {
+                fates[index] = Fate::Dead { kind: "parked", reason: parked_reason(key), event: Some(applicable.event) };
+            }
+        }
+    }
+    active.retain(|&i| matches!(fates[i], Fate::Apply(_)));
+}
+
+fn parked_reason(key: &str) -> String {
+    format!("key {key} is parked behind an earlier dead letter")
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -1,0 +1,72 @@
+//! The `daily_activity` projection: per UTC day (of the event's time), how many users were active
+//! (any activity event) and how many pages were viewed. Activity events are facts: none is refused.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::NaiveDate;
+use eventline_core::domain::{ActivityEvent, DomainEvent};
+use eventline_store::daily_activity::DayIncrement;
+use eventline_store::StoreTx;
+
+use super::{Applicable, Folded, Handler};
+
+pub struct DailyActivity;
+
+/// Users already counted on the batch's days, and what the batch adds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DailyState {
+    known: HashSet<(NaiveDate, String)>,
+    new_users: Vec<(NaiveDate, String)>,
+    /// Per day: newly active users, page views.
+    increments: BTreeMap<NaiveDate, (i32, i64)>,
+}
+
+impl Handler for DailyActivity {
+    type State = DailyState;
+    const NAME: &'static str = "daily_activity";
+    const TOPICS: &'static [&'static str] = &["activity.events"];
+    const HANDLES: &'static [(&'static str, &'static [u32])] =
+        &[("activity.PageViewed", &[1]), ("activity.FeatureUsed", &[1])];
+
+    async fn load(tx: &mut StoreTx, events: &[&Applicable]) -> Result<DailyState, eventline_store::Error> {
+        let mut pairs: Vec<(NaiveDate, String)> = events.iter().filter_map(|a| user_day(a)).collect();
+        pairs.sort();
+        pairs.dedup();
+        let known = tx.known_active_users(&pairs).await?;
+        Ok(DailyState { known: known.into_iter().collect(), ..DailyState::default() })
+    }
+
+    fn fold(mut state: DailyState, events: &[&Applicable]) -> Folded<DailyState> {
+        for applicable in events {
+            let Some((day, user)) = user_day(applicable) else { continue };
+            let increment = state.increments.entry(day).or_default();
+            if state.known.insert((day, user.clone())) {
+                increment.0 += 1;
+                state.new_users.push((day, user));
+            }
+            if matches!(applicable.event.payload(), DomainEvent::Activity(ActivityEvent::PageViewed(_))) {
+                increment.1 += 1;
+            }
+        }
+        Folded { state, rejected: Vec::new() }
+    }
+
+    async fn save(tx: &mut StoreTx, state: DailyState) -> Result<(), eventline_store::Error> {
+        let increments: Vec<DayIncrement> = state
+            .increments
+            .into_iter()
+            .map(|(day, (new_active_users, page_views))| DayIncrement { day, new_active_users, page_views })
+            .collect();
+        tx.add_daily_activity(&increments, &state.new_users).await
+    }
+}
+
+/// The (UTC day, user) an activity event counts for.
+fn user_day(applicable: &Applicable) -> Option<(NaiveDate, String)> {
+    let user = match applicable.event.payload() {
+        DomainEvent::Activity(ActivityEvent::PageViewed(e)) => &e.user_id,
+        DomainEvent::Activity(ActivityEvent::FeatureUsed(e)) => &e.user_id,
+        _ => return None,
+    };
+    Some((applicable.time.date_naive(), user.clone()))
+}

@@ -1,0 +1,70 @@
+//! The `feature_usage_daily` projection: per UTC day and feature, how many times it was used and
+//! by how many distinct users. Page views are on the same topic and deliberately passed over.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::NaiveDate;
+use eventline_core::domain::{ActivityEvent, DomainEvent};
+use eventline_store::feature_usage_daily::{FeatureDay, FeatureUser};
+use eventline_store::StoreTx;
+
+use super::{Applicable, Folded, Handler};
+
+pub struct FeatureUsageDaily;
+
+/// Users already counted per day and feature, and what the batch adds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FeatureState {
+    known: HashSet<FeatureUser>,
+    new_users: Vec<FeatureUser>,
+    /// Per (day, feature): uses, newly counted users.
+    increments: BTreeMap<(NaiveDate, String), (i64, i32)>,
+}
+
+impl Handler for FeatureUsageDaily {
+    type State = FeatureState;
+    const NAME: &'static str = "feature_usage_daily";
+    const TOPICS: &'static [&'static str] = &["activity.events"];
+    const HANDLES: &'static [(&'static str, &'static [u32])] = &[("activity.FeatureUsed", &[1])];
+    const IGNORES: &'static [&'static str] = &["activity.PageViewed"];
+
+    async fn load(tx: &mut StoreTx, events: &[&Applicable]) -> Result<FeatureState, eventline_store::Error> {
+        let mut triples: Vec<FeatureUser> = events.iter().filter_map(|a| usage(a)).collect();
+        triples.sort();
+        triples.dedup();
+        let known = tx.known_feature_users(&triples).await?;
+        Ok(FeatureState { known: known.into_iter().collect(), ..FeatureState::default() })
+    }
+
+    fn fold(mut state: FeatureState, events: &[&Applicable]) -> Folded<FeatureState> {
+        for applicable in events {
+            let Some(triple) = usage(applicable) else { continue };
+            let increment = state.increments.entry((triple.0, triple.1.clone())).or_default();
+            increment.0 += 1;
+            if state.known.insert(triple.clone()) {
+                increment.1 += 1;
+                state.new_users.push(triple);
+            }
+        }
+        Folded { state, rejected: Vec::new() }
+    }
+
+    async fn save(tx: &mut StoreTx, state: FeatureState) -> Result<(), eventline_store::Error> {
+        let increments: Vec<FeatureDay> = state
+            .increments
+            .into_iter()
+            .map(|((day, feature), (uses, unique_users))| FeatureDay { day, feature, uses, unique_users })
+            .collect();
+        tx.add_feature_usage(&increments, &state.new_users).await
+    }
+}
+
+/// The (UTC day, feature, user) a feature use counts for.
+fn usage(applicable: &Applicable) -> Option<FeatureUser> {
+    match applicable.event.payload() {
+        DomainEvent::Activity(ActivityEvent::FeatureUsed(e)) => {
+            Some((applicable.time.date_naive(), e.feature.clone(), e.user_id.clone()))
+        }
+        _ => None,
+    }
+}
