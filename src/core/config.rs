@@ -63,6 +63,7 @@ const MANAGED_RDKAFKA_PROPERTIES: &[&str] = &[
     "acks",
     "request.required.acks",
     "isolation.level",
+    "partition.assignment.strategy",
 ];
 
 /// Property names whose values are credentials.

@@ -110,13 +110,17 @@ impl ConsumerContext for GroupContext {
                         None => format!("{}/{}@earliest", tp.topic, tp.partition),
                     })
                     .collect();
-                tracing::info!(partitions = ?described, "Partitions assigned.");
+                if !described.is_empty() {
+                    tracing::info!(partitions = ?described, "Partitions assigned.");
+                }
                 self.pending.lock().expect("not poisoned").push_back(ConsumerEvent::Assigned(started));
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let described: Vec<String> =
                     partitions.iter().map(|tp| format!("{}/{}", tp.topic, tp.partition)).collect();
-                tracing::info!(partitions = ?described, "Partitions revoked.");
+                if !described.is_empty() {
+                    tracing::info!(partitions = ?described, "Partitions revoked.");
+                }
                 self.pending.lock().expect("not poisoned").push_back(ConsumerEvent::Revoked(partitions));
                 let unassigned = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
                 if let Err(error) = unassigned {
@@ -160,7 +164,13 @@ impl GroupConsumer {
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("isolation.level", "read_committed");
+            .set("isolation.level", "read_committed")
+            // Incremental rebalances: members keep what they own while partitions move. It also
+            // keeps a surviving member's rejoin metadata (owned partitions, generation) changing,
+            // which Tansu 0.6.0 needs to form a new generation after evicting a dead member;
+            // with the eager assignors it hands the survivor its old assignment and the dead
+            // member's partitions stay orphaned.
+            .set("partition.assignment.strategy", "cooperative-sticky");
         let context = GroupContext { starting, pending: Mutex::new(VecDeque::new()) };
         let inner: StreamConsumer<GroupContext> = config.create_with_context(context)?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();

@@ -12,6 +12,8 @@ mod end_to_end;
 mod helpers;
 mod publish_errors;
 mod restart;
+mod runtime;
 mod scale_out;
+mod scenario;
 mod schemas;
 mod services;
