@@ -1,0 +1,272 @@
+//! Projection runtime throughput, against the real broker and PostgreSQL (start them with
+//! `scripts/services.sh up`). Run with:
+//!
+//! ```sh
+//! cargo bench --bench runtime                     # 1,000,000 events
+//! cargo bench --bench runtime -- --events 200000
+//! ```
+//!
+//! It fills a topic with N accounts events once (the topic is kept and reused by later runs with
+//! the same N: Tansu cannot delete topics), then measures in the same run on that topic:
+//! (a) raw consumption through rdkafka with no processing; (b) a naive worker that validates and
+//! applies each event in its own transaction, as hand-written consumers do (on the first
+//! `--naive-events`, default 20,000, since it is slow); (c) the eventline worker process
+//! (`eventline worker account_balances`), with its peak RSS; and apply-only: the same batches fed
+//! straight to the projection and PostgreSQL, no broker.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eventline_consumers::projections::account_balances::AccountBalances;
+use eventline_consumers::projections::{Applicable, Handler};
+use eventline_core::config::Settings;
+use eventline_core::registry::Registry;
+use eventline_kafka::admin::{self, TopicSpec};
+use eventline_kafka::consumer::{ConsumerEvent, GroupConsumer, StartingOffsets, TopicPartition};
+use eventline_producers::loadgen::AccountsTraffic;
+use eventline_producers::publisher::Publisher;
+use eventline_store::Store;
+
+const BATCH: usize = 500;
+
+struct FromTheStart;
+
+impl StartingOffsets for FromTheStart {
+    fn starting_offsets(&self, partitions: &[TopicPartition]) -> Vec<Option<i64>> {
+        vec![None; partitions.len()]
+    }
+}
+
+struct Options {
+    events: usize,
+    accounts: usize,
+    naive_events: usize,
+}
+
+fn options() -> Options {
+    let mut options = Options { events: 1_000_000, accounts: 10_000, naive_events: 20_000 };
+    let args: Vec<String> = std::env::args().collect();
+    let value = |name: &str| {
+        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(|v| v.parse().expect("a number"))
+    };
+    if let Some(n) = value("--events") {
+        options.events = n;
+    }
+    if let Some(n) = value("--accounts") {
+        options.accounts = n;
+    }
+    if let Some(n) = value("--naive-events") {
+        options.naive_events = n;
+    }
+    options.naive_events = options.naive_events.min(options.events);
+    options
+}
+
+fn rate(events: usize, elapsed: Duration) -> f64 {
+    events as f64 / elapsed.as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let options = options();
+    let mut env: HashMap<String, String> =
+        std::env::vars().filter(|(k, _)| !k.starts_with("EVENTLINE_NAMESPACE")).collect();
+    let namespace = format!("bench-runtime-n{}-a{}", options.events, options.accounts);
+    env.insert("EVENTLINE_NAMESPACE".into(), namespace.clone());
+    let settings = Settings::load_from(None, &env).expect("settings");
+    let registry = Arc::new(Registry::embedded().expect("registry"));
+    let topic = settings.namespace.topic("accounts.events");
+
+    // The topic, filled once.
+    admin::create_topics(
+        &settings.kafka,
+        &[TopicSpec { name: topic.clone(), partitions: 6, replication_factor: 1 }],
+        settings.connect_timeout,
+    )
+    .await
+    .expect("the broker answers (scripts/services.sh up)");
+    let present: i64 = admin::watermarks(&settings.kafka, &topic, settings.connect_timeout)
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.high)
+        .sum();
+    if (present as usize) < options.events {
+        let missing = options.events - present as usize;
+        println!("filling {topic} with {missing} events (once; later runs reuse it)");
+        let publisher = Publisher::connect(&settings).await.unwrap();
+        let prefix = format!("fill{present}");
+        let mut traffic = AccountsTraffic::new(registry.clone(), &prefix, options.accounts, 7).take(missing);
+        let started = Instant::now();
+        let mut published = 0;
+        loop {
+            let chunk: Vec<_> = traffic.by_ref().take(5_000).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            for result in publisher.publish_all(&chunk).await {
+                result.expect("published");
+            }
+            published += chunk.len();
+            eprint!("\r  {published}/{missing}");
+        }
+        eprintln!();
+        println!("  filled at {:.0} events/s (the broker's ingest)", rate(missing, started.elapsed()));
+    }
+    let total: usize = admin::watermarks(&settings.kafka, &topic, settings.connect_timeout)
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.high)
+        .sum::<i64>() as usize;
+
+    println!(
+        "runtime benchmark: {total} events on {topic} (6 partitions), {} cores",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+
+    // (a) Raw consumption.
+    let group = format!("{namespace}.raw-{}", rand::random::<u32>());
+    let mut consumer = GroupConsumer::subscribe(
+        &settings.kafka,
+        &group,
+        std::slice::from_ref(&topic),
+        Arc::new(FromTheStart),
+        settings.connect_timeout,
+    )
+    .await
+    .unwrap();
+    let mut seen = 0usize;
+    let mut started = None;
+    while seen < total {
+        if let Ok(ConsumerEvent::Record(record)) = consumer.next().await {
+            started.get_or_insert_with(Instant::now);
+            std::hint::black_box(&record.payload);
+            seen += 1;
+        }
+    }
+    let raw = rate(seen - 1, started.unwrap().elapsed());
+    consumer.close().await;
+    println!("(a) raw consume (rdkafka, no processing)        {raw:>10.0} events/s");
+
+    // (b) A naive worker: one transaction per event.
+    let naive_db = settings.database_url.with_database(&format!("eventline_bench_naive_{}", rand::random::<u32>()));
+    let store = fresh_store(&naive_db, &settings).await;
+    let group = format!("{namespace}.naive-{}", rand::random::<u32>());
+    let mut consumer = GroupConsumer::subscribe(
+        &settings.kafka,
+        &group,
+        std::slice::from_ref(&topic),
+        Arc::new(FromTheStart),
+        settings.connect_timeout,
+    )
+    .await
+    .unwrap();
+    let mut positions: HashMap<TopicPartition, Option<i64>> = HashMap::new();
+    let mut applied = 0usize;
+    let mut started = None;
+    while applied < options.naive_events {
+        let Ok(ConsumerEvent::Record(record)) = consumer.next().await else { continue };
+        started.get_or_insert_with(Instant::now);
+        let event = registry.validate_slice(record.payload.as_deref().unwrap_or_default()).expect("valid");
+        let time = event.envelope().time.unwrap_or_default();
+        let applicable = Applicable { event, time };
+        let mut tx = store.begin().await.unwrap();
+        let state = AccountBalances::load(&mut tx, &[&applicable]).await.unwrap();
+        let folded = AccountBalances::fold(state, &[&applicable]);
+        AccountBalances::save(&mut tx, folded.state).await.unwrap();
+        let tp = record.topic_partition();
+        let expected = positions.get(&tp).copied().flatten();
+        tx.advance_checkpoint("naive", &tp.topic, tp.partition, expected, record.offset + 1).await.unwrap();
+        tx.commit().await.unwrap();
+        positions.insert(tp, Some(record.offset + 1));
+        applied += 1;
+    }
+    let naive = rate(applied, started.unwrap().elapsed());
+    consumer.close().await;
+    store.close().await;
+    eventline_store::drop_database(&naive_db).await.unwrap();
+    println!("(b) naive worker (a transaction per event)      {naive:>10.0} events/s   (first {applied} events)");
+
+    // (c) The eventline worker, as a process.
+    let worker_db = settings.database_url.with_database(&format!("eventline_bench_worker_{}", rand::random::<u32>()));
+    let store = fresh_store(&worker_db, &settings).await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eventline"))
+        .args(["worker", "account_balances"])
+        .env_clear()
+        .envs(env.iter().filter(|(k, _)| k.starts_with("EVENTLINE_") || *k == "PATH"))
+        .env("DATABASE_URL", worker_db.expose())
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("the eventline binary runs");
+    let mut first: Option<(Instant, i64)> = None;
+    let done = loop {
+        let through: i64 = store.checkpoints("account_balances").await.unwrap().iter().map(|c| c.next_offset).sum();
+        if through > 0 && first.is_none() {
+            first = Some((Instant::now(), through));
+        }
+        if through as usize >= total {
+            break Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (from, already) = first.expect("the worker made progress");
+    let worker = rate(total - already as usize, done - from);
+    let rss_mb = peak_rss_kb(child.id()) as f64 / 1024.0;
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    child.wait().unwrap();
+    store.close().await;
+    eventline_store::drop_database(&worker_db).await.unwrap();
+    println!(
+        "(c) eventline worker                            {worker:>10.0} events/s   = {:.0}% of (a), {:.1}x (b)",
+        100.0 * worker / raw,
+        worker / naive
+    );
+    println!("    worker peak RSS                             {rss_mb:>10.1} MB");
+
+    // Apply-only: the same kind of batches straight to PostgreSQL, no broker.
+    let apply_db = settings.database_url.with_database(&format!("eventline_bench_apply_{}", rand::random::<u32>()));
+    let store = fresh_store(&apply_db, &settings).await;
+    let events: Vec<Applicable> = AccountsTraffic::new(registry.clone(), "apply", options.accounts, 7)
+        .take(options.events.min(200_000))
+        .map(|event| {
+            let time = event.envelope().time.unwrap_or_default();
+            Applicable { event, time }
+        })
+        .collect();
+    let started = Instant::now();
+    for (n, batch) in events.chunks(BATCH).enumerate() {
+        let refs: Vec<&Applicable> = batch.iter().collect();
+        let mut tx = store.begin().await.unwrap();
+        let state = AccountBalances::load(&mut tx, &refs).await.unwrap();
+        let folded = AccountBalances::fold(state, &refs);
+        AccountBalances::save(&mut tx, folded.state).await.unwrap();
+        let ids: Vec<String> = batch.iter().map(|a| a.event.envelope().id.clone()).collect();
+        tx.record_applied("apply", &ids).await.unwrap();
+        let expected = (n > 0).then(|| (n * BATCH) as i64);
+        tx.advance_checkpoint("apply", "t", 0, expected, ((n + 1) * BATCH) as i64).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let apply = rate(events.len(), started.elapsed());
+    store.close().await;
+    eventline_store::drop_database(&apply_db).await.unwrap();
+    println!("apply-only (batches of {BATCH}, no broker)           {apply:>10.0} events/s   ({} events)", events.len());
+}
+
+async fn fresh_store(url: &eventline_core::config::DatabaseUrl, settings: &Settings) -> Store {
+    eventline_store::create_database_if_missing(url, settings.connect_timeout).await.unwrap();
+    let store = Store::connect(url, 4, settings.connect_timeout).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+/// Peak resident set size of a process, from /proc (VmHWM), in KiB.
+fn peak_rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
