@@ -243,7 +243,7 @@ async fn main() {
         let folded = AccountBalances::fold(state, &refs);
         AccountBalances::save(&mut tx, folded.state).await.unwrap();
         let ids: Vec<String> = batch.iter().map(|a| a.event.envelope().id.clone()).collect();
-        tx.record_applied("apply", &ids).await.unwrap();
+        tx.claim_event_ids("apply", &ids).await.unwrap();
         let expected = (n > 0).then(|| (n * BATCH) as i64);
         tx.advance_checkpoint("apply", "t", 0, expected, ((n + 1) * BATCH) as i64).await.unwrap();
         tx.commit().await.unwrap();

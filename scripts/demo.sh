@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole system on this machine and feeds it demo traffic:
 # PostgreSQL and Tansu (installed and started when missing), eventline built, the database
-# migrated, the topics created, `eventline up` running in the background, then 2,000 accounts
-# events published while the balances fill in. Safe to run twice.
+# migrated, the topics created, `eventline up` running in the background, then 3,000 events of
+# the three reference domains published while the projections fill in. Safe to run twice.
 #
 #   scripts/demo.sh          start (or restart) and feed traffic
 #   scripts/demo.sh stop     stop eventline (scripts/services.sh down stops PostgreSQL and Tansu)
@@ -44,8 +44,8 @@ say "starting eventline up (log: $LOG_DIR/eventline.log)"
 setsid "$BIN" up </dev/null >>"$LOG_DIR/eventline.log" 2>&1 &
 echo $! >"$PIDFILE"
 
-say "publishing 2,000 demo events at 200 per second"
-"$BIN" loadgen --accounts 20 --events 2000 --rate 200 &
+say "publishing 3,000 demo events (accounts, projects, activity) at 300 per second"
+"$BIN" loadgen --domain all --keys 20 --events 3000 --rate 300 &
 loadgen=$!
 while kill -0 "$loadgen" 2>/dev/null; do
   sleep 3
@@ -61,7 +61,9 @@ eventline is running in the background (pid $(cat "$PIDFILE")). Look at:
   the balances:   psql "$DATABASE_URL" -c "$QUERY"
   the positions:  psql "$DATABASE_URL" -c "SELECT * FROM eventline_checkpoints ORDER BY topic, partition"
   its log:        tail -f $LOG_DIR/eventline.log
-  more traffic:   $BIN loadgen --events 5000 --rate 500
+  the projects:   psql "$DATABASE_URL" -c "SELECT * FROM project_progress ORDER BY project_id LIMIT 10"
+  the activity:   psql "$DATABASE_URL" -c "SELECT * FROM daily_activity ORDER BY day"
+  more traffic:   $BIN loadgen --domain all --events 5000 --rate 500
   your events:    $BIN publish events.ndjson   (one CloudEvent per line; see README.md)
 Stop it with scripts/demo.sh stop, and the services with scripts/services.sh down.
 TEXT

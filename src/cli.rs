@@ -69,7 +69,11 @@ pub enum Command {
     #[command(subcommand)]
     Schemas(SchemasCommand),
 
-    /// Publish synthetic accounts traffic (open accounts, then deposits and withdrawals).
+    /// Publish synthetic, valid traffic for the reference domains.
+    ///
+    /// Accounts: every account is opened, then deposits (some as data version 1) and withdrawals
+    /// that never overdraw. Projects: projects, then tasks created, assigned, completed and
+    /// reopened. Activity: page views and feature uses by random users.
     Loadgen(LoadgenArgs),
 }
 
@@ -129,9 +133,13 @@ pub struct PublishArgs {
 
 #[derive(Debug, Args)]
 pub struct LoadgenArgs {
-    /// Accounts to open before the deposits and withdrawals start.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    pub accounts: u64,
+    /// Which domain's events to generate.
+    #[arg(long, value_enum, default_value_t = LoadgenDomain::Accounts)]
+    pub domain: LoadgenDomain,
+
+    /// Entities per domain: accounts, projects or users.
+    #[arg(long, alias = "accounts", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub keys: u64,
 
     /// Events in all, the openings included.
     #[arg(long, default_value_t = 1_000)]
@@ -152,6 +160,15 @@ pub struct LoadgenArgs {
     /// Print the events as NDJSON on stdout instead of publishing them.
     #[arg(long)]
     pub ndjson: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoadgenDomain {
+    Accounts,
+    Projects,
+    Activity,
+    /// All three, interleaved.
+    All,
 }
 
 fn projection_names() -> PossibleValuesParser {

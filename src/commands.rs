@@ -11,13 +11,13 @@ use eventline_core::config::Settings;
 use eventline_core::registry::Registry;
 use eventline_kafka::admin::{self, TopicOutcome, TopicSpec};
 use eventline_producers::input;
-use eventline_producers::loadgen::AccountsTraffic;
+use eventline_producers::loadgen::{self, Domain};
 use eventline_producers::publisher::Publisher;
 use eventline_store::Store;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{LoadgenArgs, PublishArgs, SchemasCheckArgs, TopicsCreateArgs};
+use crate::cli::{LoadgenArgs, LoadgenDomain, PublishArgs, SchemasCheckArgs, TopicsCreateArgs};
 
 /// Exit code for input that was refused (sysexits' EX_DATAERR).
 pub const EXIT_INVALID_INPUT: u8 = 65;
@@ -174,7 +174,13 @@ pub async fn loadgen(settings: &Settings, args: &LoadgenArgs, shutdown: Cancella
     let registry = load_registry(settings)?;
     let prefix = args.prefix.clone().unwrap_or_else(|| format!("demo{:04x}", rand_suffix()));
     let seed = args.seed.unwrap_or_else(|| u64::from(rand_suffix()));
-    let mut traffic = AccountsTraffic::new(registry, &prefix, args.accounts as usize, seed).take(args.events as usize);
+    let domain = match args.domain {
+        LoadgenDomain::Accounts => Domain::Accounts,
+        LoadgenDomain::Projects => Domain::Projects,
+        LoadgenDomain::Activity => Domain::Activity,
+        LoadgenDomain::All => Domain::All,
+    };
+    let mut traffic = loadgen::traffic(registry, domain, &prefix, args.keys as usize, seed).take(args.events as usize);
     if args.ndjson {
         let mut stdout = std::io::stdout().lock();
         for event in traffic {

@@ -278,6 +278,7 @@ impl<H: Handler> Worker<H> {
     /// offsets, or nothing.
     async fn write_batch(&mut self) -> Result<(), eventline_store::Error> {
         let name = H::NAME;
+        let started = Instant::now();
         let mut fates: Vec<Fate> = self.batch.iter().map(|record| self.classify(record)).collect();
         let keys: Vec<Option<String>> =
             self.batch.iter().map(|r| r.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned())).collect();
@@ -289,14 +290,10 @@ impl<H: Handler> Worker<H> {
         // Keys parked before this batch, and those this batch parks, with the reason.
         let mut parked: HashSet<String> = tx.parked_among(name, &distinct_keys).await?;
         let mut newly_parked: Vec<(String, String)> = Vec::new();
-        let event_ids: Vec<String> = fates
-            .iter()
-            .filter_map(|f| if let Fate::Apply(a) = f { Some(a.event.envelope().id.clone()) } else { None })
-            .collect();
-        let mut seen: HashSet<String> = tx.already_applied(name, &event_ids).await?;
 
-        // In offset order: park behind dead letters, pass over copies already applied.
+        // In offset order: park behind dead letters, pass over copies seen earlier in the batch.
         let mut duplicates = 0u64;
+        let mut in_batch: HashSet<String> = HashSet::new();
         for (index, fate) in fates.iter_mut().enumerate() {
             let key = keys[index].as_deref();
             if let Some(key) = key.filter(|k| parked.contains(*k)) {
@@ -315,12 +312,25 @@ impl<H: Handler> Worker<H> {
                     }
                 }
                 Fate::Apply(applicable) => {
-                    if !seen.insert(applicable.event.envelope().id.clone()) {
+                    if !in_batch.insert(applicable.event.envelope().id.clone()) {
                         duplicates += 1;
                         *fate = Fate::PassedOver;
                     }
                 }
                 Fate::PassedOver => {}
+            }
+        }
+        // Claim the ids of what is left to apply: an id claimed before was applied before.
+        let candidates: Vec<String> = fates
+            .iter()
+            .filter(|f| matches!(f, Fate::Apply(_)))
+            .map(|f| applicable(f).event.envelope().id.clone())
+            .collect();
+        let claimed: HashSet<String> = tx.claim_event_ids(name, &candidates).await?;
+        for fate in fates.iter_mut() {
+            if matches!(fate, Fate::Apply(a) if !claimed.contains(&a.event.envelope().id)) {
+                duplicates += 1;
+                *fate = Fate::PassedOver;
             }
         }
 
@@ -344,9 +354,18 @@ impl<H: Handler> Worker<H> {
             };
             H::save(&mut tx, state).await?;
         }
-        let applied_ids: Vec<String> =
-            active.iter().map(|&i| applicable(&fates[i]).event.envelope().id.clone()).collect();
-        tx.record_applied(name, &applied_ids).await?;
+        // Events claimed but not applied after all (refused, or parked behind a refusal).
+        let unapplied: Vec<String> = fates
+            .iter()
+            .filter_map(|f| match f {
+                Fate::Dead { event: Some(event), .. } if claimed.contains(&event.envelope().id) => {
+                    Some(event.envelope().id.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        tx.release_event_ids(name, &unapplied).await?;
+        let applied = active.len();
         let dead: Vec<NewDeadLetter> = fates
             .iter()
             .zip(&self.batch)
@@ -376,7 +395,7 @@ impl<H: Handler> Worker<H> {
         }
         self.consumer.mirror_progress(&written);
         self.report.batches += 1;
-        self.report.applied += applied_ids.len() as u64;
+        self.report.applied += applied as u64;
         self.report.duplicates += duplicates;
         self.report.dead_lettered += dead.len() as u64;
         if !dead.is_empty() {
@@ -391,8 +410,9 @@ impl<H: Handler> Worker<H> {
         tracing::debug!(
             projection = name,
             events = self.batch.len(),
-            applied = applied_ids.len(),
+            applied,
             duplicates,
+            took_ms = started.elapsed().as_millis() as u64,
             "Batch written."
         );
         self.batch.clear();

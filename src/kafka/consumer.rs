@@ -171,6 +171,11 @@ impl GroupConsumer {
             // with the eager assignors it hands the survivor its old assignment and the dead
             // member's partitions stay orphaned.
             .set("partition.assignment.strategy", "cooperative-sticky");
+        // Bounds what is fetched ahead while a batch is being written (librdkafka's default,
+        // 64 MiB, makes a worker behind a slow database weigh over 130 MB). Overridable.
+        if !settings.properties.contains_key("queued.max.messages.kbytes") {
+            config.set("queued.max.messages.kbytes", "16384");
+        }
         let context = GroupContext { starting, pending: Mutex::new(VecDeque::new()) };
         let inner: StreamConsumer<GroupContext> = config.create_with_context(context)?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();

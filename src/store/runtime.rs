@@ -7,30 +7,35 @@ use std::time::Duration;
 use crate::{Error, Store, StoreTx};
 
 impl StoreTx {
-    /// Which of these event ids the projection has applied already (within the retention window).
-    pub async fn already_applied(&mut self, projection: &str, event_ids: &[String]) -> Result<HashSet<String>, Error> {
+    /// Records these event ids as applied by the projection and returns those that were not
+    /// already (within the retention window): the others are copies of applied events. The
+    /// primary key decides, so no query plan can turn this into a scan as the table grows.
+    pub async fn claim_event_ids(&mut self, projection: &str, event_ids: &[String]) -> Result<HashSet<String>, Error> {
         if event_ids.is_empty() {
             return Ok(HashSet::new());
         }
-        let rows = sqlx::query_scalar!(
-            "SELECT event_id FROM eventline_applied_events WHERE projection = $1 AND event_id = ANY($2)",
+        let claimed = sqlx::query_scalar!(
+            "INSERT INTO eventline_applied_events (projection, event_id)
+             SELECT $1, id FROM UNNEST($2::text[]) AS ids(id)
+             ON CONFLICT DO NOTHING
+             RETURNING event_id",
             projection,
             event_ids
         )
         .fetch_all(&mut *self.tx)
         .await?;
-        Ok(rows.into_iter().collect())
+        Ok(claimed.into_iter().collect())
     }
 
-    /// Records that the projection applied these event ids.
-    pub async fn record_applied(&mut self, projection: &str, event_ids: &[String]) -> Result<(), Error> {
+    /// Gives back claimed ids of events that were not applied after all (dead letters), so a
+    /// later retry of them is not taken for a copy.
+    pub async fn release_event_ids(&mut self, projection: &str, event_ids: &[String]) -> Result<(), Error> {
         if event_ids.is_empty() {
             return Ok(());
         }
         sqlx::query!(
-            "INSERT INTO eventline_applied_events (projection, event_id)
-             SELECT $1, id FROM UNNEST($2::text[]) AS ids(id)
-             ON CONFLICT DO NOTHING",
+            "DELETE FROM eventline_applied_events a USING UNNEST($2::text[]) AS ids(id)
+             WHERE a.projection = $1 AND a.event_id = ids.id",
             projection,
             event_ids
         )
