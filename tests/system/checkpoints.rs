@@ -51,3 +51,25 @@ async fn a_fenced_transaction_leaves_nothing_behind() {
     drop(tx);
     assert!(env.store.account_balances().await.unwrap().is_empty(), "the stale worker's rows were rolled back");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn applied_event_ids_are_remembered_for_the_window_only() {
+    let env = TestEnv::new().await;
+    let ids: Vec<String> = ["e1", "e2", "e3"].map(String::from).to_vec();
+    let store = &env.store;
+    let claim = |ids: Vec<String>| async move {
+        let mut tx = store.begin().await.unwrap();
+        let claimed = tx.claim_event_ids("p", &ids).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut claimed: Vec<String> = claimed.into_iter().collect();
+        claimed.sort();
+        claimed
+    };
+    assert_eq!(claim(ids.clone()).await, ids, "new ids are claimed");
+    assert_eq!(claim(vec!["e2".into(), "e4".into()]).await, ["e4"], "a claimed id is a copy");
+
+    let window = std::time::Duration::from_secs(3600);
+    assert_eq!(env.store.prune_applied("p", window).await.unwrap(), 0, "nothing is older than an hour");
+    assert_eq!(env.store.prune_applied("p", std::time::Duration::ZERO).await.unwrap(), 4);
+    assert_eq!(claim(vec!["e1".into()]).await, ["e1"], "past the window, an id is new again (documented)");
+}
