@@ -66,6 +66,8 @@ pub enum ConsumerEvent {
 }
 
 struct GroupContext {
+    /// The consumer group, for log lines.
+    group: String,
     starting: Arc<dyn StartingOffsets>,
     /// Rebalance outcomes noted in the callback, handed to the caller before the next record.
     pending: Mutex<VecDeque<ConsumerEvent>>,
@@ -111,7 +113,7 @@ impl ConsumerContext for GroupContext {
                     })
                     .collect();
                 if !described.is_empty() {
-                    tracing::info!(partitions = ?described, "Partitions assigned.");
+                    tracing::info!(group = %self.group, partitions = ?described, "Partitions assigned.");
                 }
                 self.pending.lock().expect("not poisoned").push_back(ConsumerEvent::Assigned(started));
             }
@@ -119,7 +121,7 @@ impl ConsumerContext for GroupContext {
                 let described: Vec<String> =
                     partitions.iter().map(|tp| format!("{}/{}", tp.topic, tp.partition)).collect();
                 if !described.is_empty() {
-                    tracing::info!(partitions = ?described, "Partitions revoked.");
+                    tracing::info!(group = %self.group, partitions = ?described, "Partitions revoked.");
                 }
                 self.pending.lock().expect("not poisoned").push_back(ConsumerEvent::Revoked(partitions));
                 let unassigned = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
@@ -176,7 +178,7 @@ impl GroupConsumer {
         if !settings.properties.contains_key("queued.max.messages.kbytes") {
             config.set("queued.max.messages.kbytes", "16384");
         }
-        let context = GroupContext { starting, pending: Mutex::new(VecDeque::new()) };
+        let context = GroupContext { group: group_id.to_string(), starting, pending: Mutex::new(VecDeque::new()) };
         let inner: StreamConsumer<GroupContext> = config.create_with_context(context)?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         inner.subscribe(&names)?;

@@ -248,6 +248,23 @@ pub fn migration_count() -> usize {
     dirs.iter().map(|d| std::fs::read_dir(d).expect("migrations folder").count()).sum()
 }
 
+/// Like [`wait_until`], but on timeout the failure says what `report` says of the state then.
+pub async fn wait_until_reporting<F, Fut, R, RFut>(what: &str, mut condition: F, report: R)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+    R: FnOnce() -> RFut,
+    RFut: Future<Output = String>,
+{
+    let started = Instant::now();
+    while !condition().await {
+        if started.elapsed() >= PATIENCE {
+            panic!("timed out after {PATIENCE:?} waiting for {what}; {}", report().await);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }

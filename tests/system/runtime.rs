@@ -8,7 +8,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::helpers::{stderr, wait_until, Process, TestEnv};
+use crate::helpers::{stderr, wait_until, wait_until_reporting, Process, TestEnv};
 use crate::scenario::ReferenceScenario;
 
 fn seed() -> u64 {
@@ -252,7 +252,12 @@ async fn a_worker_killed_ten_times_beside_a_steady_one_loses_and_doubles_nothing
         victim.kill_hard();
         victim = env.spawn(&format!("victim-{}", round + 1), &["up"], &[]);
     }
-    wait_until("every projection to pass every event", || scenario.all_applied(&env)).await;
+    wait_until_reporting(
+        "every projection to pass every event",
+        || scenario.all_applied(&env),
+        || scenario.progress(&env),
+    )
+    .await;
 
     scenario.assert_projected_except_dead_letters(&env, &format!("seed {seed}; steady: {}", steady.log())).await;
     for projection in ["account_balances", "project_progress"] {

@@ -119,20 +119,40 @@ impl ReferenceScenario {
 
     /// Whether every projection has passed every event of its topics.
     pub async fn all_applied(&self, env: &TestEnv) -> bool {
-        let readers = [
-            ("account_balances", "accounts.events"),
-            ("project_progress", "projects.events"),
-            ("daily_activity", "activity.events"),
-            ("feature_usage_daily", "activity.events"),
-        ];
-        for (projection, topic) in readers {
+        for (projection, topic) in READERS {
             if env.applied_through(projection).await != self.per_topic[topic] as i64 {
                 return false;
             }
         }
         true
     }
+
+    /// Each projection's stored offsets per partition against the topic's end offsets.
+    pub async fn progress(&self, env: &TestEnv) -> String {
+        let mut lines = Vec::new();
+        for (projection, topic) in READERS {
+            let ends = env.end_offsets(topic).await;
+            let stored = env.store.checkpoints(projection).await.unwrap();
+            let by_partition: Vec<String> = ends
+                .iter()
+                .enumerate()
+                .map(|(p, end)| {
+                    let at = stored.iter().find(|c| c.partition == p as i32).map_or(0, |c| c.next_offset);
+                    format!("{p}:{at}/{end}")
+                })
+                .collect();
+            lines.push(format!("{projection} [{}]", by_partition.join(" ")));
+        }
+        lines.join("; ")
+    }
 }
+
+const READERS: [(&str, &str); 4] = [
+    ("account_balances", "accounts.events"),
+    ("project_progress", "projects.events"),
+    ("daily_activity", "activity.events"),
+    ("feature_usage_daily", "activity.events"),
+];
 
 type ProjectStreams = (Vec<Value>, BTreeMap<String, ProjectExpectation>, BTreeMap<(String, String), TaskExpectation>);
 
