@@ -25,6 +25,11 @@ fn services_up_is_safe_to_run_twice_and_indexes_tansu_headers() {
 
     let state = std::env::var("EVENTLINE_STATE_DIR").unwrap_or_else(|_| format!("{ROOT}/.eventline"));
     let db = Path::new(&state).join("tansu/tansu.db");
+    assert!(
+        db.exists(),
+        "{} does not exist: the broker on 127.0.0.1:9092 was not started by this checkout's scripts/services.sh",
+        db.display()
+    );
     let output = Command::new("sqlite3")
         .arg(&db)
         .arg("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'header'")
