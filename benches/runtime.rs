@@ -95,7 +95,7 @@ async fn main() {
     if (present as usize) < options.events {
         let missing = options.events - present as usize;
         println!("filling {topic} with {missing} events (once; later runs reuse it)");
-        let publisher = Publisher::connect(&settings).await.unwrap();
+        let publisher = Publisher::connect(&settings, registry.clone()).await.unwrap();
         let prefix = format!("fill{present}");
         let mut traffic = AccountsTraffic::new(registry.clone(), &prefix, options.accounts, 7).take(missing);
         let started = Instant::now();

@@ -10,6 +10,8 @@ psql "$SERVER/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREAT
 find "$ROOT/migrations" "$ROOT/src/store/projections" -name '*.sql' -printf '%f %p\n' | sort | while read -r _ migration; do
   psql "$SERVER/$DB" -q -v ON_ERROR_STOP=1 -f "$migration"
 done
+# The outbox lives in upstream databases; the queries against it are checked here too.
+psql "$SERVER/$DB" -q -v ON_ERROR_STOP=1 -f "$ROOT/src/store/outbox/install.sql"
 rm -rf "$ROOT/.sqlx" && mkdir -p "$ROOT/.sqlx"
 cd "$ROOT"
 touch src/store/lib.rs

@@ -36,11 +36,33 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run every projection's worker in one process, until Ctrl-C or SIGTERM.
+    /// Run the HTTP gateway and every projection's worker in one process, until Ctrl-C or SIGTERM.
     ///
     /// Each projection joins its own consumer group (eventline.<projection>), so more processes
-    /// running `up` or `worker` share the partitions.
-    Up,
+    /// running `up` or `worker` share the partitions. The gateway listens on EVENTLINE_HTTP_ADDR.
+    Up(GatewayArgs),
+
+    /// Run the HTTP gateway: POST /v1/events, /healthz, /readyz on EVENTLINE_HTTP_ADDR.
+    ///
+    /// Events (structured, batch or binary CloudEvents) are authenticated with an API key
+    /// (`Authorization: Bearer <key>`, see `eventline keys`), validated through the schema
+    /// registry, and answered 202 with their positions once the broker acknowledged them.
+    /// Refusals are application/problem+json.
+    Gateway(GatewayArgs),
+
+    /// Manage the gateway's API keys (stored as hashes in PostgreSQL).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+
+    /// Publish the rows upstream services commit to their `eventline_outbox` table.
+    ///
+    /// Reads EVENTLINE_OUTBOX_DATABASE_URL (default: DATABASE_URL). Rows go out in insertion
+    /// order per subject, at least once (event ids make repeats harmless), woken by
+    /// LISTEN/NOTIFY and polling every second. Several relays may run at once.
+    OutboxRelay(OutboxRelayArgs),
+
+    /// Print the events on a topic, for looking at an integration.
+    Tail(TailArgs),
 
     /// Run the workers of the named projections, until Ctrl-C or SIGTERM.
     ///
@@ -75,6 +97,105 @@ pub enum Command {
     /// that never overdraw. Projects: projects, then tasks created, assigned, completed and
     /// reopened. Activity: page views and feature uses by random users.
     Loadgen(LoadgenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Accept every request without an API key. For development only; logged loudly.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; its secret is printed once and never stored.
+    Create(KeysCreateArgs),
+    /// List the keys (never their secrets).
+    List,
+    /// Revoke a key by its id; requests with it are refused within seconds.
+    Revoke(KeysRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeysCreateArgs {
+    /// A name saying who uses the key.
+    #[arg(long)]
+    pub name: String,
+
+    /// Event types the key may publish: `*`, `accounts.*`, or a type name. Repeat for several.
+    #[arg(long = "types", value_name = "PATTERN", required = true)]
+    pub types: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KeysRevokeArgs {
+    /// The key's id, as `eventline keys list` shows it.
+    pub key_id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct OutboxRelayArgs {
+    /// Create the outbox table and its trigger first (idempotent), for databases without it.
+    #[arg(long)]
+    pub install: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// The topic: a catalog topic (`accounts.events`, namespaced automatically) or any topic name.
+    pub topic: String,
+
+    /// Where to start: end, start, offset:<partition>:<offset>, or time:<RFC 3339 time>.
+    #[arg(long, default_value = "end", value_parser = parse_start)]
+    pub from: TailStart,
+
+    /// How to print: `pretty` (position, key, type, data) or `ndjson` (the events as stored).
+    #[arg(long, value_enum, default_value_t = TailFormat::Pretty)]
+    pub format: TailFormat,
+
+    /// Stop after this many events.
+    #[arg(long)]
+    pub limit: Option<u64>,
+
+    /// Stop once the topic's end (as it was at start) is reached, instead of waiting for more.
+    #[arg(long)]
+    pub no_follow: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TailStart {
+    End,
+    Start,
+    Offset { partition: i32, offset: i64 },
+    Time(i64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TailFormat {
+    Pretty,
+    Ndjson,
+}
+
+fn parse_start(value: &str) -> Result<TailStart, String> {
+    let usage = "expected end, start, offset:<partition>:<offset> or time:<RFC 3339 time>";
+    match value {
+        "end" => Ok(TailStart::End),
+        "start" | "earliest" | "beginning" => Ok(TailStart::Start),
+        _ => {
+            if let Some(rest) = value.strip_prefix("offset:") {
+                let (partition, offset) = rest.split_once(':').ok_or(usage)?;
+                let partition = partition.parse().map_err(|_| format!("`{partition}` is not a partition number"))?;
+                let offset = offset.parse().map_err(|_| format!("`{offset}` is not an offset"))?;
+                Ok(TailStart::Offset { partition, offset })
+            } else if let Some(time) = value.strip_prefix("time:") {
+                let time = chrono::DateTime::parse_from_rfc3339(time)
+                    .map_err(|_| format!("`{time}` is not an RFC 3339 time like 2026-11-28T12:00:00Z"))?;
+                Ok(TailStart::Time(time.timestamp_millis()))
+            } else {
+                Err(usage.to_string())
+            }
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -141,7 +141,7 @@ pub async fn publish(settings: &Settings, args: &PublishArgs) -> Outcome {
         return Ok(());
     }
 
-    let publisher = Publisher::connect(settings).await?;
+    let publisher = Publisher::connect(settings, registry.clone()).await?;
     let results = publisher.publish_all(&events).await;
     let mut stdout = std::io::stdout().lock();
     let mut failed = 0usize;
@@ -180,7 +180,8 @@ pub async fn loadgen(settings: &Settings, args: &LoadgenArgs, shutdown: Cancella
         LoadgenDomain::Activity => Domain::Activity,
         LoadgenDomain::All => Domain::All,
     };
-    let mut traffic = loadgen::traffic(registry, domain, &prefix, args.keys as usize, seed).take(args.events as usize);
+    let mut traffic =
+        loadgen::traffic(registry.clone(), domain, &prefix, args.keys as usize, seed).take(args.events as usize);
     if args.ndjson {
         let mut stdout = std::io::stdout().lock();
         for event in traffic {
@@ -189,7 +190,7 @@ pub async fn loadgen(settings: &Settings, args: &LoadgenArgs, shutdown: Cancella
         return Ok(());
     }
 
-    let publisher = Publisher::connect(settings).await?;
+    let publisher = Publisher::connect(settings, registry.clone()).await?;
     // Publish in slices of a tenth of a second, so a rate is kept without a timer per event.
     let slice = if args.rate == 0 { 1_000 } else { (args.rate / 10).max(1) as usize };
     let mut ticker = tokio::time::interval(Duration::from_millis(100));

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod ingest;
 
 use std::process::ExitCode;
 
@@ -12,7 +13,7 @@ use eventline_core::config::Settings;
 use eventline_core::telemetry;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, SchemasCommand, TopicsCommand};
+use crate::cli::{Cli, Command, KeysCommand, SchemasCommand, TopicsCommand};
 use crate::commands::EXIT_BAD_CONFIG;
 
 fn main() -> ExitCode {
@@ -44,7 +45,27 @@ fn main() -> ExitCode {
 async fn run(command: Command, settings: Settings) -> commands::Outcome {
     let shutdown = shutdown_on_signal();
     match command {
-        Command::Up => commands::workers(&settings, Projection::ALL, shutdown).await,
+        Command::Up(args) => {
+            // Either half failing stops the other.
+            let workers = async {
+                let outcome = commands::workers(&settings, Projection::ALL, shutdown.clone()).await;
+                shutdown.cancel();
+                outcome
+            };
+            let gateway = async {
+                let outcome = ingest::gateway(&settings, &args, shutdown.clone()).await;
+                shutdown.cancel();
+                outcome
+            };
+            let (workers, gateway) = tokio::join!(workers, gateway);
+            workers.and(gateway)
+        }
+        Command::Gateway(args) => ingest::gateway(&settings, &args, shutdown).await,
+        Command::Keys(KeysCommand::Create(args)) => ingest::keys_create(&settings, &args).await,
+        Command::Keys(KeysCommand::List) => ingest::keys_list(&settings).await,
+        Command::Keys(KeysCommand::Revoke(args)) => ingest::keys_revoke(&settings, &args).await,
+        Command::OutboxRelay(args) => ingest::outbox_relay(&settings, &args, shutdown).await,
+        Command::Tail(args) => ingest::tail(&settings, &args, shutdown).await,
         Command::Worker(args) => {
             let projections: Vec<Projection> = args
                 .projections

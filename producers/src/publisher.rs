@@ -2,8 +2,12 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use eventline_core::config::{Namespace, Settings};
-use eventline_core::contract::ValidatedEvent;
+use eventline_core::contract::{ContractError, ValidatedEvent};
+use eventline_core::envelope::CloudEvent;
+use eventline_core::registry::Registry;
 use eventline_kafka::producer::{EventProducer, OutgoingRecord, PendingDelivery, Position};
 
 /// How long a record may wait for the broker's acknowledgement before it counts as failed.
@@ -12,17 +16,67 @@ pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Content type of a structured-mode CloudEvent in a Kafka record (the Kafka protocol binding).
 pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json; charset=UTF-8";
 
-/// Publishes [`ValidatedEvent`]s: only validated events can be handed to it.
+/// A record's topic, value and headers.
+type RecordParts = (String, Vec<u8>, Vec<(&'static str, Vec<u8>)>);
+
+/// Why one event of [`Publisher::publish_all_within`] was not published.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishFailure {
+    #[error("the producer's queue is full")]
+    QueueFull,
+    #[error(
+        "the broker did not acknowledge it in time (it may still arrive; publishing the same event id again is safe)"
+    )]
+    TimedOut,
+    #[error("the broker refused it: {0}")]
+    Rejected(String),
+}
+
+/// Why [`Publisher::publish_event`] or [`Publisher::publish_events`] published nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// An event failed validation (with its index in the input); nothing was published.
+    #[error("event {index}: {error}")]
+    Invalid { index: usize, error: ContractError },
+    #[error(transparent)]
+    Kafka(#[from] eventline_kafka::Error),
+}
+
+/// The way in for Rust code: events are validated through the schema registry, then produced
+/// with the idempotent producer (acks from all in-sync replicas), keyed by subject. Only
+/// [`ValidatedEvent`]s reach Kafka.
 pub struct Publisher {
     producer: EventProducer,
     namespace: Namespace,
+    registry: Arc<Registry>,
 }
 
 impl Publisher {
     /// Connects to the brokers, failing within the configured connect timeout when none answers.
-    pub async fn connect(settings: &Settings) -> Result<Self, eventline_kafka::Error> {
+    pub async fn connect(settings: &Settings, registry: Arc<Registry>) -> Result<Self, eventline_kafka::Error> {
         let producer = EventProducer::connect(&settings.kafka, settings.connect_timeout, DELIVERY_TIMEOUT).await?;
-        Ok(Self { producer, namespace: settings.namespace.clone() })
+        Ok(Self { producer, namespace: settings.namespace.clone(), registry })
+    }
+
+    /// Validates and publishes one event; returns where it landed.
+    pub async fn publish_event(&self, event: CloudEvent) -> Result<Position, PublishError> {
+        let event = self.registry.validate(event).map_err(|error| PublishError::Invalid { index: 0, error })?;
+        Ok(self.publish(&event).await?)
+    }
+
+    /// Validates every event first (one invalid: nothing is published), then publishes them in
+    /// order; returns each one's position.
+    pub async fn publish_events(&self, events: Vec<CloudEvent>) -> Result<Vec<Position>, PublishError> {
+        let validated = events
+            .into_iter()
+            .enumerate()
+            .map(|(index, event)| self.registry.validate(event).map_err(|error| PublishError::Invalid { index, error }))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut positions = Vec::with_capacity(validated.len());
+        for result in self.publish_all(&validated).await {
+            positions.push(result?);
+        }
+        Ok(positions)
     }
 
     /// Publishes one event and waits for the broker's acknowledgement.
@@ -48,20 +102,59 @@ impl Publisher {
         results
     }
 
-    async fn enqueue(&self, event: &ValidatedEvent) -> Result<PendingDelivery, eventline_kafka::Error> {
+    /// Like [`Publisher::publish_all`] for callers that must answer promptly (the gateway): a full
+    /// producer queue fails an event at once instead of waiting, and acknowledgements are awaited
+    /// until `deadline` only. An event that timed out may still be delivered later.
+    pub async fn publish_all_within(
+        &self,
+        events: &[ValidatedEvent],
+        deadline: Duration,
+    ) -> Vec<Result<Position, PublishFailure>> {
+        let deadline = tokio::time::Instant::now() + deadline;
+        let pending: Vec<Result<PendingDelivery, PublishFailure>> = events
+            .iter()
+            .map(|event| {
+                let (topic, payload, headers) = self.record_parts(event);
+                let headers: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+                let record = OutgoingRecord { topic: &topic, key: event.key(), payload: &payload, headers: &headers };
+                self.producer.try_enqueue(record).map_err(|error| match error {
+                    eventline_kafka::Error::QueueFull => PublishFailure::QueueFull,
+                    other => PublishFailure::Rejected(other.to_string()),
+                })
+            })
+            .collect();
+        let mut results = Vec::with_capacity(pending.len());
+        for delivery in pending {
+            results.push(match delivery {
+                Ok(delivery) => match tokio::time::timeout_at(deadline, delivery.acknowledged()).await {
+                    Ok(Ok(position)) => Ok(position),
+                    Ok(Err(error)) => Err(PublishFailure::Rejected(error.to_string())),
+                    Err(_) => Err(PublishFailure::TimedOut),
+                },
+                Err(failure) => Err(failure),
+            });
+        }
+        results
+    }
+
+    /// The topic, value and headers of an event's Kafka record.
+    fn record_parts(&self, event: &ValidatedEvent) -> RecordParts {
         let envelope = event.envelope();
-        let payload = envelope.to_bytes();
-        let topic = self.namespace.topic(event.topic());
-        let dataversion = envelope.dataversion.to_string();
-        let mut headers: Vec<(&str, &[u8])> = vec![
-            ("content-type", STRUCTURED_CONTENT_TYPE.as_bytes()),
-            ("ce_id", envelope.id.as_bytes()),
-            ("ce_type", envelope.event_type.as_bytes()),
-            ("ce_dataversion", dataversion.as_bytes()),
+        let mut headers: Vec<(&'static str, Vec<u8>)> = vec![
+            ("content-type", STRUCTURED_CONTENT_TYPE.as_bytes().to_vec()),
+            ("ce_id", envelope.id.as_bytes().to_vec()),
+            ("ce_type", envelope.event_type.as_bytes().to_vec()),
+            ("ce_dataversion", envelope.dataversion.to_string().into_bytes()),
         ];
         if let Some(traceparent) = &envelope.traceparent {
-            headers.push(("traceparent", traceparent.as_bytes()));
+            headers.push(("traceparent", traceparent.as_bytes().to_vec()));
         }
+        (self.namespace.topic(event.topic()), envelope.to_bytes(), headers)
+    }
+
+    async fn enqueue(&self, event: &ValidatedEvent) -> Result<PendingDelivery, eventline_kafka::Error> {
+        let (topic, payload, headers) = self.record_parts(event);
+        let headers: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_slice())).collect();
         let record = OutgoingRecord { topic: &topic, key: event.key(), payload: &payload, headers: &headers };
         self.producer.enqueue(record).await
     }

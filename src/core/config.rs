@@ -36,6 +36,11 @@ const ENV_BATCH_MAX_WAIT_MS: &str = "EVENTLINE_BATCH_MAX_WAIT_MS";
 const ENV_CONNECT_TIMEOUT_SECS: &str = "EVENTLINE_CONNECT_TIMEOUT_SECS";
 const ENV_SCHEMAS_DIR: &str = "EVENTLINE_SCHEMAS_DIR";
 const ENV_DEDUP_WINDOW_HOURS: &str = "EVENTLINE_DEDUP_WINDOW_HOURS";
+const ENV_OUTBOX_DATABASE_URL: &str = "EVENTLINE_OUTBOX_DATABASE_URL";
+const ENV_GATEWAY_MAX_BODY_BYTES: &str = "EVENTLINE_GATEWAY_MAX_BODY_BYTES";
+const ENV_GATEWAY_MAX_BATCH_EVENTS: &str = "EVENTLINE_GATEWAY_MAX_BATCH_EVENTS";
+const ENV_GATEWAY_RATE_PER_KEY: &str = "EVENTLINE_GATEWAY_RATE_PER_KEY";
+const ENV_GATEWAY_PRODUCE_TIMEOUT_MS: &str = "EVENTLINE_GATEWAY_PRODUCE_TIMEOUT_MS";
 
 /// Every `EVENTLINE_*` variable eventline reads; any other one is reported as a likely typo.
 const KNOWN_ENV: &[&str] = &[
@@ -49,6 +54,11 @@ const KNOWN_ENV: &[&str] = &[
     ENV_CONNECT_TIMEOUT_SECS,
     ENV_SCHEMAS_DIR,
     ENV_DEDUP_WINDOW_HOURS,
+    ENV_OUTBOX_DATABASE_URL,
+    ENV_GATEWAY_MAX_BODY_BYTES,
+    ENV_GATEWAY_MAX_BATCH_EVENTS,
+    ENV_GATEWAY_RATE_PER_KEY,
+    ENV_GATEWAY_PRODUCE_TIMEOUT_MS,
 ];
 
 /// librdkafka properties eventline sets itself because its guarantees depend on them.
@@ -258,6 +268,19 @@ pub struct WorkerSettings {
     pub dedup_window: Duration,
 }
 
+/// Limits and behaviour of the HTTP gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewaySettings {
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// Most events in one batch request (413 beyond).
+    pub max_batch_events: usize,
+    /// Events per second each API key may publish, on average (429 beyond).
+    pub rate_per_key: u32,
+    /// How long a request waits for the broker's acknowledgement before answering 503.
+    pub produce_timeout: Duration,
+}
+
 /// The validated configuration of one eventline process.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -271,6 +294,9 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// A schema registry folder to use instead of the one built into the binary.
     pub schemas_dir: Option<PathBuf>,
+    /// The database holding the transactional outbox the relay reads (the upstream service's).
+    pub outbox_database_url: DatabaseUrl,
+    pub gateway: GatewaySettings,
 }
 
 /// The TOML file's shape; every field optional, unknown keys rejected so typos surface.
@@ -290,6 +316,19 @@ struct FileSettings {
     log: FileLog,
     #[serde(default)]
     worker: FileWorker,
+    #[serde(default)]
+    gateway: FileGateway,
+    #[serde(default)]
+    outbox: FileDatabase,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileGateway {
+    max_body_bytes: Option<u64>,
+    max_batch_events: Option<u64>,
+    rate_per_key: Option<u64>,
+    produce_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -383,6 +422,49 @@ impl Settings {
         // The reason never repeats the value: it may hold a password.
         let database_url = DatabaseUrl::parse(&url_raw.value)
             .map_err(|reason| ConfigError::Invalid { setting: url_raw.origin.clone(), reason })?;
+
+        let outbox_raw = pick(ENV_OUTBOX_DATABASE_URL, "outbox.url", file_settings.outbox.url, database_url.expose());
+        let outbox_database_url = DatabaseUrl::parse(&outbox_raw.value)
+            .map_err(|reason| ConfigError::Invalid { setting: outbox_raw.origin.clone(), reason })?;
+
+        let number = |var: &str, key: &str, from_file: Option<u64>, default: &str, min: u64, max: u64| {
+            let raw = pick(var, key, from_file.map(|v| v.to_string()), default);
+            parse_bounded(&raw, min, max)
+        };
+        let gateway = GatewaySettings {
+            max_body_bytes: number(
+                ENV_GATEWAY_MAX_BODY_BYTES,
+                "gateway.max_body_bytes",
+                file_settings.gateway.max_body_bytes,
+                "4194304",
+                1024,
+                64 * 1024 * 1024,
+            )? as usize,
+            max_batch_events: number(
+                ENV_GATEWAY_MAX_BATCH_EVENTS,
+                "gateway.max_batch_events",
+                file_settings.gateway.max_batch_events,
+                "1000",
+                1,
+                100_000,
+            )? as usize,
+            rate_per_key: number(
+                ENV_GATEWAY_RATE_PER_KEY,
+                "gateway.rate_per_key",
+                file_settings.gateway.rate_per_key,
+                "1000",
+                1,
+                1_000_000,
+            )? as u32,
+            produce_timeout: Duration::from_millis(number(
+                ENV_GATEWAY_PRODUCE_TIMEOUT_MS,
+                "gateway.produce_timeout_ms",
+                file_settings.gateway.produce_timeout_ms,
+                "5000",
+                100,
+                120_000,
+            )?),
+        };
 
         let addr_raw = pick(ENV_HTTP_ADDR, "http.addr", file_settings.http.addr, DEFAULT_HTTP_ADDR);
         let http_addr: SocketAddr = addr_raw
@@ -479,6 +561,8 @@ impl Settings {
             worker: WorkerSettings { batch_max_events, batch_max_wait, dedup_window },
             connect_timeout,
             schemas_dir,
+            outbox_database_url,
+            gateway,
         })
     }
 }
@@ -596,6 +680,16 @@ mod tests {
         assert_eq!(settings.connect_timeout, Duration::from_secs(10));
         assert!(settings.kafka.properties.is_empty());
         assert_eq!(settings.schemas_dir, None);
+        assert_eq!(settings.outbox_database_url, settings.database_url);
+        assert_eq!(
+            settings.gateway,
+            GatewaySettings {
+                max_body_bytes: 4 * 1024 * 1024,
+                max_batch_events: 1000,
+                rate_per_key: 1000,
+                produce_timeout: Duration::from_secs(5)
+            }
+        );
     }
 
     #[test]
@@ -680,6 +774,8 @@ batch_max_events = 50
             (&[("EVENTLINE_KAFKA_BROKER", "k:1")], "unknown setting EVENTLINE_KAFKA_BROKER: eventline reads no such environment variable (did you mean EVENTLINE_KAFKA_BROKERS?)"),
             (&[("EVENTLINE_COLOUR", "1")], "unknown setting EVENTLINE_COLOUR: eventline reads no such environment variable"),
             (&[("EVENTLINE_SCHEMAS_DIR", "/nonexistent")], "invalid EVENTLINE_SCHEMAS_DIR: /nonexistent is not a directory"),
+            (&[("EVENTLINE_GATEWAY_MAX_BATCH_EVENTS", "0")], "invalid EVENTLINE_GATEWAY_MAX_BATCH_EVENTS: `0` is not a whole number from 1 to 100000"),
+            (&[("EVENTLINE_OUTBOX_DATABASE_URL", "redis://x")], "invalid EVENTLINE_OUTBOX_DATABASE_URL: scheme `redis` is not postgres:// or postgresql://"),
         ];
         for (pairs, expected) in cases {
             let err = load(pairs).expect_err(expected).to_string();

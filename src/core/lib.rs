@@ -14,6 +14,7 @@
 //! - [`check`]: what `eventline schemas check` verifies beyond loading.
 //! - [`contract`]: the validated event and every way validation fails.
 //! - [`domain`]: the typed payloads of the reference domains at their current versions.
+//! - [`token`]: consistency tokens (the Kafka positions a publish reached).
 
 pub mod catalog;
 pub mod check;
@@ -23,4 +24,5 @@ pub mod domain;
 pub mod envelope;
 pub mod registry;
 pub mod telemetry;
+pub mod token;
 pub mod upcast;

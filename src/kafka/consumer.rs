@@ -250,7 +250,7 @@ impl GroupConsumer {
     }
 }
 
-fn to_record(message: &BorrowedMessage<'_>) -> ConsumedRecord {
+pub(crate) fn to_record(message: &BorrowedMessage<'_>) -> ConsumedRecord {
     let headers = message
         .headers()
         .map(|headers| {

@@ -9,6 +9,10 @@ pub enum Error {
     Unreachable { brokers: String, timeout: Duration, reason: String },
     #[error("topic `{0}` does not exist (create it with `eventline topics create`)")]
     UnknownTopic(String),
+    #[error("topic `{topic}` has no partition {partition}")]
+    UnknownPartition { topic: String, partition: i32 },
+    #[error("the producer's queue is full")]
+    QueueFull,
     #[error("cannot create topic `{topic}`: {reason}")]
     TopicCreation { topic: String, reason: String },
     #[error("delivery to `{topic}` failed: {reason}")]

@@ -47,6 +47,14 @@ impl PendingDelivery {
     }
 }
 
+fn future_record<'a>(record: &OutgoingRecord<'a>) -> FutureRecord<'a, str, [u8]> {
+    let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+    for (key, value) in record.headers {
+        headers = headers.insert(Header { key, value: Some(*value) });
+    }
+    FutureRecord::to(record.topic).key(record.key).payload(record.payload).headers(headers)
+}
+
 pub struct EventProducer {
     inner: FutureProducer<TracingContext>,
 }
@@ -74,11 +82,7 @@ impl EventProducer {
     /// Hands a record to the client, waiting while its queue is full. Records handed in one after
     /// another keep that order within their partition.
     pub async fn enqueue(&self, record: OutgoingRecord<'_>) -> Result<PendingDelivery, Error> {
-        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-        for (key, value) in record.headers {
-            headers = headers.insert(Header { key, value: Some(*value) });
-        }
-        let mut future_record = FutureRecord::to(record.topic).key(record.key).payload(record.payload).headers(headers);
+        let mut future_record = future_record(&record);
         loop {
             match self.inner.send_result(future_record) {
                 Ok(future) => return Ok(PendingDelivery { topic: record.topic.to_string(), future }),
@@ -90,6 +94,16 @@ impl EventProducer {
                     return Err(Error::Delivery { topic: record.topic.to_string(), reason: error.to_string() })
                 }
             }
+        }
+    }
+
+    /// Hands a record to the client without waiting: a full queue is [`Error::QueueFull`], for
+    /// callers that would rather tell their own caller to come back (the gateway's 503).
+    pub fn try_enqueue(&self, record: OutgoingRecord<'_>) -> Result<PendingDelivery, Error> {
+        match self.inner.send_result(future_record(&record)) {
+            Ok(future) => Ok(PendingDelivery { topic: record.topic.to_string(), future }),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Err(Error::QueueFull),
+            Err((error, _)) => Err(Error::Delivery { topic: record.topic.to_string(), reason: error.to_string() }),
         }
     }
 

@@ -8,10 +8,14 @@
 //! - [`checkpoints`]: the per-partition positions that move with every applied batch.
 //! - [`dead_letters`]: records a projection did not apply.
 //! - [`runtime`]: applied event ids (idempotency) and parked keys.
+//! - [`api_keys`]: the gateway's API keys, as hashes.
+//! - [`outbox`]: the transactional outbox in an upstream database, read by the relay.
 //! - [`projections`]: each projection's rows and migrations, a folder each.
 
+pub mod api_keys;
 pub mod checkpoints;
 pub mod dead_letters;
+pub mod outbox;
 pub mod projections;
 pub mod runtime;
 

@@ -1,0 +1,225 @@
+//! `POST /v1/events`: CloudEvents in structured, batch or HTTP binary mode.
+//!
+//! Batch semantics: every event of a request is validated (and authorized) before anything is
+//! produced; one bad event and the whole request is refused, naming each bad event's index. Then
+//! all are produced; the answer waits for the broker's acknowledgements. If some are not
+//! acknowledged (queue full, timeout, refusal) the answer is 503 with a result per event, so the
+//! client can send the failed ones again; sending the same event ids again is always safe, since
+//! projections apply an event id once.
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use eventline_core::contract::{ContractError, ValidatedEvent};
+use eventline_core::envelope::{CloudEvent, EnvelopeError};
+use eventline_core::registry::BatchError;
+use eventline_core::token::ConsistencyToken;
+use serde_json::{json, Map, Value};
+
+use super::auth::allows;
+use super::problem::Problem;
+use super::Gateway;
+
+const STRUCTURED: &str = "application/cloudevents+json";
+const BATCH: &str = "application/cloudevents-batch+json";
+const JSON: &str = "application/json";
+
+/// The three ways the CloudEvents HTTP binding carries events.
+enum Mode {
+    Structured,
+    Batch,
+    /// Attributes in `ce-*` headers, `data` in the body.
+    Binary,
+}
+
+pub async fn publish(State(gateway): State<Gateway>, request: Request) -> Response {
+    match accept(&gateway, request).await {
+        Ok(response) => response,
+        Err(problem) => {
+            tracing::debug!(status = problem.status.as_u16(), problem = problem.slug, detail = %problem.detail, "Request refused.");
+            problem.into_response()
+        }
+    }
+}
+
+async fn accept(gateway: &Gateway, request: Request) -> Result<Response, Problem> {
+    let (parts, body) = request.into_parts();
+    let principal = gateway.auth().authenticate(parts.headers.get(header::AUTHORIZATION)).await?;
+    let mode = mode(&parts.headers)?;
+    let body = read_body(body, gateway.limits().max_body_bytes).await?;
+    let events = validate(gateway, mode, &parts.headers, &body)?;
+
+    let forbidden: Vec<Value> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| !allows(&principal.event_types, &e.envelope().event_type))
+        .map(|(index, e)| json!({"index": index, "pointer": "/type", "type": e.envelope().event_type}))
+        .collect();
+    if !forbidden.is_empty() {
+        return Err(Problem::forbidden(format!(
+            "this key may publish {}; nothing was published",
+            principal.event_types.join(", ")
+        ))
+        .with("errors", Value::Array(forbidden)));
+    }
+    gateway.admit(principal.key_id.as_deref(), events.len())?;
+    if !gateway.broker_up() {
+        return Err(Problem::broker_unavailable("the broker is not reachable; nothing was published"));
+    }
+
+    let results = gateway.publisher().publish_all_within(&events, gateway.limits().produce_timeout).await;
+    let mut token = ConsistencyToken::default();
+    let mut answers = Vec::with_capacity(events.len());
+    let mut failed = 0;
+    for (event, result) in events.iter().zip(&results) {
+        let id = &event.envelope().id;
+        match result {
+            Ok(position) => {
+                token.cover(&position.topic, position.partition, position.offset);
+                answers.push(json!({"id": id, "topic": position.topic, "partition": position.partition, "offset": position.offset}));
+            }
+            Err(failure) => {
+                failed += 1;
+                answers.push(json!({"id": id, "error": failure.to_string()}));
+            }
+        }
+    }
+    if failed > 0 {
+        tracing::warn!(failed, total = events.len(), "Events not acknowledged by the broker.");
+        return Err(Problem::broker_unavailable(format!(
+            "{failed} of {} event(s) were not acknowledged by the broker; send those again (event ids make it safe)",
+            events.len()
+        ))
+        .with("events", Value::Array(answers)));
+    }
+    let body = json!({"events": answers, "consistency_token": token.encode()});
+    Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
+}
+
+fn mode(headers: &HeaderMap) -> Result<Mode, Problem> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    match essence.as_str() {
+        STRUCTURED => Ok(Mode::Structured),
+        BATCH => Ok(Mode::Batch),
+        JSON if headers.contains_key("ce-specversion") => Ok(Mode::Binary),
+        JSON => Ok(Mode::Structured),
+        _ => Err(Problem::unsupported_media_type(format!(
+            "Content-Type `{content_type}` is not accepted; send {STRUCTURED}, {BATCH}, or {JSON} with ce-* headers (binary mode)"
+        ))),
+    }
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, Problem> {
+    to_bytes(body, limit)
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|_| Problem::too_large(format!("the request body is larger than {limit} bytes")))
+}
+
+/// Validates the request's events, all of them, before anything is produced.
+fn validate(gateway: &Gateway, mode: Mode, headers: &HeaderMap, body: &[u8]) -> Result<Vec<ValidatedEvent>, Problem> {
+    let registry = gateway.registry();
+    match mode {
+        Mode::Structured => {
+            let mut envelope = CloudEvent::from_slice(body).map_err(|e| envelope_problem(e, Some(0)))?;
+            adopt_traceparent(&mut envelope, headers);
+            registry.validate(envelope).map(|e| vec![e]).map_err(|e| invalid(vec![(0, e)]))
+        }
+        Mode::Binary => {
+            let envelope = binary_envelope(headers, body)?;
+            registry.validate(envelope).map(|e| vec![e]).map_err(|e| invalid(vec![(0, e)]))
+        }
+        Mode::Batch => {
+            // Count before validating, so an oversized batch costs little.
+            if let Ok(Value::Array(events)) = serde_json::from_slice::<Value>(body) {
+                let limit = gateway.limits().max_batch_events;
+                if events.len() > limit {
+                    return Err(Problem::too_large(format!(
+                        "the batch holds {} events, more than {limit}",
+                        events.len()
+                    )));
+                }
+            }
+            match registry.validate_batch(body) {
+                Ok(events) => Ok(events),
+                Err(BatchError::Body(error)) => Err(envelope_problem(error, None)),
+                Err(BatchError::Events(errors)) => {
+                    if let Some((index, ContractError::Envelope(error @ EnvelopeError::TooLarge { .. }))) =
+                        errors.first()
+                    {
+                        return Err(envelope_problem(error.clone(), Some(*index)));
+                    }
+                    Err(invalid(errors))
+                }
+            }
+        }
+    }
+}
+
+/// Problems with the body as a whole: not JSON, not the right shape, too large.
+fn envelope_problem(error: EnvelopeError, index: Option<usize>) -> Problem {
+    let problem = match &error {
+        EnvelopeError::TooLarge { .. } => Problem::too_large(error.to_string()),
+        EnvelopeError::NotJson(_)
+        | EnvelopeError::NotObject(_)
+        | EnvelopeError::NotArray(_)
+        | EnvelopeError::EmptyBatch => Problem::malformed(error.to_string()),
+        _ => return invalid(vec![(index.unwrap_or(0), ContractError::Envelope(error))]),
+    };
+    let mut detail = Map::new();
+    if let Some(index) = index {
+        detail.insert("index".into(), index.into());
+    }
+    detail.insert("kind".into(), error.kind().into());
+    problem.with("errors", json!([detail]))
+}
+
+fn invalid(errors: Vec<(usize, ContractError)>) -> Problem {
+    let list: Vec<Value> = errors
+        .iter()
+        .map(|(index, error)| json!({"index": index, "pointer": error.pointer(), "kind": error.kind(), "detail": error.to_string()}))
+        .collect();
+    let detail = match errors.as_slice() {
+        [(_, only)] => format!("{only}; nothing was published"),
+        many => format!("{} events are invalid; nothing was published", many.len()),
+    };
+    Problem::invalid_event(detail).with("errors", Value::Array(list))
+}
+
+/// W3C trace context from the request, when the event carries none of its own.
+fn adopt_traceparent(envelope: &mut CloudEvent, headers: &HeaderMap) {
+    if envelope.traceparent.is_none() {
+        envelope.traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok()).map(String::from);
+    }
+}
+
+/// Binary mode: context attributes from `ce-*` headers, `data` from the JSON body.
+fn binary_envelope(headers: &HeaderMap, body: &[u8]) -> Result<CloudEvent, Problem> {
+    let data: Value = serde_json::from_slice(body).map_err(|e| {
+        Problem::malformed(format!("the body is not valid JSON: {e}"))
+            .with("errors", json!([{"index": 0, "pointer": "/data", "kind": "not_json"}]))
+    })?;
+    let mut object = Map::new();
+    for (name, value) in headers {
+        let Some(attribute) = name.as_str().strip_prefix("ce-") else { continue };
+        let text =
+            value.to_str().map_err(|_| Problem::malformed(format!("header `{name}` is not valid text")))?.to_string();
+        let value = match attribute {
+            // An integer attribute; a header can only carry text.
+            "dataversion" => match text.parse::<u64>() {
+                Ok(n) => Value::from(n),
+                Err(_) => Value::from(text),
+            },
+            _ => Value::from(text),
+        };
+        object.insert(attribute.to_string(), value);
+    }
+    if let Some(traceparent) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        object.entry("traceparent").or_insert_with(|| traceparent.into());
+    }
+    object.insert("datacontenttype".into(), JSON.into());
+    object.insert("data".into(), data);
+    CloudEvent::from_value(Value::Object(object)).map_err(|e| invalid(vec![(0, ContractError::Envelope(e))]))
+}

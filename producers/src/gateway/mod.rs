@@ -1,0 +1,207 @@
+//! The HTTP gateway: `POST /v1/events` for upstream systems, plus `/healthz` and `/readyz`.
+//!
+//! A request is authenticated (API key), its events validated through the schema registry and
+//! checked against the key's allowed types, counted against the key's rate, then produced with
+//! the idempotent producer; the answer (202 with each event's position and a consistency token)
+//! is sent once the broker acknowledged them all. Every refusal is `application/problem+json`.
+
+pub mod auth;
+mod events;
+pub mod problem;
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use eventline_core::config::{GatewaySettings, KafkaSettings};
+use eventline_core::registry::Registry;
+use eventline_store::Store;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::publisher::Publisher;
+pub use auth::Auth;
+use problem::Problem;
+
+/// How often the broker's reachability is checked.
+const HEALTH_EVERY: Duration = Duration::from_secs(2);
+/// Longest wait for in-flight requests when stopping.
+const DRAIN_FOR: Duration = Duration::from_secs(10);
+
+/// Shared by every request.
+#[derive(Clone)]
+pub struct Gateway(Arc<Inner>);
+
+struct Inner {
+    registry: Arc<Registry>,
+    publisher: Publisher,
+    auth: Auth,
+    limits: GatewaySettings,
+    /// Token buckets per API key (one shared bucket when authentication is off).
+    rate: DefaultKeyedRateLimiter<String>,
+    /// Whether the last metadata request reached a broker.
+    broker_up: AtomicBool,
+    /// For `/readyz`.
+    store: Option<Store>,
+}
+
+impl Gateway {
+    pub fn new(
+        registry: Arc<Registry>,
+        publisher: Publisher,
+        auth: Auth,
+        limits: GatewaySettings,
+        store: Option<Store>,
+    ) -> Self {
+        let rate = NonZeroU32::new(limits.rate_per_key).expect("the rate is validated to be at least 1");
+        if auth.is_disabled() {
+            tracing::warn!(
+                "AUTHENTICATION IS OFF: anyone who can reach the gateway may publish any event. Development only."
+            );
+        }
+        Self(Arc::new(Inner {
+            registry,
+            publisher,
+            auth,
+            limits,
+            rate: RateLimiter::keyed(Quota::per_second(rate)),
+            broker_up: AtomicBool::new(true),
+            store,
+        }))
+    }
+
+    fn registry(&self) -> &Registry {
+        &self.0.registry
+    }
+
+    fn publisher(&self) -> &Publisher {
+        &self.0.publisher
+    }
+
+    fn auth(&self) -> &Auth {
+        &self.0.auth
+    }
+
+    fn limits(&self) -> &GatewaySettings {
+        &self.0.limits
+    }
+
+    fn broker_up(&self) -> bool {
+        self.0.broker_up.load(Ordering::Relaxed)
+    }
+
+    /// Takes `events` from the key's bucket, or says when to come back.
+    fn admit(&self, key_id: Option<&str>, events: usize) -> Result<(), Problem> {
+        let key = key_id.unwrap_or("-").to_string();
+        let cells = NonZeroU32::new(events.max(1) as u32).expect("at least one");
+        match self.0.rate.check_key_n(&key, cells) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => {
+                let wait =
+                    not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+                Err(Problem::rate_limited(
+                    format!(
+                        "this key may publish {} events per second; nothing was published",
+                        self.0.limits.rate_per_key
+                    ),
+                    wait.as_secs().max(1),
+                ))
+            }
+            Err(_) => Err(Problem::rate_limited(
+                format!(
+                    "{events} events are more than this key may publish in one second ({})",
+                    self.0.limits.rate_per_key
+                ),
+                1,
+            )),
+        }
+    }
+
+    /// Keeps `broker_up` current until `shutdown`.
+    pub fn watch_broker(&self, kafka: KafkaSettings, shutdown: CancellationToken) {
+        let gateway = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let up = eventline_kafka::admin::check_reachable(&kafka, HEALTH_EVERY).await.is_ok();
+                if up != gateway.broker_up() {
+                    if up {
+                        tracing::info!("Broker reachable again; accepting events.");
+                    } else {
+                        tracing::error!("Broker unreachable; answering 503 until it is back.");
+                    }
+                }
+                gateway.0.broker_up.store(up, Ordering::Relaxed);
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(HEALTH_EVERY) => {}
+                }
+            }
+        });
+    }
+}
+
+/// The gateway's routes.
+pub fn router(gateway: Gateway) -> Router {
+    Router::new()
+        .route("/v1/events", post(events::publish))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(gateway)
+}
+
+/// Serves until `shutdown`, then lets in-flight requests finish (for at most [`DRAIN_FOR`]).
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+    let address: SocketAddr = listener.local_addr()?;
+    tracing::info!(%address, "HTTP gateway listening.");
+    let stopping = shutdown.clone();
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move { stopping.cancelled().await });
+    tokio::select! {
+        result = server => result,
+        () = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN_FOR).await } => {
+            tracing::warn!("Requests still in flight after the drain period; stopping anyway.");
+            Ok(())
+        }
+    }
+}
+
+async fn healthz() -> Response {
+    (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response()
+}
+
+async fn readyz(State(gateway): State<Gateway>) -> Response {
+    let mut reasons = Vec::new();
+    if !gateway.broker_up() {
+        reasons.push("the broker is not reachable".to_string());
+    }
+    if let Some(store) = &gateway.0.store {
+        if let Err(error) = store.ensure_migrated().await {
+            reasons.push(format!("the database is not usable: {error}"));
+        }
+    }
+    if reasons.is_empty() {
+        (StatusCode::OK, axum::Json(json!({"status": "ready"}))).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "not ready", "reasons": reasons})))
+            .into_response()
+    }
+}
+
+async fn not_found(uri: Uri) -> Problem {
+    Problem::not_found(format!("no resource at {}", uri.path()))
+}
+
+async fn method_not_allowed(uri: Uri) -> Problem {
+    Problem::method_not_allowed(format!("{} does not accept this method", uri.path()))
+}

@@ -1,0 +1,133 @@
+//! The outbox relay: publishes the rows upstream services commit to `eventline_outbox` in their
+//! own database, then marks them published.
+//!
+//! Guarantees: at-least-once to Kafka (a relay killed after producing but before marking leaves
+//! its rows to be produced again; event ids make that harmless downstream); each key's rows in
+//! insertion order, also with several relays running (a row waits while an earlier row of its key
+//! is held by another relay); nothing from a rolled-back transaction, which never becomes visible.
+//! A row that fails validation is marked failed and its key's later rows wait behind it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventline_core::contract::ValidatedEvent;
+use eventline_core::registry::Registry;
+use eventline_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::publisher::Publisher;
+
+/// Rows claimed per transaction.
+const CLAIM: i64 = 500;
+/// How often the relay looks even without a notification.
+const POLL_EVERY: Duration = Duration::from_secs(1);
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Store(#[from] eventline_store::Error),
+    #[error(transparent)]
+    Kafka(#[from] eventline_kafka::Error),
+}
+
+/// What a relay did before it stopped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RelayReport {
+    pub published: u64,
+    pub failed: u64,
+}
+
+/// Relays until `shutdown`. Database and broker failures are retried with capped backoff.
+pub async fn run(
+    registry: Arc<Registry>,
+    publisher: &Publisher,
+    store: &Store,
+    shutdown: CancellationToken,
+) -> Result<RelayReport, RelayError> {
+    let mut listener = store.outbox_listener().await?;
+    let mut report = RelayReport::default();
+    let mut delay = FIRST_RETRY_DELAY;
+    tracing::info!("Outbox relay started.");
+    while !shutdown.is_cancelled() {
+        match relay_once(&registry, publisher, store, &mut report).await {
+            Ok(claimed) => {
+                delay = FIRST_RETRY_DELAY;
+                if claimed as i64 >= CLAIM {
+                    continue;
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    woken = listener.wait(POLL_EVERY) => {
+                        if let Err(error) = woken {
+                            tracing::warn!(%error, "Outbox notifications interrupted; polling meanwhile.");
+                            tokio::time::sleep(POLL_EVERY).await;
+                        }
+                    }
+                }
+            }
+            Err(RelayError::Store(error)) if !error.is_transient() => return Err(error.into()),
+            Err(error) => {
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "Outbox relay round failed; nothing was marked published, retrying.");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
+        }
+    }
+    tracing::info!(published = report.published, failed = report.failed, "Outbox relay stopped.");
+    Ok(report)
+}
+
+/// One round: claim, validate, produce, mark, commit. Returns how many rows were claimed.
+async fn relay_once(
+    registry: &Registry,
+    publisher: &Publisher,
+    store: &Store,
+    report: &mut RelayReport,
+) -> Result<usize, RelayError> {
+    let mut tx = store.begin().await?;
+    let rows = tx.claim_outbox(CLAIM).await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let claimed = rows.len();
+    let mut blocked: HashSet<Option<String>> = HashSet::new();
+    let mut ids = Vec::with_capacity(claimed);
+    let mut events: Vec<ValidatedEvent> = Vec::with_capacity(claimed);
+    let mut failed = 0;
+    for row in rows {
+        if blocked.contains(&row.event_key) {
+            continue;
+        }
+        match registry.validate_slice(row.event.as_bytes()) {
+            Ok(event) => {
+                ids.push(row.id);
+                events.push(event);
+            }
+            Err(error) => {
+                let reason = format!("{error} [{} at {}]", error.kind(), error.pointer());
+                tracing::error!(id = row.id, key = ?row.event_key, %reason, "Outbox row refused; its key's later rows wait until it is fixed or deleted.");
+                tx.mark_outbox_failed(row.id, &reason).await?;
+                if row.event_key.is_some() {
+                    blocked.insert(row.event_key);
+                }
+                failed += 1;
+            }
+        }
+    }
+    // All or nothing: marking only some would let a later row of a key overtake an earlier one.
+    for result in publisher.publish_all(&events).await {
+        result?;
+    }
+    tx.mark_outbox_published(&ids).await?;
+    tx.commit().await?;
+    report.published += ids.len() as u64;
+    report.failed += failed;
+    tracing::debug!(published = ids.len(), failed, "Outbox rows published.");
+    Ok(claimed)
+}

@@ -1,0 +1,163 @@
+//! The ingestion commands: the HTTP gateway, its API keys, the outbox relay, and `tail`.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use eventline_core::config::Settings;
+use eventline_core::envelope::CloudEvent;
+use eventline_core::registry::Registry;
+use eventline_kafka::reader::{StartAt, TopicReader};
+use eventline_producers::gateway::{self, auth, Auth, Gateway};
+use eventline_producers::outbox;
+use eventline_producers::publisher::Publisher;
+use eventline_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{GatewayArgs, KeysCreateArgs, KeysRevokeArgs, OutboxRelayArgs, TailArgs, TailFormat, TailStart};
+use crate::commands::{load_registry, Failure, Outcome, EXIT_INVALID_INPUT};
+
+/// Serves the gateway until `shutdown`.
+pub async fn gateway(settings: &Settings, args: &GatewayArgs, shutdown: CancellationToken) -> Outcome {
+    let registry = load_registry(settings)?;
+    let listener = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (EVENTLINE_HTTP_ADDR)", settings.http_addr))?;
+    let store = Store::connect(&settings.database_url, 8, settings.connect_timeout).await?;
+    store.ensure_migrated().await?;
+    let publisher = Publisher::connect(settings, registry.clone()).await?;
+    let auth = if args.insecure_no_auth { Auth::disabled() } else { Auth::keys(store.clone()) };
+    let gateway = Gateway::new(registry, publisher, auth, settings.gateway, Some(store.clone()));
+    gateway.watch_broker(settings.kafka.clone(), shutdown.clone());
+    gateway::serve(listener, gateway::router(gateway), shutdown).await.context("the HTTP server failed")?;
+    store.close().await;
+    Ok(())
+}
+
+pub async fn keys_create(settings: &Settings, args: &KeysCreateArgs) -> Outcome {
+    if let Some(bad) = args.types.iter().find(|p| !auth::valid_pattern(p)) {
+        return Err(Failure {
+            code: 2,
+            error: anyhow!("`{bad}` is not an event type pattern (use *, a prefix like accounts.*, or a type name)"),
+        });
+    }
+    let store = Store::connect(&settings.database_url, 1, settings.connect_timeout).await?;
+    store.ensure_migrated().await?;
+    let key = auth::new_key();
+    store.insert_api_key(&key.key_id, &args.name, &key.secret_hash, &args.types).await?;
+    println!("{}", key.token);
+    eprintln!(
+        "created key {} ({}) for {}; the line above is its only copy: store it now",
+        key.key_id,
+        args.name,
+        args.types.join(", ")
+    );
+    Ok(())
+}
+
+pub async fn keys_list(settings: &Settings) -> Outcome {
+    let store = Store::connect(&settings.database_url, 1, settings.connect_timeout).await?;
+    store.ensure_migrated().await?;
+    let keys = store.api_keys().await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<12}  {:<20}  {:<25}  {:<20}  REVOKED", "ID", "NAME", "TYPES", "CREATED")?;
+    for key in keys {
+        let revoked = key.revoked_at.map_or("-".to_string(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string());
+        writeln!(
+            out,
+            "{:<12}  {:<20}  {:<25}  {:<20}  {}",
+            key.key_id,
+            key.name,
+            key.event_types.join(","),
+            key.created_at.format("%Y-%m-%d %H:%M:%S"),
+            revoked
+        )?;
+    }
+    Ok(())
+}
+
+pub async fn keys_revoke(settings: &Settings, args: &KeysRevokeArgs) -> Outcome {
+    let store = Store::connect(&settings.database_url, 1, settings.connect_timeout).await?;
+    store.ensure_migrated().await?;
+    if store.revoke_api_key(&args.key_id).await? {
+        println!("revoked key {} (requests with it are refused within {} s)", args.key_id, auth::CACHE_FOR.as_secs());
+        Ok(())
+    } else {
+        Err(anyhow!("no active key with id `{}`", args.key_id).into())
+    }
+}
+
+/// Relays the outbox until `shutdown`.
+pub async fn outbox_relay(settings: &Settings, args: &OutboxRelayArgs, shutdown: CancellationToken) -> Outcome {
+    let registry = load_registry(settings)?;
+    let store = Store::connect(&settings.outbox_database_url, 3, settings.connect_timeout).await?;
+    if args.install {
+        store.install_outbox().await?;
+        tracing::info!(database = settings.outbox_database_url.database_name(), "Outbox installed.");
+    }
+    let publisher = Publisher::connect(settings, registry.clone()).await?;
+    outbox::run(registry, &publisher, &store, shutdown).await.context("the outbox relay stopped")?;
+    store.close().await;
+    Ok(())
+}
+
+/// Prints records of a topic until `shutdown`, the limit, or (with --no-follow) the end.
+pub async fn tail(settings: &Settings, args: &TailArgs, shutdown: CancellationToken) -> Outcome {
+    let registry: Arc<Registry> = load_registry(settings)?;
+    let known = registry.catalog().domains().iter().any(|d| d.topic == args.topic);
+    let topic = if known { settings.namespace.topic(&args.topic) } else { args.topic.clone() };
+    let start = match args.from {
+        TailStart::End => StartAt::End,
+        TailStart::Start => StartAt::Beginning,
+        TailStart::Offset { partition, offset } => StartAt::Offset { partition, offset },
+        TailStart::Time(ms) => StartAt::Time(ms),
+    };
+    let mut reader =
+        TopicReader::open(&settings.kafka, &topic, start, settings.connect_timeout).await.map_err(|error| Failure {
+            code: if matches!(error, eventline_kafka::Error::UnknownPartition { .. }) { EXIT_INVALID_INPUT } else { 1 },
+            error: error.into(),
+        })?;
+    let mut printed = 0u64;
+    let mut out = std::io::stdout().lock();
+    loop {
+        if args.limit.is_some_and(|limit| printed >= limit) || (args.no_follow && reader.caught_up()) {
+            break;
+        }
+        let record = tokio::select! {
+            () = shutdown.cancelled() => break,
+            record = reader.next() => record?,
+        };
+        let value = record.payload.as_deref().unwrap_or_default();
+        match args.format {
+            TailFormat::Ndjson => {
+                out.write_all(value)?;
+                out.write_all(b"\n")?;
+            }
+            TailFormat::Pretty => {
+                let key = record.key.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                let description = match CloudEvent::from_slice(value) {
+                    Ok(event) => format!(
+                        "{} v{} id={} {}",
+                        event.event_type,
+                        event.dataversion,
+                        event.id,
+                        event.data.map(|d| d.to_string()).unwrap_or_default()
+                    ),
+                    Err(error) => format!("(not a CloudEvent: {error}) {}", String::from_utf8_lossy(value)),
+                };
+                let time = record
+                    .timestamp_ms
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+                    .map_or("-".to_string(), |t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string());
+                writeln!(
+                    out,
+                    "{}/{}@{} {time} key={key} {description}",
+                    record.topic, record.partition, record.offset
+                )?;
+            }
+        }
+        out.flush()?;
+        printed += 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! Reading a topic outside any consumer group, from a chosen position, for people looking at
+//! what is on it (`eventline tail`). Nothing is committed anywhere.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use eventline_core::config::KafkaSettings;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::client::{base_config, timeout, TracingContext};
+use crate::consumer::{to_record, ConsumedRecord};
+use crate::{admin, Error};
+
+/// Where reading starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// The earliest retained record of every partition.
+    Beginning,
+    /// After the last record of every partition: only new records.
+    End,
+    /// One partition, from this offset.
+    Offset { partition: i32, offset: i64 },
+    /// Every partition, from its first record timestamped at or after this (ms since the epoch).
+    Time(i64),
+}
+
+/// A reader of one topic.
+pub struct TopicReader {
+    consumer: StreamConsumer<TracingContext>,
+    /// Each read partition's end offset when the reader opened.
+    ends: HashMap<i32, i64>,
+    /// Each read partition's next offset to read.
+    positions: HashMap<i32, i64>,
+}
+
+impl TopicReader {
+    pub async fn open(settings: &KafkaSettings, topic: &str, start: StartAt, within: Duration) -> Result<Self, Error> {
+        let watermarks = admin::watermarks(settings, topic, within).await?;
+        let mut config = base_config(settings, "eventline-tail");
+        // A group id is required by the client, but the reader never joins it or commits.
+        config
+            .set("group.id", "eventline-tail")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
+        let consumer: StreamConsumer<TracingContext> = config.create_with_context(TracingContext)?;
+
+        let mut tpl = TopicPartitionList::new();
+        let mut positions = HashMap::new();
+        for w in &watermarks {
+            let offset = match start {
+                StartAt::Beginning => Some(w.low),
+                StartAt::End => Some(w.high),
+                StartAt::Offset { partition, offset } if partition == w.partition => Some(offset.clamp(w.low, w.high)),
+                StartAt::Offset { .. } => None,
+                StartAt::Time(ms) => Some(ms),
+            };
+            if let Some(offset) = offset {
+                tpl.add_partition_offset(topic, w.partition, Offset::Offset(offset))?;
+                positions.insert(w.partition, offset);
+            }
+        }
+        if let StartAt::Offset { partition, .. } = start {
+            if positions.is_empty() {
+                return Err(Error::UnknownPartition { topic: topic.to_string(), partition });
+            }
+        }
+        if let StartAt::Time(_) = start {
+            // The list holds timestamps; the broker answers with the first offset at or after
+            // each (or the end, -1, when there is none).
+            let found = consumer.offsets_for_times(tpl, timeout(within))?;
+            tpl = TopicPartitionList::new();
+            for element in found.elements() {
+                let end = watermarks.iter().find(|w| w.partition == element.partition()).map_or(0, |w| w.high);
+                let offset = match element.offset() {
+                    Offset::Offset(o) if o >= 0 => o,
+                    _ => end,
+                };
+                tpl.add_partition_offset(topic, element.partition(), Offset::Offset(offset))?;
+                positions.insert(element.partition(), offset);
+            }
+        }
+        consumer.assign(&tpl)?;
+        let ends =
+            watermarks.iter().filter(|w| positions.contains_key(&w.partition)).map(|w| (w.partition, w.high)).collect();
+        Ok(Self { consumer, ends, positions })
+    }
+
+    /// Whether every read partition has been read up to where it ended when the reader opened.
+    pub fn caught_up(&self) -> bool {
+        self.ends.iter().all(|(partition, end)| self.positions.get(partition).is_some_and(|at| at >= end))
+    }
+
+    /// The next record, waiting for one.
+    pub async fn next(&mut self) -> Result<ConsumedRecord, Error> {
+        let record = self.consumer.recv().await.map(|m| to_record(&m))?;
+        self.positions.insert(record.partition, record.offset + 1);
+        Ok(record)
+    }
+}

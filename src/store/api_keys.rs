@@ -1,0 +1,70 @@
+//! Gateway API keys: stored as hashes, with the event type patterns each may publish.
+
+use chrono::{DateTime, Utc};
+
+use crate::{Error, Store};
+
+/// A stored key (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub key_id: String,
+    pub name: String,
+    pub secret_hash: Vec<u8>,
+    pub event_types: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    pub async fn insert_api_key(
+        &self,
+        key_id: &str,
+        name: &str,
+        secret_hash: &[u8],
+        event_types: &[String],
+    ) -> Result<(), Error> {
+        sqlx::query!(
+            "INSERT INTO eventline_api_keys (key_id, name, secret_hash, event_types) VALUES ($1, $2, $3, $4)",
+            key_id,
+            name,
+            secret_hash,
+            event_types
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The key with this id, revoked or not.
+    pub async fn api_key(&self, key_id: &str) -> Result<Option<ApiKey>, Error> {
+        Ok(sqlx::query_as!(
+            ApiKey,
+            "SELECT key_id, name, secret_hash, event_types, created_at, revoked_at FROM eventline_api_keys WHERE key_id = $1",
+            key_id
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Every key, oldest first.
+    pub async fn api_keys(&self) -> Result<Vec<ApiKey>, Error> {
+        Ok(sqlx::query_as!(
+            ApiKey,
+            "SELECT key_id, name, secret_hash, event_types, created_at, revoked_at FROM eventline_api_keys ORDER BY created_at, key_id"
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Revokes a key; returns false when there is no such key or it was already revoked.
+    pub async fn revoke_api_key(&self, key_id: &str) -> Result<bool, Error> {
+        let revoked = sqlx::query!(
+            "UPDATE eventline_api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL",
+            key_id
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(revoked == 1)
+    }
+}

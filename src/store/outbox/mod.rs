@@ -1,0 +1,111 @@
+//! The transactional outbox: a table in the upstream service's own database, read by the relay.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+
+use crate::{Error, Store, StoreTx};
+
+/// The schema the upstream database needs (also shipped for people's own migration tools).
+pub const INSTALL_SQL: &str = include_str!("install.sql");
+/// The channel the insert trigger notifies.
+pub const CHANNEL: &str = "eventline_outbox";
+
+/// A committed, unpublished row the relay may publish now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub event_key: Option<String>,
+    /// The event as JSON text.
+    pub event: String,
+}
+
+impl Store {
+    /// Creates the outbox table, its indexes and its notify trigger (idempotent).
+    pub async fn install_outbox(&self) -> Result<(), Error> {
+        sqlx::raw_sql(INSTALL_SQL).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// A listener woken when outbox rows commit.
+    pub async fn outbox_listener(&self) -> Result<OutboxListener, Error> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANNEL).await?;
+        Ok(OutboxListener { listener })
+    }
+
+    /// Counts of the outbox's rows: (unpublished, failed).
+    pub async fn outbox_backlog(&self) -> Result<(i64, i64), Error> {
+        let row = sqlx::query!(
+            r#"SELECT count(*) FILTER (WHERE published_at IS NULL) AS "pending!",
+                      count(*) FILTER (WHERE failed_at IS NOT NULL AND published_at IS NULL) AS "failed!"
+               FROM eventline_outbox"#
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.pending, row.failed))
+    }
+}
+
+impl StoreTx {
+    /// Locks up to `limit` unpublished rows (skipping rows other relays hold) and returns those
+    /// that may go out now, in id order: a row waits while an earlier unpublished row of its key is
+    /// held by another relay or failed, so each key's rows are published in insertion order.
+    pub async fn claim_outbox(&mut self, limit: i64) -> Result<Vec<OutboxRow>, Error> {
+        Ok(sqlx::query_as!(
+            OutboxRow,
+            r#"WITH claimed AS (
+                   SELECT id, event_key, event FROM eventline_outbox
+                   WHERE published_at IS NULL AND failed_at IS NULL
+                   ORDER BY id LIMIT $1
+                   FOR UPDATE SKIP LOCKED
+               )
+               SELECT c.id AS "id!", c.event_key, c.event::text AS "event!"
+               FROM claimed c
+               WHERE NOT EXISTS (
+                   SELECT 1 FROM eventline_outbox e
+                   WHERE e.event_key = c.event_key AND e.published_at IS NULL AND e.id < c.id
+                     AND e.id NOT IN (SELECT id FROM claimed)
+               )
+               ORDER BY c.id"#,
+            limit
+        )
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+
+    pub async fn mark_outbox_published(&mut self, ids: &[i64]) -> Result<(), Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query!("UPDATE eventline_outbox SET published_at = now() WHERE id = ANY($1)", ids)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Sets a row aside: it failed validation; its key's later rows wait behind it.
+    pub async fn mark_outbox_failed(&mut self, id: i64, error: &str) -> Result<(), Error> {
+        sqlx::query!("UPDATE eventline_outbox SET failed_at = now(), last_error = $2 WHERE id = $1", id, error)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Waits for outbox notifications.
+pub struct OutboxListener {
+    listener: PgListener,
+}
+
+impl OutboxListener {
+    /// Waits up to `timeout` for rows to commit; true when notified. A dropped connection is
+    /// re-established by the listener; the caller polls anyway.
+    pub async fn wait(&mut self, timeout: Duration) -> Result<bool, Error> {
+        match tokio::time::timeout(timeout, self.listener.recv()).await {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(error)) => Err(error.into()),
+            Err(_) => Ok(false),
+        }
+    }
+}
