@@ -112,6 +112,33 @@ impl TestEnv {
         Process { child: command.spawn().expect("eventline starts"), log_path }
     }
 
+    /// Starts `eventline <command>` (gateway or up) on a free port and waits until it answers.
+    pub async fn spawn_http(&self, name: &str, args: &[&str], extra_env: &[(&str, &str)]) -> HttpProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut env: Vec<(&str, &str)> = extra_env.to_vec();
+        env.push(("EVENTLINE_HTTP_ADDR", &addr));
+        let process = self.spawn(name, args, &env);
+        let base = format!("http://{addr}");
+        let client = reqwest::Client::new();
+        let health = format!("{base}/healthz");
+        wait_until(&format!("{name} to answer on {addr}"), || async { client.get(&health).send().await.is_ok() }).await;
+        HttpProcess { process, base, client }
+    }
+
+    /// Creates an API key allowed to publish `types`; returns (key id, bearer token).
+    pub fn create_key(&self, name: &str, types: &[&str]) -> (String, String) {
+        let mut args = vec!["keys", "create", "--name", name];
+        for t in types {
+            args.extend(["--types", t]);
+        }
+        let output = self.run(&args);
+        assert!(output.status.success(), "keys create failed: {}", stderr(&output));
+        let token = stdout(&output).trim().to_string();
+        let key_id = token.strip_prefix("elk_").and_then(|r| r.split('_').next()).expect("a key").to_string();
+        (key_id, token)
+    }
+
     /// Writes events as an NDJSON file of this test and returns its path.
     pub fn write_ndjson(&self, name: &str, events: &[Value]) -> PathBuf {
         let path = self.log_dir.join(name);
@@ -219,6 +246,24 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A running eventline process serving HTTP.
+pub struct HttpProcess {
+    pub process: Process,
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+impl HttpProcess {
+    /// POSTs `body` to `/v1/events` with these headers.
+    pub async fn post(&self, headers: &[(&str, &str)], body: impl Into<reqwest::Body>) -> reqwest::Response {
+        let mut request = self.client.post(format!("{}/v1/events", self.base)).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("the gateway answers")
     }
 }
 

@@ -9,6 +9,7 @@ mod commands;
 mod compose;
 mod config_errors;
 mod end_to_end;
+mod gateway;
 mod helpers;
 mod publish_errors;
 mod restart;
