@@ -3,6 +3,7 @@
 //! services are missing fails; none skips itself.
 
 mod architecture;
+mod broker_outage;
 mod checkpoints;
 mod cli;
 mod commands;
