@@ -36,7 +36,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the HTTP gateway and every projection's worker in one process, until Ctrl-C or SIGTERM.
+    /// Run the gateway and every projection's worker in one process, until Ctrl-C or SIGTERM.
     ///
     /// Each projection joins its own consumer group (eventline.<projection>), so more processes
     /// running `up` or `worker` share the partitions. The gateway listens on EVENTLINE_HTTP_ADDR.

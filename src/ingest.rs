@@ -120,12 +120,15 @@ pub async fn tail(settings: &Settings, args: &TailArgs, shutdown: CancellationTo
     let mut printed = 0u64;
     let mut out = std::io::stdout().lock();
     loop {
-        if args.limit.is_some_and(|limit| printed >= limit) || (args.no_follow && reader.caught_up()) {
+        if args.limit.is_some_and(|limit| printed >= limit) {
             break;
         }
         let record = tokio::select! {
             () = shutdown.cancelled() => break,
-            record = reader.next() => record?,
+            record = reader.next(args.no_follow) => match record? {
+                Some(record) => record,
+                None => break,
+            },
         };
         let value = record.payload.as_deref().unwrap_or_default();
         match args.format {

@@ -32,6 +32,8 @@ pub struct TopicReader {
     ends: HashMap<i32, i64>,
     /// Each read partition's next offset to read.
     positions: HashMap<i32, i64>,
+    /// With a time start: the time, and the partitions that reached a record at or after it.
+    not_before: Option<(i64, HashMap<i32, bool>)>,
 }
 
 impl TopicReader {
@@ -83,7 +85,11 @@ impl TopicReader {
         consumer.assign(&tpl)?;
         let ends =
             watermarks.iter().filter(|w| positions.contains_key(&w.partition)).map(|w| (w.partition, w.high)).collect();
-        Ok(Self { consumer, ends, positions })
+        let not_before = match start {
+            StartAt::Time(ms) => Some((ms, HashMap::new())),
+            _ => None,
+        };
+        Ok(Self { consumer, ends, positions, not_before })
     }
 
     /// Whether every read partition has been read up to where it ended when the reader opened.
@@ -91,10 +97,25 @@ impl TopicReader {
         self.ends.iter().all(|(partition, end)| self.positions.get(partition).is_some_and(|at| at >= end))
     }
 
-    /// The next record, waiting for one.
-    pub async fn next(&mut self) -> Result<ConsumedRecord, Error> {
-        let record = self.consumer.recv().await.map(|m| to_record(&m))?;
-        self.positions.insert(record.partition, record.offset + 1);
-        Ok(record)
+    /// The next record, waiting for one; with `stop_at_end`, `None` once [`Self::caught_up`].
+    pub async fn next(&mut self, stop_at_end: bool) -> Result<Option<ConsumedRecord>, Error> {
+        loop {
+            if stop_at_end && self.caught_up() {
+                return Ok(None);
+            }
+            let record = self.consumer.recv().await.map(|m| to_record(&m))?;
+            self.positions.insert(record.partition, record.offset + 1);
+            // Tansu 0.6.0 answers a time lookup with offset 0 when no record is that recent
+            // (Kafka answers the end), so records before the first one at or after the time are
+            // passed over here; from that one on, everything is returned, as Kafka would.
+            if let Some((time, reached)) = &mut self.not_before {
+                let reached = reached.entry(record.partition).or_insert(false);
+                if !*reached && record.timestamp_ms.is_some_and(|t| t < *time) {
+                    continue;
+                }
+                *reached = true;
+            }
+            return Ok(Some(record));
+        }
     }
 }

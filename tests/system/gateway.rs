@@ -235,7 +235,7 @@ async fn accepted_events_land_where_the_gateway_says_and_reach_the_projection() 
             eventline_kafka::reader::TopicReader::open(&env.kafka, topic, start, std::time::Duration::from_secs(10))
                 .await
                 .unwrap();
-        let record = reader.next().await.unwrap();
+        let record = reader.next(false).await.unwrap().unwrap();
         let stored: Value = serde_json::from_slice(record.payload.as_deref().unwrap()).unwrap();
         assert_eq!((record.offset, &stored["id"]), (offset, &answer["id"]));
         assert_eq!(record.key.as_deref(), Some(&b"acct"[..]));

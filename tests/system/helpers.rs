@@ -196,6 +196,8 @@ fn eventline_command(namespace: &str, database_url: &DatabaseUrl, kafka: &KafkaS
         .env("DATABASE_URL", database_url.expose())
         .env("EVENTLINE_KAFKA_BROKERS", kafka.bootstrap_servers())
         .env("EVENTLINE_NAMESPACE", namespace)
+        // Any free port: tests run many gateways (in `up`) at once.
+        .env("EVENTLINE_HTTP_ADDR", "127.0.0.1:0")
         .env("EVENTLINE_RDKAFKA_SESSION_TIMEOUT_MS", "6000")
         .env("EVENTLINE_RDKAFKA_HEARTBEAT_INTERVAL_MS", "1000")
         .env("RUST_LOG", "info,eventline_consumers=debug");

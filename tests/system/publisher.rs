@@ -1,0 +1,49 @@
+//! The publisher library for Rust services: the same validation as every other way in.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use eventline_core::config::Settings;
+use eventline_core::envelope::CloudEvent;
+use eventline_core::registry::Registry;
+use eventline_producers::publisher::{PublishError, Publisher};
+use serde_json::json;
+
+use crate::helpers::TestEnv;
+
+fn event(id: &str, amount: i64) -> CloudEvent {
+    CloudEvent::from_value(json!({"specversion": "1.0", "id": id, "source": "/lib", "type": "accounts.FundsDeposited",
+        "subject": "a1", "dataversion": 2, "data": {"account_id": "a1", "amount_minor": amount, "currency": "EUR", "channel": "online"}}))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_library_validates_then_publishes_and_reports_positions() {
+    let env = TestEnv::new().await;
+    let vars = HashMap::from([
+        ("EVENTLINE_KAFKA_BROKERS".to_string(), env.kafka.bootstrap_servers()),
+        ("EVENTLINE_NAMESPACE".to_string(), env.id.clone()),
+    ]);
+    let settings = Settings::load_from(None, &vars).unwrap();
+    let publisher = Publisher::connect(&settings, Arc::new(Registry::embedded().unwrap())).await.unwrap();
+
+    let refused = publisher.publish_events(vec![event("l1", 5), event("l2", -5), event("l3", 5)]).await;
+    match refused {
+        Err(PublishError::Invalid { index, error }) => {
+            assert_eq!((index, error.pointer().as_str()), (1, "/data/amount_minor"));
+        }
+        other => panic!("expected the second event to be refused, got {other:?}"),
+    }
+    assert_eq!(env.end_offsets("accounts.events").await.iter().sum::<i64>(), 0, "nothing of the batch went out");
+
+    let first = publisher.publish_event(event("l4", 5)).await.unwrap();
+    let batch = publisher.publish_events(vec![event("l5", 1), event("l6", 2)]).await.unwrap();
+    assert_eq!(first.topic, env.topic("accounts.events"));
+    assert_eq!(
+        batch.iter().map(|p| p.offset).collect::<Vec<_>>(),
+        [first.offset + 1, first.offset + 2],
+        "same key, same partition, in order"
+    );
+    let ends = env.end_offsets("accounts.events").await;
+    assert_eq!(ends[first.partition as usize], first.offset + 3);
+}
