@@ -40,8 +40,8 @@ say "building eventline (the first build takes a few minutes)"
 "$BIN" topics create
 
 stop_eventline
-say "starting eventline up (log: $LOG_DIR/eventline.log)"
-setsid "$BIN" up </dev/null >>"$LOG_DIR/eventline.log" 2>&1 &
+say "starting eventline up, gateway on ${EVENTLINE_HTTP_ADDR:-127.0.0.1:8080} without authentication (demo only; log: $LOG_DIR/eventline.log)"
+setsid "$BIN" up --insecure-no-auth </dev/null >>"$LOG_DIR/eventline.log" 2>&1 &
 echo $! >"$PIDFILE"
 
 say "publishing 3,000 demo events (accounts, projects, activity) at 300 per second"
@@ -63,6 +63,9 @@ eventline is running in the background (pid $(cat "$PIDFILE")). Look at:
   its log:        tail -f $LOG_DIR/eventline.log
   the projects:   psql "$DATABASE_URL" -c "SELECT * FROM project_progress ORDER BY project_id LIMIT 10"
   the activity:   psql "$DATABASE_URL" -c "SELECT * FROM daily_activity ORDER BY day"
+  the gateway:    curl -s -X POST http://${EVENTLINE_HTTP_ADDR:-127.0.0.1:8080}/v1/events -H 'content-type: application/cloudevents+json' \\
+                    -d '{"specversion":"1.0","id":"demo-1","source":"/you","type":"accounts.AccountOpened","subject":"you","data":{"account_id":"you","owner":"You","currency":"EUR"}}'
+  the topic:      $BIN tail accounts.events --from start --limit 5
   more traffic:   $BIN loadgen --domain all --events 5000 --rate 500
   your events:    $BIN publish events.ndjson   (one CloudEvent per line; see README.md)
 Stop it with scripts/demo.sh stop, and the services with scripts/services.sh down.

@@ -56,7 +56,7 @@ pub enum Error {
     Fenced { projection: String, topic: String, partition: i32, expected: Option<i64> },
     #[error("the database schema is {missing} migration(s) behind this eventline (run `eventline migrate`)")]
     NotMigrated { missing: usize },
-    #[error("migration failed: {0}")]
+    #[error("migration failed")]
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
