@@ -1,0 +1,212 @@
+//! Ingestion throughput and latency against the real broker and PostgreSQL (start them with
+//! `scripts/services.sh up`), all in one run on one broker: `cargo bench --bench ingest`.
+//!
+//! Rows: (a) raw rdkafka produce of the same serialized events, acks from all replicas (the
+//! limit); the gateway process with single-event requests at several concurrencies (requests/s,
+//! p50 and p99 latency) and open-loop at 1,000 requests/s; the gateway with batches of 500; and
+//! the outbox relay draining rows committed to an outbox table.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use std::time::{Duration, Instant};
+
+use eventline_core::config::Settings;
+use eventline_core::registry::Registry;
+use eventline_kafka::admin::{self, TopicSpec};
+use eventline_kafka::producer::{EventProducer, OutgoingRecord};
+use eventline_producers::gateway::auth;
+use eventline_producers::loadgen::AccountsTraffic;
+use eventline_producers::publisher::Publisher;
+use eventline_store::Store;
+use tokio_util::sync::CancellationToken;
+
+const RAW_EVENTS: usize = 200_000;
+const BATCH_EVENTS: usize = 200_000;
+const BATCH_SIZE: usize = 1_000;
+/// Batch requests in flight at once.
+const BATCH_CONCURRENCY: usize = 16;
+const OUTBOX_ROWS: usize = 20_000;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn events(registry: &Arc<Registry>, prefix: &str, n: usize) -> Vec<String> {
+    AccountsTraffic::new(registry.clone(), prefix, 5_000, 11)
+        .take(n)
+        .map(|e| e.envelope().to_value().to_string())
+        .collect()
+}
+
+#[tokio::main]
+async fn main() {
+    let mut env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    env.retain(|k, _| !k.starts_with("EVENTLINE_"));
+    env.insert("EVENTLINE_NAMESPACE".into(), "bench-ingest".into());
+    let settings = Settings::load_from(None, &env).expect("settings");
+    let registry = Arc::new(Registry::embedded().unwrap());
+    let topic = settings.namespace.topic("accounts.events");
+    admin::create_topics(
+        &settings.kafka,
+        &[TopicSpec { name: topic.clone(), partitions: 6, replication_factor: 1 }],
+        settings.connect_timeout,
+    )
+    .await
+    .expect("the broker answers (scripts/services.sh up)");
+    let run = format!("r{}", rand::random::<u32>());
+    println!("ingestion benchmark on {topic}, {} cores", std::thread::available_parallelism().map_or(1, |n| n.get()));
+
+    // (a) Raw produce: the same records as the gateway's (value, subject as key, the
+    // CloudEvents headers), serialized beforehand, straight to rdkafka.
+    let producer =
+        EventProducer::connect(&settings.kafka, settings.connect_timeout, Duration::from_secs(30)).await.unwrap();
+    let raw: Vec<String> = events(&registry, &format!("{run}-raw"), RAW_EVENTS);
+    let records: Vec<(String, String, String, String)> = raw
+        .iter()
+        .map(|payload| {
+            let event: serde_json::Value = serde_json::from_str(payload).unwrap();
+            let text = |name: &str| event[name].as_str().unwrap().to_string();
+            (text("subject"), text("id"), text("type"), event["dataversion"].to_string())
+        })
+        .collect();
+    let started = Instant::now();
+    let mut pending = Vec::with_capacity(raw.len());
+    for ((key, id, event_type, version), payload) in records.iter().zip(&raw) {
+        let headers: [(&str, &[u8]); 4] = [
+            ("content-type", b"application/cloudevents+json; charset=UTF-8"),
+            ("ce_id", id.as_bytes()),
+            ("ce_type", event_type.as_bytes()),
+            ("ce_dataversion", version.as_bytes()),
+        ];
+        let record = OutgoingRecord { topic: &topic, key, payload: payload.as_bytes(), headers: &headers };
+        pending.push(producer.enqueue(record).await.unwrap());
+    }
+    for delivery in pending {
+        delivery.acknowledged().await.unwrap();
+    }
+    let raw_rate = RAW_EVENTS as f64 / started.elapsed().as_secs_f64();
+    println!("(a) raw rdkafka produce (acks=all)                  {raw_rate:>9.0} events/s");
+
+    // The gateway, as a process, with API-key authentication.
+    let db = settings.database_url.with_database(&format!("eventline_bench_ingest_{}", rand::random::<u32>()));
+    eventline_store::create_database_if_missing(&db, settings.connect_timeout).await.unwrap();
+    let store = Store::connect(&db, 4, settings.connect_timeout).await.unwrap();
+    store.migrate().await.unwrap();
+    let key = auth::new_key();
+    store.insert_api_key(&key.key_id, "bench", &key.secret_hash, &["*".to_string()]).await.unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut gateway = std::process::Command::new(env!("CARGO_BIN_EXE_eventline"))
+        .arg("gateway")
+        .env_clear()
+        .envs(env.iter().filter(|(k, _)| k.starts_with("EVENTLINE_") || *k == "PATH"))
+        .env("DATABASE_URL", db.expose())
+        .env("EVENTLINE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("EVENTLINE_GATEWAY_RATE_PER_KEY", "1000000")
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bearer = Arc::new(format!("Bearer {}", key.token));
+    let post = |body: String, content_type: &'static str| {
+        let request = client
+            .post(format!("{base}/v1/events"))
+            .header("authorization", bearer.as_str())
+            .header("content-type", content_type)
+            .body(body);
+        async move {
+            let started = Instant::now();
+            let status = request.send().await.unwrap().status();
+            assert_eq!(status, 202);
+            started.elapsed()
+        }
+    };
+
+    for concurrency in [1usize, 8, 32] {
+        let requests = 1_000 * concurrency.min(4);
+        let bodies = events(&registry, &format!("{run}-c{concurrency}"), requests);
+        let started = Instant::now();
+        let mut latencies = Vec::with_capacity(requests);
+        for chunk in bodies.chunks(concurrency) {
+            let batch: Vec<_> = chunk.iter().map(|b| post(b.clone(), "application/cloudevents+json")).collect();
+            latencies.extend(futures::future::join_all(batch).await);
+        }
+        let rate = requests as f64 / started.elapsed().as_secs_f64();
+        latencies.sort();
+        println!(
+            "gateway, single events, {concurrency:>2} at a time           {rate:>9.0} requests/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
+            percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+            percentile(&latencies, 0.99).as_secs_f64() * 1e3
+        );
+    }
+
+    // Open loop: a request every millisecond for five seconds, whatever the answers take.
+    let bodies = events(&registry, &format!("{run}-open"), 5_000);
+    let mut ticker = tokio::time::interval(Duration::from_millis(1));
+    let mut tasks = Vec::with_capacity(bodies.len());
+    let started = Instant::now();
+    for body in bodies {
+        ticker.tick().await;
+        tasks.push(tokio::spawn(post(body, "application/cloudevents+json")));
+    }
+    let mut latencies = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        latencies.push(task.await.unwrap());
+    }
+    let offered = latencies.len() as f64 / started.elapsed().as_secs_f64();
+    latencies.sort();
+    println!(
+        "gateway, single events, open loop at 1,000/s        {offered:>9.0} requests/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3
+    );
+
+    let all = events(&registry, &format!("{run}-batch"), BATCH_EVENTS);
+    let bodies: Vec<String> = all.chunks(BATCH_SIZE).map(|c| format!("[{}]", c.join(","))).collect();
+    let started = Instant::now();
+    // Keep BATCH_CONCURRENCY requests in flight at all times.
+    let sent: Vec<Duration> =
+        futures::stream::iter(bodies.iter().map(|b| post(b.clone(), "application/cloudevents-batch+json")))
+            .buffer_unordered(BATCH_CONCURRENCY)
+            .collect()
+            .await;
+    assert_eq!(sent.len(), bodies.len());
+    let batch_rate = BATCH_EVENTS as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "gateway, batches of {BATCH_SIZE}, {BATCH_CONCURRENCY} at a time             {batch_rate:>9.0} events/s   = {:.0}% of (a)",
+        100.0 * batch_rate / raw_rate
+    );
+    std::process::Command::new("kill").args(["-TERM", &gateway.id().to_string()]).status().unwrap();
+    gateway.wait().unwrap();
+
+    // The outbox relay, draining rows already committed.
+    store.install_outbox().await.unwrap();
+    let rows = events(&registry, &format!("{run}-outbox"), OUTBOX_ROWS);
+    let file = std::env::temp_dir().join(format!("eventline-outbox-{run}.csv"));
+    let csv: String = rows.iter().map(|r| format!("\"{}\"\n", r.replace('"', "\"\""))).collect();
+    std::fs::write(&file, csv).unwrap();
+    let copy = format!("\\copy eventline_outbox (event) FROM '{}' WITH (FORMAT csv)", file.display());
+    let status = std::process::Command::new("psql").args([db.expose(), "-q", "-c", &copy]).status().unwrap();
+    assert!(status.success());
+    let _ = std::fs::remove_file(&file);
+    let publisher = Publisher::connect(&settings, registry.clone()).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let relay = {
+        let (registry, store, shutdown) = (registry.clone(), store.clone(), shutdown.clone());
+        tokio::spawn(async move { eventline_producers::outbox::run(registry, &publisher, &store, shutdown).await })
+    };
+    let started = Instant::now();
+    while store.outbox_backlog().await.unwrap().0 > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let outbox_rate = OUTBOX_ROWS as f64 / started.elapsed().as_secs_f64();
+    shutdown.cancel();
+    relay.await.unwrap().unwrap();
+    println!("outbox relay, {OUTBOX_ROWS} committed rows                 {outbox_rate:>9.0} events/s");
+    store.close().await;
+    eventline_store::drop_database(&db).await.unwrap();
+}
