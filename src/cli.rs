@@ -36,10 +36,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the gateway and every projection's worker in one process, until Ctrl-C or SIGTERM.
+    /// Run the gateway, the query API and every projection's worker in one process, until
+    /// Ctrl-C or SIGTERM.
     ///
     /// Each projection joins its own consumer group (eventline.<projection>), so more processes
-    /// running `up` or `worker` share the partitions. The gateway listens on EVENTLINE_HTTP_ADDR.
+    /// running `up` or `worker` share the partitions. The gateway and the query API share one
+    /// listener on EVENTLINE_HTTP_ADDR, with /healthz, /readyz and /openapi.json.
     Up(GatewayArgs),
 
     /// Run the HTTP gateway: POST /v1/events, /healthz, /readyz on EVENTLINE_HTTP_ADDR.
@@ -49,6 +51,17 @@ pub enum Command {
     /// registry, and answered 202 with their positions once the broker acknowledged them.
     /// Refusals are application/problem+json.
     Gateway(GatewayArgs),
+
+    /// Run the query API: the projections over HTTP on EVENTLINE_HTTP_ADDR.
+    ///
+    /// GET /v1/accounts[/{id}], /v1/projects[/{id}[/tasks]], /v1/activity/daily,
+    /// /v1/features/daily and /v1/projections (positions, lag, dead letters); /openapi.json
+    /// describes them. Lists are keyset-paginated (limit, cursor). Pass the gateway's
+    /// consistency_token to read your own writes: the answer waits (wait_ms, default 5000, at
+    /// most 30000) until the projection applied them, or is 425 not-yet-consistent. Every answer
+    /// carries Eventline-Positions and Eventline-Checkpointed-At headers. It has no
+    /// authentication of its own: serve it inside your network boundary.
+    Api,
 
     /// Manage the gateway's API keys (stored as hashes in PostgreSQL).
     #[command(subcommand)]

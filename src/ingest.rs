@@ -16,22 +16,22 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{GatewayArgs, KeysCreateArgs, KeysRevokeArgs, OutboxRelayArgs, TailArgs, TailFormat, TailStart};
 use crate::commands::{load_registry, Failure, Outcome, EXIT_INVALID_INPUT};
+use crate::serve::Service;
 
-/// Serves the gateway until `shutdown`.
-pub async fn gateway(settings: &Settings, args: &GatewayArgs, shutdown: CancellationToken) -> Outcome {
+/// The gateway's part of the HTTP application.
+pub async fn gateway_service(
+    settings: &Settings,
+    args: &GatewayArgs,
+    store: Store,
+    shutdown: CancellationToken,
+) -> Result<Service, Failure> {
     let registry = load_registry(settings)?;
-    let listener = tokio::net::TcpListener::bind(settings.http_addr)
-        .await
-        .with_context(|| format!("cannot listen on {} (EVENTLINE_HTTP_ADDR)", settings.http_addr))?;
-    let store = Store::connect(&settings.database_url, 8, settings.connect_timeout).await?;
-    store.ensure_migrated().await?;
     let publisher = Publisher::connect(settings, registry.clone()).await?;
     let auth = if args.insecure_no_auth { Auth::disabled() } else { Auth::keys(store.clone()) };
-    let gateway = Gateway::new(registry, publisher, auth, settings.gateway, Some(store.clone()));
-    gateway.watch_broker(settings.kafka.clone(), shutdown.clone());
-    gateway::serve(listener, gateway::router(gateway), shutdown).await.context("the HTTP server failed")?;
-    store.close().await;
-    Ok(())
+    let gateway = Gateway::new(registry, publisher, auth, settings.gateway, Some(store));
+    gateway.watch_broker(settings.kafka.clone(), shutdown);
+    let (router, openapi) = gateway::router(gateway.clone());
+    Ok(Service { router, openapi, readiness: Arc::new(gateway) })
 }
 
 pub async fn keys_create(settings: &Settings, args: &KeysCreateArgs) -> Outcome {

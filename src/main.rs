@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod ingest;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -52,15 +53,16 @@ async fn run(command: Command, settings: Settings) -> commands::Outcome {
                 shutdown.cancel();
                 outcome
             };
-            let gateway = async {
-                let outcome = ingest::gateway(&settings, &args, shutdown.clone()).await;
+            let http = async {
+                let outcome = serve::http(&settings, Some(&args), true, shutdown.clone()).await;
                 shutdown.cancel();
                 outcome
             };
-            let (workers, gateway) = tokio::join!(workers, gateway);
-            workers.and(gateway)
+            let (workers, http) = tokio::join!(workers, http);
+            workers.and(http)
         }
-        Command::Gateway(args) => ingest::gateway(&settings, &args, shutdown).await,
+        Command::Gateway(args) => serve::http(&settings, Some(&args), false, shutdown).await,
+        Command::Api => serve::http(&settings, None, true, shutdown).await,
         Command::Keys(KeysCommand::Create(args)) => ingest::keys_create(&settings, &args).await,
         Command::Keys(KeysCommand::List) => ingest::keys_list(&settings).await,
         Command::Keys(KeysCommand::Revoke(args)) => ingest::keys_revoke(&settings, &args).await,

@@ -387,6 +387,8 @@ impl<H: Handler> Worker<H> {
             let expected = self.positions.get(tp).copied().flatten();
             tx.advance_checkpoint(name, &tp.topic, tp.partition, expected, *next).await?;
         }
+        // Readers waiting on a consistency token are woken when this commits.
+        tx.notify_progress(name).await?;
         tx.commit().await?;
 
         let written: Vec<(TopicPartition, i64)> = next_offsets.into_iter().collect();

@@ -37,8 +37,11 @@ pub struct PartitionWatermarks {
 
 fn inspector(settings: &KafkaSettings) -> Result<BaseConsumer<TracingContext>, Error> {
     let mut config: ClientConfig = base_config(settings, "eventline-admin");
-    // A consumer without a group is only used for metadata and watermark queries.
-    config.set("enable.auto.commit", "false");
+    // A consumer that never joins its group: metadata, watermarks, and reads by assignment.
+    config
+        .set("group.id", "eventline-inspector")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
     Ok(config.create_with_context(TracingContext)?)
 }
 
@@ -115,4 +118,44 @@ pub async fn watermarks(
     })
     .await
     .expect("watermark task does not panic")
+}
+
+/// The timestamp (ms since the epoch) of the record at each wanted (partition, offset), for the
+/// partitions where that record arrives within `within`.
+pub async fn record_times(
+    settings: &KafkaSettings,
+    topic: &str,
+    wanted: &[(i32, i64)],
+    within: Duration,
+) -> Result<std::collections::HashMap<i32, i64>, Error> {
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+    if wanted.is_empty() {
+        return Ok(Default::default());
+    }
+    let (settings, topic, wanted) = (settings.clone(), topic.to_string(), wanted.to_vec());
+    tokio::task::spawn_blocking(move || {
+        let consumer = inspector(&settings)?;
+        let mut tpl = TopicPartitionList::new();
+        for (partition, offset) in &wanted {
+            tpl.add_partition_offset(&topic, *partition, Offset::Offset(*offset))?;
+        }
+        consumer.assign(&tpl)?;
+        let deadline = std::time::Instant::now() + within;
+        let mut times = std::collections::HashMap::new();
+        while times.len() < wanted.len() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if let Some(Ok(message)) = consumer.poll(timeout(left)) {
+                if let Some(ms) = message.timestamp().to_millis() {
+                    times.entry(message.partition()).or_insert(ms);
+                }
+            }
+        }
+        Ok(times)
+    })
+    .await
+    .expect("the lookup task does not panic")
 }

@@ -9,6 +9,7 @@ pub struct Checkpoint {
     pub topic: String,
     pub partition: i32,
     pub next_offset: i64,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl Store {
@@ -45,7 +46,7 @@ impl Store {
     pub async fn checkpoints(&self, projection: &str) -> Result<Vec<Checkpoint>, Error> {
         Ok(sqlx::query_as!(
             Checkpoint,
-            "SELECT projection, topic, partition, next_offset FROM eventline_checkpoints
+            "SELECT projection, topic, partition, next_offset, updated_at FROM eventline_checkpoints
              WHERE projection = $1 ORDER BY topic, partition",
             projection
         )
@@ -54,7 +55,48 @@ impl Store {
     }
 }
 
+/// The channel a worker notifies (with the projection's name) when a batch commits.
+pub const PROGRESS_CHANNEL: &str = "eventline_progress";
+
+/// Wakes when projections commit batches.
+pub struct ProgressListener {
+    listener: sqlx::postgres::PgListener,
+}
+
+impl ProgressListener {
+    /// The name of the next projection that committed a batch.
+    pub async fn recv(&mut self) -> Result<String, Error> {
+        Ok(self.listener.recv().await?.payload().to_string())
+    }
+}
+
+impl Store {
+    pub async fn progress_listener(&self) -> Result<ProgressListener, Error> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(PROGRESS_CHANNEL).await?;
+        Ok(ProgressListener { listener })
+    }
+
+    /// How many dead letters a projection has, and how many keys are parked.
+    pub async fn dead_letter_counts(&self, projection: &str) -> Result<(i64, i64), Error> {
+        let row = sqlx::query!(
+            r#"SELECT (SELECT count(*) FROM eventline_dead_letters WHERE projection = $1) AS "dead!",
+                      (SELECT count(*) FROM eventline_parked_keys WHERE projection = $1) AS "parked!""#,
+            projection
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.dead, row.parked))
+    }
+}
+
 impl StoreTx {
+    /// Tells listeners, when this transaction commits, that `projection` moved.
+    pub async fn notify_progress(&mut self, projection: &str) -> Result<(), Error> {
+        sqlx::query!("SELECT pg_notify($1, $2)", PROGRESS_CHANNEL, projection).execute(&mut *self.tx).await?;
+        Ok(())
+    }
+
     /// Moves a partition's position from `expected` (what the batch started from; `None` when
     /// there was no row) to `next_offset`. Fails with [`Error::Fenced`] when the stored value is
     /// not `expected`: another worker applied this partition meanwhile, so this batch must not.

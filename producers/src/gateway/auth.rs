@@ -11,7 +11,7 @@ use eventline_store::Store;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
-use super::problem::Problem;
+use eventline_http::Problem;
 
 /// How long a looked-up key is trusted without asking the database again.
 pub const CACHE_FOR: Duration = Duration::from_secs(5);

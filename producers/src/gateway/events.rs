@@ -18,8 +18,8 @@ use eventline_core::token::ConsistencyToken;
 use serde_json::{json, Map, Value};
 
 use super::auth::allows;
-use super::problem::Problem;
 use super::Gateway;
+use eventline_http::Problem;
 
 const STRUCTURED: &str = "application/cloudevents+json";
 const BATCH: &str = "application/cloudevents-batch+json";
@@ -33,6 +33,49 @@ enum Mode {
     Binary,
 }
 
+/// What a 202 answer holds.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct Accepted {
+    /// Each event's id and where it landed, in request order.
+    pub events: Vec<AcceptedEvent>,
+    /// Opaque; hand it to the query API to read your own writes.
+    pub consistency_token: String,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct AcceptedEvent {
+    pub id: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Publish CloudEvents.
+///
+/// Structured mode (`application/cloudevents+json`, or `application/json` without `ce-*`
+/// headers), batch mode (`application/cloudevents-batch+json`, a JSON array), or binary mode
+/// (`application/json` body as `data`, attributes in `ce-*` headers). Every event is validated
+/// and authorized before any is produced; the answer comes once the broker acknowledged them.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "gateway",
+    request_body(content = serde_json::Value, description = "One CloudEvent, or an array of them in batch mode", content_type = "application/cloudevents+json"),
+    params(("Authorization" = String, Header, description = "`Bearer <API key>`")),
+    responses(
+        (status = 202, description = "Acknowledged by the broker", body = Accepted),
+        (status = 400, description = "Malformed body", body = eventline_http::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or revoked API key", body = eventline_http::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 403, description = "Event type outside the key's patterns", body = eventline_http::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 413, description = "Body, batch or event too large", body = eventline_http::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 415, description = "Unsupported content type", body = eventline_http::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "An event breaks CloudEvents or its schema", body = eventline_http::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "Over the key's rate", body = eventline_http::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "Broker unavailable, or events not acknowledged in time", body = eventline_http::problem::ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
 pub async fn publish(State(gateway): State<Gateway>, request: Request) -> Response {
     match accept(&gateway, request).await {
         Ok(response) => response,

@@ -1,4 +1,4 @@
-//! The HTTP gateway: `POST /v1/events` for upstream systems, plus `/healthz` and `/readyz`.
+//! The HTTP gateway: `POST /v1/events` for upstream systems.
 //!
 //! A request is authenticated (API key), its events validated through the schema registry and
 //! checked against the key's allowed types, counted against the key's rate, then produced with
@@ -7,35 +7,25 @@
 
 pub mod auth;
 mod events;
-pub mod problem;
 
-use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Router;
 use eventline_core::config::{GatewaySettings, KafkaSettings};
 use eventline_core::registry::Registry;
 use eventline_store::Store;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use serde_json::json;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::publisher::Publisher;
 pub use auth::Auth;
-use problem::Problem;
+use eventline_http::Problem;
 
 /// How often the broker's reachability is checked.
 const HEALTH_EVERY: Duration = Duration::from_secs(2);
-/// Longest wait for in-flight requests when stopping.
-const DRAIN_FOR: Duration = Duration::from_secs(10);
 
 /// Shared by every request.
 #[derive(Clone)]
@@ -149,59 +139,26 @@ impl Gateway {
     }
 }
 
-/// The gateway's routes.
-pub fn router(gateway: Gateway) -> Router {
-    Router::new()
-        .route("/v1/events", post(events::publish))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::extract::DefaultBodyLimit::disable())
-        .with_state(gateway)
+/// The gateway's routes (`POST /v1/events`) and their OpenAPI description.
+pub fn router(gateway: Gateway) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, api) =
+        utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(events::publish)).split_for_parts();
+    (router.with_state(gateway), api)
 }
 
-/// Serves until `shutdown`, then lets in-flight requests finish (for at most [`DRAIN_FOR`]).
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
-    let address: SocketAddr = listener.local_addr()?;
-    tracing::info!(%address, "HTTP gateway listening.");
-    let stopping = shutdown.clone();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move { stopping.cancelled().await });
-    tokio::select! {
-        result = server => result,
-        () = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN_FOR).await } => {
-            tracing::warn!("Requests still in flight after the drain period; stopping anyway.");
-            Ok(())
-        }
+impl eventline_http::Readiness for Gateway {
+    fn not_ready(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<String>> + Send + '_>> {
+        Box::pin(async move {
+            let mut reasons = Vec::new();
+            if !self.broker_up() {
+                reasons.push("the broker is not reachable".to_string());
+            }
+            if let Some(store) = &self.0.store {
+                if let Err(error) = store.ensure_migrated().await {
+                    reasons.push(format!("the database is not usable: {error}"));
+                }
+            }
+            reasons
+        })
     }
-}
-
-async fn healthz() -> Response {
-    (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response()
-}
-
-async fn readyz(State(gateway): State<Gateway>) -> Response {
-    let mut reasons = Vec::new();
-    if !gateway.broker_up() {
-        reasons.push("the broker is not reachable".to_string());
-    }
-    if let Some(store) = &gateway.0.store {
-        if let Err(error) = store.ensure_migrated().await {
-            reasons.push(format!("the database is not usable: {error}"));
-        }
-    }
-    if reasons.is_empty() {
-        (StatusCode::OK, axum::Json(json!({"status": "ready"}))).into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "not ready", "reasons": reasons})))
-            .into_response()
-    }
-}
-
-async fn not_found(uri: Uri) -> Problem {
-    Problem::not_found(format!("no resource at {}", uri.path()))
-}
-
-async fn method_not_allowed(uri: Uri) -> Problem {
-    Problem::method_not_allowed(format!("{} does not accept this method", uri.path()))
 }

@@ -147,3 +147,54 @@ impl Store {
         Ok(rows.into_iter().map(AccountBalance::from).collect())
     }
 }
+
+/// An account as readers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountView {
+    pub account_id: String,
+    pub owner: String,
+    pub currency: String,
+    pub balance_minor: i64,
+    pub status: String,
+    pub events_applied: i64,
+    pub last_event_id: String,
+    pub last_event_time: DateTime<Utc>,
+    pub last_deposit_channel: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Store {
+    pub async fn account(&self, account_id: &str) -> Result<Option<AccountView>, Error> {
+        Ok(sqlx::query_as!(
+            AccountView,
+            "SELECT account_id, owner, currency, balance_minor, status, events_applied, last_event_id, last_event_time,
+                    last_deposit_channel, updated_at
+             FROM account_balances WHERE account_id = $1",
+            account_id
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Accounts in id order after `after`, optionally of one owner.
+    pub async fn accounts_page(
+        &self,
+        owner: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<AccountView>, Error> {
+        Ok(sqlx::query_as!(
+            AccountView,
+            "SELECT account_id, owner, currency, balance_minor, status, events_applied, last_event_id, last_event_time,
+                    last_deposit_channel, updated_at
+             FROM account_balances
+             WHERE ($1::text IS NULL OR owner = $1) AND ($2::text IS NULL OR account_id > $2)
+             ORDER BY account_id LIMIT $3",
+            owner,
+            after,
+            limit
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

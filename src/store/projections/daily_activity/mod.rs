@@ -91,3 +91,36 @@ impl Store {
             .await?)
     }
 }
+
+/// A day's counters as readers see them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayView {
+    pub day: NaiveDate,
+    pub active_users: i32,
+    pub page_views: i64,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Store {
+    /// Days from `from` to `to` (both included), in order, after `after`.
+    pub async fn daily_page(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+        after: Option<NaiveDate>,
+        limit: i64,
+    ) -> Result<Vec<DayView>, Error> {
+        Ok(sqlx::query_as!(
+            DayView,
+            "SELECT day, active_users, page_views, updated_at FROM daily_activity
+             WHERE day BETWEEN $1 AND $2 AND ($3::date IS NULL OR day > $3)
+             ORDER BY day LIMIT $4",
+            from,
+            to,
+            after,
+            limit
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

@@ -93,3 +93,42 @@ impl Store {
         .await?)
     }
 }
+
+/// A feature's day as readers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureDayView {
+    pub day: NaiveDate,
+    pub feature: String,
+    pub uses: i64,
+    pub unique_users: i32,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Store {
+    /// (day, feature) rows from `from` to `to`, optionally one feature, in order, after `after`.
+    pub async fn features_page(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+        feature: Option<&str>,
+        after: Option<(NaiveDate, String)>,
+        limit: i64,
+    ) -> Result<Vec<FeatureDayView>, Error> {
+        let (after_day, after_feature) = after.map_or((None, None), |(d, f)| (Some(d), Some(f)));
+        Ok(sqlx::query_as!(
+            FeatureDayView,
+            "SELECT day, feature, uses, unique_users, updated_at FROM feature_usage_daily
+             WHERE day BETWEEN $1 AND $2 AND ($3::text IS NULL OR feature = $3)
+               AND ($4::date IS NULL OR (day, feature) > ($4, $5::text))
+             ORDER BY day, feature LIMIT $6",
+            from,
+            to,
+            feature,
+            after_day,
+            after_feature,
+            limit
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

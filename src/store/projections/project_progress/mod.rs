@@ -207,3 +207,97 @@ impl Store {
         Ok(rows.into_iter().map(Task::from).collect())
     }
 }
+
+/// A project as readers see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectView {
+    pub project_id: String,
+    pub name: String,
+    pub tasks_total: i32,
+    pub tasks_completed: i32,
+    pub percent_complete: f64,
+    pub events_applied: i64,
+    pub last_event_time: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A task as readers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskView {
+    pub project_id: String,
+    pub task_id: String,
+    pub title: String,
+    pub status: String,
+    pub assignee: Option<String>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Store {
+    pub async fn project(&self, project_id: &str) -> Result<Option<ProjectView>, Error> {
+        project_view(&self.pool, project_id).await
+    }
+
+    /// A project and a page of its tasks (in id order after `after`), read in one snapshot so the
+    /// counters and the tasks agree.
+    pub async fn project_with_tasks(
+        &self,
+        project_id: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Option<(ProjectView, Vec<TaskView>)>, Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+        let Some(project) = project_view(&mut *tx, project_id).await? else { return Ok(None) };
+        let tasks = tasks_view(&mut *tx, project_id, after, limit).await?;
+        tx.commit().await?;
+        Ok(Some((project, tasks)))
+    }
+
+    /// Projects in id order after `after`.
+    pub async fn projects_page(&self, after: Option<&str>, limit: i64) -> Result<Vec<ProjectView>, Error> {
+        Ok(sqlx::query_as!(
+            ProjectView,
+            r#"SELECT project_id, name, tasks_total, tasks_completed, percent_complete::float8 AS "percent_complete!",
+                      events_applied, last_event_time, updated_at
+               FROM project_progress WHERE ($1::text IS NULL OR project_id > $1)
+               ORDER BY project_id LIMIT $2"#,
+            after,
+            limit
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+async fn project_view(executor: impl sqlx::PgExecutor<'_>, project_id: &str) -> Result<Option<ProjectView>, Error> {
+    Ok(sqlx::query_as!(
+        ProjectView,
+        r#"SELECT project_id, name, tasks_total, tasks_completed, percent_complete::float8 AS "percent_complete!",
+                  events_applied, last_event_time, updated_at
+           FROM project_progress WHERE project_id = $1"#,
+        project_id
+    )
+    .fetch_optional(executor)
+    .await?)
+}
+
+/// A project's tasks in id order after `after`.
+async fn tasks_view(
+    executor: impl sqlx::PgExecutor<'_>,
+    project_id: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<TaskView>, Error> {
+    Ok(sqlx::query_as!(
+        TaskView,
+        "SELECT project_id, task_id, title, status, assignee, completed_at, updated_at
+         FROM tasks WHERE project_id = $1 AND ($2::text IS NULL OR task_id > $2)
+         ORDER BY task_id LIMIT $3",
+        project_id,
+        after,
+        limit
+    )
+    .fetch_all(executor)
+    .await?)
+}

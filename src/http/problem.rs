@@ -7,6 +7,22 @@ use serde_json::{json, Value};
 /// Base of every problem `type` URI; the URIs identify the problem, they need not resolve.
 pub const TYPE_BASE: &str = "https://eventline.dev/problems/";
 
+/// The shape of every problem answer, for the OpenAPI document.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ProblemDocument {
+    /// Stable URI naming the kind of problem, under https://eventline.dev/problems/.
+    #[serde(rename = "type")]
+    #[schema(example = "https://eventline.dev/problems/invalid-event")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    /// What went wrong, for people.
+    pub detail: String,
+    /// For event problems: each offending event's index, JSON pointer, kind and detail.
+    pub errors: Option<Vec<serde_json::Value>>,
+}
+
 /// One problem answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problem {
@@ -75,6 +91,18 @@ impl Problem {
         Self {
             retry_after_secs: Some(1),
             ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "service-unavailable", "Service unavailable", detail)
+        }
+    }
+
+    pub fn invalid_parameter(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid-parameter", "Invalid parameter", detail)
+    }
+
+    /// The projection has not yet passed the positions of a consistency token.
+    pub fn not_yet_consistent(detail: impl Into<String>) -> Self {
+        Self {
+            retry_after_secs: Some(1),
+            ..Self::new(StatusCode::TOO_EARLY, "not-yet-consistent", "Not yet consistent", detail)
         }
     }
 

@@ -1,0 +1,153 @@
+//! # eventline-api
+//!
+//! The query API: the projections over HTTP with keyset pagination, read-your-writes through
+//! consistency tokens, and every projection's position and lag (`GET /v1/projections`).
+//!
+//! Every answer carries how fresh it is: `Eventline-Positions` (the projection's next offset per
+//! topic and partition, read before the data, so the data is at least that fresh) and
+//! `Eventline-Checkpointed-At` (when the projection last committed). With a
+//! `consistency_token`, a query first waits until the projection passed every position in it;
+//! when `wait_ms` runs out it answers 425 `not-yet-consistent`, never older data as if fresh.
+
+mod params;
+mod progress;
+mod routes;
+mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use eventline_core::config::{KafkaSettings, Namespace};
+use eventline_http::Problem;
+use eventline_store::checkpoints::Checkpoint;
+use eventline_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use params::Consistency;
+pub use params::{DEFAULT_LIMIT, MAX_LIMIT, MAX_WAIT_MS};
+pub use progress::Requirement;
+use progress::{topics, Progress};
+
+/// Header naming the projection's next offset per partition: `topic:partition:offset,…`.
+pub const POSITIONS_HEADER: HeaderName = HeaderName::from_static("eventline-positions");
+/// Header with the time (RFC 3339) the projection last committed a batch.
+pub const CHECKPOINTED_AT_HEADER: HeaderName = HeaderName::from_static("eventline-checkpointed-at");
+
+/// A projection the API serves: its name and the topics (without namespace) it reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ProjectionInfo {
+    pub name: &'static str,
+    pub topics: &'static [&'static str],
+}
+
+/// Shared by every request.
+#[derive(Clone)]
+pub struct Api(Arc<Inner>);
+
+struct Inner {
+    store: Store,
+    kafka: KafkaSettings,
+    namespace: Namespace,
+    projections: Vec<ProjectionInfo>,
+    progress: Progress,
+}
+
+impl Api {
+    /// Starts listening for projection commits (until `shutdown`) and serves `projections`.
+    pub fn new(
+        store: Store,
+        kafka: KafkaSettings,
+        namespace: Namespace,
+        projections: Vec<ProjectionInfo>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let names: Vec<&'static str> = projections.iter().map(|p| p.name).collect();
+        let progress = Progress::start(store.clone(), &names, shutdown);
+        Self(Arc::new(Inner { store, kafka, namespace, projections, progress }))
+    }
+
+    fn projection(&self, name: &str) -> ProjectionInfo {
+        *self.0.projections.iter().find(|p| p.name == name).expect("the API is built with every projection it serves")
+    }
+
+    /// Waits as `consistency` asks, then returns the projection's freshness.
+    async fn freshness(&self, projection: &str, consistency: &Consistency) -> Result<Freshness, Response> {
+        let info = self.projection(projection);
+        let Some(token) = &consistency.token else {
+            let checkpoints = self.0.store.checkpoints(info.name).await.map_err(store_failure)?;
+            return Ok(Freshness { checkpoints });
+        };
+        let topics = topics(&self.0.namespace, info.topics);
+        let deadline = tokio::time::Instant::now() + consistency.wait;
+        let (checkpoints, missing) =
+            self.0.progress.wait(&self.0.store, info.name, &topics, token, deadline).await.map_err(store_failure)?;
+        let freshness = Freshness { checkpoints };
+        if missing.is_empty() {
+            return Ok(freshness);
+        }
+        let problem = Problem::not_yet_consistent(format!(
+            "{} has not yet applied every position of the consistency token after waiting {} ms; try again, or wait longer with wait_ms (at most {MAX_WAIT_MS})",
+            info.name,
+            consistency.wait.as_millis()
+        ))
+        .with("projection", serde_json::json!(info.name))
+        .with("missing", serde_json::to_value(&missing).expect("requirements serialize"));
+        Err((freshness.headers(), problem).into_response())
+    }
+}
+
+/// Where a projection stood when an answer was read.
+pub struct Freshness {
+    checkpoints: Vec<Checkpoint>,
+}
+
+impl Freshness {
+    pub fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let positions: Vec<String> =
+            self.checkpoints.iter().map(|c| format!("{}:{}:{}", c.topic, c.partition, c.next_offset)).collect();
+        if let Ok(value) = HeaderValue::from_str(&positions.join(",")) {
+            headers.insert(POSITIONS_HEADER, value);
+        }
+        if let Some(latest) = self.checkpoints.iter().map(|c| c.updated_at).max() {
+            let text = latest.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            headers
+                .insert(CHECKPOINTED_AT_HEADER, HeaderValue::from_str(&text).expect("a timestamp is a header value"));
+        }
+        headers
+    }
+}
+
+/// A store failure as an answer: 503 when the database is unreachable, 500 otherwise.
+fn store_failure(error: eventline_store::Error) -> Response {
+    if error.is_transient() {
+        tracing::warn!(%error, "Query failed; the database is unavailable.");
+        Problem::unavailable("the database is unavailable; try again shortly").into_response()
+    } else {
+        tracing::error!(%error, "Query failed.");
+        Problem::internal("the query failed; the server log has the cause").into_response()
+    }
+}
+
+/// The query API's routes and their OpenAPI description.
+pub fn router(api: Api) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, openapi) = routes::routes().merge(status::routes()).split_for_parts();
+    (router.with_state(api), openapi)
+}
+
+/// How long `GET /v1/projections` waits for the broker.
+const BROKER_WITHIN: Duration = Duration::from_secs(5);
+
+impl eventline_http::Readiness for Api {
+    fn not_ready(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<String>> + Send + '_>> {
+        Box::pin(async move {
+            match self.0.store.ensure_migrated().await {
+                Ok(()) => Vec::new(),
+                Err(error) => vec![format!("the database is not usable: {error}")],
+            }
+        })
+    }
+}

@@ -1,0 +1,463 @@
+//! The projections' read endpoints.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, NaiveDate, Utc};
+use eventline_http::problem::ProblemDocument;
+use eventline_http::Problem;
+use eventline_store::projections::account_balances::AccountView;
+use eventline_store::projections::daily_activity::DayView;
+use eventline_store::projections::feature_usage_daily::FeatureDayView;
+use eventline_store::projections::project_progress::{ProjectView, TaskView};
+use serde::Serialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::params::{encode_cursor, Params};
+use crate::{store_failure, Api};
+
+const ACCOUNTS: &str = "account_balances";
+const PROJECTS: &str = "project_progress";
+const ACTIVITY: &str = "daily_activity";
+const FEATURES: &str = "feature_usage_daily";
+
+/// A refused request: a problem, or a 425 with freshness headers.
+pub(crate) struct Refused(Response);
+
+impl From<Problem> for Refused {
+    fn from(problem: Problem) -> Self {
+        Self(problem.into_response())
+    }
+}
+
+impl From<Response> for Refused {
+    fn from(response: Response) -> Self {
+        Self(response)
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        self.0
+    }
+}
+
+type Answer = Result<Response, Refused>;
+
+/// Read-your-writes parameters, accepted by every query endpoint.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct ConsistencyParams {
+    /// The token from the gateway's 202 answer: the query waits until the projection has
+    /// applied every position in it (positions on topics the projection does not read are
+    /// ignored), then answers; 425 `not-yet-consistent` if `wait_ms` runs out first.
+    consistency_token: Option<String>,
+    /// Longest wait for the token, 0 to 30000 milliseconds; default 5000.
+    #[param(maximum = 30000, minimum = 0)]
+    wait_ms: Option<u64>,
+}
+
+/// Keyset pagination.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct PageParams {
+    /// Page size, 1 to 1000; default 100.
+    #[param(maximum = 1000, minimum = 1)]
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page; opaque.
+    cursor: Option<String>,
+}
+
+/// A date range, both ends included.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct DateRangeParams {
+    /// First day (UTC), YYYY-MM-DD.
+    from: NaiveDate,
+    /// Last day (UTC), YYYY-MM-DD; not before `from`.
+    to: NaiveDate,
+}
+
+const CONSISTENCY: [&str; 2] = ["consistency_token", "wait_ms"];
+const PAGE: [&str; 2] = ["limit", "cursor"];
+
+fn accepted(extra: &[&'static str]) -> Vec<&'static str> {
+    CONSISTENCY.iter().chain(extra).copied().collect()
+}
+
+fn path_parameter(path: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
+    path.map(|Path(id)| id).map_err(|_| Problem::invalid_parameter("the path is not valid UTF-8 once decoded"))
+}
+
+/// One page of a list, in key order.
+fn page<T, K: Serialize>(
+    mut items: Vec<T>,
+    limit: i64,
+    endpoint: &str,
+    key: impl Fn(&T) -> K,
+) -> (Vec<T>, Option<String>) {
+    // The store was asked for one more row than the page holds: its presence means there is more.
+    let more = items.len() as i64 > limit;
+    items.truncate(limit as usize);
+    let next = if more { items.last().map(|last| encode_cursor(endpoint, key(last))) } else { None };
+    (items, next)
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Account {
+    account_id: String,
+    owner: String,
+    /// ISO 4217 code.
+    currency: String,
+    /// The balance in integer minor units of `currency` (cents for USD).
+    balance_minor: i64,
+    /// `open` or `closed`.
+    status: String,
+    events_applied: i64,
+    last_event_id: String,
+    last_event_time: DateTime<Utc>,
+    /// The channel of the latest deposit, when there was one.
+    last_deposit_channel: Option<String>,
+    /// When this row last changed in PostgreSQL.
+    updated_at: DateTime<Utc>,
+}
+
+impl From<AccountView> for Account {
+    fn from(v: AccountView) -> Self {
+        Self {
+            account_id: v.account_id,
+            owner: v.owner,
+            currency: v.currency,
+            balance_minor: v.balance_minor,
+            status: v.status,
+            events_applied: v.events_applied,
+            last_event_id: v.last_event_id,
+            last_event_time: v.last_event_time,
+            last_deposit_channel: v.last_deposit_channel,
+            updated_at: v.updated_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AccountPage {
+    items: Vec<Account>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+/// One account's balance.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{account_id}",
+    tag = "query",
+    params(("account_id" = String, Path, description = "The account's id"), ConsistencyParams),
+    responses(
+        (status = 200, description = "The account", body = Account),
+        (status = 400, description = "A bad parameter", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 404, description = "No such account (yet)", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 425, description = "The projection has not reached the consistency token within wait_ms", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+async fn account(
+    State(api): State<Api>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> Answer {
+    let account_id = path_parameter(path)?;
+    let params = Params::parse(query.as_deref(), &CONSISTENCY)?;
+    let freshness = api.freshness(ACCOUNTS, &params.consistency()?).await?;
+    let account = api.0.store.account(&account_id).await.map_err(store_failure)?;
+    let account = account.ok_or_else(|| Problem::not_found(format!("no account `{account_id}`")))?;
+    Ok((freshness.headers(), Json(Account::from(account))).into_response())
+}
+
+/// Accounts in id order, optionally of one owner.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts",
+    tag = "query",
+    params(("owner" = Option<String>, Query, description = "Only this owner's accounts"), PageParams, ConsistencyParams),
+    responses(
+        (status = 200, description = "A page of accounts", body = AccountPage),
+        (status = 400, description = "A bad parameter", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 425, description = "The projection has not reached the consistency token within wait_ms", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+async fn accounts(State(api): State<Api>, RawQuery(query): RawQuery) -> Answer {
+    let params = Params::parse(query.as_deref(), &accepted(&["owner", PAGE[0], PAGE[1]]))?;
+    let (owner, limit) = (params.text("owner")?, params.limit()?);
+    let after: Option<String> = params.cursor("accounts")?;
+    let freshness = api.freshness(ACCOUNTS, &params.consistency()?).await?;
+    let rows = api.0.store.accounts_page(owner, after.as_deref(), limit + 1).await.map_err(store_failure)?;
+    let (items, next_cursor) = page(rows, limit, "accounts", |a| a.account_id.clone());
+    let body = AccountPage { items: items.into_iter().map(Account::from).collect(), next_cursor };
+    Ok((freshness.headers(), Json(body)).into_response())
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Project {
+    project_id: String,
+    name: String,
+    tasks_total: i32,
+    tasks_completed: i32,
+    /// 0 to 100, two decimals.
+    percent_complete: f64,
+    events_applied: i64,
+    last_event_time: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<ProjectView> for Project {
+    fn from(v: ProjectView) -> Self {
+        Self {
+            project_id: v.project_id,
+            name: v.name,
+            tasks_total: v.tasks_total,
+            tasks_completed: v.tasks_completed,
+            percent_complete: v.percent_complete,
+            events_applied: v.events_applied,
+            last_event_time: v.last_event_time,
+            updated_at: v.updated_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Task {
+    task_id: String,
+    title: String,
+    /// `open` or `completed`.
+    status: String,
+    assignee: Option<String>,
+    completed_at: Option<DateTime<Utc>>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<TaskView> for Task {
+    fn from(v: TaskView) -> Self {
+        Self {
+            task_id: v.task_id,
+            title: v.title,
+            status: v.status,
+            assignee: v.assignee,
+            completed_at: v.completed_at,
+            updated_at: v.updated_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ProjectPage {
+    items: Vec<Project>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ProjectDetail {
+    #[serde(flatten)]
+    project: Project,
+    /// The first page of its tasks, in id order.
+    tasks: Vec<Task>,
+    /// Continue with `GET /v1/projects/{project_id}/tasks?cursor=…`; absent when this is all.
+    next_tasks_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct TaskPage {
+    items: Vec<Task>,
+    next_cursor: Option<String>,
+}
+
+/// Projects in id order, with their progress.
+#[utoipa::path(
+    get,
+    path = "/v1/projects",
+    tag = "query",
+    params(PageParams, ConsistencyParams),
+    responses(
+        (status = 200, description = "A page of projects", body = ProjectPage),
+        (status = 400, description = "A bad parameter", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 425, description = "The projection has not reached the consistency token within wait_ms", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+async fn projects(State(api): State<Api>, RawQuery(query): RawQuery) -> Answer {
+    let params = Params::parse(query.as_deref(), &accepted(&PAGE))?;
+    let limit = params.limit()?;
+    let after: Option<String> = params.cursor("projects")?;
+    let freshness = api.freshness(PROJECTS, &params.consistency()?).await?;
+    let rows = api.0.store.projects_page(after.as_deref(), limit + 1).await.map_err(store_failure)?;
+    let (items, next_cursor) = page(rows, limit, "projects", |p| p.project_id.clone());
+    let body = ProjectPage { items: items.into_iter().map(Project::from).collect(), next_cursor };
+    Ok((freshness.headers(), Json(body)).into_response())
+}
+
+/// One project's progress and the first page of its tasks (`limit` sizes it).
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{project_id}",
+    tag = "query",
+    params(("project_id" = String, Path, description = "The project's id"), PageParams, ConsistencyParams),
+    responses(
+        (status = 200, description = "The project and its tasks", body = ProjectDetail),
+        (status = 400, description = "A bad parameter", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 404, description = "No such project (yet)", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 425, description = "The projection has not reached the consistency token within wait_ms", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+async fn project(
+    State(api): State<Api>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> Answer {
+    let project_id = path_parameter(path)?;
+    let params = Params::parse(query.as_deref(), &accepted(&PAGE))?;
+    let limit = params.limit()?;
+    let after: Option<String> = params.cursor("tasks")?;
+    let freshness = api.freshness(PROJECTS, &params.consistency()?).await?;
+    let found =
+        api.0.store.project_with_tasks(&project_id, after.as_deref(), limit + 1).await.map_err(store_failure)?;
+    let (project, tasks) = found.ok_or_else(|| Problem::not_found(format!("no project `{project_id}`")))?;
+    let (tasks, next_tasks_cursor) = page(tasks, limit, "tasks", |t| t.task_id.clone());
+    let body = ProjectDetail {
+        project: project.into(),
+        tasks: tasks.into_iter().map(Task::from).collect(),
+        next_tasks_cursor,
+    };
+    Ok((freshness.headers(), Json(body)).into_response())
+}
+
+/// A project's tasks in id order.
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{project_id}/tasks",
+    tag = "query",
+    params(("project_id" = String, Path, description = "The project's id"), PageParams, ConsistencyParams),
+    responses(
+        (status = 200, description = "A page of tasks", body = TaskPage),
+        (status = 400, description = "A bad parameter", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 404, description = "No such project (yet)", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 425, description = "The projection has not reached the consistency token within wait_ms", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+async fn tasks(State(api): State<Api>, path: Result<Path<String>, PathRejection>, RawQuery(query): RawQuery) -> Answer {
+    let project_id = path_parameter(path)?;
+    let params = Params::parse(query.as_deref(), &accepted(&PAGE))?;
+    let limit = params.limit()?;
+    let after: Option<String> = params.cursor("tasks")?;
+    let freshness = api.freshness(PROJECTS, &params.consistency()?).await?;
+    let found =
+        api.0.store.project_with_tasks(&project_id, after.as_deref(), limit + 1).await.map_err(store_failure)?;
+    let (_, tasks) = found.ok_or_else(|| Problem::not_found(format!("no project `{project_id}`")))?;
+    let (items, next_cursor) = page(tasks, limit, "tasks", |t| t.task_id.clone());
+    let body = TaskPage { items: items.into_iter().map(Task::from).collect(), next_cursor };
+    Ok((freshness.headers(), Json(body)).into_response())
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Day {
+    /// The UTC day.
+    day: NaiveDate,
+    /// Distinct users with a page view or a feature use that day.
+    active_users: i32,
+    page_views: i64,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<DayView> for Day {
+    fn from(v: DayView) -> Self {
+        Self { day: v.day, active_users: v.active_users, page_views: v.page_views, updated_at: v.updated_at }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DayPage {
+    /// Days with activity, in order; days without any are absent.
+    items: Vec<Day>,
+    next_cursor: Option<String>,
+}
+
+/// Daily activity between two dates.
+#[utoipa::path(
+    get,
+    path = "/v1/activity/daily",
+    tag = "query",
+    params(DateRangeParams, PageParams, ConsistencyParams),
+    responses(
+        (status = 200, description = "A page of days", body = DayPage),
+        (status = 400, description = "A bad parameter", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 425, description = "The projection has not reached the consistency token within wait_ms", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+async fn daily_activity(State(api): State<Api>, RawQuery(query): RawQuery) -> Answer {
+    let params = Params::parse(query.as_deref(), &accepted(&["from", "to", PAGE[0], PAGE[1]]))?;
+    let ((from, to), limit) = (params.date_range()?, params.limit()?);
+    let after: Option<NaiveDate> = params.cursor("activity")?;
+    let freshness = api.freshness(ACTIVITY, &params.consistency()?).await?;
+    let rows = api.0.store.daily_page(from, to, after, limit + 1).await.map_err(store_failure)?;
+    let (items, next_cursor) = page(rows, limit, "activity", |d| d.day);
+    let body = DayPage { items: items.into_iter().map(Day::from).collect(), next_cursor };
+    Ok((freshness.headers(), Json(body)).into_response())
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct FeatureDay {
+    day: NaiveDate,
+    feature: String,
+    uses: i64,
+    unique_users: i32,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<FeatureDayView> for FeatureDay {
+    fn from(v: FeatureDayView) -> Self {
+        Self { day: v.day, feature: v.feature, uses: v.uses, unique_users: v.unique_users, updated_at: v.updated_at }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct FeatureDayPage {
+    /// In (day, feature) order.
+    items: Vec<FeatureDay>,
+    next_cursor: Option<String>,
+}
+
+/// Feature use per day between two dates, optionally of one feature.
+#[utoipa::path(
+    get,
+    path = "/v1/features/daily",
+    tag = "query",
+    params(DateRangeParams, ("feature" = Option<String>, Query, description = "Only this feature"), PageParams, ConsistencyParams),
+    responses(
+        (status = 200, description = "A page of (day, feature) rows", body = FeatureDayPage),
+        (status = 400, description = "A bad parameter", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 425, description = "The projection has not reached the consistency token within wait_ms", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+async fn daily_features(State(api): State<Api>, RawQuery(query): RawQuery) -> Answer {
+    let params = Params::parse(query.as_deref(), &accepted(&["from", "to", "feature", PAGE[0], PAGE[1]]))?;
+    let ((from, to), limit, feature) = (params.date_range()?, params.limit()?, params.text("feature")?);
+    let after: Option<(NaiveDate, String)> = params.cursor("features")?;
+    let freshness = api.freshness(FEATURES, &params.consistency()?).await?;
+    let rows = api.0.store.features_page(from, to, feature, after, limit + 1).await.map_err(store_failure)?;
+    let (items, next_cursor) = page(rows, limit, "features", |f| (f.day, f.feature.clone()));
+    let body = FeatureDayPage { items: items.into_iter().map(FeatureDay::from).collect(), next_cursor };
+    Ok((freshness.headers(), Json(body)).into_response())
+}
+
+pub(crate) fn routes() -> OpenApiRouter<Api> {
+    OpenApiRouter::new()
+        .routes(routes!(account))
+        .routes(routes!(accounts))
+        .routes(routes!(projects))
+        .routes(routes!(project))
+        .routes(routes!(tasks))
+        .routes(routes!(daily_activity))
+        .routes(routes!(daily_features))
+}

@@ -1,0 +1,127 @@
+//! # eventline-http
+//!
+//! What eventline's HTTP services share: RFC 9457 problem answers with stable types, serving with
+//! a graceful stop, and the routes every service has. It knows nothing of events, Kafka or SQL.
+
+pub mod problem;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use utoipa::openapi::{InfoBuilder, OpenApi, OpenApiBuilder};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use problem::Problem;
+
+/// Longest wait for in-flight requests when stopping.
+const DRAIN_FOR: Duration = Duration::from_secs(10);
+
+/// Something `/readyz` asks: the reasons it is not ready (none when it is).
+pub trait Readiness: Send + Sync {
+    fn not_ready(&self) -> Pin<Box<dyn Future<Output = Vec<String>> + Send + '_>>;
+}
+
+#[derive(Clone)]
+struct Shared {
+    readiness: Arc<Vec<Arc<dyn Readiness>>>,
+    openapi: Arc<Value>,
+}
+
+/// The whole application: the services' routes, plus `/healthz`, `/readyz` (asking every
+/// service), `/openapi.json` (the services' descriptions and these three), and problem answers
+/// for unknown paths and methods.
+pub fn app(routes: Router, readiness: Vec<Arc<dyn Readiness>>, services: Vec<OpenApi>) -> Router {
+    let (common, common_api) = OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(openapi_json))
+        .split_for_parts();
+    let info = InfoBuilder::new()
+        .title("eventline")
+        .version(env!("CARGO_PKG_VERSION"))
+        .description(Some("Kafka events projected effectively-once into PostgreSQL read models: the ingestion gateway, the query API and status."))
+        .build();
+    let mut openapi = OpenApiBuilder::new().info(info).build();
+    for service in services {
+        openapi.merge(service);
+    }
+    openapi.merge(common_api);
+    let openapi = serde_json::to_value(&openapi).expect("the OpenAPI document serializes");
+    let shared = Shared { readiness: Arc::new(readiness), openapi: Arc::new(openapi) };
+    routes
+        .merge(common.with_state(shared))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+}
+
+/// Whether the process can serve: 503 with the reasons when a dependency is not usable.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = Value, example = json!({"status": "ready"})),
+        (status = 503, description = "Not ready, with the reasons", body = Value, example = json!({"status": "not ready", "reasons": ["the broker is not reachable"]})),
+    )
+)]
+async fn readyz(State(shared): State<Shared>) -> Response {
+    let mut reasons = Vec::new();
+    for part in shared.readiness.iter() {
+        reasons.extend(part.not_ready().await);
+    }
+    if reasons.is_empty() {
+        (StatusCode::OK, axum::Json(json!({"status": "ready"}))).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "not ready", "reasons": reasons})))
+            .into_response()
+    }
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "health", responses((status = 200, description = "The OpenAPI 3.1 description of this process's routes", body = Value)))]
+async fn openapi_json(State(shared): State<Shared>) -> Response {
+    axum::Json(shared.openapi.as_ref().clone()).into_response()
+}
+
+/// Serves until `shutdown`, then lets in-flight requests finish (for at most ten seconds).
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+    let address: SocketAddr = listener.local_addr()?;
+    tracing::info!(%address, "HTTP listening.");
+    let stopping = shutdown.clone();
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move { stopping.cancelled().await });
+    tokio::select! {
+        result = server => result,
+        () = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN_FOR).await } => {
+            tracing::warn!("Requests still in flight after the drain period; stopping anyway.");
+            Ok(())
+        }
+    }
+}
+
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "Alive", body = Value, example = json!({"status": "ok"}))))]
+pub async fn healthz() -> Response {
+    (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response()
+}
+
+/// The answer for a path no route serves.
+pub async fn not_found(uri: Uri) -> Problem {
+    Problem::not_found(format!("no resource at {}", uri.path()))
+}
+
+/// The answer for a method a path does not accept.
+pub async fn method_not_allowed(uri: Uri) -> Problem {
+    Problem::method_not_allowed(format!("{} does not accept this method", uri.path()))
+}

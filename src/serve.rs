@@ -1,0 +1,66 @@
+//! The HTTP process: the gateway, the query API, or both on one listener (`up`).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use eventline_api::{Api, ProjectionInfo};
+use eventline_consumers::Projection;
+use eventline_core::config::Settings;
+use eventline_http::Readiness;
+use eventline_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::GatewayArgs;
+use crate::commands::Outcome;
+use crate::ingest;
+
+/// Connections shared by the gateway (API keys) and the query API.
+const POOL_SIZE: u32 = 16;
+
+/// One part of the HTTP application.
+pub struct Service {
+    pub router: Router,
+    pub openapi: utoipa::openapi::OpenApi,
+    pub readiness: Arc<dyn Readiness>,
+}
+
+/// Serves the gateway (when `gateway` is given) and the query API (when `api`) on
+/// EVENTLINE_HTTP_ADDR until `shutdown`.
+pub async fn http(
+    settings: &Settings,
+    gateway: Option<&GatewayArgs>,
+    api: bool,
+    shutdown: CancellationToken,
+) -> Outcome {
+    let listener = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (EVENTLINE_HTTP_ADDR)", settings.http_addr))?;
+    let store = Store::connect(&settings.database_url, POOL_SIZE, settings.connect_timeout).await?;
+    store.ensure_migrated().await?;
+    let mut services = Vec::new();
+    if let Some(args) = gateway {
+        services.push(ingest::gateway_service(settings, args, store.clone(), shutdown.clone()).await?);
+    }
+    if api {
+        services.push(api_service(settings, store.clone(), shutdown.clone()));
+    }
+    let mut router = Router::new();
+    let (mut readiness, mut openapi) = (Vec::new(), Vec::new());
+    for service in services {
+        router = router.merge(service.router);
+        readiness.push(service.readiness);
+        openapi.push(service.openapi);
+    }
+    let app = eventline_http::app(router, readiness, openapi);
+    eventline_http::serve(listener, app, shutdown).await.context("the HTTP server failed")?;
+    store.close().await;
+    Ok(())
+}
+
+fn api_service(settings: &Settings, store: Store, shutdown: CancellationToken) -> Service {
+    let projections = Projection::ALL.iter().map(|p| ProjectionInfo { name: p.name(), topics: p.topics() }).collect();
+    let api = Api::new(store, settings.kafka.clone(), settings.namespace.clone(), projections, shutdown);
+    let (router, openapi) = eventline_api::router(api.clone());
+    Service { router, openapi, readiness: Arc::new(api) }
+}
