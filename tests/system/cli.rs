@@ -6,6 +6,7 @@ use crate::helpers::{stdout, BIN};
 
 const SUBCOMMANDS: &[&[&str]] = &[
     &["up"],
+    &["api"],
     &["worker"],
     &["migrate"],
     &["topics"],
@@ -37,6 +38,7 @@ fn top_level_help_lists_exactly_the_working_subcommands() {
         [
             "up",
             "gateway",
+            "api",
             "keys",
             "outbox-relay",
             "tail",

@@ -267,6 +267,11 @@ impl HttpProcess {
         }
         request.send().await.expect("the gateway answers")
     }
+
+    /// GETs `path` (with its query string).
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(format!("{}{path}", self.base)).send().await.expect("the server answers")
+    }
 }
 
 /// Polls `condition` every 100 ms until it holds, failing the test after [`PATIENCE`].

@@ -2,6 +2,7 @@
 //! broker (Tansu in development and CI; `scripts/services.sh up` starts both). A test whose
 //! services are missing fails; none skips itself.
 
+mod analytics;
 mod architecture;
 mod broker_outage;
 mod checkpoints;
@@ -15,6 +16,7 @@ mod helpers;
 mod outbox;
 mod publish_errors;
 mod publisher;
+mod query;
 mod restart;
 mod runtime;
 mod scale_out;
