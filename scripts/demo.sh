@@ -65,6 +65,9 @@ eventline is running in the background (pid $(cat "$PIDFILE")). Look at:
   the activity:   psql "$DATABASE_URL" -c "SELECT * FROM daily_activity ORDER BY day"
   the gateway:    curl -s -X POST http://${EVENTLINE_HTTP_ADDR:-127.0.0.1:8080}/v1/events -H 'content-type: application/cloudevents+json' \\
                     -d '{"specversion":"1.0","id":"demo-1","source":"/you","type":"accounts.AccountOpened","subject":"you","data":{"account_id":"you","owner":"You","currency":"EUR"}}'
+  the query API:  curl -s "http://${EVENTLINE_HTTP_ADDR:-127.0.0.1:8080}/v1/accounts/you?consistency_token=<token from the answer above>"
+                  curl -s http://${EVENTLINE_HTTP_ADDR:-127.0.0.1:8080}/v1/projections   (positions, lag, dead letters)
+                  curl -s http://${EVENTLINE_HTTP_ADDR:-127.0.0.1:8080}/openapi.json
   the topic:      $BIN tail accounts.events --from start --limit 5
   more traffic:   $BIN loadgen --domain all --events 5000 --rate 500
   your events:    $BIN publish events.ndjson   (one CloudEvent per line; see README.md)

@@ -490,7 +490,7 @@ impl Settings {
             ENV_BATCH_MAX_WAIT_MS,
             "worker.batch_max_wait_ms",
             file_settings.worker.batch_max_wait_ms.map(|v| v.to_string()),
-            "20",
+            "10",
         );
         let batch_max_wait = Duration::from_millis(parse_bounded(&wait_raw, 1, MAX_BATCH_WAIT_MS)?);
 
@@ -675,7 +675,7 @@ mod tests {
         assert_eq!(settings.namespace.as_str(), "");
         assert_eq!(settings.log_format, LogFormat::Human);
         assert_eq!(settings.worker.batch_max_events, 500);
-        assert_eq!(settings.worker.batch_max_wait, Duration::from_millis(20));
+        assert_eq!(settings.worker.batch_max_wait, Duration::from_millis(10));
         assert_eq!(settings.worker.dedup_window, Duration::from_secs(7 * 24 * 3600));
         assert_eq!(settings.connect_timeout, Duration::from_secs(10));
         assert!(settings.kafka.properties.is_empty());

@@ -1,0 +1,264 @@
+//! Query API throughput and read-your-writes latency against the real broker and PostgreSQL
+//! (start them with `scripts/services.sh up`), in one run: `cargo bench --bench query`.
+//!
+//! Rows: a point lookup (`GET /v1/accounts/{id}`) and a range (`GET /v1/accounts?limit=100`
+//! from a random cursor) at several concurrencies, each beside the same read done straight on
+//! the store from this process (the baseline: what HTTP, parameters and freshness cost on top);
+//! then publish→visible: single events posted to the gateway open-loop at 1,000/s, each followed
+//! by a query with its consistency token, timed from the post to the answer that shows it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eventline_core::config::Settings;
+use eventline_core::registry::Registry;
+use eventline_kafka::admin::{self, TopicSpec};
+use eventline_producers::gateway::auth;
+use eventline_producers::loadgen::AccountsTraffic;
+use eventline_store::Store;
+use futures::StreamExt;
+use rand::Rng;
+use serde_json::{json, Value};
+
+const ACCOUNTS: usize = 5_000;
+const SETUP_EVENTS: usize = 50_000;
+const REQUESTS_PER_LEVEL: usize = 6_000;
+const CONCURRENCIES: [usize; 3] = [1, 8, 32];
+const VISIBLE_RATE: u64 = 1_000;
+const VISIBLE_SECONDS: u64 = 10;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Runs `requests` calls of `call`, `concurrency` in flight at a time; (requests/s, sorted latencies).
+async fn measure<F, Fut>(requests: usize, concurrency: usize, call: F) -> (f64, Vec<Duration>)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let started = Instant::now();
+    let mut latencies: Vec<Duration> = futures::stream::iter((0..requests).map(|i| {
+        let call = call(i);
+        async move {
+            let at = Instant::now();
+            call.await;
+            at.elapsed()
+        }
+    }))
+    .buffer_unordered(concurrency)
+    .collect()
+    .await;
+    let rate = requests as f64 / started.elapsed().as_secs_f64();
+    latencies.sort();
+    (rate, latencies)
+}
+
+fn row(name: &str, concurrency: usize, rate: f64, latencies: &[Duration]) {
+    println!(
+        "{name:<34} {concurrency:>2} at a time {rate:>9.0} requests/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
+        ms(percentile(latencies, 0.5)),
+        ms(percentile(latencies, 0.99))
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let run = format!("r{}", rand::random::<u32>());
+    // EVENTLINE_* settings given to the benchmark reach the `up` process (e.g. a batch wait).
+    let mut env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    env.insert("EVENTLINE_NAMESPACE".into(), format!("bench-query-{run}"));
+    let settings = Settings::load_from(None, &env).expect("settings");
+    let registry = Arc::new(Registry::embedded().unwrap());
+    let topics: Vec<TopicSpec> = ["accounts.events", "projects.events", "activity.events"]
+        .iter()
+        .map(|t| TopicSpec { name: settings.namespace.topic(t), partitions: 6, replication_factor: 1 })
+        .collect();
+    admin::create_topics(&settings.kafka, &topics, settings.connect_timeout)
+        .await
+        .expect("the broker answers (scripts/services.sh up)");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "query benchmark: {ACCOUNTS} accounts from {SETUP_EVENTS} events, {cores} cores, everything on this machine"
+    );
+
+    let db = settings.database_url.with_database(&format!("eventline_bench_query_{run}"));
+    eventline_store::create_database_if_missing(&db, settings.connect_timeout).await.unwrap();
+    let store = Store::connect(&db, 32, settings.connect_timeout).await.unwrap();
+    store.migrate().await.unwrap();
+    let key = auth::new_key();
+    store.insert_api_key(&key.key_id, "bench", &key.secret_hash, &["*".to_string()]).await.unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut up = std::process::Command::new(env!("CARGO_BIN_EXE_eventline"))
+        .arg("up")
+        .env_clear()
+        .envs(env.iter().filter(|(k, _)| k.starts_with("EVENTLINE_") || *k == "PATH"))
+        .env("DATABASE_URL", db.expose())
+        .env("EVENTLINE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("EVENTLINE_GATEWAY_RATE_PER_KEY", "1000000")
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let base = Arc::new(format!("http://127.0.0.1:{port}"));
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bearer = Arc::new(format!("Bearer {}", key.token));
+
+    // The data: accounts opened, deposited into and withdrawn from, through the gateway.
+    let events: Vec<String> = AccountsTraffic::new(registry.clone(), &run, ACCOUNTS, 3)
+        .take(SETUP_EVENTS)
+        .map(|e| e.envelope().to_value().to_string())
+        .collect();
+    let mut last_token = String::new();
+    for chunk in events.chunks(1_000) {
+        let response = client
+            .post(format!("{base}/v1/events"))
+            .header("authorization", bearer.as_str())
+            .header("content-type", "application/cloudevents-batch+json")
+            .body(format!("[{}]", chunk.join(",")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        last_token = response.json::<Value>().await.unwrap()["consistency_token"].as_str().unwrap().to_string();
+    }
+    let first = client
+        .get(format!("{base}/v1/accounts?limit=100&consistency_token={last_token}&wait_ms=30000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200, "the setup events are applied");
+    // Every page's cursor, and every account id, to pick from at random.
+    let (mut cursors, mut ids) = (Vec::new(), Vec::new());
+    let mut page: Value = first.json().await.unwrap();
+    loop {
+        ids.extend(page["items"].as_array().unwrap().iter().map(|a| a["account_id"].as_str().unwrap().to_string()));
+        let Some(cursor) = page["next_cursor"].as_str().map(str::to_string) else { break };
+        cursors.push(cursor.clone());
+        page = client
+            .get(format!("{base}/v1/accounts?limit=100&cursor={cursor}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    }
+    assert_eq!(ids.len(), ACCOUNTS);
+    // The last row of each page but the last: the baseline reads the same pages as the cursors.
+    let afters: Vec<String> = (1..=cursors.len()).map(|page| ids[page * 100 - 1].clone()).collect();
+    let (ids, cursors, afters) = (Arc::new(ids), Arc::new(cursors), Arc::new(afters));
+
+    // QUERY_BENCH_ONLY_VISIBLE=1 skips to the publish→visible row.
+    let levels: &[usize] = if std::env::var_os("QUERY_BENCH_ONLY_VISIBLE").is_some() { &[] } else { &CONCURRENCIES };
+    for &concurrency in levels {
+        let (rate, latencies) = measure(REQUESTS_PER_LEVEL, concurrency, |_| {
+            let (store, ids) = (store.clone(), ids.clone());
+            async move {
+                let id = &ids[rand::rng().random_range(0..ids.len())];
+                assert!(store.account(id).await.unwrap().is_some());
+            }
+        })
+        .await;
+        row("point lookup, store directly", concurrency, rate, &latencies);
+        let (rate, latencies) = measure(REQUESTS_PER_LEVEL, concurrency, |_| {
+            let (client, base, ids) = (client.clone(), base.clone(), ids.clone());
+            async move {
+                let id = &ids[rand::rng().random_range(0..ids.len())];
+                let response = client.get(format!("{base}/v1/accounts/{id}")).send().await.unwrap();
+                assert_eq!(response.status(), 200);
+                response.bytes().await.unwrap();
+            }
+        })
+        .await;
+        row("point lookup, GET /v1/accounts/{id}", concurrency, rate, &latencies);
+    }
+    for &concurrency in levels {
+        let requests = REQUESTS_PER_LEVEL / 4;
+        let (rate, latencies) = measure(requests, concurrency, |_| {
+            let (store, afters) = (store.clone(), afters.clone());
+            async move {
+                let after = &afters[rand::rng().random_range(0..afters.len())];
+                assert_eq!(store.accounts_page(None, Some(after), 101).await.unwrap().len().min(100), 100);
+            }
+        })
+        .await;
+        row("100-row range, store directly", concurrency, rate, &latencies);
+        let (rate, latencies) = measure(requests, concurrency, |_| {
+            let (client, base, cursors) = (client.clone(), base.clone(), cursors.clone());
+            async move {
+                let cursor = &cursors[rand::rng().random_range(0..cursors.len())];
+                let response =
+                    client.get(format!("{base}/v1/accounts?limit=100&cursor={cursor}")).send().await.unwrap();
+                assert_eq!(response.status(), 200);
+                response.bytes().await.unwrap();
+            }
+        })
+        .await;
+        row("100-row range, GET /v1/accounts", concurrency, rate, &latencies);
+    }
+
+    // Publish→visible at a steady rate: post a deposit, then read it back with its token.
+    let total = (VISIBLE_RATE * VISIBLE_SECONDS) as usize;
+    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / VISIBLE_RATE));
+    let mut tasks = Vec::with_capacity(total);
+    let started = Instant::now();
+    for n in 0..total {
+        ticker.tick().await;
+        let (client, base, bearer, ids, run) = (client.clone(), base.clone(), bearer.clone(), ids.clone(), run.clone());
+        tasks.push(tokio::spawn(async move {
+            let account = &ids[n % ids.len()];
+            let event = json!({"specversion": "1.0", "id": format!("{run}-visible-{n}"), "source": "/bench",
+                "type": "accounts.FundsDeposited", "subject": account, "dataversion": 2,
+                "data": {"account_id": account, "amount_minor": 1, "currency": "EUR", "channel": "online"}});
+            let at = Instant::now();
+            let response = client
+                .post(format!("{base}/v1/events"))
+                .header("authorization", bearer.as_str())
+                .header("content-type", "application/cloudevents+json")
+                .body(event.to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 202);
+            let token = response.json::<Value>().await.unwrap()["consistency_token"].as_str().unwrap().to_string();
+            let published = at.elapsed();
+            let read =
+                client.get(format!("{base}/v1/accounts/{account}?consistency_token={token}")).send().await.unwrap();
+            assert_eq!(read.status(), 200, "visible within the default wait");
+            read.bytes().await.unwrap();
+            (published, at.elapsed())
+        }));
+    }
+    let (mut published, mut visible) = (Vec::with_capacity(total), Vec::with_capacity(total));
+    for task in tasks {
+        let (p, v) = task.await.unwrap();
+        published.push(p);
+        visible.push(v);
+    }
+    let offered = total as f64 / started.elapsed().as_secs_f64();
+    published.sort();
+    visible.sort();
+    println!(
+        "publish (202), open loop           {offered:>9.0} events/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
+        ms(percentile(&published, 0.5)),
+        ms(percentile(&published, 0.99))
+    );
+    println!(
+        "publish→visible (token), open loop {offered:>9.0} events/s   p50 {:>6.2} ms   p99 {:>6.2} ms   max {:>6.2} ms",
+        ms(percentile(&visible, 0.5)),
+        ms(percentile(&visible, 0.99)),
+        ms(*visible.last().unwrap())
+    );
+
+    std::process::Command::new("kill").args(["-TERM", &up.id().to_string()]).status().unwrap();
+    up.wait().unwrap();
+    store.close().await;
+    eventline_store::drop_database(&db).await.unwrap();
+}
