@@ -11,6 +11,11 @@ async fn two_workers_share_the_partitions_and_one_takes_over_from_the_other() {
     let batch_env = [("EVENTLINE_BATCH_MAX_EVENTS", "50")];
     let worker_a = env.spawn("worker-a", &["worker", "account_balances"], &batch_env);
     let worker_b = env.spawn("worker-b", &["worker", "account_balances"], &batch_env);
+    // Both members of the group own partitions before any event is published: otherwise a fast
+    // worker A could apply everything before B has joined.
+    let partition = format!("\"{}.accounts.events/", env.id);
+    let owns = |log: String| log.lines().any(|line| line.contains("Partitions assigned.") && line.contains(&partition));
+    wait_until("both workers to own partitions", || async { owns(worker_a.log()) && owns(worker_b.log()) }).await;
 
     let file = env.write_ndjson("first.ndjson", first);
     let published = env.run(&["publish", file.to_str().unwrap()]);
@@ -19,9 +24,8 @@ async fn two_workers_share_the_partitions_and_one_takes_over_from_the_other() {
         env.applied_through("account_balances").await == 3_000
     })
     .await;
-    let partition = format!("\"{}.accounts.events/", env.id);
-    let owned = worker_b.log().lines().any(|line| line.contains("Partitions assigned.") && line.contains(&partition));
-    assert!(owned, "worker B never owned a partition: {}", worker_b.log());
+    let stored = env.store.checkpoints("account_balances").await.unwrap();
+    assert_eq!(stored.len(), 6, "every partition was applied: {stored:?}");
 
     assert!(worker_b.terminate().success());
     let file = env.write_ndjson("second.ndjson", second);
