@@ -27,11 +27,11 @@ pub async fn gateway_service(
 ) -> Result<Service, Failure> {
     let registry = load_registry(settings)?;
     let publisher = Publisher::connect(settings, registry.clone()).await?;
-    let auth = if args.insecure_no_auth { Auth::disabled() } else { Auth::keys(store.clone()) };
-    let gateway = Gateway::new(registry, publisher, auth, settings.gateway, Some(store));
+    let auth = if args.insecure_no_auth { Auth::disabled() } else { Auth::keys(store) };
+    let gateway = Gateway::new(registry, publisher, auth, settings.gateway);
     gateway.watch_broker(settings.kafka.clone(), shutdown);
     let (router, openapi) = gateway::router(gateway.clone());
-    Ok(Service { router, openapi, readiness: Arc::new(gateway) })
+    Ok(Service { router, openapi, readiness: Some(Arc::new(gateway)) })
 }
 
 pub async fn keys_create(settings: &Settings, args: &KeysCreateArgs) -> Outcome {

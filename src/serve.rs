@@ -22,7 +22,22 @@ const POOL_SIZE: u32 = 16;
 pub struct Service {
     pub router: Router,
     pub openapi: utoipa::openapi::OpenApi,
-    pub readiness: Arc<dyn Readiness>,
+    /// What `/readyz` asks of it beyond the database, if anything.
+    pub readiness: Option<Arc<dyn Readiness>>,
+}
+
+/// The database every part of the process shares, asked once per `/readyz`.
+struct DatabaseReadiness(Store);
+
+impl Readiness for DatabaseReadiness {
+    fn not_ready(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<String>> + Send + '_>> {
+        Box::pin(async move {
+            match self.0.ensure_migrated().await {
+                Ok(()) => Vec::new(),
+                Err(error) => vec![format!("the database is not usable: {error}")],
+            }
+        })
+    }
 }
 
 /// Serves the gateway (when `gateway` is given) and the query API (when `api`) on
@@ -46,10 +61,11 @@ pub async fn http(
         services.push(api_service(settings, store.clone(), shutdown.clone()));
     }
     let mut router = Router::new();
-    let (mut readiness, mut openapi) = (Vec::new(), Vec::new());
+    let mut readiness: Vec<Arc<dyn Readiness>> = vec![Arc::new(DatabaseReadiness(store.clone()))];
+    let mut openapi = Vec::new();
     for service in services {
         router = router.merge(service.router);
-        readiness.push(service.readiness);
+        readiness.extend(service.readiness);
         openapi.push(service.openapi);
     }
     let app = eventline_http::app(router, readiness, openapi);
@@ -62,5 +78,5 @@ fn api_service(settings: &Settings, store: Store, shutdown: CancellationToken) -
     let projections = Projection::ALL.iter().map(|p| ProjectionInfo { name: p.name(), topics: p.topics() }).collect();
     let api = Api::new(store, settings.kafka.clone(), settings.namespace.clone(), projections, shutdown);
     let (router, openapi) = eventline_api::router(api.clone());
-    Service { router, openapi, readiness: Arc::new(api) }
+    Service { router, openapi, readiness: None }
 }

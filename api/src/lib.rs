@@ -15,7 +15,6 @@ mod routes;
 mod status;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -28,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 use params::Consistency;
 pub use params::{DEFAULT_LIMIT, MAX_LIMIT, MAX_WAIT_MS};
+use progress::Progress;
 pub use progress::Requirement;
-use progress::{topics, Progress};
 
 /// Header naming the projection's next offset per partition: `topic:partition:offset,…`.
 pub const POSITIONS_HEADER: HeaderName = HeaderName::from_static("eventline-positions");
@@ -50,9 +49,14 @@ pub struct Api(Arc<Inner>);
 struct Inner {
     store: Store,
     kafka: KafkaSettings,
-    namespace: Namespace,
-    projections: Vec<ProjectionInfo>,
+    projections: Vec<Served>,
     progress: Progress,
+}
+
+/// A projection as the API serves it: its name and its topics in this namespace.
+struct Served {
+    name: &'static str,
+    topics: Vec<String>,
 }
 
 impl Api {
@@ -66,11 +70,15 @@ impl Api {
     ) -> Self {
         let names: Vec<&'static str> = projections.iter().map(|p| p.name).collect();
         let progress = Progress::start(store.clone(), &names, shutdown);
-        Self(Arc::new(Inner { store, kafka, namespace, projections, progress }))
+        let projections = projections
+            .iter()
+            .map(|p| Served { name: p.name, topics: p.topics.iter().map(|t| namespace.topic(t)).collect() })
+            .collect();
+        Self(Arc::new(Inner { store, kafka, projections, progress }))
     }
 
-    fn projection(&self, name: &str) -> ProjectionInfo {
-        *self.0.projections.iter().find(|p| p.name == name).expect("the API is built with every projection it serves")
+    fn projection(&self, name: &str) -> &Served {
+        self.0.projections.iter().find(|p| p.name == name).expect("the API is built with every projection it serves")
     }
 
     /// Waits as `consistency` asks, then returns the projection's freshness.
@@ -80,10 +88,13 @@ impl Api {
             let checkpoints = self.0.store.checkpoints(info.name).await.map_err(store_failure)?;
             return Ok(Freshness { checkpoints });
         };
-        let topics = topics(&self.0.namespace, info.topics);
         let deadline = tokio::time::Instant::now() + consistency.wait;
-        let (checkpoints, missing) =
-            self.0.progress.wait(&self.0.store, info.name, &topics, token, deadline).await.map_err(store_failure)?;
+        let (checkpoints, missing) = self
+            .0
+            .progress
+            .wait(&self.0.store, info.name, &info.topics, token, deadline)
+            .await
+            .map_err(store_failure)?;
         let freshness = Freshness { checkpoints };
         if missing.is_empty() {
             return Ok(freshness);
@@ -136,18 +147,4 @@ fn store_failure(error: eventline_store::Error) -> Response {
 pub fn router(api: Api) -> (Router, utoipa::openapi::OpenApi) {
     let (router, openapi) = routes::routes().merge(status::routes()).split_for_parts();
     (router.with_state(api), openapi)
-}
-
-/// How long `GET /v1/projections` waits for the broker.
-const BROKER_WITHIN: Duration = Duration::from_secs(5);
-
-impl eventline_http::Readiness for Api {
-    fn not_ready(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<String>> + Send + '_>> {
-        Box::pin(async move {
-            match self.0.store.ensure_migrated().await {
-                Ok(()) => Vec::new(),
-                Err(error) => vec![format!("the database is not usable: {error}")],
-            }
-        })
-    }
 }

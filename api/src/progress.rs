@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventline_core::config::Namespace;
 use eventline_core::token::ConsistencyToken;
 use eventline_store::checkpoints::Checkpoint;
 use eventline_store::Store;
@@ -136,9 +135,4 @@ pub fn missing(checkpoints: &[Checkpoint], topics: &[String], token: &Consistenc
             })
         })
         .collect()
-}
-
-/// The Kafka topics a projection reads, in this namespace.
-pub fn topics(namespace: &Namespace, bases: &[&str]) -> Vec<String> {
-    bases.iter().map(|b| namespace.topic(b)).collect()
 }

@@ -17,7 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::params::{encode_cursor, Params};
-use crate::{store_failure, Api};
+use crate::{store_failure, Api, Freshness};
 
 const ACCOUNTS: &str = "account_balances";
 const PROJECTS: &str = "project_progress";
@@ -316,20 +316,8 @@ async fn project(
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Answer {
-    let project_id = path_parameter(path)?;
-    let params = Params::parse(query.as_deref(), &accepted(&PAGE))?;
-    let limit = params.limit()?;
-    let after: Option<String> = params.cursor("tasks")?;
-    let freshness = api.freshness(PROJECTS, &params.consistency()?).await?;
-    let found =
-        api.0.store.project_with_tasks(&project_id, after.as_deref(), limit + 1).await.map_err(store_failure)?;
-    let (project, tasks) = found.ok_or_else(|| Problem::not_found(format!("no project `{project_id}`")))?;
-    let (tasks, next_tasks_cursor) = page(tasks, limit, "tasks", |t| t.task_id.clone());
-    let body = ProjectDetail {
-        project: project.into(),
-        tasks: tasks.into_iter().map(Task::from).collect(),
-        next_tasks_cursor,
-    };
+    let (freshness, project, tasks) = project_and_tasks(&api, path, query).await?;
+    let body = ProjectDetail { project: project.into(), tasks: tasks.items, next_tasks_cursor: tasks.next_cursor };
     Ok((freshness.headers(), Json(body)).into_response())
 }
 
@@ -347,6 +335,16 @@ async fn project(
     )
 )]
 async fn tasks(State(api): State<Api>, path: Result<Path<String>, PathRejection>, RawQuery(query): RawQuery) -> Answer {
+    let (freshness, _, tasks) = project_and_tasks(&api, path, query).await?;
+    Ok((freshness.headers(), Json(tasks)).into_response())
+}
+
+/// What both project routes read: the project (404 when there is none) and a page of its tasks.
+async fn project_and_tasks(
+    api: &Api,
+    path: Result<Path<String>, PathRejection>,
+    query: Option<String>,
+) -> Result<(Freshness, ProjectView, TaskPage), Refused> {
     let project_id = path_parameter(path)?;
     let params = Params::parse(query.as_deref(), &accepted(&PAGE))?;
     let limit = params.limit()?;
@@ -354,10 +352,9 @@ async fn tasks(State(api): State<Api>, path: Result<Path<String>, PathRejection>
     let freshness = api.freshness(PROJECTS, &params.consistency()?).await?;
     let found =
         api.0.store.project_with_tasks(&project_id, after.as_deref(), limit + 1).await.map_err(store_failure)?;
-    let (_, tasks) = found.ok_or_else(|| Problem::not_found(format!("no project `{project_id}`")))?;
+    let (project, tasks) = found.ok_or_else(|| Problem::not_found(format!("no project `{project_id}`")))?;
     let (items, next_cursor) = page(tasks, limit, "tasks", |t| t.task_id.clone());
-    let body = TaskPage { items: items.into_iter().map(Task::from).collect(), next_cursor };
-    Ok((freshness.headers(), Json(body)).into_response())
+    Ok((freshness, project, TaskPage { items: items.into_iter().map(Task::from).collect(), next_cursor }))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -1,5 +1,7 @@
 //! `GET /v1/projections`: where each projection stands against its topics.
 
+use std::time::Duration;
+
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -13,7 +15,10 @@ use utoipa_axum::routes;
 
 use crate::params::Params;
 use crate::routes::Refused;
-use crate::{store_failure, Api, BROKER_WITHIN};
+use crate::{store_failure, Api};
+
+/// How long `GET /v1/projections` waits for the broker.
+const BROKER_WITHIN: Duration = Duration::from_secs(5);
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct ProjectionsStatus {
@@ -70,9 +75,8 @@ async fn projections(State(api): State<Api>, RawQuery(query): RawQuery) -> Resul
     for info in &api.0.projections {
         let checkpoints = api.0.store.checkpoints(info.name).await.map_err(store_failure)?;
         let (dead_letters, parked_keys) = api.0.store.dead_letter_counts(info.name).await.map_err(store_failure)?;
-        let topics = crate::progress::topics(&api.0.namespace, info.topics);
         let mut partitions = Vec::new();
-        for topic in &topics {
+        for topic in &info.topics {
             let watermarks = eventline_kafka::admin::watermarks(&api.0.kafka, topic, BROKER_WITHIN)
                 .await
                 .map_err(|error| Problem::unavailable(format!("cannot read the end offsets of `{topic}`: {error}")))?;
@@ -107,7 +111,7 @@ async fn projections(State(api): State<Api>, RawQuery(query): RawQuery) -> Resul
         }
         statuses.push(ProjectionStatus {
             name: info.name.to_string(),
-            topics,
+            topics: info.topics.clone(),
             lag_events: partitions.iter().map(|p| p.lag_events).sum(),
             lag_seconds: partitions.iter().filter_map(|p| p.lag_seconds).fold(0.0, f64::max),
             dead_letters,

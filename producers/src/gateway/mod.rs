@@ -16,7 +16,6 @@ use std::time::Duration;
 use axum::Router;
 use eventline_core::config::{GatewaySettings, KafkaSettings};
 use eventline_core::registry::Registry;
-use eventline_store::Store;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
 
@@ -40,18 +39,10 @@ struct Inner {
     rate: DefaultKeyedRateLimiter<String>,
     /// Whether the last metadata request reached a broker.
     broker_up: AtomicBool,
-    /// For `/readyz`.
-    store: Option<Store>,
 }
 
 impl Gateway {
-    pub fn new(
-        registry: Arc<Registry>,
-        publisher: Publisher,
-        auth: Auth,
-        limits: GatewaySettings,
-        store: Option<Store>,
-    ) -> Self {
+    pub fn new(registry: Arc<Registry>, publisher: Publisher, auth: Auth, limits: GatewaySettings) -> Self {
         let rate = NonZeroU32::new(limits.rate_per_key).expect("the rate is validated to be at least 1");
         if auth.is_disabled() {
             tracing::warn!(
@@ -65,7 +56,6 @@ impl Gateway {
             limits,
             rate: RateLimiter::keyed(Quota::per_second(rate)),
             broker_up: AtomicBool::new(true),
-            store,
         }))
     }
 
@@ -146,19 +136,10 @@ pub fn router(gateway: Gateway) -> (Router, utoipa::openapi::OpenApi) {
     (router.with_state(gateway), api)
 }
 
+/// Ready while the broker answers; the database the process shares is checked where it is opened.
 impl eventline_http::Readiness for Gateway {
     fn not_ready(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<String>> + Send + '_>> {
-        Box::pin(async move {
-            let mut reasons = Vec::new();
-            if !self.broker_up() {
-                reasons.push("the broker is not reachable".to_string());
-            }
-            if let Some(store) = &self.0.store {
-                if let Err(error) = store.ensure_migrated().await {
-                    reasons.push(format!("the database is not usable: {error}"));
-                }
-            }
-            reasons
-        })
+        let reasons = if self.broker_up() { Vec::new() } else { vec!["the broker is not reachable".to_string()] };
+        Box::pin(std::future::ready(reasons))
     }
 }

@@ -234,10 +234,6 @@ pub struct TaskView {
 }
 
 impl Store {
-    pub async fn project(&self, project_id: &str) -> Result<Option<ProjectView>, Error> {
-        project_view(&self.pool, project_id).await
-    }
-
     /// A project and a page of its tasks (in id order after `after`), read in one snapshot so the
     /// counters and the tasks agree.
     pub async fn project_with_tasks(
