@@ -60,8 +60,7 @@ fn refused(url: &str, sql: &str, error: &str) {
 async fn a_pipeline_role_reads_every_view_extracts_changes_and_touches_nothing_else() {
     let env = TestEnv::new().await;
     let scenario = ReferenceScenario::generate(&env.id, 150, 17);
-    let file = env.write_ndjson("events.ndjson", &scenario.events);
-    assert!(env.run(&["publish", file.to_str().unwrap()]).status.success());
+    env.publish("events.ndjson", &scenario.events);
     let (_, key) = env.create_key("analytics", &["accounts.*"]);
     let up = env.spawn_http("up", &["up"], &[]).await;
     wait_until("every projection to apply the scenario", || scenario.all_applied(&env)).await;

@@ -4,10 +4,7 @@ use crate::helpers::{stderr, wait_until, AccountsScenario, TestEnv};
 async fn published_accounts_events_become_exact_balances() {
     let env = TestEnv::new().await;
     let scenario = AccountsScenario::generate(&env.id, 50, 1_000, 1);
-    let file = env.write_ndjson("events.ndjson", &scenario.events);
-
-    let published = env.run(&["publish", file.to_str().unwrap()]);
-    assert!(published.status.success(), "publish failed: {}", stderr(&published));
+    env.publish("events.ndjson", &scenario.events);
     assert_eq!(env.end_offsets("accounts.events").await.iter().sum::<i64>(), 1_000);
 
     let worker = env.spawn("worker", &["worker", "account_balances"], &[]);
@@ -43,8 +40,7 @@ async fn events_a_domain_rule_refuses_become_dead_letters_and_the_rest_applies()
     };
     let opened = serde_json::json!({"specversion": "1.0", "id": "o1", "source": "/t", "type": "accounts.AccountOpened",
                                     "subject": "known", "data": {"account_id": "known", "owner": "x", "currency": "EUR"}});
-    let file = env.write_ndjson("events.ndjson", &[opened, deposit("d1", "known"), deposit("d2", "ghost")]);
-    assert!(env.run(&["publish", file.to_str().unwrap()]).status.success());
+    env.publish("events.ndjson", &[opened, deposit("d1", "known"), deposit("d2", "ghost")]);
 
     let worker = env.spawn("worker", &["worker", "account_balances"], &[]);
     wait_until("all three events to be passed", || async { env.applied_through("account_balances").await == 3 }).await;
@@ -93,9 +89,7 @@ async fn a_v1_deposit_lands_in_the_projection_as_its_v2_form_would() {
             serde_json::json!({"account_id": "new", "amount_minor": 700, "currency": "EUR", "channel": "unknown"}),
         ),
     ];
-    let file = env.write_ndjson("events.ndjson", &events);
-    let published = env.run(&["publish", file.to_str().unwrap()]);
-    assert!(published.status.success(), "{}", stderr(&published));
+    env.publish("events.ndjson", &events);
 
     let worker = env.spawn("worker", &["worker", "account_balances"], &[]);
     wait_until("both deposits to be applied", || async { env.applied_through("account_balances").await == 4 }).await;

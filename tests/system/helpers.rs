@@ -147,6 +147,14 @@ impl TestEnv {
         path
     }
 
+    /// Publishes `events` with `eventline publish` (through an NDJSON file of this test named
+    /// `name`), failing the test when it fails.
+    pub fn publish(&self, name: &str, events: &[Value]) {
+        let file = self.write_ndjson(name, events);
+        let output = self.run(&["publish", file.to_str().unwrap()]);
+        assert!(output.status.success(), "publish failed: {}", stderr(&output));
+    }
+
     /// The end offset (next offset to be written) of every partition of a catalog topic.
     pub async fn end_offsets(&self, base: &str) -> Vec<i64> {
         eventline_kafka::admin::watermarks(&self.kafka, &self.topic(base), Duration::from_secs(10))

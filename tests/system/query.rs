@@ -92,8 +92,7 @@ fn encode(text: &str) -> String {
 async fn every_endpoint_answers_what_the_events_say() {
     let env = TestEnv::new().await;
     let scenario = ReferenceScenario::generate(&env.id, 400, 61);
-    let file = env.write_ndjson("events.ndjson", &scenario.events);
-    assert!(env.run(&["publish", file.to_str().unwrap()]).status.success());
+    env.publish("events.ndjson", &scenario.events);
     let up = env.spawn_http("up", &["up"], &[]).await;
     wait_until("every projection to apply the scenario", || scenario.all_applied(&env)).await;
 
@@ -324,8 +323,7 @@ async fn pagination_walks_five_thousand_rows_without_duplicates_or_gaps_while_wr
     let (_, key) = env.create_key("pages", &["accounts.*"]);
     let account = |i: usize| format!("{}-acct-{i:05}", env.id);
     let events: Vec<Value> = (0..5000).map(|i| opened(&format!("{}-o{i}", env.id), &account(i), "o")).collect();
-    let file = env.write_ndjson("opened.ndjson", &events);
-    assert!(env.run(&["publish", file.to_str().unwrap()]).status.success());
+    env.publish("opened.ndjson", &events);
     let up = Arc::new(env.spawn_http("up", &["up"], &[]).await);
     wait_until("the 5,000 accounts to be applied", || async { env.applied_through("account_balances").await == 5000 })
         .await;
@@ -384,8 +382,7 @@ async fn projections_status_reports_positions_lag_and_dead_letters() {
     let scenario = AccountsScenario::generate(&env.id, 10, 200, 5);
     let mut events = scenario.events.clone();
     events.push(deposit(&format!("{}-poison", env.id), &format!("{}-ghost", env.id), 1));
-    let file = env.write_ndjson("events.ndjson", &events);
-    assert!(env.run(&["publish", file.to_str().unwrap()]).status.success());
+    env.publish("events.ndjson", &events);
     let api = env.spawn_http("api", &["api"], &[]).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
@@ -431,8 +428,7 @@ async fn projections_status_reports_positions_lag_and_dead_letters() {
 async fn bad_parameters_are_refused_and_hostile_values_stay_values() {
     let env = TestEnv::new().await;
     let account = format!("{}-acct", env.id);
-    let file = env.write_ndjson("one.ndjson", &[opened(&format!("{}-o", env.id), &account, "o")]);
-    assert!(env.run(&["publish", file.to_str().unwrap()]).status.success());
+    env.publish("one.ndjson", &[opened(&format!("{}-o", env.id), &account, "o")]);
     let up = env.spawn_http("up", &["up"], &[]).await;
     wait_until("the account", || async { env.applied_through("account_balances").await == 1 }).await;
 

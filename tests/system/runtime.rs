@@ -8,17 +8,11 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::helpers::{stderr, wait_until, wait_until_reporting, Process, TestEnv};
+use crate::helpers::{wait_until, wait_until_reporting, Process, TestEnv};
 use crate::scenario::ReferenceScenario;
 
 fn seed() -> u64 {
     rand::random()
-}
-
-fn publish(env: &TestEnv, name: &str, events: &[Value]) {
-    let file = env.write_ndjson(name, events);
-    let output = env.run(&["publish", file.to_str().unwrap()]);
-    assert!(output.status.success(), "publish failed: {}", stderr(&output));
 }
 
 fn account_event(id: &str, event_type: &str, account: &str, data: Value) -> Value {
@@ -45,7 +39,7 @@ async fn every_projection_equals_a_recomputation_of_a_random_stream() {
     let seed = seed();
     let scenario = ReferenceScenario::generate(&env.id, 3_000, seed);
     let up = env.spawn("up", &["up"], &[]);
-    publish(&env, "events.ndjson", &scenario.events);
+    env.publish("events.ndjson", &scenario.events);
     wait_until("every projection to pass every event", || scenario.all_applied(&env)).await;
     scenario.assert_projected(&env, &format!("seed {seed}; log: {}", up.log())).await;
 }
@@ -64,10 +58,10 @@ async fn duplicates_apply_once_and_a_poison_event_parks_only_its_key() {
         deposit("dep-b", b, 200),
     ];
     let worker = env.spawn("worker", &["worker", "account_balances"], &[]);
-    publish(&env, "first.ndjson", &first);
+    env.publish("first.ndjson", &first);
     wait_until("the first events to be passed", || async { env.applied_through("account_balances").await == 7 }).await;
     let second = [deposit("dep-1", a, 100), deposit("dep-2", a, 50), deposit("behind-2", ghost, 9)];
-    publish(&env, "second.ndjson", &second);
+    env.publish("second.ndjson", &second);
     wait_until("the second events to be passed", || async { env.applied_through("account_balances").await == 10 })
         .await;
 
@@ -107,7 +101,7 @@ async fn an_invalid_record_on_the_topic_is_dead_lettered_and_parks_its_key() {
     // Produced around eventline's validation, as a foreign producer might.
     let topic = env.topic("accounts.events");
     let worker = env.spawn("worker", &["worker", "account_balances"], &[]);
-    publish(&env, "open.ndjson", &[opened("open-x", "x")]);
+    env.publish("open.ndjson", &[opened("open-x", "x")]);
     let producer =
         eventline_kafka::producer::EventProducer::connect(&env.kafka, Duration::from_secs(10), Duration::from_secs(10))
             .await
@@ -116,7 +110,7 @@ async fn an_invalid_record_on_the_topic_is_dead_lettered_and_parks_its_key() {
         let record = eventline_kafka::producer::OutgoingRecord { topic: &topic, key, payload, headers: &[] };
         producer.send(record).await.unwrap();
     }
-    publish(&env, "later.ndjson", &[deposit("later", "x", 5)]);
+    env.publish("later.ndjson", &[deposit("later", "x", 5)]);
     wait_until("all four records to be passed", || async { env.applied_through("account_balances").await == 4 }).await;
     let dead: Vec<(String, String)> = env
         .store
@@ -152,7 +146,7 @@ async fn a_paused_worker_cannot_commit_after_its_partitions_moved() {
     let slow = [("EVENTLINE_BATCH_MAX_WAIT_MS", "8000"), ("EVENTLINE_BATCH_MAX_EVENTS", "100000")];
     let worker_a = env.spawn("worker-a", &["worker", "account_balances"], &slow);
     wait_until("worker A to own the partitions", || async { worker_a.log().contains("Partitions assigned.") }).await;
-    publish(&env, "events.ndjson", &scenario.events);
+    env.publish("events.ndjson", &scenario.events);
     tokio::time::sleep(Duration::from_secs(2)).await; // let A fetch the records into its batch
     signal(&worker_a, "-STOP");
 
@@ -247,7 +241,7 @@ async fn a_worker_killed_ten_times_beside_a_steady_one_loses_and_doubles_nothing
     let mut victim = env.spawn("victim-0", &["up"], &[]);
     let chunks: Vec<Vec<Value>> = scenario.events.chunks(total / 10 + 1).map(<[Value]>::to_vec).collect();
     for (round, chunk) in chunks.iter().enumerate() {
-        publish(&env, &format!("chunk-{round}.ndjson"), chunk);
+        env.publish(&format!("chunk-{round}.ndjson"), chunk);
         tokio::time::sleep(Duration::from_millis(rng.random_range(200..2_000))).await;
         victim.kill_hard();
         victim = env.spawn(&format!("victim-{}", round + 1), &["up"], &[]);

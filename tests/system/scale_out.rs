@@ -1,7 +1,7 @@
 //! Nothing assumes one process: two workers of one projection split the partitions, and when one
 //! stops, the other takes its partitions over from the stored offsets.
 
-use crate::helpers::{stderr, wait_until, AccountsScenario, TestEnv};
+use crate::helpers::{wait_until, AccountsScenario, TestEnv};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_workers_share_the_partitions_and_one_takes_over_from_the_other() {
@@ -17,9 +17,7 @@ async fn two_workers_share_the_partitions_and_one_takes_over_from_the_other() {
     let owns = |log: String| log.lines().any(|line| line.contains("Partitions assigned.") && line.contains(&partition));
     wait_until("both workers to own partitions", || async { owns(worker_a.log()) && owns(worker_b.log()) }).await;
 
-    let file = env.write_ndjson("first.ndjson", first);
-    let published = env.run(&["publish", file.to_str().unwrap()]);
-    assert!(published.status.success(), "{}", stderr(&published));
+    env.publish("first.ndjson", first);
     wait_until("both workers to apply the first 3,000 events", || async {
         env.applied_through("account_balances").await == 3_000
     })
@@ -28,9 +26,7 @@ async fn two_workers_share_the_partitions_and_one_takes_over_from_the_other() {
     assert_eq!(stored.len(), 6, "every partition was applied: {stored:?}");
 
     assert!(worker_b.terminate().success());
-    let file = env.write_ndjson("second.ndjson", second);
-    let published = env.run(&["publish", file.to_str().unwrap()]);
-    assert!(published.status.success(), "{}", stderr(&published));
+    env.publish("second.ndjson", second);
     wait_until("worker A to take over and apply all 6,000 events", || async {
         env.applied_through("account_balances").await == 6_000
     })
