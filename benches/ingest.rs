@@ -15,11 +15,12 @@ use eventline_core::config::Settings;
 use eventline_core::registry::Registry;
 use eventline_kafka::admin::{self, TopicSpec};
 use eventline_kafka::producer::{EventProducer, OutgoingRecord};
-use eventline_producers::gateway::auth;
 use eventline_producers::loadgen::AccountsTraffic;
 use eventline_producers::publisher::Publisher;
-use eventline_store::Store;
 use tokio_util::sync::CancellationToken;
+
+mod support;
+use support::{database_with_key, percentile, HttpProcess};
 
 const RAW_EVENTS: usize = 200_000;
 const BATCH_EVENTS: usize = 200_000;
@@ -27,10 +28,6 @@ const BATCH_SIZE: usize = 1_000;
 /// Batch requests in flight at once.
 const BATCH_CONCURRENCY: usize = 16;
 const OUTBOX_ROWS: usize = 20_000;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn events(registry: &Arc<Registry>, prefix: &str, n: usize) -> Vec<String> {
     AccountsTraffic::new(registry.clone(), prefix, 5_000, 11)
@@ -89,29 +86,12 @@ async fn main() {
     println!("(a) raw rdkafka produce (acks=all)                  {raw_rate:>9.0} events/s");
 
     // The gateway, as a process, with API-key authentication.
-    let db = settings.database_url.with_database(&format!("eventline_bench_ingest_{}", rand::random::<u32>()));
-    eventline_store::create_database_if_missing(&db, settings.connect_timeout).await.unwrap();
-    let store = Store::connect(&db, 4, settings.connect_timeout).await.unwrap();
-    store.migrate().await.unwrap();
-    let key = auth::new_key();
-    store.insert_api_key(&key.key_id, "bench", &key.secret_hash, &["*".to_string()]).await.unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut gateway = std::process::Command::new(env!("CARGO_BIN_EXE_eventline"))
-        .arg("gateway")
-        .env_clear()
-        .envs(env.iter().filter(|(k, _)| k.starts_with("EVENTLINE_") || *k == "PATH"))
-        .env("DATABASE_URL", db.expose())
-        .env("EVENTLINE_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("EVENTLINE_GATEWAY_RATE_PER_KEY", "1000000")
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let name = format!("eventline_bench_ingest_{}", rand::random::<u32>());
+    let (db, store, token) = database_with_key(&settings, &name, 4).await;
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let bearer = Arc::new(format!("Bearer {}", key.token));
+    let gateway = HttpProcess::start("gateway", &env, &db, &client).await;
+    let base = gateway.base.clone();
+    let bearer = Arc::new(format!("Bearer {token}"));
     let post = |body: String, content_type: &'static str| {
         let request = client
             .post(format!("{base}/v1/events"))
@@ -180,8 +160,7 @@ async fn main() {
         "gateway, batches of {BATCH_SIZE}, {BATCH_CONCURRENCY} at a time             {batch_rate:>9.0} events/s   = {:.0}% of (a)",
         100.0 * batch_rate / raw_rate
     );
-    std::process::Command::new("kill").args(["-TERM", &gateway.id().to_string()]).status().unwrap();
-    gateway.wait().unwrap();
+    gateway.stop();
 
     // The outbox relay, draining rows already committed.
     store.install_outbox().await.unwrap();

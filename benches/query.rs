@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 use eventline_core::config::Settings;
 use eventline_core::registry::Registry;
 use eventline_kafka::admin::{self, TopicSpec};
-use eventline_producers::gateway::auth;
 use eventline_producers::loadgen::AccountsTraffic;
-use eventline_store::Store;
 use futures::StreamExt;
 use rand::Rng;
 use serde_json::{json, Value};
+
+mod support;
+use support::{database_with_key, percentile, HttpProcess};
 
 const ACCOUNTS: usize = 5_000;
 const SETUP_EVENTS: usize = 50_000;
@@ -26,10 +27,6 @@ const REQUESTS_PER_LEVEL: usize = 6_000;
 const CONCURRENCIES: [usize; 3] = [1, 8, 32];
 const VISIBLE_RATE: u64 = 1_000;
 const VISIBLE_SECONDS: u64 = 10;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -86,29 +83,11 @@ async fn main() {
         "query benchmark: {ACCOUNTS} accounts from {SETUP_EVENTS} events, {cores} cores, everything on this machine"
     );
 
-    let db = settings.database_url.with_database(&format!("eventline_bench_query_{run}"));
-    eventline_store::create_database_if_missing(&db, settings.connect_timeout).await.unwrap();
-    let store = Store::connect(&db, 32, settings.connect_timeout).await.unwrap();
-    store.migrate().await.unwrap();
-    let key = auth::new_key();
-    store.insert_api_key(&key.key_id, "bench", &key.secret_hash, &["*".to_string()]).await.unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut up = std::process::Command::new(env!("CARGO_BIN_EXE_eventline"))
-        .arg("up")
-        .env_clear()
-        .envs(env.iter().filter(|(k, _)| k.starts_with("EVENTLINE_") || *k == "PATH"))
-        .env("DATABASE_URL", db.expose())
-        .env("EVENTLINE_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("EVENTLINE_GATEWAY_RATE_PER_KEY", "1000000")
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap();
-    let base = Arc::new(format!("http://127.0.0.1:{port}"));
+    let (db, store, token) = database_with_key(&settings, &format!("eventline_bench_query_{run}"), 32).await;
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let bearer = Arc::new(format!("Bearer {}", key.token));
+    let up = HttpProcess::start("up", &env, &db, &client).await;
+    let base = Arc::new(up.base.clone());
+    let bearer = Arc::new(format!("Bearer {token}"));
 
     // The data: accounts opened, deposited into and withdrawn from, through the gateway.
     let events: Vec<String> = AccountsTraffic::new(registry.clone(), &run, ACCOUNTS, 3)
@@ -257,8 +236,7 @@ async fn main() {
         ms(*visible.last().unwrap())
     );
 
-    std::process::Command::new("kill").args(["-TERM", &up.id().to_string()]).status().unwrap();
-    up.wait().unwrap();
+    up.stop();
     store.close().await;
     eventline_store::drop_database(&db).await.unwrap();
 }
