@@ -178,12 +178,6 @@ impl GroupConsumer {
         if !settings.properties.contains_key("queued.max.messages.kbytes") {
             config.set("queued.max.messages.kbytes", "16384");
         }
-        // How long a fetch may wait for new records. Kafka answers a waiting fetch as soon as
-        // records arrive; Tansu 0.6.0 waits out the whole time, so librdkafka's 500 ms would be
-        // added to every publish→visible delay. Empty fetches this often cost little. Overridable.
-        if !settings.properties.contains_key("fetch.wait.max.ms") {
-            config.set("fetch.wait.max.ms", "10");
-        }
         let context = GroupContext { group: group_id.to_string(), starting, pending: Mutex::new(VecDeque::new()) };
         let inner: StreamConsumer<GroupContext> = config.create_with_context(context)?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
