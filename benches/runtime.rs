@@ -26,6 +26,7 @@ use eventline_kafka::admin::{self, TopicSpec};
 use eventline_kafka::consumer::{ConsumerEvent, GroupConsumer, StartingOffsets, TopicPartition};
 use eventline_producers::loadgen::AccountsTraffic;
 use eventline_producers::publisher::Publisher;
+use eventline_store::runtime::ReadEvent;
 use eventline_store::Store;
 
 const BATCH: usize = 500;
@@ -178,7 +179,7 @@ async fn main() {
         AccountBalances::save(&mut tx, folded.state).await.unwrap();
         let tp = record.topic_partition();
         let expected = positions.get(&tp).copied().flatten();
-        tx.advance_checkpoint("naive", &tp.topic, tp.partition, expected, record.offset + 1).await.unwrap();
+        tx.advance_checkpoint("naive", (&tp.topic, tp.partition), expected, record.offset + 1, "bench").await.unwrap();
         tx.commit().await.unwrap();
         positions.insert(tp, Some(record.offset + 1));
         applied += 1;
@@ -242,10 +243,20 @@ async fn main() {
         let state = AccountBalances::load(&mut tx, &refs).await.unwrap();
         let folded = AccountBalances::fold(state, &refs);
         AccountBalances::save(&mut tx, folded.state).await.unwrap();
-        let ids: Vec<String> = batch.iter().map(|a| a.event.envelope().id.clone()).collect();
+        let first = (n * BATCH) as i64;
+        let ids: Vec<ReadEvent> = batch
+            .iter()
+            .zip(first..)
+            .map(|(a, offset)| ReadEvent {
+                event_id: a.event.envelope().id.clone(),
+                topic: "t".into(),
+                partition: 0,
+                offset,
+            })
+            .collect();
         tx.claim_event_ids("apply", &ids).await.unwrap();
         let expected = (n > 0).then(|| (n * BATCH) as i64);
-        tx.advance_checkpoint("apply", "t", 0, expected, ((n + 1) * BATCH) as i64).await.unwrap();
+        tx.advance_checkpoint("apply", ("t", 0), expected, ((n + 1) * BATCH) as i64, "bench").await.unwrap();
         tx.commit().await.unwrap();
     }
     let apply = rate(events.len(), started.elapsed());

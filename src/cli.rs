@@ -16,8 +16,10 @@ folder instead of the built-in one), and librdkafka properties as
 EVENTLINE_RDKAFKA_<NAME> (EVENTLINE_RDKAFKA_SASL_USERNAME sets sasl.username). Logs go to
 standard error; RUST_LOG filters them.
 
-Exit codes: 0 success, 1 failure (e.g. a service unreachable), 2 usage error,
-65 invalid input (nothing was published), 78 invalid configuration.";
+Exit codes: 0 success, 1 failure (e.g. a service unreachable), 2 usage error, 3 a projection
+is behind its lag threshold (`status`), 65 invalid input (nothing was published or changed),
+75 try again later (another operation on the projection is running, or a rebuild has not caught
+up), 78 invalid configuration.";
 
 #[derive(Debug, Parser)]
 #[command(name = "eventline", version, about = "Kafka events projected effectively-once into PostgreSQL read models.", after_help = AFTER_HELP)]
@@ -104,6 +106,42 @@ pub enum Command {
     #[command(subcommand)]
     Schemas(SchemasCommand),
 
+    /// Show where each projection stands: per partition the stored and end offsets, lag in events
+    /// and seconds, the worker that last moved it; dead letters, parked keys, generations.
+    ///
+    /// Exits 3 when a projection is further behind than --max-lag-seconds or --max-lag-events,
+    /// so it can serve as a health check.
+    Status(StatusArgs),
+
+    /// Rebuild a projection beside the live one, then switch readers to it with no downtime.
+    ///
+    /// `start` builds a new generation of the projection's tables from its topics (in its own
+    /// schema and consumer group) while the live one keeps serving and consuming; `diff` compares
+    /// the two; `cutover` switches the HTTP API and the analytics views to the new one in one
+    /// transaction; `rollback` switches back to the generation a cutover retired; `cleanup` drops
+    /// the generations that are not live.
+    #[command(subcommand)]
+    Rebuild(RebuildCommand),
+
+    /// Reset a projection in place and apply its topics again from a chosen start.
+    ///
+    /// The running workers pick the new positions up within about a second, without a restart.
+    /// What is reset: the projection's rows (all of them), its parked keys and remembered event
+    /// ids, and its dead letters at or after the start (they are read again). What is kept: dead
+    /// letters before the start, and the audit. Readers see the projection empty and then
+    /// filling up again: for no gap at all, use `rebuild`. Projections that fold each entity's
+    /// whole history (account_balances, project_progress) only replay from earliest; the daily
+    /// ones may start at a time or an offset and then hold exactly the events from there on.
+    Replay(ReplayArgs),
+
+    /// Inspect and resolve dead letters: list, show, retry, skip, purge; `log` shows the audit.
+    ///
+    /// A dead letter is an event a projection could not apply; its key stays parked (its later
+    /// events wait behind it, in order) until an operator retries it after a fix or skips it.
+    /// Every retry, skip and purge is recorded in the audit table `eventline_audit`.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+
     /// Publish synthetic, valid traffic for the reference domains.
     ///
     /// Accounts: every account is opened, then deposits (some as data version 1) and withdrawals
@@ -173,6 +211,279 @@ pub struct TailArgs {
     /// Stop once the topic's end (as it was at start) is reached, instead of waiting for more.
     #[arg(long)]
     pub no_follow: bool,
+
+    /// Stop each partition before its first record timestamped at or after this time
+    /// (`time:<RFC 3339 time>`), and stop at the topic's end: with --format ndjson, an export of
+    /// a time range. Implies --no-follow.
+    #[arg(long, value_name = "time:TIME", value_parser = parse_until)]
+    pub to: Option<i64>,
+}
+
+fn parse_until(value: &str) -> Result<i64, String> {
+    let time = value.strip_prefix("time:").ok_or("expected time:<RFC 3339 time>")?;
+    parse_time(time).map(|t| t.timestamp_millis())
+}
+
+fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| format!("`{text}` is not an RFC 3339 time like 2026-11-28T12:00:00Z"))
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Projections to show (all by default).
+    #[arg(value_name = "PROJECTION", value_parser = projection_names())]
+    pub projections: Vec<String>,
+
+    /// Print JSON (the same document as GET /v1/projections) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Exit 3 when a projection's oldest unapplied event is older than this.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300.0)]
+    pub max_lag_seconds: f64,
+
+    /// Exit 3 when a projection has more unapplied events than this.
+    #[arg(long, value_name = "EVENTS")]
+    pub max_lag_events: Option<i64>,
+}
+
+/// Who is acting, for the audit.
+#[derive(Debug, Args)]
+pub struct ActorArgs {
+    /// Who is acting, as recorded in the audit (default: $USER@host).
+    #[arg(long, value_name = "NAME")]
+    pub actor: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayStart {
+    Earliest,
+    Offset { partition: i32, offset: i64 },
+    Time(chrono::DateTime<chrono::Utc>),
+}
+
+fn parse_replay_start(value: &str) -> Result<ReplayStart, String> {
+    let usage = "expected earliest, offset:<partition>:<offset> or time:<RFC 3339 time>";
+    if value == "earliest" {
+        return Ok(ReplayStart::Earliest);
+    }
+    if let Some(rest) = value.strip_prefix("offset:") {
+        let (partition, offset) = rest.split_once(':').ok_or(usage)?;
+        let partition: i32 = partition.parse().map_err(|_| format!("`{partition}` is not a partition number"))?;
+        let offset: i64 = offset.parse().map_err(|_| format!("`{offset}` is not an offset"))?;
+        if partition < 0 || offset < 0 {
+            return Err("partitions and offsets are not negative".into());
+        }
+        return Ok(ReplayStart::Offset { partition, offset });
+    }
+    if let Some(time) = value.strip_prefix("time:") {
+        return parse_time(time).map(ReplayStart::Time);
+    }
+    Err(usage.into())
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The projection to replay.
+    #[arg(value_name = "PROJECTION", value_parser = projection_names())]
+    pub projection: String,
+
+    /// Where to start again: earliest, offset:<partition>:<offset> (that partition of each of
+    /// its topics; the others from the earliest) or time:<RFC 3339 time>.
+    #[arg(long, value_parser = parse_replay_start)]
+    pub from: ReplayStart,
+
+    #[command(flatten)]
+    pub actor: ActorArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RebuildCommand {
+    /// Build a new generation beside the live one (or resume the one being built) until it has
+    /// read everything on its topics, showing progress; then --diff and --cutover if asked.
+    Start(RebuildStartArgs),
+    /// Row counts and per-table checksums of the live generation and the one being built.
+    Diff(RebuildTarget),
+    /// Switch readers to the generation being built, once it is within --max-lag events of the
+    /// end: live writers pause, the new generation passes them, and one transaction switches.
+    Cutover(RebuildCutoverArgs),
+    /// Switch readers back to the generation the last cutover retired.
+    Rollback(RebuildTarget),
+    /// Drop every generation that is not live (retired ones, and an abandoned rebuild).
+    Cleanup(RebuildTarget),
+}
+
+#[derive(Debug, Args)]
+pub struct RebuildTarget {
+    #[arg(value_name = "PROJECTION", value_parser = projection_names())]
+    pub projection: String,
+
+    #[command(flatten)]
+    pub actor: ActorArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RebuildStartArgs {
+    #[command(flatten)]
+    pub target: RebuildTarget,
+
+    /// Where the new generation starts: earliest, or time:<RFC 3339 time> for projections that
+    /// may start mid-stream (the daily ones).
+    #[arg(long, default_value = "earliest", value_parser = parse_replay_start)]
+    pub from: ReplayStart,
+
+    /// Once caught up, print the diff against the live generation.
+    #[arg(long)]
+    pub diff: bool,
+
+    /// Once caught up, switch readers to the new generation.
+    #[arg(long)]
+    pub cutover: bool,
+
+    /// How to show progress: a bar on a terminal, JSON lines otherwise.
+    #[arg(long, value_enum, default_value_t = ProgressStyle::Auto)]
+    pub progress: ProgressStyle,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressStyle {
+    Auto,
+    Bar,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct RebuildCutoverArgs {
+    #[command(flatten)]
+    pub target: RebuildTarget,
+
+    /// Refuse when the new generation is further behind than this many events.
+    #[arg(long, value_name = "EVENTS", default_value_t = 10_000)]
+    pub max_lag: i64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters, oldest first.
+    List(DlqListArgs),
+    /// Show one dead letter with its record (payload and headers).
+    Show(DlqShowArgs),
+    /// Apply a key's dead letters again, in order, after the cause was fixed; the key is
+    /// unparked when they all apply. Stops at the first that still fails, with its reason.
+    Retry(DlqRetryArgs),
+    /// Drop one dead letter with a recorded reason, then apply the key's others behind it.
+    Skip(DlqSkipArgs),
+    /// Delete matching dead letters for good (keys left without any are unparked).
+    Purge(DlqPurgeArgs),
+    /// Show the audit of operator actions.
+    Log(DlqLogArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DlqFilterArgs {
+    /// Only this record key.
+    #[arg(long)]
+    pub key: Option<String>,
+
+    /// Only this kind: undecodable, invalid, rejected or parked.
+    #[arg(long, value_parser = ["undecodable", "invalid", "rejected", "parked"])]
+    pub kind: Option<String>,
+
+    /// Only reasons containing this text (case-insensitive).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DlqListArgs {
+    /// Only this projection's.
+    #[arg(long, value_parser = projection_names())]
+    pub projection: Option<String>,
+
+    #[command(flatten)]
+    pub filter: DlqFilterArgs,
+
+    /// At most this many.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    pub limit: i64,
+
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DlqShowArgs {
+    /// The dead letter's id, as `dlq list` shows it.
+    pub id: i64,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["key", "id"])))]
+pub struct DlqRetryArgs {
+    #[arg(value_name = "PROJECTION", value_parser = projection_names())]
+    pub projection: String,
+
+    /// Retry every dead letter of this key.
+    #[arg(long)]
+    pub key: Option<String>,
+
+    /// Retry this dead letter (and the rest of its key's, which apply in order).
+    #[arg(long)]
+    pub id: Option<i64>,
+
+    #[command(flatten)]
+    pub actor: ActorArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DlqSkipArgs {
+    #[arg(value_name = "PROJECTION", value_parser = projection_names())]
+    pub projection: String,
+
+    /// The dead letter to drop.
+    #[arg(long)]
+    pub id: i64,
+
+    /// Why it is dropped, for the audit.
+    #[arg(long, required = true)]
+    pub reason: String,
+
+    #[command(flatten)]
+    pub actor: ActorArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DlqPurgeArgs {
+    #[arg(value_name = "PROJECTION", value_parser = projection_names())]
+    pub projection: String,
+
+    #[command(flatten)]
+    pub filter: DlqFilterArgs,
+
+    /// Why they are dropped, for the audit.
+    #[arg(long = "because", value_name = "REASON", required = true)]
+    pub because: String,
+
+    /// Confirm: purged events are gone for good.
+    #[arg(long)]
+    pub yes: bool,
+
+    #[command(flatten)]
+    pub actor: ActorArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DlqLogArgs {
+    /// Only this projection's actions.
+    #[arg(long, value_parser = projection_names())]
+    pub projection: Option<String>,
+
+    /// The latest this many.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    pub limit: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -103,6 +103,11 @@ pub async fn outbox_relay(settings: &Settings, args: &OutboxRelayArgs, shutdown:
 
 /// Prints records of a topic until `shutdown`, the limit, or (with --no-follow) the end.
 pub async fn tail(settings: &Settings, args: &TailArgs, shutdown: CancellationToken) -> Outcome {
+    if let (TailStart::Time(from), Some(to)) = (args.from, args.to) {
+        if to <= from {
+            return Err(Failure { code: 2, error: anyhow::anyhow!("--to must be later than --from") });
+        }
+    }
     let registry: Arc<Registry> = load_registry(settings)?;
     let known = registry.catalog().domains().iter().any(|d| d.topic == args.topic);
     let topic = if known { settings.namespace.topic(&args.topic) } else { args.topic.clone() };
@@ -117,6 +122,10 @@ pub async fn tail(settings: &Settings, args: &TailArgs, shutdown: CancellationTo
             code: if matches!(error, eventline_kafka::Error::UnknownPartition { .. }) { EXIT_INVALID_INPUT } else { 1 },
             error: error.into(),
         })?;
+    if let Some(until) = args.to {
+        reader = reader.until(until);
+    }
+    let stop_at_end = args.no_follow || args.to.is_some();
     let mut printed = 0u64;
     let mut out = std::io::stdout().lock();
     loop {
@@ -125,7 +134,7 @@ pub async fn tail(settings: &Settings, args: &TailArgs, shutdown: CancellationTo
         }
         let record = tokio::select! {
             () = shutdown.cancelled() => break,
-            record = reader.next(args.no_follow) => match record? {
+            record = reader.next(stop_at_end) => match record? {
                 Some(record) => record,
                 None => break,
             },

@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod ingest;
+mod operate;
 mod serve;
 
 use std::process::ExitCode;
@@ -81,6 +82,10 @@ async fn run(command: Command, settings: Settings) -> commands::Outcome {
         Command::Publish(args) => commands::publish(&settings, &args).await,
         Command::Loadgen(args) => commands::loadgen(&settings, &args, shutdown).await,
         Command::Schemas(SchemasCommand::Check(args)) => commands::schemas_check(&args),
+        Command::Status(args) => operate::status(&settings, &args).await,
+        Command::Replay(args) => operate::replay(&settings, &args).await,
+        Command::Rebuild(command) => operate::rebuild(&settings, &command, shutdown).await,
+        Command::Dlq(command) => operate::dlq(&settings, &command).await,
     }
 }
 

@@ -12,7 +12,7 @@
 mod params;
 mod progress;
 mod routes;
-mod status;
+pub mod status;
 
 use std::sync::Arc;
 

@@ -16,8 +16,11 @@ use utoipa_axum::routes;
 use crate::params::Params;
 use crate::routes::Refused;
 use crate::{store_failure, Api};
+use eventline_core::config::KafkaSettings;
+use eventline_store::generations::GenerationState;
+use eventline_store::Store;
 
-/// How long `GET /v1/projections` waits for the broker.
+/// How long a status read waits for the broker.
 const BROKER_WITHIN: Duration = Duration::from_secs(5);
 
 #[derive(Serialize, ToSchema)]
@@ -25,40 +28,152 @@ pub(crate) struct ProjectionsStatus {
     projections: Vec<ProjectionStatus>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub(crate) struct ProjectionStatus {
-    name: String,
-    topics: Vec<String>,
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectionStatus {
+    pub name: String,
+    pub topics: Vec<String>,
     /// Events on its topics not yet applied, over every partition.
-    lag_events: i64,
+    pub lag_events: i64,
     /// Age of the oldest event not yet applied, in seconds; 0 when caught up.
-    lag_seconds: f64,
+    pub lag_seconds: f64,
     /// Events that failed to apply and wait for an operator.
-    dead_letters: i64,
+    pub dead_letters: i64,
     /// Keys whose later events wait behind a dead letter.
-    parked_keys: i64,
+    pub parked_keys: i64,
     /// When the projection last committed a batch.
-    checkpointed_at: Option<DateTime<Utc>>,
+    pub checkpointed_at: Option<DateTime<Utc>>,
+    /// The generation readers are served from (1 until a rebuild is cut over).
+    pub generation: i32,
     /// Whether a new generation of the projection is being built beside the live one.
-    rebuild_in_progress: bool,
-    partitions: Vec<PartitionStatus>,
+    pub rebuild_in_progress: bool,
+    /// The generation being built, if any.
+    pub rebuild: Option<RebuildStatus>,
+    /// Generations kept after a cutover, for a rollback.
+    pub retired_generations: Vec<i32>,
+    pub partitions: Vec<PartitionStatus>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub(crate) struct PartitionStatus {
-    topic: String,
-    partition: i32,
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RebuildStatus {
+    pub generation: i32,
+    /// `earliest`, or the time it started from.
+    pub started_from: String,
+    /// Events on its topics it has not read yet.
+    pub lag_events: i64,
+    /// When it first caught up with its topics; absent until then.
+    pub caught_up_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PartitionStatus {
+    pub topic: String,
+    pub partition: i32,
     /// The next offset the projection will apply; absent before its first commit there.
-    stored_offset: Option<i64>,
+    pub stored_offset: Option<i64>,
     /// The offset the next published event will get.
-    end_offset: i64,
-    lag_events: i64,
+    pub end_offset: i64,
+    pub lag_events: i64,
     /// Age of the oldest event not yet applied here, in seconds; 0 when caught up, absent when
     /// its time could not be read.
-    lag_seconds: Option<f64>,
+    pub lag_seconds: Option<f64>,
+    /// The worker (host:pid) that last moved the stored offset.
+    pub owner: Option<String>,
+    /// When the stored offset last moved.
+    pub checkpointed_at: Option<DateTime<Utc>>,
 }
 
-/// Every projection's stored offsets, the topics' end offsets, lag and dead letters.
+/// Why a status could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("cannot read `{topic}` from the broker: {error}")]
+    Broker { topic: String, error: eventline_kafka::Error },
+    #[error(transparent)]
+    Store(#[from] eventline_store::Error),
+}
+
+/// Where each projection stands: stored offsets against the topics' end offsets, lag in events
+/// and seconds, dead letters, generations. `projections` are (name, Kafka topics).
+pub async fn collect(
+    store: &Store,
+    kafka: &KafkaSettings,
+    projections: &[(&str, Vec<String>)],
+) -> Result<Vec<ProjectionStatus>, StatusError> {
+    let now = Utc::now();
+    let mut statuses = Vec::new();
+    for (name, topics) in projections {
+        let checkpoints = store.checkpoints(name).await?;
+        let (dead_letters, parked_keys) = store.dead_letter_counts(name).await?;
+        let generations = store.generations(name).await?;
+        let building = generations.iter().find(|g| g.state == GenerationState::Building);
+        let building_checkpoints = match building {
+            Some(generation) => store.generation_checkpoints(&generation.schema(), name).await?,
+            None => Vec::new(),
+        };
+        let mut rebuild_lag = 0;
+        let mut partitions = Vec::new();
+        for topic in topics {
+            let broker = |error| StatusError::Broker { topic: topic.clone(), error };
+            let watermarks = eventline_kafka::admin::watermarks(kafka, topic, BROKER_WITHIN).await.map_err(broker)?;
+            let mut behind = Vec::new();
+            for mark in &watermarks {
+                let stored = checkpoints.iter().find(|c| &c.topic == topic && c.partition == mark.partition);
+                let stored_offset = stored.map(|c| c.next_offset);
+                let next = stored_offset.unwrap_or(mark.low).max(mark.low);
+                let lag_events = (mark.high - next).max(0);
+                if lag_events > 0 {
+                    behind.push((mark.partition, next));
+                }
+                let rebuilt = building_checkpoints.iter().find(|c| &c.topic == topic && c.partition == mark.partition);
+                rebuild_lag += (mark.high - rebuilt.map_or(mark.low, |c| c.next_offset.max(mark.low))).max(0);
+                partitions.push(PartitionStatus {
+                    topic: topic.clone(),
+                    partition: mark.partition,
+                    stored_offset,
+                    end_offset: mark.high,
+                    lag_events,
+                    lag_seconds: (lag_events == 0).then_some(0.0),
+                    owner: stored.and_then(|c| c.written_by.clone()),
+                    checkpointed_at: stored.map(|c| c.updated_at),
+                });
+            }
+            // The oldest unapplied event's age: read the timestamp of the record at each position.
+            let times =
+                eventline_kafka::admin::record_times(kafka, topic, &behind, BROKER_WITHIN).await.map_err(broker)?;
+            for status in partitions.iter_mut().filter(|p| &p.topic == topic && p.lag_seconds.is_none()) {
+                status.lag_seconds = times.get(&status.partition).map(|ms| {
+                    let age_ms = (now.timestamp_millis() - ms).max(0);
+                    age_ms as f64 / 1000.0
+                });
+            }
+        }
+        statuses.push(ProjectionStatus {
+            name: name.to_string(),
+            topics: topics.clone(),
+            lag_events: partitions.iter().map(|p| p.lag_events).sum(),
+            lag_seconds: partitions.iter().filter_map(|p| p.lag_seconds).fold(0.0, f64::max),
+            dead_letters,
+            parked_keys,
+            checkpointed_at: checkpoints.iter().map(|c| c.updated_at).max(),
+            generation: generations.iter().find(|g| g.state == GenerationState::Live).map_or(1, |g| g.generation),
+            rebuild_in_progress: building.is_some(),
+            rebuild: building.map(|g| RebuildStatus {
+                generation: g.generation,
+                started_from: g.started_from.clone(),
+                lag_events: rebuild_lag,
+                caught_up_at: g.caught_up_at,
+            }),
+            retired_generations: generations
+                .iter()
+                .filter(|g| g.state == GenerationState::Retired)
+                .map(|g| g.generation)
+                .collect(),
+            partitions,
+        });
+    }
+    Ok(statuses)
+}
+
+/// Every projection's stored offsets, the topics' end offsets, lag, dead letters, generations.
 #[utoipa::path(
     get,
     path = "/v1/projections",
@@ -70,59 +185,12 @@ pub(crate) struct PartitionStatus {
 )]
 async fn projections(State(api): State<Api>, RawQuery(query): RawQuery) -> Result<Response, Refused> {
     Params::parse(query.as_deref(), &[])?;
-    let now = Utc::now();
-    let mut statuses = Vec::new();
-    for info in &api.0.projections {
-        let checkpoints = api.0.store.checkpoints(info.name).await.map_err(store_failure)?;
-        let (dead_letters, parked_keys) = api.0.store.dead_letter_counts(info.name).await.map_err(store_failure)?;
-        let mut partitions = Vec::new();
-        for topic in &info.topics {
-            let watermarks = eventline_kafka::admin::watermarks(&api.0.kafka, topic, BROKER_WITHIN)
-                .await
-                .map_err(|error| Problem::unavailable(format!("cannot read the end offsets of `{topic}`: {error}")))?;
-            let mut behind = Vec::new();
-            for mark in &watermarks {
-                let stored = checkpoints.iter().find(|c| &c.topic == topic && c.partition == mark.partition);
-                let stored_offset = stored.map(|c| c.next_offset);
-                let next = stored_offset.unwrap_or(mark.low).max(mark.low);
-                let lag_events = (mark.high - next).max(0);
-                if lag_events > 0 {
-                    behind.push((mark.partition, next));
-                }
-                partitions.push(PartitionStatus {
-                    topic: topic.clone(),
-                    partition: mark.partition,
-                    stored_offset,
-                    end_offset: mark.high,
-                    lag_events,
-                    lag_seconds: (lag_events == 0).then_some(0.0),
-                });
-            }
-            // The oldest unapplied event's age: read the timestamp of the record at each position.
-            let times = eventline_kafka::admin::record_times(&api.0.kafka, topic, &behind, BROKER_WITHIN)
-                .await
-                .map_err(|error| Problem::unavailable(format!("cannot read `{topic}`: {error}")))?;
-            for status in partitions.iter_mut().filter(|p| &p.topic == topic && p.lag_seconds.is_none()) {
-                status.lag_seconds = times.get(&status.partition).map(|ms| {
-                    let age_ms = (now.timestamp_millis() - ms).max(0);
-                    age_ms as f64 / 1000.0
-                });
-            }
-        }
-        statuses.push(ProjectionStatus {
-            name: info.name.to_string(),
-            topics: info.topics.clone(),
-            lag_events: partitions.iter().map(|p| p.lag_events).sum(),
-            lag_seconds: partitions.iter().filter_map(|p| p.lag_seconds).fold(0.0, f64::max),
-            dead_letters,
-            parked_keys,
-            checkpointed_at: checkpoints.iter().map(|c| c.updated_at).max(),
-            // Rebuilds are not implemented yet; nothing can be in progress.
-            rebuild_in_progress: false,
-            partitions,
-        });
+    let served: Vec<(&str, Vec<String>)> = api.0.projections.iter().map(|p| (p.name, p.topics.clone())).collect();
+    match collect(&api.0.store, &api.0.kafka, &served).await {
+        Ok(projections) => Ok(Json(ProjectionsStatus { projections }).into_response()),
+        Err(StatusError::Store(error)) => Err(store_failure(error).into()),
+        Err(error @ StatusError::Broker { .. }) => Err(Problem::unavailable(error.to_string()).into()),
     }
-    Ok(Json(ProjectionsStatus { projections: statuses }).into_response())
 }
 
 pub(crate) fn routes() -> OpenApiRouter<Api> {

@@ -8,8 +8,13 @@
 //!   idempotency, dead letters and parked keys, retries, graceful stop.
 //! - [`projections`]: the [`projections::Handler`] contract and the shipped projections, one
 //!   module each.
+//! - [`dlq`]: operators' retry, skip and purge of dead letters.
+//! - [`rebuild`]: rebuilding a projection beside the live one, cutover, rollback, cleanup, and
+//!   replaying it in place.
 
+pub mod dlq;
 pub mod projections;
+pub mod rebuild;
 pub mod runtime;
 
 pub use projections::Projection;

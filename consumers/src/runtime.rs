@@ -27,6 +27,7 @@ use eventline_core::envelope::EnvelopeError;
 use eventline_core::registry::Registry;
 use eventline_kafka::consumer::{ConsumedRecord, ConsumerEvent, GroupConsumer, StartingOffsets, TopicPartition};
 use eventline_store::dead_letters::NewDeadLetter;
+use eventline_store::runtime::ReadEvent;
 use eventline_store::Store;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +39,9 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
 /// How often applied event ids older than the dedup window are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// How often an idle worker compares its positions with the stored ones, to pick up an
+/// operator's replay or a rebuild's cutover without a restart.
+const RECHECK_POSITIONS_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -100,8 +104,20 @@ pub async fn run<H: Handler>(
     store: Store,
     shutdown: CancellationToken,
 ) -> Result<WorkerReport, WorkerError> {
-    let topics: Vec<String> = H::TOPICS.iter().map(|t| settings.namespace.topic(t)).collect();
     let group_id = settings.namespace.group_id(H::NAME);
+    run_in_group::<H>(settings, registry, store, group_id, shutdown).await
+}
+
+/// [`run`] as a member of `group_id`: a rebuild's worker reads in its own group, into the
+/// generation its `store` connects to.
+pub async fn run_in_group<H: Handler>(
+    settings: &Settings,
+    registry: Arc<Registry>,
+    store: Store,
+    group_id: String,
+    shutdown: CancellationToken,
+) -> Result<WorkerReport, WorkerError> {
+    let topics: Vec<String> = H::TOPICS.iter().map(|t| settings.namespace.topic(t)).collect();
     let starting = Arc::new(StoredPositions {
         store: store.clone(),
         projection: H::NAME,
@@ -120,6 +136,7 @@ pub async fn run<H: Handler>(
         max_events: settings.worker.batch_max_events,
         max_wait: settings.worker.batch_max_wait,
         dedup_window: settings.worker.dedup_window,
+        identity: worker_identity(),
         positions: HashMap::new(),
         batch: Vec::new(),
         deadline: None,
@@ -149,6 +166,8 @@ struct Worker<H: Handler> {
     max_events: usize,
     max_wait: Duration,
     dedup_window: Duration,
+    /// host:pid, recorded with every position this worker moves.
+    identity: String,
     /// Stored position of every owned partition: where the next batch starts (`None`: no row yet).
     positions: HashMap<TopicPartition, Option<i64>>,
     /// Records read but not yet written, in arrival order (offset order per partition).
@@ -174,6 +193,8 @@ enum Fate {
 impl<H: Handler> Worker<H> {
     async fn run_loop(&mut self) -> Result<(), WorkerError> {
         let mut prune = tokio::time::interval(PRUNE_EVERY);
+        let mut recheck = tokio::time::interval(RECHECK_POSITIONS_EVERY);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.deadline;
             tokio::select! {
@@ -209,6 +230,11 @@ impl<H: Handler> Worker<H> {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
+                _ = recheck.tick(), if self.batch.is_empty() && !self.positions.is_empty() => {
+                    if let Err(error) = self.follow_stored_positions().await {
+                        tracing::warn!(projection = H::NAME, %error, "Cannot compare positions with the stored ones; will try again.");
+                    }
+                }
                 _ = prune.tick() => match self.store.prune_applied(H::NAME, self.dedup_window).await {
                     Ok(forgotten) => tracing::debug!(projection = H::NAME, forgotten, "Old applied event ids forgotten."),
                     Err(error) => tracing::warn!(projection = H::NAME, %error, "Cannot forget old applied event ids; will try again."),
@@ -321,10 +347,16 @@ impl<H: Handler> Worker<H> {
             }
         }
         // Claim the ids of what is left to apply: an id claimed before was applied before.
-        let candidates: Vec<String> = fates
+        let candidates: Vec<ReadEvent> = fates
             .iter()
-            .filter(|f| matches!(f, Fate::Apply(_)))
-            .map(|f| applicable(f).event.envelope().id.clone())
+            .zip(&self.batch)
+            .filter(|(f, _)| matches!(f, Fate::Apply(_)))
+            .map(|(f, record)| ReadEvent {
+                event_id: applicable(f).event.envelope().id.clone(),
+                topic: record.topic.clone(),
+                partition: record.partition,
+                offset: record.offset,
+            })
             .collect();
         let claimed: HashSet<String> = tx.claim_event_ids(name, &candidates).await?;
         for fate in fates.iter_mut() {
@@ -385,7 +417,7 @@ impl<H: Handler> Worker<H> {
         }
         for (tp, next) in &next_offsets {
             let expected = self.positions.get(tp).copied().flatten();
-            tx.advance_checkpoint(name, &tp.topic, tp.partition, expected, *next).await?;
+            tx.advance_checkpoint(name, (&tp.topic, tp.partition), expected, *next, &self.identity).await?;
         }
         // Readers waiting on a consistency token are woken when this commits.
         tx.notify_progress(name).await?;
@@ -431,6 +463,37 @@ impl<H: Handler> Worker<H> {
             Ok(_) => Fate::PassedOver,
             Err((kind, reason)) => Fate::Dead { kind, reason, event: None },
         }
+    }
+
+    /// Re-reads from the stored positions of owned partitions where they differ from this
+    /// worker's: an operator replayed the projection or a rebuild was switched in.
+    async fn follow_stored_positions(&mut self) -> Result<(), WorkerError> {
+        let owned: Vec<TopicPartition> = self.positions.keys().cloned().collect();
+        let wanted: Vec<(String, i32)> = owned.iter().map(|tp| (tp.topic.clone(), tp.partition)).collect();
+        let stored = self.store.load_checkpoints(H::NAME, &wanted).await?;
+        for (tp, stored) in owned.into_iter().zip(stored) {
+            let known = self.positions.get(&tp).copied().flatten();
+            if known == stored {
+                continue;
+            }
+            tracing::info!(
+                projection = H::NAME,
+                topic = %tp.topic,
+                partition = tp.partition,
+                from = ?known,
+                to = ?stored,
+                "Stored position changed under this worker (a replay or a cutover); reading from it."
+            );
+            match self.consumer.seek(&tp, stored) {
+                Ok(()) => {
+                    self.positions.insert(tp, stored);
+                }
+                Err(error) => {
+                    tracing::info!(topic = %tp.topic, partition = tp.partition, %error, "Not repositioning a partition.");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// After being fenced: drop the batch and continue every partition from its stored offset.
@@ -529,6 +592,11 @@ fn decode(registry: &Registry, record: &ConsumedRecord) -> Result<ValidatedEvent
     })
 }
 
+/// Names this process in stored positions: host:pid.
+fn worker_identity() -> String {
+    format!("{}:{}", gethostname::gethostname().to_string_lossy(), std::process::id())
+}
+
 fn record_time(record: &ConsumedRecord) -> DateTime<Utc> {
     record.timestamp_ms.and_then(DateTime::from_timestamp_millis).unwrap_or_else(Utc::now)
 }
@@ -554,5 +622,6 @@ fn dead_letter(
         reason,
         payload: record.payload.clone(),
         headers: headers.into(),
+        record_time: record.timestamp_ms.and_then(DateTime::from_timestamp_millis),
     }
 }

@@ -159,3 +159,55 @@ pub async fn record_times(
     .await
     .expect("the lookup task does not panic")
 }
+
+/// For every partition of `topic`, the offset of the first record timestamped at or after `ms`
+/// (ms since the epoch), or the end offset when there is none yet.
+pub async fn offsets_for_time(
+    settings: &KafkaSettings,
+    topic: &str,
+    ms: i64,
+    within: Duration,
+) -> Result<Vec<(i32, i64)>, Error> {
+    use rdkafka::{Offset, TopicPartitionList};
+    let marks = watermarks(settings, topic, within).await?;
+    let found = {
+        let (settings, topic, marks) = (settings.clone(), topic.to_string(), marks.clone());
+        tokio::task::spawn_blocking(move || -> Result<Vec<(i32, i64)>, Error> {
+            let consumer = inspector(&settings)?;
+            let mut tpl = TopicPartitionList::new();
+            for mark in &marks {
+                tpl.add_partition_offset(&topic, mark.partition, Offset::Offset(ms))?;
+            }
+            let answered = consumer.offsets_for_times(tpl, timeout(within))?;
+            Ok(marks
+                .iter()
+                .map(|mark| {
+                    let offset = answered
+                        .find_partition(&topic, mark.partition)
+                        .and_then(|e| match e.offset() {
+                            Offset::Offset(o) if o >= 0 => Some(o),
+                            _ => None,
+                        })
+                        .unwrap_or(mark.high);
+                    (mark.partition, offset.clamp(mark.low, mark.high))
+                })
+                .collect())
+        })
+        .await
+        .expect("the lookup task does not panic")?
+    };
+    // Tansu 0.6.0 answers offset 0 when no record is that recent (Kafka answers the end): a
+    // record found before the time means there is none at or after it.
+    let check: Vec<(i32, i64)> =
+        found.iter().filter(|(p, o)| marks.iter().any(|m| m.partition == *p && *o < m.high)).copied().collect();
+    let times = record_times(settings, topic, &check, within).await?;
+    Ok(found
+        .into_iter()
+        .map(|(partition, offset)| match times.get(&partition) {
+            Some(&time) if time < ms => {
+                (partition, marks.iter().find(|m| m.partition == partition).map_or(offset, |m| m.high))
+            }
+            _ => (partition, offset),
+        })
+        .collect())
+}

@@ -34,6 +34,10 @@ pub struct TopicReader {
     positions: HashMap<i32, i64>,
     /// With a time start: the time, and the partitions that reached a record at or after it.
     not_before: Option<(i64, HashMap<i32, bool>)>,
+    /// With an end time: partitions are done at their first record timestamped at or after it.
+    until: Option<i64>,
+    /// Partitions that reached the end time.
+    done: std::collections::HashSet<i32>,
 }
 
 impl TopicReader {
@@ -89,12 +93,22 @@ impl TopicReader {
             StartAt::Time(ms) => Some((ms, HashMap::new())),
             _ => None,
         };
-        Ok(Self { consumer, ends, positions, not_before })
+        Ok(Self { consumer, ends, positions, not_before, until: None, done: Default::default() })
     }
 
-    /// Whether every read partition has been read up to where it ended when the reader opened.
+    /// Ends each partition before its first record timestamped at or after `ms` (ms since the
+    /// epoch), as Kafka's time index would: an export of a time range.
+    pub fn until(mut self, ms: i64) -> Self {
+        self.until = Some(ms);
+        self
+    }
+
+    /// Whether every read partition has been read up to where it ended when the reader opened
+    /// (or up to the end time).
     pub fn caught_up(&self) -> bool {
-        self.ends.iter().all(|(partition, end)| self.positions.get(partition).is_some_and(|at| at >= end))
+        self.ends.iter().all(|(partition, end)| {
+            self.done.contains(partition) || self.positions.get(partition).is_some_and(|at| at >= end)
+        })
     }
 
     /// The next record, waiting for one; with `stop_at_end`, `None` once [`Self::caught_up`].
@@ -105,6 +119,15 @@ impl TopicReader {
             }
             let record = self.consumer.recv().await.map(|m| to_record(&m))?;
             self.positions.insert(record.partition, record.offset + 1);
+            if self.done.contains(&record.partition) {
+                continue;
+            }
+            if let (Some(until), Some(time)) = (self.until, record.timestamp_ms) {
+                if time >= until {
+                    self.done.insert(record.partition);
+                    continue;
+                }
+            }
             // Tansu 0.6.0 answers a time lookup with offset 0 when no record is that recent
             // (Kafka answers the end), so records before the first one at or after the time are
             // passed over here; from that one on, everything is returned, as Kafka would.

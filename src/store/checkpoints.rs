@@ -10,6 +10,8 @@ pub struct Checkpoint {
     pub partition: i32,
     pub next_offset: i64,
     pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// The worker (host:pid) that last moved it.
+    pub written_by: Option<String>,
 }
 
 impl Store {
@@ -46,7 +48,7 @@ impl Store {
     pub async fn checkpoints(&self, projection: &str) -> Result<Vec<Checkpoint>, Error> {
         Ok(sqlx::query_as!(
             Checkpoint,
-            "SELECT projection, topic, partition, next_offset, updated_at FROM eventline_checkpoints
+            "SELECT projection, topic, partition, next_offset, updated_at, written_by FROM eventline_checkpoints
              WHERE projection = $1 ORDER BY topic, partition",
             projection
         )
@@ -98,36 +100,39 @@ impl StoreTx {
     }
 
     /// Moves a partition's position from `expected` (what the batch started from; `None` when
-    /// there was no row) to `next_offset`. Fails with [`Error::Fenced`] when the stored value is
-    /// not `expected`: another worker applied this partition meanwhile, so this batch must not.
+    /// there was no row) to `next_offset`, noting `written_by`. Fails with [`Error::Fenced`] when
+    /// the stored value is not `expected`: another worker applied this partition meanwhile (or an
+    /// operator reset it), so this batch must not.
     pub async fn advance_checkpoint(
         &mut self,
         projection: &str,
-        topic: &str,
-        partition: i32,
+        (topic, partition): (&str, i32),
         expected: Option<i64>,
         next_offset: i64,
+        written_by: &str,
     ) -> Result<(), Error> {
         let moved = match expected {
             Some(expected) => sqlx::query!(
-                "UPDATE eventline_checkpoints SET next_offset = $5, updated_at = now()
+                "UPDATE eventline_checkpoints SET next_offset = $5, updated_at = now(), written_by = $6
                  WHERE projection = $1 AND topic = $2 AND partition = $3 AND next_offset = $4",
                 projection,
                 topic,
                 partition,
                 expected,
-                next_offset
+                next_offset,
+                written_by
             )
             .execute(&mut *self.tx)
             .await?
             .rows_affected(),
             None => sqlx::query!(
-                "INSERT INTO eventline_checkpoints (projection, topic, partition, next_offset)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                "INSERT INTO eventline_checkpoints (projection, topic, partition, next_offset, written_by)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                 projection,
                 topic,
                 partition,
-                next_offset
+                next_offset,
+                written_by
             )
             .execute(&mut *self.tx)
             .await?

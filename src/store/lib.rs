@@ -9,18 +9,23 @@
 //! - [`dead_letters`]: records a projection did not apply.
 //! - [`runtime`]: applied event ids (idempotency) and parked keys.
 //! - [`api_keys`]: the gateway's API keys, as hashes.
+//! - [`audit`]: the record of operator actions.
+//! - [`generations`]: rebuilding a projection beside the live one, switching, resetting.
 //! - [`outbox`]: the transactional outbox in an upstream database, read by the relay.
 //! - [`projections`]: each projection's rows and migrations, a folder each.
 
 pub mod api_keys;
+pub mod audit;
 pub mod checkpoints;
 pub mod dead_letters;
+pub mod generations;
 pub mod outbox;
 pub mod projections;
 pub mod runtime;
 
 pub use projections::{account_balances, daily_activity, feature_usage_daily, project_progress};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use eventline_core::config::DatabaseUrl;
@@ -93,34 +98,66 @@ impl Error {
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    /// The schema of the generation being rebuilt these connections write, if not the live one.
+    rebuilding: Option<Arc<str>>,
 }
 
 /// An open transaction. Dropping it without [`StoreTx::commit`] rolls it back.
 pub struct StoreTx {
     tx: sqlx::Transaction<'static, Postgres>,
+    rebuilding: Option<Arc<str>>,
 }
 
 impl StoreTx {
     pub async fn commit(self) -> Result<(), Error> {
         Ok(self.tx.commit().await?)
     }
+
+    /// Whether this transaction writes a generation being rebuilt rather than the live one. A
+    /// handler with effects beyond its own tables (mail, calls) must not repeat them then.
+    pub fn rebuilding(&self) -> bool {
+        self.rebuilding.is_some()
+    }
 }
 
 impl Store {
     /// Connects, failing with [`Error::Unreachable`] or [`Error::MissingDatabase`] within `timeout`.
     pub async fn connect(url: &DatabaseUrl, max_connections: u32, timeout: Duration) -> Result<Self, Error> {
-        let options = connect_options(url)?;
+        Self::connect_with(url, max_connections, timeout, None).await
+    }
+
+    /// Connects like [`Store::connect`], to the generation of a projection being rebuilt in
+    /// `schema`: its tables there come first in `search_path`, so the same queries write it.
+    pub async fn connect_rebuilding(
+        url: &DatabaseUrl,
+        max_connections: u32,
+        timeout: Duration,
+        schema: &str,
+    ) -> Result<Self, Error> {
+        Self::connect_with(url, max_connections, timeout, Some(schema)).await
+    }
+
+    async fn connect_with(
+        url: &DatabaseUrl,
+        max_connections: u32,
+        timeout: Duration,
+        schema: Option<&str>,
+    ) -> Result<Self, Error> {
+        let mut options = connect_options(url)?;
+        if let Some(schema) = schema {
+            options = options.options([("search_path", format!("{schema},public"))]);
+        }
         let pool = PgPoolOptions::new().max_connections(max_connections).acquire_timeout(timeout).connect_with(options);
         let pool = match tokio::time::timeout(timeout, pool).await {
             Ok(Ok(pool)) => pool,
             Ok(Err(error)) => return Err(connect_error(url, timeout, error)),
             Err(_) => return Err(unreachable(url, timeout, "timed out".into())),
         };
-        Ok(Self { pool })
+        Ok(Self { pool, rebuilding: schema.map(Arc::from) })
     }
 
     pub async fn begin(&self) -> Result<StoreTx, Error> {
-        Ok(StoreTx { tx: self.pool.begin().await? })
+        Ok(StoreTx { tx: self.pool.begin().await?, rebuilding: self.rebuilding.clone() })
     }
 
     /// Applies every embedded migration not yet applied.

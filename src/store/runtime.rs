@@ -6,21 +6,37 @@ use std::time::Duration;
 
 use crate::{Error, Store, StoreTx};
 
+/// An event a batch is about to apply, and where it was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadEvent {
+    pub event_id: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
 impl StoreTx {
     /// Records these event ids as applied by the projection and returns those that were not
     /// already (within the retention window): the others are copies of applied events. The
     /// primary key decides, so no query plan can turn this into a scan as the table grows.
-    pub async fn claim_event_ids(&mut self, projection: &str, event_ids: &[String]) -> Result<HashSet<String>, Error> {
-        if event_ids.is_empty() {
+    pub async fn claim_event_ids(&mut self, projection: &str, events: &[ReadEvent]) -> Result<HashSet<String>, Error> {
+        if events.is_empty() {
             return Ok(HashSet::new());
         }
+        let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+        let topics: Vec<String> = events.iter().map(|e| e.topic.clone()).collect();
+        let partitions: Vec<i32> = events.iter().map(|e| e.partition).collect();
+        let offsets: Vec<i64> = events.iter().map(|e| e.offset).collect();
         let claimed = sqlx::query_scalar!(
-            "INSERT INTO eventline_applied_events (projection, event_id)
-             SELECT $1, id FROM UNNEST($2::text[]) AS ids(id)
-             ON CONFLICT DO NOTHING
-             RETURNING event_id",
+            r#"INSERT INTO eventline_applied_events (projection, event_id, topic, partition, "offset")
+               SELECT $1, id, t, p, o FROM UNNEST($2::text[], $3::text[], $4::int4[], $5::int8[]) AS read(id, t, p, o)
+               ON CONFLICT DO NOTHING
+               RETURNING event_id"#,
             projection,
-            event_ids
+            &ids,
+            &topics,
+            &partitions,
+            &offsets
         )
         .fetch_all(&mut *self.tx)
         .await?;
@@ -44,13 +60,15 @@ impl StoreTx {
         Ok(())
     }
 
-    /// Which of these keys are parked for the projection.
+    /// Which of these keys are parked for the projection. The rows stay share-locked until the
+    /// transaction ends, so an operator's retry of a key (which locks it for update) happens
+    /// wholly before or after this batch, never in between.
     pub async fn parked_among(&mut self, projection: &str, keys: &[String]) -> Result<HashSet<String>, Error> {
         if keys.is_empty() {
             return Ok(HashSet::new());
         }
         let rows = sqlx::query_scalar!(
-            "SELECT record_key FROM eventline_parked_keys WHERE projection = $1 AND record_key = ANY($2)",
+            "SELECT record_key FROM eventline_parked_keys WHERE projection = $1 AND record_key = ANY($2) FOR SHARE",
             projection,
             keys
         )

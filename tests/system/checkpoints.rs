@@ -1,13 +1,14 @@
 //! The fence under the effectively-once guarantee: a stored offset moves only from the value the
 //! writer started from, checked by the real PostgreSQL.
 
+use eventline_store::runtime::ReadEvent;
 use eventline_store::Error;
 
 use crate::helpers::TestEnv;
 
 async fn advance(env: &TestEnv, expected: Option<i64>, next: i64) -> Result<(), Error> {
     let mut tx = env.store.begin().await.unwrap();
-    tx.advance_checkpoint("p", "topic", 3, expected, next).await?;
+    tx.advance_checkpoint("p", ("topic", 3), expected, next, "test").await?;
     tx.commit().await
 }
 
@@ -47,7 +48,7 @@ async fn a_fenced_transaction_leaves_nothing_behind() {
         last_deposit_channel: None,
     };
     tx.upsert_account_balances(&[row]).await.unwrap();
-    assert!(matches!(tx.advance_checkpoint("p", "topic", 3, Some(9), 11).await, Err(Error::Fenced { .. })));
+    assert!(matches!(tx.advance_checkpoint("p", ("topic", 3), Some(9), 11, "test").await, Err(Error::Fenced { .. })));
     drop(tx);
     assert!(env.store.account_balances().await.unwrap().is_empty(), "the stale worker's rows were rolled back");
 }
@@ -58,8 +59,12 @@ async fn applied_event_ids_are_remembered_for_the_window_only() {
     let ids: Vec<String> = ["e1", "e2", "e3"].map(String::from).to_vec();
     let store = &env.store;
     let claim = |ids: Vec<String>| async move {
+        let read: Vec<ReadEvent> = ids
+            .iter()
+            .map(|id| ReadEvent { event_id: id.clone(), topic: "topic".into(), partition: 0, offset: 1 })
+            .collect();
         let mut tx = store.begin().await.unwrap();
-        let claimed = tx.claim_event_ids("p", &ids).await.unwrap();
+        let claimed = tx.claim_event_ids("p", &read).await.unwrap();
         tx.commit().await.unwrap();
         let mut claimed: Vec<String> = claimed.into_iter().collect();
         claimed.sort();

@@ -24,6 +24,8 @@ pub struct DailyState {
 impl Handler for DailyActivity {
     type State = DailyState;
     const NAME: &'static str = "daily_activity";
+    // Each row is one UTC day: days wholly after a mid-stream start are exact.
+    const STARTS_MID_STREAM: bool = true;
     const TOPICS: &'static [&'static str] = &["activity.events"];
     const HANDLES: &'static [(&'static str, &'static [u32])] =
         &[("activity.PageViewed", &[1]), ("activity.FeatureUsed", &[1])];

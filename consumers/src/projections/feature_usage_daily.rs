@@ -24,6 +24,8 @@ pub struct FeatureState {
 impl Handler for FeatureUsageDaily {
     type State = FeatureState;
     const NAME: &'static str = "feature_usage_daily";
+    // Each row is one UTC day: days wholly after a mid-stream start are exact.
+    const STARTS_MID_STREAM: bool = true;
     const TOPICS: &'static [&'static str] = &["activity.events"];
     const HANDLES: &'static [(&'static str, &'static [u32])] = &[("activity.FeatureUsed", &[1])];
     const IGNORES: &'static [&'static str] = &["activity.PageViewed"];

@@ -28,6 +28,7 @@ use eventline_core::registry::Registry;
 use eventline_store::{Store, StoreTx};
 use tokio_util::sync::CancellationToken;
 
+use crate::dlq;
 use crate::runtime::{self, WorkerError, WorkerReport};
 
 /// An event ready to apply, with the time the projection records for it.
@@ -47,6 +48,10 @@ pub struct Folded<S> {
 }
 
 /// What a projection implements to plug into the runtime.
+///
+/// During a rebuild the same handler applies history into a new generation of its tables
+/// ([`StoreTx::rebuilding`] says so): a handler with effects beyond its own tables (mail, calls
+/// to other systems) must not repeat them then.
 pub trait Handler: Send + Sync + 'static {
     /// The rows one batch touches, as loaded and then as folded.
     type State: Clone + Send + Sync;
@@ -60,6 +65,10 @@ pub trait Handler: Send + Sync + 'static {
     const HANDLES: &'static [(&'static str, &'static [u32])];
     /// Types on its topics it deliberately passes over, at any version.
     const IGNORES: &'static [&'static str] = &[];
+    /// Whether it may start mid-stream (a replay or rebuild from a time or an offset): true when
+    /// its rows are per time window, each exact once its window starts after the start, and
+    /// false when a row folds an entity's whole history.
+    const STARTS_MID_STREAM: bool = false;
 
     /// Reads the rows these events touch, locking those it will rewrite.
     fn load(
@@ -90,10 +99,17 @@ pub struct Declarations {
     pub topics: &'static [&'static str],
     pub handles: &'static [(&'static str, &'static [u32])],
     pub ignores: &'static [&'static str],
+    pub starts_mid_stream: bool,
 }
 
 fn declarations<H: Handler>() -> Declarations {
-    Declarations { name: H::NAME, topics: H::TOPICS, handles: H::HANDLES, ignores: H::IGNORES }
+    Declarations {
+        name: H::NAME,
+        topics: H::TOPICS,
+        handles: H::HANDLES,
+        ignores: H::IGNORES,
+        starts_mid_stream: H::STARTS_MID_STREAM,
+    }
 }
 
 impl Projection {
@@ -122,6 +138,11 @@ impl Projection {
         self.declarations().topics
     }
 
+    /// Whether it may be replayed or rebuilt from a time or an offset.
+    pub fn starts_mid_stream(self) -> bool {
+        self.declarations().starts_mid_stream
+    }
+
     /// Runs this projection's worker until `shutdown`.
     pub async fn run(
         self,
@@ -130,18 +151,56 @@ impl Projection {
         store: Store,
         shutdown: CancellationToken,
     ) -> Result<WorkerReport, WorkerError> {
+        let group = settings.namespace.group_id(self.name());
+        self.run_in_group(settings, registry, store, group, shutdown).await
+    }
+
+    /// Runs this projection's worker as a member of `group` (a rebuild has its own).
+    pub async fn run_in_group(
+        self,
+        settings: &Settings,
+        registry: Arc<Registry>,
+        store: Store,
+        group: String,
+        shutdown: CancellationToken,
+    ) -> Result<WorkerReport, WorkerError> {
+        use runtime::run_in_group as run;
         match self {
             Self::AccountBalances => {
-                runtime::run::<account_balances::AccountBalances>(settings, registry, store, shutdown).await
+                run::<account_balances::AccountBalances>(settings, registry, store, group, shutdown).await
             }
             Self::ProjectProgress => {
-                runtime::run::<project_progress::ProjectProgress>(settings, registry, store, shutdown).await
+                run::<project_progress::ProjectProgress>(settings, registry, store, group, shutdown).await
             }
             Self::DailyActivity => {
-                runtime::run::<daily_activity::DailyActivity>(settings, registry, store, shutdown).await
+                run::<daily_activity::DailyActivity>(settings, registry, store, group, shutdown).await
             }
             Self::FeatureUsageDaily => {
-                runtime::run::<feature_usage_daily::FeatureUsageDaily>(settings, registry, store, shutdown).await
+                run::<feature_usage_daily::FeatureUsageDaily>(settings, registry, store, group, shutdown).await
+            }
+        }
+    }
+
+    /// Applies dead letters again (see [`crate::dlq`]); with `skip`, first drops that one.
+    pub async fn retry_dead_letters(
+        self,
+        store: &Store,
+        registry: &Registry,
+        target: &dlq::Target,
+        skip: Option<(i64, &str)>,
+        actor: &str,
+    ) -> Result<dlq::RetryReport, dlq::DlqError> {
+        use dlq::retry;
+        match self {
+            Self::AccountBalances => {
+                retry::<account_balances::AccountBalances>(store, registry, target, skip, actor).await
+            }
+            Self::ProjectProgress => {
+                retry::<project_progress::ProjectProgress>(store, registry, target, skip, actor).await
+            }
+            Self::DailyActivity => retry::<daily_activity::DailyActivity>(store, registry, target, skip, actor).await,
+            Self::FeatureUsageDaily => {
+                retry::<feature_usage_daily::FeatureUsageDaily>(store, registry, target, skip, actor).await
             }
         }
     }

@@ -4,6 +4,9 @@ use chrono::{DateTime, Utc};
 
 use crate::{Error, Store, StoreTx};
 
+/// The tables this projection owns, in the order readers lock them (a rebuild moves them).
+pub const TABLES: &[&str] = &["account_balances"];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccountStatus {
     Open,

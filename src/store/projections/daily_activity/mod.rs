@@ -5,6 +5,9 @@ use chrono::NaiveDate;
 
 use crate::{Error, Store, StoreTx};
 
+/// The tables this projection owns, in the order readers lock them (a rebuild moves them).
+pub const TABLES: &[&str] = &["daily_activity", "daily_activity_users"];
+
 /// One day's counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DayActivity {

@@ -4,6 +4,9 @@ use chrono::NaiveDate;
 
 use crate::{Error, Store, StoreTx};
 
+/// The tables this projection owns, in the order readers lock them (a rebuild moves them).
+pub const TABLES: &[&str] = &["feature_usage_daily", "feature_usage_daily_users"];
+
 /// One feature's counters on one day.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeatureDay {

@@ -4,6 +4,9 @@ use chrono::{DateTime, Utc};
 
 use crate::{Error, Store, StoreTx};
 
+/// The tables this projection owns, in the order readers lock them (a rebuild moves them).
+pub const TABLES: &[&str] = &["project_progress", "tasks"];
+
 /// One project's row. `percent_complete` is computed by PostgreSQL from the counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Project {

@@ -1,0 +1,442 @@
+//! Operator commands: `status`, `replay`, `rebuild`, `dlq`. They print for people (tables, a
+//! progress bar) or for scripts (`--json`, JSON lines), and map refusals to exit codes.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use eventline_api::status::{self, ProjectionStatus};
+use eventline_consumers::dlq::{self, DlqError, Target};
+use eventline_consumers::rebuild::{self, OperationError, Progress, Rebuild, StartFrom};
+use eventline_consumers::Projection;
+use eventline_core::config::Settings;
+use eventline_store::dead_letters::DeadLetterFilter;
+use eventline_store::Store;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{
+    ActorArgs, DlqCommand, DlqFilterArgs, ProgressStyle, RebuildCommand, RebuildTarget, ReplayArgs, ReplayStart,
+    StatusArgs,
+};
+use crate::commands::{load_registry, Failure, Outcome, EXIT_INVALID_INPUT};
+
+/// Exit code of `status` when a projection is behind its threshold.
+pub const EXIT_BEHIND: u8 = 3;
+/// Exit code for an operation that may succeed later (sysexits' EX_TEMPFAIL).
+pub const EXIT_TRY_LATER: u8 = 75;
+
+fn projection(name: &str) -> Projection {
+    Projection::from_name(name).expect("clap admits only known names")
+}
+
+async fn connect(settings: &Settings) -> Result<Store, Failure> {
+    let store = Store::connect(&settings.database_url, 4, settings.connect_timeout).await?;
+    store.ensure_migrated().await?;
+    Ok(store)
+}
+
+/// `$USER@host` unless --actor says otherwise.
+fn actor(args: &ActorArgs) -> String {
+    args.actor.clone().unwrap_or_else(|| {
+        let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+        format!("{user}@{}", gethostname::gethostname().to_string_lossy())
+    })
+}
+
+fn operation_failure(error: OperationError) -> Failure {
+    let code = match &error {
+        OperationError::Busy(_) | OperationError::NotCaughtUp { .. } | OperationError::CutoverTimedOut { .. } => {
+            EXIT_TRY_LATER
+        }
+        OperationError::NotMidStream { .. }
+        | OperationError::NoSuchPartition { .. }
+        | OperationError::OffsetOutOfRange { .. }
+        | OperationError::NoRebuild(_)
+        | OperationError::DifferentStart { .. }
+        | OperationError::NothingToRollBack(_) => EXIT_INVALID_INPUT,
+        _ => 1,
+    };
+    Failure { code, error: error.into() }
+}
+
+fn dlq_failure(error: DlqError) -> Failure {
+    let code = match &error {
+        DlqError::NoSuchLetter { .. } | DlqError::NoLettersForKey { .. } | DlqError::NotInKey { .. } => {
+            EXIT_INVALID_INPUT
+        }
+        DlqError::Store(_) => 1,
+    };
+    Failure { code, error: error.into() }
+}
+
+fn start_from(start: ReplayStart) -> StartFrom {
+    match start {
+        ReplayStart::Earliest => StartFrom::Earliest,
+        ReplayStart::Offset { partition, offset } => StartFrom::Offset { partition, offset },
+        ReplayStart::Time(time) => StartFrom::Time(time),
+    }
+}
+
+pub async fn status(settings: &Settings, args: &StatusArgs) -> Outcome {
+    let store = connect(settings).await?;
+    let chosen: Vec<Projection> = if args.projections.is_empty() {
+        Projection::ALL.to_vec()
+    } else {
+        args.projections.iter().map(|n| projection(n)).collect()
+    };
+    let served: Vec<(&str, Vec<String>)> =
+        chosen.iter().map(|p| (p.name(), p.topics().iter().map(|t| settings.namespace.topic(t)).collect())).collect();
+    let statuses = status::collect(&store, &settings.kafka, &served).await?;
+    store.close().await;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &json!({ "projections": statuses }))?;
+        writeln!(out)?;
+    } else {
+        print_status(&mut out, &statuses)?;
+    }
+    let behind: Vec<String> = statuses
+        .iter()
+        .filter(|s| s.lag_seconds > args.max_lag_seconds || args.max_lag_events.is_some_and(|max| s.lag_events > max))
+        .map(|s| format!("{} ({} events, {:.1}s behind)", s.name, s.lag_events, s.lag_seconds))
+        .collect();
+    if behind.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure { code: EXIT_BEHIND, error: anyhow!("behind the lag threshold: {}", behind.join(", ")) })
+    }
+}
+
+fn print_status(out: &mut impl Write, statuses: &[ProjectionStatus]) -> std::io::Result<()> {
+    for s in statuses {
+        let rebuild = match &s.rebuild {
+            Some(r) if r.caught_up_at.is_some() => format!("generation {} caught up", r.generation),
+            Some(r) => format!("generation {} building, {} events behind", r.generation, r.lag_events),
+            None => "none".into(),
+        };
+        let retired = if s.retired_generations.is_empty() {
+            String::new()
+        } else {
+            format!(", retired generations {:?}", s.retired_generations)
+        };
+        writeln!(
+            out,
+            "{}  generation {}{retired}  lag {} events / {:.1}s  dead letters {}  parked keys {}  rebuild: {rebuild}",
+            s.name, s.generation, s.lag_events, s.lag_seconds, s.dead_letters, s.parked_keys
+        )?;
+        writeln!(
+            out,
+            "  {:<32} {:>9} {:>12} {:>12} {:>10} {:>9}  owner",
+            "topic", "partition", "stored", "end", "lag", "lag (s)"
+        )?;
+        for p in &s.partitions {
+            writeln!(
+                out,
+                "  {:<32} {:>9} {:>12} {:>12} {:>10} {:>9}  {}",
+                p.topic,
+                p.partition,
+                p.stored_offset.map_or("-".into(), |o| o.to_string()),
+                p.end_offset,
+                p.lag_events,
+                p.lag_seconds.map_or("?".into(), |l| format!("{l:.1}")),
+                p.owner.as_deref().unwrap_or("-"),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn replay(settings: &Settings, args: &ReplayArgs) -> Outcome {
+    let store = connect(settings).await?;
+    let projection = projection(&args.projection);
+    let report = rebuild::replay(settings, &store, projection, start_from(args.from), &actor(&args.actor))
+        .await
+        .map_err(operation_failure)?;
+    store.close().await;
+    println!("{}", serde_json::to_string(&report)?);
+    eprintln!(
+        "{} reset ({} rows, {} dead letters, {} parked keys removed); running workers re-read from {} within about a second.",
+        projection.name(),
+        report.rows_removed,
+        report.dead_letters_removed,
+        report.parked_keys_removed,
+        report.from
+    );
+    Ok(())
+}
+
+pub async fn rebuild(settings: &Settings, command: &RebuildCommand, shutdown: CancellationToken) -> Outcome {
+    let store = connect(settings).await?;
+    let outcome = match command {
+        RebuildCommand::Start(args) => {
+            let registry = load_registry(settings)?;
+            start(settings, registry, &store, args, shutdown).await
+        }
+        RebuildCommand::Diff(target) => {
+            let registry = load_registry(settings)?;
+            let rebuild = Rebuild::open(settings, registry, &store, projection(&target.projection), None)
+                .await
+                .map_err(operation_failure)?;
+            let outcome = print_diff(&rebuild).await;
+            rebuild.pause().await.map_err(operation_failure)?;
+            outcome
+        }
+        RebuildCommand::Cutover(args) => {
+            let registry = load_registry(settings)?;
+            let RebuildTarget { projection: name, actor: who } = &args.target;
+            let rebuild =
+                Rebuild::open(settings, registry, &store, projection(name), None).await.map_err(operation_failure)?;
+            let generation = rebuild.cutover(args.max_lag, &actor(who)).await.map_err(operation_failure)?;
+            println!("{}", json!({ "event": "cutover", "projection": name, "live_generation": generation }));
+            Ok(())
+        }
+        RebuildCommand::Rollback(target) => {
+            let (live, retired) = rebuild::rollback(&store, projection(&target.projection), &actor(&target.actor))
+                .await
+                .map_err(operation_failure)?;
+            println!(
+                "{}",
+                json!({ "event": "rollback", "projection": target.projection, "live_generation": live, "retired_generation": retired })
+            );
+            Ok(())
+        }
+        RebuildCommand::Cleanup(target) => {
+            let dropped = rebuild::cleanup(&store, projection(&target.projection), &actor(&target.actor))
+                .await
+                .map_err(operation_failure)?;
+            println!(
+                "{}",
+                json!({ "event": "cleanup", "projection": target.projection, "dropped_generations": dropped })
+            );
+            Ok(())
+        }
+    };
+    store.close().await;
+    outcome
+}
+
+async fn start(
+    settings: &Settings,
+    registry: Arc<eventline_core::registry::Registry>,
+    store: &Store,
+    args: &crate::cli::RebuildStartArgs,
+    shutdown: CancellationToken,
+) -> Outcome {
+    let name = &args.target.projection;
+    let mut rebuild = Rebuild::open(settings, registry, store, projection(name), Some(start_from(args.from)))
+        .await
+        .map_err(operation_failure)?;
+    let verb = if rebuild.created { "started" } else { "resumed" };
+    println!(
+        "{}",
+        json!({ "event": verb, "projection": name, "generation": rebuild.generation.generation, "schema": rebuild.generation.schema(), "from": rebuild.generation.started_from })
+    );
+    let bar = match args.progress {
+        ProgressStyle::Bar => true,
+        ProgressStyle::Json => false,
+        ProgressStyle::Auto => std::io::stderr().is_terminal(),
+    };
+    let shown = indicatif::ProgressBar::new(0);
+    if bar {
+        shown.set_style(
+            indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} events, {per_sec}, ETA {eta}")
+                .expect("the template is valid")
+                .progress_chars("=> "),
+        );
+        shown.set_message(format!("{name} generation {}", rebuild.generation.generation));
+    } else {
+        shown.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let caught_up = rebuild
+        .catch_up(&shutdown, |progress: &Progress| {
+            if bar {
+                shown.set_length(progress.total.max(0) as u64);
+                shown.set_position(progress.done.max(0) as u64);
+            } else {
+                println!("{}", json!({ "event": "progress", "projection": name, "progress": progress }));
+            }
+        })
+        .await
+        .map_err(operation_failure)?;
+    shown.finish_and_clear();
+    if !caught_up {
+        rebuild.pause().await.map_err(operation_failure)?;
+        eprintln!("Stopped; `eventline rebuild start {name}` resumes where this left off.");
+        return Ok(());
+    }
+    println!("{}", json!({ "event": "caught_up", "projection": name, "generation": rebuild.generation.generation }));
+    if args.diff {
+        print_diff(&rebuild).await?;
+    }
+    if args.cutover {
+        let generation = rebuild.cutover(i64::MAX, &actor(&args.target.actor)).await.map_err(operation_failure)?;
+        println!("{}", json!({ "event": "cutover", "projection": name, "live_generation": generation }));
+    } else {
+        rebuild.pause().await.map_err(operation_failure)?;
+        eprintln!(
+            "Caught up. Compare with `eventline rebuild diff {name}`; switch readers with `eventline rebuild cutover {name}`."
+        );
+    }
+    Ok(())
+}
+
+async fn print_diff(rebuild: &Rebuild) -> Outcome {
+    let diffs = rebuild.diff().await.map_err(operation_failure)?;
+    for diff in diffs {
+        println!(
+            "{}",
+            json!({
+                "event": "diff",
+                "table": diff.table,
+                "equal": diff.equal(),
+                "live": { "rows": diff.live_rows, "checksum": diff.live_checksum },
+                "rebuilt": { "generation": rebuild.generation.generation, "rows": diff.other_rows, "checksum": diff.other_checksum },
+            })
+        );
+    }
+    Ok(())
+}
+
+fn filter(projection: Option<&str>, args: &DlqFilterArgs, limit: i64) -> DeadLetterFilter {
+    DeadLetterFilter {
+        projection: projection.map(str::to_string),
+        key: args.key.clone(),
+        kind: args.kind.clone(),
+        reason_contains: args.reason.clone(),
+        limit,
+    }
+}
+
+pub async fn dlq(settings: &Settings, command: &DlqCommand) -> Outcome {
+    let store = connect(settings).await?;
+    let mut out = std::io::stdout().lock();
+    match command {
+        DlqCommand::List(args) => {
+            let letters =
+                store.find_dead_letters(&filter(args.projection.as_deref(), &args.filter, args.limit)).await?;
+            if !args.json {
+                writeln!(
+                    out,
+                    "{:>8}  {:<20} {:<28} {:>18}  {:<20} {:<11} reason",
+                    "id", "projection", "topic", "partition@offset", "key", "kind"
+                )?;
+            }
+            for l in letters {
+                if args.json {
+                    serde_json::to_writer(
+                        &mut out,
+                        &json!({
+                            "id": l.id, "projection": l.projection, "topic": l.topic, "partition": l.partition,
+                            "offset": l.offset, "key": l.record_key, "event_id": l.event_id, "event_type": l.event_type,
+                            "kind": l.reason_kind, "reason": l.reason, "created_at": l.created_at,
+                        }),
+                    )?;
+                    writeln!(out)?;
+                } else {
+                    writeln!(
+                        out,
+                        "{:>8}  {:<20} {:<28} {:>18}  {:<20} {:<11} {}",
+                        l.id,
+                        l.projection,
+                        l.topic,
+                        format!("{}@{}", l.partition, l.offset),
+                        l.record_key.as_deref().unwrap_or("-"),
+                        l.reason_kind,
+                        l.reason
+                    )?;
+                }
+            }
+        }
+        DlqCommand::Show(args) => {
+            let record = store.dead_record(args.id).await?.ok_or_else(|| Failure {
+                code: EXIT_INVALID_INPUT,
+                error: anyhow!("there is no dead letter {}", args.id),
+            })?;
+            let l = &record.letter;
+            let payload = record.payload.as_deref().map(|p| {
+                serde_json::from_slice::<serde_json::Value>(p).unwrap_or_else(|_| String::from_utf8_lossy(p).into())
+            });
+            serde_json::to_writer_pretty(
+                &mut out,
+                &json!({
+                    "id": l.id, "projection": l.projection, "topic": l.topic, "partition": l.partition, "offset": l.offset,
+                    "key": l.record_key, "event_id": l.event_id, "event_type": l.event_type, "kind": l.reason_kind,
+                    "reason": l.reason, "created_at": l.created_at, "record_time": record.record_time,
+                    "headers": record.headers, "payload": payload,
+                }),
+            )?;
+            writeln!(out)?;
+        }
+        DlqCommand::Retry(args) => {
+            let registry = load_registry(settings)?;
+            let target = match (&args.key, args.id) {
+                (Some(key), _) => Target::Key(key.clone()),
+                (None, Some(id)) => Target::Id(id),
+                (None, None) => unreachable!("clap requires --key or --id"),
+            };
+            let report = projection(&args.projection)
+                .retry_dead_letters(&store, &registry, &target, None, &actor(&args.actor))
+                .await
+                .map_err(dlq_failure)?;
+            writeln!(out, "{}", serde_json::to_string(&report)?)?;
+            if let Some(reason) = &report.reason {
+                return Err(Failure {
+                    code: EXIT_INVALID_INPUT,
+                    error: anyhow!(
+                        "dead letter {} still fails: {reason}; {} applied, {} still waiting",
+                        report.still_dead[0],
+                        report.applied.len(),
+                        report.still_dead.len()
+                    ),
+                });
+            }
+        }
+        DlqCommand::Skip(args) => {
+            let registry = load_registry(settings)?;
+            let report = projection(&args.projection)
+                .retry_dead_letters(
+                    &store,
+                    &registry,
+                    &Target::Id(args.id),
+                    Some((args.id, &args.reason)),
+                    &actor(&args.actor),
+                )
+                .await
+                .map_err(dlq_failure)?;
+            writeln!(out, "{}", serde_json::to_string(&report)?)?;
+        }
+        DlqCommand::Purge(args) => {
+            if !args.yes {
+                return Err(Failure {
+                    code: 2,
+                    error: anyhow!("purged dead letters are gone for good; pass --yes to confirm"),
+                });
+            }
+            let purged = dlq::purge(
+                &store,
+                &filter(Some(&args.projection), &args.filter, 0),
+                &args.because,
+                &actor(&args.actor),
+            )
+            .await
+            .map_err(dlq_failure)?;
+            writeln!(out, "{}", json!({ "purged": purged.iter().map(|l| l.id).collect::<Vec<_>>() }))?;
+        }
+        DlqCommand::Log(args) => {
+            for entry in store.audit_log(args.projection.as_deref(), args.limit).await? {
+                serde_json::to_writer(
+                    &mut out,
+                    &json!({
+                        "id": entry.id, "at": entry.at, "actor": entry.actor, "action": entry.action,
+                        "projection": entry.projection, "target": entry.target, "reason": entry.reason,
+                        "outcome": entry.outcome,
+                    }),
+                )?;
+                writeln!(out)?;
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
+}
