@@ -90,7 +90,8 @@ async fn retry_after_the_fix_applies_parked_events_in_order_and_skip_moves_on() 
     wait_until("every event to be passed", || async { env.applied_through("account_balances").await == 9 }).await;
     assert_eq!(
         letters(&env, a).await,
-        [("wd-big".into(), "invalid".into()), ("dep-a2".into(), "parked".into()), ("wd-a2".into(), "parked".into())],
+        // An event refused by its contract has no trusted id.
+        [("".into(), "invalid".into()), ("dep-a2".into(), "parked".into()), ("wd-a2".into(), "parked".into())],
         "log: {}",
         worker.log()
     );
@@ -100,9 +101,10 @@ async fn retry_after_the_fix_applies_parked_events_in_order_and_skip_moves_on() 
     // Listing filters by projection, key, kind and reason.
     let listed = env.run(&["dlq", "list", "--projection", "account_balances", "--kind", "parked", "--json"]);
     assert!(listed.status.success(), "{}", stderr(&listed));
-    let ids: Vec<String> =
+    let mut ids: Vec<String> =
         stdout(&listed).lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["event_id"].to_string()).collect();
-    assert_eq!(ids, ["\"dep-a2\"", "\"wd-a2\"", "\"dep-b2\""]);
+    ids.sort();
+    assert_eq!(ids, ["\"dep-a2\"", "\"dep-b2\"", "\"wd-a2\""]);
     let by_reason = env.run(&["dlq", "list", "--reason", "HOLDS EUR, not usd", "--json"]);
     let found: Vec<Value> = stdout(&by_reason).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(found.len(), 1, "{}", stdout(&by_reason));
