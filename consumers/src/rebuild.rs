@@ -406,8 +406,9 @@ impl Rebuild {
             outcome: json!({ "live_positions": live_positions }),
         };
         frozen.switch(&self.generation, live, false, audit).await?;
-        self.store.copy_applied_since(&self.generation.schema(), name, &live_positions).await?;
         self.generation_store.close().await;
+        self.store.copy_applied_since(&self.generation.schema(), name, &live_positions).await?;
+        self.store.drop_live_schema(name, self.generation.generation).await?;
         Ok(self.generation.generation)
     }
 
@@ -441,6 +442,7 @@ pub async fn rollback(store: &Store, projection: Projection, actor: &str) -> Res
         outcome: json!({ "live_positions": frozen.positions }),
     };
     frozen.switch(target, live, true, audit).await?;
+    store.drop_live_schema(name, target.generation).await?;
     Ok((target.generation, live))
 }
 

@@ -324,11 +324,24 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected();
-        sqlx::query(&format!("DELETE FROM {}.eventline_applied_events WHERE projection = $1", quoted(schema)))
-            .bind(projection)
-            .execute(&self.pool)
-            .await?;
         Ok(copied)
+    }
+
+    /// Drops what is left of the live generation's own schema after a switch (empty runtime
+    /// tables and applied ids already copied): while live, its tables are in `public`.
+    pub async fn drop_live_schema(&self, projection: &str, generation: i32) -> Result<(), Error> {
+        let live: Option<String> = sqlx::query_scalar!(
+            "SELECT state FROM eventline_generations WHERE projection = $1 AND generation = $2 AND state = 'live'",
+            projection,
+            generation
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        if live.is_some() {
+            let schema = generation_schema(projection, generation);
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quoted(&schema))).execute(&self.pool).await?;
+        }
+        Ok(())
     }
 
     /// Drops a generation that is not live: its schema and its row.

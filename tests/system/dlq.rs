@@ -233,7 +233,16 @@ async fn purge_forgets_and_bad_dlq_input_is_refused_with_nothing_changed() {
     assert!(env.store.audit_log(None, 10).await.unwrap().is_empty(), "refusals are not actions");
 
     let purged = env.run(&[
-        "dlq", "purge", "account_balances", "--key", "ghost", "--because", "test data", "--yes", "--actor", "ops",
+        "dlq",
+        "purge",
+        "account_balances",
+        "--key",
+        "ghost",
+        "--because",
+        "test data",
+        "--yes",
+        "--actor",
+        "ops",
     ]);
     assert!(purged.status.success(), "{}", stderr(&purged));
     assert!(letters(&env, "ghost").await.is_empty());

@@ -52,7 +52,16 @@ async fn status_shows_positions_owners_and_fails_when_behind() {
     );
     let table = stdout(&behind);
     assert!(table.starts_with("account_balances  generation 1  lag 5 events / "), "{table}");
-    assert!(table.lines().nth(1).unwrap().split_whitespace().eq(["topic", "partition", "stored", "end", "lag", "lag", "(s)", "owner"]));
+    assert!(table.lines().nth(1).unwrap().split_whitespace().eq([
+        "topic",
+        "partition",
+        "stored",
+        "end",
+        "lag",
+        "lag",
+        "(s)",
+        "owner"
+    ]));
     let within = env.run(&["status", "account_balances", "--max-lag-events", "5"]);
     assert_eq!(within.status.code(), Some(0), "the same lag within a higher threshold: {}", stderr(&within));
     let unknown = env.run(&["status", "nope"]);
@@ -130,7 +139,8 @@ async fn replay_from_a_time_keeps_exactly_the_daily_events_from_then_on() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     env.publish("after.ndjson", &activity(&after));
     let all_applied = || async {
-        env.applied_through("daily_activity").await == total && env.applied_through("feature_usage_daily").await == total
+        env.applied_through("daily_activity").await == total
+            && env.applied_through("feature_usage_daily").await == total
     };
     wait_until("every activity event to be applied", all_applied).await;
 
@@ -185,7 +195,8 @@ async fn replay_from_a_time_keeps_exactly_the_daily_events_from_then_on() {
 #[tokio::test(flavor = "multi_thread")]
 async fn tail_exports_exactly_a_time_range() {
     let env = TestEnv::new().await;
-    let batch = |name: &str| -> Vec<Value> { (0..9).map(|i| opened(&format!("{name}-{i}"), &format!("k{i}"))).collect() };
+    let batch =
+        |name: &str| -> Vec<Value> { (0..9).map(|i| opened(&format!("{name}-{i}"), &format!("k{i}"))).collect() };
     env.publish("first.ndjson", &batch("first"));
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let from = chrono::Utc::now();

@@ -79,7 +79,10 @@ async fn write_and_read_back(
         let status = read.status();
         let body: Value = read.json().await.unwrap_or(Value::Null);
         if status != 200 || body["balance_minor"].as_i64() != Some(want) {
-            failures.lock().unwrap().push(format!("read-your-write {written} of {account}: {status} {body}, want {want}"));
+            failures
+                .lock()
+                .unwrap()
+                .push(format!("read-your-write {written} of {account}: {status} {body}, want {want}"));
         }
         written += 1;
     }
@@ -87,7 +90,12 @@ async fn write_and_read_back(
 }
 
 /// Reads accounts one by one and in pages as fast as it can; every answer must be a 200.
-async fn read_in_a_loop(up: &HttpProcess, accounts: &[String], stop: &AtomicBool, failures: &Mutex<Vec<String>>) -> usize {
+async fn read_in_a_loop(
+    up: &HttpProcess,
+    accounts: &[String],
+    stop: &AtomicBool,
+    failures: &Mutex<Vec<String>>,
+) -> usize {
     let mut reads = 0;
     while !stop.load(Ordering::Relaxed) {
         let path = if reads % 3 == 0 {
@@ -120,7 +128,8 @@ async fn a_rebuild_under_load_cuts_over_with_no_failed_query_and_rolls_back() {
     let failures = Mutex::new(Vec::new());
 
     let rebuild = {
-        let command = env.command(&["rebuild", "start", "account_balances", "--diff", "--cutover", "--progress", "json"]);
+        let command =
+            env.command(&["rebuild", "start", "account_balances", "--diff", "--cutover", "--progress", "json"]);
         tokio::task::spawn_blocking(move || {
             let mut command = command;
             command.output().expect("rebuild runs")
@@ -151,6 +160,7 @@ async fn a_rebuild_under_load_cuts_over_with_no_failed_query_and_rolls_back() {
     let failures = failures.into_inner().unwrap();
     assert!(failures.is_empty(), "{} failed of {reads} reads and {written} writes: {failures:#?}", failures.len());
     assert!(written >= 3 && reads >= 100, "the load ran: {written} writes, {reads} reads");
+    eprintln!("under load: {written} writes read back, {reads} reads, none failed");
 
     // The new generation serves, and equals a recomputation from the topic.
     let after = status(&env).await;
@@ -203,7 +213,10 @@ async fn a_rebuild_after_the_handler_changed_produces_the_new_shape() {
     assert!(built.status.success(), "{}", stderr(&built));
     let printed = lines(&stdout(&built));
     let diff = events(&printed, "diff")[0];
-    assert_eq!((diff["equal"].as_bool(), diff["live"]["rows"].as_i64(), diff["rebuilt"]["rows"].as_i64()), (Some(false), Some(10), Some(10)));
+    assert_eq!(
+        (diff["equal"].as_bool(), diff["live"]["rows"].as_i64(), diff["rebuilt"]["rows"].as_i64()),
+        (Some(false), Some(10), Some(10))
+    );
     assert_ne!(diff["live"]["checksum"], diff["rebuilt"]["checksum"]);
     assert_eq!(AccountsScenario::actual(&env.store).await, stale, "readers still see the live generation");
     assert!(stderr(&built).contains("switch readers with `eventline rebuild cutover account_balances`"));
@@ -221,7 +234,9 @@ async fn bad_rebuild_requests_are_refused_and_change_nothing() {
     let scenario = AccountsScenario::generate(&env.id, 10, 3_000, rand::random());
     env.publish("events.ndjson", &scenario.events);
     let name = "account_balances";
-    let generations = || psql(&env, "SELECT string_agg(generation || ':' || state, ',' ORDER BY generation) FROM eventline_generations");
+    let generations = || {
+        psql(&env, "SELECT string_agg(generation || ':' || state, ',' ORDER BY generation) FROM eventline_generations")
+    };
 
     let refusals: [(&[&str], i32, String); 5] = [
         (&["rebuild", "start", "nope"], 2, "invalid value 'nope' for '<PROJECTION>'".into()),
@@ -247,18 +262,13 @@ async fn bad_rebuild_requests_are_refused_and_change_nothing() {
 
     // A slow rebuild (one event per batch) holds the projection: a second one, a cutover or a
     // replay meanwhile is refused.
-    let slow = env.spawn(
-        "rebuild",
-        &["rebuild", "start", name, "--progress", "json"],
-        &[("EVENTLINE_BATCH_MAX_EVENTS", "1")],
-    );
+    let slow =
+        env.spawn("rebuild", &["rebuild", "start", name, "--progress", "json"], &[("EVENTLINE_BATCH_MAX_EVENTS", "1")]);
     wait_until("the rebuild to start", || async { slow.log().contains("\"event\":\"started\"") }).await;
     let busy = "error: another rebuild, cutover, rollback, cleanup or replay of account_balances is running; wait for it to finish\n";
-    for args in [
-        &["rebuild", "start", name][..],
-        &["rebuild", "cutover", name],
-        &["replay", name, "--from", "earliest"],
-    ] {
+    for args in
+        [&["rebuild", "start", name][..], &["rebuild", "cutover", name], &["replay", name, "--from", "earliest"]]
+    {
         let output = env.run(args);
         assert_eq!(output.status.code(), Some(75), "{args:?}: {}", stderr(&output));
         assert_eq!(stderr(&output), busy, "{args:?}");
@@ -273,7 +283,12 @@ async fn bad_rebuild_requests_are_refused_and_change_nothing() {
     assert_eq!(early.status.code(), Some(75), "{}", stderr(&early));
     let message = stderr(&early);
     assert!(message.starts_with("error: generation 2 of account_balances has not caught up: "), "{message}");
-    assert!(message.ends_with(" events behind (a cutover allows 0); let `eventline rebuild start account_balances` finish first\n"), "{message}");
+    assert!(
+        message.ends_with(
+            " events behind (a cutover allows 0); let `eventline rebuild start account_balances` finish first\n"
+        ),
+        "{message}"
+    );
     assert_eq!(generations(), "1:live,2:building");
     assert!(env.store.account_balances().await.unwrap().is_empty(), "no worker ran: the live generation is untouched");
 
