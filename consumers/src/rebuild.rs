@@ -85,6 +85,8 @@ impl StartFrom {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Progress {
     pub generation: i32,
+    /// Seconds since this process began catching up.
+    pub elapsed_seconds: f64,
     /// Records read and committed by the generation.
     pub done: i64,
     /// Records on its topics from where it started.
@@ -287,32 +289,41 @@ impl Rebuild {
         Ok(())
     }
 
-    /// Where the generation stands against the end offsets now.
-    async fn measure(&self) -> Result<(i64, i64), OperationError> {
+    /// Where the generation stands in each partition: (topic, partition, its next offset, the
+    /// earliest retained offset, the end offset).
+    async fn positions(&self) -> Result<Vec<(String, i32, i64, i64, i64)>, OperationError> {
         let stored = self.store.generation_checkpoints(&self.generation.schema(), self.projection.name()).await?;
-        let (mut done, mut total) = (0, 0);
+        let mut positions = Vec::new();
         for topic in topics(&self.settings, self.projection) {
             for mark in admin::watermarks(&self.settings.kafka, &topic, self.settings.connect_timeout).await? {
                 let at = stored
                     .iter()
                     .find(|c| c.topic == topic && c.partition == mark.partition)
                     .map_or(mark.low, |c| c.next_offset.max(mark.low));
-                done += at - mark.low;
-                total += mark.high - mark.low;
+                positions.push((topic.clone(), mark.partition, at, mark.low, mark.high));
             }
         }
-        Ok((done, total))
+        Ok(positions)
     }
 
-    /// Runs the generation's worker until it has read everything on its topics (as measured
-    /// once a second), reporting progress; the worker keeps running for a cutover.
+    /// Records read by the generation, and records on its topics.
+    async fn measure(&self) -> Result<(i64, i64), OperationError> {
+        let positions = self.positions().await?;
+        Ok((positions.iter().map(|p| p.2 - p.3).sum(), positions.iter().map(|p| p.4 - p.3).sum()))
+    }
+
+    /// Runs the generation's worker until it has read everything on its topics, reporting
+    /// progress once a second; the worker keeps running for a cutover. With live traffic the end
+    /// moves on, so caught up means: past every end offset of the previous report.
     pub async fn catch_up(
         &mut self,
         shutdown: &CancellationToken,
         mut report: impl FnMut(&Progress),
     ) -> Result<bool, OperationError> {
         self.start_worker();
+        let began = Instant::now();
         let mut last: Option<(Instant, i64)> = None;
+        let mut previous_ends = None;
         let mut ticks = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
@@ -326,21 +337,30 @@ impl Rebuild {
                 self.stop_worker().await?;
                 self.start_worker();
             }
-            let (done, total) = self.measure().await?;
+            let positions = self.positions().await?;
+            let done: i64 = positions.iter().map(|p| p.2 - p.3).sum();
+            let total: i64 = positions.iter().map(|p| p.4 - p.3).sum();
+            let passed_previous_ends = previous_ends.as_ref().is_some_and(|ends: &Vec<(String, i32, i64)>| {
+                ends.iter().all(|(topic, partition, end)| {
+                    positions.iter().any(|p| &p.0 == topic && p.1 == *partition && p.2 >= *end)
+                })
+            });
+            previous_ends = Some(positions.iter().map(|p| (p.0.clone(), p.1, p.4)).collect());
             let now = Instant::now();
             let rate = last.map_or(0.0, |(at, before)| (done - before) as f64 / now.duration_since(at).as_secs_f64());
             let lag = total - done;
             let progress = Progress {
                 generation: self.generation.generation,
+                elapsed_seconds: now.duration_since(began).as_secs_f64(),
                 done,
                 total,
                 lag,
                 rate,
                 eta_seconds: (rate > 0.0).then(|| lag as f64 / rate),
-                caught_up: lag == 0,
+                caught_up: lag == 0 || passed_previous_ends,
             };
             report(&progress);
-            if lag == 0 {
+            if progress.caught_up {
                 self.store.mark_caught_up(self.projection.name(), self.generation.generation).await?;
                 return Ok(true);
             }

@@ -14,6 +14,21 @@ const SUBCOMMANDS: &[&[&str]] = &[
     &["publish"],
     &["schemas"],
     &["schemas", "check"],
+    &["status"],
+    &["rebuild"],
+    &["rebuild", "start"],
+    &["rebuild", "diff"],
+    &["rebuild", "cutover"],
+    &["rebuild", "rollback"],
+    &["rebuild", "cleanup"],
+    &["replay"],
+    &["dlq"],
+    &["dlq", "list"],
+    &["dlq", "show"],
+    &["dlq", "retry"],
+    &["dlq", "skip"],
+    &["dlq", "purge"],
+    &["dlq", "log"],
     &["loadgen"],
 ];
 
@@ -47,6 +62,10 @@ fn top_level_help_lists_exactly_the_working_subcommands() {
             "topics",
             "publish",
             "schemas",
+            "status",
+            "rebuild",
+            "replay",
+            "dlq",
             "loadgen",
             "help"
         ]
