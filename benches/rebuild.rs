@@ -123,7 +123,10 @@ async fn main() {
         options.live_rate,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    println!("{:<22} {:>16} {:>16} {:>9} {:>12}", "projection", "steady (ev/s)", "rebuild (ev/s)", "ratio", "rebuild time");
+    println!(
+        "{:<22} {:>16} {:>16} {:>9} {:>12}",
+        "projection", "steady (ev/s)", "rebuild (ev/s)", "ratio", "rebuild time"
+    );
 
     for (projection, base) in [
         ("account_balances", "accounts.events"),
@@ -157,7 +160,8 @@ async fn main() {
         // (b) Rebuild beside it while live traffic goes on.
         let live = CancellationToken::new();
         let writer = {
-            let (publisher, registry, live, rate) = (publisher.clone(), registry.clone(), live.clone(), options.live_rate);
+            let (publisher, registry, live, rate) =
+                (publisher.clone(), registry.clone(), live.clone(), options.live_rate);
             let base = base.to_string();
             tokio::spawn(async move {
                 let mut events = traffic(&registry, &base, &format!("live{}", rand::random::<u32>()));

@@ -75,6 +75,7 @@ pub(crate) async fn retry<H: Handler>(
 ) -> Result<RetryReport, DlqError> {
     let projection = H::NAME;
     let mut tx = store.begin().await?;
+    tx.enter_projection(projection).await?;
     let (key, id) = match target {
         Target::Key(key) => (Some(key.clone()), 0),
         Target::Id(id) => {

@@ -394,7 +394,10 @@ impl Rebuild {
             .into_iter()
             .find(|g| g.state == GenerationState::Live)
             .map_or(1, |g| g.generation);
-        self.start_worker();
+        // Close the gap first, so the live writers are held only for the last few events.
+        if !self.catch_up(&CancellationToken::new(), |_| {}).await? {
+            unreachable!("a token nobody cancels");
+        }
         let frozen = self.store.freeze(name, tables(self.projection)).await?;
         let deadline = Instant::now() + CUTOVER_WAIT;
         loop {

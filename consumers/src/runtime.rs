@@ -310,6 +310,7 @@ impl<H: Handler> Worker<H> {
             self.batch.iter().map(|r| r.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned())).collect();
 
         let mut tx = self.store.begin().await?;
+        tx.enter_projection(name).await?;
         let mut distinct_keys: Vec<String> = keys.iter().flatten().cloned().collect();
         distinct_keys.sort();
         distinct_keys.dedup();

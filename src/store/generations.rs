@@ -127,6 +127,20 @@ fn lock_tables_sql(tables: &[&str], mode: &str) -> String {
     format!("LOCK TABLE {} IN {mode} MODE", names.join(", "))
 }
 
+impl StoreTx {
+    /// Takes the write lock every writer of `projection`'s tables takes first (ROW EXCLUSIVE on
+    /// each, as named in this connection's `search_path`), so a freeze or a reset waits for writers
+    /// already inside and holds back the next ones before they lock any row: no deadlock.
+    pub async fn enter_projection(&mut self, projection: &str) -> Result<(), Error> {
+        let Some(tables) = crate::projections::tables(projection) else {
+            return Ok(());
+        };
+        let names: Vec<String> = tables.iter().map(|t| quoted(t)).collect();
+        sqlx::query(&format!("LOCK TABLE {} IN ROW EXCLUSIVE MODE", names.join(", "))).execute(&mut *self.tx).await?;
+        Ok(())
+    }
+}
+
 impl Store {
     /// Takes the operations lock of `projection`; `None` when another process holds it.
     pub async fn try_operation_lock(&self, projection: &str) -> Result<Option<OperationLock>, Error> {

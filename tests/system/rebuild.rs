@@ -43,13 +43,16 @@ fn psql(env: &TestEnv, sql: &str) -> String {
     stdout(&output).trim().to_string()
 }
 
+/// Per account: balance, events applied, channel of the latest deposit.
+type Balances = BTreeMap<String, (i64, i64, Option<String>)>;
+
 /// Writes deposits through the gateway one at a time, reading each back with its consistency
 /// token: the answer must include the write, before, during and after the cutover.
 async fn write_and_read_back(
     up: &HttpProcess,
     key: &str,
     accounts: &[String],
-    expected: &Mutex<BTreeMap<String, (i64, i64, Option<String>)>>,
+    expected: &Mutex<Balances>,
     stop: &AtomicBool,
     failures: &Mutex<Vec<String>>,
 ) -> usize {
