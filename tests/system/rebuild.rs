@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use eventline_store::generations::GenerationState;
+use eventline_store::Store;
 use serde_json::{json, Value};
 
 use crate::helpers::{stderr, stdout, wait_until, AccountsScenario, HttpProcess, TestEnv};
@@ -223,6 +225,16 @@ async fn a_rebuild_after_the_handler_changed_produces_the_new_shape() {
     assert_ne!(diff["live"]["checksum"], diff["rebuilt"]["checksum"]);
     assert_eq!(AccountsScenario::actual(&env.store).await, stale, "readers still see the live generation");
     assert!(stderr(&built).contains("switch readers with `eventline rebuild cutover account_balances`"));
+    // A handler writing the rebuilt generation is told so; its queries reach that generation.
+    let generations = env.store.generations("account_balances").await.unwrap();
+    let building = generations.iter().find(|g| g.state == GenerationState::Building).unwrap();
+    assert_eq!(building.schema(), "eventline_gen_account_balances_2");
+    let rebuilt =
+        Store::connect_rebuilding(&env.database_url, 1, Duration::from_secs(10), &building.schema()).await.unwrap();
+    assert!(rebuilt.begin().await.unwrap().rebuilding());
+    assert!(!env.store.begin().await.unwrap().rebuilding());
+    assert_eq!(AccountsScenario::actual(&rebuilt).await, scenario.expected, "the new generation's rows");
+    rebuilt.close().await;
 
     let switched = env.run(&["rebuild", "cutover", "account_balances"]);
     assert!(switched.status.success(), "{}", stderr(&switched));
