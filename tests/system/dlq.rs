@@ -6,25 +6,8 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
+use crate::events::{account_event, deposit, opened, withdrawal};
 use crate::helpers::{stderr, stdout, wait_until, TestEnv};
-
-fn account_event(id: &str, event_type: &str, account: &str, data: Value) -> Value {
-    let mut data = data;
-    data["account_id"] = json!(account);
-    json!({"specversion": "1.0", "id": id, "source": "/t", "type": event_type, "subject": account, "data": data})
-}
-
-fn opened(id: &str, account: &str) -> Value {
-    account_event(id, "accounts.AccountOpened", account, json!({"owner": "o", "currency": "EUR"}))
-}
-
-fn deposit(id: &str, account: &str, amount: i64) -> Value {
-    account_event(id, "accounts.FundsDeposited", account, json!({"amount_minor": amount, "currency": "EUR"}))
-}
-
-fn withdrawal(id: &str, account: &str, amount: i64) -> Value {
-    account_event(id, "accounts.FundsWithdrawn", account, json!({"amount_minor": amount, "currency": "EUR"}))
-}
 
 /// A copy of the built-in registry whose withdrawal contract is too strict (at most 2000): the
 /// kind of mistake a later deployment fixes.

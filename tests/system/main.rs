@@ -12,6 +12,7 @@ mod compose;
 mod config_errors;
 mod dlq;
 mod end_to_end;
+mod events;
 mod gateway;
 mod helpers;
 mod operator;

@@ -1,18 +1,14 @@
 //! Operator commands against real services: `status` (table, JSON, exit code as a health check),
 //! `replay` in place (picked up by running workers), and `tail --to` exports of a time range.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use crate::events::opened;
 use crate::helpers::{stderr, stdout, wait_until, AccountsScenario, TestEnv};
-use crate::scenario::ReferenceScenario;
-
-fn opened(id: &str, account: &str) -> Value {
-    json!({"specversion": "1.0", "id": id, "source": "/t", "type": "accounts.AccountOpened", "subject": account,
-           "data": {"account_id": account, "owner": "o", "currency": "EUR"}})
-}
+use crate::scenario::{actual_daily, actual_features, ReferenceScenario};
 
 fn json_of(output: &std::process::Output) -> Value {
     serde_json::from_str(&stdout(output)).unwrap_or_else(|e| panic!("{e}: {}", stdout(output)))
@@ -170,23 +166,7 @@ async fn replay_from_a_time_keeps_exactly_the_daily_events_from_then_on() {
     let expected_daily = after.daily.clone();
     let expected_features = after.features.clone();
     wait_until("the rows to hold exactly the events from the time on", || async {
-        let daily: BTreeMap<_, _> = env
-            .store
-            .daily_activity()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|d| (d.day, (d.active_users, d.page_views)))
-            .collect();
-        let features: BTreeMap<_, _> = env
-            .store
-            .feature_usage_daily()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|f| ((f.day, f.feature), (f.uses, f.unique_users)))
-            .collect();
-        daily == expected_daily && features == expected_features
+        actual_daily(&env.store).await == expected_daily && actual_features(&env.store).await == expected_features
     })
     .await;
     drop(worker);

@@ -8,29 +8,12 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
+use crate::events::{deposit, opened, withdrawal};
 use crate::helpers::{wait_until, wait_until_reporting, Process, TestEnv};
 use crate::scenario::ReferenceScenario;
 
 fn seed() -> u64 {
     rand::random()
-}
-
-fn account_event(id: &str, event_type: &str, account: &str, data: Value) -> Value {
-    let mut data = data;
-    data["account_id"] = json!(account);
-    json!({"specversion": "1.0", "id": id, "source": "/t", "type": event_type, "subject": account, "data": data})
-}
-
-fn opened(id: &str, account: &str) -> Value {
-    account_event(id, "accounts.AccountOpened", account, json!({"owner": "o", "currency": "EUR"}))
-}
-
-fn deposit(id: &str, account: &str, amount: i64) -> Value {
-    account_event(id, "accounts.FundsDeposited", account, json!({"amount_minor": amount, "currency": "EUR"}))
-}
-
-fn withdrawal(id: &str, account: &str, amount: i64) -> Value {
-    account_event(id, "accounts.FundsWithdrawn", account, json!({"amount_minor": amount, "currency": "EUR"}))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -15,6 +15,18 @@ pub type ProjectExpectation = (i32, i32, i64);
 /// Per (project, task): completed?, assignee.
 pub type TaskExpectation = (bool, Option<String>);
 
+/// The `daily_activity` rows: per day, active users and page views.
+pub async fn actual_daily(store: &eventline_store::Store) -> BTreeMap<NaiveDate, (i32, i64)> {
+    let rows = store.daily_activity().await.unwrap();
+    rows.into_iter().map(|d| (d.day, (d.active_users, d.page_views))).collect()
+}
+
+/// The `feature_usage_daily` rows: per day and feature, uses and unique users.
+pub async fn actual_features(store: &eventline_store::Store) -> BTreeMap<(NaiveDate, String), (i64, i32)> {
+    let rows = store.feature_usage_daily().await.unwrap();
+    rows.into_iter().map(|f| ((f.day, f.feature), (f.uses, f.unique_users))).collect()
+}
+
 pub struct ReferenceScenario {
     /// All events, domains interleaved, each key's events in order.
     pub events: Vec<Value>,
@@ -97,24 +109,8 @@ impl ReferenceScenario {
             })
             .collect();
         assert_eq!(tasks, self.tasks, "tasks; {context}");
-        let daily: BTreeMap<NaiveDate, (i32, i64)> = env
-            .store
-            .daily_activity()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|d| (d.day, (d.active_users, d.page_views)))
-            .collect();
-        assert_eq!(daily, self.daily, "daily_activity; {context}");
-        let features: BTreeMap<(NaiveDate, String), (i64, i32)> = env
-            .store
-            .feature_usage_daily()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|f| ((f.day, f.feature), (f.uses, f.unique_users)))
-            .collect();
-        assert_eq!(features, self.features, "feature_usage_daily; {context}");
+        assert_eq!(actual_daily(&env.store).await, self.daily, "daily_activity; {context}");
+        assert_eq!(actual_features(&env.store).await, self.features, "feature_usage_daily; {context}");
     }
 
     /// Whether every projection has passed every event of its topics.

@@ -1,13 +1,9 @@
 //! `eventline tail`: reading a topic from the start, an offset or a time, once or following.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use crate::events::opened;
 use crate::helpers::{stderr, stdout, wait_until, TestEnv};
-
-fn opened(id: &str, account: &str) -> Value {
-    json!({"specversion": "1.0", "id": id, "source": "/t", "type": "accounts.AccountOpened", "subject": account,
-           "data": {"account_id": account, "owner": "o", "currency": "EUR"}})
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tail_reads_from_the_start_an_offset_or_a_time_and_follows() {
