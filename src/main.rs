@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod ingest;
+mod metrics;
 mod operate;
 mod serve;
 
@@ -46,6 +47,10 @@ fn main() -> ExitCode {
 
 async fn run(command: Command, settings: Settings) -> commands::Outcome {
     let shutdown = shutdown_on_signal();
+    if matches!(command, Command::Up(_) | Command::Gateway(_) | Command::Api | Command::Worker(_)) {
+        // Before anything is counted, so nothing counted early is lost.
+        metrics::recorder();
+    }
     match command {
         Command::Up(args) => {
             // Either half failing stops the other.

@@ -68,7 +68,7 @@ pub async fn http(
         readiness.extend(service.readiness);
         openapi.push(service.openapi);
     }
-    let app = eventline_http::app(router, readiness, openapi);
+    let app = eventline_http::app(router, readiness, openapi, crate::metrics::recorder());
     eventline_http::serve(listener, app, shutdown).await.context("the HTTP server failed")?;
     store.close().await;
     Ok(())

@@ -429,6 +429,13 @@ impl<H: Handler> Worker<H> {
             self.positions.insert(tp.clone(), Some(*next));
         }
         self.consumer.mirror_progress(&written);
+        let labels = [("projection", name)];
+        metrics::counter!("eventline_events_consumed_total", &labels).increment(self.batch.len() as u64);
+        metrics::counter!("eventline_events_applied_total", &labels).increment(applied as u64);
+        metrics::counter!("eventline_events_duplicate_total", &labels).increment(duplicates);
+        metrics::counter!("eventline_events_dead_lettered_total", &labels).increment(dead.len() as u64);
+        metrics::histogram!("eventline_batch_size_events", &labels).record(self.batch.len() as f64);
+        metrics::histogram!("eventline_batch_apply_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
         self.report.batches += 1;
         self.report.applied += applied as u64;
         self.report.duplicates += duplicates;

@@ -27,6 +27,11 @@ pub use problem::Problem;
 /// Longest wait for in-flight requests when stopping.
 const DRAIN_FOR: Duration = Duration::from_secs(10);
 
+/// The process's metrics in the Prometheus text format, served at `/metrics`.
+pub trait MetricsText: Send + Sync {
+    fn render(&self) -> String;
+}
+
 /// Something `/readyz` asks: the reasons it is not ready (none when it is).
 pub trait Readiness: Send + Sync {
     fn not_ready(&self) -> Pin<Box<dyn Future<Output = Vec<String>> + Send + '_>>;
@@ -36,15 +41,22 @@ pub trait Readiness: Send + Sync {
 struct Shared {
     readiness: Arc<Vec<Arc<dyn Readiness>>>,
     openapi: Arc<Value>,
+    metrics: Arc<dyn MetricsText>,
 }
 
 /// The whole application: the services' routes, plus `/healthz`, `/readyz` (asking every
-/// service), `/openapi.json` (the services' descriptions and these three), and problem answers
-/// for unknown paths and methods.
-pub fn app(routes: Router, readiness: Vec<Arc<dyn Readiness>>, services: Vec<OpenApi>) -> Router {
+/// service), `/metrics`, `/openapi.json` (the services' descriptions and these), and problem
+/// answers for unknown paths and methods. Every request is counted and timed by route.
+pub fn app(
+    routes: Router,
+    readiness: Vec<Arc<dyn Readiness>>,
+    services: Vec<OpenApi>,
+    metrics: Arc<dyn MetricsText>,
+) -> Router {
     let (common, common_api) = OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(readyz))
+        .routes(routes!(metrics_text))
         .routes(routes!(openapi_json))
         .split_for_parts();
     let info = InfoBuilder::new()
@@ -58,12 +70,37 @@ pub fn app(routes: Router, readiness: Vec<Arc<dyn Readiness>>, services: Vec<Ope
     }
     openapi.merge(common_api);
     let openapi = serde_json::to_value(&openapi).expect("the OpenAPI document serializes");
-    let shared = Shared { readiness: Arc::new(readiness), openapi: Arc::new(openapi) };
+    let shared = Shared { readiness: Arc::new(readiness), openapi: Arc::new(openapi), metrics };
     routes
         .merge(common.with_state(shared))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(count_requests))
         .layer(axum::extract::DefaultBodyLimit::disable())
+}
+
+/// Counts and times every request by route template (not the path, which would give a series
+/// per account id), method and status.
+async fn count_requests(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
+    let method = request.method().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!("eventline_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("eventline_http_requests_total", "route" => route, "method" => method, "status" => status)
+        .increment(1);
+    response
+}
+
+/// This process's metrics, in the Prometheus text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text format (version 0.0.4)", body = String, content_type = "text/plain")))]
+async fn metrics_text(State(shared): State<Shared>) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], shared.metrics.render()).into_response()
 }
 
 /// Whether the process can serve: 503 with the reasons when a dependency is not usable.

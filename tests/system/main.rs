@@ -15,6 +15,7 @@ mod end_to_end;
 mod events;
 mod gateway;
 mod helpers;
+mod metrics;
 mod operator;
 mod outbox;
 mod publish_errors;

@@ -565,7 +565,8 @@ const API_ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/features/daily"),
     ("get", "/v1/projections"),
 ];
-const COMMON_ROUTES: &[(&str, &str)] = &[("get", "/healthz"), ("get", "/readyz"), ("get", "/openapi.json")];
+const COMMON_ROUTES: &[(&str, &str)] =
+    &[("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics"), ("get", "/openapi.json")];
 
 fn documented(openapi: &Value) -> BTreeSet<(String, String)> {
     openapi["paths"]

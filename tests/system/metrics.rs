@@ -1,0 +1,114 @@
+//! `/metrics` in the Prometheus text format, scraped after known traffic: names follow the
+//! conventions, labels stay low-cardinality, values match what was sent.
+
+use std::collections::BTreeMap;
+
+use crate::events::opened;
+use crate::helpers::{wait_until, HttpProcess, TestEnv};
+
+/// One sample: name, labels, value.
+type Sample = (String, BTreeMap<String, String>, f64);
+
+/// Parses the text format's sample lines (comments skipped).
+fn parse(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').expect("a sample has a value");
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => {
+                    let labels = rest
+                        .trim_end_matches('}')
+                        .split("\",")
+                        .filter(|pair| !pair.is_empty())
+                        .map(|pair| {
+                            let (k, v) = pair.split_once('=').expect("label=value");
+                            (k.to_string(), v.trim_matches('"').to_string())
+                        })
+                        .collect();
+                    (name.to_string(), labels)
+                }
+                None => (series.to_string(), BTreeMap::new()),
+            };
+            (name, labels, value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+        .map(|(_, _, v)| *v)
+}
+
+async fn scrape(up: &HttpProcess) -> (String, Vec<Sample>) {
+    let response = up.get("/metrics").await;
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
+    assert_eq!(content_type, "text/plain; version=0.0.4");
+    let text = response.text().await.unwrap();
+    let samples = parse(&text);
+    (text, samples)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_requests_and_applied_events_by_route_and_projection() {
+    let env = TestEnv::new().await;
+    let up = env.spawn_http("up", &["up"], &[]).await;
+    let (_, key) = env.create_key("metrics", &["accounts.*"]);
+    let bearer = format!("Bearer {key}");
+    for i in 0..5 {
+        let event = opened(&format!("m{i}"), &format!("acct-{i}"));
+        let response = up
+            .post(&[("content-type", "application/cloudevents+json"), ("authorization", &bearer)], event.to_string())
+            .await;
+        assert_eq!(response.status(), 202);
+    }
+    let refused =
+        up.post(&[("content-type", "application/cloudevents+json")], opened("m9", "acct-9").to_string()).await;
+    assert_eq!(refused.status(), 401);
+    for i in 0..3 {
+        assert_eq!(up.get(&format!("/v1/accounts/acct-missing-{i}")).await.status(), 404);
+    }
+    wait_until("the five events to be applied", || async { env.applied_through("account_balances").await == 5 }).await;
+
+    let (text, samples) = scrape(&up).await;
+    let requests = |route: &str, method: &str, status: &str| {
+        value(&samples, "eventline_http_requests_total", &[("route", route), ("method", method), ("status", status)])
+    };
+    assert_eq!(requests("/v1/events", "POST", "202"), Some(5.0), "{text}");
+    assert_eq!(requests("/v1/events", "POST", "401"), Some(1.0), "{text}");
+    // The route template, not the path: one series for every account id.
+    assert_eq!(requests("/v1/accounts/{account_id}", "GET", "404"), Some(3.0), "{text}");
+    assert!(!text.contains("acct-missing"), "no id becomes a label");
+    let post_count = value(
+        &samples,
+        "eventline_http_request_duration_seconds_count",
+        &[("route", "/v1/events"), ("method", "POST")],
+    );
+    assert_eq!(post_count, Some(6.0));
+    let applied = |name: &str| value(&samples, name, &[("projection", "account_balances")]);
+    assert_eq!(applied("eventline_events_consumed_total"), Some(5.0), "{text}");
+    assert_eq!(applied("eventline_events_applied_total"), Some(5.0));
+    assert_eq!(applied("eventline_events_dead_lettered_total"), Some(0.0));
+    let batches = applied("eventline_batch_apply_duration_seconds_count").expect("batches are timed");
+    assert!(batches >= 1.0);
+    assert_eq!(applied("eventline_batch_size_events_sum"), Some(5.0));
+    assert_eq!(
+        value(&samples, "eventline_batch_size_events_bucket", &[("projection", "account_balances"), ("le", "+Inf")]),
+        Some(batches)
+    );
+
+    // Conventions: counters end in _total, durations are histograms in seconds.
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let (name, kind) = (parts[2], parts[3]);
+        assert!(name.starts_with("eventline_"), "{line}");
+        match kind {
+            "counter" => assert!(name.ends_with("_total"), "{line}"),
+            "histogram" => assert!(name.ends_with("_seconds") || name.ends_with("_events"), "{line}"),
+            other => panic!("unexpected metric type {other}: {line}"),
+        }
+    }
+}
