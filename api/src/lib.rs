@@ -9,6 +9,7 @@
 //! `consistency_token`, a query first waits until the projection passed every position in it;
 //! when `wait_ms` runs out it answers 425 `not-yet-consistent`, never older data as if fresh.
 
+pub mod gauges;
 mod params;
 mod progress;
 mod routes;

@@ -108,7 +108,43 @@ async fn metrics_count_requests_and_applied_events_by_route_and_projection() {
         match kind {
             "counter" => assert!(name.ends_with("_total"), "{line}"),
             "histogram" => assert!(name.ends_with("_seconds") || name.ends_with("_events"), "{line}"),
+            "gauge" => assert!(!name.ends_with("_total"), "{line}"),
             other => panic!("unexpected metric type {other}: {line}"),
         }
     }
+}
+
+fn sum(samples: &[Sample], name: &str, projection: &str) -> f64 {
+    samples.iter().filter(|(n, l, _)| n == name && l["projection"] == projection).map(|(_, _, v)| v).sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn freshness_gauges_show_lag_without_a_worker_and_clear_once_one_runs() {
+    let env = TestEnv::new().await;
+    let api = env.spawn_http("api", &["api"], &[]).await;
+    env.publish("events.ndjson", &[opened("g1", "acct-1"), opened("g2", "acct-2"), opened("g3", "acct-3")]);
+    wait_until("the gauges to show three events behind", || async {
+        let (_, samples) = scrape(&api).await;
+        sum(&samples, "eventline_projection_lag_events", "account_balances") == 3.0
+            && sum(&samples, "eventline_projection_end_offset", "account_balances") == 3.0
+    })
+    .await;
+    let (text, samples) = scrape(&api).await;
+    let oldest = samples
+        .iter()
+        .filter(|(n, l, _)| n == "eventline_projection_lag_seconds" && l["projection"] == "account_balances")
+        .map(|(_, _, v)| *v)
+        .fold(0.0, f64::max);
+    assert!(oldest > 0.0, "the oldest unapplied event has an age: {text}");
+    assert_eq!(value(&samples, "eventline_projection_generation", &[("projection", "account_balances")]), Some(1.0));
+
+    let worker = env.spawn("worker", &["worker", "account_balances"], &[]);
+    wait_until("the gauges to show the projection caught up", || async {
+        let (_, samples) = scrape(&api).await;
+        sum(&samples, "eventline_projection_lag_events", "account_balances") == 0.0
+            && sum(&samples, "eventline_projection_stored_offset", "account_balances") == 3.0
+            && sum(&samples, "eventline_projection_lag_seconds", "account_balances") == 0.0
+    })
+    .await;
+    drop(worker);
 }
