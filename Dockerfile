@@ -11,7 +11,7 @@ RUN cargo build --release --locked --bin eventline
 
 FROM debian:bookworm-slim
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates libssl3 \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --no-create-home eventline
 COPY --from=build /src/target/release/eventline /usr/local/bin/eventline

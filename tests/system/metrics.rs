@@ -1,7 +1,9 @@
 //! `/metrics` in the Prometheus text format, scraped after known traffic: names follow the
 //! conventions, labels stay low-cardinality, values match what was sent.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
 
 use crate::events::opened;
 use crate::helpers::{wait_until, HttpProcess, TestEnv};
@@ -147,4 +149,95 @@ async fn freshness_gauges_show_lag_without_a_worker_and_clear_once_one_runs() {
     })
     .await;
     drop(worker);
+}
+
+/// The `eventline_*` metric names an expression uses.
+fn used_metrics(expr: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = expr;
+    while let Some(start) = rest.find("eventline_") {
+        let tail = &rest[start..];
+        let end =
+            tail.find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')).unwrap_or(tail.len());
+        names.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// Every series name a scrape can hold: each declared metric, and a histogram's parts.
+fn exported(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        names.insert(parts[2].to_string());
+        if parts[3] == "histogram" {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                names.insert(format!("{}{suffix}", parts[2]));
+            }
+        }
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_alert_rules_and_the_dashboard_are_well_formed_and_use_only_exported_metrics() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("observability");
+    // The rule file is JSON, which is YAML too: Prometheus loads it, and it is checked here
+    // without a YAML parser (promtool is not installed here).
+    let rules: Value = serde_json::from_str(&std::fs::read_to_string(root.join("alerts.yml")).unwrap()).unwrap();
+    let mut used = BTreeSet::new();
+    let mut alerts = Vec::new();
+    for group in rules["groups"].as_array().expect("groups") {
+        assert!(!group["name"].as_str().unwrap().is_empty());
+        for rule in group["rules"].as_array().expect("rules") {
+            let name = rule["alert"].as_str().expect("an alert name");
+            let expr = rule["expr"].as_str().expect("an expression");
+            let duration = rule["for"].as_str().expect("a for duration");
+            assert!(
+                duration.ends_with(['s', 'm', 'h']) && duration[..duration.len() - 1].parse::<u32>().is_ok(),
+                "{name}: {duration}"
+            );
+            assert!(["page", "ticket"].contains(&rule["labels"]["severity"].as_str().unwrap()), "{name}");
+            assert!(!rule["annotations"]["summary"].as_str().unwrap().is_empty(), "{name}");
+            assert_eq!(expr.matches('(').count(), expr.matches(')').count(), "{name}: {expr}");
+            used.extend(used_metrics(expr));
+            alerts.push(name.to_string());
+        }
+    }
+    assert_eq!(alerts, ["EventlineProjectionLagging", "EventlineDeadLettersGrowing", "EventlineGateway5xx"]);
+    let prometheus = std::fs::read_to_string(root.join("prometheus.yml")).unwrap();
+    assert!(prometheus.contains("/etc/prometheus/alerts.yml") && prometheus.contains("eventline:8080"));
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("grafana/dashboards/eventline.json")).unwrap())
+            .unwrap();
+    assert_eq!(dashboard["uid"], "eventline");
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 6);
+    for panel in panels {
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{}", panel["title"]);
+        for target in targets {
+            used.extend(used_metrics(target["expr"].as_str().unwrap()));
+        }
+    }
+
+    // After traffic, a running `up` exports every one of them.
+    let env = TestEnv::new().await;
+    let up = env.spawn_http("up", &["up"], &[]).await;
+    let (_, key) = env.create_key("metrics", &["accounts.*"]);
+    let bearer = format!("Bearer {key}");
+    let response = up
+        .post(
+            &[("content-type", "application/cloudevents+json"), ("authorization", &bearer)],
+            opened("d1", "acct-1").to_string(),
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    wait_until("every metric the rules and the dashboard use to be exported", || async {
+        let (text, _) = scrape(&up).await;
+        used.is_subset(&exported(&text))
+    })
+    .await;
+    assert!(used.len() >= 8, "{used:?}");
 }
