@@ -33,18 +33,35 @@ pub struct OutgoingRecord<'a> {
 pub struct PendingDelivery {
     topic: String,
     future: DeliveryFuture,
+    producer: FutureProducer<TracingContext>,
 }
 
 impl PendingDelivery {
     pub async fn acknowledged(self) -> Result<Position, Error> {
-        match self.future.await {
+        let outcome = match self.future.await {
             Ok(Ok(delivery)) => {
+                metrics::counter!("eventline_producer_acknowledged_total", "topic" => self.topic.clone()).increment(1);
                 Ok(Position { topic: self.topic, partition: delivery.partition, offset: delivery.offset })
             }
-            Ok(Err((error, _))) => Err(Error::Delivery { topic: self.topic, reason: error.to_string() }),
-            Err(_) => Err(Error::Delivery { topic: self.topic, reason: "the producer was shut down".into() }),
-        }
+            Ok(Err((error, _))) => Err(delivery_error(self.topic, error.to_string())),
+            Err(_) => Err(delivery_error(self.topic, "the producer was shut down".into())),
+        };
+        // librdkafka still counts this record until its delivery report is served: not waiting.
+        metrics::gauge!("eventline_producer_queue_messages")
+            .set(f64::from((self.producer.in_flight_count() - 1).max(0)));
+        outcome
     }
+}
+
+/// A failed delivery, counted by topic.
+fn delivery_error(topic: String, reason: String) -> Error {
+    metrics::counter!("eventline_producer_delivery_errors_total", "topic" => topic.clone()).increment(1);
+    Error::Delivery { topic, reason }
+}
+
+/// Records waiting in the producer for the broker's acknowledgement.
+fn record_queue_depth(producer: &FutureProducer<TracingContext>) {
+    metrics::gauge!("eventline_producer_queue_messages").set(f64::from(producer.in_flight_count()));
 }
 
 fn future_record<'a>(record: &OutgoingRecord<'a>) -> FutureRecord<'a, str, [u8]> {
@@ -85,14 +102,13 @@ impl EventProducer {
         let mut future_record = future_record(&record);
         loop {
             match self.inner.send_result(future_record) {
-                Ok(future) => return Ok(PendingDelivery { topic: record.topic.to_string(), future }),
+                Ok(future) => return Ok(self.pending(record.topic, future)),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    metrics::counter!("eventline_producer_queue_full_total").increment(1);
                     future_record = returned;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                Err((error, _)) => {
-                    return Err(Error::Delivery { topic: record.topic.to_string(), reason: error.to_string() })
-                }
+                Err((error, _)) => return Err(delivery_error(record.topic.to_string(), error.to_string())),
             }
         }
     }
@@ -101,13 +117,21 @@ impl EventProducer {
     /// callers that would rather tell their own caller to come back (the gateway's 503).
     pub fn try_enqueue(&self, record: OutgoingRecord<'_>) -> Result<PendingDelivery, Error> {
         match self.inner.send_result(future_record(&record)) {
-            Ok(future) => Ok(PendingDelivery { topic: record.topic.to_string(), future }),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Err(Error::QueueFull),
-            Err((error, _)) => Err(Error::Delivery { topic: record.topic.to_string(), reason: error.to_string() }),
+            Ok(future) => Ok(self.pending(record.topic, future)),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                metrics::counter!("eventline_producer_queue_full_total").increment(1);
+                Err(Error::QueueFull)
+            }
+            Err((error, _)) => Err(delivery_error(record.topic.to_string(), error.to_string())),
         }
     }
 
     /// Produces one record and waits for the acknowledgement.
+    fn pending(&self, topic: &str, future: DeliveryFuture) -> PendingDelivery {
+        record_queue_depth(&self.inner);
+        PendingDelivery { topic: topic.to_string(), future, producer: self.inner.clone() }
+    }
+
     pub async fn send(&self, record: OutgoingRecord<'_>) -> Result<Position, Error> {
         self.enqueue(record).await?.acknowledged().await
     }

@@ -90,6 +90,10 @@ async fn metrics_count_requests_and_applied_events_by_route_and_projection() {
         &[("route", "/v1/events"), ("method", "POST")],
     );
     assert_eq!(post_count, Some(6.0));
+    let topic = env.topic("accounts.events");
+    assert_eq!(value(&samples, "eventline_producer_acknowledged_total", &[("topic", &topic)]), Some(5.0), "{text}");
+    assert_eq!(value(&samples, "eventline_producer_queue_messages", &[]), Some(0.0), "all acknowledged");
+    assert_eq!(value(&samples, "eventline_producer_delivery_errors_total", &[]), None, "none failed");
     let applied = |name: &str| value(&samples, name, &[("projection", "account_balances")]);
     assert_eq!(applied("eventline_events_consumed_total"), Some(5.0), "{text}");
     assert_eq!(applied("eventline_events_applied_total"), Some(5.0));
