@@ -527,6 +527,11 @@ pub struct WorkerArgs {
     /// Projections to run.
     #[arg(required = true, value_name = "PROJECTION", value_parser = projection_names())]
     pub projections: Vec<String>,
+
+    /// Serve /healthz, /readyz (database and broker reachable, every worker assigned its
+    /// partitions) and /metrics on this address, e.g. 127.0.0.1:9100.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]

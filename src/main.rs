@@ -60,15 +60,15 @@ async fn run(command: Command, settings: Settings) -> commands::Outcome {
                 outcome
             };
             let http = async {
-                let outcome = serve::http(&settings, Some(&args), true, shutdown.clone()).await;
+                let outcome = serve::http(&settings, Some(&args), true, true, shutdown.clone()).await;
                 shutdown.cancel();
                 outcome
             };
             let (workers, http) = tokio::join!(workers, http);
             workers.and(http)
         }
-        Command::Gateway(args) => serve::http(&settings, Some(&args), false, shutdown).await,
-        Command::Api => serve::http(&settings, None, true, shutdown).await,
+        Command::Gateway(args) => serve::http(&settings, Some(&args), false, false, shutdown).await,
+        Command::Api => serve::http(&settings, None, true, false, shutdown).await,
         Command::Keys(KeysCommand::Create(args)) => ingest::keys_create(&settings, &args).await,
         Command::Keys(KeysCommand::List) => ingest::keys_list(&settings).await,
         Command::Keys(KeysCommand::Revoke(args)) => ingest::keys_revoke(&settings, &args).await,
@@ -80,7 +80,22 @@ async fn run(command: Command, settings: Settings) -> commands::Outcome {
                 .iter()
                 .map(|name| Projection::from_name(name).expect("clap admits only known names"))
                 .collect();
-            commands::workers(&settings, &projections, shutdown).await
+            let Some(listen) = args.listen else {
+                return commands::workers(&settings, &projections, shutdown).await;
+            };
+            // Either half failing stops the other.
+            let workers = async {
+                let outcome = commands::workers(&settings, &projections, shutdown.clone()).await;
+                shutdown.cancel();
+                outcome
+            };
+            let health = async {
+                let outcome = serve::worker_health(&settings, listen, shutdown.clone()).await;
+                shutdown.cancel();
+                outcome
+            };
+            let (workers, health) = tokio::join!(workers, health);
+            workers.and(health)
         }
         Command::Migrate => commands::migrate(&settings).await,
         Command::Topics(TopicsCommand::Create(args)) => commands::topics_create(&settings, &args).await,

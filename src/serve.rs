@@ -40,12 +40,59 @@ impl Readiness for DatabaseReadiness {
     }
 }
 
+/// The workers of this process, asked by `/readyz`: each must have its partition assignment.
+struct WorkersReadiness;
+
+impl Readiness for WorkersReadiness {
+    fn not_ready(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<String>> + Send + '_>> {
+        Box::pin(async move {
+            eventline_consumers::health::awaiting_assignment()
+                .into_iter()
+                .map(|projection| format!("the {projection} worker has no partition assignment yet"))
+                .collect()
+        })
+    }
+}
+
+/// The broker, asked by a worker process's `/readyz`.
+struct BrokerReadiness(Settings);
+
+impl Readiness for BrokerReadiness {
+    fn not_ready(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<String>> + Send + '_>> {
+        Box::pin(async move {
+            match eventline_kafka::admin::check_reachable(&self.0.kafka, self.0.connect_timeout).await {
+                Ok(()) => Vec::new(),
+                Err(error) => vec![format!("the broker is not reachable: {error}")],
+            }
+        })
+    }
+}
+
+/// Serves `/healthz`, `/readyz` (database, broker, every worker assigned) and `/metrics` for a
+/// worker process on `listen`, until `shutdown`.
+pub async fn worker_health(settings: &Settings, listen: std::net::SocketAddr, shutdown: CancellationToken) -> Outcome {
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen} (--listen)"))?;
+    let store = Store::connect(&settings.database_url, 2, settings.connect_timeout).await?;
+    let readiness: Vec<Arc<dyn Readiness>> = vec![
+        Arc::new(DatabaseReadiness(store.clone())),
+        Arc::new(BrokerReadiness(settings.clone())),
+        Arc::new(WorkersReadiness),
+    ];
+    let app = eventline_http::app(Router::new(), readiness, Vec::new(), crate::metrics::recorder());
+    eventline_http::serve(listener, app, shutdown).await.context("the HTTP server failed")?;
+    store.close().await;
+    Ok(())
+}
+
 /// Serves the gateway (when `gateway` is given) and the query API (when `api`) on
-/// EVENTLINE_HTTP_ADDR until `shutdown`.
+/// EVENTLINE_HTTP_ADDR until `shutdown`; with `workers`, `/readyz` also asks this process's
+/// workers.
 pub async fn http(
     settings: &Settings,
     gateway: Option<&GatewayArgs>,
     api: bool,
+    workers: bool,
     shutdown: CancellationToken,
 ) -> Outcome {
     let listener = tokio::net::TcpListener::bind(settings.http_addr)
@@ -62,6 +109,9 @@ pub async fn http(
     }
     let mut router = Router::new();
     let mut readiness: Vec<Arc<dyn Readiness>> = vec![Arc::new(DatabaseReadiness(store.clone()))];
+    if workers {
+        readiness.push(Arc::new(WorkersReadiness));
+    }
     let mut openapi = Vec::new();
     for service in services {
         router = router.merge(service.router);

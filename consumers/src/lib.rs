@@ -9,10 +9,12 @@
 //! - [`projections`]: the [`projections::Handler`] contract and the shipped projections, one
 //!   module each.
 //! - [`dlq`]: operators' retry, skip and purge of dead letters.
+//! - [`health`]: whether this process's workers have their partition assignments.
 //! - [`rebuild`]: rebuilding a projection beside the live one, cutover, rollback, cleanup, and
 //!   replaying it in place.
 
 pub mod dlq;
+pub mod health;
 pub mod projections;
 pub mod rebuild;
 pub mod runtime;

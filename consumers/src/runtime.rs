@@ -32,6 +32,7 @@ use eventline_store::Store;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::health;
 use crate::projections::{handles, Applicable, Handler};
 
 /// Longest pause between attempts while the database is unavailable.
@@ -127,6 +128,7 @@ pub async fn run_in_group<H: Handler>(
     let consumer =
         GroupConsumer::subscribe(&settings.kafka, &group_id, &topics, starting, settings.connect_timeout).await?;
     tracing::info!(projection = H::NAME, group = %group_id, topics = ?topics, "Worker started.");
+    health::joining(H::NAME);
 
     let mut worker = Worker::<H> {
         registry,
@@ -144,6 +146,7 @@ pub async fn run_in_group<H: Handler>(
         handler: PhantomData,
     };
     let result = worker.run_loop().await;
+    health::stopped(H::NAME);
     let report = worker.report;
     worker.consumer.close().await;
     tracing::info!(
@@ -215,11 +218,13 @@ impl<H: Handler> Worker<H> {
                         for (tp, offset) in started {
                             self.positions.insert(tp, offset);
                         }
+                        health::assigned(H::NAME, self.positions.len());
                     }
                     Ok(ConsumerEvent::Revoked(partitions)) => {
                         for tp in &partitions {
                             self.positions.remove(tp);
                         }
+                        health::assigned(H::NAME, self.positions.len());
                         self.batch.retain(|r| self.positions.contains_key(&r.topic_partition()));
                         if self.batch.is_empty() {
                             self.deadline = None;

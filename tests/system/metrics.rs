@@ -45,7 +45,11 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64>
 }
 
 async fn scrape(up: &HttpProcess) -> (String, Vec<Sample>) {
-    let response = up.get("/metrics").await;
+    scrape_at(&up.client, &up.base).await
+}
+
+async fn scrape_at(client: &reqwest::Client, base: &str) -> (String, Vec<Sample>) {
+    let response = client.get(format!("{base}/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
     assert_eq!(content_type, "text/plain; version=0.0.4");
@@ -244,4 +248,47 @@ async fn the_alert_rules_and_the_dashboard_are_well_formed_and_use_only_exported
     })
     .await;
     assert!(used.len() >= 8, "{used:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_serves_health_and_metrics_and_its_counters_start_again_after_a_restart() {
+    let env = TestEnv::new().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let base = format!("http://{addr}");
+    let client = reqwest::Client::new();
+    let ready = || async {
+        match client.get(format!("{base}/readyz")).send().await {
+            Ok(response) if response.status() == 200 => {
+                response.json::<Value>().await.unwrap() == serde_json::json!({"status": "ready"})
+            }
+            _ => false,
+        }
+    };
+    let assigned = |samples: &[Sample]| {
+        value(samples, "eventline_worker_assigned_partitions", &[("projection", "account_balances")])
+    };
+
+    let worker = env.spawn("worker", &["worker", "account_balances", "--listen", &addr], &[]);
+    wait_until("the worker to be ready (assigned)", ready).await;
+    env.publish("first.ndjson", &[opened("w1", "acct-1"), opened("w2", "acct-2"), opened("w3", "acct-3")]);
+    wait_until("three events applied", || async { env.applied_through("account_balances").await == 3 }).await;
+    let (text, samples) = scrape_at(&client, &base).await;
+    let applied =
+        |samples: &[Sample]| value(samples, "eventline_events_applied_total", &[("projection", "account_balances")]);
+    assert_eq!(applied(&samples), Some(3.0), "{text}");
+    assert_eq!(assigned(&samples), Some(6.0), "{text}");
+    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(worker.terminate().success());
+    assert!(client.get(format!("{base}/healthz")).send().await.is_err(), "the listener stops with the worker");
+
+    // Restarted: counters start again from zero, the gauges are right.
+    let _restarted = env.spawn("worker-again", &["worker", "account_balances", "--listen", &addr], &[]);
+    wait_until("the restarted worker to be ready", ready).await;
+    env.publish("second.ndjson", &[opened("w4", "acct-4"), opened("w5", "acct-5")]);
+    wait_until("five events applied", || async { env.applied_through("account_balances").await == 5 }).await;
+    let (text, samples) = scrape_at(&client, &base).await;
+    assert_eq!(applied(&samples), Some(2.0), "{text}");
+    assert_eq!(assigned(&samples), Some(6.0), "{text}");
 }
