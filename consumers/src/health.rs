@@ -15,9 +15,13 @@ pub(crate) fn joining(projection: &str) {
 }
 
 /// The worker of `projection` received an assignment (possibly empty: more members than
-/// partitions) and owns `partitions` partitions.
-pub(crate) fn assigned(projection: &str, partitions: usize) {
+/// partitions). Called from the rebalance callback.
+pub(crate) fn assignment_received(projection: &str) {
     workers().lock().expect("not poisoned").insert(projection.to_string(), true);
+}
+
+/// The worker of `projection` owns `partitions` partitions (as of the last rebalance it handled).
+pub(crate) fn assigned(projection: &str, partitions: usize) {
     metrics::gauge!("eventline_worker_assigned_partitions", "projection" => projection.to_string())
         .set(partitions as f64);
 }

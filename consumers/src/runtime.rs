@@ -62,6 +62,9 @@ struct StoredPositions {
 
 impl StartingOffsets for StoredPositions {
     fn starting_offsets(&self, partitions: &[TopicPartition]) -> Vec<Option<i64>> {
+        // Called in the rebalance callback for every assignment, an empty one too: the worker
+        // now has its share, even on a topic where no record comes to report it.
+        health::assignment_received(self.projection);
         let wanted: Vec<(String, i32)> = partitions.iter().map(|tp| (tp.topic.clone(), tp.partition)).collect();
         let mut delay = FIRST_RETRY_DELAY;
         loop {

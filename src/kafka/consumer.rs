@@ -71,8 +71,6 @@ struct GroupContext {
     starting: Arc<dyn StartingOffsets>,
     /// Rebalance outcomes noted in the callback, handed to the caller before the next record.
     pending: Mutex<VecDeque<ConsumerEvent>>,
-    /// Wakes a caller waiting for records when a rebalance is noted (an idle topic brings none).
-    noted: tokio::sync::Notify,
 }
 
 impl ClientContext for GroupContext {
@@ -118,7 +116,6 @@ impl ConsumerContext for GroupContext {
                     tracing::info!(group = %self.group, partitions = ?described, "Partitions assigned.");
                 }
                 self.pending.lock().expect("not poisoned").push_back(ConsumerEvent::Assigned(started));
-                self.noted.notify_one();
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let described: Vec<String> =
@@ -127,7 +124,6 @@ impl ConsumerContext for GroupContext {
                     tracing::info!(group = %self.group, partitions = ?described, "Partitions revoked.");
                 }
                 self.pending.lock().expect("not poisoned").push_back(ConsumerEvent::Revoked(partitions));
-                self.noted.notify_one();
                 let unassigned = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
                 if let Err(error) = unassigned {
                     tracing::error!(%error, "Unassigning partitions failed.");
@@ -182,12 +178,7 @@ impl GroupConsumer {
         if !settings.properties.contains_key("queued.max.messages.kbytes") {
             config.set("queued.max.messages.kbytes", "16384");
         }
-        let context = GroupContext {
-            group: group_id.to_string(),
-            starting,
-            pending: Mutex::new(VecDeque::new()),
-            noted: tokio::sync::Notify::new(),
-        };
+        let context = GroupContext { group: group_id.to_string(), starting, pending: Mutex::new(VecDeque::new()) };
         let inner: StreamConsumer<GroupContext> = config.create_with_context(context)?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         inner.subscribe(&names)?;
@@ -201,11 +192,7 @@ impl GroupConsumer {
             if let Some(event) = self.held.pop_front() {
                 return Ok(event);
             }
-            let record = tokio::select! {
-                record = self.inner.recv() => record.map(|m| to_record(&m)),
-                // A rebalance with no record after it: hand it out now.
-                () = self.inner.context().noted.notified() => continue,
-            };
+            let record = self.inner.recv().await.map(|m| to_record(&m));
             // A rebalance noted while receiving happened before this record was handed out.
             self.take_pending();
             match record {
