@@ -53,19 +53,12 @@ async fn run(command: Command, settings: Settings) -> commands::Outcome {
     }
     match command {
         Command::Up(args) => {
-            // Either half failing stops the other.
-            let workers = async {
-                let outcome = commands::workers(&settings, Projection::ALL, shutdown.clone()).await;
-                shutdown.cancel();
-                outcome
-            };
-            let http = async {
-                let outcome = serve::http(&settings, Some(&args), true, true, shutdown.clone()).await;
-                shutdown.cancel();
-                outcome
-            };
-            let (workers, http) = tokio::join!(workers, http);
-            workers.and(http)
+            together(
+                &shutdown,
+                commands::workers(&settings, Projection::ALL, shutdown.clone()),
+                serve::http(&settings, Some(&args), true, true, shutdown.clone()),
+            )
+            .await
         }
         Command::Gateway(args) => serve::http(&settings, Some(&args), false, false, shutdown).await,
         Command::Api => serve::http(&settings, None, true, false, shutdown).await,
@@ -83,19 +76,12 @@ async fn run(command: Command, settings: Settings) -> commands::Outcome {
             let Some(listen) = args.listen else {
                 return commands::workers(&settings, &projections, shutdown).await;
             };
-            // Either half failing stops the other.
-            let workers = async {
-                let outcome = commands::workers(&settings, &projections, shutdown.clone()).await;
-                shutdown.cancel();
-                outcome
-            };
-            let health = async {
-                let outcome = serve::worker_health(&settings, listen, shutdown.clone()).await;
-                shutdown.cancel();
-                outcome
-            };
-            let (workers, health) = tokio::join!(workers, health);
-            workers.and(health)
+            together(
+                &shutdown,
+                commands::workers(&settings, &projections, shutdown.clone()),
+                serve::worker_health(&settings, listen, shutdown.clone()),
+            )
+            .await
         }
         Command::Migrate => commands::migrate(&settings).await,
         Command::Topics(TopicsCommand::Create(args)) => commands::topics_create(&settings, &args).await,
@@ -107,6 +93,24 @@ async fn run(command: Command, settings: Settings) -> commands::Outcome {
         Command::Rebuild(command) => operate::rebuild(&settings, &command, shutdown).await,
         Command::Dlq(command) => operate::dlq(&settings, &command).await,
     }
+}
+
+/// Runs two halves of one process until both end; either ending (failing or not) stops the other.
+async fn together(
+    shutdown: &CancellationToken,
+    first: impl std::future::Future<Output = commands::Outcome>,
+    second: impl std::future::Future<Output = commands::Outcome>,
+) -> commands::Outcome {
+    async fn stop_after(
+        half: impl std::future::Future<Output = commands::Outcome>,
+        shutdown: &CancellationToken,
+    ) -> commands::Outcome {
+        let outcome = half.await;
+        shutdown.cancel();
+        outcome
+    }
+    let (first, second) = tokio::join!(stop_after(first, shutdown), stop_after(second, shutdown));
+    first.and(second)
 }
 
 /// A token cancelled on the first Ctrl-C or SIGTERM.

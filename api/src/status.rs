@@ -17,7 +17,7 @@ use crate::params::Params;
 use crate::routes::Refused;
 use crate::{store_failure, Api};
 use eventline_core::config::KafkaSettings;
-use eventline_store::generations::GenerationState;
+use eventline_store::generations::{live_generation, GenerationState};
 use eventline_store::Store;
 
 /// How long a status read waits for the broker.
@@ -154,7 +154,7 @@ pub async fn collect(
             dead_letters,
             parked_keys,
             checkpointed_at: checkpoints.iter().map(|c| c.updated_at).max(),
-            generation: generations.iter().find(|g| g.state == GenerationState::Live).map_or(1, |g| g.generation),
+            generation: live_generation(&generations),
             rebuild_in_progress: building.is_some(),
             rebuild: building.map(|g| RebuildStatus {
                 generation: g.generation,

@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::projections::{handles, Applicable, Handler};
+use crate::runtime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
@@ -253,12 +254,9 @@ fn describe_letter(letter: &DeadLetter) -> serde_json::Value {
 }
 
 /// The event in a dead letter, as the projection would apply it: `None` for a type it does not
-/// apply; an error (kind, reason) when it still cannot be decoded or validated.
+/// apply; an error (kind, reason) when it still cannot be decoded or validated, as the worker says.
 fn decode<H: Handler>(registry: &Registry, record: &DeadRecord) -> Result<Option<Applicable>, (&'static str, String)> {
-    let Some(payload) = &record.payload else {
-        return Err(("undecodable", "record has no value".into()));
-    };
-    let event = registry.validate_slice(payload).map_err(|error| ("invalid", error.to_string()))?;
+    let event = runtime::decode(registry, record.payload.as_deref())?;
     if !handles::<H>(&event.envelope().event_type) {
         return Ok(None);
     }

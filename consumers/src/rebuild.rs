@@ -16,7 +16,9 @@ use eventline_core::config::Settings;
 use eventline_core::registry::Registry;
 use eventline_kafka::admin;
 use eventline_store::audit::NewAuditEntry;
-use eventline_store::generations::{Generation, GenerationState, OperationLock, ResetCounts, StartPosition, TableDiff};
+use eventline_store::generations::{
+    live_generation, Generation, GenerationState, OperationLock, ResetCounts, StartPosition, TableDiff,
+};
 use eventline_store::Store;
 use serde::Serialize;
 use serde_json::json;
@@ -109,6 +111,23 @@ pub struct ReplayReport {
     pub dead_letters_removed: u64,
     pub parked_keys_removed: u64,
     pub applied_ids_removed: u64,
+}
+
+/// Where a generation stands in one partition.
+struct PartitionPosition {
+    topic: String,
+    partition: i32,
+    /// Its next offset.
+    at: i64,
+    /// The earliest retained offset.
+    low: i64,
+    /// The end offset.
+    end: i64,
+}
+
+/// Records the generation has read, and records on its topics.
+fn done_and_total(positions: &[PartitionPosition]) -> (i64, i64) {
+    positions.iter().fold((0, 0), |(done, total), p| (done + p.at - p.low, total + p.end - p.low))
 }
 
 fn tables(projection: Projection) -> &'static [&'static str] {
@@ -289,9 +308,8 @@ impl Rebuild {
         Ok(())
     }
 
-    /// Where the generation stands in each partition: (topic, partition, its next offset, the
-    /// earliest retained offset, the end offset).
-    async fn positions(&self) -> Result<Vec<(String, i32, i64, i64, i64)>, OperationError> {
+    /// Where the generation stands in each partition of its topics.
+    async fn positions(&self) -> Result<Vec<PartitionPosition>, OperationError> {
         let stored = self.store.generation_checkpoints(&self.generation.schema(), self.projection.name()).await?;
         let mut positions = Vec::new();
         for topic in topics(&self.settings, self.projection) {
@@ -300,16 +318,16 @@ impl Rebuild {
                     .iter()
                     .find(|c| c.topic == topic && c.partition == mark.partition)
                     .map_or(mark.low, |c| c.next_offset.max(mark.low));
-                positions.push((topic.clone(), mark.partition, at, mark.low, mark.high));
+                positions.push(PartitionPosition {
+                    topic: topic.clone(),
+                    partition: mark.partition,
+                    at,
+                    low: mark.low,
+                    end: mark.high,
+                });
             }
         }
         Ok(positions)
-    }
-
-    /// Records read by the generation, and records on its topics.
-    async fn measure(&self) -> Result<(i64, i64), OperationError> {
-        let positions = self.positions().await?;
-        Ok((positions.iter().map(|p| p.2 - p.3).sum(), positions.iter().map(|p| p.4 - p.3).sum()))
     }
 
     /// Runs the generation's worker until it has read everything on its topics, reporting
@@ -323,7 +341,7 @@ impl Rebuild {
         self.start_worker();
         let began = Instant::now();
         let mut last: Option<(Instant, i64)> = None;
-        let mut previous_ends = None;
+        let mut previous = None;
         let mut ticks = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
@@ -338,14 +356,13 @@ impl Rebuild {
                 self.start_worker();
             }
             let positions = self.positions().await?;
-            let done: i64 = positions.iter().map(|p| p.2 - p.3).sum();
-            let total: i64 = positions.iter().map(|p| p.4 - p.3).sum();
-            let passed_previous_ends = previous_ends.as_ref().is_some_and(|ends: &Vec<(String, i32, i64)>| {
-                ends.iter().all(|(topic, partition, end)| {
-                    positions.iter().any(|p| &p.0 == topic && p.1 == *partition && p.2 >= *end)
+            let (done, total) = done_and_total(&positions);
+            let passed_previous_ends = previous.as_ref().is_some_and(|ends: &Vec<PartitionPosition>| {
+                ends.iter().all(|end| {
+                    positions.iter().any(|p| p.topic == end.topic && p.partition == end.partition && p.at >= end.end)
                 })
             });
-            previous_ends = Some(positions.iter().map(|p| (p.0.clone(), p.1, p.4)).collect());
+            previous = Some(positions);
             let now = Instant::now();
             let rate = last.map_or(0.0, |(at, before)| (done - before) as f64 / now.duration_since(at).as_secs_f64());
             let lag = total - done;
@@ -378,7 +395,7 @@ impl Rebuild {
     /// switches in one transaction. The live generation is kept for a rollback.
     pub async fn cutover(mut self, max_lag: i64, actor: &str) -> Result<i32, OperationError> {
         let name = self.projection.name();
-        let (done, total) = self.measure().await?;
+        let (done, total) = done_and_total(&self.positions().await?);
         if total - done > max_lag {
             return Err(OperationError::NotCaughtUp {
                 projection: name.to_string(),
@@ -387,13 +404,7 @@ impl Rebuild {
                 allowed: max_lag,
             });
         }
-        let live = self
-            .store
-            .generations(name)
-            .await?
-            .into_iter()
-            .find(|g| g.state == GenerationState::Live)
-            .map_or(1, |g| g.generation);
+        let live = live_generation(&self.store.generations(name).await?);
         // Close the gap first, so the live writers are held only for the last few events.
         if !self.catch_up(&CancellationToken::new(), |_| {}).await? {
             unreachable!("a token nobody cancels");
@@ -449,7 +460,7 @@ pub async fn rollback(store: &Store, projection: Projection, actor: &str) -> Res
     let name = projection.name();
     let _lock = operation_lock(store, projection).await?;
     let generations = store.generations(name).await?;
-    let live = generations.iter().find(|g| g.state == GenerationState::Live).map_or(1, |g| g.generation);
+    let live = live_generation(&generations);
     let target = generations
         .iter()
         .filter(|g| g.state == GenerationState::Retired)

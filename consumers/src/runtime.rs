@@ -471,7 +471,7 @@ impl<H: Handler> Worker<H> {
 
     /// Decodes and validates a record, and decides whether this projection applies it.
     fn classify(&self, record: &ConsumedRecord) -> Fate {
-        match decode(&self.registry, record) {
+        match decode(&self.registry, record.payload.as_deref()) {
             Ok(event) if handles::<H>(&event.envelope().event_type) => {
                 let time = event.envelope().time.unwrap_or_else(|| record_time(record));
                 Fate::Apply(Applicable { event, time })
@@ -593,8 +593,8 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// Decodes and validates a record; an error carries the dead-letter kind and reason.
-fn decode(registry: &Registry, record: &ConsumedRecord) -> Result<ValidatedEvent, (&'static str, String)> {
-    let Some(payload) = &record.payload else {
+pub(crate) fn decode(registry: &Registry, payload: Option<&[u8]>) -> Result<ValidatedEvent, (&'static str, String)> {
+    let Some(payload) = payload else {
         return Err(("undecodable", "record has no value".into()));
     };
     registry.validate_slice(payload).map_err(|error| match &error {

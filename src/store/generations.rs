@@ -79,6 +79,11 @@ impl Generation {
     }
 }
 
+/// The live generation among a projection's generations: 1 when it was never rebuilt (no rows).
+pub fn live_generation(generations: &[Generation]) -> i32 {
+    generations.iter().find(|g| g.state == GenerationState::Live).map_or(1, |g| g.generation)
+}
+
 /// Row count and checksum of one table in two generations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableDiff {
@@ -122,9 +127,37 @@ fn quoted(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
 }
 
+/// The tables as qualified names in `public`.
+fn in_public(tables: &[&str]) -> Vec<String> {
+    tables.iter().map(|t| format!("public.{}", quoted(t))).collect()
+}
+
 fn lock_tables_sql(tables: &[&str], mode: &str) -> String {
-    let names: Vec<String> = tables.iter().map(|t| format!("public.{}", quoted(t))).collect();
-    format!("LOCK TABLE {} IN {mode} MODE", names.join(", "))
+    format!("LOCK TABLE {} IN {mode} MODE", in_public(tables).join(", "))
+}
+
+/// Moves `projection`'s rows of a runtime table from schema `from` to schema `to` (both already
+/// quoted), all `columns` (or every column, when the tables' columns line up).
+async fn move_rows(
+    tx: &mut sqlx::PgConnection,
+    table: &str,
+    columns: Option<&str>,
+    projection: &str,
+    from: &str,
+    to: &str,
+) -> Result<(), Error> {
+    let (into, returning) = match columns {
+        Some(columns) => (format!("({columns})"), columns),
+        None => (String::new(), "*"),
+    };
+    sqlx::query(&format!(
+        "WITH moved AS (DELETE FROM {from}.{table} WHERE projection = $1 RETURNING {returning})
+         INSERT INTO {to}.{table} {into} SELECT * FROM moved"
+    ))
+    .bind(projection)
+    .execute(tx)
+    .await?;
+    Ok(())
 }
 
 impl StoreTx {
@@ -399,8 +432,7 @@ impl Store {
                 .await?;
             counts.rows += rows;
         }
-        let names: Vec<String> = tables.iter().map(|t| format!("public.{}", quoted(t))).collect();
-        sqlx::query(&format!("TRUNCATE {}", names.join(", "))).execute(&mut *tx.tx).await?;
+        sqlx::query(&format!("TRUNCATE {}", in_public(tables).join(", "))).execute(&mut *tx.tx).await?;
         sqlx::query!("DELETE FROM eventline_checkpoints WHERE projection = $1", projection)
             .execute(&mut *tx.tx)
             .await?;
@@ -504,7 +536,7 @@ impl Frozen {
 
         // From here readers wait too, for the few statements that follow.
         sqlx::query(&lock_tables_sql(&tables, "ACCESS EXCLUSIVE")).execute(&mut *tx).await?;
-        let qualified: Vec<String> = tables.iter().map(|t| format!("public.{}", quoted(t))).collect();
+        let qualified = in_public(&tables);
         // Views over the tables follow a moved table; capture their text to re-point them.
         let views = sqlx::query(
             "SELECT DISTINCT v.oid::regclass::text AS name, pg_get_viewdef(v.oid) AS definition
@@ -527,32 +559,12 @@ impl Frozen {
             sqlx::query(&format!("CREATE OR REPLACE VIEW {name} AS {definition}")).execute(&mut *tx).await?;
         }
         for (table, columns) in [
-            ("eventline_checkpoints", "*"),
-            ("eventline_parked_keys", "*"),
-            ("eventline_dead_letters", DEAD_LETTER_COLUMNS),
+            ("eventline_checkpoints", None),
+            ("eventline_parked_keys", None),
+            ("eventline_dead_letters", Some(DEAD_LETTER_COLUMNS)),
         ] {
-            let select = if columns == "*" { "*".to_string() } else { columns.to_string() };
-            let into = if columns == "*" { String::new() } else { format!("({columns})") };
-            sqlx::query(&format!(
-                "INSERT INTO {outgoing_schema}.{table} {into} SELECT {select} FROM public.{table} WHERE projection = $1"
-            ))
-            .bind(&projection)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(&format!("DELETE FROM public.{table} WHERE projection = $1"))
-                .bind(&projection)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(&format!(
-                "INSERT INTO public.{table} {into} SELECT {select} FROM {incoming_schema}.{table} WHERE projection = $1"
-            ))
-            .bind(&projection)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(&format!("DELETE FROM {incoming_schema}.{table} WHERE projection = $1"))
-                .bind(&projection)
-                .execute(&mut *tx)
-                .await?;
+            move_rows(&mut *tx, table, columns, &projection, "public", &outgoing_schema).await?;
+            move_rows(&mut *tx, table, columns, &projection, &incoming_schema, "public").await?;
         }
         sqlx::query!(
             "UPDATE eventline_generations SET state = 'retired' WHERE projection = $1 AND generation = $2",
