@@ -189,6 +189,12 @@ pub struct OutboxRelayArgs {
     /// Create the outbox table and its trigger first (idempotent), for databases without it.
     #[arg(long)]
     pub install: bool,
+
+    /// Serve /healthz, /readyz (outbox database and broker reachable) and /metrics (the
+    /// backlog: unpublished and failed rows, the oldest one's age) on this address, e.g.
+    /// 127.0.0.1:9101.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]

@@ -32,11 +32,21 @@ fn main() -> ExitCode {
         Some(format) => format.parse().expect("clap admits only known formats"),
         None => settings.log_format,
     };
-    telemetry::init(log_format);
+    // Before the runtime: the span exporter's HTTP client runs on its own thread.
+    let telemetry = match telemetry::init(log_format, &settings.tracing) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
 
     // Several worker threads: the rebalance callback blocks one while it reads stored offsets.
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the runtime starts");
-    match runtime.block_on(run(cli.command, settings)) {
+    let outcome = runtime.block_on(run(cli.command, settings));
+    drop(runtime);
+    telemetry.shutdown();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("error: {:#}", failure.error);
@@ -47,9 +57,12 @@ fn main() -> ExitCode {
 
 async fn run(command: Command, settings: Settings) -> commands::Outcome {
     let shutdown = shutdown_on_signal();
-    if matches!(command, Command::Up(_) | Command::Gateway(_) | Command::Api | Command::Worker(_)) {
+    if matches!(
+        command,
+        Command::Up(_) | Command::Gateway(_) | Command::Api | Command::Worker(_) | Command::OutboxRelay(_)
+    ) {
         // Before anything is counted, so nothing counted early is lost.
-        metrics::recorder();
+        metrics::init(settings.metrics_enabled);
     }
     match command {
         Command::Up(args) => {
@@ -65,7 +78,17 @@ async fn run(command: Command, settings: Settings) -> commands::Outcome {
         Command::Keys(KeysCommand::Create(args)) => ingest::keys_create(&settings, &args).await,
         Command::Keys(KeysCommand::List) => ingest::keys_list(&settings).await,
         Command::Keys(KeysCommand::Revoke(args)) => ingest::keys_revoke(&settings, &args).await,
-        Command::OutboxRelay(args) => ingest::outbox_relay(&settings, &args, shutdown).await,
+        Command::OutboxRelay(args) => match args.listen {
+            None => ingest::outbox_relay(&settings, &args, shutdown).await,
+            Some(listen) => {
+                together(
+                    &shutdown,
+                    ingest::outbox_relay(&settings, &args, shutdown.clone()),
+                    serve::relay_health(&settings, listen, shutdown.clone()),
+                )
+                .await
+            }
+        },
         Command::Tail(args) => ingest::tail(&settings, &args, shutdown).await,
         Command::Worker(args) => {
             let projections: Vec<Projection> = args

@@ -20,27 +20,43 @@ impl MetricsText for Prometheus {
     }
 }
 
-/// The recorder, installed on first use (one per process).
+/// What `/metrics` says when metrics are turned off: a comment, which is valid text format.
+struct TurnedOff;
+
+impl MetricsText for TurnedOff {
+    fn render(&self) -> String {
+        "# eventline's metrics are turned off (EVENTLINE_METRICS=false)\n".to_string()
+    }
+}
+
+static RECORDER: OnceLock<Arc<dyn MetricsText>> = OnceLock::new();
+
+/// Installs the recorder, or with `enabled` false leaves every `metrics::` call a no-op. The
+/// first call decides; call it before anything is counted, so nothing counted early is lost.
+pub fn init(enabled: bool) -> Arc<dyn MetricsText> {
+    RECORDER.get_or_init(|| if enabled { install() } else { Arc::new(TurnedOff) }).clone()
+}
+
+/// What `/metrics` renders: the installed recorder (installed now if [`init`] was not called).
 pub fn recorder() -> Arc<dyn MetricsText> {
-    static INSTALLED: OnceLock<Arc<Prometheus>> = OnceLock::new();
-    INSTALLED
-        .get_or_init(|| {
-            let handle = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_events".into()), EVENTS))
-                .expect("the buckets are not empty")
-                .install_recorder()
-                .expect("no other metrics recorder is installed");
-            // Histograms keep their recent samples until upkeep folds them in.
-            let upkeep = handle.clone();
-            tokio::spawn(async move {
-                let mut every = tokio::time::interval(Duration::from_secs(5));
-                loop {
-                    every.tick().await;
-                    upkeep.run_upkeep();
-                }
-            });
-            Arc::new(Prometheus(handle))
-        })
-        .clone()
+    init(true)
+}
+
+fn install() -> Arc<dyn MetricsText> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_events".into()), EVENTS))
+        .expect("the buckets are not empty")
+        .install_recorder()
+        .expect("no other metrics recorder is installed");
+    // Histograms keep their recent samples until upkeep folds them in.
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Arc::new(Prometheus(handle))
 }

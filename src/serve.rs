@@ -6,7 +6,7 @@ use anyhow::Context;
 use axum::Router;
 use eventline_api::{Api, ProjectionInfo};
 use eventline_consumers::Projection;
-use eventline_core::config::Settings;
+use eventline_core::config::{DatabaseUrl, Settings};
 use eventline_http::Readiness;
 use eventline_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +25,9 @@ pub struct Service {
     /// What `/readyz` asks of it beyond the database, if anything.
     pub readiness: Option<Arc<dyn Readiness>>,
 }
+
+/// Longest a `/readyz` waits for the broker: probes give up after a few seconds themselves.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The database every part of the process shares, asked once per `/readyz`.
 struct DatabaseReadiness(Store);
@@ -60,7 +63,8 @@ struct BrokerReadiness(Settings);
 impl Readiness for BrokerReadiness {
     fn not_ready(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<String>> + Send + '_>> {
         Box::pin(async move {
-            match eventline_kafka::admin::check_reachable(&self.0.kafka, self.0.connect_timeout).await {
+            let within = self.0.connect_timeout.min(PROBE_TIMEOUT);
+            match eventline_kafka::admin::check_reachable(&self.0.kafka, within).await {
                 Ok(()) => Vec::new(),
                 Err(error) => vec![format!("the broker is not reachable: {error}")],
             }
@@ -71,14 +75,32 @@ impl Readiness for BrokerReadiness {
 /// Serves `/healthz`, `/readyz` (database, broker, every worker assigned) and `/metrics` for a
 /// worker process on `listen`, until `shutdown`.
 pub async fn worker_health(settings: &Settings, listen: std::net::SocketAddr, shutdown: CancellationToken) -> Outcome {
+    probes(settings, listen, &settings.database_url, true, shutdown).await
+}
+
+/// Serves `/healthz`, `/readyz` (the outbox database and the broker) and `/metrics` for an
+/// outbox relay on `listen`, until `shutdown`.
+pub async fn relay_health(settings: &Settings, listen: std::net::SocketAddr, shutdown: CancellationToken) -> Outcome {
+    probes(settings, listen, &settings.outbox_database_url, false, shutdown).await
+}
+
+/// The probes of a process without an HTTP service of its own: `/readyz` asks `database`, the
+/// broker and, with `workers`, this process's workers.
+async fn probes(
+    settings: &Settings,
+    listen: std::net::SocketAddr,
+    database: &DatabaseUrl,
+    workers: bool,
+    shutdown: CancellationToken,
+) -> Outcome {
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen} (--listen)"))?;
-    let store = Store::connect(&settings.database_url, 2, settings.connect_timeout).await?;
-    let readiness: Vec<Arc<dyn Readiness>> = vec![
-        Arc::new(DatabaseReadiness(store.clone())),
-        Arc::new(BrokerReadiness(settings.clone())),
-        Arc::new(WorkersReadiness),
-    ];
+    let store = Store::connect(database, 2, settings.connect_timeout).await?;
+    let mut readiness: Vec<Arc<dyn Readiness>> =
+        vec![Arc::new(DatabaseReadiness(store.clone())), Arc::new(BrokerReadiness(settings.clone()))];
+    if workers {
+        readiness.push(Arc::new(WorkersReadiness));
+    }
     let app = eventline_http::app(Router::new(), readiness, Vec::new(), crate::metrics::recorder());
     eventline_http::serve(listener, app, shutdown).await.context("the HTTP server failed")?;
     store.close().await;

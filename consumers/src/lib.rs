@@ -10,6 +10,7 @@
 //!   module each.
 //! - [`dlq`]: operators' retry, skip and purge of dead letters.
 //! - [`health`]: whether this process's workers have their partition assignments.
+//! - `spans`: a batch's tracing spans, continuing each recorded event's trace from the gateway.
 //! - [`rebuild`]: rebuilding a projection beside the live one, cutover, rollback, cleanup, and
 //!   replaying it in place.
 
@@ -18,5 +19,6 @@ pub mod health;
 pub mod projections;
 pub mod rebuild;
 pub mod runtime;
+mod spans;
 
 pub use projections::Projection;

@@ -31,9 +31,11 @@ use eventline_store::runtime::ReadEvent;
 use eventline_store::Store;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::health;
 use crate::projections::{handles, Applicable, Handler};
+use crate::spans::BatchSpans;
 
 /// Longest pause between attempts while the database is unavailable.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
@@ -308,9 +310,19 @@ impl<H: Handler> Worker<H> {
         }
     }
 
+    /// Writes the batch inside its span (see [`BatchSpans`]).
+    async fn write_batch(&mut self) -> Result<(), eventline_store::Error> {
+        let spans = BatchSpans::open(H::NAME, &self.batch);
+        let result = self.apply_batch(&spans).instrument(spans.batch.clone()).await;
+        if let Err(error) = &result {
+            spans.failed(error);
+        }
+        result
+    }
+
     /// One transaction: projection rows, dead letters, parked keys, applied ids and the next
     /// offsets, or nothing.
-    async fn write_batch(&mut self) -> Result<(), eventline_store::Error> {
+    async fn apply_batch(&mut self, spans: &BatchSpans) -> Result<(), eventline_store::Error> {
         let name = H::NAME;
         let started = Instant::now();
         let mut fates: Vec<Fate> = self.batch.iter().map(|record| self.classify(record)).collect();
@@ -407,6 +419,11 @@ impl<H: Handler> Worker<H> {
             .collect();
         tx.release_event_ids(name, &unapplied).await?;
         let applied = active.len();
+        spans.outcomes(|index| match &fates[index] {
+            Fate::Apply(_) if active.contains(&index) => "applied",
+            Fate::Dead { .. } => "dead_lettered",
+            _ => "passed_over",
+        });
         let dead: Vec<NewDeadLetter> = fates
             .iter()
             .zip(&self.batch)

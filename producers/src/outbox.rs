@@ -24,6 +24,8 @@ const CLAIM: i64 = 500;
 const POLL_EVERY: Duration = Duration::from_secs(1);
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+/// How often the backlog gauges are read.
+const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -48,6 +50,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<RelayReport, RelayError> {
     let mut listener = store.outbox_listener().await?;
+    tokio::spawn(report_backlog(store.clone(), shutdown.clone()));
     let mut report = RelayReport::default();
     let mut delay = FIRST_RETRY_DELAY;
     tracing::info!("Outbox relay started.");
@@ -81,6 +84,25 @@ pub async fn run(
     }
     tracing::info!(published = report.published, failed = report.failed, "Outbox relay stopped.");
     Ok(report)
+}
+
+/// Sets the backlog gauges every few seconds until `shutdown`; a failed reading keeps the last.
+async fn report_backlog(store: Store, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(BACKLOG_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => match store.outbox_pending().await {
+                Ok(backlog) => {
+                    metrics::gauge!("eventline_outbox_unpublished_rows").set(backlog.unpublished as f64);
+                    metrics::gauge!("eventline_outbox_failed_rows").set(backlog.failed as f64);
+                    metrics::gauge!("eventline_outbox_oldest_unpublished_seconds").set(backlog.oldest_seconds);
+                }
+                Err(error) => tracing::debug!(%error, "Cannot read the outbox backlog; will try again."),
+            },
+        }
+    }
 }
 
 /// One round: claim, validate, produce, mark, commit. Returns how many rows were claimed.
@@ -128,6 +150,8 @@ async fn relay_once(
     tx.commit().await?;
     report.published += ids.len() as u64;
     report.failed += failed;
+    metrics::counter!("eventline_outbox_published_total").increment(ids.len() as u64);
+    metrics::counter!("eventline_outbox_refused_total").increment(failed);
     tracing::debug!(published = ids.len(), failed, "Outbox rows published.");
     Ok(claimed)
 }

@@ -41,6 +41,11 @@ const ENV_GATEWAY_MAX_BODY_BYTES: &str = "EVENTLINE_GATEWAY_MAX_BODY_BYTES";
 const ENV_GATEWAY_MAX_BATCH_EVENTS: &str = "EVENTLINE_GATEWAY_MAX_BATCH_EVENTS";
 const ENV_GATEWAY_RATE_PER_KEY: &str = "EVENTLINE_GATEWAY_RATE_PER_KEY";
 const ENV_GATEWAY_PRODUCE_TIMEOUT_MS: &str = "EVENTLINE_GATEWAY_PRODUCE_TIMEOUT_MS";
+const ENV_OTLP_ENDPOINT: &str = "EVENTLINE_OTLP_ENDPOINT";
+const ENV_TRACE_SAMPLE_RATIO: &str = "EVENTLINE_TRACE_SAMPLE_RATIO";
+const ENV_METRICS: &str = "EVENTLINE_METRICS";
+/// The OpenTelemetry standard name for the collector's base URL, read when ours is unset.
+const ENV_OTEL_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
 /// Every `EVENTLINE_*` variable eventline reads; any other one is reported as a likely typo.
 const KNOWN_ENV: &[&str] = &[
@@ -59,6 +64,9 @@ const KNOWN_ENV: &[&str] = &[
     ENV_GATEWAY_MAX_BATCH_EVENTS,
     ENV_GATEWAY_RATE_PER_KEY,
     ENV_GATEWAY_PRODUCE_TIMEOUT_MS,
+    ENV_OTLP_ENDPOINT,
+    ENV_TRACE_SAMPLE_RATIO,
+    ENV_METRICS,
 ];
 
 /// librdkafka properties eventline sets itself because its guarantees depend on them.
@@ -281,6 +289,17 @@ pub struct GatewaySettings {
     pub produce_timeout: Duration,
 }
 
+/// Where traces go, and how many of the traces started here are kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingSettings {
+    /// The OTLP/HTTP collector's base URL (spans are sent to `<endpoint>/v1/traces`); no export
+    /// when unset.
+    pub otlp_endpoint: Option<Url>,
+    /// The share of traces started here (no sampled `traceparent` came in) that are recorded;
+    /// a trace an upstream sampled is always continued.
+    pub sample_ratio: f64,
+}
+
 /// The validated configuration of one eventline process.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -297,6 +316,9 @@ pub struct Settings {
     /// The database holding the transactional outbox the relay reads (the upstream service's).
     pub outbox_database_url: DatabaseUrl,
     pub gateway: GatewaySettings,
+    pub tracing: TracingSettings,
+    /// Whether metrics are recorded and served at `/metrics`.
+    pub metrics_enabled: bool,
 }
 
 /// The TOML file's shape; every field optional, unknown keys rejected so typos surface.
@@ -320,6 +342,23 @@ struct FileSettings {
     gateway: FileGateway,
     #[serde(default)]
     outbox: FileDatabase,
+    #[serde(default)]
+    tracing: FileTracing,
+    #[serde(default)]
+    metrics: FileMetrics,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMetrics {
+    enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTracing {
+    otlp_endpoint: Option<String>,
+    sample_ratio: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -522,6 +561,33 @@ impl Settings {
             }
         }
 
+        let endpoint_raw = match env.get(ENV_OTLP_ENDPOINT) {
+            Some(value) => Some(Raw { value: value.clone(), origin: ENV_OTLP_ENDPOINT.into() }),
+            None => match file_settings.tracing.otlp_endpoint {
+                Some(value) => Some(Raw { value, origin: in_file("tracing.otlp_endpoint") }),
+                None => env.get(ENV_OTEL_ENDPOINT).map(|v| Raw { value: v.clone(), origin: ENV_OTEL_ENDPOINT.into() }),
+            },
+        };
+        let otlp_endpoint = endpoint_raw.map(|raw| parse_endpoint(&raw)).transpose()?;
+        let ratio_raw = pick(
+            ENV_TRACE_SAMPLE_RATIO,
+            "tracing.sample_ratio",
+            file_settings.tracing.sample_ratio.map(|v| v.to_string()),
+            "1",
+        );
+        let sample_ratio = match ratio_raw.value.trim().parse::<f64>() {
+            Ok(ratio) if (0.0..=1.0).contains(&ratio) => ratio,
+            _ => return Err(invalid(&ratio_raw, format!("`{}` is not a ratio from 0 to 1", ratio_raw.value))),
+        };
+        let tracing = TracingSettings { otlp_endpoint, sample_ratio };
+        let metrics_raw =
+            pick(ENV_METRICS, "metrics.enabled", file_settings.metrics.enabled.map(|b| b.to_string()), "true");
+        let metrics_enabled = match metrics_raw.value.trim() {
+            "true" => true,
+            "false" => false,
+            other => return Err(invalid(&metrics_raw, format!("`{other}` is not `true` or `false`"))),
+        };
+
         let mut properties = BTreeMap::new();
         for (key, value) in file_settings.kafka.properties {
             let origin = in_file(&format!("kafka.properties.\"{key}\""));
@@ -563,6 +629,8 @@ impl Settings {
             schemas_dir,
             outbox_database_url,
             gateway,
+            tracing,
+            metrics_enabled,
         })
     }
 }
@@ -647,6 +715,15 @@ fn parse_brokers(value: &str) -> Result<Vec<String>, String> {
     Ok(brokers)
 }
 
+/// An OTLP/HTTP base URL: `http` or `https`, with a host.
+fn parse_endpoint(raw: &Raw) -> Result<Url, ConfigError> {
+    let url = Url::parse(raw.value.trim()).map_err(|e| invalid(raw, format!("`{}` is not a URL: {e}", raw.value)))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(invalid(raw, format!("`{}` is not an http:// or https:// URL with a host", raw.value)));
+    }
+    Ok(url)
+}
+
 fn parse_bounded(raw: &Raw, min: u64, max: u64) -> Result<u64, ConfigError> {
     match raw.value.trim().parse::<u64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
@@ -690,6 +767,57 @@ mod tests {
                 produce_timeout: Duration::from_secs(5)
             }
         );
+    }
+
+    #[test]
+    fn tracing_is_off_by_default_and_follows_ours_then_the_file_then_the_otel_variable() {
+        let off = load(&[]).unwrap().tracing;
+        assert_eq!(off, TracingSettings { otlp_endpoint: None, sample_ratio: 1.0 });
+
+        let standard = load(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")]).unwrap().tracing;
+        assert_eq!(standard.otlp_endpoint.unwrap().as_str(), "http://collector:4318/");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("eventline.toml");
+        std::fs::write(&path, "[tracing]\notlp_endpoint = \"https://file:4318\"\nsample_ratio = 0.25\n").unwrap();
+        let from_file =
+            Settings::load_from(Some(&path), &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")]))
+                .unwrap()
+                .tracing;
+        assert_eq!(from_file.otlp_endpoint.unwrap().as_str(), "https://file:4318/");
+        assert_eq!(from_file.sample_ratio, 0.25);
+
+        let ours = Settings::load_from(
+            Some(&path),
+            &env(&[("EVENTLINE_OTLP_ENDPOINT", "http://ours:4318"), ("EVENTLINE_TRACE_SAMPLE_RATIO", "0.01")]),
+        )
+        .unwrap()
+        .tracing;
+        assert_eq!(ours.otlp_endpoint.unwrap().as_str(), "http://ours:4318/");
+        assert_eq!(ours.sample_ratio, 0.01);
+    }
+
+    #[test]
+    fn metrics_are_on_unless_turned_off() {
+        assert!(load(&[]).unwrap().metrics_enabled);
+        assert!(!load(&[("EVENTLINE_METRICS", "false")]).unwrap().metrics_enabled);
+        let err = load(&[("EVENTLINE_METRICS", "off")]).unwrap_err().to_string();
+        assert_eq!(err, "invalid EVENTLINE_METRICS: `off` is not `true` or `false`");
+    }
+
+    #[test]
+    fn bad_tracing_settings_are_named() {
+        let err = load(&[("EVENTLINE_OTLP_ENDPOINT", "collector:4318")]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid EVENTLINE_OTLP_ENDPOINT: `collector:4318` is not an http:// or https:// URL with a host"
+        );
+        let err = load(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url")]).unwrap_err().to_string();
+        assert_eq!(err, "invalid OTEL_EXPORTER_OTLP_ENDPOINT: `not a url` is not a URL: relative URL without a base");
+        for bad in ["1.5", "-0.1", "half"] {
+            let err = load(&[("EVENTLINE_TRACE_SAMPLE_RATIO", bad)]).unwrap_err().to_string();
+            assert_eq!(err, format!("invalid EVENTLINE_TRACE_SAMPLE_RATIO: `{bad}` is not a ratio from 0 to 1"));
+        }
     }
 
     #[test]

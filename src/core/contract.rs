@@ -119,6 +119,14 @@ impl ValidatedEvent {
         &self.payload
     }
 
+    /// Sets the W3C trace context the event travels with, unless it carries its own. Not part of
+    /// what was validated: it says where the event came from, not what it is.
+    pub fn adopt_traceparent(&mut self, traceparent: &str) {
+        if self.envelope.traceparent.is_none() {
+            self.envelope.traceparent = Some(traceparent.to_string());
+        }
+    }
+
     /// The current version of this event's type (the payload's version).
     pub fn current_version(&self) -> u32 {
         self.current_version

@@ -1,24 +1,159 @@
-//! All tracing set-up in one place: `RUST_LOG` filters, the format is human or JSON, and log
-//! lines go to standard error so standard output stays free for command results.
+//! All tracing set-up in one place: `RUST_LOG` filters, the format is human or JSON, log lines go
+//! to standard error so standard output stays free for command results, and, when a collector is
+//! configured, spans go to it over OTLP/HTTP.
+//!
+//! A trace crosses processes as a W3C `traceparent`: the gateway continues the caller's (or starts
+//! one), stamps it on each event it publishes, and the worker continues it from the Kafka record.
+//! The helpers here are the only code that knows OpenTelemetry; the layers speak `tracing` spans.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{SpanContext, TraceContextExt, TracerProvider as _};
+use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::Resource;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::LogFormat;
+use crate::config::{LogFormat, TracingSettings};
 
 /// What the filter is when `RUST_LOG` is unset: our own progress at info, the libraries' chatter
 /// only when it is a warning.
 pub const DEFAULT_FILTER: &str = "info,sqlx=warn,rdkafka=warn";
 
-/// Installs the global subscriber. Call once, early in `main`; a second call is a no-op.
-pub fn init(format: LogFormat) {
+/// The W3C trace context header, in HTTP requests and Kafka records alike.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// Whether spans are exported: per-event spans are only made when someone will see them.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Keeps the span exporter alive; [`Telemetry::shutdown`] sends what is still queued.
+#[must_use = "dropping it without shutdown loses the last spans"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Sends the spans still queued (bounded by the exporter's timeout) and stops exporting.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            if let Err(error) = provider.shutdown() {
+                eprintln!("warning: the last spans may not have reached the collector: {error}");
+            }
+        }
+    }
+}
+
+/// Installs the global subscriber. Call once, early in `main`; a second call installs nothing.
+/// Fails only when the span exporter cannot be built.
+pub fn init(format: LogFormat, tracing: &TracingSettings) -> Result<Telemetry, String> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let result = match format {
-        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Human => logs.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(true).boxed(),
     };
+    let provider = tracing.otlp_endpoint.as_ref().map(|endpoint| tracer_provider(endpoint, tracing.sample_ratio));
+    let provider = provider.transpose()?;
+    let spans = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("eventline")));
+    let installed = tracing_subscriber::registry().with(filter).with(logs).with(spans).try_init();
     // Already installed (e.g. by a test harness): keep the first one.
-    drop(result);
+    if installed.is_ok() && provider.is_some() {
+        EXPORTING.store(true, Ordering::Relaxed);
+    }
+    Ok(Telemetry { provider })
+}
+
+fn tracer_provider(endpoint: &url::Url, sample_ratio: f64) -> Result<SdkTracerProvider, String> {
+    let traces = format!("{}/v1/traces", endpoint.as_str().trim_end_matches('/'));
+    let exporter = SpanExporter::builder()
+        .with_http()
+        .with_endpoint(traces.clone())
+        .build()
+        .map_err(|e| format!("cannot export spans to {traces}: {e}"))?;
+    let mut resource = Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name("eventline");
+    }
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        // A caller's sampling decision is kept; traces started here are kept at the ratio.
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(sample_ratio))))
+        .with_resource(resource.build())
+        .build())
+}
+
+/// Whether spans are exported (a collector is configured and the subscriber is ours).
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// Makes `span` a child of the trace a `traceparent` names; a missing or malformed one leaves
+/// the span a root. Call before the span is first entered.
+pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
+    let Some(traceparent) = traceparent else { return };
+    let carrier = HashMap::from([(TRACEPARENT.to_string(), traceparent.to_string())]);
+    let parent = TraceContextPropagator::new().extract(&carrier);
+    if parent.span().span_context().is_valid() {
+        // Fails only without our subscriber, where there is no trace to continue.
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// The `traceparent` naming `span`, to stamp on what it sends; `None` when spans are not
+/// exported.
+pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    if !exporting() {
+        return None;
+    }
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
+    carrier.remove(TRACEPARENT)
+}
+
+/// Whether a `traceparent` is well formed and asks for the trace to be recorded.
+pub fn sampled(traceparent: &str) -> bool {
+    let carrier = HashMap::from([(TRACEPARENT.to_string(), traceparent.to_string())]);
+    let context = TraceContextPropagator::new().extract(&carrier);
+    let span = context.span();
+    let remote = span.span_context();
+    remote.is_valid() && remote.is_sampled()
+}
+
+/// Links `span` to the trace `other` is in (for work done for many traces at once).
+pub fn link(span: &tracing::Span, other: &tracing::Span) {
+    let context: SpanContext = other.context().span().span_context().clone();
+    if context.is_valid() {
+        span.add_link(context);
+    }
+}
+
+/// Makes `span` a child of `parent` across the boundary of a `tracing` scope (the parent is not
+/// the current span).
+pub fn set_parent(span: &tracing::Span, parent: &tracing::Span) {
+    let _ = span.set_parent(parent.context());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_well_formed_sampled_traceparent_counts_as_sampled() {
+        assert!(sampled("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+        assert!(!sampled("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"));
+        assert!(!sampled("00-00000000000000000000000000000000-b7ad6b7169203331-01"));
+        assert!(!sampled("not a traceparent"));
+    }
+
+    #[test]
+    fn without_export_no_traceparent_is_made_up() {
+        assert_eq!(traceparent(&tracing::Span::none()), None);
+    }
 }

@@ -15,9 +15,11 @@ use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use eventline_core::telemetry;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use utoipa::openapi::{InfoBuilder, OpenApi, OpenApiBuilder};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -75,21 +77,38 @@ pub fn app(
         .merge(common.with_state(shared))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(count_requests))
+        .layer(axum::middleware::from_fn(observe_requests))
         .layer(axum::extract::DefaultBodyLimit::disable())
 }
 
 /// Counts and times every request by route template (not the path, which would give a series
-/// per account id), method and status.
-async fn count_requests(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// per account id), method and status; and runs it in a server span that continues the caller's
+/// W3C trace context.
+async fn observe_requests(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
     let method = request.method().to_string();
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let traceparent = request.headers().get(telemetry::TRACEPARENT).and_then(|v| v.to_str().ok());
+    telemetry::continue_trace(&span, traceparent);
     let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+    let status = status.as_u16().to_string();
     metrics::histogram!("eventline_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
         .record(started.elapsed().as_secs_f64());
     metrics::counter!("eventline_http_requests_total", "route" => route, "method" => method, "status" => status)

@@ -29,3 +29,4 @@ mod scenario;
 mod schemas;
 mod services;
 mod tail;
+mod traces;

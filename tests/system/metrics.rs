@@ -292,3 +292,84 @@ async fn a_worker_serves_health_and_metrics_and_its_counters_start_again_after_a
     assert_eq!(applied(&samples), Some(2.0), "{text}");
     assert_eq!(assigned(&samples), Some(6.0), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_is_not_ready_while_its_broker_is_unreachable_and_says_why() {
+    let env = TestEnv::new().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    // The worker keeps trying to reach the broker for a while; meanwhile its probes answer.
+    let _worker = env.spawn(
+        "worker",
+        &["worker", "account_balances", "--listen", &addr],
+        &[("EVENTLINE_KAFKA_BROKERS", &closed), ("EVENTLINE_CONNECT_TIMEOUT_SECS", "60")],
+    );
+    let client = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    wait_until("the probes to answer", || async { client.get(format!("{base}/healthz")).send().await.is_ok() }).await;
+    let response = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "not ready");
+    let reasons: Vec<&str> = body["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    assert!(reasons.iter().any(|r| r.starts_with("the broker is not reachable: ")), "{body}");
+    assert!(!reasons.iter().any(|r| r.contains("database")), "the database is fine: {body}");
+    assert_eq!(client.get(format!("{base}/healthz")).send().await.unwrap().status(), 200, "alive all the same");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outbox_relay_serves_its_backlog_as_metrics() {
+    let env = TestEnv::new().await;
+    let outbox_db = env.database_url.expose().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let relay = env.spawn(
+        "relay",
+        &["outbox-relay", "--install", "--listen", &addr],
+        &[("EVENTLINE_OUTBOX_DATABASE_URL", outbox_db.as_str())],
+    );
+    wait_until("the relay to start", || async { relay.log().contains("Outbox relay started.") }).await;
+    let row = |id: &str, key: &str, currency: &str| {
+        format!(
+            "('{}')",
+            serde_json::json!({"specversion": "1.0", "id": id, "source": "/o", "type": "accounts.AccountOpened",
+                               "subject": key, "data": {"account_id": key, "owner": "o", "currency": currency}})
+        )
+    };
+    // One refused row holding the one behind it, and one that goes out.
+    let sql = format!(
+        "INSERT INTO eventline_outbox (event) VALUES {}, {}, {}",
+        row("bad", "held", "euro"),
+        row("behind", "held", "EUR"),
+        row("free", "other", "EUR")
+    );
+    let output = std::process::Command::new("psql").args([outbox_db.as_str(), "-q", "-c", &sql]).output().unwrap();
+    assert!(output.status.success(), "{}", crate::helpers::stderr(&output));
+
+    let client = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    wait_until("the backlog gauges to show the held rows", || async {
+        let (_, samples) = scrape_at(&client, &base).await;
+        value(&samples, "eventline_outbox_unpublished_rows", &[]) == Some(2.0)
+            && value(&samples, "eventline_outbox_failed_rows", &[]) == Some(1.0)
+    })
+    .await;
+    let (text, samples) = scrape_at(&client, &base).await;
+    assert_eq!(value(&samples, "eventline_outbox_published_total", &[]), Some(1.0), "{text}");
+    assert_eq!(value(&samples, "eventline_outbox_refused_total", &[]), Some(1.0), "{text}");
+    assert!(value(&samples, "eventline_outbox_oldest_unpublished_seconds", &[]).unwrap() > 0.0, "{text}");
+    assert_eq!(value(&samples, "eventline_producer_acknowledged_total", &[]), Some(1.0), "{text}");
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_turned_off_record_nothing_and_say_so() {
+    let env = TestEnv::new().await;
+    let up = env.spawn_http("up", &["up"], &[("EVENTLINE_METRICS", "false")]).await;
+    assert_eq!(up.get("/v1/accounts/acct-none").await.status(), 404);
+    let (text, samples) = scrape(&up).await;
+    assert_eq!(text, "# eventline's metrics are turned off (EVENTLINE_METRICS=false)\n");
+    assert!(samples.is_empty());
+}

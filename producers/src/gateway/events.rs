@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use eventline_core::contract::{ContractError, ValidatedEvent};
 use eventline_core::envelope::{CloudEvent, EnvelopeError};
 use eventline_core::registry::BatchError;
+use eventline_core::telemetry;
 use eventline_core::token::ConsistencyToken;
 use serde_json::{json, Map, Value};
 
@@ -91,7 +92,8 @@ async fn accept(gateway: &Gateway, request: Request) -> Result<Response, Problem
     let principal = gateway.auth().authenticate(parts.headers.get(header::AUTHORIZATION)).await?;
     let mode = mode(&parts.headers)?;
     let body = read_body(body, gateway.limits().max_body_bytes).await?;
-    let events = validate(gateway, mode, &parts.headers, &body)?;
+    let mut events = validate(gateway, mode, &parts.headers, &body)?;
+    stamp_trace_context(&mut events, &parts.headers);
 
     let forbidden: Vec<Value> = events
         .iter()
@@ -166,8 +168,7 @@ fn validate(gateway: &Gateway, mode: Mode, headers: &HeaderMap, body: &[u8]) -> 
     let registry = gateway.registry();
     match mode {
         Mode::Structured => {
-            let mut envelope = CloudEvent::from_slice(body).map_err(|e| envelope_problem(e, Some(0)))?;
-            adopt_traceparent(&mut envelope, headers);
+            let envelope = CloudEvent::from_slice(body).map_err(|e| envelope_problem(e, Some(0)))?;
             registry.validate(envelope).map(|e| vec![e]).map_err(|e| invalid(vec![(0, e)]))
         }
         Mode::Binary => {
@@ -231,10 +232,16 @@ fn invalid(errors: Vec<(usize, ContractError)>) -> Problem {
     Problem::invalid_event(detail).with("errors", Value::Array(list))
 }
 
-/// W3C trace context from the request, when the event carries none of its own.
-fn adopt_traceparent(envelope: &mut CloudEvent, headers: &HeaderMap) {
-    if envelope.traceparent.is_none() {
-        envelope.traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok()).map(String::from);
+/// Gives each event that carries no trace context of its own this request's: the request's span
+/// when spans are exported (so the worker's spans become its children), else the caller's
+/// `traceparent` as it came.
+fn stamp_trace_context(events: &mut [ValidatedEvent], headers: &HeaderMap) {
+    let traceparent = telemetry::traceparent(&tracing::Span::current())
+        .or_else(|| headers.get(telemetry::TRACEPARENT).and_then(|v| v.to_str().ok()).map(String::from));
+    if let Some(traceparent) = traceparent {
+        for event in events {
+            event.adopt_traceparent(&traceparent);
+        }
     }
 }
 
@@ -258,9 +265,6 @@ fn binary_envelope(headers: &HeaderMap, body: &[u8]) -> Result<CloudEvent, Probl
             _ => Value::from(text),
         };
         object.insert(attribute.to_string(), value);
-    }
-    if let Some(traceparent) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
-        object.entry("traceparent").or_insert_with(|| traceparent.into());
     }
     object.insert("datacontenttype".into(), JSON.into());
     object.insert("data".into(), data);

@@ -36,15 +36,37 @@ impl Store {
 
     /// Counts of the outbox's rows: (unpublished, failed).
     pub async fn outbox_backlog(&self) -> Result<(i64, i64), Error> {
+        let backlog = self.outbox_pending().await?;
+        Ok((backlog.unpublished, backlog.failed))
+    }
+
+    /// The rows not yet published (through the partial index: published rows are not read).
+    pub async fn outbox_pending(&self) -> Result<OutboxBacklog, Error> {
         let row = sqlx::query!(
-            r#"SELECT count(*) FILTER (WHERE published_at IS NULL) AS "pending!",
-                      count(*) FILTER (WHERE failed_at IS NOT NULL AND published_at IS NULL) AS "failed!"
-               FROM eventline_outbox"#
+            r#"SELECT count(*) AS "unpublished!",
+                      count(*) FILTER (WHERE failed_at IS NOT NULL) AS "failed!",
+                      EXTRACT(EPOCH FROM now() - min(created_at))::float8 AS oldest_seconds
+               FROM eventline_outbox WHERE published_at IS NULL"#
         )
         .fetch_one(&self.pool)
         .await?;
-        Ok((row.pending, row.failed))
+        Ok(OutboxBacklog {
+            unpublished: row.unpublished,
+            failed: row.failed,
+            oldest_seconds: row.oldest_seconds.unwrap_or(0.0).max(0.0),
+        })
     }
+}
+
+/// What waits in the outbox.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutboxBacklog {
+    /// Rows not yet published, failed ones included.
+    pub unpublished: i64,
+    /// Rows the relay refused, which hold their key's later rows.
+    pub failed: i64,
+    /// Age of the oldest unpublished row; 0 when there is none.
+    pub oldest_seconds: f64,
 }
 
 impl StoreTx {
