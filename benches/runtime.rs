@@ -27,7 +27,9 @@ use eventline_kafka::consumer::{ConsumerEvent, GroupConsumer, StartingOffsets, T
 use eventline_producers::loadgen::AccountsTraffic;
 use eventline_producers::publisher::Publisher;
 use eventline_store::runtime::ReadEvent;
-use eventline_store::Store;
+
+mod support;
+use support::{fresh_store, run_worker};
 
 const BATCH: usize = 500;
 
@@ -193,30 +195,8 @@ async fn main() {
     // (c) The eventline worker, as a process.
     let worker_db = settings.database_url.with_database(&format!("eventline_bench_worker_{}", rand::random::<u32>()));
     let store = fresh_store(&worker_db, &settings).await;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eventline"))
-        .args(["worker", "account_balances"])
-        .env_clear()
-        .envs(env.iter().filter(|(k, _)| k.starts_with("EVENTLINE_") || *k == "PATH"))
-        .env("DATABASE_URL", worker_db.expose())
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("the eventline binary runs");
-    let mut first: Option<(Instant, i64)> = None;
-    let done = loop {
-        let through: i64 = store.checkpoints("account_balances").await.unwrap().iter().map(|c| c.next_offset).sum();
-        if through > 0 && first.is_none() {
-            first = Some((Instant::now(), through));
-        }
-        if through as usize >= total {
-            break Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let (from, already) = first.expect("the worker made progress");
-    let worker = rate(total - already as usize, done - from);
-    let rss_mb = peak_rss_kb(child.id()) as f64 / 1024.0;
-    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    child.wait().unwrap();
+    let run = run_worker(&env, &[], &worker_db, &store, total).await;
+    let (worker, rss_mb) = (run.events_per_second, run.peak_rss_kb as f64 / 1024.0);
     store.close().await;
     eventline_store::drop_database(&worker_db).await.unwrap();
     println!(
@@ -263,21 +243,4 @@ async fn main() {
     store.close().await;
     eventline_store::drop_database(&apply_db).await.unwrap();
     println!("apply-only (batches of {BATCH}, no broker)           {apply:>10.0} events/s   ({} events)", events.len());
-}
-
-async fn fresh_store(url: &eventline_core::config::DatabaseUrl, settings: &Settings) -> Store {
-    eventline_store::create_database_if_missing(url, settings.connect_timeout).await.unwrap();
-    let store = Store::connect(url, 4, settings.connect_timeout).await.unwrap();
-    store.migrate().await.unwrap();
-    store
-}
-
-/// Peak resident set size of a process, from /proc (VmHWM), in KiB.
-fn peak_rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }

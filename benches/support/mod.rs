@@ -1,8 +1,12 @@
-//! What the benchmarks share: an `eventline` HTTP process of their own, and percentiles.
+//! What the benchmarks share: an `eventline` HTTP process or worker of their own, a database,
+//! and percentiles.
+
+// Each benchmark compiles this module and uses part of it.
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::process::Child;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use eventline_core::config::{DatabaseUrl, Settings};
 use eventline_producers::gateway::auth;
@@ -64,4 +68,65 @@ impl HttpProcess {
         std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         self.child.wait().unwrap();
     }
+}
+
+/// Creates and migrates the database `url`.
+pub async fn fresh_store(url: &DatabaseUrl, settings: &Settings) -> Store {
+    eventline_store::create_database_if_missing(url, settings.connect_timeout).await.unwrap();
+    let store = Store::connect(url, 4, settings.connect_timeout).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+/// A finished worker run: its rate from its first committed batch to the last, and its peak RSS.
+pub struct WorkerRun {
+    pub events_per_second: f64,
+    pub peak_rss_kb: u64,
+}
+
+/// Runs `eventline worker account_balances <extra_args>` with the benchmark's `EVENTLINE_*`
+/// settings on `store`'s database `db` until it has committed past `total` offsets, then stops it.
+pub async fn run_worker(
+    env: &HashMap<String, String>,
+    extra_args: &[&str],
+    db: &DatabaseUrl,
+    store: &Store,
+    total: usize,
+) -> WorkerRun {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eventline"))
+        .args(["worker", "account_balances"])
+        .args(extra_args)
+        .env_clear()
+        .envs(env.iter().filter(|(k, _)| k.starts_with("EVENTLINE_") || k.starts_with("OTEL_") || *k == "PATH"))
+        .env("DATABASE_URL", db.expose())
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("the eventline binary runs");
+    let mut first: Option<(Instant, i64)> = None;
+    let done = loop {
+        let through: i64 = store.checkpoints("account_balances").await.unwrap().iter().map(|c| c.next_offset).sum();
+        if through > 0 && first.is_none() {
+            first = Some((Instant::now(), through));
+        }
+        if through as usize >= total {
+            break Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (from, already) = first.expect("the worker made progress");
+    let events_per_second = (total - already as usize) as f64 / (done - from).as_secs_f64();
+    let peak_rss_kb = peak_rss_kb(child.id());
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    child.wait().unwrap();
+    WorkerRun { events_per_second, peak_rss_kb }
+}
+
+/// Peak resident set size of a process, from /proc (VmHWM), in KiB.
+fn peak_rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
