@@ -1,5 +1,6 @@
 //! The layering rules of ARCHITECTURE.md, checked on the dependency graph: only the store layer
-//! may use sqlx, only the Kafka layer rdkafka, and the core neither.
+//! may use sqlx, only the Kafka layer rdkafka, and the core neither; only the core's telemetry
+//! knows OpenTelemetry.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -41,6 +42,9 @@ fn only_the_store_uses_sqlx_and_only_the_kafka_layer_uses_rdkafka() {
     };
     assert_eq!(users("sqlx"), ["eventline-store"]);
     assert_eq!(users("rdkafka"), ["eventline-kafka"]);
+    for otel in ["opentelemetry", "opentelemetry_sdk", "opentelemetry-otlp", "tracing-opentelemetry"] {
+        assert_eq!(users(otel), ["eventline-core"], "only the core's telemetry knows OpenTelemetry");
+    }
     let core = &packages["eventline-core"];
     assert!(
         !core.iter().any(|d| d.starts_with("eventline-")),

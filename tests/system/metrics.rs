@@ -213,9 +213,19 @@ async fn the_alert_rules_and_the_dashboard_are_well_formed_and_use_only_exported
             alerts.push(name.to_string());
         }
     }
-    assert_eq!(alerts, ["EventlineProjectionLagging", "EventlineDeadLettersGrowing", "EventlineGateway5xx"]);
+    assert_eq!(
+        alerts,
+        [
+            "EventlineProjectionLagging",
+            "EventlineDeadLettersGrowing",
+            "EventlineGateway5xx",
+            "EventlineOutboxBacklogOld"
+        ]
+    );
     let prometheus = std::fs::read_to_string(root.join("prometheus.yml")).unwrap();
-    assert!(prometheus.contains("/etc/prometheus/alerts.yml") && prometheus.contains("eventline:8080"));
+    for needed in ["/etc/prometheus/alerts.yml", "eventline:8080", "eventline-outbox-relay:9101"] {
+        assert!(prometheus.contains(needed), "{needed} in prometheus.yml");
+    }
     let dashboard: Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("grafana/dashboards/eventline.json")).unwrap())
             .unwrap();
@@ -230,9 +240,13 @@ async fn the_alert_rules_and_the_dashboard_are_well_formed_and_use_only_exported
         }
     }
 
-    // After traffic, a running `up` exports every one of them.
+    // After traffic, a running `up` and an outbox relay export every one of them.
     let env = TestEnv::new().await;
     let up = env.spawn_http("up", &["up"], &[]).await;
+    let relay_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let relay_base = format!("http://127.0.0.1:{relay_port}");
+    let relay_addr = format!("127.0.0.1:{relay_port}");
+    let _relay = env.spawn("relay", &["outbox-relay", "--install", "--listen", &relay_addr], &[]);
     let (_, key) = env.create_key("metrics", &["accounts.*"]);
     let bearer = format!("Bearer {key}");
     let response = up
@@ -244,7 +258,11 @@ async fn the_alert_rules_and_the_dashboard_are_well_formed_and_use_only_exported
     assert_eq!(response.status(), 202);
     wait_until("every metric the rules and the dashboard use to be exported", || async {
         let (text, _) = scrape(&up).await;
-        used.is_subset(&exported(&text))
+        let mut all = exported(&text);
+        if let Ok(response) = up.client.get(format!("{relay_base}/metrics")).send().await {
+            all.extend(exported(&response.text().await.unwrap()));
+        }
+        used.is_subset(&all)
     })
     .await;
     assert!(used.len() >= 8, "{used:?}");
