@@ -391,3 +391,51 @@ async fn metrics_turned_off_record_nothing_and_say_so() {
     assert_eq!(text, "# eventline's metrics are turned off (EVENTLINE_METRICS=false)\n");
     assert!(samples.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_load_the_counters_only_grow_and_add_up_and_the_lag_clears() {
+    let env = TestEnv::new().await;
+    let up = env.spawn_http("up", &["up"], &[]).await;
+    let _loadgen = env.spawn("loadgen", &["loadgen", "--accounts", "200", "--events", "3000", "--rate", "1500"], &[]);
+    let consumed = |samples: &[Sample]| {
+        value(samples, "eventline_events_consumed_total", &[("projection", "account_balances")]).unwrap_or(0.0)
+    };
+    // Scraped while the traffic flows: never lower than the scrape before.
+    let mut seen = Vec::new();
+    while seen.last().copied().unwrap_or(0.0) < 3000.0 {
+        let (_, samples) = scrape(&up).await;
+        let now = consumed(&samples);
+        if let Some(&before) = seen.last() {
+            assert!(now >= before, "a counter went down: {seen:?} then {now}");
+        }
+        seen.push(now);
+        assert!(seen.len() < 1200, "3,000 events not consumed within two minutes: {seen:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(seen.iter().any(|&n| n > 0.0 && n < 3000.0), "scraped mid-load at least once: {seen:?}");
+
+    let (text, samples) = scrape(&up).await;
+    let of = |name: &str| value(&samples, name, &[("projection", "account_balances")]).unwrap_or(0.0);
+    assert_eq!(of("eventline_events_consumed_total"), 3000.0, "{text}");
+    assert_eq!(of("eventline_batch_size_events_sum"), 3000.0, "{text}");
+    assert!(of("eventline_batch_size_events_count") > 1.0, "several batches under load: {text}");
+    let outcomes = of("eventline_events_applied_total")
+        + of("eventline_events_duplicate_total")
+        + of("eventline_events_dead_lettered_total");
+    assert_eq!(outcomes, 3000.0, "every event applied, passed over as a copy or set aside: {text}");
+
+    // The freshness gauges (read every 5 s) come back to zero once the worker caught up.
+    wait_until("the lag gauges to clear", || async {
+        let (_, samples) = scrape(&up).await;
+        let lag: Vec<f64> = samples
+            .iter()
+            .filter(|(n, l, _)| {
+                (n == "eventline_projection_lag_events" || n == "eventline_projection_lag_seconds")
+                    && l["projection"] == "account_balances"
+            })
+            .map(|(_, _, v)| *v)
+            .collect();
+        lag.len() == 12 && lag.iter().all(|v| *v == 0.0)
+    })
+    .await;
+}
