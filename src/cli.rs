@@ -14,7 +14,9 @@ EVENTLINE_NAMESPACE, EVENTLINE_BATCH_MAX_EVENTS, EVENTLINE_BATCH_MAX_WAIT_MS,
 EVENTLINE_CONNECT_TIMEOUT_SECS, EVENTLINE_LOG_FORMAT, EVENTLINE_SCHEMAS_DIR (a schema registry
 folder instead of the built-in one), and librdkafka properties as
 EVENTLINE_RDKAFKA_<NAME> (EVENTLINE_RDKAFKA_SASL_USERNAME sets sasl.username). Logs go to
-standard error; RUST_LOG filters them.
+standard error; RUST_LOG filters them. Metrics are served at /metrics (EVENTLINE_METRICS=false
+turns them off); spans are exported over OTLP/HTTP when EVENTLINE_OTLP_ENDPOINT (or
+OTEL_EXPORTER_OTLP_ENDPOINT) names a collector, sampled at EVENTLINE_TRACE_SAMPLE_RATIO (default 1).
 
 Exit codes: 0 success, 1 failure (e.g. a service unreachable), 2 usage error, 3 a projection
 is behind its lag threshold (`status`), 65 invalid input (nothing was published or changed),

@@ -113,6 +113,9 @@ fn invalid_settings_stop_start_up_naming_the_setting() {
         (("EVENTLINE_HTTP_ADDR", "everywhere"), "error: invalid EVENTLINE_HTTP_ADDR: `everywhere` is not an address like 127.0.0.1:8080\n"),
         (("EVENTLINE_BATCH_MAX_EVENTS", "lots"), "error: invalid EVENTLINE_BATCH_MAX_EVENTS: `lots` is not a whole number from 1 to 100000\n"),
         (("EVENTLINE_RDKAFKA_ENABLE_IDEMPOTENCE", "false"), "error: invalid EVENTLINE_RDKAFKA_ENABLE_IDEMPOTENCE: `enable.idempotence` is set by eventline itself and cannot be overridden\n"),
+        (("EVENTLINE_OTLP_ENDPOINT", "collector:4318"), "error: invalid EVENTLINE_OTLP_ENDPOINT: `collector:4318` is not an http:// or https:// URL with a host\n"),
+        (("EVENTLINE_TRACE_SAMPLE_RATIO", "2"), "error: invalid EVENTLINE_TRACE_SAMPLE_RATIO: `2` is not a ratio from 0 to 1\n"),
+        (("EVENTLINE_METRICS", "no"), "error: invalid EVENTLINE_METRICS: `no` is not `true` or `false`\n"),
         (("EVENTLINE_NAMESPAC", "x"), "error: unknown setting EVENTLINE_NAMESPAC: eventline reads no such environment variable (did you mean EVENTLINE_NAMESPACE?)\n"),
     ];
     for ((var, value), expected) in cases {
