@@ -3,7 +3,7 @@
 //! traces sampled), in one run on one machine. Needs the services (`scripts/services.sh up`):
 //!
 //! ```sh
-//! cargo bench --bench observability                          # 100,000 events, 3 rounds
+//! cargo bench --bench observability                          # 100,000 events, 5 rounds
 //! cargo bench --bench observability -- --events 200000 --rounds 5
 //! ```
 //!
@@ -42,7 +42,7 @@ struct Options {
 }
 
 fn options() -> Options {
-    let mut options = Options { events: 100_000, rounds: 3, requests: 6_000 };
+    let mut options = Options { events: 100_000, rounds: 5, requests: 10_000 };
     let args: Vec<String> = std::env::args().collect();
     let value = |name: &str| {
         args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(|v| v.parse().expect("a number"))

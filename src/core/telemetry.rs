@@ -19,6 +19,8 @@ use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{LogFormat, TracingSettings};
@@ -61,8 +63,13 @@ pub fn init(format: LogFormat, tracing: &TracingSettings) -> Result<Telemetry, S
     };
     let provider = tracing.otlp_endpoint.as_ref().map(|endpoint| tracer_provider(endpoint, tracing.sample_ratio));
     let provider = provider.transpose()?;
-    let spans = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("eventline")));
-    let installed = tracing_subscriber::registry().with(filter).with(logs).with(spans).try_init();
+    // Spans are exported whatever RUST_LOG lets through to the logs: eventline's own, at info.
+    let spans = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("eventline"))
+            .with_filter(Targets::new().with_target("eventline", Level::INFO))
+    });
+    let installed = tracing_subscriber::registry().with(logs.with_filter(filter)).with(spans).try_init();
     // Already installed (e.g. by a test harness): keep the first one.
     if installed.is_ok() && provider.is_some() {
         EXPORTING.store(true, Ordering::Relaxed);

@@ -58,9 +58,14 @@ impl Collector {
         Self { endpoint, spans }
     }
 
-    /// Settings that make an eventline process export here, promptly.
+    /// Settings that make an eventline process export here, promptly; spans are exported
+    /// whatever the log filter says.
     fn env(&self) -> Vec<(&str, &str)> {
-        vec![("EVENTLINE_OTLP_ENDPOINT", self.endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")]
+        vec![
+            ("EVENTLINE_OTLP_ENDPOINT", self.endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("RUST_LOG", "warn"),
+        ]
     }
 
     fn in_trace(&self, trace_id: &str) -> Vec<ReceivedSpan> {
