@@ -124,13 +124,27 @@ pub fn traceparent(span: &tracing::Span) -> Option<String> {
     carrier.remove(TRACEPARENT)
 }
 
-/// Whether a `traceparent` is well formed and asks for the trace to be recorded.
+/// Whether a `traceparent` is well formed and asks for the trace to be recorded. Asked of every
+/// record a worker reads, so it reads the text in place instead of building a context.
 pub fn sampled(traceparent: &str) -> bool {
-    let carrier = HashMap::from([(TRACEPARENT.to_string(), traceparent.to_string())]);
-    let context = TraceContextPropagator::new().extract(&carrier);
-    let span = context.span();
-    let remote = span.span_context();
-    remote.is_valid() && remote.is_sampled()
+    let hex = |part: &str, len: usize| part.len() == len && part.bytes().all(|b| b.is_ascii_hexdigit());
+    let nonzero = |part: &str| part.bytes().any(|b| b != b'0');
+    let mut parts = traceparent.trim().split('-');
+    let (Some(version), Some(trace), Some(parent), Some(flags)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    // Version 00 has exactly four parts; later versions may append more.
+    let well_formed = hex(version, 2)
+        && version != "ff"
+        && (version != "00" || parts.next().is_none())
+        && hex(trace, 32)
+        && nonzero(trace)
+        && hex(parent, 16)
+        && nonzero(parent)
+        && hex(flags, 2);
+    well_formed && u8::from_str_radix(flags, 16).is_ok_and(|f| f & 1 == 1)
 }
 
 /// Links `span` to the trace `other` is in (for work done for many traces at once).
@@ -156,6 +170,11 @@ mod tests {
         assert!(sampled("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
         assert!(!sampled("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"));
         assert!(!sampled("00-00000000000000000000000000000000-b7ad6b7169203331-01"));
+        assert!(!sampled("00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01"));
+        assert!(!sampled("ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+        assert!(!sampled("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra"));
+        assert!(!sampled("00-0af7651916cd43dd8448eb211c80319-b7ad6b7169203331-01"));
+        assert!(sampled("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03"));
         assert!(!sampled("not a traceparent"));
     }
 
