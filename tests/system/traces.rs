@@ -247,3 +247,23 @@ async fn the_gateway_starts_a_trace_when_none_comes_and_keeps_a_callers_decision
         collector.in_trace(&unsampled)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collector_that_is_down_loses_spans_never_events() {
+    let env = TestEnv::new().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let endpoint = format!("http://{closed}");
+    let tracing_env =
+        [("EVENTLINE_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100"), ("RUST_LOG", "warn")];
+    let up = env.spawn_http("up", &["up"], &tracing_env).await;
+    let (_, key) = env.create_key("traces", &["accounts.*"]);
+    let bearer = format!("Bearer {key}");
+    for i in 0..3 {
+        let traceparent = format!("00-{}-{}-01", random_hex(32), random_hex(16));
+        publish(&up, &bearer, opened(&format!("down-{i}"), &format!("acct-{i}")), Some(&traceparent)).await;
+    }
+    wait_until("the events to be applied", || async { env.applied_through("account_balances").await == 3 }).await;
+    let account = up.get("/v1/accounts/acct-2").await;
+    assert_eq!(account.status(), 200);
+    assert!(up.process.terminate().success(), "stops cleanly though its last spans cannot be sent");
+}
