@@ -13,14 +13,13 @@ use std::time::{Duration, Instant};
 
 use eventline_core::config::Settings;
 use eventline_core::registry::Registry;
-use eventline_kafka::admin::{self, TopicSpec};
 use eventline_kafka::producer::{EventProducer, OutgoingRecord};
 use eventline_producers::loadgen::AccountsTraffic;
 use eventline_producers::publisher::Publisher;
 use tokio_util::sync::CancellationToken;
 
 mod support;
-use support::{database_with_key, percentile, HttpProcess};
+use support::{database_with_key, percentile, topic_records, HttpProcess};
 
 const RAW_EVENTS: usize = 200_000;
 const BATCH_EVENTS: usize = 200_000;
@@ -44,13 +43,7 @@ async fn main() {
     let settings = Settings::load_from(None, &env).expect("settings");
     let registry = Arc::new(Registry::embedded().unwrap());
     let topic = settings.namespace.topic("accounts.events");
-    admin::create_topics(
-        &settings.kafka,
-        &[TopicSpec { name: topic.clone(), partitions: 6, replication_factor: 1 }],
-        settings.connect_timeout,
-    )
-    .await
-    .expect("the broker answers (scripts/services.sh up)");
+    topic_records(&settings, &topic).await;
     let run = format!("r{}", rand::random::<u32>());
     println!("ingestion benchmark on {topic}, {} cores", std::thread::available_parallelism().map_or(1, |n| n.get()));
 

@@ -21,14 +21,13 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use eventline_core::config::Settings;
 use eventline_core::registry::Registry;
-use eventline_kafka::admin::{self, TopicSpec};
 use eventline_producers::loadgen::AccountsTraffic;
 use eventline_producers::publisher::Publisher;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
 mod support;
-use support::{database_with_key, fresh_store, run_worker, HttpProcess};
+use support::{database_with_key, fresh_store, publish_all, run_worker, topic_records, HttpProcess};
 
 /// Concurrent requests to the gateway.
 const CONCURRENCY: usize = 32;
@@ -140,45 +139,20 @@ async fn main() {
     let settings = Settings::load_from(None, &env).expect("settings");
     let registry = Arc::new(Registry::embedded().expect("registry"));
     let topic = settings.namespace.topic("accounts.events");
-    admin::create_topics(
-        &settings.kafka,
-        &[TopicSpec { name: topic.clone(), partitions: 6, replication_factor: 1 }],
-        settings.connect_timeout,
-    )
-    .await
-    .expect("the broker answers (scripts/services.sh up)");
-    let present: i64 = admin::watermarks(&settings.kafka, &topic, settings.connect_timeout)
-        .await
-        .unwrap()
-        .iter()
-        .map(|w| w.high)
-        .sum();
-    if (present as usize) < options.events {
-        let missing = options.events - present as usize;
+    let present = topic_records(&settings, &topic).await;
+    if present < options.events {
+        let missing = options.events - present;
         println!("filling {topic} with {missing} traced events (once; later runs reuse it)");
         let publisher = Publisher::connect(&settings, registry.clone()).await.unwrap();
         let traffic = AccountsTraffic::new(registry.clone(), &format!("fill{present}"), 10_000, 7).take(missing);
-        let mut traffic = traffic.enumerate().map(|(n, mut event)| {
+        let traced = traffic.enumerate().map(|(n, mut event)| {
             let flags = if n % SAMPLE_ONE_IN == 0 { "01" } else { "00" };
             event.adopt_traceparent(&format!("00-{}-{}-{flags}", random_hex(32), random_hex(16)));
             event
         });
-        loop {
-            let chunk: Vec<_> = traffic.by_ref().take(5_000).collect();
-            if chunk.is_empty() {
-                break;
-            }
-            for result in publisher.publish_all(&chunk).await {
-                result.expect("published");
-            }
-        }
+        publish_all(&publisher, traced, missing).await;
     }
-    let total = admin::watermarks(&settings.kafka, &topic, settings.connect_timeout)
-        .await
-        .unwrap()
-        .iter()
-        .map(|w| w.high)
-        .sum::<i64>() as usize;
+    let total = topic_records(&settings, &topic).await;
     let (endpoint, spans) = collector().await;
     println!(
         "observability overhead: worker on {total} events (1 in {SAMPLE_ONE_IN} traced), gateway single events {CONCURRENCY} at a time; {} rounds, {} cores",
@@ -190,17 +164,7 @@ async fn main() {
     let mut gateway_env = env.clone();
     gateway_env.insert("EVENTLINE_NAMESPACE".into(), format!("{namespace}-gateway"));
     let gateway_settings = Settings::load_from(None, &gateway_env).unwrap();
-    admin::create_topics(
-        &settings.kafka,
-        &[TopicSpec {
-            name: gateway_settings.namespace.topic("accounts.events"),
-            partitions: 6,
-            replication_factor: 1,
-        }],
-        settings.connect_timeout,
-    )
-    .await
-    .unwrap();
+    topic_records(&gateway_settings, &gateway_settings.namespace.topic("accounts.events")).await;
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
 
     let mut worker: HashMap<&str, Vec<f64>> = HashMap::new();

@@ -22,14 +22,13 @@ use eventline_consumers::projections::account_balances::AccountBalances;
 use eventline_consumers::projections::{Applicable, Handler};
 use eventline_core::config::Settings;
 use eventline_core::registry::Registry;
-use eventline_kafka::admin::{self, TopicSpec};
 use eventline_kafka::consumer::{ConsumerEvent, GroupConsumer, StartingOffsets, TopicPartition};
 use eventline_producers::loadgen::AccountsTraffic;
 use eventline_producers::publisher::Publisher;
 use eventline_store::runtime::ReadEvent;
 
 mod support;
-use support::{fresh_store, run_worker};
+use support::{fresh_store, publish_all, run_worker, topic_records};
 
 const BATCH: usize = 500;
 
@@ -82,47 +81,18 @@ async fn main() {
     let topic = settings.namespace.topic("accounts.events");
 
     // The topic, filled once.
-    admin::create_topics(
-        &settings.kafka,
-        &[TopicSpec { name: topic.clone(), partitions: 6, replication_factor: 1 }],
-        settings.connect_timeout,
-    )
-    .await
-    .expect("the broker answers (scripts/services.sh up)");
-    let present: i64 = admin::watermarks(&settings.kafka, &topic, settings.connect_timeout)
-        .await
-        .unwrap()
-        .iter()
-        .map(|w| w.high)
-        .sum();
-    if (present as usize) < options.events {
-        let missing = options.events - present as usize;
+    let present = topic_records(&settings, &topic).await;
+    if present < options.events {
+        let missing = options.events - present;
         println!("filling {topic} with {missing} events (once; later runs reuse it)");
         let publisher = Publisher::connect(&settings, registry.clone()).await.unwrap();
         let prefix = format!("fill{present}");
-        let mut traffic = AccountsTraffic::new(registry.clone(), &prefix, options.accounts, 7).take(missing);
+        let traffic = AccountsTraffic::new(registry.clone(), &prefix, options.accounts, 7).take(missing);
         let started = Instant::now();
-        let mut published = 0;
-        loop {
-            let chunk: Vec<_> = traffic.by_ref().take(5_000).collect();
-            if chunk.is_empty() {
-                break;
-            }
-            for result in publisher.publish_all(&chunk).await {
-                result.expect("published");
-            }
-            published += chunk.len();
-            eprint!("\r  {published}/{missing}");
-        }
-        eprintln!();
+        publish_all(&publisher, traffic, missing).await;
         println!("  filled at {:.0} events/s (the broker's ingest)", rate(missing, started.elapsed()));
     }
-    let total: usize = admin::watermarks(&settings.kafka, &topic, settings.connect_timeout)
-        .await
-        .unwrap()
-        .iter()
-        .map(|w| w.high)
-        .sum::<i64>() as usize;
+    let total = topic_records(&settings, &topic).await;
 
     println!(
         "runtime benchmark: {total} events on {topic} (6 partitions), {} cores",

@@ -1,5 +1,5 @@
-//! What the benchmarks share: an `eventline` HTTP process or worker of their own, a database,
-//! and percentiles.
+//! What the benchmarks share: topics filled once, an `eventline` HTTP process or worker of
+//! their own, a database, and percentiles.
 
 // Each benchmark compiles this module and uses part of it.
 #![allow(dead_code)]
@@ -9,7 +9,10 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use eventline_core::config::{DatabaseUrl, Settings};
+use eventline_core::contract::ValidatedEvent;
+use eventline_kafka::admin::{self, TopicSpec};
 use eventline_producers::gateway::auth;
+use eventline_producers::publisher::Publisher;
 use eventline_store::Store;
 
 /// The value below which a fraction `p` of the `sorted` latencies fall.
@@ -68,6 +71,37 @@ impl HttpProcess {
         std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         self.child.wait().unwrap();
     }
+}
+
+/// Creates `topic` (6 partitions) unless it exists; returns how many records it holds.
+pub async fn topic_records(settings: &Settings, topic: &str) -> usize {
+    admin::create_topics(
+        &settings.kafka,
+        &[TopicSpec { name: topic.to_string(), partitions: 6, replication_factor: 1 }],
+        settings.connect_timeout,
+    )
+    .await
+    .expect("the broker answers (scripts/services.sh up)");
+    let watermarks = admin::watermarks(&settings.kafka, topic, settings.connect_timeout).await.unwrap();
+    watermarks.iter().map(|w| w.high).sum::<i64>() as usize
+}
+
+/// Publishes `events` in chunks, waiting for every acknowledgement; prints progress.
+pub async fn publish_all(publisher: &Publisher, events: impl Iterator<Item = ValidatedEvent>, total: usize) {
+    let mut events = events;
+    let mut published = 0;
+    loop {
+        let chunk: Vec<ValidatedEvent> = events.by_ref().take(5_000).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        for result in publisher.publish_all(&chunk).await {
+            result.expect("published");
+        }
+        published += chunk.len();
+        eprint!("\r  {published}/{total}");
+    }
+    eprintln!();
 }
 
 /// Creates and migrates the database `url`.

@@ -18,8 +18,8 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 use tracing::Level;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -56,25 +56,38 @@ impl Telemetry {
 /// Fails only when the span exporter cannot be built.
 pub fn init(format: LogFormat, tracing: &TracingSettings) -> Result<Telemetry, String> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let logs = match format {
-        LogFormat::Human => logs.with_ansi(std::io::stderr().is_terminal()).boxed(),
-        LogFormat::Json => logs.json().flatten_event(true).with_current_span(true).boxed(),
-    };
     let provider = tracing.otlp_endpoint.as_ref().map(|endpoint| tracer_provider(endpoint, tracing.sample_ratio));
     let provider = provider.transpose()?;
-    // Spans are exported whatever RUST_LOG lets through to the logs: eventline's own, at info.
-    let spans = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer()
-            .with_tracer(p.tracer("eventline"))
-            .with_filter(Targets::new().with_target("eventline", Level::INFO))
-    });
-    let installed = tracing_subscriber::registry().with(logs.with_filter(filter)).with(spans).try_init();
+    let installed = match &provider {
+        // Without export, one global filter: the simplest stack.
+        None => tracing_subscriber::registry().with(filter).with(log_lines(format)).try_init(),
+        // Spans are exported whatever RUST_LOG lets through to the logs: eventline's own, at info.
+        Some(provider) => {
+            let spans = tracing_opentelemetry::layer().with_tracer(provider.tracer("eventline")).with_filter(
+                tracing_subscriber::filter::filter_fn(|meta| {
+                    meta.is_span() && meta.target().starts_with("eventline") && *meta.level() <= Level::INFO
+                }),
+            );
+            tracing_subscriber::registry().with(log_lines(format).with_filter(filter)).with(spans).try_init()
+        }
+    };
     // Already installed (e.g. by a test harness): keep the first one.
     if installed.is_ok() && provider.is_some() {
         EXPORTING.store(true, Ordering::Relaxed);
     }
     Ok(Telemetry { provider })
+}
+
+/// The log lines on standard error, in `format`.
+fn log_lines<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+{
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => logs.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(true).boxed(),
+    }
 }
 
 fn tracer_provider(endpoint: &url::Url, sample_ratio: f64) -> Result<SdkTracerProvider, String> {
