@@ -62,6 +62,7 @@ pub fn init(format: LogFormat, tracing: &TracingSettings) -> Result<Telemetry, S
         // Without export, one global filter: the simplest stack.
         None => tracing_subscriber::registry().with(filter).with(log_lines(format)).try_init(),
         // Spans are exported whatever RUST_LOG lets through to the logs: eventline's own, at info.
+        // Spans only: with events let through to it as well, log lines RUST_LOG asked for were lost.
         Some(provider) => {
             let spans = tracing_opentelemetry::layer().with_tracer(provider.tracer("eventline")).with_filter(
                 tracing_subscriber::filter::filter_fn(|meta| {
