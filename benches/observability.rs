@@ -27,7 +27,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
 mod support;
-use support::{database_with_key, fresh_store, publish_all, run_worker, topic_records, HttpProcess};
+use support::{database_with_key, fresh_store, number_option, publish_all, run_worker, topic_records, HttpProcess};
 
 /// Concurrent requests to the gateway.
 const CONCURRENCY: usize = 32;
@@ -41,21 +41,11 @@ struct Options {
 }
 
 fn options() -> Options {
-    let mut options = Options { events: 100_000, rounds: 5, requests: 10_000 };
-    let args: Vec<String> = std::env::args().collect();
-    let value = |name: &str| {
-        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(|v| v.parse().expect("a number"))
-    };
-    if let Some(n) = value("--events") {
-        options.events = n;
+    Options {
+        events: number_option("--events", 100_000),
+        rounds: number_option("--rounds", 5),
+        requests: number_option("--requests", 10_000),
     }
-    if let Some(n) = value("--rounds") {
-        options.rounds = n;
-    }
-    if let Some(n) = value("--requests") {
-        options.requests = n;
-    }
-    options
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

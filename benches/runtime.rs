@@ -28,7 +28,7 @@ use eventline_producers::publisher::Publisher;
 use eventline_store::runtime::ReadEvent;
 
 mod support;
-use support::{fresh_store, publish_all, run_worker, topic_records};
+use support::{fresh_store, number_option, publish_all, run_worker, topic_records};
 
 const BATCH: usize = 500;
 
@@ -47,20 +47,11 @@ struct Options {
 }
 
 fn options() -> Options {
-    let mut options = Options { events: 1_000_000, accounts: 10_000, naive_events: 20_000 };
-    let args: Vec<String> = std::env::args().collect();
-    let value = |name: &str| {
-        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(|v| v.parse().expect("a number"))
+    let mut options = Options {
+        events: number_option("--events", 1_000_000),
+        accounts: number_option("--accounts", 10_000),
+        naive_events: number_option("--naive-events", 20_000),
     };
-    if let Some(n) = value("--events") {
-        options.events = n;
-    }
-    if let Some(n) = value("--accounts") {
-        options.accounts = n;
-    }
-    if let Some(n) = value("--naive-events") {
-        options.naive_events = n;
-    }
     options.naive_events = options.naive_events.min(options.events);
     options
 }

@@ -15,6 +15,15 @@ use eventline_producers::gateway::auth;
 use eventline_producers::publisher::Publisher;
 use eventline_store::Store;
 
+/// The number after `--name` on the benchmark's command line, or `default`.
+pub fn number_option(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)) {
+        Some(value) => value.parse().unwrap_or_else(|_| panic!("{name} takes a whole number, not `{value}`")),
+        None => default,
+    }
+}
+
 /// The value below which a fraction `p` of the `sorted` latencies fall.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
