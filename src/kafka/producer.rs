@@ -126,12 +126,13 @@ impl EventProducer {
         }
     }
 
-    /// Produces one record and waits for the acknowledgement.
+    /// A record the producer took, waiting for its acknowledgement.
     fn pending(&self, topic: &str, future: DeliveryFuture) -> PendingDelivery {
         record_queue_depth(&self.inner);
         PendingDelivery { topic: topic.to_string(), future, producer: self.inner.clone() }
     }
 
+    /// Produces one record and waits for the acknowledgement.
     pub async fn send(&self, record: OutgoingRecord<'_>) -> Result<Position, Error> {
         self.enqueue(record).await?.acknowledged().await
     }
