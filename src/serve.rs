@@ -148,12 +148,8 @@ pub async fn http(
 
 fn api_service(settings: &Settings, store: Store, shutdown: CancellationToken) -> Service {
     let projections = Projection::ALL.iter().map(|p| ProjectionInfo { name: p.name(), topics: p.topics() }).collect();
-    let watched = Projection::ALL
-        .iter()
-        .map(|p| (p.name(), p.topics().iter().map(|t| settings.namespace.topic(t)).collect()))
-        .collect();
-    tokio::spawn(eventline_api::gauges::sample(store.clone(), settings.kafka.clone(), watched, shutdown.clone()));
-    let api = Api::new(store, settings.kafka.clone(), settings.namespace.clone(), projections, shutdown);
+    let api = Api::new(store, settings.kafka.clone(), settings.namespace.clone(), projections, shutdown.clone());
+    tokio::spawn(eventline_api::gauges::sample(api.clone(), shutdown));
     let (router, openapi) = eventline_api::router(api.clone());
     Service { router, openapi, readiness: None }
 }

@@ -4,29 +4,25 @@
 
 use std::time::Duration;
 
-use eventline_core::config::KafkaSettings;
-use eventline_store::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::status::{self, ProjectionStatus};
+use crate::Api;
 
 /// How often positions are read.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
-/// Reads positions every [`SAMPLE_EVERY`] until `shutdown`, setting the gauges each time.
-pub async fn sample(
-    store: Store,
-    kafka: KafkaSettings,
-    projections: Vec<(&'static str, Vec<String>)>,
-    shutdown: CancellationToken,
-) {
+/// Reads the positions of the projections `api` serves every [`SAMPLE_EVERY`] until
+/// `shutdown`, setting the gauges each time.
+pub async fn sample(api: Api, shutdown: CancellationToken) {
+    let projections = api.served();
     let mut every = tokio::time::interval(SAMPLE_EVERY);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = every.tick() => {}
         }
-        match status::collect(&store, &kafka, &projections).await {
+        match status::collect(&api.0.store, &api.0.kafka, &projections).await {
             Ok(statuses) => statuses.iter().for_each(set),
             // The gauges keep their last values; the status endpoint reports the cause.
             Err(error) => tracing::debug!(%error, "Cannot read positions for the gauges."),

@@ -78,6 +78,11 @@ impl Api {
         Self(Arc::new(Inner { store, kafka, projections, progress }))
     }
 
+    /// Each served projection's name and namespaced topics, as [`status::collect`] reads them.
+    fn served(&self) -> Vec<(&'static str, Vec<String>)> {
+        self.0.projections.iter().map(|p| (p.name, p.topics.clone())).collect()
+    }
+
     fn projection(&self, name: &str) -> &Served {
         self.0.projections.iter().find(|p| p.name == name).expect("the API is built with every projection it serves")
     }

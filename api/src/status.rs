@@ -185,8 +185,7 @@ pub async fn collect(
 )]
 async fn projections(State(api): State<Api>, RawQuery(query): RawQuery) -> Result<Response, Refused> {
     Params::parse(query.as_deref(), &[])?;
-    let served: Vec<(&str, Vec<String>)> = api.0.projections.iter().map(|p| (p.name, p.topics.clone())).collect();
-    match collect(&api.0.store, &api.0.kafka, &served).await {
+    match collect(&api.0.store, &api.0.kafka, &api.served()).await {
         Ok(projections) => Ok(Json(ProjectionsStatus { projections }).into_response()),
         Err(StatusError::Store(error)) => Err(store_failure(error).into()),
         Err(error @ StatusError::Broker { .. }) => Err(Problem::unavailable(error.to_string()).into()),
