@@ -269,3 +269,24 @@ async fn a_collector_that_is_down_loses_spans_never_events_nor_log_lines() {
     assert_eq!(account.status(), 200);
     assert!(up.process.terminate().success(), "stops cleanly though its last spans cannot be sent");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_traceparent_starts_a_new_trace_and_the_event_is_still_published() {
+    let env = TestEnv::new().await;
+    let collector = Collector::start().await;
+    let gateway = env.spawn_http("gateway", &["gateway"], &collector.env()).await;
+    let _worker = env.spawn("worker", &["worker", "account_balances"], &collector.env());
+    let (_, key) = env.create_key("traces", &["accounts.*"]);
+    let bearer = format!("Bearer {key}");
+    publish(&gateway, &bearer, opened("odd-1", "acct-odd"), Some("00-not-a-trace-01")).await;
+    wait_until("the event to be applied", || async { env.applied_through("account_balances").await == 1 }).await;
+
+    let process = format!("{} process", env.topic("accounts.events"));
+    wait_until("the event's span", || async { collector.spans.lock().unwrap().iter().any(|s| s.name == process) })
+        .await;
+    let event = collector.spans.lock().unwrap().iter().find(|s| s.name == process).cloned().unwrap();
+    let request = collector.wait_for(&event.trace_id, "POST /v1/events").await;
+    assert_eq!(request.parent_span_id, "", "the malformed context is ignored: a new trace");
+    assert_eq!(event.parent_span_id, request.span_id);
+    assert_eq!(event.attributes["messaging.message.id"], "odd-1");
+}
