@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Runs the whole system on this machine and feeds it demo traffic:
-# PostgreSQL and Tansu (installed and started when missing), eventline built, the database
+# PostgreSQL and Apache Kafka (installed and started when missing), eventline built, the database
 # migrated, the topics created, `eventline up` running in the background, then 3,000 events of
 # the three reference domains published while the projections fill in. Safe to run twice.
 #
 #   scripts/demo.sh          start (or restart) and feed traffic
-#   scripts/demo.sh stop     stop eventline (scripts/services.sh down stops PostgreSQL and Tansu)
+#   scripts/demo.sh stop     stop eventline (scripts/services.sh down stops Kafka, and PostgreSQL if it started it)
 #
-# Logs: .eventline/logs/eventline.log (eventline), .eventline/logs/tansu.log (the broker).
+# Logs: .eventline/logs/eventline.log (eventline), .eventline/logs/kafka.log (the broker).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, lints, unit tests, and the system tests against a real
-# PostgreSQL and a real Kafka-API broker (Tansu), both started (and installed) when missing.
+# PostgreSQL and a real Apache Kafka broker, both started (and installed) when missing.
 # Safe to run twice. Test processes' logs: target/tmp/system-tests/<test id>/.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh

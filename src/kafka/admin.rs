@@ -1,10 +1,11 @@
 //! Topic administration and read-only inspection (reachability, watermarks).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use eventline_core::config::KafkaSettings;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
@@ -75,14 +76,107 @@ pub async fn create_topics(
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(timeout(within))).request_timeout(Some(timeout(within)));
     let results = admin.create_topics(&new_topics, &options).await?;
-    results
+    let outcomes = results
         .into_iter()
         .map(|result| match result {
             Ok(name) => Ok((name, TopicOutcome::Created)),
             Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => Ok((name, TopicOutcome::AlreadyExisted)),
             Err((topic, code)) => Err(Error::TopicCreation { topic, reason: code.to_string() }),
         })
-        .collect()
+        .collect::<Result<Vec<_>, Error>>()?;
+    let names: Vec<String> = outcomes.iter().map(|(name, _)| name.clone()).collect();
+    wait_for_leaders(settings, &names, within).await?;
+    Ok(outcomes)
+}
+
+/// Waits until every partition of `topics` has a leader: a topic is created asynchronously,
+/// and a worker started right after `topics create` must find it usable.
+async fn wait_for_leaders(settings: &KafkaSettings, topics: &[String], within: Duration) -> Result<(), Error> {
+    let (settings, topics) = (settings.clone(), topics.to_vec());
+    tokio::task::spawn_blocking(move || {
+        let consumer = inspector(&settings)?;
+        let deadline = Instant::now() + within;
+        for topic in &topics {
+            loop {
+                let metadata = consumer.fetch_metadata(Some(topic), timeout(within))?;
+                let ready = metadata.topics().iter().find(|t| t.name() == topic).is_some_and(|t| {
+                    t.error().is_none()
+                        && !t.partitions().is_empty()
+                        && t.partitions().iter().all(|p| p.error().is_none() && p.leader() >= 0)
+                });
+                if ready {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(Error::TopicCreation {
+                        topic: topic.clone(),
+                        reason: format!("its partitions have no leader after {}s", within.as_secs()),
+                    });
+                }
+                std::thread::sleep(RETRY_PAUSE);
+            }
+        }
+        Ok(())
+    })
+    .await
+    .expect("metadata task does not panic")
+}
+
+/// How long to wait before asking again when a partition is between leaders.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Errors a partition reports while its leadership settles (just created, a broker restarting):
+/// asking again shortly succeeds.
+fn leadership_settling(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+        )
+    )
+}
+
+/// The names of the cluster's topics that start with `prefix`, sorted.
+pub async fn topics_with_prefix(
+    settings: &KafkaSettings,
+    prefix: &str,
+    within: Duration,
+) -> Result<Vec<String>, Error> {
+    let (settings, prefix) = (settings.clone(), prefix.to_string());
+    tokio::task::spawn_blocking(move || {
+        let consumer = inspector(&settings)?;
+        let metadata = consumer.fetch_metadata(None, timeout(within)).map_err(|e| Error::Unreachable {
+            brokers: settings.bootstrap_servers(),
+            timeout: within,
+            reason: e.to_string(),
+        })?;
+        let mut names: Vec<String> =
+            metadata.topics().iter().map(|t| t.name().to_string()).filter(|n| n.starts_with(&prefix)).collect();
+        names.sort();
+        Ok(names)
+    })
+    .await
+    .expect("metadata task does not panic")
+}
+
+/// Deletes topics and their records; one that does not exist is not an error.
+pub async fn delete_topics(settings: &KafkaSettings, names: &[String], within: Duration) -> Result<(), Error> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<TracingContext> =
+        base_config(settings, "eventline-admin").create_with_context(TracingContext)?;
+    let options = AdminOptions::new().operation_timeout(Some(timeout(within))).request_timeout(Some(timeout(within)));
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    for result in admin.delete_topics(&names, &options).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((topic, code)) => return Err(Error::TopicDeletion { topic, reason: code.to_string() }),
+        }
+    }
+    Ok(())
 }
 
 /// The watermarks of every partition of `topic`, in partition order.
@@ -108,11 +202,17 @@ pub async fn watermarks(
         }
         let mut partitions: Vec<i32> = described.partitions().iter().map(|p| p.id()).collect();
         partitions.sort_unstable();
+        let deadline = Instant::now() + within;
         partitions
             .into_iter()
-            .map(|partition| {
-                let (low, high) = consumer.fetch_watermarks(&topic, partition, timeout(within))?;
-                Ok(PartitionWatermarks { partition, low, high })
+            .map(|partition| loop {
+                match consumer.fetch_watermarks(&topic, partition, timeout(within)) {
+                    Ok((low, high)) => return Ok(PartitionWatermarks { partition, low, high }),
+                    Err(error) if leadership_settling(&error) && Instant::now() < deadline => {
+                        std::thread::sleep(RETRY_PAUSE)
+                    }
+                    Err(error) => return Err(error.into()),
+                }
             })
             .collect()
     })
@@ -170,44 +270,30 @@ pub async fn offsets_for_time(
 ) -> Result<Vec<(i32, i64)>, Error> {
     use rdkafka::{Offset, TopicPartitionList};
     let marks = watermarks(settings, topic, within).await?;
-    let found = {
-        let (settings, topic, marks) = (settings.clone(), topic.to_string(), marks.clone());
-        tokio::task::spawn_blocking(move || -> Result<Vec<(i32, i64)>, Error> {
-            let consumer = inspector(&settings)?;
-            let mut tpl = TopicPartitionList::new();
-            for mark in &marks {
-                tpl.add_partition_offset(&topic, mark.partition, Offset::Offset(ms))?;
-            }
-            let answered = consumer.offsets_for_times(tpl, timeout(within))?;
-            Ok(marks
-                .iter()
-                .map(|mark| {
-                    let offset = answered
-                        .find_partition(&topic, mark.partition)
-                        .and_then(|e| match e.offset() {
-                            Offset::Offset(o) if o >= 0 => Some(o),
-                            _ => None,
-                        })
-                        .unwrap_or(mark.high);
-                    (mark.partition, offset.clamp(mark.low, mark.high))
-                })
-                .collect())
-        })
-        .await
-        .expect("the lookup task does not panic")?
-    };
-    // Tansu 0.6.0 answers offset 0 when no record is that recent (Kafka answers the end): a
-    // record found before the time means there is none at or after it.
-    let check: Vec<(i32, i64)> =
-        found.iter().filter(|(p, o)| marks.iter().any(|m| m.partition == *p && *o < m.high)).copied().collect();
-    let times = record_times(settings, topic, &check, within).await?;
-    Ok(found
-        .into_iter()
-        .map(|(partition, offset)| match times.get(&partition) {
-            Some(&time) if time < ms => {
-                (partition, marks.iter().find(|m| m.partition == partition).map_or(offset, |m| m.high))
-            }
-            _ => (partition, offset),
-        })
-        .collect())
+    let (settings, topic) = (settings.clone(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let consumer = inspector(&settings)?;
+        let mut tpl = TopicPartitionList::new();
+        for mark in &marks {
+            tpl.add_partition_offset(&topic, mark.partition, Offset::Offset(ms))?;
+        }
+        // The list holds timestamps; the broker answers each with the first offset at or after
+        // it, or the end (-1) when no record is that recent.
+        let answered = consumer.offsets_for_times(tpl, timeout(within))?;
+        Ok(marks
+            .iter()
+            .map(|mark| {
+                let offset = answered
+                    .find_partition(&topic, mark.partition)
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(o) if o >= 0 => Some(o),
+                        _ => None,
+                    })
+                    .unwrap_or(mark.high);
+                (mark.partition, offset.clamp(mark.low, mark.high))
+            })
+            .collect())
+    })
+    .await
+    .expect("the lookup task does not panic")
 }

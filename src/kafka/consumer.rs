@@ -167,11 +167,7 @@ impl GroupConsumer {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed")
-            // Incremental rebalances: members keep what they own while partitions move. It also
-            // keeps a surviving member's rejoin metadata (owned partitions, generation) changing,
-            // which Tansu 0.6.0 needs to form a new generation after evicting a dead member;
-            // with the eager assignors it hands the survivor its old assignment and the dead
-            // member's partitions stay orphaned.
+            // Incremental rebalances: members keep what they own while partitions move.
             .set("partition.assignment.strategy", "cooperative-sticky");
         // Bounds what is fetched ahead while a batch is being written (librdkafka's default,
         // 64 MiB, makes a worker behind a slow database weigh over 130 MB). Overridable.

@@ -15,6 +15,8 @@ pub enum Error {
     QueueFull,
     #[error("cannot create topic `{topic}`: {reason}")]
     TopicCreation { topic: String, reason: String },
+    #[error("cannot delete topic `{topic}`: {reason}")]
+    TopicDeletion { topic: String, reason: String },
     #[error("delivery to `{topic}` failed: {reason}")]
     Delivery { topic: String, reason: String },
     #[error("Kafka client error: {0}")]

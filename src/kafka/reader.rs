@@ -32,8 +32,6 @@ pub struct TopicReader {
     ends: HashMap<i32, i64>,
     /// Each read partition's next offset to read.
     positions: HashMap<i32, i64>,
-    /// With a time start: the time, and the partitions that reached a record at or after it.
-    not_before: Option<(i64, HashMap<i32, bool>)>,
     /// With an end time: partitions are done at their first record timestamped at or after it.
     until: Option<i64>,
     /// Partitions that reached the end time.
@@ -89,11 +87,7 @@ impl TopicReader {
         consumer.assign(&tpl)?;
         let ends =
             watermarks.iter().filter(|w| positions.contains_key(&w.partition)).map(|w| (w.partition, w.high)).collect();
-        let not_before = match start {
-            StartAt::Time(ms) => Some((ms, HashMap::new())),
-            _ => None,
-        };
-        Ok(Self { consumer, ends, positions, not_before, until: None, done: Default::default() })
+        Ok(Self { consumer, ends, positions, until: None, done: Default::default() })
     }
 
     /// Ends each partition before its first record timestamped at or after `ms` (ms since the
@@ -127,16 +121,6 @@ impl TopicReader {
                     self.done.insert(record.partition);
                     continue;
                 }
-            }
-            // Tansu 0.6.0 answers a time lookup with offset 0 when no record is that recent
-            // (Kafka answers the end), so records before the first one at or after the time are
-            // passed over here; from that one on, everything is returned, as Kafka would.
-            if let Some((time, reached)) = &mut self.not_before {
-                let reached = reached.entry(record.partition).or_insert(false);
-                if !*reached && record.timestamp_ms.is_some_and(|t| t < *time) {
-                    continue;
-                }
-                *reached = true;
             }
             return Ok(Some(record));
         }

@@ -11,16 +11,25 @@ use crate::scenario::ReferenceScenario;
 
 const VIEWS: [&str; 5] = ["account_balances", "daily_activity", "feature_usage_daily", "projects", "tasks"];
 
-/// A login role for one test, in `eventline_analytics`, dropped when the test ends.
+/// A login role for one test, in `eventline_analytics`, dropped when the test ends. It logs in
+/// with a password, as a pipeline's role would (only the postgres user is trusted on loopback).
 struct PipelineRole {
     name: String,
+    password: String,
     admin_url: String,
 }
 
 impl PipelineRole {
     fn create(env: &TestEnv) -> Self {
-        let role = Self { name: format!("etl_{}", env.id), admin_url: env.database_url.expose().to_string() };
-        let created = psql(&role.admin_url, &format!("CREATE ROLE {} LOGIN IN ROLE eventline_analytics", role.name));
+        let role = Self {
+            name: format!("etl_{}", env.id),
+            password: uuid::Uuid::new_v4().simple().to_string(),
+            admin_url: env.database_url.expose().to_string(),
+        };
+        let created = psql(
+            &role.admin_url,
+            &format!("CREATE ROLE {} LOGIN PASSWORD '{}' IN ROLE eventline_analytics", role.name, role.password),
+        );
         assert!(created.status.success(), "{}", stderr(&created));
         role
     }
@@ -29,7 +38,7 @@ impl PipelineRole {
     fn url(&self) -> String {
         let mut url = url::Url::parse(&self.admin_url).unwrap();
         url.set_username(&self.name).unwrap();
-        url.set_password(None).unwrap();
+        url.set_password(Some(&self.password)).unwrap();
         url.to_string()
     }
 }

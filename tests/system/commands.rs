@@ -62,3 +62,24 @@ async fn loadgen_output_is_valid_input_for_publish() {
     assert_eq!(stderr(&published), "published 50 events from standard input\n");
     assert_eq!(env.end_offsets("accounts.events").await.iter().sum::<i64>(), 50);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_namespace_s_topics_are_deleted_and_deleting_a_missing_one_is_not_an_error() {
+    use std::time::Duration;
+    let env = TestEnv::new().await;
+    let within = Duration::from_secs(10);
+    let prefix = format!("{}.", env.id);
+    let topics = eventline_kafka::admin::topics_with_prefix(&env.kafka, &prefix, within).await.unwrap();
+    assert_eq!(topics, ["accounts", "activity", "projects"].map(|d| format!("{prefix}{d}.events")));
+
+    let doomed = [topics[0].clone(), format!("{prefix}never.created")];
+    eventline_kafka::admin::delete_topics(&env.kafka, &doomed, within).await.unwrap();
+    // Deleting is asynchronous on the broker: the topic leaves the metadata shortly after.
+    wait_until("the deleted topic to leave the metadata", || async {
+        eventline_kafka::admin::topics_with_prefix(&env.kafka, &prefix, within).await.unwrap() == topics[1..]
+    })
+    .await;
+    // Only this namespace's topics were touched (a broker deleting every topic would fail here).
+    let others = eventline_kafka::admin::topics_with_prefix(&env.kafka, "", within).await.unwrap();
+    assert!(others.iter().any(|t| t == &topics[1]) && others.iter().any(|t| t == &topics[2]));
+}

@@ -34,6 +34,11 @@ impl Services {
         let settings = Settings::load_from(None, &env).expect("test settings are valid");
         Self { server_url: settings.database_url, kafka: settings.kafka }
     }
+
+    /// The shared broker with another PostgreSQL server (a test's private one).
+    pub fn with_database_server(url: &str) -> Self {
+        Self { server_url: DatabaseUrl::parse(url).expect("a database URL"), ..Self::from_env() }
+    }
 }
 
 /// One test's private database and topics.
@@ -49,7 +54,11 @@ impl TestEnv {
     /// Creates and migrates a database and creates the catalog's topics, all named for this test.
     /// Fails loudly when PostgreSQL or the broker is not there.
     pub async fn new() -> Self {
-        let services = Services::from_env();
+        Self::with_services(Services::from_env()).await
+    }
+
+    /// Like [`TestEnv::new`], on the given services.
+    pub async fn with_services(services: Services) -> Self {
         let id = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let database_url = services.server_url.with_database(&format!("eventline_test_{id}"));
         let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("system-tests").join(&id);
@@ -174,17 +183,25 @@ impl TestEnv {
 impl Drop for TestEnv {
     fn drop(&mut self) {
         // Cleanup needs async calls; run them on a runtime of their own so a failing (panicking)
-        // test still drops its database. Topics are left in place: Tansu 0.6.0's SQLite engine
-        // deletes every topic of the cluster when asked to delete one, which would break the
-        // tests running beside this one. Each test's topics carry its own namespace.
+        // test still drops its database and deletes its topics (every one in its namespace).
         let url = self.database_url.clone();
         let store = self.store.clone();
+        let kafka = self.kafka.clone();
+        let namespace = format!("{}.", self.id);
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             runtime.block_on(async {
                 store.close().await;
                 if let Err(error) = eventline_store::drop_database(&url).await {
                     eprintln!("cleanup: cannot drop the test database: {error}");
+                }
+                let within = Duration::from_secs(10);
+                let deleted = match eventline_kafka::admin::topics_with_prefix(&kafka, &namespace, within).await {
+                    Ok(topics) => eventline_kafka::admin::delete_topics(&kafka, &topics, within).await,
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = deleted {
+                    eprintln!("cleanup: cannot delete the test's topics: {error}");
                 }
             });
         });
@@ -245,6 +262,12 @@ impl Process {
             assert!(started.elapsed() < PATIENCE, "process {} did not exit; log: {}", self.pid(), self.log());
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Whether the process is still alive (not exited, not a zombie).
+    pub fn running(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
     }
 
     pub fn log(&self) -> String {
