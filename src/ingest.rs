@@ -4,8 +4,8 @@ use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
+use eventline_core::binding;
 use eventline_core::config::Settings;
-use eventline_core::envelope::CloudEvent;
 use eventline_core::registry::Registry;
 use eventline_kafka::reader::{StartAt, TopicReader};
 use eventline_producers::gateway::{self, auth, Auth, Gateway};
@@ -140,14 +140,20 @@ pub async fn tail(settings: &Settings, args: &TailArgs, shutdown: CancellationTo
             },
         };
         let value = record.payload.as_deref().unwrap_or_default();
+        let event = binding::from_kafka_record(&record.headers, record.payload.as_deref());
         match args.format {
             TailFormat::Ndjson => {
-                out.write_all(value)?;
+                // Structured records as they are; binary-mode ones in the structured form, so
+                // the export can be published again.
+                match &event {
+                    Ok(event) if binding::is_binary_record(&record.headers) => out.write_all(&event.to_bytes())?,
+                    _ => out.write_all(value)?,
+                }
                 out.write_all(b"\n")?;
             }
             TailFormat::Pretty => {
                 let key = record.key.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-                let description = match CloudEvent::from_slice(value) {
+                let description = match event {
                     Ok(event) => format!(
                         "{} v{} id={} {}",
                         event.event_type,

@@ -256,7 +256,12 @@ fn describe_letter(letter: &DeadLetter) -> serde_json::Value {
 /// The event in a dead letter, as the projection would apply it: `None` for a type it does not
 /// apply; an error (kind, reason) when it still cannot be decoded or validated, as the worker says.
 fn decode<H: Handler>(registry: &Registry, record: &DeadRecord) -> Result<Option<Applicable>, (&'static str, String)> {
-    let event = runtime::decode(registry, record.payload.as_deref())?;
+    let headers: Vec<(String, Vec<u8>)> = record
+        .headers
+        .as_object()
+        .map(|map| map.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().as_bytes().to_vec())).collect())
+        .unwrap_or_default();
+    let event = runtime::decode(registry, &headers, record.payload.as_deref())?;
     if !handles::<H>(&event.envelope().event_type) {
         return Ok(None);
     }

@@ -132,7 +132,13 @@ pub async fn run_in_group<H: Handler>(
     });
     let consumer =
         GroupConsumer::subscribe(&settings.kafka, &group_id, &topics, starting, settings.connect_timeout).await?;
-    tracing::info!(projection = H::NAME, group = %group_id, topics = ?topics, "Worker started.");
+    tracing::info!(
+        projection = H::NAME,
+        group = %group_id,
+        group_protocol = settings.kafka.group_protocol.as_str(),
+        topics = ?topics,
+        "Worker started."
+    );
     health::joining(H::NAME);
 
     let mut worker = Worker::<H> {
@@ -488,7 +494,7 @@ impl<H: Handler> Worker<H> {
 
     /// Decodes and validates a record, and decides whether this projection applies it.
     fn classify(&self, record: &ConsumedRecord) -> Fate {
-        match decode(&self.registry, record.payload.as_deref()) {
+        match decode(&self.registry, &record.headers, record.payload.as_deref()) {
             Ok(event) if handles::<H>(&event.envelope().event_type) => {
                 let time = event.envelope().time.unwrap_or_else(|| record_time(record));
                 Fate::Apply(Applicable { event, time })
@@ -609,14 +615,22 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Decodes and validates a record; an error carries the dead-letter kind and reason.
-pub(crate) fn decode(registry: &Registry, payload: Option<&[u8]>) -> Result<ValidatedEvent, (&'static str, String)> {
-    let Some(payload) = payload else {
-        return Err(("undecodable", "record has no value".into()));
-    };
-    registry.validate_slice(payload).map_err(|error| match &error {
+/// Decodes (structured or binary content mode) and validates a record; an error carries the
+/// dead-letter kind and reason.
+pub(crate) fn decode(
+    registry: &Registry,
+    headers: &[(String, Vec<u8>)],
+    payload: Option<&[u8]>,
+) -> Result<ValidatedEvent, (&'static str, String)> {
+    registry.validate_record(headers, payload).map_err(|error| match &error {
         ContractError::Envelope(
-            EnvelopeError::NotJson(_) | EnvelopeError::NotObject(_) | EnvelopeError::TooLarge { .. },
+            EnvelopeError::NotJson(_)
+            | EnvelopeError::NotObject(_)
+            | EnvelopeError::TooLarge { .. }
+            | EnvelopeError::NoValue
+            | EnvelopeError::DataNotJson(_)
+            | EnvelopeError::UnsupportedFormat(_)
+            | EnvelopeError::InvalidHeader { .. },
         ) => ("undecodable", error.to_string()),
         _ => match error.pointer() {
             pointer if pointer.is_empty() => ("invalid", error.to_string()),

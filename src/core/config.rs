@@ -44,6 +44,7 @@ const ENV_GATEWAY_PRODUCE_TIMEOUT_MS: &str = "EVENTLINE_GATEWAY_PRODUCE_TIMEOUT_
 const ENV_OTLP_ENDPOINT: &str = "EVENTLINE_OTLP_ENDPOINT";
 const ENV_TRACE_SAMPLE_RATIO: &str = "EVENTLINE_TRACE_SAMPLE_RATIO";
 const ENV_METRICS: &str = "EVENTLINE_METRICS";
+const ENV_GROUP_PROTOCOL: &str = "EVENTLINE_GROUP_PROTOCOL";
 /// The OpenTelemetry standard name for the collector's base URL, read when ours is unset.
 const ENV_OTEL_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
@@ -67,6 +68,7 @@ const KNOWN_ENV: &[&str] = &[
     ENV_OTLP_ENDPOINT,
     ENV_TRACE_SAMPLE_RATIO,
     ENV_METRICS,
+    ENV_GROUP_PROTOCOL,
 ];
 
 /// librdkafka properties eventline sets itself because its guarantees depend on them.
@@ -82,7 +84,12 @@ const MANAGED_RDKAFKA_PROPERTIES: &[&str] = &[
     "request.required.acks",
     "isolation.level",
     "partition.assignment.strategy",
+    "group.protocol",
 ];
+
+/// Group membership timing the broker decides under `group.protocol=consumer` (its
+/// `group.consumer.*` settings): librdkafka refuses them from the client.
+const CLASSIC_GROUP_PROPERTIES: &[&str] = &["session.timeout.ms", "heartbeat.interval.ms", "group.protocol.type"];
 
 /// Property names whose values are credentials.
 const SECRET_PROPERTY_MARKERS: &[&str] =
@@ -237,6 +244,42 @@ impl Namespace {
     }
 }
 
+/// How a worker's consumer group shares partitions among its members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupProtocol {
+    /// The classic protocol (members rejoin on every change), with cooperative-sticky
+    /// assignment: members keep what they own while partitions move.
+    Classic,
+    /// KIP-848's protocol (`group.protocol=consumer`, Kafka 4): the broker assigns, and each
+    /// member's heartbeat carries its changes; no group-wide rejoin.
+    Consumer,
+}
+
+impl GroupProtocol {
+    /// The value librdkafka's `group.protocol` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Consumer => "consumer",
+        }
+    }
+}
+
+impl std::str::FromStr for GroupProtocol {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "classic" => Ok(Self::Classic),
+            "consumer" => Ok(Self::Consumer),
+            other => Err(format!("`{other}` is not a group protocol (expected `consumer` or `classic`)")),
+        }
+    }
+}
+
+/// The protocol workers use unless told otherwise.
+pub const DEFAULT_GROUP_PROTOCOL: GroupProtocol = GroupProtocol::Classic;
+
 /// Kafka connection settings.
 #[derive(Clone)]
 pub struct KafkaSettings {
@@ -244,6 +287,8 @@ pub struct KafkaSettings {
     pub brokers: Vec<String>,
     /// Extra librdkafka properties (SASL, TLS, timeouts), passed through unchanged.
     pub properties: BTreeMap<String, String>,
+    /// The consumer group protocol of the workers.
+    pub group_protocol: GroupProtocol,
 }
 
 impl KafkaSettings {
@@ -260,7 +305,11 @@ impl fmt::Debug for KafkaSettings {
             .iter()
             .map(|(k, v)| (k.as_str(), if is_secret_property(k) { "***" } else { v.as_str() }))
             .collect();
-        f.debug_struct("KafkaSettings").field("brokers", &self.brokers).field("properties", &properties).finish()
+        f.debug_struct("KafkaSettings")
+            .field("brokers", &self.brokers)
+            .field("properties", &properties)
+            .field("group_protocol", &self.group_protocol)
+            .finish()
     }
 }
 
@@ -374,6 +423,7 @@ struct FileGateway {
 #[serde(deny_unknown_fields)]
 struct FileKafka {
     brokers: Option<BrokerList>,
+    group_protocol: Option<String>,
     #[serde(default)]
     properties: BTreeMap<String, toml::Value>,
 }
@@ -588,7 +638,17 @@ impl Settings {
             other => return Err(invalid(&metrics_raw, format!("`{other}` is not `true` or `false`"))),
         };
 
+        let protocol_raw = pick(
+            ENV_GROUP_PROTOCOL,
+            "kafka.group_protocol",
+            file_settings.kafka.group_protocol,
+            DEFAULT_GROUP_PROTOCOL.as_str(),
+        );
+        let group_protocol: GroupProtocol =
+            protocol_raw.value.parse().map_err(|reason| invalid(&protocol_raw, reason))?;
+
         let mut properties = BTreeMap::new();
+        let mut property_origins = BTreeMap::new();
         for (key, value) in file_settings.kafka.properties {
             let origin = in_file(&format!("kafka.properties.\"{key}\""));
             let value = match value {
@@ -603,6 +663,7 @@ impl Settings {
                 }
             };
             check_property(&key, &origin)?;
+            property_origins.insert(key.clone(), origin);
             properties.insert(key, value);
         }
         let mut passthrough: Vec<(&String, &String)> = env.iter().collect();
@@ -614,12 +675,25 @@ impl Settings {
                     return Err(ConfigError::Invalid { setting: var.clone(), reason: "names no property".into() });
                 }
                 check_property(&key, var)?;
+                property_origins.insert(key.clone(), var.clone());
                 properties.insert(key, value.clone());
+            }
+        }
+        if group_protocol == GroupProtocol::Consumer {
+            if let Some(key) = CLASSIC_GROUP_PROPERTIES.iter().find(|key| properties.contains_key(**key)) {
+                return Err(ConfigError::Invalid {
+                    setting: property_origins[*key].clone(),
+                    reason: format!(
+                        "`{key}` is set by the broker under the `consumer` group protocol (its \
+                         group.consumer.* settings); remove it, or choose the classic protocol with \
+                         {ENV_GROUP_PROTOCOL}=classic"
+                    ),
+                });
             }
         }
 
         Ok(Self {
-            kafka: KafkaSettings { brokers, properties },
+            kafka: KafkaSettings { brokers, properties, group_protocol },
             database_url,
             http_addr,
             namespace,
@@ -904,6 +978,12 @@ batch_max_events = 50
             (&[("EVENTLINE_SCHEMAS_DIR", "/nonexistent")], "invalid EVENTLINE_SCHEMAS_DIR: /nonexistent is not a directory"),
             (&[("EVENTLINE_GATEWAY_MAX_BATCH_EVENTS", "0")], "invalid EVENTLINE_GATEWAY_MAX_BATCH_EVENTS: `0` is not a whole number from 1 to 100000"),
             (&[("EVENTLINE_OUTBOX_DATABASE_URL", "redis://x")], "invalid EVENTLINE_OUTBOX_DATABASE_URL: scheme `redis` is not postgres:// or postgresql://"),
+            (&[("EVENTLINE_GROUP_PROTOCOL", "eager")], "invalid EVENTLINE_GROUP_PROTOCOL: `eager` is not a group protocol (expected `consumer` or `classic`)"),
+            (&[("EVENTLINE_RDKAFKA_GROUP_PROTOCOL", "classic")], "invalid EVENTLINE_RDKAFKA_GROUP_PROTOCOL: `group.protocol` is set by eventline itself and cannot be overridden"),
+            (
+                &[("EVENTLINE_GROUP_PROTOCOL", "consumer"), ("EVENTLINE_RDKAFKA_SESSION_TIMEOUT_MS", "6000")],
+                "invalid EVENTLINE_RDKAFKA_SESSION_TIMEOUT_MS: `session.timeout.ms` is set by the broker under the `consumer` group protocol (its group.consumer.* settings); remove it, or choose the classic protocol with EVENTLINE_GROUP_PROTOCOL=classic",
+            ),
         ];
         for (pairs, expected) in cases {
             let err = load(pairs).expect_err(expected).to_string();
@@ -933,6 +1013,33 @@ batch_max_events = 50
         let missing = dir.path().join("missing.toml");
         let err = Settings::load_from(Some(&missing), &HashMap::new()).unwrap_err().to_string();
         assert!(err.starts_with(&format!("cannot read configuration file {}:", missing.display())), "{err}");
+    }
+
+    #[test]
+    fn the_group_protocol_comes_from_the_environment_or_the_file() {
+        assert_eq!(load(&[]).unwrap().kafka.group_protocol, DEFAULT_GROUP_PROTOCOL);
+        let consumer = load(&[("EVENTLINE_GROUP_PROTOCOL", "consumer")]).unwrap();
+        assert_eq!(consumer.kafka.group_protocol, GroupProtocol::Consumer);
+        // The classic protocol keeps the client-side session settings.
+        let classic =
+            load(&[("EVENTLINE_GROUP_PROTOCOL", "classic"), ("EVENTLINE_RDKAFKA_SESSION_TIMEOUT_MS", "6000")]);
+        assert_eq!(classic.unwrap().kafka.properties["session.timeout.ms"], "6000");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("eventline.toml");
+        std::fs::write(
+            &path,
+            "[kafka]\ngroup_protocol = \"consumer\"\n[kafka.properties]\n\"heartbeat.interval.ms\" = 500\n",
+        )
+        .unwrap();
+        let err = Settings::load_from(Some(&path), &HashMap::new()).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "invalid `kafka.properties.\"heartbeat.interval.ms\"` in {}: `heartbeat.interval.ms` is set by the broker",
+                path.display()
+            )),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,7 +1,10 @@
-//! The CloudEvents 1.0 envelope in JSON structured mode.
+//! The CloudEvents 1.0 envelope in the JSON event format (structured mode and batches).
 //!
-//! Parsing checks every context attribute eventline relies on and reports the first problem with a
-//! stable kind and the JSON pointer of the attribute, so callers can answer a user precisely.
+//! Parsing applies the core specification's and the JSON format's rules (attribute types and
+//! their constraints, `null` as unset, extension names and values, `data` versus `data_base64`)
+//! and reports the first problem with a stable kind and the JSON pointer of the attribute, so
+//! callers can answer a user precisely. The protocol bindings (Kafka records, HTTP binary mode)
+//! are in [`crate::binding`].
 
 use std::collections::BTreeMap;
 
@@ -26,8 +29,6 @@ pub enum EnvelopeError {
     NotObject(&'static str),
     #[error("a batch must be a JSON array of events, found {0}")]
     NotArray(&'static str),
-    #[error("a batch must hold at least one event")]
-    EmptyBatch,
     #[error("missing required attribute `{0}`")]
     MissingAttribute(&'static str),
     #[error("attribute `{0}` must not be empty")]
@@ -38,12 +39,30 @@ pub enum EnvelopeError {
     UnsupportedSpecVersion(String),
     #[error("attribute `time` is not an RFC 3339 timestamp: `{0}`")]
     InvalidTime(String),
-    #[error("attribute `dataversion` must be a whole number of at least 1, found {0}")]
+    #[error("attribute `dataversion` must be a whole number from 1 to 2147483647, found {0}")]
     InvalidDataVersion(String),
-    #[error("datacontenttype `{0}` is not supported (expected application/json)")]
+    #[error("datacontenttype `{0}` is not supported (expected JSON: application/json or a */*+json type)")]
     UnsupportedContentType(String),
-    #[error("extension attribute name `{0}` is not valid (1 to 20 lower-case letters or digits)")]
+    #[error("extension attribute name `{0}` is not valid (lower-case letters a-z and digits 0-9 only)")]
     InvalidExtensionName(String),
+    #[error("attribute `{0}` holds a control character or a Unicode noncharacter")]
+    InvalidCharacter(String),
+    #[error("attribute `{attribute}` must be {expected} (RFC 3986), found `{found}`")]
+    InvalidUri { attribute: &'static str, expected: &'static str, found: String },
+    #[error("attribute `{attribute}` must be an integer from -2147483648 to 2147483647, found {found}")]
+    InvalidInteger { attribute: String, found: String },
+    #[error("`data` and `data_base64` cannot both be present")]
+    DataAndDataBase64,
+    #[error("attribute `data_base64` is not valid Base64: {0}")]
+    InvalidBase64(String),
+    #[error("data is not valid JSON: {0}")]
+    DataNotJson(String),
+    #[error("event format `{0}` is not supported (expected application/cloudevents+json)")]
+    UnsupportedFormat(String),
+    #[error("header `{header}` {reason}")]
+    InvalidHeader { header: String, reason: String },
+    #[error("record has no value")]
+    NoValue,
 }
 
 impl EnvelopeError {
@@ -54,7 +73,6 @@ impl EnvelopeError {
             Self::NotJson(_) => "not_json",
             Self::NotObject(_) => "not_object",
             Self::NotArray(_) => "not_array",
-            Self::EmptyBatch => "empty_batch",
             Self::MissingAttribute(_) => "missing_attribute",
             Self::EmptyAttribute(_) => "empty_attribute",
             Self::WrongType { .. } => "wrong_type",
@@ -63,19 +81,37 @@ impl EnvelopeError {
             Self::InvalidDataVersion(_) => "invalid_dataversion",
             Self::UnsupportedContentType(_) => "unsupported_datacontenttype",
             Self::InvalidExtensionName(_) => "invalid_extension_name",
+            Self::InvalidCharacter(_) => "invalid_character",
+            Self::InvalidUri { .. } => "invalid_uri",
+            Self::InvalidInteger { .. } => "invalid_integer",
+            Self::DataAndDataBase64 => "data_and_data_base64",
+            Self::InvalidBase64(_) => "invalid_base64",
+            Self::DataNotJson(_) => "data_not_json",
+            Self::UnsupportedFormat(_) => "unsupported_format",
+            Self::InvalidHeader { .. } => "invalid_header",
+            Self::NoValue => "no_value",
         }
     }
 
     /// The JSON pointer of the offending attribute; empty when the whole event is at fault.
     pub fn pointer(&self) -> String {
         match self {
-            Self::TooLarge { .. } | Self::NotJson(_) | Self::NotObject(_) | Self::NotArray(_) | Self::EmptyBatch => {
-                String::new()
+            Self::TooLarge { .. }
+            | Self::NotJson(_)
+            | Self::NotObject(_)
+            | Self::NotArray(_)
+            | Self::UnsupportedFormat(_)
+            | Self::InvalidHeader { .. }
+            | Self::NoValue => String::new(),
+            Self::MissingAttribute(a) | Self::EmptyAttribute(a) | Self::InvalidUri { attribute: a, .. } => {
+                format!("/{a}")
             }
-            Self::MissingAttribute(a) | Self::EmptyAttribute(a) => format!("/{a}"),
-            Self::WrongType { attribute, .. } | Self::InvalidExtensionName(attribute) => {
-                format!("/{attribute}")
-            }
+            Self::WrongType { attribute, .. }
+            | Self::InvalidExtensionName(attribute)
+            | Self::InvalidCharacter(attribute)
+            | Self::InvalidInteger { attribute, .. } => format!("/{attribute}"),
+            Self::DataAndDataBase64 | Self::InvalidBase64(_) => "/data_base64".into(),
+            Self::DataNotJson(_) => "/data".into(),
             Self::UnsupportedSpecVersion(_) => "/specversion".into(),
             Self::InvalidTime(_) => "/time".into(),
             Self::InvalidDataVersion(_) => "/dataversion".into(),
@@ -122,6 +158,9 @@ impl CloudEvent {
             Value::Object(object) => object,
             other => return Err(EnvelopeError::NotObject(json_type(&other))),
         };
+        // JSON format 2.2: a `null` attribute is unset. (`data: null` is an explicit null
+        // payload, not an attribute.)
+        object.retain(|name, value| name == "data" || !value.is_null());
 
         let specversion = required_string(&mut object, "specversion")?;
         if specversion != SPEC_VERSION {
@@ -129,8 +168,14 @@ impl CloudEvent {
         }
         let id = required_string(&mut object, "id")?;
         let source = required_string(&mut object, "source")?;
+        if fluent_uri::UriRef::parse(source.as_str()).is_err() {
+            return Err(EnvelopeError::InvalidUri { attribute: "source", expected: "a URI-reference", found: source });
+        }
         let event_type = required_string(&mut object, "type")?;
         let subject = optional_string(&mut object, "subject")?;
+        if subject.as_deref() == Some("") {
+            return Err(EnvelopeError::EmptyAttribute("subject"));
+        }
         let time = optional_string(&mut object, "time")?
             .map(|raw| {
                 DateTime::parse_from_rfc3339(&raw)
@@ -140,16 +185,24 @@ impl CloudEvent {
             .transpose()?;
         let datacontenttype = optional_string(&mut object, "datacontenttype")?;
         if let Some(content_type) = &datacontenttype {
-            let essence = content_type.split(';').next().unwrap_or_default().trim();
-            if !essence.eq_ignore_ascii_case("application/json") {
+            if !is_json_media_type(content_type) {
                 return Err(EnvelopeError::UnsupportedContentType(content_type.clone()));
             }
         }
         let dataschema = optional_string(&mut object, "dataschema")?;
+        if let Some(schema) = &dataschema {
+            if fluent_uri::Uri::parse(schema.as_str()).is_err() {
+                return Err(EnvelopeError::InvalidUri {
+                    attribute: "dataschema",
+                    expected: "an absolute URI",
+                    found: schema.clone(),
+                });
+            }
+        }
         let dataversion = match object.remove("dataversion") {
             None => 1,
             Some(Value::Number(n)) => match n.as_u64() {
-                Some(v @ 1..=0xFFFF_FFFF) => v as u32,
+                Some(v @ 1..=0x7FFF_FFFF) => v as u32,
                 _ => return Err(EnvelopeError::InvalidDataVersion(n.to_string())),
             },
             Some(other) => {
@@ -162,25 +215,48 @@ impl CloudEvent {
         };
         let traceparent = optional_string(&mut object, "traceparent")?;
         let tracestate = optional_string(&mut object, "tracestate")?;
-        let data = object.remove("data");
-        if object.contains_key("data_base64") {
-            return Err(EnvelopeError::UnsupportedContentType("binary data (data_base64)".into()));
-        }
+        let data = match (object.remove("data"), object.remove("data_base64")) {
+            (Some(_), Some(_)) => return Err(EnvelopeError::DataAndDataBase64),
+            (data, None) => data,
+            // Binary data (JSON format 3.1.2): eventline reads JSON, so it must declare JSON.
+            (None, Some(Value::String(encoded))) => {
+                use base64::Engine;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(encoded.trim())
+                    .map_err(|e| EnvelopeError::InvalidBase64(e.to_string()))?;
+                Some(serde_json::from_slice(&bytes).map_err(|e| EnvelopeError::DataNotJson(e.to_string()))?)
+            }
+            (None, Some(other)) => {
+                return Err(EnvelopeError::WrongType {
+                    attribute: "data_base64".into(),
+                    expected: "a string",
+                    found: json_type(&other),
+                })
+            }
+        };
 
         let mut extensions = BTreeMap::new();
         for (name, value) in object {
-            let valid_name = !name.is_empty()
-                && name.len() <= 20
-                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+            let valid_name = !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
             if !valid_name {
                 return Err(EnvelopeError::InvalidExtensionName(name));
             }
-            if !matches!(value, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
-                return Err(EnvelopeError::WrongType {
-                    attribute: name,
-                    expected: "a string, number or boolean",
-                    found: json_type(&value),
-                });
+            match &value {
+                Value::String(text) => check_characters(&name, text)?,
+                Value::Bool(_) => {}
+                // JSON format 2.2: an Integer is a JSON number with an integer component only.
+                Value::Number(n) => {
+                    if n.as_i64().is_none_or(|i| i32::try_from(i).is_err()) {
+                        return Err(EnvelopeError::InvalidInteger { attribute: name, found: n.to_string() });
+                    }
+                }
+                other => {
+                    return Err(EnvelopeError::WrongType {
+                        attribute: name,
+                        expected: "a string, integer or boolean",
+                        found: json_type(other),
+                    })
+                }
             }
             extensions.insert(name, value);
         }
@@ -239,10 +315,10 @@ impl CloudEvent {
 
 /// Splits a batch-mode body (`application/cloudevents-batch+json`, a JSON array of structured
 /// events) into its events, each checked for size; their envelopes are checked one by one later.
+/// A batch may be empty (JSON format 4.3).
 pub fn parse_batch(bytes: &[u8]) -> Result<Vec<Value>, EnvelopeError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
     match value {
-        Value::Array(events) if events.is_empty() => Err(EnvelopeError::EmptyBatch),
         Value::Array(events) => Ok(events),
         other => Err(EnvelopeError::NotArray(json_type(&other))),
     }
@@ -269,6 +345,25 @@ pub fn json_type(value: &Value) -> &'static str {
     }
 }
 
+/// Whether a media type declares JSON content: `*/json` or `*/*+json`, parameters aside (JSON
+/// format 3.1.1).
+pub fn is_json_media_type(media_type: &str) -> bool {
+    let essence = media_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let Some((kind, subtype)) = essence.split_once('/') else { return false };
+    let token = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_graphic() && !"()<>@,;:\\\"/[]?=".contains(c));
+    token(kind) && token(subtype) && (subtype == "json" || subtype.ends_with("+json"))
+}
+
+/// Core specification, type system: a String holds no control characters (U+0000-U+001F,
+/// U+007F-U+009F) and no noncharacters.
+fn check_characters(attribute: &str, text: &str) -> Result<(), EnvelopeError> {
+    let forbidden = |c: char| c.is_control() || ('\u{FDD0}'..='\u{FDEF}').contains(&c) || (c as u32 & 0xFFFE) == 0xFFFE;
+    if text.chars().any(forbidden) {
+        return Err(EnvelopeError::InvalidCharacter(attribute.to_string()));
+    }
+    Ok(())
+}
+
 fn required_string(object: &mut Map<String, Value>, name: &'static str) -> Result<String, EnvelopeError> {
     match optional_string(object, name)? {
         None => Err(EnvelopeError::MissingAttribute(name)),
@@ -280,7 +375,10 @@ fn required_string(object: &mut Map<String, Value>, name: &'static str) -> Resul
 fn optional_string(object: &mut Map<String, Value>, name: &'static str) -> Result<Option<String>, EnvelopeError> {
     match object.remove(name) {
         None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
+        Some(Value::String(s)) => {
+            check_characters(name, &s)?;
+            Ok(Some(s))
+        }
         Some(other) => {
             Err(EnvelopeError::WrongType { attribute: name.into(), expected: "a string", found: json_type(&other) })
         }
@@ -405,7 +503,7 @@ mod tests {
                 }),
                 "invalid_dataversion",
                 "/dataversion",
-                "attribute `dataversion` must be a whole number of at least 1, found 0",
+                "attribute `dataversion` must be a whole number from 1 to 2147483647, found 0",
             ),
             (
                 with(|o| {
@@ -421,7 +519,7 @@ mod tests {
                 }),
                 "unsupported_datacontenttype",
                 "/datacontenttype",
-                "datacontenttype `text/plain` is not supported (expected application/json)",
+                "datacontenttype `text/plain` is not supported (expected JSON: application/json or a */*+json type)",
             ),
             (
                 with(|o| {
@@ -429,7 +527,7 @@ mod tests {
                 }),
                 "invalid_extension_name",
                 "/Bad-Name",
-                "extension attribute name `Bad-Name` is not valid (1 to 20 lower-case letters or digits)",
+                "extension attribute name `Bad-Name` is not valid (lower-case letters a-z and digits 0-9 only)",
             ),
             (
                 with(|o| {
@@ -437,7 +535,114 @@ mod tests {
                 }),
                 "wrong_type",
                 "/region",
-                "attribute `region` must be a string, number or boolean, found an object",
+                "attribute `region` must be a string, integer or boolean, found an object",
+            ),
+            (
+                with(|o| {
+                    o.insert("region".into(), json!(2.5));
+                }),
+                "invalid_integer",
+                "/region",
+                "attribute `region` must be an integer from -2147483648 to 2147483647, found 2.5",
+            ),
+            (
+                with(|o| {
+                    o.insert("region".into(), json!(2_147_483_648_i64));
+                }),
+                "invalid_integer",
+                "/region",
+                "attribute `region` must be an integer from -2147483648 to 2147483647, found 2147483648",
+            ),
+            (
+                with(|o| {
+                    o.insert("dataversion".into(), json!(2_147_483_648_i64));
+                }),
+                "invalid_dataversion",
+                "/dataversion",
+                "attribute `dataversion` must be a whole number from 1 to 2147483647, found 2147483648",
+            ),
+            (
+                with(|o| {
+                    o.insert("id".into(), json!(null));
+                }),
+                "missing_attribute",
+                "/id",
+                "missing required attribute `id`",
+            ),
+            (
+                with(|o| {
+                    o.insert("subject".into(), "".into());
+                }),
+                "empty_attribute",
+                "/subject",
+                "attribute `subject` must not be empty",
+            ),
+            (
+                with(|o| {
+                    o.insert("source".into(), "not a uri".into());
+                }),
+                "invalid_uri",
+                "/source",
+                "attribute `source` must be a URI-reference (RFC 3986), found `not a uri`",
+            ),
+            (
+                with(|o| {
+                    o.insert("dataschema".into(), "/relative/schema.json".into());
+                }),
+                "invalid_uri",
+                "/dataschema",
+                "attribute `dataschema` must be an absolute URI (RFC 3986), found `/relative/schema.json`",
+            ),
+            (
+                with(|o| {
+                    o.insert("type".into(), "accounts.\u{7}Opened".into());
+                }),
+                "invalid_character",
+                "/type",
+                "attribute `type` holds a control character or a Unicode noncharacter",
+            ),
+            (
+                with(|o| {
+                    o.insert("region".into(), "eu\u{FFFF}".into());
+                }),
+                "invalid_character",
+                "/region",
+                "attribute `region` holds a control character or a Unicode noncharacter",
+            ),
+            (
+                with(|o| {
+                    o.insert("data_base64".into(), "e30=".into());
+                }),
+                "data_and_data_base64",
+                "/data_base64",
+                "`data` and `data_base64` cannot both be present",
+            ),
+            (
+                with(|o| {
+                    o.remove("data");
+                    o.insert("data_base64".into(), "not base64!".into());
+                }),
+                "invalid_base64",
+                "/data_base64",
+                "attribute `data_base64` is not valid Base64: Invalid symbol 32, offset 3.",
+            ),
+            (
+                with(|o| {
+                    o.remove("data");
+                    o.insert("data_base64".into(), "e29vcHM=".into());
+                }),
+                "data_not_json",
+                "/data",
+                "data is not valid JSON: key must be a string at line 1 column 2",
+            ),
+            (
+                with(|o| {
+                    o.remove("data");
+                    o.insert("data_base64".into(), json!(7));
+                }),
+                "wrong_type",
+                "/data_base64",
+                "attribute `data_base64` must be a string, found a number",
             ),
         ];
         for (result, kind, pointer, message) in cases {
@@ -458,10 +663,61 @@ mod tests {
     }
 
     #[test]
-    fn datacontenttype_with_parameters_is_json() {
-        assert!(with(|o| {
-            o.insert("datacontenttype".into(), "application/json; charset=utf-8".into());
+    fn every_json_media_type_is_json_content() {
+        for content_type in ["application/json; charset=utf-8", "text/json", "application/vnd.bank.deposit+json"] {
+            let event = with(|o| {
+                o.insert("datacontenttype".into(), content_type.into());
+            });
+            assert!(event.is_ok(), "{content_type}: {event:?}");
+        }
+        for not_json in ["application/jsonx", "json", "application/", "application/xml"] {
+            assert!(!is_json_media_type(not_json), "{not_json}");
+        }
+    }
+
+    #[test]
+    fn null_attributes_are_unset_and_null_data_is_a_payload() {
+        let event = with(|o| {
+            o.insert("subject".into(), json!(null));
+            o.insert("time".into(), json!(null));
+            o.insert("unsetextension".into(), json!(null));
+            o.insert("data".into(), json!(null));
         })
-        .is_ok());
+        .unwrap();
+        assert_eq!((event.subject, event.time), (None, None));
+        assert!(!event.extensions.contains_key("unsetextension"));
+        assert_eq!(event.data, Some(Value::Null));
+    }
+
+    #[test]
+    fn json_data_in_base64_is_read_as_data() {
+        let event = with(|o| {
+            o.remove("data");
+            // {"account_id":"acc-1"}
+            o.insert("data_base64".into(), "eyJhY2NvdW50X2lkIjoiYWNjLTEifQ==".into());
+        })
+        .unwrap();
+        assert_eq!(event.data, Some(json!({"account_id": "acc-1"})));
+    }
+
+    #[test]
+    fn extension_values_and_names_follow_the_type_system() {
+        let event = with(|o| {
+            o.insert("comexampleothervalue".into(), json!(5));
+            o.insert("negative".into(), json!(-2_147_483_648_i64));
+            o.insert("flag".into(), json!(true));
+            // Longer than 20 characters is discouraged, not forbidden.
+            o.insert("averyverylongextensionname".into(), "x".into());
+        })
+        .unwrap();
+        assert_eq!(event.extensions["comexampleothervalue"], 5);
+        assert_eq!(event.extensions["negative"], -2_147_483_648_i64);
+        assert_eq!(event.extensions["flag"], true);
+        assert!(event.extensions.contains_key("averyverylongextensionname"));
+    }
+
+    #[test]
+    fn an_empty_batch_is_a_batch() {
+        assert_eq!(parse_batch(b"[]").unwrap(), Vec::<Value>::new());
     }
 }

@@ -6,7 +6,8 @@
 //! # Layout
 //! - [`config`]: layered settings (defaults, TOML file, environment), validated once, secrets redacted.
 //! - [`telemetry`]: the tracing subscriber (`RUST_LOG`, human or JSON lines on stderr).
-//! - [`envelope`]: the CloudEvents 1.0 envelope, structured and batch mode.
+//! - [`envelope`]: the CloudEvents 1.0 envelope in the JSON event format (structured, batch).
+//! - [`binding`]: the Kafka and HTTP protocol bindings (structured and binary content modes).
 //! - [`registry`]: the schema registry from `schemas/`: catalog, JSON Schemas, upcasters; the
 //!   only way to a [`contract::ValidatedEvent`].
 //! - [`catalog`]: the catalog file (domains, topics, key fields, versions).
@@ -16,6 +17,7 @@
 //! - [`domain`]: the typed payloads of the reference domains at their current versions.
 //! - [`token`]: consistency tokens (the Kafka positions a publish reached).
 
+pub mod binding;
 pub mod catalog;
 pub mod check;
 pub mod config;

@@ -245,6 +245,16 @@ impl Registry {
         self.validate(CloudEvent::from_slice(bytes)?)
     }
 
+    /// Reads the event a Kafka record carries, in structured or binary content mode (see
+    /// [`crate::binding::from_kafka_record`]), and validates it.
+    pub fn validate_record(
+        &self,
+        headers: &[(String, Vec<u8>)],
+        value: Option<&[u8]>,
+    ) -> Result<ValidatedEvent, ContractError> {
+        self.validate(crate::binding::from_kafka_record(headers, value)?)
+    }
+
     /// Validates an envelope: type and version registered, subject present, data valid for its
     /// version, subject equal to the key field; then upcasts the data to the current version.
     pub fn validate(&self, envelope: CloudEvent) -> Result<ValidatedEvent, ContractError> {

@@ -77,6 +77,12 @@ mod tests {
     }
 
     #[test]
+    fn the_token_of_an_empty_batch_names_no_position_and_round_trips() {
+        let empty = ConsistencyToken::default();
+        assert_eq!(ConsistencyToken::decode(&empty.encode()).unwrap(), empty);
+    }
+
+    #[test]
     fn anything_else_is_refused() {
         for bad in [
             "",

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use eventline_core::config::KafkaSettings;
+use eventline_core::config::{GroupProtocol, KafkaSettings};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
@@ -71,6 +71,9 @@ struct GroupContext {
     starting: Arc<dyn StartingOffsets>,
     /// Rebalance outcomes noted in the callback, handed to the caller before the next record.
     pending: Mutex<VecDeque<ConsumerEvent>>,
+    /// Wakes a caller waiting for a record when a rebalance was noted, so an assignment or a
+    /// revocation is reported at once even on a topic where no record comes.
+    rebalanced: tokio::sync::Notify,
 }
 
 impl ClientContext for GroupContext {
@@ -116,6 +119,7 @@ impl ConsumerContext for GroupContext {
                     tracing::info!(group = %self.group, partitions = ?described, "Partitions assigned.");
                 }
                 self.pending.lock().expect("not poisoned").push_back(ConsumerEvent::Assigned(started));
+                self.rebalanced.notify_one();
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let described: Vec<String> =
@@ -124,6 +128,7 @@ impl ConsumerContext for GroupContext {
                     tracing::info!(group = %self.group, partitions = ?described, "Partitions revoked.");
                 }
                 self.pending.lock().expect("not poisoned").push_back(ConsumerEvent::Revoked(partitions));
+                self.rebalanced.notify_one();
                 let unassigned = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
                 if let Err(error) = unassigned {
                     tracing::error!(%error, "Unassigning partitions failed.");
@@ -132,6 +137,7 @@ impl ConsumerContext for GroupContext {
             other => {
                 tracing::warn!(error = ?other, "Rebalance failed; dropping the assignment until the group settles.");
                 self.pending.lock().expect("not poisoned").push_back(ConsumerEvent::Revoked(partitions));
+                self.rebalanced.notify_one();
                 if let Err(error) = consumer.unassign() {
                     tracing::error!(%error, "Unassigning partitions failed.");
                 }
@@ -167,14 +173,23 @@ impl GroupConsumer {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed")
-            // Incremental rebalances: members keep what they own while partitions move.
-            .set("partition.assignment.strategy", "cooperative-sticky");
+            .set("group.protocol", settings.group_protocol.as_str());
+        if settings.group_protocol == GroupProtocol::Classic {
+            // Incremental rebalances: members keep what they own while partitions move. (The
+            // consumer protocol is incremental by design, and its broker assigns.)
+            config.set("partition.assignment.strategy", "cooperative-sticky");
+        }
         // Bounds what is fetched ahead while a batch is being written (librdkafka's default,
         // 64 MiB, makes a worker behind a slow database weigh over 130 MB). Overridable.
         if !settings.properties.contains_key("queued.max.messages.kbytes") {
             config.set("queued.max.messages.kbytes", "16384");
         }
-        let context = GroupContext { group: group_id.to_string(), starting, pending: Mutex::new(VecDeque::new()) };
+        let context = GroupContext {
+            group: group_id.to_string(),
+            starting,
+            pending: Mutex::new(VecDeque::new()),
+            rebalanced: tokio::sync::Notify::new(),
+        };
         let inner: StreamConsumer<GroupContext> = config.create_with_context(context)?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         inner.subscribe(&names)?;
@@ -188,12 +203,17 @@ impl GroupConsumer {
             if let Some(event) = self.held.pop_front() {
                 return Ok(event);
             }
-            let record = self.inner.recv().await.map(|m| to_record(&m));
+            // Rebalance callbacks run while `recv` polls; both futures are cancellation safe.
+            let received = tokio::select! {
+                record = self.inner.recv() => Some(record.map(|m| to_record(&m))),
+                () = self.inner.context().rebalanced.notified() => None,
+            };
             // A rebalance noted while receiving happened before this record was handed out.
             self.take_pending();
-            match record {
-                Ok(record) => self.held.push_back(ConsumerEvent::Record(record)),
-                Err(error) => {
+            match received {
+                None => {}
+                Some(Ok(record)) => self.held.push_back(ConsumerEvent::Record(record)),
+                Some(Err(error)) => {
                     if self.held.is_empty() {
                         return Err(error.into());
                     }

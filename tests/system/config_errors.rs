@@ -116,6 +116,7 @@ fn invalid_settings_stop_start_up_naming_the_setting() {
         (("EVENTLINE_OTLP_ENDPOINT", "collector:4318"), "error: invalid EVENTLINE_OTLP_ENDPOINT: `collector:4318` is not an http:// or https:// URL with a host\n"),
         (("EVENTLINE_TRACE_SAMPLE_RATIO", "2"), "error: invalid EVENTLINE_TRACE_SAMPLE_RATIO: `2` is not a ratio from 0 to 1\n"),
         (("EVENTLINE_METRICS", "no"), "error: invalid EVENTLINE_METRICS: `no` is not `true` or `false`\n"),
+        (("EVENTLINE_GROUP_PROTOCOL", "eager"), "error: invalid EVENTLINE_GROUP_PROTOCOL: `eager` is not a group protocol (expected `consumer` or `classic`)\n"),
         (("EVENTLINE_NAMESPAC", "x"), "error: unknown setting EVENTLINE_NAMESPAC: eventline reads no such environment variable (did you mean EVENTLINE_NAMESPACE?)\n"),
     ];
     for ((var, value), expected) in cases {

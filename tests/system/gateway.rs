@@ -95,7 +95,8 @@ async fn every_bad_request_gets_its_status_and_problem_and_publishes_nothing() {
         case("empty body", STRUCTURED, "", 400, "malformed-request"),
         case("batch not JSON", BATCH, "[{", 400, "malformed-request"),
         case("batch not an array", BATCH, good.to_string(), 400, "malformed-request"),
-        case("empty batch", BATCH, "[]", 400, "malformed-request"),
+        case("batch in another format", "application/cloudevents-batch+xml", "[]", 415, "unsupported-media-type"),
+        case("binary data that is not JSON", "text/plain", "hello", 415, "unsupported-media-type"),
         Case { headers: binary_base.iter().map(|(k, v)| (*k, v.to_string())).chain([("content-type", "application/json".to_string())]).collect(),
                ..case("binary body not JSON", "application/json", "{oops", 400, "malformed-request") },
         case("batch over the count limit", BATCH, Value::Array((0..21).map(|i| opened(&format!("o{i}"), "a1")).collect()).to_string(), 413, "payload-too-large"),
@@ -129,6 +130,14 @@ async fn every_bad_request_gets_its_status_and_problem_and_publishes_nothing() {
         Case { first_error: Some((0, "/id")), ..binary(&[("ce-specversion", "1.0"), ("ce-source", "/t"), ("ce-type", "accounts.AccountClosed"), ("ce-subject", "a1")], r#"{"account_id":"a1"}"#) },
         Case { first_error: Some((0, "/dataversion")), ..binary(&[("ce-specversion", "1.0"), ("ce-id", "b"), ("ce-source", "/t"), ("ce-type", "accounts.AccountClosed"), ("ce-subject", "a1"), ("ce-dataversion", "two")], r#"{"account_id":"a1"}"#) },
         Case { first_error: Some((0, "/data/reason")), ..binary(&binary_base, r#"{"account_id":"a1","reason":"x"}"#) },
+        Case { first_error: Some((0, "")), ..binary(&[binary_base.as_slice(), &[("ce-datacontenttype", "application/json")]].concat(), r#"{"account_id":"a1"}"#) },
+        Case { first_error: Some((0, "/source")), ..binary(&[("ce-specversion", "1.0"), ("ce-id", "b"), ("ce-source", "not%20a%20uri"), ("ce-type", "accounts.AccountClosed"), ("ce-subject", "a1")], r#"{"account_id":"a1"}"#) },
+        Case { status: 400, problem: "malformed-request", first_error: Some((0, "/region")), ..binary(&[binary_base.as_slice(), &[("ce-region", "%C0%A0")]].concat(), r#"{"account_id":"a1"}"#) },
+        invalid("null id", with(good.clone(), "/id", Some(Value::Null)), "/id"),
+        invalid("empty subject", with(good.clone(), "/subject", Some(json!(""))), "/subject"),
+        invalid("fractional extension", with(good.clone(), "/region", Some(json!(1.5))), "/region"),
+        invalid("relative dataschema", with(good.clone(), "/dataschema", Some(json!("schemas/x.json"))), "/dataschema"),
+        invalid("data and data_base64", with(good.clone(), "/data_base64", Some(json!("e30="))), "/data_base64"),
         Case { first_error: Some((0, "/type")), ..case("type outside the key's scope", STRUCTURED, json!({"specversion": "1.0", "id": "p", "source": "/t", "type": "projects.ProjectCreated", "subject": "p1", "data": {"project_id": "p1", "name": "n"}}).to_string(), 403, "forbidden-event-type") },
         Case { first_error: Some((1, "/type")), ..case("batch with one out-of-scope type", BATCH, json!([good, {"specversion": "1.0", "id": "u", "source": "/t", "type": "activity.FeatureUsed", "subject": "u1", "data": {"user_id": "u1", "feature": "f"}}]).to_string(), 403, "forbidden-event-type") },
     ];
@@ -351,4 +360,42 @@ async fn without_authentication_the_gateway_says_so_loudly() {
     assert!(gateway.process.log().contains("AUTHENTICATION IS OFF"));
     let ready = gateway.client.get(format!("{}/readyz", gateway.base)).send().await.unwrap();
     assert_eq!(ready.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_http_binding_to_the_letter_empty_batches_percent_encoding_and_json_media_types() {
+    let env = TestEnv::new().await;
+    let gateway = env.spawn_http("gateway", &["gateway", "--insecure-no-auth"], &[]).await;
+
+    // An empty batch is a batch: nothing to publish, nothing wrong.
+    let empty = gateway.post(&[("content-type", "application/cloudevents-batch+json; charset=utf-8")], "[]").await;
+    assert_eq!(empty.status(), 202);
+    let body: Value = empty.json().await.unwrap();
+    assert_eq!(body["events"], json!([]));
+    assert!(body["consistency_token"].as_str().is_some_and(|t| !t.is_empty()));
+
+    // Binary mode: percent-encoded and double-quoted header values, a */*+json data type.
+    let binary = gateway
+        .post(
+            &[
+                ("content-type", "application/vnd.bank.account+json"),
+                ("ce-specversion", "1.0"),
+                ("ce-id", "pct-1"),
+                ("ce-source", "/core%2Dbanking"),
+                ("ce-type", "accounts.AccountOpened"),
+                ("ce-subject", "acc-pct"),
+                ("ce-note", "Euro%20%E2%82%AC%20%F0%9F%98%80"),
+                ("ce-quoted", r#""a \"quoted\" value""#),
+            ],
+            r#"{"account_id":"acc-pct","owner":"Zoë","currency":"EUR"}"#,
+        )
+        .await;
+    assert_eq!(binary.status(), 202, "{}", binary.text().await.unwrap());
+    let record = env.run(&["tail", "accounts.events", "--from", "start", "--no-follow", "--format", "ndjson"]);
+    let stored: Value = serde_json::from_str(crate::helpers::stdout(&record).trim()).unwrap();
+    assert_eq!(stored["source"], "/core-banking");
+    assert_eq!(stored["note"], "Euro € 😀");
+    assert_eq!(stored["quoted"], r#"a "quoted" value"#);
+    assert_eq!(stored["datacontenttype"], "application/vnd.bank.account+json");
+    assert_eq!(stored["data"]["owner"], "Zoë");
 }

@@ -118,6 +118,13 @@ impl TestEnv {
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut command = self.command(args);
         command.envs(extra_env.iter().copied()).stdout(log.try_clone().expect("log handle")).stderr(log);
+        if extra_env.contains(&("EVENTLINE_GROUP_PROTOCOL", "consumer")) {
+            // Under the consumer protocol the broker sets the session timing (the shared
+            // broker's group.consumer.* settings match these 6 s / 1 s); the client may not.
+            command
+                .env_remove("EVENTLINE_RDKAFKA_SESSION_TIMEOUT_MS")
+                .env_remove("EVENTLINE_RDKAFKA_HEARTBEAT_INTERVAL_MS");
+        }
         Process { child: command.spawn().expect("eventline starts"), log_path }
     }
 

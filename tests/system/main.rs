@@ -16,6 +16,7 @@ mod end_to_end;
 mod events;
 mod gateway;
 mod helpers;
+mod kafka_binding;
 mod metrics;
 mod operator;
 mod outbox;

@@ -439,3 +439,41 @@ async fn under_load_the_counters_only_grow_and_add_up_and_the_lag_clears() {
     })
     .await;
 }
+
+/// Partitions a worker (with `--listen` at `base`) owns, as its gauge says; none before it answers.
+async fn owned_partitions(client: &reqwest::Client, base: &str) -> f64 {
+    match client.get(format!("{base}/metrics")).send().await {
+        Ok(response) => {
+            let samples = parse(&response.text().await.unwrap());
+            value(&samples, "eventline_worker_assigned_partitions", &[("projection", "account_balances")])
+                .unwrap_or(0.0)
+        }
+        Err(_) => 0.0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_assigned_partitions_gauge_follows_rebalances_on_a_topic_where_nothing_is_published() {
+    let env = TestEnv::new().await;
+    let client = reqwest::Client::new();
+    let listen = || {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        (format!("127.0.0.1:{port}"), format!("http://127.0.0.1:{port}"))
+    };
+    let (addr_a, base_a) = listen();
+    let (addr_b, base_b) = listen();
+    let _a = env.spawn("worker-a", &["worker", "account_balances", "--listen", &addr_a], &[]);
+    wait_until("A to own all six partitions", || async { owned_partitions(&client, &base_a).await == 6.0 }).await;
+    let b = env.spawn("worker-b", &["worker", "account_balances", "--listen", &addr_b], &[]);
+    wait_until("B to take a share from A", || async {
+        let (a, b) = (owned_partitions(&client, &base_a).await, owned_partitions(&client, &base_b).await);
+        b > 0.0 && a + b == 6.0
+    })
+    .await;
+    b.kill_hard();
+    wait_until("A to own all six again after B was killed", || async {
+        owned_partitions(&client, &base_a).await == 6.0
+    })
+    .await;
+    assert_eq!(env.end_offsets("accounts.events").await.iter().sum::<i64>(), 0, "nothing was published");
+}

@@ -123,17 +123,34 @@ fn signal(process: &Process, signal: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paused_worker_cannot_commit_after_its_partitions_moved() {
+    pause_a_worker_past_its_session("classic").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_worker_cannot_commit_after_its_partitions_moved_with_the_consumer_protocol() {
+    pause_a_worker_past_its_session("consumer").await;
+}
+
+/// Worker A is paused (SIGSTOP) with a batch in hand until its partitions move to worker B, then
+/// resumed: its commit is fenced and nothing is applied twice.
+async fn pause_a_worker_past_its_session(protocol: &str) {
     let env = TestEnv::new().await;
     let scenario = crate::helpers::AccountsScenario::generate(&env.id, 20, 300, seed());
-    // A collects for 8 s before it writes, so it is paused with a batch in hand.
-    let slow = [("EVENTLINE_BATCH_MAX_WAIT_MS", "8000"), ("EVENTLINE_BATCH_MAX_EVENTS", "100000")];
+    // A collects for 4 s before it writes, so it is paused (2 s in) with a batch in hand, and the
+    // batch is due while it is paused: resumed, it writes before it hears of the rebalance
+    // (which would make it drop the batch instead), so the fence is what stops it.
+    let slow = [
+        ("EVENTLINE_BATCH_MAX_WAIT_MS", "4000"),
+        ("EVENTLINE_BATCH_MAX_EVENTS", "100000"),
+        ("EVENTLINE_GROUP_PROTOCOL", protocol),
+    ];
     let worker_a = env.spawn("worker-a", &["worker", "account_balances"], &slow);
     wait_until("worker A to own the partitions", || async { worker_a.log().contains("Partitions assigned.") }).await;
     env.publish("events.ndjson", &scenario.events);
     tokio::time::sleep(Duration::from_secs(2)).await; // let A fetch the records into its batch
     signal(&worker_a, "-STOP");
 
-    let worker_b = env.spawn("worker-b", &["worker", "account_balances"], &[]);
+    let worker_b = env.spawn("worker-b", &["worker", "account_balances"], &[("EVENTLINE_GROUP_PROTOCOL", protocol)]);
     wait_until("worker B to take over and apply everything", || async {
         env.applied_through("account_balances").await == 300
     })
@@ -191,7 +208,20 @@ async fn workers_wait_out_dropped_database_connections() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_killed_ten_times_beside_a_steady_one_loses_and_doubles_nothing() {
+    kill_a_worker_ten_times("classic").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_ten_times_beside_a_steady_one_loses_and_doubles_nothing_with_the_consumer_protocol() {
+    kill_a_worker_ten_times("consumer").await;
+}
+
+/// Two `up` processes in the same groups under `protocol` (`classic` or `consumer`, KIP-848):
+/// one runs throughout, the other is killed (SIGKILL) and restarted ten times while the events
+/// are published; every projection ends exact, and the dead letters are exactly the poison.
+async fn kill_a_worker_ten_times(protocol: &str) {
     let env = TestEnv::new().await;
+    let protocol_env = [("EVENTLINE_GROUP_PROTOCOL", protocol)];
     let seed = seed();
     let mut scenario = ReferenceScenario::generate(&env.id, 16_700, seed);
     // Poison: deposits to accounts never opened, and completions in projects never created;
@@ -220,14 +250,14 @@ async fn a_worker_killed_ten_times_beside_a_steady_one_loses_and_doubles_nothing
     let total = scenario.events.len();
     assert!(total >= 50_000);
 
-    let steady = env.spawn("steady", &["up"], &[]);
-    let mut victim = env.spawn("victim-0", &["up"], &[]);
+    let steady = env.spawn("steady", &["up"], &protocol_env);
+    let mut victim = env.spawn("victim-0", &["up"], &protocol_env);
     let chunks: Vec<Vec<Value>> = scenario.events.chunks(total / 10 + 1).map(<[Value]>::to_vec).collect();
     for (round, chunk) in chunks.iter().enumerate() {
         env.publish(&format!("chunk-{round}.ndjson"), chunk);
         tokio::time::sleep(Duration::from_millis(rng.random_range(200..2_000))).await;
         victim.kill_hard();
-        victim = env.spawn(&format!("victim-{}", round + 1), &["up"], &[]);
+        victim = env.spawn(&format!("victim-{}", round + 1), &["up"], &protocol_env);
     }
     wait_until_reporting(
         "every projection to pass every event",
@@ -236,7 +266,9 @@ async fn a_worker_killed_ten_times_beside_a_steady_one_loses_and_doubles_nothing
     )
     .await;
 
-    scenario.assert_projected_except_dead_letters(&env, &format!("seed {seed}; steady: {}", steady.log())).await;
+    let context = format!("{protocol} protocol, seed {seed}; steady: {}", steady.log());
+    assert!(steady.log().contains(&format!("group_protocol=\"{protocol}\"")), "{context}");
+    scenario.assert_projected_except_dead_letters(&env, &context).await;
     for projection in ["account_balances", "project_progress"] {
         let mut dead: Vec<String> = env
             .store

@@ -11,8 +11,9 @@ use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use eventline_core::binding::{self, ContentMode, BATCH_JSON, HTTP_PREFIX, STRUCTURED_JSON};
 use eventline_core::contract::{ContractError, ValidatedEvent};
-use eventline_core::envelope::{CloudEvent, EnvelopeError};
+use eventline_core::envelope::{is_json_media_type, CloudEvent, EnvelopeError};
 use eventline_core::registry::BatchError;
 use eventline_core::telemetry;
 use eventline_core::token::ConsistencyToken;
@@ -22,8 +23,6 @@ use super::auth::allows;
 use super::Gateway;
 use eventline_http::Problem;
 
-const STRUCTURED: &str = "application/cloudevents+json";
-const BATCH: &str = "application/cloudevents-batch+json";
 const JSON: &str = "application/json";
 
 /// The three ways the CloudEvents HTTP binding carries events.
@@ -56,8 +55,9 @@ pub struct AcceptedEvent {
 /// Publish CloudEvents.
 ///
 /// Structured mode (`application/cloudevents+json`, or `application/json` without `ce-*`
-/// headers), batch mode (`application/cloudevents-batch+json`, a JSON array), or binary mode
-/// (`application/json` body as `data`, attributes in `ce-*` headers). Every event is validated
+/// headers), batch mode (`application/cloudevents-batch+json`, a JSON array, possibly empty), or
+/// binary mode (a JSON body, `application/json` or `*/*+json`, as `data`; attributes in `ce-*`
+/// headers, percent-encoded). Every event is validated
 /// and authorized before any is produced; the answer comes once the broker acknowledged them.
 #[utoipa::path(
     post,
@@ -93,6 +93,11 @@ async fn accept(gateway: &Gateway, request: Request) -> Result<Response, Problem
     let mode = mode(&parts.headers)?;
     let body = read_body(body, gateway.limits().max_body_bytes).await?;
     let mut events = validate(gateway, mode, &parts.headers, &body)?;
+    if events.is_empty() {
+        // An empty batch is valid (CloudEvents JSON batch format): nothing to publish.
+        let body = json!({"events": [], "consistency_token": ConsistencyToken::default().encode()});
+        return Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response());
+    }
     stamp_trace_context(&mut events, &parts.headers);
 
     let forbidden: Vec<Value> = events
@@ -142,17 +147,27 @@ async fn accept(gateway: &Gateway, request: Request) -> Result<Response, Problem
     Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
 }
 
+/// The content mode, by the HTTP binding's rule: a CloudEvents media type means structured or
+/// batch mode; otherwise binary mode when `ce-specversion` is there. `application/json` without
+/// `ce-*` headers is taken as a structured event sent as plain JSON.
 fn mode(headers: &HeaderMap) -> Result<Mode, Problem> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    match essence.as_str() {
-        STRUCTURED => Ok(Mode::Structured),
-        BATCH => Ok(Mode::Batch),
-        JSON if headers.contains_key("ce-specversion") => Ok(Mode::Binary),
-        JSON => Ok(Mode::Structured),
-        _ => Err(Problem::unsupported_media_type(format!(
-            "Content-Type `{content_type}` is not accepted; send {STRUCTURED}, {BATCH}, or {JSON} with ce-* headers (binary mode)"
-        ))),
+    let content_type = headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("(not text)"));
+    let unsupported = || {
+        Problem::unsupported_media_type(format!(
+            "Content-Type `{}` is not accepted; send {STRUCTURED_JSON}, {BATCH_JSON}, or JSON data ({JSON} or */*+json) with ce-* headers (binary mode)",
+            content_type.unwrap_or_default()
+        ))
+    };
+    match ContentMode::of(content_type).map_err(|_| unsupported())? {
+        ContentMode::Structured => Ok(Mode::Structured),
+        ContentMode::Batch => Ok(Mode::Batch),
+        ContentMode::Binary => match content_type {
+            Some(media) if is_json_media_type(media) && headers.contains_key("ce-specversion") => Ok(Mode::Binary),
+            Some(media) if media.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case(JSON) => {
+                Ok(Mode::Structured)
+            }
+            _ => Err(unsupported()),
+        },
     }
 }
 
@@ -206,10 +221,9 @@ fn validate(gateway: &Gateway, mode: Mode, headers: &HeaderMap, body: &[u8]) -> 
 fn envelope_problem(error: EnvelopeError, index: Option<usize>) -> Problem {
     let problem = match &error {
         EnvelopeError::TooLarge { .. } => Problem::too_large(error.to_string()),
-        EnvelopeError::NotJson(_)
-        | EnvelopeError::NotObject(_)
-        | EnvelopeError::NotArray(_)
-        | EnvelopeError::EmptyBatch => Problem::malformed(error.to_string()),
+        EnvelopeError::NotJson(_) | EnvelopeError::NotObject(_) | EnvelopeError::NotArray(_) => {
+            Problem::malformed(error.to_string())
+        }
         _ => return invalid(vec![(index.unwrap_or(0), ContractError::Envelope(error))]),
     };
     let mut detail = Map::new();
@@ -245,28 +259,27 @@ fn stamp_trace_context(events: &mut [ValidatedEvent], headers: &HeaderMap) {
     }
 }
 
-/// Binary mode: context attributes from `ce-*` headers, `data` from the JSON body.
+/// Binary mode: context attributes from `ce-*` headers (percent-decoded), `datacontenttype` from
+/// Content-Type, `data` from the JSON body.
 fn binary_envelope(headers: &HeaderMap, body: &[u8]) -> Result<CloudEvent, Problem> {
-    let data: Value = serde_json::from_slice(body).map_err(|e| {
-        Problem::malformed(format!("the body is not valid JSON: {e}"))
-            .with("errors", json!([{"index": 0, "pointer": "/data", "kind": "not_json"}]))
-    })?;
-    let mut object = Map::new();
+    let mut attributes = Vec::new();
     for (name, value) in headers {
-        let Some(attribute) = name.as_str().strip_prefix("ce-") else { continue };
-        let text =
-            value.to_str().map_err(|_| Problem::malformed(format!("header `{name}` is not valid text")))?.to_string();
-        let value = match attribute {
-            // An integer attribute; a header can only carry text.
-            "dataversion" => match text.parse::<u64>() {
-                Ok(n) => Value::from(n),
-                Err(_) => Value::from(text),
-            },
-            _ => Value::from(text),
-        };
-        object.insert(attribute.to_string(), value);
+        let Some(attribute) = name.as_str().strip_prefix(HTTP_PREFIX) else { continue };
+        let text = value
+            .to_str()
+            .map_err(|_| "is not printable ASCII (percent-encode it)".to_string())
+            .and_then(binding::http_header_value)
+            .map_err(|reason| {
+                Problem::malformed(format!("header `{name}` {reason}"))
+                    .with("errors", json!([{"index": 0, "pointer": format!("/{attribute}"), "kind": "invalid_header"}]))
+            })?;
+        attributes.push((attribute.to_string(), text));
     }
-    object.insert("datacontenttype".into(), JSON.into());
-    object.insert("data".into(), data);
-    CloudEvent::from_value(Value::Object(object)).map_err(|e| invalid(vec![(0, ContractError::Envelope(e))]))
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    binding::from_binary(HTTP_PREFIX, attributes, content_type, Some(body)).map_err(|error| match error {
+        EnvelopeError::DataNotJson(reason) => Problem::malformed(format!("the body is not valid JSON: {reason}"))
+            .with("errors", json!([{"index": 0, "pointer": "/data", "kind": "data_not_json"}])),
+        EnvelopeError::TooLarge { .. } => envelope_problem(error, Some(0)),
+        other => invalid(vec![(0, ContractError::Envelope(other))]),
+    })
 }
