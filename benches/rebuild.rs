@@ -7,7 +7,8 @@
 //! ```
 //!
 //! It fills the accounts, projects and activity topics with N events each once (kept for later
-//! runs with the same N: Tansu cannot delete topics). Then for each projection, in one run:
+//! runs with the same N, since filling them takes longer than measuring). Then for each
+//! projection, in one run:
 //! (a) steady: `eventline worker <projection>` applies the whole topic into a fresh database,
 //! timed from its first commit to the end, as the runtime benchmark's (c) does; (b) rebuild:
 //! beside that live worker, which keeps consuming while `--live-rate` events per second are

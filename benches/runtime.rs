@@ -7,7 +7,8 @@
 //! ```
 //!
 //! It fills a topic with N accounts events once (the topic is kept and reused by later runs with
-//! the same N: Tansu cannot delete topics), then measures in the same run on that topic:
+//! the same N, since filling it takes longer than measuring), then measures in the same run on
+//! that topic:
 //! (a) raw consumption through rdkafka with no processing; (b) a naive worker that validates and
 //! applies each event in its own transaction, as hand-written consumers do (on the first
 //! `--naive-events`, default 20,000, since it is slow); (c) the eventline worker process

@@ -85,8 +85,14 @@ pub async fn status(settings: &Settings, args: &StatusArgs) -> Outcome {
     } else {
         args.projections.iter().map(|n| projection(n)).collect()
     };
-    let served: Vec<(&str, Vec<String>)> =
-        chosen.iter().map(|p| (p.name(), p.topics().iter().map(|t| settings.namespace.topic(t)).collect())).collect();
+    let served: Vec<status::Watched> = chosen
+        .iter()
+        .map(|p| status::Watched {
+            name: p.name().to_string(),
+            group: settings.namespace.group_id(p.name()),
+            topics: p.topics().iter().map(|t| settings.namespace.topic(t)).collect(),
+        })
+        .collect();
     let statuses = status::collect(&store, &settings.kafka, &served).await?;
     store.close().await;
     let mut out = std::io::stdout().lock();
@@ -125,21 +131,43 @@ fn print_status(out: &mut impl Write, statuses: &[ProjectionStatus]) -> std::io:
             "{}  generation {}{retired}  lag {} events / {:.1}s  dead letters {}  parked keys {}  rebuild: {rebuild}",
             s.name, s.generation, s.lag_events, s.lag_seconds, s.dead_letters, s.parked_keys
         )?;
+        match (&s.group_state, s.group_members) {
+            (Some(state), Some(members)) => {
+                write!(out, "  group {}: {state}, {members} live member(s)", s.group)?;
+                if s.unowned_partitions.is_empty() {
+                    writeln!(out)?;
+                } else {
+                    writeln!(
+                        out,
+                        "; UNOWNED: {} partition(s) with events to apply and no live member: {}",
+                        s.unowned_partitions.len(),
+                        s.unowned_partitions.join(", ")
+                    )?;
+                }
+            }
+            _ => writeln!(out, "  group {}: could not be described (ownership unknown)", s.group)?,
+        }
         writeln!(
             out,
-            "  {:<32} {:>9} {:>12} {:>12} {:>10} {:>9}  owner",
-            "topic", "partition", "stored", "end", "lag", "lag (s)"
+            "  {:<32} {:>9} {:>12} {:>12} {:>10} {:>9}  {:<40} written by",
+            "topic", "partition", "stored", "end", "lag", "lag (s)", "held by"
         )?;
         for p in &s.partitions {
+            let held = match (&p.held_by, p.unowned) {
+                (Some(member), _) => member.clone(),
+                (None, true) => "UNOWNED".into(),
+                (None, false) => "-".into(),
+            };
             writeln!(
                 out,
-                "  {:<32} {:>9} {:>12} {:>12} {:>10} {:>9}  {}",
+                "  {:<32} {:>9} {:>12} {:>12} {:>10} {:>9}  {:<40} {}",
                 p.topic,
                 p.partition,
                 p.stored_offset.map_or("-".into(), |o| o.to_string()),
                 p.end_offset,
                 p.lag_events,
                 p.lag_seconds.map_or("?".into(), |l| format!("{l:.1}")),
+                held,
                 p.owner.as_deref().unwrap_or("-"),
             )?;
         }

@@ -38,6 +38,9 @@ fn set(status: &ProjectionStatus) {
         .set(status.parked_keys as f64);
     metrics::gauge!("eventline_projection_generation", "projection" => projection.clone())
         .set(status.generation as f64);
+    if let Some(members) = status.group_members {
+        metrics::gauge!("eventline_projection_group_members", "projection" => projection.clone()).set(members as f64);
+    }
     for p in &status.partitions {
         let labels =
             [("projection", projection.clone()), ("topic", p.topic.clone()), ("partition", p.partition.to_string())];
@@ -48,6 +51,10 @@ fn set(status: &ProjectionStatus) {
         metrics::gauge!("eventline_projection_lag_events", &labels).set(p.lag_events as f64);
         if let Some(seconds) = p.lag_seconds {
             metrics::gauge!("eventline_projection_lag_seconds", &labels).set(seconds);
+        }
+        // Only when the group could be described: unknown is not "owned".
+        if status.group_state.is_some() {
+            metrics::gauge!("eventline_projection_partition_unowned", &labels).set(if p.unowned { 1.0 } else { 0.0 });
         }
     }
 }

@@ -54,9 +54,11 @@ struct Inner {
     progress: Progress,
 }
 
-/// A projection as the API serves it: its name and its topics in this namespace.
+/// A projection as the API serves it: its name, its consumer group and its topics in this
+/// namespace.
 struct Served {
     name: &'static str,
+    group: String,
     topics: Vec<String>,
 }
 
@@ -73,14 +75,22 @@ impl Api {
         let progress = Progress::start(store.clone(), &names, shutdown);
         let projections = projections
             .iter()
-            .map(|p| Served { name: p.name, topics: p.topics.iter().map(|t| namespace.topic(t)).collect() })
+            .map(|p| Served {
+                name: p.name,
+                group: namespace.group_id(p.name),
+                topics: p.topics.iter().map(|t| namespace.topic(t)).collect(),
+            })
             .collect();
         Self(Arc::new(Inner { store, kafka, projections, progress }))
     }
 
-    /// Each served projection's name and namespaced topics, as [`status::collect`] reads them.
-    fn served(&self) -> Vec<(&'static str, Vec<String>)> {
-        self.0.projections.iter().map(|p| (p.name, p.topics.clone())).collect()
+    /// Each served projection as [`status::collect`] reads it.
+    fn served(&self) -> Vec<status::Watched> {
+        self.0
+            .projections
+            .iter()
+            .map(|p| status::Watched { name: p.name.to_string(), group: p.group.clone(), topics: p.topics.clone() })
+            .collect()
     }
 
     fn projection(&self, name: &str) -> &Served {

@@ -50,6 +50,16 @@ pub struct ProjectionStatus {
     pub rebuild: Option<RebuildStatus>,
     /// Generations kept after a cutover, for a rollback.
     pub retired_generations: Vec<i32>,
+    /// The consumer group whose members apply the projection.
+    pub group: String,
+    /// The group's state as its coordinator describes it (`Stable`, `Empty`, …); absent when
+    /// the broker could not describe it.
+    pub group_state: Option<String>,
+    /// Live members of the group; absent when the broker could not describe it.
+    pub group_members: Option<usize>,
+    /// Partitions with events to apply that no live member of the group holds: stuck until a
+    /// worker takes them (a stopped worker, or a group coordinator that lost them).
+    pub unowned_partitions: Vec<String>,
     pub partitions: Vec<PartitionStatus>,
 }
 
@@ -78,6 +88,11 @@ pub struct PartitionStatus {
     pub lag_seconds: Option<f64>,
     /// The worker (host:pid) that last moved the stored offset.
     pub owner: Option<String>,
+    /// The live group member holding the partition now (`member id@host`), as the group
+    /// coordinator says; absent when none does or the group could not be described.
+    pub held_by: Option<String>,
+    /// Events wait here and no live member of the group holds the partition.
+    pub unowned: bool,
     /// When the stored offset last moved.
     pub checkpointed_at: Option<DateTime<Utc>>,
 }
@@ -91,16 +106,36 @@ pub enum StatusError {
     Store(#[from] eventline_store::Error),
 }
 
+/// A projection whose position is read: its name, consumer group and (namespaced) topics.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    pub name: String,
+    pub group: String,
+    pub topics: Vec<String>,
+}
+
 /// Where each projection stands: stored offsets against the topics' end offsets, lag in events
-/// and seconds, dead letters, generations. `projections` are (name, Kafka topics).
+/// and seconds, dead letters, generations, and which live group member holds each partition.
 pub async fn collect(
     store: &Store,
     kafka: &KafkaSettings,
-    projections: &[(&str, Vec<String>)],
+    projections: &[Watched],
 ) -> Result<Vec<ProjectionStatus>, StatusError> {
     let now = Utc::now();
+    let groups: Vec<String> = projections.iter().map(|p| p.group.clone()).collect();
+    // A broker that cannot describe groups (an old one, no permission) still has positions to
+    // report: ownership is then unknown, not an error.
+    let described = match eventline_kafka::groups::describe(kafka, &groups, BROKER_WITHIN).await {
+        Ok(described) => described,
+        Err(error) => {
+            tracing::debug!(%error, "Cannot describe the consumer groups; ownership is unknown.");
+            Vec::new()
+        }
+    };
     let mut statuses = Vec::new();
-    for (name, topics) in projections {
+    for Watched { name, group, topics } in projections {
+        let name = name.as_str();
+        let description = described.iter().find(|d| &d.group == group);
         let checkpoints = store.checkpoints(name).await?;
         let (dead_letters, parked_keys) = store.dead_letter_counts(name).await?;
         let generations = store.generations(name).await?;
@@ -125,6 +160,11 @@ pub async fn collect(
                 }
                 let rebuilt = building_checkpoints.iter().find(|c| &c.topic == topic && c.partition == mark.partition);
                 rebuild_lag += (mark.high - rebuilt.map_or(mark.low, |c| c.next_offset.max(mark.low))).max(0);
+                let holder = description.and_then(|d| {
+                    d.members
+                        .iter()
+                        .find(|m| m.assignment.iter().any(|tp| &tp.topic == topic && tp.partition == mark.partition))
+                });
                 partitions.push(PartitionStatus {
                     topic: topic.clone(),
                     partition: mark.partition,
@@ -133,6 +173,8 @@ pub async fn collect(
                     lag_events,
                     lag_seconds: (lag_events == 0).then_some(0.0),
                     owner: stored.and_then(|c| c.written_by.clone()),
+                    held_by: holder.map(|m| format!("{}@{}", m.member_id, m.host.trim_start_matches('/'))),
+                    unowned: description.is_some() && holder.is_none() && lag_events > 0,
                     checkpointed_at: stored.map(|c| c.updated_at),
                 });
             }
@@ -166,6 +208,14 @@ pub async fn collect(
                 .iter()
                 .filter(|g| g.state == GenerationState::Retired)
                 .map(|g| g.generation)
+                .collect(),
+            group: group.clone(),
+            group_state: description.map(|d| d.state.clone()),
+            group_members: description.map(|d| d.members.len()),
+            unowned_partitions: partitions
+                .iter()
+                .filter(|p| p.unowned)
+                .map(|p| format!("{}/{}", p.topic, p.partition))
                 .collect(),
             partitions,
         });

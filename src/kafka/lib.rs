@@ -7,12 +7,14 @@
 //! - [`admin`]: reachability checks, topic creation and deletion, watermarks.
 //! - [`producer`]: the idempotent, ordered producer.
 //! - [`consumer`]: the group consumer that starts partitions at caller-stored offsets.
+//! - [`groups`]: consumer group descriptions (which live member holds which partition).
 //! - [`reader`]: reading a topic from a chosen position, outside any group (`eventline tail`).
 
 pub mod admin;
 mod client;
 pub mod consumer;
 mod error;
+pub mod groups;
 pub mod producer;
 pub mod reader;
 

@@ -219,7 +219,8 @@ async fn the_alert_rules_and_the_dashboard_are_well_formed_and_use_only_exported
             "EventlineProjectionLagging",
             "EventlineDeadLettersGrowing",
             "EventlineGateway5xx",
-            "EventlineOutboxBacklogOld"
+            "EventlineOutboxBacklogOld",
+            "EventlinePartitionUnowned"
         ]
     );
     let prometheus = std::fs::read_to_string(root.join("prometheus.yml")).unwrap();
@@ -476,4 +477,57 @@ async fn the_assigned_partitions_gauge_follows_rebalances_on_a_topic_where_nothi
     })
     .await;
     assert_eq!(env.end_offsets("accounts.events").await.iter().sum::<i64>(), 0, "nothing was published");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partition_no_live_member_holds_shows_in_the_api_the_gauges_and_status_under_the_consumer_protocol() {
+    let env = TestEnv::new().await;
+    let api = env.spawn_http("api", &["api"], &[]).await;
+    let protocol = [("EVENTLINE_GROUP_PROTOCOL", "consumer")];
+    let worker = env.spawn("worker", &["worker", "account_balances"], &protocol);
+    let projection = || async {
+        let body: Value = api.get("/v1/projections").await.json().await.unwrap();
+        body["projections"].as_array().unwrap().iter().find(|p| p["name"] == "account_balances").unwrap().clone()
+    };
+    wait_until("the worker's member to hold all six partitions", || async {
+        let status = projection().await;
+        status["group_members"] == 1
+            && status["partitions"].as_array().unwrap().iter().all(|p| p["held_by"].as_str().is_some())
+    })
+    .await;
+    assert_eq!(projection().await["group_state"], "Stable");
+
+    worker.kill_hard();
+    env.publish("waiting.ndjson", &(0..12).map(|i| opened(&format!("w{i}"), &format!("acct-{i}"))).collect::<Vec<_>>());
+    // The killed member leaves the group when its session (6 s on the test broker) runs out.
+    wait_until("the partitions with events to show as unowned", || async {
+        let status = projection().await;
+        status["group_members"] == 0 && !status["unowned_partitions"].as_array().unwrap().is_empty()
+    })
+    .await;
+    let status = projection().await;
+    let unowned: Vec<(String, String)> = status["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["unowned"] == true)
+        .map(|p| (p["topic"].as_str().unwrap().to_string(), p["partition"].to_string()))
+        .collect();
+    let with_lag =
+        status["partitions"].as_array().unwrap().iter().filter(|p| p["lag_events"].as_i64() > Some(0)).count();
+    assert_eq!(unowned.len(), with_lag, "every partition with events is unowned: {status}");
+
+    wait_until("the gauge to flag the same partitions", || async {
+        let (_, samples) = scrape(&api).await;
+        unowned.iter().all(|(topic, partition)| {
+            value(
+                &samples,
+                "eventline_projection_partition_unowned",
+                &[("projection", "account_balances"), ("topic", topic), ("partition", partition)],
+            ) == Some(1.0)
+        }) && value(&samples, "eventline_projection_group_members", &[("projection", "account_balances")]) == Some(0.0)
+    })
+    .await;
+    let cli = env.run(&["status", "account_balances"]);
+    assert!(crate::helpers::stdout(&cli).contains("UNOWNED"), "{}", crate::helpers::stdout(&cli));
 }

@@ -35,6 +35,12 @@ async fn status_shows_positions_owners_and_fails_when_behind() {
         assert_eq!(p["owner"], owner.as_str(), "{p}");
         assert_eq!(p["stored_offset"], p["end_offset"]);
     }
+    // The running worker is the group's one live member and holds every partition.
+    assert_eq!(status["group_members"].as_u64(), Some(1), "{status}");
+    assert_eq!(status["unowned_partitions"], serde_json::json!([]));
+    let holders: BTreeSet<&str> = partitions.iter().map(|p| p["held_by"].as_str().unwrap_or("none")).collect();
+    assert_eq!(holders.len(), 1, "one member holds all six: {holders:?}");
+    assert!(holders.iter().all(|h| h.ends_with("@127.0.0.1")), "{holders:?}");
 
     worker.terminate();
     let more: Vec<Value> = (20..25).map(|i| opened(&format!("o{i}"), &format!("acct-{i}"))).collect();
@@ -48,7 +54,11 @@ async fn status_shows_positions_owners_and_fails_when_behind() {
     );
     let table = stdout(&behind);
     assert!(table.starts_with("account_balances  generation 1  lag 5 events / "), "{table}");
-    assert!(table.lines().nth(1).unwrap().split_whitespace().eq([
+    // The stopped worker left the group: the partitions where the new events wait are unowned.
+    let group = format!("{}.eventline.account_balances", env.id);
+    let group_line = table.lines().nth(1).unwrap();
+    assert!(group_line.starts_with(&format!("  group {group}: Empty, 0 live member(s); UNOWNED: ")), "{table}");
+    assert!(table.lines().nth(2).unwrap().split_whitespace().eq([
         "topic",
         "partition",
         "stored",
@@ -56,8 +66,24 @@ async fn status_shows_positions_owners_and_fails_when_behind() {
         "lag",
         "lag",
         "(s)",
-        "owner"
+        "held",
+        "by",
+        "written",
+        "by"
     ]));
+    let shown = json_of(&env.run(&["status", "account_balances", "--json"]));
+    let status = &shown["projections"][0];
+    let waiting: Vec<String> = status["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["lag_events"].as_i64() > Some(0))
+        .map(|p| format!("{}/{}", p["topic"].as_str().unwrap(), p["partition"]))
+        .collect();
+    assert!(!waiting.is_empty());
+    assert_eq!(status["unowned_partitions"], serde_json::json!(waiting), "{status}");
+    assert_eq!((status["group"].as_str(), status["group_members"].as_u64()), (Some(group.as_str()), Some(0)));
+    assert!(group_line.ends_with(&waiting.join(", ")), "{group_line}");
     let within = env.run(&["status", "account_balances", "--max-lag-events", "5"]);
     assert_eq!(within.status.code(), Some(0), "the same lag within a higher threshold: {}", stderr(&within));
     let unknown = env.run(&["status", "nope"]);
