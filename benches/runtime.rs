@@ -9,7 +9,8 @@
 //! It fills a topic with N accounts events once (the topic is kept and reused by later runs with
 //! the same N, since filling it takes longer than measuring), then measures in the same run on
 //! that topic:
-//! (a) raw consumption through rdkafka with no processing; (b) a naive worker that validates and
+//! the read-through (librdkafka's poll loop, records looked at in place: the client's ceiling);
+//! (a) raw consumption through eventline's group consumer with no processing; (b) a naive worker that validates and
 //! applies each event in its own transaction, as hand-written consumers do (on the first
 //! `--naive-events`, default 20,000, since it is slow); (c) the eventline worker process
 //! (`eventline worker account_balances`), with its peak RSS; and apply-only: the same batches fed
@@ -91,6 +92,16 @@ async fn main() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
 
+    // The client's ceiling: librdkafka's poll loop, records looked at in place.
+    let ceiling =
+        eventline_kafka::reader::read_through(&settings.kafka, &topic, settings.connect_timeout).await.unwrap();
+    assert_eq!(ceiling.records as usize, total, "the read-through saw every record");
+    let ceiling_rate = rate(total - 1, ceiling.elapsed);
+    println!(
+        "    read-through (librdkafka poll loop, no copy)  {ceiling_rate:>10.0} events/s   ({:.0} MB/s)",
+        ceiling.bytes as f64 / 1e6 / ceiling.elapsed.as_secs_f64()
+    );
+
     // (a) Raw consumption.
     let group = format!("{namespace}.raw-{}", rand::random::<u32>());
     let mut consumer = GroupConsumer::subscribe(
@@ -113,7 +124,7 @@ async fn main() {
     }
     let raw = rate(seen - 1, started.unwrap().elapsed());
     consumer.close().await;
-    println!("(a) raw consume (rdkafka, no processing)        {raw:>10.0} events/s");
+    println!("(a) raw consume (group consumer, no processing) {raw:>10.0} events/s");
 
     // (b) A naive worker: one transaction per event.
     let naive_db = settings.database_url.with_database(&format!("eventline_bench_naive_{}", rand::random::<u32>()));
@@ -162,8 +173,9 @@ async fn main() {
     store.close().await;
     eventline_store::drop_database(&worker_db).await.unwrap();
     println!(
-        "(c) eventline worker                            {worker:>10.0} events/s   = {:.0}% of (a), {:.1}x (b)",
+        "(c) eventline worker                            {worker:>10.0} events/s   = {:.0}% of (a), {:.1}% of the read-through, {:.1}x (b)",
         100.0 * worker / raw,
+        100.0 * worker / ceiling_rate,
         worker / naive
     );
     println!("    worker peak RSS                             {rss_mb:>10.1} MB");

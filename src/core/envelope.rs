@@ -348,10 +348,17 @@ pub fn json_type(value: &Value) -> &'static str {
 /// Whether a media type declares JSON content: `*/json` or `*/*+json`, parameters aside (JSON
 /// format 3.1.1).
 pub fn is_json_media_type(media_type: &str) -> bool {
-    let essence = media_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let essence = media_type.split(';').next().unwrap_or_default().trim();
     let Some((kind, subtype)) = essence.split_once('/') else { return false };
     let token = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_graphic() && !"()<>@,;:\\\"/[]?=".contains(c));
-    token(kind) && token(subtype) && (subtype == "json" || subtype.ends_with("+json"))
+    let ends_with = |suffix: &str| {
+        subtype
+            .len()
+            .checked_sub(suffix.len())
+            .and_then(|at| subtype.get(at..))
+            .is_some_and(|end| end.eq_ignore_ascii_case(suffix))
+    };
+    token(kind) && token(subtype) && (subtype.eq_ignore_ascii_case("json") || ends_with("+json"))
 }
 
 /// Core specification, type system: a String holds no control characters (U+0000-U+001F,

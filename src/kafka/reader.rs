@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use eventline_core::config::KafkaSettings;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::client::{base_config, timeout, TracingContext};
@@ -125,4 +125,52 @@ impl TopicReader {
             return Ok(Some(record));
         }
     }
+}
+
+/// What [`read_through`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadThrough {
+    pub records: u64,
+    pub bytes: u64,
+    /// From the first record to the last.
+    pub elapsed: Duration,
+}
+
+/// Reads every record of `topic` from the start to the end it had when called, as fast as
+/// librdkafka delivers them (a poll loop on one thread, records looked at in place, nothing
+/// copied or decoded): the ceiling any consumer of the topic on this machine meets, which the
+/// benchmarks print beside the workers' rates. Stops early when nothing arrives for `within`.
+pub async fn read_through(settings: &KafkaSettings, topic: &str, within: Duration) -> Result<ReadThrough, Error> {
+    let watermarks = admin::watermarks(settings, topic, within).await?;
+    let (settings, topic) = (settings.clone(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let mut config = base_config(&settings, "eventline-read-through");
+        config.set("group.id", "eventline-read-through").set("enable.auto.commit", "false");
+        let consumer: BaseConsumer<TracingContext> = config.create_with_context(TracingContext)?;
+        let mut tpl = TopicPartitionList::new();
+        let mut left: u64 = 0;
+        for w in watermarks.iter().filter(|w| w.high > w.low) {
+            tpl.add_partition_offset(&topic, w.partition, Offset::Offset(w.low))?;
+            left += (w.high - w.low) as u64;
+        }
+        consumer.assign(&tpl)?;
+        let (mut records, mut bytes, mut first) = (0u64, 0u64, None);
+        let mut last_record = std::time::Instant::now();
+        while records < left && last_record.elapsed() < within {
+            match consumer.poll(timeout(Duration::from_millis(100))) {
+                Some(Ok(message)) => {
+                    first.get_or_insert_with(std::time::Instant::now);
+                    last_record = std::time::Instant::now();
+                    records += 1;
+                    bytes += message.payload_len() as u64;
+                }
+                Some(Err(error)) => return Err(error.into()),
+                None => {}
+            }
+        }
+        let elapsed = first.map_or(Duration::ZERO, |t| t.elapsed());
+        Ok(ReadThrough { records, bytes, elapsed })
+    })
+    .await
+    .expect("the read task does not panic")
 }
