@@ -185,6 +185,12 @@ impl TestEnv {
     pub async fn applied_through(&self, projection: &str) -> i64 {
         self.store.checkpoints(projection).await.expect("checkpoints").iter().map(|c| c.next_offset).sum()
     }
+
+    /// The accounts projection as (account, balance, events applied), in account order.
+    pub async fn balances(&self) -> Vec<(String, i64, i64)> {
+        let rows = self.store.account_balances().await.expect("balances");
+        rows.into_iter().map(|r| (r.account_id, r.balance_minor, r.events_applied)).collect()
+    }
 }
 
 impl Drop for TestEnv {

@@ -31,19 +31,18 @@ fn binary_headers<'a>(id: &'a str, event_type: &'a str, account: &'a str) -> Vec
     ]
 }
 
+/// Account `acc-b` opened by a binary-mode record: the data alone in the value.
+async fn open_in_binary_mode(env: &TestEnv) {
+    let data = br#"{"account_id":"acc-b","owner":"Bo","currency":"EUR"}"#;
+    produce(env, "acc-b", data, &binary_headers("b-open", "accounts.AccountOpened", "acc-b")).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn binary_and_structured_records_are_applied_and_unreadable_ones_dead_lettered() {
     let env = TestEnv::new().await;
     let worker = env.spawn("worker", &["worker", "account_balances"], &[]);
 
-    // Binary mode: the data alone in the value.
-    produce(
-        &env,
-        "acc-b",
-        br#"{"account_id":"acc-b","owner":"Bo","currency":"EUR"}"#,
-        &binary_headers("b-open", "accounts.AccountOpened", "acc-b"),
-    )
-    .await;
+    open_in_binary_mode(&env).await;
     let mut deposit = binary_headers("b-dep", "accounts.FundsDeposited", "acc-b");
     deposit.push(("ce_dataversion", "2"));
     produce(&env, "acc-b", br#"{"account_id":"acc-b","amount_minor":700,"currency":"EUR","channel":"card"}"#, &deposit)
@@ -67,14 +66,7 @@ async fn binary_and_structured_records_are_applied_and_unreadable_ones_dead_lett
     produce(&env, "acc-z", b"{oops", &binary_headers("z-open", "accounts.AccountOpened", "acc-z")).await;
 
     wait_until("all six records to be passed", || async { env.applied_through("account_balances").await == 6 }).await;
-    let rows: Vec<(String, i64, i64)> = env
-        .store
-        .account_balances()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.account_id, r.balance_minor, r.events_applied))
-        .collect();
+    let rows = env.balances().await;
     assert_eq!(rows, [("acc-b".to_string(), 700, 2), ("acc-s".to_string(), 0, 1)], "log: {}", worker.log());
     let mut dead: Vec<(String, String, String)> = env
         .store
@@ -110,13 +102,7 @@ async fn binary_and_structured_records_are_applied_and_unreadable_ones_dead_lett
 #[tokio::test(flavor = "multi_thread")]
 async fn tail_shows_binary_records_and_exports_them_as_structured_events() {
     let env = TestEnv::new().await;
-    produce(
-        &env,
-        "acc-b",
-        br#"{"account_id":"acc-b","owner":"Bo","currency":"EUR"}"#,
-        &binary_headers("b-open", "accounts.AccountOpened", "acc-b"),
-    )
-    .await;
+    open_in_binary_mode(&env).await;
 
     let pretty = env.run(&["tail", "accounts.events", "--from", "start", "--no-follow"]);
     assert!(pretty.status.success(), "{}", stderr(&pretty));

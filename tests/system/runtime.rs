@@ -48,14 +48,7 @@ async fn duplicates_apply_once_and_a_poison_event_parks_only_its_key() {
     wait_until("the second events to be passed", || async { env.applied_through("account_balances").await == 10 })
         .await;
 
-    let rows: Vec<(String, i64, i64)> = env
-        .store
-        .account_balances()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.account_id, r.balance_minor, r.events_applied))
-        .collect();
+    let rows = env.balances().await;
     assert_eq!(rows, [(a.to_string(), 150, 3), (b.to_string(), 200, 2)], "log: {}", worker.log());
 
     let dead: Vec<(String, String, String)> = env
