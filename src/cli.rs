@@ -12,7 +12,8 @@ EVENTLINE_CONFIG): EVENTLINE_KAFKA_BROKERS (default 127.0.0.1:9092), DATABASE_UR
 postgres://postgres@127.0.0.1:5432/eventline), EVENTLINE_HTTP_ADDR (default 127.0.0.1:8080),
 EVENTLINE_NAMESPACE, EVENTLINE_BATCH_MAX_EVENTS, EVENTLINE_BATCH_MAX_WAIT_MS,
 EVENTLINE_CONNECT_TIMEOUT_SECS, EVENTLINE_LOG_FORMAT, EVENTLINE_SCHEMAS_DIR (a schema registry
-folder instead of the built-in one), and librdkafka properties as
+folder instead of the built-in one), EVENTLINE_GROUP_PROTOCOL (the workers' consumer group
+protocol: classic, the default, or consumer for KIP-848), and librdkafka properties as
 EVENTLINE_RDKAFKA_<NAME> (EVENTLINE_RDKAFKA_SASL_USERNAME sets sasl.username). Logs go to
 standard error; RUST_LOG filters them. Metrics are served at /metrics (EVENTLINE_METRICS=false
 turns them off); spans are exported over OTLP/HTTP when EVENTLINE_OTLP_ENDPOINT (or

@@ -71,6 +71,7 @@ fn top_level_help_lists_exactly_the_working_subcommands() {
         ]
     );
     assert!(help.contains("EVENTLINE_KAFKA_BROKERS"), "the help documents configuration");
+    assert!(help.contains("EVENTLINE_GROUP_PROTOCOL"), "the help names the group protocol setting");
 }
 
 #[test]
