@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventline_consumers::projections::account_balances::AccountBalances;
+use eventline_consumers::projections::events::AccountEvent;
 use eventline_consumers::projections::{Applicable, Handler};
 use eventline_core::config::Settings;
 use eventline_core::registry::Registry;
@@ -147,7 +148,8 @@ async fn main() {
         started.get_or_insert_with(Instant::now);
         let event = registry.validate_slice(record.payload.as_deref().unwrap_or_default()).expect("valid");
         let time = event.envelope().time.unwrap_or_default();
-        let applicable = Applicable { event, time };
+        let payload = AccountBalances::decode(&event).expect("an accounts event");
+        let applicable = Applicable { event, payload, time };
         let mut tx = store.begin().await.unwrap();
         let state = AccountBalances::load(&mut tx, &[&applicable]).await.unwrap();
         let folded = AccountBalances::fold(state, &[&applicable]);
@@ -183,16 +185,17 @@ async fn main() {
     // Apply-only: the same kind of batches straight to PostgreSQL, no broker.
     let apply_db = settings.database_url.with_database(&format!("eventline_bench_apply_{}", rand::random::<u32>()));
     let store = fresh_store(&apply_db, &settings).await;
-    let events: Vec<Applicable> = AccountsTraffic::new(registry.clone(), "apply", options.accounts, 7)
+    let events: Vec<Applicable<AccountEvent>> = AccountsTraffic::new(registry.clone(), "apply", options.accounts, 7)
         .take(options.events.min(200_000))
         .map(|event| {
             let time = event.envelope().time.unwrap_or_default();
-            Applicable { event, time }
+            let payload = AccountBalances::decode(&event).expect("an accounts event");
+            Applicable { event, payload, time }
         })
         .collect();
     let started = Instant::now();
     for (n, batch) in events.chunks(BATCH).enumerate() {
-        let refs: Vec<&Applicable> = batch.iter().collect();
+        let refs: Vec<&Applicable<AccountEvent>> = batch.iter().collect();
         let mut tx = store.begin().await.unwrap();
         let state = AccountBalances::load(&mut tx, &refs).await.unwrap();
         let folded = AccountBalances::fold(state, &refs);

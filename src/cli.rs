@@ -2,9 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand};
-use eventline_consumers::Projection;
 
 const AFTER_HELP: &str = "\
 Configuration comes from the environment (and an optional TOML file given with --config or
@@ -242,7 +240,7 @@ fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Projections to show (all by default).
-    #[arg(value_name = "PROJECTION", value_parser = projection_names())]
+    #[arg(value_name = "PROJECTION")]
     pub projections: Vec<String>,
 
     /// Print JSON (the same document as GET /v1/projections) instead of a table.
@@ -296,7 +294,7 @@ fn parse_replay_start(value: &str) -> Result<ReplayStart, String> {
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
     /// The projection to replay.
-    #[arg(value_name = "PROJECTION", value_parser = projection_names())]
+    #[arg(value_name = "PROJECTION")]
     pub projection: String,
 
     /// Where to start again: earliest, offset:<partition>:<offset> (that partition of each of
@@ -326,7 +324,7 @@ pub enum RebuildCommand {
 
 #[derive(Debug, Args)]
 pub struct RebuildTarget {
-    #[arg(value_name = "PROJECTION", value_parser = projection_names())]
+    #[arg(value_name = "PROJECTION")]
     pub projection: String,
 
     #[command(flatten)]
@@ -408,7 +406,7 @@ pub struct DlqFilterArgs {
 #[derive(Debug, Args)]
 pub struct DlqListArgs {
     /// Only this projection's.
-    #[arg(long, value_parser = projection_names())]
+    #[arg(long)]
     pub projection: Option<String>,
 
     #[command(flatten)]
@@ -432,7 +430,7 @@ pub struct DlqShowArgs {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["key", "id"])))]
 pub struct DlqRetryArgs {
-    #[arg(value_name = "PROJECTION", value_parser = projection_names())]
+    #[arg(value_name = "PROJECTION")]
     pub projection: String,
 
     /// Retry every dead letter of this key.
@@ -449,7 +447,7 @@ pub struct DlqRetryArgs {
 
 #[derive(Debug, Args)]
 pub struct DlqSkipArgs {
-    #[arg(value_name = "PROJECTION", value_parser = projection_names())]
+    #[arg(value_name = "PROJECTION")]
     pub projection: String,
 
     /// The dead letter to drop.
@@ -466,7 +464,7 @@ pub struct DlqSkipArgs {
 
 #[derive(Debug, Args)]
 pub struct DlqPurgeArgs {
-    #[arg(value_name = "PROJECTION", value_parser = projection_names())]
+    #[arg(value_name = "PROJECTION")]
     pub projection: String,
 
     #[command(flatten)]
@@ -487,7 +485,7 @@ pub struct DlqPurgeArgs {
 #[derive(Debug, Args)]
 pub struct DlqLogArgs {
     /// Only this projection's actions.
-    #[arg(long, value_parser = projection_names())]
+    #[arg(long)]
     pub projection: Option<String>,
 
     /// The latest this many.
@@ -534,7 +532,7 @@ fn parse_start(value: &str) -> Result<TailStart, String> {
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
     /// Projections to run.
-    #[arg(required = true, value_name = "PROJECTION", value_parser = projection_names())]
+    #[arg(required = true, value_name = "PROJECTION")]
     pub projections: Vec<String>,
 
     /// Serve /healthz, /readyz (database and broker reachable, every worker assigned its
@@ -628,8 +626,4 @@ pub enum LoadgenDomain {
     Activity,
     /// All three, interleaved.
     All,
-}
-
-fn projection_names() -> PossibleValuesParser {
-    PossibleValuesParser::new(Projection::ALL.iter().map(|p| p.name()))
 }

@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{LoadgenArgs, LoadgenDomain, PublishArgs, SchemasCheckArgs, TopicsCreateArgs};
 
 /// Exit code for input that was refused (sysexits' EX_DATAERR).
+/// A command line clap accepts but the application does not (an unknown projection).
+pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_INVALID_INPUT: u8 = 65;
 /// Exit code for a configuration that failed validation (sysexits' EX_CONFIG).
 pub const EXIT_BAD_CONFIG: u8 = 78;
@@ -47,19 +49,30 @@ pub fn load_registry(settings: &Settings) -> Result<Arc<Registry>, Failure> {
         None => Registry::embedded(),
     };
     loaded
-        .and_then(|registry| registry.ensure_code_reads_current().map(|()| Arc::new(registry)))
+        .map(Arc::new)
         .map_err(|error| Failure { code: EXIT_BAD_CONFIG, error: anyhow!("invalid schema registry: {error}") })
 }
 
-pub fn schemas_check(args: &SchemasCheckArgs) -> Outcome {
+/// A worker must not start on a registry with versions its projection has not been reviewed
+/// against: it would apply data it was never written for.
+fn ensure_declared(registry: &Registry, projections: &[Arc<dyn Projection>]) -> Outcome {
+    let problems: Vec<String> =
+        projections.iter().flat_map(|p| p.review(registry)).map(|problem| problem.to_string()).collect();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(Failure { code: EXIT_BAD_CONFIG, error: anyhow!("invalid schema registry: {}", problems.join("; ")) })
+}
+
+pub fn schemas_check(args: &SchemasCheckArgs, projections: &[Arc<dyn Projection>]) -> Outcome {
     let registry = match &args.dir {
         Some(dir) => Registry::from_dir(dir),
         None => Registry::embedded(),
     }
     .map_err(|error| anyhow!("{error}"))?;
     let mut problems = check::check(&registry);
-    for &projection in Projection::ALL {
-        problems.extend(projection.undeclared(&registry));
+    for projection in projections {
+        problems.extend(projection.review(&registry));
     }
     if !problems.is_empty() {
         for problem in &problems {
@@ -217,15 +230,19 @@ pub async fn loadgen(settings: &Settings, args: &LoadgenArgs, shutdown: Cancella
 }
 
 /// Runs workers for `projections` until `shutdown`; any worker failing stops them all.
-pub async fn workers(settings: &Settings, projections: &[Projection], shutdown: CancellationToken) -> Outcome {
+pub async fn workers(settings: &Settings, projections: &[Arc<dyn Projection>], shutdown: CancellationToken) -> Outcome {
     let registry = load_registry(settings)?;
+    ensure_declared(&registry, projections)?;
     let store = Store::connect(&settings.database_url, 2 + projections.len() as u32, settings.connect_timeout).await?;
     store.ensure_migrated().await?;
     let mut tasks = JoinSet::new();
-    for &projection in projections {
-        let settings = settings.clone();
+    for projection in projections {
+        let (settings, projection) = (settings.clone(), projection.clone());
         let (store, registry, shutdown) = (store.clone(), registry.clone(), shutdown.clone());
-        tasks.spawn(async move { (projection, projection.run(&settings, registry, store, shutdown).await) });
+        tasks.spawn(async move {
+            let result = projection.run(&settings, registry, store, shutdown).await;
+            (projection, result)
+        });
     }
     let mut first_failure = None;
     while let Some(joined) = tasks.join_next().await {

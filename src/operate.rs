@@ -9,6 +9,8 @@ use eventline_api::status::{self, ProjectionStatus};
 use eventline_consumers::dlq::{self, DlqError, Target};
 use eventline_consumers::rebuild::{self, OperationError, Progress, Rebuild, StartFrom};
 use eventline_consumers::Projection;
+
+use crate::App;
 use eventline_core::config::Settings;
 use eventline_store::dead_letters::DeadLetterFilter;
 use eventline_store::Store;
@@ -25,10 +27,6 @@ use crate::commands::{load_registry, Failure, Outcome, EXIT_INVALID_INPUT};
 pub const EXIT_BEHIND: u8 = 3;
 /// Exit code for an operation that may succeed later (sysexits' EX_TEMPFAIL).
 pub const EXIT_TRY_LATER: u8 = 75;
-
-fn projection(name: &str) -> Projection {
-    Projection::from_name(name).expect("clap admits only known names")
-}
 
 async fn connect(settings: &Settings) -> Result<Store, Failure> {
     let store = Store::connect(&settings.database_url, 4, settings.connect_timeout).await?;
@@ -78,13 +76,9 @@ fn start_from(start: ReplayStart) -> StartFrom {
     }
 }
 
-pub async fn status(settings: &Settings, args: &StatusArgs) -> Outcome {
+pub async fn status(settings: &Settings, app: &App, args: &StatusArgs) -> Outcome {
+    let chosen = app.chosen(&args.projections)?;
     let store = connect(settings).await?;
-    let chosen: Vec<Projection> = if args.projections.is_empty() {
-        Projection::ALL.to_vec()
-    } else {
-        args.projections.iter().map(|n| projection(n)).collect()
-    };
     let served: Vec<status::Watched> = chosen
         .iter()
         .map(|p| status::Watched {
@@ -175,10 +169,10 @@ fn print_status(out: &mut impl Write, statuses: &[ProjectionStatus]) -> std::io:
     Ok(())
 }
 
-pub async fn replay(settings: &Settings, args: &ReplayArgs) -> Outcome {
+pub async fn replay(settings: &Settings, app: &App, args: &ReplayArgs) -> Outcome {
+    let projection = app.find(&args.projection)?;
     let store = connect(settings).await?;
-    let projection = projection(&args.projection);
-    let report = rebuild::replay(settings, &store, projection, start_from(args.from), &actor(&args.actor))
+    let report = rebuild::replay(settings, &store, &*projection, start_from(args.from), &actor(&args.actor))
         .await
         .map_err(operation_failure)?;
     store.close().await;
@@ -194,18 +188,24 @@ pub async fn replay(settings: &Settings, args: &ReplayArgs) -> Outcome {
     Ok(())
 }
 
-pub async fn rebuild(settings: &Settings, command: &RebuildCommand, shutdown: CancellationToken) -> Outcome {
+pub async fn rebuild(settings: &Settings, app: &App, command: &RebuildCommand, shutdown: CancellationToken) -> Outcome {
+    let projection = app.find(match command {
+        RebuildCommand::Start(args) => &args.target.projection,
+        RebuildCommand::Cutover(args) => &args.target.projection,
+        RebuildCommand::Diff(target) | RebuildCommand::Rollback(target) | RebuildCommand::Cleanup(target) => {
+            &target.projection
+        }
+    })?;
     let store = connect(settings).await?;
     let outcome = match command {
         RebuildCommand::Start(args) => {
             let registry = load_registry(settings)?;
-            start(settings, registry, &store, args, shutdown).await
+            start(settings, registry, &store, projection, args, shutdown).await
         }
-        RebuildCommand::Diff(target) => {
+        RebuildCommand::Diff(_) => {
             let registry = load_registry(settings)?;
-            let rebuild = Rebuild::open(settings, registry, &store, projection(&target.projection), None)
-                .await
-                .map_err(operation_failure)?;
+            let rebuild =
+                Rebuild::open(settings, registry, &store, projection, None).await.map_err(operation_failure)?;
             let outcome = print_diff(&rebuild).await;
             rebuild.pause().await.map_err(operation_failure)?;
             outcome
@@ -214,15 +214,14 @@ pub async fn rebuild(settings: &Settings, command: &RebuildCommand, shutdown: Ca
             let registry = load_registry(settings)?;
             let RebuildTarget { projection: name, actor: who } = &args.target;
             let rebuild =
-                Rebuild::open(settings, registry, &store, projection(name), None).await.map_err(operation_failure)?;
+                Rebuild::open(settings, registry, &store, projection, None).await.map_err(operation_failure)?;
             let generation = rebuild.cutover(args.max_lag, &actor(who)).await.map_err(operation_failure)?;
             println!("{}", json!({ "event": "cutover", "projection": name, "live_generation": generation }));
             Ok(())
         }
         RebuildCommand::Rollback(target) => {
-            let (live, retired) = rebuild::rollback(&store, projection(&target.projection), &actor(&target.actor))
-                .await
-                .map_err(operation_failure)?;
+            let (live, retired) =
+                rebuild::rollback(&store, &*projection, &actor(&target.actor)).await.map_err(operation_failure)?;
             println!(
                 "{}",
                 json!({ "event": "rollback", "projection": target.projection, "live_generation": live, "retired_generation": retired })
@@ -230,9 +229,8 @@ pub async fn rebuild(settings: &Settings, command: &RebuildCommand, shutdown: Ca
             Ok(())
         }
         RebuildCommand::Cleanup(target) => {
-            let dropped = rebuild::cleanup(&store, projection(&target.projection), &actor(&target.actor))
-                .await
-                .map_err(operation_failure)?;
+            let dropped =
+                rebuild::cleanup(&store, &*projection, &actor(&target.actor)).await.map_err(operation_failure)?;
             println!(
                 "{}",
                 json!({ "event": "cleanup", "projection": target.projection, "dropped_generations": dropped })
@@ -248,11 +246,12 @@ async fn start(
     settings: &Settings,
     registry: Arc<eventline_core::registry::Registry>,
     store: &Store,
+    projection: Arc<dyn Projection>,
     args: &crate::cli::RebuildStartArgs,
     shutdown: CancellationToken,
 ) -> Outcome {
     let name = &args.target.projection;
-    let mut rebuild = Rebuild::open(settings, registry, store, projection(name), Some(start_from(args.from)))
+    let mut rebuild = Rebuild::open(settings, registry, store, projection, Some(start_from(args.from)))
         .await
         .map_err(operation_failure)?;
     let verb = if rebuild.created { "started" } else { "resumed" };
@@ -336,7 +335,15 @@ fn filter(projection: Option<&str>, args: &DlqFilterArgs, limit: i64) -> DeadLet
     }
 }
 
-pub async fn dlq(settings: &Settings, command: &DlqCommand) -> Outcome {
+pub async fn dlq(settings: &Settings, app: &App, command: &DlqCommand) -> Outcome {
+    let projection = match command {
+        DlqCommand::List(args) => args.projection.as_deref().map(|name| app.find(name)).transpose()?,
+        DlqCommand::Retry(args) => Some(app.find(&args.projection)?),
+        DlqCommand::Skip(args) => Some(app.find(&args.projection)?),
+        DlqCommand::Purge(args) => Some(app.find(&args.projection)?),
+        DlqCommand::Log(args) => args.projection.as_deref().map(|name| app.find(name)).transpose()?,
+        DlqCommand::Show(_) => None,
+    };
     let store = connect(settings).await?;
     let mut out = std::io::stdout().lock();
     match command {
@@ -403,7 +410,9 @@ pub async fn dlq(settings: &Settings, command: &DlqCommand) -> Outcome {
                 (None, Some(id)) => Target::Id(id),
                 (None, None) => unreachable!("clap requires --key or --id"),
             };
-            let report = projection(&args.projection)
+            let report = projection
+                .as_ref()
+                .expect("retry and skip name their projection")
                 .retry_dead_letters(&store, &registry, &target, None, &actor(&args.actor))
                 .await
                 .map_err(dlq_failure)?;
@@ -422,7 +431,9 @@ pub async fn dlq(settings: &Settings, command: &DlqCommand) -> Outcome {
         }
         DlqCommand::Skip(args) => {
             let registry = load_registry(settings)?;
-            let report = projection(&args.projection)
+            let report = projection
+                .as_ref()
+                .expect("retry and skip name their projection")
                 .retry_dead_letters(
                     &store,
                     &registry,

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
+use crate::App;
 use anyhow::Context;
 use axum::Router;
 use eventline_api::{Api, ProjectionInfo};
-use eventline_consumers::Projection;
 use eventline_core::config::{DatabaseUrl, Settings};
 use eventline_http::Readiness;
 use eventline_store::Store;
@@ -112,6 +112,7 @@ async fn probes(
 /// workers.
 pub async fn http(
     settings: &Settings,
+    app: &App,
     gateway: Option<&GatewayArgs>,
     api: bool,
     workers: bool,
@@ -127,7 +128,7 @@ pub async fn http(
         services.push(ingest::gateway_service(settings, args, store.clone(), shutdown.clone()).await?);
     }
     if api {
-        services.push(api_service(settings, store.clone(), shutdown.clone()));
+        services.push(api_service(settings, app, store.clone(), shutdown.clone()));
     }
     let mut router = Router::new();
     let mut readiness: Vec<Arc<dyn Readiness>> = vec![Arc::new(DatabaseReadiness(store.clone()))];
@@ -146,8 +147,13 @@ pub async fn http(
     Ok(())
 }
 
-fn api_service(settings: &Settings, store: Store, shutdown: CancellationToken) -> Service {
-    let projections = Projection::ALL.iter().map(|p| ProjectionInfo { name: p.name(), topics: p.topics() }).collect();
+fn api_service(settings: &Settings, app: &App, store: Store, shutdown: CancellationToken) -> Service {
+    let projections = app
+        .projections()
+        .all()
+        .iter()
+        .map(|p| ProjectionInfo { name: p.name().to_string(), topics: p.topics() })
+        .collect();
     let api = Api::new(store, settings.kafka.clone(), settings.namespace.clone(), projections, shutdown.clone());
     tokio::spawn(eventline_api::gauges::sample(api.clone(), shutdown));
     let (router, openapi) = eventline_api::router(api.clone());

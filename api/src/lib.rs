@@ -37,10 +37,10 @@ pub const POSITIONS_HEADER: HeaderName = HeaderName::from_static("eventline-posi
 pub const CHECKPOINTED_AT_HEADER: HeaderName = HeaderName::from_static("eventline-checkpointed-at");
 
 /// A projection the API serves: its name and the topics (without namespace) it reads.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ProjectionInfo {
-    pub name: &'static str,
-    pub topics: &'static [&'static str],
+    pub name: String,
+    pub topics: Vec<String>,
 }
 
 /// Shared by every request.
@@ -57,7 +57,7 @@ struct Inner {
 /// A projection as the API serves it: its name, its consumer group and its topics in this
 /// namespace.
 struct Served {
-    name: &'static str,
+    name: String,
     group: String,
     topics: Vec<String>,
 }
@@ -71,13 +71,13 @@ impl Api {
         projections: Vec<ProjectionInfo>,
         shutdown: CancellationToken,
     ) -> Self {
-        let names: Vec<&'static str> = projections.iter().map(|p| p.name).collect();
+        let names: Vec<&str> = projections.iter().map(|p| p.name.as_str()).collect();
         let progress = Progress::start(store.clone(), &names, shutdown);
         let projections = projections
             .iter()
             .map(|p| Served {
-                name: p.name,
-                group: namespace.group_id(p.name),
+                name: p.name.clone(),
+                group: namespace.group_id(&p.name),
                 topics: p.topics.iter().map(|t| namespace.topic(t)).collect(),
             })
             .collect();
@@ -89,7 +89,7 @@ impl Api {
         self.0
             .projections
             .iter()
-            .map(|p| status::Watched { name: p.name.to_string(), group: p.group.clone(), topics: p.topics.clone() })
+            .map(|p| status::Watched { name: p.name.clone(), group: p.group.clone(), topics: p.topics.clone() })
             .collect()
     }
 
@@ -101,14 +101,14 @@ impl Api {
     async fn freshness(&self, projection: &str, consistency: &Consistency) -> Result<Freshness, Response> {
         let info = self.projection(projection);
         let Some(token) = &consistency.token else {
-            let checkpoints = self.0.store.checkpoints(info.name).await.map_err(store_failure)?;
+            let checkpoints = self.0.store.checkpoints(&info.name).await.map_err(store_failure)?;
             return Ok(Freshness { checkpoints });
         };
         let deadline = tokio::time::Instant::now() + consistency.wait;
         let (checkpoints, missing) = self
             .0
             .progress
-            .wait(&self.0.store, info.name, &info.topics, token, deadline)
+            .wait(&self.0.store, &info.name, &info.topics, token, deadline)
             .await
             .map_err(store_failure)?;
         let freshness = Freshness { checkpoints };

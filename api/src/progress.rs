@@ -33,16 +33,16 @@ pub struct Requirement {
 #[derive(Clone)]
 pub struct Progress {
     /// A counter per projection, bumped on each notification; waiters watch it.
-    bumps: Arc<HashMap<&'static str, watch::Sender<u64>>>,
+    bumps: Arc<HashMap<String, watch::Sender<u64>>>,
     /// Whether the notification connection is up.
     listening: watch::Sender<bool>,
 }
 
 impl Progress {
     /// Starts listening for `projections` until `shutdown`.
-    pub fn start(store: Store, projections: &[&'static str], shutdown: CancellationToken) -> Self {
-        let bumps: HashMap<&'static str, watch::Sender<u64>> =
-            projections.iter().map(|p| (*p, watch::channel(0).0)).collect();
+    pub fn start(store: Store, projections: &[&str], shutdown: CancellationToken) -> Self {
+        let bumps: HashMap<String, watch::Sender<u64>> =
+            projections.iter().map(|p| (p.to_string(), watch::channel(0).0)).collect();
         let progress = Self { bumps: Arc::new(bumps), listening: watch::channel(false).0 };
         let listener = progress.clone();
         tokio::spawn(async move { listener.listen(store, shutdown).await });
@@ -96,7 +96,7 @@ impl Progress {
     pub async fn wait(
         &self,
         store: &Store,
-        projection: &'static str,
+        projection: &str,
         topics: &[String],
         token: &ConsistencyToken,
         deadline: Instant,

@@ -76,7 +76,7 @@ pub(crate) async fn retry<H: Handler>(
 ) -> Result<RetryReport, DlqError> {
     let projection = H::NAME;
     let mut tx = store.begin().await?;
-    tx.enter_projection(projection).await?;
+    tx.enter_projection(H::TABLES).await?;
     let (key, id) = match target {
         Target::Key(key) => (Some(key.clone()), 0),
         Target::Id(id) => {
@@ -110,7 +110,7 @@ pub(crate) async fn retry<H: Handler>(
     }
 
     // Decode in order; the first that still cannot be decoded stops the rest behind it.
-    let mut decoded: Vec<(usize, Applicable)> = Vec::new();
+    let mut decoded: Vec<(usize, Applicable<H::Event>)> = Vec::new();
     let mut stuck: Option<Stuck> = None;
     for (index, letter) in letters.iter().enumerate() {
         match decode::<H>(registry, letter) {
@@ -134,7 +134,7 @@ pub(crate) async fn retry<H: Handler>(
         })
         .collect();
     let claimed: HashSet<String> = tx.claim_event_ids(projection, &read).await?;
-    let mut active: Vec<(usize, Applicable)> = Vec::new();
+    let mut active: Vec<(usize, Applicable<H::Event>)> = Vec::new();
     for (index, applicable) in decoded {
         if claimed.contains(&applicable.event.envelope().id) {
             active.push((index, applicable));
@@ -144,7 +144,7 @@ pub(crate) async fn retry<H: Handler>(
     }
 
     if !active.is_empty() {
-        let events: Vec<&Applicable> = active.iter().map(|(_, a)| a).collect();
+        let events: Vec<&Applicable<H::Event>> = active.iter().map(|(_, a)| a).collect();
         let loaded = H::load(&mut tx, &events).await?;
         // A refused event stops its key again: apply only what comes before it.
         let mut folded = H::fold(loaded.clone(), &events);
@@ -157,7 +157,7 @@ pub(crate) async fn retry<H: Handler>(
                 active[position..].iter().map(|(_, a)| a.event.envelope().id.clone()).collect();
             tx.release_event_ids(projection, &unapplied).await?;
             active.truncate(position);
-            let events: Vec<&Applicable> = active.iter().map(|(_, a)| a).collect();
+            let events: Vec<&Applicable<H::Event>> = active.iter().map(|(_, a)| a).collect();
             folded = H::fold(loaded, &events);
         }
         if !active.is_empty() {
@@ -255,7 +255,10 @@ fn describe_letter(letter: &DeadLetter) -> serde_json::Value {
 
 /// The event in a dead letter, as the projection would apply it: `None` for a type it does not
 /// apply; an error (kind, reason) when it still cannot be decoded or validated, as the worker says.
-fn decode<H: Handler>(registry: &Registry, record: &DeadRecord) -> Result<Option<Applicable>, (&'static str, String)> {
+fn decode<H: Handler>(
+    registry: &Registry,
+    record: &DeadRecord,
+) -> Result<Option<Applicable<H::Event>>, (&'static str, String)> {
     let headers: Vec<(String, Vec<u8>)> = record
         .headers
         .as_object()
@@ -265,6 +268,7 @@ fn decode<H: Handler>(registry: &Registry, record: &DeadRecord) -> Result<Option
     if !handles::<H>(&event.envelope().event_type) {
         return Ok(None);
     }
+    let payload = H::decode(&event).map_err(|reason| ("invalid", reason))?;
     let time: DateTime<Utc> = event.envelope().time.or(record.record_time).unwrap_or(record.letter.created_at);
-    Ok(Some(Applicable { event, time }))
+    Ok(Some(Applicable { event, payload, time }))
 }

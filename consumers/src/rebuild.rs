@@ -130,26 +130,31 @@ fn done_and_total(positions: &[PartitionPosition]) -> (i64, i64) {
     positions.iter().fold((0, 0), |(done, total), p| (done + p.at - p.low, total + p.end - p.low))
 }
 
-fn tables(projection: Projection) -> &'static [&'static str] {
-    eventline_store::projections::tables(projection.name()).expect("every projection declares its tables")
+fn tables(projection: &dyn Projection) -> Vec<String> {
+    projection.tables()
 }
 
-fn topics(settings: &Settings, projection: Projection) -> Vec<String> {
+/// Table names as the store takes them.
+fn names(tables: &[String]) -> Vec<&str> {
+    tables.iter().map(String::as_str).collect()
+}
+
+fn topics(settings: &Settings, projection: &dyn Projection) -> Vec<String> {
     projection.topics().iter().map(|t| settings.namespace.topic(t)).collect()
 }
 
-fn lock_error(projection: Projection) -> OperationError {
+fn lock_error(projection: &dyn Projection) -> OperationError {
     OperationError::Busy(projection.name().to_string())
 }
 
-async fn operation_lock(store: &Store, projection: Projection) -> Result<OperationLock, OperationError> {
+async fn operation_lock(store: &Store, projection: &dyn Projection) -> Result<OperationLock, OperationError> {
     store.try_operation_lock(projection.name()).await?.ok_or_else(|| lock_error(projection))
 }
 
 /// The positions a start means, checked against the topics.
 pub async fn start_positions(
     settings: &Settings,
-    projection: Projection,
+    projection: &dyn Projection,
     from: StartFrom,
 ) -> Result<Vec<StartPosition>, OperationError> {
     if from != StartFrom::Earliest && !projection.starts_mid_stream() {
@@ -198,7 +203,7 @@ pub async fn start_positions(
 pub async fn replay(
     settings: &Settings,
     store: &Store,
-    projection: Projection,
+    projection: &dyn Projection,
     from: StartFrom,
     actor: &str,
 ) -> Result<ReplayReport, OperationError> {
@@ -215,7 +220,7 @@ pub async fn replay(
         outcome: json!({}),
     };
     let ResetCounts { rows, dead_letters, parked_keys, applied_ids } =
-        store.reset_projection(projection.name(), tables(projection), &positions, audit).await?;
+        store.reset_projection(projection.name(), &names(&tables(projection)), &positions, audit).await?;
     Ok(ReplayReport {
         from: from.describe(),
         positions: described,
@@ -232,7 +237,7 @@ pub struct Rebuild {
     registry: Arc<Registry>,
     store: Store,
     generation_store: Store,
-    projection: Projection,
+    projection: Arc<dyn Projection>,
     pub generation: Generation,
     /// Whether this process created the generation (rather than resuming one).
     pub created: bool,
@@ -246,11 +251,11 @@ impl Rebuild {
         settings: &Settings,
         registry: Arc<Registry>,
         store: &Store,
-        projection: Projection,
+        projection: Arc<dyn Projection>,
         from: Option<StartFrom>,
     ) -> Result<Self, OperationError> {
         let name = projection.name();
-        let lock = operation_lock(store, projection).await?;
+        let lock = operation_lock(store, &*projection).await?;
         let building = store.generations(name).await?.into_iter().find(|g| g.state == GenerationState::Building);
         let (generation, created) = match (building, from) {
             (Some(existing), Some(from)) if existing.started_from != from.describe() => {
@@ -264,8 +269,9 @@ impl Rebuild {
             (Some(existing), _) => (existing, false),
             (None, None) => return Err(OperationError::NoRebuild(name.to_string())),
             (None, Some(from)) => {
-                let positions = start_positions(settings, projection, from).await?;
-                let created = store.create_generation(name, tables(projection), &from.describe(), &positions).await?;
+                let positions = start_positions(settings, &*projection, from).await?;
+                let tables = tables(&*projection);
+                let created = store.create_generation(name, &names(&tables), &from.describe(), &positions).await?;
                 (created, true)
             }
         };
@@ -291,7 +297,7 @@ impl Rebuild {
         }
         let token = CancellationToken::new();
         let (settings, registry, store, projection) =
-            (self.settings.clone(), self.registry.clone(), self.generation_store.clone(), self.projection);
+            (self.settings.clone(), self.registry.clone(), self.generation_store.clone(), self.projection.clone());
         let group =
             self.settings.namespace.group_id(&format!("{}.rebuild.g{}", projection.name(), self.generation.generation));
         let stop = token.clone();
@@ -312,7 +318,7 @@ impl Rebuild {
     async fn positions(&self) -> Result<Vec<PartitionPosition>, OperationError> {
         let stored = self.store.generation_checkpoints(&self.generation.schema(), self.projection.name()).await?;
         let mut positions = Vec::new();
-        for topic in topics(&self.settings, self.projection) {
+        for topic in topics(&self.settings, &*self.projection) {
             for mark in admin::watermarks(&self.settings.kafka, &topic, self.settings.connect_timeout).await? {
                 let at = stored
                     .iter()
@@ -387,14 +393,15 @@ impl Rebuild {
 
     /// Row counts and checksums of the live generation and this one.
     pub async fn diff(&self) -> Result<Vec<TableDiff>, OperationError> {
-        Ok(self.store.diff_generation(tables(self.projection), &self.generation.schema()).await?)
+        Ok(self.store.diff_generation(&names(&tables(&*self.projection)), &self.generation.schema()).await?)
     }
 
     /// Switches readers to this generation: refuses when it is more than `max_lag` events behind;
     /// otherwise freezes the live writers, lets this generation pass their positions, and
     /// switches in one transaction. The live generation is kept for a rollback.
     pub async fn cutover(mut self, max_lag: i64, actor: &str) -> Result<i32, OperationError> {
-        let name = self.projection.name();
+        let projection = self.projection.clone();
+        let name = projection.name();
         let (done, total) = done_and_total(&self.positions().await?);
         if total - done > max_lag {
             return Err(OperationError::NotCaughtUp {
@@ -409,7 +416,7 @@ impl Rebuild {
         if !self.catch_up(&CancellationToken::new(), |_| {}).await? {
             unreachable!("a token nobody cancels");
         }
-        let frozen = self.store.freeze(name, tables(self.projection)).await?;
+        let frozen = self.store.freeze(name, &names(&tables(&*self.projection))).await?;
         let deadline = Instant::now() + CUTOVER_WAIT;
         loop {
             let stored = self.store.generation_checkpoints(&self.generation.schema(), name).await?;
@@ -456,7 +463,7 @@ impl Rebuild {
 
 /// Switches readers back to the most recent retired generation; the live one is retired in its
 /// place. The workers then apply what arrived since that generation was retired.
-pub async fn rollback(store: &Store, projection: Projection, actor: &str) -> Result<(i32, i32), OperationError> {
+pub async fn rollback(store: &Store, projection: &dyn Projection, actor: &str) -> Result<(i32, i32), OperationError> {
     let name = projection.name();
     let _lock = operation_lock(store, projection).await?;
     let generations = store.generations(name).await?;
@@ -466,7 +473,7 @@ pub async fn rollback(store: &Store, projection: Projection, actor: &str) -> Res
         .filter(|g| g.state == GenerationState::Retired)
         .max_by_key(|g| g.live_since)
         .ok_or_else(|| OperationError::NothingToRollBack(name.to_string()))?;
-    let frozen = store.freeze(name, tables(projection)).await?;
+    let frozen = store.freeze(name, &names(&tables(projection))).await?;
     let audit = NewAuditEntry {
         actor,
         action: "rebuild.rollback",
@@ -482,7 +489,7 @@ pub async fn rollback(store: &Store, projection: Projection, actor: &str) -> Res
 
 /// Drops every generation of `projection` that is not live (retired ones, and a rebuild no
 /// process is running); returns their numbers.
-pub async fn cleanup(store: &Store, projection: Projection, actor: &str) -> Result<Vec<i32>, OperationError> {
+pub async fn cleanup(store: &Store, projection: &dyn Projection, actor: &str) -> Result<Vec<i32>, OperationError> {
     let name = projection.name();
     let _lock = operation_lock(store, projection).await?;
     let mut dropped = Vec::new();

@@ -193,10 +193,10 @@ struct Worker<H: Handler> {
 }
 
 /// What becomes of one record of a batch.
-enum Fate {
+enum Fate<E> {
     /// Not for this projection, or a copy of an event already applied: only its offset counts.
     PassedOver,
-    Apply(Applicable),
+    Apply(Applicable<E>),
     Dead {
         kind: &'static str,
         reason: String,
@@ -331,12 +331,12 @@ impl<H: Handler> Worker<H> {
     async fn apply_batch(&mut self, spans: &BatchSpans) -> Result<(), eventline_store::Error> {
         let name = H::NAME;
         let started = Instant::now();
-        let mut fates: Vec<Fate> = self.batch.iter().map(|record| self.classify(record)).collect();
+        let mut fates: Vec<Fate<H::Event>> = self.batch.iter().map(|record| self.classify(record)).collect();
         let keys: Vec<Option<String>> =
             self.batch.iter().map(|r| r.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned())).collect();
 
         let mut tx = self.store.begin().await?;
-        tx.enter_projection(name).await?;
+        tx.enter_projection(H::TABLES).await?;
         let mut distinct_keys: Vec<String> = keys.iter().flatten().cloned().collect();
         distinct_keys.sort();
         distinct_keys.dedup();
@@ -398,12 +398,12 @@ impl<H: Handler> Worker<H> {
             fates.iter().enumerate().filter_map(|(i, f)| matches!(f, Fate::Apply(_)).then_some(i)).collect();
         if !active.is_empty() {
             let loaded = {
-                let events: Vec<&Applicable> = active.iter().map(|&i| applicable(&fates[i])).collect();
+                let events: Vec<&Applicable<H::Event>> = active.iter().map(|&i| applicable(&fates[i])).collect();
                 H::load(&mut tx, &events).await?
             };
             let state = loop {
                 let folded = {
-                    let events: Vec<&Applicable> = active.iter().map(|&i| applicable(&fates[i])).collect();
+                    let events: Vec<&Applicable<H::Event>> = active.iter().map(|&i| applicable(&fates[i])).collect();
                     H::fold(loaded.clone(), &events)
                 };
                 if folded.rejected.is_empty() {
@@ -493,12 +493,15 @@ impl<H: Handler> Worker<H> {
     }
 
     /// Decodes and validates a record, and decides whether this projection applies it.
-    fn classify(&self, record: &ConsumedRecord) -> Fate {
+    fn classify(&self, record: &ConsumedRecord) -> Fate<H::Event> {
         match decode(&self.registry, &record.headers, record.payload.as_deref()) {
-            Ok(event) if handles::<H>(&event.envelope().event_type) => {
-                let time = event.envelope().time.unwrap_or_else(|| record_time(record));
-                Fate::Apply(Applicable { event, time })
-            }
+            Ok(event) if handles::<H>(&event.envelope().event_type) => match H::decode(&event) {
+                Ok(payload) => {
+                    let time = event.envelope().time.unwrap_or_else(|| record_time(record));
+                    Fate::Apply(Applicable { event, payload, time })
+                }
+                Err(reason) => Fate::Dead { kind: "invalid", reason, event: Some(event) },
+            },
             Ok(_) => Fate::PassedOver,
             Err((kind, reason)) => Fate::Dead { kind, reason, event: None },
         }
@@ -560,7 +563,7 @@ impl<H: Handler> Worker<H> {
 }
 
 /// The event of a fate known to apply.
-fn applicable(fate: &Fate) -> &Applicable {
+fn applicable<E>(fate: &Fate<E>) -> &Applicable<E> {
     match fate {
         Fate::Apply(applicable) => applicable,
         _ => unreachable!("only applying events are active"),
@@ -570,8 +573,8 @@ fn applicable(fate: &Fate) -> &Applicable {
 /// Turns the events a fold refused into dead letters and parks their keys; the later events of a
 /// refused key (in offset order) become dead letters behind it. `rejected` positions index
 /// `active`, which keeps only the events still to apply.
-fn park_refused(
-    fates: &mut [Fate],
+fn park_refused<E>(
+    fates: &mut [Fate<E>],
     active: &mut Vec<usize>,
     keys: &[Option<String>],
     rejected: Vec<(usize, String)>,

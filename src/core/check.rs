@@ -11,8 +11,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::domain;
-use crate::registry::{code_reads_current, upcaster_path, Registry, SchemaVersion, TypeContract, CATALOG_FILE};
+use crate::registry::{upcaster_path, Registry, SchemaVersion, TypeContract};
 
 /// A finding: the file it concerns (as users see it) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,9 +33,6 @@ const ANNOTATIONS: &[&str] =
 pub fn check(registry: &Registry) -> Vec<Problem> {
     let mut problems = Vec::new();
     for contract in registry.contracts() {
-        if let Err(reason) = code_reads_current(contract) {
-            problems.push(Problem { path: registry.shown_path(CATALOG_FILE), reason });
-        }
         for version in contract.versions.values() {
             check_examples(registry, contract, version, &mut problems);
         }
@@ -93,14 +89,6 @@ fn check_examples(registry: &Registry, contract: &TypeContract, version: &Schema
                 });
                 return;
             }
-        }
-        if let Some(Err(error)) = domain::parse_current(&contract.event_type, data) {
-            problems.push(Problem {
-                path: path.clone(),
-                reason: format!(
-                    "example {index}, brought up to the current version, does not fit eventline's type: {error}"
-                ),
-            });
         }
     }
 }

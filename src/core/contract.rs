@@ -2,7 +2,6 @@
 
 use serde_json::Value;
 
-use crate::domain::DomainEvent;
 use crate::envelope::{json_type, CloudEvent, EnvelopeError};
 
 /// Why an event was refused: a stable [`kind`](ContractError::kind), the JSON
@@ -29,9 +28,6 @@ pub enum ContractError {
     UnknownField { pointer: String, event_type: String, version: u32 },
     #[error("subject `{subject}` differs from `data.{key_field}` `{key}`")]
     SubjectMismatch { subject: String, key_field: String, key: String },
-    /// The schema accepted data the code cannot read: a bug in eventline, not in the event.
-    #[error("{event_type} v{version} passed its schema but does not fit eventline's type: {reason}")]
-    CodeMismatch { event_type: String, version: u32, reason: String },
 }
 
 impl ContractError {
@@ -48,7 +44,6 @@ impl ContractError {
             Self::InvalidValue { .. } => "invalid_value",
             Self::UnknownField { .. } => "unknown_field",
             Self::SubjectMismatch { .. } => "subject_mismatch",
-            Self::CodeMismatch { .. } => "code_mismatch",
         }
     }
 
@@ -59,7 +54,7 @@ impl ContractError {
             Self::UnknownType(_) => "/type".into(),
             Self::UnknownDataVersion { .. } => "/dataversion".into(),
             Self::MissingSubject { .. } | Self::SubjectMismatch { .. } => "/subject".into(),
-            Self::MissingData | Self::CodeMismatch { .. } => "/data".into(),
+            Self::MissingData => "/data".into(),
             Self::MissingField { pointer }
             | Self::WrongType { pointer, .. }
             | Self::InvalidValue { pointer, .. }
@@ -89,12 +84,13 @@ pub(crate) fn describe(value: &Value) -> String {
 
 /// An event that passed every check: its type and version are registered, its data matches that
 /// version's schema, and its `subject` is the entity key. It carries the envelope as published and
-/// the payload upcast to the type's current version. Only the registry builds one.
+/// its data upcast to the type's current version, as validated JSON: typed payloads belong to the
+/// projections that read them. Only the registry builds one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidatedEvent {
     pub(crate) envelope: CloudEvent,
     pub(crate) topic: String,
-    pub(crate) payload: DomainEvent,
+    pub(crate) data: Value,
     pub(crate) current_version: u32,
 }
 
@@ -114,9 +110,9 @@ impl ValidatedEvent {
         self.envelope.subject.as_deref().expect("the registry requires a subject")
     }
 
-    /// The payload at the type's current version: what projections see.
-    pub fn payload(&self) -> &DomainEvent {
-        &self.payload
+    /// The data at the type's current version, valid under its schema: what projections see.
+    pub fn data(&self) -> &Value {
+        &self.data
     }
 
     /// Sets the W3C trace context the event travels with, unless it carries its own. Not part of
@@ -127,7 +123,7 @@ impl ValidatedEvent {
         }
     }
 
-    /// The current version of this event's type (the payload's version).
+    /// The current version of this event's type (the version of [`data`](Self::data)).
     pub fn current_version(&self) -> u32 {
         self.current_version
     }

@@ -14,7 +14,6 @@
 //! - [`upcast`]: declarative upcasters between versions.
 //! - [`check`]: what `eventline schemas check` verifies beyond loading.
 //! - [`contract`]: the validated event and every way validation fails.
-//! - [`domain`]: the typed payloads of the reference domains at their current versions.
 //! - [`token`]: consistency tokens (the Kafka positions a publish reached).
 
 pub mod binding;
@@ -22,7 +21,6 @@ pub mod catalog;
 pub mod check;
 pub mod config;
 pub mod contract;
-pub mod domain;
 pub mod envelope;
 pub mod registry;
 pub mod telemetry;

@@ -19,7 +19,6 @@ use serde_json::Value;
 
 use crate::catalog::Catalog;
 use crate::contract::{describe, ContractError, ValidatedEvent};
-use crate::domain;
 use crate::envelope::{self, CloudEvent, EnvelopeError};
 use crate::upcast::Upcaster;
 
@@ -190,16 +189,6 @@ impl Registry {
         Ok(Self { catalog, contracts, shown_root: shown_root.to_string() })
     }
 
-    /// Fails unless this build has a payload type for every registered type at its current
-    /// version: a process must not start with contracts its projections cannot read.
-    pub fn ensure_code_reads_current(&self) -> Result<(), RegistryError> {
-        for contract in self.contracts.values() {
-            code_reads_current(contract)
-                .map_err(|reason| RegistryError { path: self.shown_path(CATALOG_FILE), reason })?;
-        }
-        Ok(())
-    }
-
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
     }
@@ -287,18 +276,8 @@ impl Registry {
                 key: key.to_string(),
             });
         }
-        let current = contract.upcast(version.version, data);
-        let mismatch = |reason: String| ContractError::CodeMismatch {
-            event_type: contract.event_type.clone(),
-            version: contract.current(),
-            reason,
-        };
-        let payload = match domain::parse_current(&contract.event_type, current) {
-            Some(Ok(payload)) => payload,
-            Some(Err(error)) => return Err(mismatch(error.to_string())),
-            None => return Err(mismatch("no payload type".into())),
-        };
-        Ok(ValidatedEvent { envelope, topic: contract.topic.clone(), payload, current_version: contract.current() })
+        let data = contract.upcast(version.version, data);
+        Ok(ValidatedEvent { envelope, topic: contract.topic.clone(), data, current_version: contract.current() })
     }
 }
 
@@ -339,19 +318,6 @@ fn load_schema(text: &str, key: &str) -> Result<Value, String> {
         return Err(format!("the schema must require the key field `{key}` as a string"));
     }
     Ok(schema)
-}
-
-/// A type's current version must be the one this build's projections read.
-pub(crate) fn code_reads_current(contract: &TypeContract) -> Result<(), String> {
-    match domain::CURRENT_VERSIONS.iter().find(|(t, _)| *t == contract.event_type) {
-        None => Err(format!("{}: this eventline has no payload type for it", contract.event_type)),
-        Some((_, version)) if *version != contract.current() => Err(format!(
-            "{}: the current version is {}, but this eventline reads version {version}",
-            contract.event_type,
-            contract.current()
-        )),
-        Some(_) => Ok(()),
-    }
 }
 
 fn data_error(error: &jsonschema::ValidationError<'_>, contract: &TypeContract, version: u32) -> ContractError {

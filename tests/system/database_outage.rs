@@ -15,7 +15,13 @@ async fn a_database_outage_under_load_loses_and_doubles_nothing() {
     let postgres = PrivatePostgres::start();
     let env = TestEnv::with_services(Services::with_database_server(&postgres.url())).await;
     let scenario = AccountsScenario::generate(&env.id, 300, EVENTS, rand::random());
-    let worker = env.spawn("worker", &["worker", "account_balances"], &[("EVENTLINE_BATCH_MAX_EVENTS", "100")]);
+    // A short connect timeout, so waiting for a connection gives up within the outage (a batch
+    // that only waited for the pool would prove no retry).
+    let worker = env.spawn(
+        "worker",
+        &["worker", "account_balances"],
+        &[("EVENTLINE_BATCH_MAX_EVENTS", "100"), ("EVENTLINE_CONNECT_TIMEOUT_SECS", "1")],
+    );
     env.publish("events.ndjson", &scenario.events);
 
     wait_until("the worker to pass 2,000 events", || async { env.applied_through("account_balances").await >= 2_000 })

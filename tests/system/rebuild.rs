@@ -254,7 +254,7 @@ async fn bad_rebuild_requests_are_refused_and_change_nothing() {
     };
 
     let refusals: [(&[&str], i32, String); 5] = [
-        (&["rebuild", "start", "nope"], 2, "invalid value 'nope' for '<PROJECTION>'".into()),
+        (&["rebuild", "start", "nope"], 2, crate::cli::UNKNOWN_PROJECTION.into()),
         (
             &["rebuild", "start", name, "--from", "time:2026-11-28T00:00:00Z"],
             65,

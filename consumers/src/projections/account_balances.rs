@@ -7,10 +7,11 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use eventline_core::domain::{AccountEvent, DomainEvent};
+use eventline_core::contract::ValidatedEvent;
 use eventline_store::account_balances::{AccountBalance, AccountStatus};
 use eventline_store::StoreTx;
 
+use super::events::AccountEvent;
 use super::{Applicable, Folded, Handler};
 
 pub struct AccountBalances;
@@ -23,9 +24,11 @@ pub struct AccountsState {
 }
 
 impl Handler for AccountBalances {
+    type Event = AccountEvent;
     type State = AccountsState;
     const NAME: &'static str = "account_balances";
     const TOPICS: &'static [&'static str] = &["accounts.events"];
+    const TABLES: &'static [&'static str] = eventline_store::account_balances::TABLES;
     const HANDLES: &'static [(&'static str, &'static [u32])] = &[
         ("accounts.AccountOpened", &[1]),
         ("accounts.FundsDeposited", &[1, 2]),
@@ -33,23 +36,26 @@ impl Handler for AccountBalances {
         ("accounts.AccountClosed", &[1]),
     ];
 
-    async fn load(tx: &mut StoreTx, events: &[&Applicable]) -> Result<AccountsState, eventline_store::Error> {
-        let mut ids: Vec<String> =
-            events.iter().filter_map(|a| account_event(a)).map(|e| e.account_id().to_string()).collect();
+    fn decode(event: &ValidatedEvent) -> Result<AccountEvent, String> {
+        AccountEvent::decode(event)
+    }
+
+    async fn load(
+        tx: &mut StoreTx,
+        events: &[&Applicable<AccountEvent>],
+    ) -> Result<AccountsState, eventline_store::Error> {
+        let mut ids: Vec<String> = events.iter().map(|a| a.payload.account_id().to_string()).collect();
         ids.sort();
         ids.dedup();
         Ok(AccountsState { loaded: tx.lock_account_balances(&ids).await?, changed: Vec::new() })
     }
 
-    fn fold(state: AccountsState, events: &[&Applicable]) -> Folded<AccountsState> {
+    fn fold(state: AccountsState, events: &[&Applicable<AccountEvent>]) -> Folded<AccountsState> {
         // Every event given is an accounts event (HANDLES); the position is kept either way.
         let (positions, changes): (Vec<usize>, Vec<AccountChange<'_>>) = events
             .iter()
             .enumerate()
-            .filter_map(|(i, a)| {
-                account_event(a)
-                    .map(|event| (i, AccountChange { event_id: &a.event.envelope().id, time: a.time, event }))
-            })
+            .map(|(i, a)| (i, AccountChange { event_id: &a.event.envelope().id, time: a.time, event: &a.payload }))
             .unzip();
         let outcome = fold(state.loaded.clone(), &changes);
         Folded {
@@ -60,13 +66,6 @@ impl Handler for AccountBalances {
 
     async fn save(tx: &mut StoreTx, state: AccountsState) -> Result<(), eventline_store::Error> {
         tx.upsert_account_balances(&state.changed).await
-    }
-}
-
-fn account_event(applicable: &Applicable) -> Option<&AccountEvent> {
-    match applicable.event.payload() {
-        DomainEvent::Accounts(event) => Some(event),
-        _ => None,
     }
 }
 
@@ -159,7 +158,7 @@ fn move_funds(row: &AccountBalance, currency: &str, balance: Option<i64>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eventline_core::domain::{AccountClosed, AccountOpened, FundsDeposited, FundsWithdrawn};
+    use crate::projections::events::{AccountClosed, AccountOpened, FundsDeposited, FundsWithdrawn};
 
     fn opened(id: &str) -> AccountEvent {
         AccountEvent::Opened(AccountOpened { account_id: id.into(), owner: "Ada".into(), currency: "EUR".into() })

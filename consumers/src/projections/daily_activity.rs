@@ -4,10 +4,11 @@
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::NaiveDate;
-use eventline_core::domain::{ActivityEvent, DomainEvent};
+use eventline_core::contract::ValidatedEvent;
 use eventline_store::daily_activity::DayIncrement;
 use eventline_store::StoreTx;
 
+use super::events::ActivityEvent;
 use super::{Applicable, Folded, Handler};
 
 pub struct DailyActivity;
@@ -22,31 +23,40 @@ pub struct DailyState {
 }
 
 impl Handler for DailyActivity {
+    type Event = ActivityEvent;
     type State = DailyState;
     const NAME: &'static str = "daily_activity";
     // Each row is one UTC day: days wholly after a mid-stream start are exact.
     const STARTS_MID_STREAM: bool = true;
     const TOPICS: &'static [&'static str] = &["activity.events"];
+    const TABLES: &'static [&'static str] = eventline_store::daily_activity::TABLES;
     const HANDLES: &'static [(&'static str, &'static [u32])] =
         &[("activity.PageViewed", &[1]), ("activity.FeatureUsed", &[1])];
 
-    async fn load(tx: &mut StoreTx, events: &[&Applicable]) -> Result<DailyState, eventline_store::Error> {
-        let mut pairs: Vec<(NaiveDate, String)> = events.iter().filter_map(|a| user_day(a)).collect();
+    fn decode(event: &ValidatedEvent) -> Result<ActivityEvent, String> {
+        ActivityEvent::decode(event)
+    }
+
+    async fn load(
+        tx: &mut StoreTx,
+        events: &[&Applicable<ActivityEvent>],
+    ) -> Result<DailyState, eventline_store::Error> {
+        let mut pairs: Vec<(NaiveDate, String)> = events.iter().map(|a| user_day(a)).collect();
         pairs.sort();
         pairs.dedup();
         let known = tx.known_active_users(&pairs).await?;
         Ok(DailyState { known: known.into_iter().collect(), ..DailyState::default() })
     }
 
-    fn fold(mut state: DailyState, events: &[&Applicable]) -> Folded<DailyState> {
+    fn fold(mut state: DailyState, events: &[&Applicable<ActivityEvent>]) -> Folded<DailyState> {
         for applicable in events {
-            let Some((day, user)) = user_day(applicable) else { continue };
+            let (day, user) = user_day(applicable);
             let increment = state.increments.entry(day).or_default();
             if state.known.insert((day, user.clone())) {
                 increment.0 += 1;
                 state.new_users.push((day, user));
             }
-            if matches!(applicable.event.payload(), DomainEvent::Activity(ActivityEvent::PageViewed(_))) {
+            if matches!(applicable.payload, ActivityEvent::PageViewed(_)) {
                 increment.1 += 1;
             }
         }
@@ -64,11 +74,10 @@ impl Handler for DailyActivity {
 }
 
 /// The (UTC day, user) an activity event counts for.
-fn user_day(applicable: &Applicable) -> Option<(NaiveDate, String)> {
-    let user = match applicable.event.payload() {
-        DomainEvent::Activity(ActivityEvent::PageViewed(e)) => &e.user_id,
-        DomainEvent::Activity(ActivityEvent::FeatureUsed(e)) => &e.user_id,
-        _ => return None,
+fn user_day(applicable: &Applicable<ActivityEvent>) -> (NaiveDate, String) {
+    let user = match &applicable.payload {
+        ActivityEvent::PageViewed(e) => &e.user_id,
+        ActivityEvent::FeatureUsed(e) => &e.user_id,
     };
-    Some((applicable.time.date_naive(), user.clone()))
+    (applicable.time.date_naive(), user.clone())
 }

@@ -4,10 +4,11 @@
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::NaiveDate;
-use eventline_core::domain::{ActivityEvent, DomainEvent};
+use eventline_core::contract::ValidatedEvent;
 use eventline_store::feature_usage_daily::{FeatureDay, FeatureUser};
 use eventline_store::StoreTx;
 
+use super::events::ActivityEvent;
 use super::{Applicable, Folded, Handler};
 
 pub struct FeatureUsageDaily;
@@ -22,15 +23,24 @@ pub struct FeatureState {
 }
 
 impl Handler for FeatureUsageDaily {
+    type Event = ActivityEvent;
     type State = FeatureState;
     const NAME: &'static str = "feature_usage_daily";
     // Each row is one UTC day: days wholly after a mid-stream start are exact.
     const STARTS_MID_STREAM: bool = true;
     const TOPICS: &'static [&'static str] = &["activity.events"];
+    const TABLES: &'static [&'static str] = eventline_store::feature_usage_daily::TABLES;
     const HANDLES: &'static [(&'static str, &'static [u32])] = &[("activity.FeatureUsed", &[1])];
     const IGNORES: &'static [&'static str] = &["activity.PageViewed"];
 
-    async fn load(tx: &mut StoreTx, events: &[&Applicable]) -> Result<FeatureState, eventline_store::Error> {
+    fn decode(event: &ValidatedEvent) -> Result<ActivityEvent, String> {
+        ActivityEvent::decode(event)
+    }
+
+    async fn load(
+        tx: &mut StoreTx,
+        events: &[&Applicable<ActivityEvent>],
+    ) -> Result<FeatureState, eventline_store::Error> {
         let mut triples: Vec<FeatureUser> = events.iter().filter_map(|a| usage(a)).collect();
         triples.sort();
         triples.dedup();
@@ -38,7 +48,7 @@ impl Handler for FeatureUsageDaily {
         Ok(FeatureState { known: known.into_iter().collect(), ..FeatureState::default() })
     }
 
-    fn fold(mut state: FeatureState, events: &[&Applicable]) -> Folded<FeatureState> {
+    fn fold(mut state: FeatureState, events: &[&Applicable<ActivityEvent>]) -> Folded<FeatureState> {
         for applicable in events {
             let Some(triple) = usage(applicable) else { continue };
             let increment = state.increments.entry((triple.0, triple.1.clone())).or_default();
@@ -62,11 +72,9 @@ impl Handler for FeatureUsageDaily {
 }
 
 /// The (UTC day, feature, user) a feature use counts for.
-fn usage(applicable: &Applicable) -> Option<FeatureUser> {
-    match applicable.event.payload() {
-        DomainEvent::Activity(ActivityEvent::FeatureUsed(e)) => {
-            Some((applicable.time.date_naive(), e.feature.clone(), e.user_id.clone()))
-        }
-        _ => None,
+fn usage(applicable: &Applicable<ActivityEvent>) -> Option<FeatureUser> {
+    match &applicable.payload {
+        ActivityEvent::FeatureUsed(e) => Some((applicable.time.date_naive(), e.feature.clone(), e.user_id.clone())),
+        ActivityEvent::PageViewed(_) => None,
     }
 }

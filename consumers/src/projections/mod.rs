@@ -14,27 +14,32 @@
 
 pub mod account_balances;
 pub mod daily_activity;
+pub mod events;
 pub mod feature_usage_daily;
 pub mod project_progress;
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use eventline_core::check::Problem;
 use eventline_core::config::Settings;
 use eventline_core::contract::ValidatedEvent;
-use eventline_core::registry::Registry;
+use eventline_core::registry::{Registry, CATALOG_FILE};
 use eventline_store::{Store, StoreTx};
+use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::dlq;
 use crate::runtime::{self, WorkerError, WorkerReport};
 
-/// An event ready to apply, with the time the projection records for it.
+/// An event ready to apply: the validated event, the projection's own reading of its data
+/// ([`Handler::decode`]), and the time the projection records for it.
 #[derive(Debug, Clone)]
-pub struct Applicable {
+pub struct Applicable<E> {
     pub event: ValidatedEvent,
+    pub payload: E,
     /// The event's `time`, or the Kafka record's timestamp when it has none.
     pub time: DateTime<Utc>,
 }
@@ -55,6 +60,8 @@ pub struct Folded<S> {
 pub trait Handler: Send + Sync + 'static {
     /// The rows one batch touches, as loaded and then as folded.
     type State: Clone + Send + Sync;
+    /// The projection's typed reading of the events it handles.
+    type Event: Clone + Send + Sync + 'static;
 
     /// The projection's name; its consumer group is `eventline.<NAME>`.
     const NAME: &'static str;
@@ -63,6 +70,8 @@ pub trait Handler: Send + Sync + 'static {
     /// Each event type it applies, with every data version it has been reviewed against. It
     /// receives them upcast to the current version.
     const HANDLES: &'static [(&'static str, &'static [u32])];
+    /// The tables it owns (created by its migrations), copied into each rebuild generation.
+    const TABLES: &'static [&'static str];
     /// Types on its topics it deliberately passes over, at any version.
     const IGNORES: &'static [&'static str] = &[];
     /// Whether it may start mid-stream (a replay or rebuild from a time or an offset): true when
@@ -70,82 +79,61 @@ pub trait Handler: Send + Sync + 'static {
     /// false when a row folds an entity's whole history.
     const STARTS_MID_STREAM: bool = false;
 
+    /// Reads a handled event's data (valid under its schema, at the current version) as
+    /// [`Self::Event`]. An error sets the event aside as a dead letter with that reason.
+    fn decode(event: &ValidatedEvent) -> Result<Self::Event, String>;
+
     /// Reads the rows these events touch, locking those it will rewrite.
     fn load(
         tx: &mut StoreTx,
-        events: &[&Applicable],
+        events: &[&Applicable<Self::Event>],
     ) -> impl Future<Output = Result<Self::State, eventline_store::Error>> + Send;
 
     /// Applies the events, in order, to the state. Pure.
-    fn fold(state: Self::State, events: &[&Applicable]) -> Folded<Self::State>;
+    fn fold(state: Self::State, events: &[&Applicable<Self::Event>]) -> Folded<Self::State>;
 
     /// Writes the folded state.
     fn save(tx: &mut StoreTx, state: Self::State) -> impl Future<Output = Result<(), eventline_store::Error>> + Send;
 }
 
-/// The shipped projections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Projection {
-    AccountBalances,
-    ProjectProgress,
-    DailyActivity,
-    FeatureUsageDaily,
-}
-
-/// A projection's declarations, read from its handler.
-#[derive(Debug, Clone, Copy)]
-pub struct Declarations {
-    pub name: &'static str,
-    pub topics: &'static [&'static str],
-    pub handles: &'static [(&'static str, &'static [u32])],
-    pub ignores: &'static [&'static str],
-    pub starts_mid_stream: bool,
-}
-
-fn declarations<H: Handler>() -> Declarations {
-    Declarations {
-        name: H::NAME,
-        topics: H::TOPICS,
-        handles: H::HANDLES,
-        ignores: H::IGNORES,
-        starts_mid_stream: H::STARTS_MID_STREAM,
-    }
-}
-
-impl Projection {
-    pub const ALL: &'static [Projection] =
-        &[Self::AccountBalances, Self::ProjectProgress, Self::DailyActivity, Self::FeatureUsageDaily];
-
-    pub fn declarations(self) -> Declarations {
-        match self {
-            Self::AccountBalances => declarations::<account_balances::AccountBalances>(),
-            Self::ProjectProgress => declarations::<project_progress::ProjectProgress>(),
-            Self::DailyActivity => declarations::<daily_activity::DailyActivity>(),
-            Self::FeatureUsageDaily => declarations::<feature_usage_daily::FeatureUsageDaily>(),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        self.declarations().name
-    }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|p| p.name() == name)
-    }
-
+/// A projection as the runtime and the operator commands see it, whatever it is made of: a
+/// Rust [`Handler`] ([`rust`]) or, later, a declarative definition. Object safe, so an
+/// application lists its projections in one [`Projections`].
+pub trait Projection: Send + Sync + 'static {
+    /// Its name; its consumer group is `eventline.<name>`.
+    fn name(&self) -> &str;
     /// The catalog topics it reads (before any namespace prefix).
-    pub fn topics(self) -> &'static [&'static str] {
-        self.declarations().topics
-    }
-
+    fn topics(&self) -> Vec<String>;
+    /// The tables it owns, copied into each rebuild generation.
+    fn tables(&self) -> Vec<String>;
     /// Whether it may be replayed or rebuilt from a time or an offset.
-    pub fn starts_mid_stream(self) -> bool {
-        self.declarations().starts_mid_stream
-    }
+    fn starts_mid_stream(&self) -> bool;
+    /// What is wrong between its declarations and the registry (see [`review`]).
+    fn review(&self, registry: &Registry) -> Vec<Problem>;
+    /// Runs its worker as a member of `group` (a rebuild has its own) until `shutdown`.
+    fn run_in_group<'a>(
+        &'a self,
+        settings: &'a Settings,
+        registry: Arc<Registry>,
+        store: Store,
+        group: String,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'a, Result<WorkerReport, WorkerError>>;
+    /// Applies dead letters again (see [`crate::dlq`]); with `skip`, first drops that one.
+    fn retry_dead_letters<'a>(
+        &'a self,
+        store: &'a Store,
+        registry: &'a Registry,
+        target: &'a dlq::Target,
+        skip: Option<(i64, &'a str)>,
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<dlq::RetryReport, dlq::DlqError>>;
+}
 
-    /// Runs this projection's worker until `shutdown`.
+impl dyn Projection {
+    /// Runs its worker in its own consumer group until `shutdown`.
     pub async fn run(
-        self,
+        &self,
         settings: &Settings,
         registry: Arc<Registry>,
         store: Store,
@@ -154,78 +142,189 @@ impl Projection {
         let group = settings.namespace.group_id(self.name());
         self.run_in_group(settings, registry, store, group, shutdown).await
     }
+}
 
-    /// Runs this projection's worker as a member of `group` (a rebuild has its own).
-    pub async fn run_in_group(
-        self,
-        settings: &Settings,
+/// A Rust [`Handler`] as a [`Projection`].
+pub fn rust<H: Handler>() -> Arc<dyn Projection> {
+    Arc::new(RustProjection::<H>(PhantomData))
+}
+
+struct RustProjection<H>(PhantomData<fn() -> H>);
+
+impl<H: Handler> Projection for RustProjection<H> {
+    fn name(&self) -> &str {
+        H::NAME
+    }
+
+    fn topics(&self) -> Vec<String> {
+        H::TOPICS.iter().map(|t| t.to_string()).collect()
+    }
+
+    fn tables(&self) -> Vec<String> {
+        H::TABLES.iter().map(|t| t.to_string()).collect()
+    }
+
+    fn starts_mid_stream(&self) -> bool {
+        H::STARTS_MID_STREAM
+    }
+
+    fn review(&self, registry: &Registry) -> Vec<Problem> {
+        review::<H>(registry)
+    }
+
+    fn run_in_group<'a>(
+        &'a self,
+        settings: &'a Settings,
         registry: Arc<Registry>,
         store: Store,
         group: String,
         shutdown: CancellationToken,
-    ) -> Result<WorkerReport, WorkerError> {
-        use runtime::run_in_group as run;
-        match self {
-            Self::AccountBalances => {
-                run::<account_balances::AccountBalances>(settings, registry, store, group, shutdown).await
-            }
-            Self::ProjectProgress => {
-                run::<project_progress::ProjectProgress>(settings, registry, store, group, shutdown).await
-            }
-            Self::DailyActivity => {
-                run::<daily_activity::DailyActivity>(settings, registry, store, group, shutdown).await
-            }
-            Self::FeatureUsageDaily => {
-                run::<feature_usage_daily::FeatureUsageDaily>(settings, registry, store, group, shutdown).await
-            }
-        }
+    ) -> BoxFuture<'a, Result<WorkerReport, WorkerError>> {
+        Box::pin(runtime::run_in_group::<H>(settings, registry, store, group, shutdown))
     }
 
-    /// Applies dead letters again (see [`crate::dlq`]); with `skip`, first drops that one.
-    pub async fn retry_dead_letters(
-        self,
-        store: &Store,
-        registry: &Registry,
-        target: &dlq::Target,
-        skip: Option<(i64, &str)>,
-        actor: &str,
-    ) -> Result<dlq::RetryReport, dlq::DlqError> {
-        use dlq::retry;
-        match self {
-            Self::AccountBalances => {
-                retry::<account_balances::AccountBalances>(store, registry, target, skip, actor).await
-            }
-            Self::ProjectProgress => {
-                retry::<project_progress::ProjectProgress>(store, registry, target, skip, actor).await
-            }
-            Self::DailyActivity => retry::<daily_activity::DailyActivity>(store, registry, target, skip, actor).await,
-            Self::FeatureUsageDaily => {
-                retry::<feature_usage_daily::FeatureUsageDaily>(store, registry, target, skip, actor).await
-            }
+    fn retry_dead_letters<'a>(
+        &'a self,
+        store: &'a Store,
+        registry: &'a Registry,
+        target: &'a dlq::Target,
+        skip: Option<(i64, &'a str)>,
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<dlq::RetryReport, dlq::DlqError>> {
+        Box::pin(dlq::retry::<H>(store, registry, target, skip, actor))
+    }
+}
+
+/// The projections of an application, in the order it listed them; names are unique.
+#[derive(Clone, Default)]
+pub struct Projections(Vec<Arc<dyn Projection>>);
+
+/// A name no projection of the application has.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown projection `{name}` (known: {known})")]
+pub struct UnknownProjection {
+    pub name: String,
+    pub known: String,
+}
+
+impl Projections {
+    /// Adds a projection; a second one with a taken name is refused.
+    pub fn add(&mut self, projection: Arc<dyn Projection>) -> Result<(), String> {
+        if self.get(projection.name()).is_some() {
+            return Err(format!("two projections are named `{}`", projection.name()));
         }
+        self.0.push(projection);
+        Ok(())
     }
 
-    /// Registered type versions on this projection's topics that it neither handles nor ignores.
-    pub fn undeclared(self, registry: &Registry) -> Vec<Problem> {
-        let declared = self.declarations();
-        let mut problems = Vec::new();
-        for contract in registry.contracts().filter(|c| declared.topics.contains(&c.topic.as_str())) {
-            if declared.ignores.contains(&contract.event_type.as_str()) {
-                continue;
-            }
-            let handled = declared.handles.iter().find(|(t, _)| *t == contract.event_type).map_or(&[][..], |(_, v)| *v);
-            for version in contract.versions.values().filter(|v| !handled.contains(&v.version)) {
-                problems.push(Problem {
-                    path: registry.shown_path(&version.path),
-                    reason: format!(
-                        "projection {} reads {} but does not declare that it handles {} v{}",
-                        declared.name, contract.topic, contract.event_type, version.version
-                    ),
+    pub fn all(&self) -> &[Arc<dyn Projection>] {
+        &self.0
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.0.iter().map(|p| p.name()).collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Projection>> {
+        self.0.iter().find(|p| p.name() == name)
+    }
+
+    /// The projection named `name`, or an error that lists the known names.
+    pub fn find(&self, name: &str) -> Result<Arc<dyn Projection>, UnknownProjection> {
+        self.get(name)
+            .cloned()
+            .ok_or_else(|| UnknownProjection { name: name.to_string(), known: self.names().join(", ") })
+    }
+}
+
+/// The shipped reference projections.
+pub fn reference() -> Projections {
+    let mut all = Projections::default();
+    for projection in [
+        rust::<account_balances::AccountBalances>(),
+        rust::<project_progress::ProjectProgress>(),
+        rust::<daily_activity::DailyActivity>(),
+        rust::<feature_usage_daily::FeatureUsageDaily>(),
+    ] {
+        all.add(projection).expect("the reference names are distinct");
+    }
+    all
+}
+
+/// What is wrong between projection `H`'s declarations and the registry: a handled type or
+/// version the registry does not have, a registered version on its topics it neither handles nor
+/// ignores, and a registry example (brought up to the current version) it cannot decode.
+pub fn review<H: Handler>(registry: &Registry) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let catalog = registry.shown_path(CATALOG_FILE);
+    for (event_type, versions) in H::HANDLES {
+        let Some(contract) = registry.contract(event_type) else {
+            problems.push(Problem {
+                path: catalog.clone(),
+                reason: format!("projection {} handles {event_type}, which the registry does not know", H::NAME),
+            });
+            continue;
+        };
+        for version in versions.iter().filter(|v| !contract.versions.contains_key(v)) {
+            problems.push(Problem {
+                path: catalog.clone(),
+                reason: format!(
+                    "projection {} handles {event_type} v{version}, which the registry does not have",
+                    H::NAME
+                ),
+            });
+        }
+        if !H::TOPICS.contains(&contract.topic.as_str()) {
+            problems.push(Problem {
+                path: catalog.clone(),
+                reason: format!(
+                    "projection {} handles {event_type}, which travels on {}, a topic it does not read",
+                    H::NAME,
+                    contract.topic
+                ),
+            });
+        }
+        for version in contract.versions.values() {
+            let examples = version.schema.get("examples").and_then(serde_json::Value::as_array);
+            for (index, example) in examples.into_iter().flatten().enumerate() {
+                let envelope = serde_json::json!({
+                    "specversion": "1.0", "id": "example", "source": "/schemas/check", "type": event_type,
+                    "subject": example.get(&contract.key), "dataversion": version.version, "data": example,
                 });
+                // An example its schema refuses, or that upcasting breaks, is reported by the
+                // registry's own check.
+                let Ok(event) = registry.validate_slice(envelope.to_string().as_bytes()) else { continue };
+                if !contract.versions[&contract.current()].accepts(event.data()) {
+                    continue;
+                }
+                if let Err(reason) = H::decode(&event) {
+                    problems.push(Problem {
+                        path: registry.shown_path(&version.path),
+                        reason: format!("example {index} does not fit projection {}: {reason}", H::NAME),
+                    });
+                }
             }
         }
-        problems
     }
+    for contract in registry.contracts().filter(|c| H::TOPICS.contains(&c.topic.as_str())) {
+        if H::IGNORES.contains(&contract.event_type.as_str()) {
+            continue;
+        }
+        let handled = H::HANDLES.iter().find(|(t, _)| *t == contract.event_type).map_or(&[][..], |(_, v)| *v);
+        for version in contract.versions.values().filter(|v| !handled.contains(&v.version)) {
+            problems.push(Problem {
+                path: registry.shown_path(&version.path),
+                reason: format!(
+                    "projection {} reads {} but does not declare that it handles {} v{}",
+                    H::NAME,
+                    contract.topic,
+                    contract.event_type,
+                    version.version
+                ),
+            });
+        }
+    }
+    problems
 }
 
 /// Whether `H` applies events of this type (others on its topics are passed over).
@@ -240,16 +339,66 @@ mod tests {
     #[test]
     fn the_shipped_projections_declare_every_registered_version() {
         let registry = Registry::embedded().unwrap();
-        for &projection in Projection::ALL {
-            assert_eq!(projection.undeclared(&registry), vec![], "{}", projection.name());
+        for projection in reference().all() {
+            assert_eq!(projection.review(&registry), vec![], "{}", projection.name());
+        }
+    }
+
+    /// A handler whose declarations disagree with the shipped registry in every way `review` knows.
+    struct Mistaken;
+
+    impl Handler for Mistaken {
+        type State = ();
+        type Event = ();
+        const NAME: &'static str = "mistaken";
+        const TOPICS: &'static [&'static str] = &["activity.events"];
+        const TABLES: &'static [&'static str] = &[];
+        const HANDLES: &'static [(&'static str, &'static [u32])] =
+            &[("accounts.Nope", &[1]), ("accounts.AccountClosed", &[1, 7]), ("activity.FeatureUsed", &[1])];
+
+        fn decode(_: &ValidatedEvent) -> Result<(), String> {
+            Err("no field `plan`".into())
+        }
+        async fn load(_: &mut StoreTx, _: &[&Applicable<()>]) -> Result<(), eventline_store::Error> {
+            Ok(())
+        }
+        fn fold(state: (), _: &[&Applicable<()>]) -> Folded<()> {
+            Folded { state, rejected: Vec::new() }
+        }
+        async fn save(_: &mut StoreTx, _: ()) -> Result<(), eventline_store::Error> {
+            Ok(())
         }
     }
 
     #[test]
+    fn review_names_every_disagreement_with_the_registry() {
+        let registry = Registry::embedded().unwrap();
+        let reasons: Vec<String> = review::<Mistaken>(&registry).into_iter().map(|p| p.reason).collect();
+        assert_eq!(
+            reasons,
+            [
+                "projection mistaken handles accounts.Nope, which the registry does not know",
+                "projection mistaken handles accounts.AccountClosed v7, which the registry does not have",
+                "projection mistaken handles accounts.AccountClosed, which travels on accounts.events, a topic it does not read",
+                "example 0 does not fit projection mistaken: no field `plan`",
+                "example 0 does not fit projection mistaken: no field `plan`",
+                "projection mistaken reads activity.events but does not declare that it handles activity.PageViewed v1",
+            ]
+        );
+    }
+
+    #[test]
     fn names_are_unique_and_found() {
-        let names: Vec<&str> = Projection::ALL.iter().map(|p| p.name()).collect();
-        assert_eq!(names, ["account_balances", "project_progress", "daily_activity", "feature_usage_daily"]);
-        assert_eq!(Projection::from_name("daily_activity"), Some(Projection::DailyActivity));
-        assert_eq!(Projection::from_name("nope"), None);
+        let mut all = reference();
+        assert_eq!(all.names(), ["account_balances", "project_progress", "daily_activity", "feature_usage_daily"]);
+        assert_eq!(all.find("daily_activity").unwrap().name(), "daily_activity");
+        assert_eq!(
+            all.find("nope").err().unwrap().to_string(),
+            "unknown projection `nope` (known: account_balances, project_progress, daily_activity, feature_usage_daily)"
+        );
+        assert_eq!(
+            all.add(rust::<daily_activity::DailyActivity>()),
+            Err("two projections are named `daily_activity`".to_string())
+        );
     }
 }

@@ -8,10 +8,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use eventline_core::domain::{DomainEvent, ProjectEvent};
+use eventline_core::contract::ValidatedEvent;
 use eventline_store::project_progress::{Project, Task, TaskStatus};
 use eventline_store::StoreTx;
 
+use super::events::ProjectEvent;
 use super::{Applicable, Folded, Handler};
 
 pub struct ProjectProgress;
@@ -28,9 +29,11 @@ pub struct ProjectsState {
 }
 
 impl Handler for ProjectProgress {
+    type Event = ProjectEvent;
     type State = ProjectsState;
     const NAME: &'static str = "project_progress";
     const TOPICS: &'static [&'static str] = &["projects.events"];
+    const TABLES: &'static [&'static str] = eventline_store::project_progress::TABLES;
     const HANDLES: &'static [(&'static str, &'static [u32])] = &[
         ("projects.ProjectCreated", &[1]),
         ("projects.TaskCreated", &[1]),
@@ -39,10 +42,17 @@ impl Handler for ProjectProgress {
         ("projects.TaskReopened", &[1]),
     ];
 
-    async fn load(tx: &mut StoreTx, events: &[&Applicable]) -> Result<ProjectsState, eventline_store::Error> {
+    fn decode(event: &ValidatedEvent) -> Result<ProjectEvent, String> {
+        ProjectEvent::decode(event)
+    }
+
+    async fn load(
+        tx: &mut StoreTx,
+        events: &[&Applicable<ProjectEvent>],
+    ) -> Result<ProjectsState, eventline_store::Error> {
         let mut project_ids = BTreeSet::new();
         let mut task_keys = BTreeSet::new();
-        for event in events.iter().filter_map(|a| project_event(a)) {
+        for event in events.iter().map(|a| &a.payload) {
             let (project, task) = ids(event);
             project_ids.insert(project.to_string());
             if let Some(task) = task {
@@ -58,11 +68,12 @@ impl Handler for ProjectProgress {
         })
     }
 
-    fn fold(mut state: ProjectsState, events: &[&Applicable]) -> Folded<ProjectsState> {
+    fn fold(mut state: ProjectsState, events: &[&Applicable<ProjectEvent>]) -> Folded<ProjectsState> {
         let mut rejected = Vec::new();
         for (index, applicable) in events.iter().enumerate() {
-            let Some(event) = project_event(applicable) else { continue };
-            if let Err(reason) = apply(&mut state, event, &applicable.event.envelope().id, applicable.time) {
+            if let Err(reason) =
+                apply(&mut state, &applicable.payload, &applicable.event.envelope().id, applicable.time)
+            {
                 rejected.push((index, reason));
             }
         }
@@ -74,13 +85,6 @@ impl Handler for ProjectProgress {
         let tasks: Vec<Task> = state.changed_tasks.iter().map(|key| state.tasks[key].clone()).collect();
         tx.upsert_projects(&projects).await?;
         tx.upsert_tasks(&tasks).await
-    }
-}
-
-fn project_event(applicable: &Applicable) -> Option<&ProjectEvent> {
-    match applicable.event.payload() {
-        DomainEvent::Projects(event) => Some(event),
-        _ => None,
     }
 }
 
@@ -164,7 +168,7 @@ fn apply(state: &mut ProjectsState, event: &ProjectEvent, event_id: &str, time: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eventline_core::domain::{ProjectCreated, TaskAssigned, TaskCreated, TaskRef};
+    use crate::projections::events::{ProjectCreated, TaskAssigned, TaskCreated, TaskRef};
 
     fn run(state: ProjectsState, events: &[ProjectEvent]) -> (ProjectsState, Vec<(usize, String)>) {
         let mut state = state;

@@ -1,20 +1,14 @@
-//! The reference domains' event payloads at their current versions, as typed values. A payload is
-//! only built by the registry, after its data passed its version's JSON Schema and was upcast to
-//! the current version, so code that holds one never re-checks it.
+//! The reference domains' event payloads at their current versions, as typed values: what the
+//! reference projections read. A payload is decoded from a [`ValidatedEvent`]'s data, which passed
+//! its version's JSON Schema and was upcast to the current version, so code that holds one never
+//! re-checks it.
 
+use eventline_core::contract::ValidatedEvent;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::Value;
 
 /// Money is integer minor units (cents), never floating point.
 pub type AmountMinor = i64;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DomainEvent {
-    Accounts(AccountEvent),
-    Projects(ProjectEvent),
-    Activity(ActivityEvent),
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccountEvent {
@@ -118,47 +112,53 @@ pub struct FeatureUsed {
     pub feature: String,
 }
 
-/// The event types this build has typed payloads for, with their current data version.
-pub const CURRENT_VERSIONS: &[(&str, u32)] = &[
-    ("accounts.AccountOpened", 1),
-    ("accounts.FundsDeposited", 2),
-    ("accounts.FundsWithdrawn", 1),
-    ("accounts.AccountClosed", 1),
-    ("projects.ProjectCreated", 1),
-    ("projects.TaskCreated", 1),
-    ("projects.TaskAssigned", 1),
-    ("projects.TaskCompleted", 1),
-    ("projects.TaskReopened", 1),
-    ("activity.PageViewed", 1),
-    ("activity.FeatureUsed", 1),
-];
-
-/// Builds the typed payload of a current-version event from data its schema accepted.
-/// `None` for a type this build does not know; an error when the data does not fit the type,
-/// which means the schema and this code disagree.
-pub fn parse_current(event_type: &str, data: Value) -> Option<Result<DomainEvent, serde_json::Error>> {
-    fn typed<T: DeserializeOwned>(
-        data: Value,
-        wrap: impl FnOnce(T) -> DomainEvent,
-    ) -> Result<DomainEvent, serde_json::Error> {
-        serde_json::from_value(data).map(wrap)
-    }
-    use AccountEvent as A;
-    use ActivityEvent as U;
-    use DomainEvent as D;
-    use ProjectEvent as P;
-    Some(match event_type {
-        "accounts.AccountOpened" => typed(data, |e| D::Accounts(A::Opened(e))),
-        "accounts.FundsDeposited" => typed(data, |e| D::Accounts(A::Deposited(e))),
-        "accounts.FundsWithdrawn" => typed(data, |e| D::Accounts(A::Withdrawn(e))),
-        "accounts.AccountClosed" => typed(data, |e| D::Accounts(A::Closed(e))),
-        "projects.ProjectCreated" => typed(data, |e| D::Projects(P::ProjectCreated(e))),
-        "projects.TaskCreated" => typed(data, |e| D::Projects(P::TaskCreated(e))),
-        "projects.TaskAssigned" => typed(data, |e| D::Projects(P::TaskAssigned(e))),
-        "projects.TaskCompleted" => typed(data, |e| D::Projects(P::TaskCompleted(e))),
-        "projects.TaskReopened" => typed(data, |e| D::Projects(P::TaskReopened(e))),
-        "activity.PageViewed" => typed(data, |e| D::Activity(U::PageViewed(e))),
-        "activity.FeatureUsed" => typed(data, |e| D::Activity(U::FeatureUsed(e))),
-        _ => return None,
+/// Reads an event's current-version data as `T`. An error means the schema accepted data this
+/// type cannot hold: the registry and the projection disagree, and the event is set aside.
+fn typed<T: DeserializeOwned>(event: &ValidatedEvent) -> Result<T, String> {
+    T::deserialize(event.data()).map_err(|error| {
+        format!(
+            "{} v{} does not fit the projection's type: {error}",
+            event.envelope().event_type,
+            event.current_version()
+        )
     })
+}
+
+fn not_handled(event: &ValidatedEvent) -> String {
+    format!("{} is not an event this projection reads", event.envelope().event_type)
+}
+
+impl AccountEvent {
+    pub fn decode(event: &ValidatedEvent) -> Result<Self, String> {
+        Ok(match event.envelope().event_type.as_str() {
+            "accounts.AccountOpened" => Self::Opened(typed(event)?),
+            "accounts.FundsDeposited" => Self::Deposited(typed(event)?),
+            "accounts.FundsWithdrawn" => Self::Withdrawn(typed(event)?),
+            "accounts.AccountClosed" => Self::Closed(typed(event)?),
+            _ => return Err(not_handled(event)),
+        })
+    }
+}
+
+impl ProjectEvent {
+    pub fn decode(event: &ValidatedEvent) -> Result<Self, String> {
+        Ok(match event.envelope().event_type.as_str() {
+            "projects.ProjectCreated" => Self::ProjectCreated(typed(event)?),
+            "projects.TaskCreated" => Self::TaskCreated(typed(event)?),
+            "projects.TaskAssigned" => Self::TaskAssigned(typed(event)?),
+            "projects.TaskCompleted" => Self::TaskCompleted(typed(event)?),
+            "projects.TaskReopened" => Self::TaskReopened(typed(event)?),
+            _ => return Err(not_handled(event)),
+        })
+    }
+}
+
+impl ActivityEvent {
+    pub fn decode(event: &ValidatedEvent) -> Result<Self, String> {
+        Ok(match event.envelope().event_type.as_str() {
+            "activity.PageViewed" => Self::PageViewed(typed(event)?),
+            "activity.FeatureUsed" => Self::FeatureUsed(typed(event)?),
+            _ => return Err(not_handled(event)),
+        })
+    }
 }

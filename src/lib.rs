@@ -1,0 +1,219 @@
+//! # eventline
+//!
+//! The `eventline` command as a library: an application lists its projections in an [`App`]
+//! and hands it to [`main_with`], which parses the command line, loads settings, sets up
+//! telemetry and runs one subcommand for those projections. The shipped binary is
+//! `main_with(App::reference())`; a user's crate builds its own the same way:
+//!
+//! ```no_run
+//! # use eventline::App;
+//! # use eventline_consumers::projections::daily_activity::DailyActivity as Mine;
+//! fn main() -> std::process::ExitCode {
+//!     eventline::main_with(App::new().projection::<Mine>())
+//! }
+//! ```
+//!
+//! The work itself lives in the layer crates; see ARCHITECTURE.md.
+
+mod cli;
+mod commands;
+mod ingest;
+mod metrics;
+mod operate;
+mod serve;
+
+use std::process::ExitCode;
+
+use std::sync::Arc;
+
+use clap::Parser;
+use eventline_consumers::projections::{self, Handler, Projection, Projections};
+use eventline_core::config::Settings;
+use eventline_core::telemetry;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command, KeysCommand, SchemasCommand, TopicsCommand};
+use crate::commands::{Failure, EXIT_BAD_CONFIG, EXIT_USAGE};
+
+/// An application: the projections its `eventline` command runs and operates.
+#[derive(Clone, Default)]
+pub struct App {
+    projections: Projections,
+    /// Mistakes in how the application was put together, reported at start.
+    problems: Vec<String>,
+}
+
+impl App {
+    /// An application with no projection yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The shipped reference application: the four reference projections.
+    pub fn reference() -> Self {
+        Self { projections: projections::reference(), problems: Vec::new() }
+    }
+
+    /// Adds a Rust projection.
+    pub fn projection<H: Handler>(self) -> Self {
+        self.with(projections::rust::<H>())
+    }
+
+    /// Adds a projection of any kind.
+    pub fn with(mut self, projection: Arc<dyn Projection>) -> Self {
+        if let Err(problem) = self.projections.add(projection) {
+            self.problems.push(problem);
+        }
+        self
+    }
+
+    pub fn projections(&self) -> &Projections {
+        &self.projections
+    }
+
+    /// The projections named, all of them when none is; an unknown name is a usage error.
+    fn chosen(&self, names: &[String]) -> Result<Vec<Arc<dyn Projection>>, Failure> {
+        if names.is_empty() {
+            return Ok(self.projections.all().to_vec());
+        }
+        names.iter().map(|name| self.find(name)).collect()
+    }
+
+    fn find(&self, name: &str) -> Result<Arc<dyn Projection>, Failure> {
+        self.projections.find(name).map_err(|error| Failure { code: EXIT_USAGE, error: error.into() })
+    }
+}
+
+/// Runs the `eventline` command for `app`: the whole of a binary's `main`.
+pub fn main_with(app: App) -> ExitCode {
+    let cli = Cli::parse();
+    if !app.problems.is_empty() {
+        eprintln!("error: {}", app.problems.join("; "));
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let log_format = match cli.log_format.as_deref() {
+        Some(format) => format.parse().expect("clap admits only known formats"),
+        None => settings.log_format,
+    };
+    // Before the runtime: the span exporter's HTTP client runs on its own thread.
+    let telemetry = match telemetry::init(log_format, &settings.tracing) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+
+    // Several worker threads: the rebalance callback blocks one while it reads stored offsets.
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the runtime starts");
+    let outcome = runtime.block_on(run(cli.command, settings, &app));
+    drop(runtime);
+    telemetry.shutdown();
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {:#}", failure.error);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings, app: &App) -> commands::Outcome {
+    let shutdown = shutdown_on_signal();
+    if matches!(
+        command,
+        Command::Up(_) | Command::Gateway(_) | Command::Api | Command::Worker(_) | Command::OutboxRelay(_)
+    ) {
+        // Before anything is counted, so nothing counted early is lost.
+        metrics::init(settings.metrics_enabled);
+    }
+    match command {
+        Command::Up(args) => {
+            together(
+                &shutdown,
+                commands::workers(&settings, app.projections.all(), shutdown.clone()),
+                serve::http(&settings, app, Some(&args), true, true, shutdown.clone()),
+            )
+            .await
+        }
+        Command::Gateway(args) => serve::http(&settings, app, Some(&args), false, false, shutdown).await,
+        Command::Api => serve::http(&settings, app, None, true, false, shutdown).await,
+        Command::Keys(KeysCommand::Create(args)) => ingest::keys_create(&settings, &args).await,
+        Command::Keys(KeysCommand::List) => ingest::keys_list(&settings).await,
+        Command::Keys(KeysCommand::Revoke(args)) => ingest::keys_revoke(&settings, &args).await,
+        Command::OutboxRelay(args) => match args.listen {
+            None => ingest::outbox_relay(&settings, &args, shutdown).await,
+            Some(listen) => {
+                together(
+                    &shutdown,
+                    ingest::outbox_relay(&settings, &args, shutdown.clone()),
+                    serve::relay_health(&settings, listen, shutdown.clone()),
+                )
+                .await
+            }
+        },
+        Command::Tail(args) => ingest::tail(&settings, &args, shutdown).await,
+        Command::Worker(args) => {
+            let projections = app.chosen(&args.projections)?;
+            let Some(listen) = args.listen else {
+                return commands::workers(&settings, &projections, shutdown).await;
+            };
+            together(
+                &shutdown,
+                commands::workers(&settings, &projections, shutdown.clone()),
+                serve::worker_health(&settings, listen, shutdown.clone()),
+            )
+            .await
+        }
+        Command::Migrate => commands::migrate(&settings).await,
+        Command::Topics(TopicsCommand::Create(args)) => commands::topics_create(&settings, &args).await,
+        Command::Publish(args) => commands::publish(&settings, &args).await,
+        Command::Loadgen(args) => commands::loadgen(&settings, &args, shutdown).await,
+        Command::Schemas(SchemasCommand::Check(args)) => commands::schemas_check(&args, app.projections.all()),
+        Command::Status(args) => operate::status(&settings, app, &args).await,
+        Command::Replay(args) => operate::replay(&settings, app, &args).await,
+        Command::Rebuild(command) => operate::rebuild(&settings, app, &command, shutdown).await,
+        Command::Dlq(command) => operate::dlq(&settings, app, &command).await,
+    }
+}
+
+/// Runs two halves of one process until both end; either ending (failing or not) stops the other.
+async fn together(
+    shutdown: &CancellationToken,
+    first: impl std::future::Future<Output = commands::Outcome>,
+    second: impl std::future::Future<Output = commands::Outcome>,
+) -> commands::Outcome {
+    async fn stop_after(
+        half: impl std::future::Future<Output = commands::Outcome>,
+        shutdown: &CancellationToken,
+    ) -> commands::Outcome {
+        let outcome = half.await;
+        shutdown.cancel();
+        outcome
+    }
+    let (first, second) = tokio::join!(stop_after(first, shutdown), stop_after(second, shutdown));
+    first.and(second)
+}
+
+/// A token cancelled on the first Ctrl-C or SIGTERM.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM can be handled");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C received; stopping."),
+            _ = terminate.recv() => tracing::info!("SIGTERM received; stopping."),
+        }
+        cancel.cancel();
+    });
+    token
+}
