@@ -149,7 +149,14 @@ async fn main() {
         let event = registry.validate_slice(record.payload.as_deref().unwrap_or_default()).expect("valid");
         let time = event.envelope().time.unwrap_or_default();
         let payload = AccountBalances::decode(&event).expect("an accounts event");
-        let applicable = Applicable { event, payload, time };
+        let applicable = Applicable {
+            event,
+            payload,
+            time,
+            topic: record.topic.clone(),
+            partition: record.partition,
+            offset: record.offset,
+        };
         let mut tx = store.begin().await.unwrap();
         let state = AccountBalances::load(&mut tx, &[&applicable]).await.unwrap();
         let folded = AccountBalances::fold(state, &[&applicable]);
@@ -190,7 +197,7 @@ async fn main() {
         .map(|event| {
             let time = event.envelope().time.unwrap_or_default();
             let payload = AccountBalances::decode(&event).expect("an accounts event");
-            Applicable { event, payload, time }
+            Applicable { event, payload, time, topic: "apply".into(), partition: 0, offset: 0 }
         })
         .collect();
     let started = Instant::now();

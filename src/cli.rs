@@ -10,7 +10,8 @@ EVENTLINE_CONFIG): EVENTLINE_KAFKA_BROKERS (default 127.0.0.1:9092), DATABASE_UR
 postgres://postgres@127.0.0.1:5432/eventline), EVENTLINE_HTTP_ADDR (default 127.0.0.1:8080),
 EVENTLINE_NAMESPACE, EVENTLINE_BATCH_MAX_EVENTS, EVENTLINE_BATCH_MAX_WAIT_MS,
 EVENTLINE_CONNECT_TIMEOUT_SECS, EVENTLINE_LOG_FORMAT, EVENTLINE_SCHEMAS_DIR (a schema registry
-folder instead of the built-in one), EVENTLINE_GROUP_PROTOCOL (the workers' consumer group
+folder instead of the built-in one), EVENTLINE_PROJECTIONS_DIR (declarative projections to run
+beside the built-in ones), EVENTLINE_GROUP_PROTOCOL (the workers' consumer group
 protocol: classic, the default, or consumer for KIP-848), and librdkafka properties as
 EVENTLINE_RDKAFKA_<NAME> (EVENTLINE_RDKAFKA_SASL_USERNAME sets sasl.username). Logs go to
 standard error; RUST_LOG filters them. Metrics are served at /metrics (EVENTLINE_METRICS=false
@@ -106,6 +107,11 @@ pub enum Command {
     /// Work with the schema registry (the event contracts in schemas/).
     #[command(subcommand)]
     Schemas(SchemasCommand),
+
+    /// Work with declarative projections (EVENTLINE_PROJECTIONS_DIR: a folder per projection with
+    /// projection.toml, migrations/ and apply.sql).
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
 
     /// Show where each projection stands: per partition the stored and end offsets, lag in events
     /// and seconds, the worker that last moved it; dead letters, parked keys, generations.
@@ -568,6 +574,26 @@ pub enum SchemasCommand {
     /// version without an upcaster is not backward compatible, or a projection does not declare
     /// a type version on the topics it reads.
     Check(SchemasCheckArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Check declarative projections before deploying them.
+    ///
+    /// Loads every definition (manifest, migration file names, apply.sql) and reviews it against
+    /// the schema registry (handled types and versions, undeclared versions on its topics); then,
+    /// in a scratch database made on DATABASE_URL's server and dropped afterwards, applies its
+    /// migrations, checks that every declared table exists with a primary key, and installs its
+    /// apply function (which must compile against those tables). Fails (exit code 1), naming
+    /// each file and the reason.
+    Check(ProjectionsCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProjectionsCheckArgs {
+    /// Folder of definitions to check; by default EVENTLINE_PROJECTIONS_DIR.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

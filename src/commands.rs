@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
+use eventline_consumers::declarative::{self, Declarative};
+use eventline_consumers::runtime::WorkerError;
 use eventline_consumers::Projection;
 use eventline_core::check;
 use eventline_core::config::Settings;
@@ -17,7 +19,7 @@ use eventline_store::Store;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{LoadgenArgs, LoadgenDomain, PublishArgs, SchemasCheckArgs, TopicsCreateArgs};
+use crate::cli::{LoadgenArgs, LoadgenDomain, ProjectionsCheckArgs, PublishArgs, SchemasCheckArgs, TopicsCreateArgs};
 
 /// Exit code for input that was refused (sysexits' EX_DATAERR).
 /// A command line clap accepts but the application does not (an unknown projection).
@@ -89,7 +91,7 @@ pub fn schemas_check(args: &SchemasCheckArgs, projections: &[Arc<dyn Projection>
     );
     Ok(())
 }
-pub async fn migrate(settings: &Settings) -> Outcome {
+pub async fn migrate(settings: &Settings, projections: &[Arc<dyn Projection>]) -> Outcome {
     let url = &settings.database_url;
     let created = eventline_store::create_database_if_missing(url, settings.connect_timeout).await?;
     if created {
@@ -97,9 +99,79 @@ pub async fn migrate(settings: &Settings) -> Outcome {
     }
     let store = Store::connect(url, 2, settings.connect_timeout).await?;
     store.migrate().await?;
+    for projection in projections {
+        let ran = projection.migrate(&store).await.map_err(|error| Failure {
+            code: EXIT_BAD_CONFIG,
+            error: anyhow!("projection {}: {error}", projection.name()),
+        })?;
+        if ran > 0 {
+            tracing::info!(projection = projection.name(), migrations = ran, "Projection migrated.");
+        }
+    }
     store.close().await;
     println!("database {}: {}migrations applied", url.database_name(), if created { "created, " } else { "" });
     Ok(())
+}
+
+/// Checks declarative projections: loadable, consistent with the registry, and their SQL runs
+/// (in a scratch database dropped afterwards).
+pub async fn projections_check(
+    settings: &Settings,
+    args: &ProjectionsCheckArgs,
+    existing: &[Arc<dyn Projection>],
+) -> Outcome {
+    let Some(dir) = args.dir.as_ref().or(settings.projections_dir.as_ref()) else {
+        return Err(Failure {
+            code: EXIT_USAGE,
+            error: anyhow!("no projections to check: pass --dir or set EVENTLINE_PROJECTIONS_DIR"),
+        });
+    };
+    let definitions = declarative::load_dir(dir).map_err(|error| anyhow!("{error}"))?;
+    let registry = load_registry(settings)?;
+    let mut problems: Vec<String> = Vec::new();
+    let projections: Vec<Declarative> = definitions.into_iter().map(Declarative::new).collect();
+    for projection in &projections {
+        if existing.iter().any(|p| p.name() == Projection::name(projection)) {
+            problems.push(format!(
+                "{}: the application already has a projection named `{}`",
+                projection.definition().manifest_path,
+                Projection::name(projection)
+            ));
+        }
+        problems.extend(projection.review(&registry).iter().map(ToString::to_string));
+    }
+    if problems.is_empty() {
+        problems = check_in_scratch_database(settings, &projections).await?;
+    }
+    if !problems.is_empty() {
+        for problem in &problems {
+            eprintln!("error: {problem}");
+        }
+        return Err(anyhow!("{} problem(s) in the projection definitions", problems.len()).into());
+    }
+    let names: Vec<&str> = projections.iter().map(Projection::name).collect();
+    println!("{} projection(s) checked: {}", names.len(), names.join(", "));
+    Ok(())
+}
+
+/// Runs each definition's migrations and installs its function in a database of its own.
+async fn check_in_scratch_database(settings: &Settings, projections: &[Declarative]) -> Result<Vec<String>, Failure> {
+    let url = settings.database_url.with_database(&format!("eventline_check_{}", rand::random::<u32>()));
+    eventline_store::create_database_if_missing(&url, settings.connect_timeout).await?;
+    let store = Store::connect(&url, 2, settings.connect_timeout).await?;
+    let mut problems = Vec::new();
+    let outcome = store.migrate().await;
+    if outcome.is_ok() {
+        for projection in projections {
+            if let Err(error) = projection.migrate(&store).await {
+                problems.push(error.to_string());
+            }
+        }
+    }
+    store.close().await;
+    eventline_store::drop_database(&url).await?;
+    outcome?;
+    Ok(problems)
 }
 
 pub async fn topics_create(settings: &Settings, args: &TopicsCreateArgs) -> Outcome {
@@ -250,12 +322,15 @@ pub async fn workers(settings: &Settings, projections: &[Arc<dyn Projection>], s
         if let Err(error) = result {
             tracing::error!(projection = projection.name(), %error, "Worker failed; stopping the others.");
             shutdown.cancel();
-            first_failure.get_or_insert(anyhow!(error).context(format!("worker {} failed", projection.name())));
+            // A broken projection definition is a configuration to fix, not a failure to retry.
+            let code = if matches!(error, WorkerError::Definition(_)) { EXIT_BAD_CONFIG } else { 1 };
+            let error = anyhow!(error).context(format!("worker {} failed", projection.name()));
+            first_failure.get_or_insert(Failure { code, error });
         }
     }
     store.close().await;
     match first_failure {
-        Some(error) => Err(error.into()),
+        Some(failure) => Err(failure),
         None => Ok(()),
     }
 }

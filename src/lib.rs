@@ -27,18 +27,23 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use eventline_consumers::declarative::{self, Declarative};
 use eventline_consumers::projections::{self, Handler, Projection, Projections};
 use eventline_core::config::Settings;
+use eventline_core::registry::Registry;
 use eventline_core::telemetry;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, KeysCommand, SchemasCommand, TopicsCommand};
+use crate::cli::{Cli, Command, KeysCommand, ProjectionsCommand, SchemasCommand, TopicsCommand};
 use crate::commands::{Failure, EXIT_BAD_CONFIG, EXIT_USAGE};
 
 /// An application: the projections its `eventline` command runs and operates.
 #[derive(Clone, Default)]
 pub struct App {
     projections: Projections,
+    /// Whether its projections are the reference examples, which take part only where the
+    /// registry carries their topics.
+    examples: bool,
     /// Mistakes in how the application was put together, reported at start.
     problems: Vec<String>,
 }
@@ -51,7 +56,7 @@ impl App {
 
     /// The shipped reference application: the four reference projections.
     pub fn reference() -> Self {
-        Self { projections: projections::reference(), problems: Vec::new() }
+        Self { projections: projections::reference(), examples: true, problems: Vec::new() }
     }
 
     /// Adds a Rust projection.
@@ -87,10 +92,6 @@ impl App {
 /// Runs the `eventline` command for `app`: the whole of a binary's `main`.
 pub fn main_with(app: App) -> ExitCode {
     let cli = Cli::parse();
-    if !app.problems.is_empty() {
-        eprintln!("error: {}", app.problems.join("; "));
-        return ExitCode::from(EXIT_BAD_CONFIG);
-    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(error) => {
@@ -98,6 +99,35 @@ pub fn main_with(app: App) -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
+    let mut app = app;
+    if app.examples {
+        // With a registry of the user's own domains, the shipped binary runs the user's
+        // projections only: a reference projection none of whose topics that registry carries
+        // is not part of the application.
+        if let Some(Ok(registry)) = settings.schemas_dir.as_deref().map(Registry::from_dir) {
+            let topics: Vec<&str> = registry.catalog().domains().iter().map(|d| d.topic.as_str()).collect();
+            app.projections.retain(|p| p.topics().iter().any(|t| topics.contains(&t.as_str())));
+        }
+    }
+    // `projections check` reports a broken definition as its finding; every other command
+    // refuses to start with one.
+    if let (Some(dir), false) = (&settings.projections_dir, matches!(cli.command, Command::Projections(_))) {
+        match declarative::load_dir(dir) {
+            Ok(definitions) => {
+                for definition in definitions {
+                    app = app.with(Arc::new(Declarative::new(definition)));
+                }
+            }
+            Err(error) => {
+                eprintln!("error: invalid projection definition: {error}");
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
+        }
+    }
+    if !app.problems.is_empty() {
+        eprintln!("error: {}", app.problems.join("; "));
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
     let log_format = match cli.log_format.as_deref() {
         Some(format) => format.parse().expect("clap admits only known formats"),
         None => settings.log_format,
@@ -172,7 +202,10 @@ async fn run(command: Command, settings: Settings, app: &App) -> commands::Outco
             )
             .await
         }
-        Command::Migrate => commands::migrate(&settings).await,
+        Command::Migrate => commands::migrate(&settings, app.projections.all()).await,
+        Command::Projections(ProjectionsCommand::Check(args)) => {
+            commands::projections_check(&settings, &args, app.projections.all()).await
+        }
         Command::Topics(TopicsCommand::Create(args)) => commands::topics_create(&settings, &args).await,
         Command::Publish(args) => commands::publish(&settings, &args).await,
         Command::Loadgen(args) => commands::loadgen(&settings, &args, shutdown).await,

@@ -21,7 +21,7 @@ use crate::cli::{
     ActorArgs, DlqCommand, DlqFilterArgs, ProgressStyle, RebuildCommand, RebuildTarget, ReplayArgs, ReplayStart,
     StatusArgs,
 };
-use crate::commands::{load_registry, Failure, Outcome, EXIT_INVALID_INPUT};
+use crate::commands::{load_registry, Failure, Outcome, EXIT_BAD_CONFIG, EXIT_INVALID_INPUT};
 
 /// Exit code of `status` when a projection is behind its threshold.
 pub const EXIT_BEHIND: u8 = 3;
@@ -64,6 +64,7 @@ fn dlq_failure(error: DlqError) -> Failure {
             EXIT_INVALID_INPUT
         }
         DlqError::Store(_) => 1,
+        DlqError::Definition(_) => EXIT_BAD_CONFIG,
     };
     Failure { code, error: error.into() }
 }

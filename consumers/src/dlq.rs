@@ -14,7 +14,7 @@ use eventline_store::{Store, StoreTx};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::projections::{handles, Applicable, Handler};
+use crate::projections::{Applicable, Apply, ApplyError};
 use crate::runtime;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +27,17 @@ pub enum DlqError {
     NotInKey { projection: String, key: String, id: i64 },
     #[error(transparent)]
     Store(#[from] eventline_store::Error),
+    #[error("{0}")]
+    Definition(String),
+}
+
+impl From<ApplyError> for DlqError {
+    fn from(error: ApplyError) -> Self {
+        match error {
+            ApplyError::Store(error) => Self::Store(error),
+            definition @ ApplyError::Definition { .. } => Self::Definition(definition.to_string()),
+        }
+    }
 }
 
 /// Which dead letters an action is about.
@@ -67,16 +78,17 @@ struct Stuck {
 /// Applies the dead letters of `target` again, in offset order, up to the first that still
 /// fails; with `skip`, first drops that letter (recording `reason`). The key is unparked when
 /// none is left.
-pub(crate) async fn retry<H: Handler>(
+pub(crate) async fn retry<A: Apply>(
+    applier: &A,
     store: &Store,
     registry: &Registry,
     target: &Target,
     skip: Option<(i64, &str)>,
     actor: &str,
 ) -> Result<RetryReport, DlqError> {
-    let projection = H::NAME;
+    let projection = applier.name();
     let mut tx = store.begin().await?;
-    tx.enter_projection(H::TABLES).await?;
+    tx.enter_projection(applier.tables()).await?;
     let (key, id) = match target {
         Target::Key(key) => (Some(key.clone()), 0),
         Target::Id(id) => {
@@ -110,10 +122,10 @@ pub(crate) async fn retry<H: Handler>(
     }
 
     // Decode in order; the first that still cannot be decoded stops the rest behind it.
-    let mut decoded: Vec<(usize, Applicable<H::Event>)> = Vec::new();
+    let mut decoded: Vec<(usize, Applicable<A::Event>)> = Vec::new();
     let mut stuck: Option<Stuck> = None;
     for (index, letter) in letters.iter().enumerate() {
-        match decode::<H>(registry, letter) {
+        match decode(applier, registry, letter) {
             Ok(Some(applicable)) => decoded.push((index, applicable)),
             Ok(None) => report.passed_over.push(letter.letter.id),
             Err((kind, reason)) => {
@@ -134,7 +146,7 @@ pub(crate) async fn retry<H: Handler>(
         })
         .collect();
     let claimed: HashSet<String> = tx.claim_event_ids(projection, &read).await?;
-    let mut active: Vec<(usize, Applicable<H::Event>)> = Vec::new();
+    let mut active: Vec<(usize, Applicable<A::Event>)> = Vec::new();
     for (index, applicable) in decoded {
         if claimed.contains(&applicable.event.envelope().id) {
             active.push((index, applicable));
@@ -143,26 +155,20 @@ pub(crate) async fn retry<H: Handler>(
         }
     }
 
-    if !active.is_empty() {
-        let events: Vec<&Applicable<H::Event>> = active.iter().map(|(_, a)| a).collect();
-        let loaded = H::load(&mut tx, &events).await?;
-        // A refused event stops its key again: apply only what comes before it.
-        let mut folded = H::fold(loaded.clone(), &events);
-        if let Some((position, reason)) = folded.rejected.iter().min_by_key(|(p, _)| *p).cloned() {
-            let stops_at = active[position].0;
-            if stuck.as_ref().is_none_or(|s| stops_at < s.index) {
-                stuck = Some(Stuck { index: stops_at, kind: "rejected", reason });
-            }
-            let unapplied: Vec<String> =
-                active[position..].iter().map(|(_, a)| a.event.envelope().id.clone()).collect();
-            tx.release_event_ids(projection, &unapplied).await?;
-            active.truncate(position);
-            let events: Vec<&Applicable<H::Event>> = active.iter().map(|(_, a)| a).collect();
-            folded = H::fold(loaded, &events);
+    // A refused event stops its key again: apply only what comes before it.
+    while !active.is_empty() {
+        let rejected = {
+            let events: Vec<&Applicable<A::Event>> = active.iter().map(|(_, a)| a).collect();
+            applier.apply(&mut tx, &events).await?
+        };
+        let Some((position, reason)) = rejected.into_iter().min_by_key(|(p, _)| *p) else { break };
+        let stops_at = active[position].0;
+        if stuck.as_ref().is_none_or(|s| stops_at < s.index) {
+            stuck = Some(Stuck { index: stops_at, kind: "rejected", reason });
         }
-        if !active.is_empty() {
-            H::save(&mut tx, folded.state).await?;
-        }
+        let unapplied: Vec<String> = active[position..].iter().map(|(_, a)| a.event.envelope().id.clone()).collect();
+        tx.release_event_ids(projection, &unapplied).await?;
+        active.truncate(position);
     }
     report.applied = active.iter().map(|(index, _)| letters[*index].letter.id).collect();
     let stuck_at = stuck.as_ref().map_or(letters.len(), |s| s.index);
@@ -255,20 +261,29 @@ fn describe_letter(letter: &DeadLetter) -> serde_json::Value {
 
 /// The event in a dead letter, as the projection would apply it: `None` for a type it does not
 /// apply; an error (kind, reason) when it still cannot be decoded or validated, as the worker says.
-fn decode<H: Handler>(
+fn decode<A: Apply>(
+    applier: &A,
     registry: &Registry,
     record: &DeadRecord,
-) -> Result<Option<Applicable<H::Event>>, (&'static str, String)> {
+) -> Result<Option<Applicable<A::Event>>, (&'static str, String)> {
     let headers: Vec<(String, Vec<u8>)> = record
         .headers
         .as_object()
         .map(|map| map.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().as_bytes().to_vec())).collect())
         .unwrap_or_default();
     let event = runtime::decode(registry, &headers, record.payload.as_deref())?;
-    if !handles::<H>(&event.envelope().event_type) {
+    if !applier.handles(&event.envelope().event_type) {
         return Ok(None);
     }
-    let payload = H::decode(&event).map_err(|reason| ("invalid", reason))?;
+    let payload = applier.decode(&event).map_err(|reason| ("invalid", reason))?;
     let time: DateTime<Utc> = event.envelope().time.or(record.record_time).unwrap_or(record.letter.created_at);
-    Ok(Some(Applicable { event, payload, time }))
+    let letter = &record.letter;
+    Ok(Some(Applicable {
+        event,
+        payload,
+        time,
+        topic: letter.topic.clone(),
+        partition: letter.partition,
+        offset: letter.offset,
+    }))
 }

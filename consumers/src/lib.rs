@@ -8,12 +8,14 @@
 //!   idempotency, dead letters and parked keys, retries, graceful stop.
 //! - [`projections`]: the [`projections::Handler`] contract and the shipped projections, one
 //!   module each.
+//! - [`declarative`]: projections written as a folder of SQL (manifest, migrations, `apply`).
 //! - [`dlq`]: operators' retry, skip and purge of dead letters.
 //! - [`health`]: whether this process's workers have their partition assignments.
 //! - `spans`: a batch's tracing spans, continuing each recorded event's trace from the gateway.
 //! - [`rebuild`]: rebuilding a projection beside the live one, cutover, rollback, cleanup, and
 //!   replaying it in place.
 
+pub mod declarative;
 pub mod dlq;
 pub mod health;
 pub mod projections;

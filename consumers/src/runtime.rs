@@ -16,7 +16,6 @@
 //! - A database failure is retried with capped backoff; no offset moves until the batch commits.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::health;
-use crate::projections::{handles, Applicable, Handler};
+use crate::projections::{Applicable, Apply, ApplyError};
 use crate::spans::BatchSpans;
 
 /// Longest pause between attempts while the database is unavailable.
@@ -52,12 +51,14 @@ pub enum WorkerError {
     Kafka(#[from] eventline_kafka::Error),
     #[error(transparent)]
     Store(#[from] eventline_store::Error),
+    #[error("{0}")]
+    Definition(String),
 }
 
 /// Looks up stored positions for the consumer's rebalance callback.
 struct StoredPositions {
     store: Store,
-    projection: &'static str,
+    projection: String,
     runtime: tokio::runtime::Handle,
     shutdown: CancellationToken,
 }
@@ -66,14 +67,14 @@ impl StartingOffsets for StoredPositions {
     fn starting_offsets(&self, partitions: &[TopicPartition]) -> Vec<Option<i64>> {
         // Called in the rebalance callback for every assignment, an empty one too: the worker
         // now has its share, even on a topic where no record comes to report it.
-        health::assignment_received(self.projection);
+        health::assignment_received(&self.projection);
         let wanted: Vec<(String, i32)> = partitions.iter().map(|tp| (tp.topic.clone(), tp.partition)).collect();
         let mut delay = FIRST_RETRY_DELAY;
         loop {
             // The callback runs inside the consumer's poll; block this thread (not the runtime)
             // until the positions are known, since no partition may start without one.
             let result = tokio::task::block_in_place(|| {
-                self.runtime.block_on(self.store.load_checkpoints(self.projection, &wanted))
+                self.runtime.block_on(self.store.load_checkpoints(&self.projection, &wanted))
             });
             match result {
                 Ok(offsets) => return offsets,
@@ -102,46 +103,39 @@ pub struct WorkerReport {
     pub dead_lettered: u64,
 }
 
-/// Runs projection `H` until `shutdown` is cancelled; then writes the batch in hand, leaves the
-/// group and returns. Transient database failures are retried with capped backoff.
-pub async fn run<H: Handler>(
-    settings: &Settings,
-    registry: Arc<Registry>,
-    store: Store,
-    shutdown: CancellationToken,
-) -> Result<WorkerReport, WorkerError> {
-    let group_id = settings.namespace.group_id(H::NAME);
-    run_in_group::<H>(settings, registry, store, group_id, shutdown).await
-}
-
-/// [`run`] as a member of `group_id`: a rebuild's worker reads in its own group, into the
-/// generation its `store` connects to.
-pub async fn run_in_group<H: Handler>(
+/// Runs `projection`'s worker as a member of `group_id` until `shutdown` is cancelled; then
+/// writes the batch in hand, leaves the group and returns. Transient database failures are
+/// retried with capped backoff. A rebuild's worker reads in its own group, into the generation
+/// its `store` connects to.
+pub async fn run_in_group<A: Apply>(
+    projection: Arc<A>,
     settings: &Settings,
     registry: Arc<Registry>,
     store: Store,
     group_id: String,
     shutdown: CancellationToken,
 ) -> Result<WorkerReport, WorkerError> {
-    let topics: Vec<String> = H::TOPICS.iter().map(|t| settings.namespace.topic(t)).collect();
+    let name = projection.name().to_string();
+    let topics: Vec<String> = projection.topics().iter().map(|t| settings.namespace.topic(t)).collect();
     let starting = Arc::new(StoredPositions {
         store: store.clone(),
-        projection: H::NAME,
+        projection: name.clone(),
         runtime: tokio::runtime::Handle::current(),
         shutdown: shutdown.clone(),
     });
     let consumer =
         GroupConsumer::subscribe(&settings.kafka, &group_id, &topics, starting, settings.connect_timeout).await?;
     tracing::info!(
-        projection = H::NAME,
+        projection = %name,
         group = %group_id,
         group_protocol = settings.kafka.group_protocol.as_str(),
         topics = ?topics,
         "Worker started."
     );
-    health::joining(H::NAME);
+    health::joining(&name);
 
-    let mut worker = Worker::<H> {
+    let mut worker = Worker {
+        projection,
         registry,
         store,
         consumer,
@@ -154,14 +148,13 @@ pub async fn run_in_group<H: Handler>(
         batch: Vec::new(),
         deadline: None,
         report: WorkerReport::default(),
-        handler: PhantomData,
     };
     let result = worker.run_loop().await;
-    health::stopped(H::NAME);
+    health::stopped(&name);
     let report = worker.report;
     worker.consumer.close().await;
     tracing::info!(
-        projection = H::NAME,
+        projection = %name,
         batches = report.batches,
         applied = report.applied,
         duplicates = report.duplicates,
@@ -171,7 +164,8 @@ pub async fn run_in_group<H: Handler>(
     result.map(|()| report)
 }
 
-struct Worker<H: Handler> {
+struct Worker<A: Apply> {
+    projection: Arc<A>,
     /// Validates and upcasts every record, so the projection sees current versions only.
     registry: Arc<Registry>,
     store: Store,
@@ -189,7 +183,6 @@ struct Worker<H: Handler> {
     /// When the batch must be written even if it is not full.
     deadline: Option<Instant>,
     report: WorkerReport,
-    handler: PhantomData<H>,
 }
 
 /// What becomes of one record of a batch.
@@ -204,7 +197,7 @@ enum Fate<E> {
     },
 }
 
-impl<H: Handler> Worker<H> {
+impl<A: Apply> Worker<A> {
     async fn run_loop(&mut self) -> Result<(), WorkerError> {
         let mut prune = tokio::time::interval(PRUNE_EVERY);
         let mut recheck = tokio::time::interval(RECHECK_POSITIONS_EVERY);
@@ -229,13 +222,13 @@ impl<H: Handler> Worker<H> {
                         for (tp, offset) in started {
                             self.positions.insert(tp, offset);
                         }
-                        health::assigned(H::NAME, self.positions.len());
+                        health::assigned(self.projection.name(), self.positions.len());
                     }
                     Ok(ConsumerEvent::Revoked(partitions)) => {
                         for tp in &partitions {
                             self.positions.remove(tp);
                         }
-                        health::assigned(H::NAME, self.positions.len());
+                        health::assigned(self.projection.name(), self.positions.len());
                         self.batch.retain(|r| self.positions.contains_key(&r.topic_partition()));
                         if self.batch.is_empty() {
                             self.deadline = None;
@@ -248,12 +241,12 @@ impl<H: Handler> Worker<H> {
                 },
                 _ = recheck.tick(), if self.batch.is_empty() && !self.positions.is_empty() => {
                     if let Err(error) = self.follow_stored_positions().await {
-                        tracing::warn!(projection = H::NAME, %error, "Cannot compare positions with the stored ones; will try again.");
+                        tracing::warn!(projection = self.projection.name(), %error, "Cannot compare positions with the stored ones; will try again.");
                     }
                 }
-                _ = prune.tick() => match self.store.prune_applied(H::NAME, self.dedup_window).await {
-                    Ok(forgotten) => tracing::debug!(projection = H::NAME, forgotten, "Old applied event ids forgotten."),
-                    Err(error) => tracing::warn!(projection = H::NAME, %error, "Cannot forget old applied event ids; will try again."),
+                _ = prune.tick() => match self.store.prune_applied(self.projection.name(), self.dedup_window).await {
+                    Ok(forgotten) => tracing::debug!(projection = self.projection.name(), forgotten, "Old applied event ids forgotten."),
+                    Err(error) => tracing::warn!(projection = self.projection.name(), %error, "Cannot forget old applied event ids; will try again."),
                 },
             }
         }
@@ -284,7 +277,7 @@ impl<H: Handler> Worker<H> {
         loop {
             match self.write_batch().await {
                 Ok(()) => return Ok(()),
-                Err(eventline_store::Error::Fenced { projection, topic, partition, expected }) => {
+                Err(ApplyError::Store(eventline_store::Error::Fenced { projection, topic, partition, expected })) => {
                     tracing::warn!(
                         projection,
                         topic,
@@ -294,9 +287,9 @@ impl<H: Handler> Worker<H> {
                     );
                     return self.reposition().await;
                 }
-                Err(error) if error.is_transient() => {
+                Err(ApplyError::Store(error)) if error.is_transient() => {
                     tracing::warn!(
-                        projection = H::NAME,
+                        projection = self.projection.name(),
                         %error,
                         retry_in_ms = delay.as_millis() as u64,
                         "Database unavailable; the batch will be retried, no offset moved."
@@ -311,14 +304,15 @@ impl<H: Handler> Worker<H> {
                     }
                     delay = (delay * 2).min(MAX_RETRY_DELAY);
                 }
-                Err(error) => return Err(error.into()),
+                Err(ApplyError::Store(error)) => return Err(error.into()),
+                Err(error @ ApplyError::Definition { .. }) => return Err(WorkerError::Definition(error.to_string())),
             }
         }
     }
 
     /// Writes the batch inside its span (see [`BatchSpans`]).
-    async fn write_batch(&mut self) -> Result<(), eventline_store::Error> {
-        let spans = BatchSpans::open(H::NAME, &self.batch);
+    async fn write_batch(&mut self) -> Result<(), ApplyError> {
+        let spans = BatchSpans::open(self.projection.name(), &self.batch);
         let result = self.apply_batch(&spans).instrument(spans.batch.clone()).await;
         if let Err(error) = &result {
             spans.failed(error);
@@ -328,15 +322,16 @@ impl<H: Handler> Worker<H> {
 
     /// One transaction: projection rows, dead letters, parked keys, applied ids and the next
     /// offsets, or nothing.
-    async fn apply_batch(&mut self, spans: &BatchSpans) -> Result<(), eventline_store::Error> {
-        let name = H::NAME;
+    async fn apply_batch(&mut self, spans: &BatchSpans) -> Result<(), ApplyError> {
+        let projection = self.projection.clone();
+        let name = projection.name();
         let started = Instant::now();
-        let mut fates: Vec<Fate<H::Event>> = self.batch.iter().map(|record| self.classify(record)).collect();
+        let mut fates: Vec<Fate<A::Event>> = self.batch.iter().map(|record| self.classify(record)).collect();
         let keys: Vec<Option<String>> =
             self.batch.iter().map(|r| r.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned())).collect();
 
         let mut tx = self.store.begin().await?;
-        tx.enter_projection(H::TABLES).await?;
+        tx.enter_projection(projection.tables()).await?;
         let mut distinct_keys: Vec<String> = keys.iter().flatten().cloned().collect();
         distinct_keys.sort();
         distinct_keys.dedup();
@@ -396,22 +391,15 @@ impl<H: Handler> Worker<H> {
         // Fold; each refused event parks its key, so fold again without it and what follows it.
         let mut active: Vec<usize> =
             fates.iter().enumerate().filter_map(|(i, f)| matches!(f, Fate::Apply(_)).then_some(i)).collect();
-        if !active.is_empty() {
-            let loaded = {
-                let events: Vec<&Applicable<H::Event>> = active.iter().map(|&i| applicable(&fates[i])).collect();
-                H::load(&mut tx, &events).await?
+        while !active.is_empty() {
+            let rejected = {
+                let events: Vec<&Applicable<A::Event>> = active.iter().map(|&i| applicable(&fates[i])).collect();
+                projection.apply(&mut tx, &events).await?
             };
-            let state = loop {
-                let folded = {
-                    let events: Vec<&Applicable<H::Event>> = active.iter().map(|&i| applicable(&fates[i])).collect();
-                    H::fold(loaded.clone(), &events)
-                };
-                if folded.rejected.is_empty() {
-                    break folded.state;
-                }
-                park_refused(&mut fates, &mut active, &keys, folded.rejected, &mut newly_parked);
-            };
-            H::save(&mut tx, state).await?;
+            if rejected.is_empty() {
+                break;
+            }
+            park_refused(&mut fates, &mut active, &keys, rejected, &mut newly_parked);
         }
         // Events claimed but not applied after all (refused, or parked behind a refusal).
         let unapplied: Vec<String> = fates
@@ -460,7 +448,7 @@ impl<H: Handler> Worker<H> {
             self.positions.insert(tp.clone(), Some(*next));
         }
         self.consumer.mirror_progress(&written);
-        let labels = [("projection", name)];
+        let labels = [("projection", name.to_string())];
         metrics::counter!("eventline_events_consumed_total", &labels).increment(self.batch.len() as u64);
         metrics::counter!("eventline_events_applied_total", &labels).increment(applied as u64);
         metrics::counter!("eventline_events_duplicate_total", &labels).increment(duplicates);
@@ -493,15 +481,24 @@ impl<H: Handler> Worker<H> {
     }
 
     /// Decodes and validates a record, and decides whether this projection applies it.
-    fn classify(&self, record: &ConsumedRecord) -> Fate<H::Event> {
+    fn classify(&self, record: &ConsumedRecord) -> Fate<A::Event> {
         match decode(&self.registry, &record.headers, record.payload.as_deref()) {
-            Ok(event) if handles::<H>(&event.envelope().event_type) => match H::decode(&event) {
-                Ok(payload) => {
-                    let time = event.envelope().time.unwrap_or_else(|| record_time(record));
-                    Fate::Apply(Applicable { event, payload, time })
+            Ok(event) if self.projection.handles(&event.envelope().event_type) => {
+                match self.projection.decode(&event) {
+                    Ok(payload) => {
+                        let time = event.envelope().time.unwrap_or_else(|| record_time(record));
+                        Fate::Apply(Applicable {
+                            event,
+                            payload,
+                            time,
+                            topic: record.topic.clone(),
+                            partition: record.partition,
+                            offset: record.offset,
+                        })
+                    }
+                    Err(reason) => Fate::Dead { kind: "invalid", reason, event: Some(event) },
                 }
-                Err(reason) => Fate::Dead { kind: "invalid", reason, event: Some(event) },
-            },
+            }
             Ok(_) => Fate::PassedOver,
             Err((kind, reason)) => Fate::Dead { kind, reason, event: None },
         }
@@ -512,14 +509,14 @@ impl<H: Handler> Worker<H> {
     async fn follow_stored_positions(&mut self) -> Result<(), WorkerError> {
         let owned: Vec<TopicPartition> = self.positions.keys().cloned().collect();
         let wanted: Vec<(String, i32)> = owned.iter().map(|tp| (tp.topic.clone(), tp.partition)).collect();
-        let stored = self.store.load_checkpoints(H::NAME, &wanted).await?;
+        let stored = self.store.load_checkpoints(self.projection.name(), &wanted).await?;
         for (tp, stored) in owned.into_iter().zip(stored) {
             let known = self.positions.get(&tp).copied().flatten();
             if known == stored {
                 continue;
             }
             tracing::info!(
-                projection = H::NAME,
+                projection = self.projection.name(),
                 topic = %tp.topic,
                 partition = tp.partition,
                 from = ?known,
@@ -545,7 +542,7 @@ impl<H: Handler> Worker<H> {
         partitions.dedup();
         self.batch.clear();
         let wanted: Vec<(String, i32)> = partitions.iter().map(|tp| (tp.topic.clone(), tp.partition)).collect();
-        let stored = self.store.load_checkpoints(H::NAME, &wanted).await?;
+        let stored = self.store.load_checkpoints(self.projection.name(), &wanted).await?;
         for (tp, offset) in partitions.into_iter().zip(stored) {
             match self.consumer.seek(&tp, offset) {
                 Ok(()) => {

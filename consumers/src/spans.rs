@@ -18,7 +18,7 @@ pub(crate) struct BatchSpans {
 }
 
 impl BatchSpans {
-    pub(crate) fn open(projection: &'static str, records: &[ConsumedRecord]) -> Self {
+    pub(crate) fn open(projection: &str, records: &[ConsumedRecord]) -> Self {
         let batch = tracing::info_span!(
             parent: None,
             "eventline.batch",

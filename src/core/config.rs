@@ -35,6 +35,7 @@ const ENV_BATCH_MAX_EVENTS: &str = "EVENTLINE_BATCH_MAX_EVENTS";
 const ENV_BATCH_MAX_WAIT_MS: &str = "EVENTLINE_BATCH_MAX_WAIT_MS";
 const ENV_CONNECT_TIMEOUT_SECS: &str = "EVENTLINE_CONNECT_TIMEOUT_SECS";
 const ENV_SCHEMAS_DIR: &str = "EVENTLINE_SCHEMAS_DIR";
+const ENV_PROJECTIONS_DIR: &str = "EVENTLINE_PROJECTIONS_DIR";
 const ENV_DEDUP_WINDOW_HOURS: &str = "EVENTLINE_DEDUP_WINDOW_HOURS";
 const ENV_OUTBOX_DATABASE_URL: &str = "EVENTLINE_OUTBOX_DATABASE_URL";
 const ENV_GATEWAY_MAX_BODY_BYTES: &str = "EVENTLINE_GATEWAY_MAX_BODY_BYTES";
@@ -59,6 +60,7 @@ const KNOWN_ENV: &[&str] = &[
     ENV_BATCH_MAX_WAIT_MS,
     ENV_CONNECT_TIMEOUT_SECS,
     ENV_SCHEMAS_DIR,
+    ENV_PROJECTIONS_DIR,
     ENV_DEDUP_WINDOW_HOURS,
     ENV_OUTBOX_DATABASE_URL,
     ENV_GATEWAY_MAX_BODY_BYTES,
@@ -362,6 +364,9 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// A schema registry folder to use instead of the one built into the binary.
     pub schemas_dir: Option<PathBuf>,
+    /// A folder of declarative projections (one subfolder each) the application runs beside its
+    /// Rust ones.
+    pub projections_dir: Option<PathBuf>,
     /// The database holding the transactional outbox the relay reads (the upstream service's).
     pub outbox_database_url: DatabaseUrl,
     pub gateway: GatewaySettings,
@@ -377,6 +382,7 @@ struct FileSettings {
     namespace: Option<String>,
     connect_timeout_secs: Option<u64>,
     schemas_dir: Option<PathBuf>,
+    projections_dir: Option<PathBuf>,
     #[serde(default)]
     kafka: FileKafka,
     #[serde(default)]
@@ -599,17 +605,24 @@ impl Settings {
         );
         let connect_timeout = Duration::from_secs(parse_bounded(&timeout_raw, 1, MAX_CONNECT_TIMEOUT_SECS)?);
 
-        let schemas_dir = env.get(ENV_SCHEMAS_DIR).map(PathBuf::from).or(file_settings.schemas_dir);
-        if let Some(dir) = &schemas_dir {
-            if !dir.is_dir() {
-                let setting = if env.contains_key(ENV_SCHEMAS_DIR) {
-                    ENV_SCHEMAS_DIR.to_string()
-                } else {
-                    in_file("schemas_dir")
-                };
-                return Err(ConfigError::Invalid { setting, reason: format!("{} is not a directory", dir.display()) });
+        let directory = |variable: &str, key: &str, in_toml: Option<PathBuf>| -> Result<Option<PathBuf>, ConfigError> {
+            let dir = env.get(variable).map(PathBuf::from).or(in_toml);
+            if let Some(dir) = &dir {
+                // Listing it proves it is a folder this process can read.
+                if let Err(error) = std::fs::read_dir(dir) {
+                    let setting = if env.contains_key(variable) { variable.to_string() } else { in_file(key) };
+                    let reason = if dir.is_dir() {
+                        format!("{} cannot be read: {error}", dir.display())
+                    } else {
+                        format!("{} is not a directory", dir.display())
+                    };
+                    return Err(ConfigError::Invalid { setting, reason });
+                }
             }
-        }
+            Ok(dir)
+        };
+        let schemas_dir = directory(ENV_SCHEMAS_DIR, "schemas_dir", file_settings.schemas_dir)?;
+        let projections_dir = directory(ENV_PROJECTIONS_DIR, "projections_dir", file_settings.projections_dir)?;
 
         let endpoint_raw = match env.get(ENV_OTLP_ENDPOINT) {
             Some(value) => Some(Raw { value: value.clone(), origin: ENV_OTLP_ENDPOINT.into() }),
@@ -701,6 +714,7 @@ impl Settings {
             worker: WorkerSettings { batch_max_events, batch_max_wait, dedup_window },
             connect_timeout,
             schemas_dir,
+            projections_dir,
             outbox_database_url,
             gateway,
             tracing,
@@ -976,6 +990,8 @@ batch_max_events = 50
             (&[("EVENTLINE_KAFKA_BROKER", "k:1")], "unknown setting EVENTLINE_KAFKA_BROKER: eventline reads no such environment variable (did you mean EVENTLINE_KAFKA_BROKERS?)"),
             (&[("EVENTLINE_COLOUR", "1")], "unknown setting EVENTLINE_COLOUR: eventline reads no such environment variable"),
             (&[("EVENTLINE_SCHEMAS_DIR", "/nonexistent")], "invalid EVENTLINE_SCHEMAS_DIR: /nonexistent is not a directory"),
+            (&[("EVENTLINE_PROJECTIONS_DIR", "/nonexistent")], "invalid EVENTLINE_PROJECTIONS_DIR: /nonexistent is not a directory"),
+            (&[("EVENTLINE_PROJECTIONS_DIR", "/etc/hostname")], "invalid EVENTLINE_PROJECTIONS_DIR: /etc/hostname is not a directory"),
             (&[("EVENTLINE_GATEWAY_MAX_BATCH_EVENTS", "0")], "invalid EVENTLINE_GATEWAY_MAX_BATCH_EVENTS: `0` is not a whole number from 1 to 100000"),
             (&[("EVENTLINE_OUTBOX_DATABASE_URL", "redis://x")], "invalid EVENTLINE_OUTBOX_DATABASE_URL: scheme `redis` is not postgres:// or postgresql://"),
             (&[("EVENTLINE_GROUP_PROTOCOL", "eager")], "invalid EVENTLINE_GROUP_PROTOCOL: `eager` is not a group protocol (expected `consumer` or `classic`)"),

@@ -164,11 +164,11 @@ impl StoreTx {
     /// Takes the write lock every writer of a projection's `tables` takes first (ROW EXCLUSIVE on
     /// each, as named in this connection's `search_path`), so a freeze or a reset waits for writers
     /// already inside and holds back the next ones before they lock any row: no deadlock.
-    pub async fn enter_projection(&mut self, tables: &[&str]) -> Result<(), Error> {
+    pub async fn enter_projection<T: AsRef<str>>(&mut self, tables: &[T]) -> Result<(), Error> {
         if tables.is_empty() {
             return Ok(());
         }
-        let names: Vec<String> = tables.iter().map(|t| quoted(t)).collect();
+        let names: Vec<String> = tables.iter().map(|t| quoted(t.as_ref())).collect();
         sqlx::query(&format!("LOCK TABLE {} IN ROW EXCLUSIVE MODE", names.join(", "))).execute(&mut *self.tx).await?;
         Ok(())
     }

@@ -10,6 +10,7 @@
 //! - [`runtime`]: applied event ids (idempotency) and parked keys.
 //! - [`api_keys`]: the gateway's API keys, as hashes.
 //! - [`audit`]: the record of operator actions.
+//! - [`declarative`]: declarative projections' migrations, `apply` functions and calls.
 //! - [`generations`]: rebuilding a projection beside the live one, switching, resetting.
 //! - [`outbox`]: the transactional outbox in an upstream database, read by the relay.
 //! - [`projections`]: each projection's rows and migrations, a folder each.
@@ -18,6 +19,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod checkpoints;
 pub mod dead_letters;
+pub mod declarative;
 pub mod generations;
 pub mod outbox;
 pub mod projections;

@@ -14,6 +14,8 @@ const SUBCOMMANDS: &[&[&str]] = &[
     &["publish"],
     &["schemas"],
     &["schemas", "check"],
+    &["projections"],
+    &["projections", "check"],
     &["status"],
     &["rebuild"],
     &["rebuild", "start"],
@@ -62,6 +64,7 @@ fn top_level_help_lists_exactly_the_working_subcommands() {
             "topics",
             "publish",
             "schemas",
+            "projections",
             "status",
             "rebuild",
             "replay",
@@ -72,6 +75,7 @@ fn top_level_help_lists_exactly_the_working_subcommands() {
     );
     assert!(help.contains("EVENTLINE_KAFKA_BROKERS"), "the help documents configuration");
     assert!(help.contains("EVENTLINE_GROUP_PROTOCOL"), "the help names the group protocol setting");
+    assert!(help.contains("EVENTLINE_PROJECTIONS_DIR"), "the help names the declarative projections setting");
 }
 
 #[test]

@@ -48,6 +48,8 @@ pub struct TestEnv {
     pub kafka: KafkaSettings,
     pub store: Store,
     log_dir: PathBuf,
+    /// Settings every command of this test gets (a user's registry and projections).
+    app_env: Vec<(String, String)>,
 }
 
 impl TestEnv {
@@ -59,12 +61,23 @@ impl TestEnv {
 
     /// Like [`TestEnv::new`], on the given services.
     pub async fn with_services(services: Services) -> Self {
+        Self::with_app(services, &[]).await
+    }
+
+    /// Like [`TestEnv::new`] for an application of the user's: `app_env` (for example
+    /// EVENTLINE_SCHEMAS_DIR and EVENTLINE_PROJECTIONS_DIR) is set for every command, the
+    /// migration and topic creation included.
+    pub async fn with_app(services: Services, app_env: &[(&str, &str)]) -> Self {
+        let app_env: Vec<(String, String)> = app_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let id = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let database_url = services.server_url.with_database(&format!("eventline_test_{id}"));
         let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("system-tests").join(&id);
         std::fs::create_dir_all(&log_dir).expect("log directory");
         let run = |args: &[&str]| {
-            eventline_command(&id, &database_url, &services.kafka, args).output().expect("eventline runs")
+            eventline_command(&id, &database_url, &services.kafka, args)
+                .envs(app_env.iter().map(|(k, v)| (k, v)))
+                .output()
+                .expect("eventline runs")
         };
         let migrate = run(&["migrate"]);
         assert!(
@@ -79,7 +92,7 @@ impl TestEnv {
             stderr(&topics)
         );
         let store = Store::connect(&database_url, 4, Duration::from_secs(10)).await.expect("test database connects");
-        Self { id, database_url, kafka: services.kafka, store, log_dir }
+        Self { id, database_url, kafka: services.kafka, store, log_dir, app_env }
     }
 
     /// The Kafka topic name of a catalog topic in this test's namespace.
@@ -90,7 +103,24 @@ impl TestEnv {
     /// An `eventline` command with this test's database and namespace, and a short group
     /// session timeout so a killed worker's partitions move within seconds.
     pub fn command(&self, args: &[&str]) -> Command {
-        eventline_command(&self.id, &self.database_url, &self.kafka, args)
+        let mut command = eventline_command(&self.id, &self.database_url, &self.kafka, args);
+        command.envs(self.app_env.iter().map(|(k, v)| (k, v)));
+        command
+    }
+
+    /// A file of this test's folder.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.log_dir.join(name)
+    }
+
+    /// Runs SQL in this test's database with `psql`: the rows, unaligned, `|` between columns.
+    pub fn psql(&self, sql: &str) -> String {
+        let output = Command::new("psql")
+            .args([self.database_url.expose(), "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .expect("psql runs");
+        assert!(output.status.success(), "{sql}: {}", stderr(&output));
+        stdout(&output).trim().to_string()
     }
 
     /// Runs `eventline` to completion.

@@ -1,5 +1,5 @@
 //! System tests: the real `eventline` binary against a real PostgreSQL and a real Kafka-API
-//! broker (Tansu in development and CI; `scripts/services.sh up` starts both). A test whose
+//! broker (Apache Kafka in development and CI; `scripts/services.sh up` starts both). A test whose
 //! services are missing fails; none skips itself.
 
 mod analytics;
@@ -11,6 +11,7 @@ mod commands;
 mod compose;
 mod config_errors;
 mod database_outage;
+mod declarative;
 mod dlq;
 mod end_to_end;
 mod events;

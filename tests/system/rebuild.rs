@@ -36,15 +36,6 @@ async fn total_end(env: &TestEnv) -> i64 {
     env.end_offsets("accounts.events").await.iter().sum()
 }
 
-fn psql(env: &TestEnv, sql: &str) -> String {
-    let output = std::process::Command::new("psql")
-        .args([env.database_url.expose(), "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .output()
-        .expect("psql runs");
-    assert!(output.status.success(), "{sql}: {}", stderr(&output));
-    stdout(&output).trim().to_string()
-}
-
 /// Per account: balance, events applied, channel of the latest deposit.
 type Balances = BTreeMap<String, (i64, i64, Option<String>)>;
 
@@ -177,7 +168,7 @@ async fn a_rebuild_under_load_cuts_over_with_no_failed_query_and_rolls_back() {
     })
     .await;
     assert_eq!(AccountsScenario::actual(&env.store).await, expected, "generation 2 against the events");
-    let analytics = psql(&env, "SELECT count(*), sum(balance_minor) FROM analytics.account_balances");
+    let analytics = env.psql("SELECT count(*), sum(balance_minor) FROM analytics.account_balances");
     let sum: i64 = expected.values().map(|v| v.0).sum();
     assert_eq!(analytics, format!("20|{sum}"), "the analytics view follows the cutover");
     let audit = env.store.audit_log(Some("account_balances"), 5).await.unwrap();
@@ -197,7 +188,7 @@ async fn a_rebuild_under_load_cuts_over_with_no_failed_query_and_rolls_back() {
     assert!(cleaned.status.success(), "{}", stderr(&cleaned));
     assert_eq!(lines(&stdout(&cleaned))[0]["dropped_generations"], json!([2]));
     assert_eq!(status(&env).await["retired_generations"], json!([]));
-    assert_eq!(psql(&env, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'eventline_gen_%'"), "0");
+    assert_eq!(env.psql("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'eventline_gen_%'"), "0");
     drop(up);
 }
 
@@ -210,7 +201,7 @@ async fn a_rebuild_after_the_handler_changed_produces_the_new_shape() {
     wait_until("the events to be applied", || async { env.applied_through("account_balances").await == 300 }).await;
     scenario.assert_rows(&env, &worker.log()).await;
     // As when a migration adds a column a new handler fills: the rows written before have none.
-    psql(&env, "UPDATE account_balances SET last_deposit_channel = NULL");
+    env.psql("UPDATE account_balances SET last_deposit_channel = NULL");
     let stale: BTreeMap<_, _> = AccountsScenario::actual(&env.store).await;
     assert!(stale.values().all(|v| v.2.is_none()));
 
@@ -250,7 +241,7 @@ async fn bad_rebuild_requests_are_refused_and_change_nothing() {
     env.publish("events.ndjson", &scenario.events);
     let name = "account_balances";
     let generations = || {
-        psql(&env, "SELECT string_agg(generation || ':' || state, ',' ORDER BY generation) FROM eventline_generations")
+        env.psql("SELECT string_agg(generation || ':' || state, ',' ORDER BY generation) FROM eventline_generations")
     };
 
     let refusals: [(&[&str], i32, String); 5] = [
@@ -310,5 +301,5 @@ async fn bad_rebuild_requests_are_refused_and_change_nothing() {
     let cleaned = env.run(&["rebuild", "cleanup", name]);
     assert!(cleaned.status.success(), "{}", stderr(&cleaned));
     assert_eq!(generations(), "1:live");
-    assert_eq!(psql(&env, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'eventline_gen_%'"), "0");
+    assert_eq!(env.psql("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'eventline_gen_%'"), "0");
 }

@@ -27,6 +27,7 @@ use eventline_core::check::Problem;
 use eventline_core::config::Settings;
 use eventline_core::contract::ValidatedEvent;
 use eventline_core::registry::{Registry, CATALOG_FILE};
+use eventline_store::declarative::{DefinitionError, ProjectionMigration};
 use eventline_store::{Store, StoreTx};
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +41,10 @@ use crate::runtime::{self, WorkerError, WorkerReport};
 pub struct Applicable<E> {
     pub event: ValidatedEvent,
     pub payload: E,
+    /// Where it was read: the Kafka topic (as named on the broker), partition and offset.
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
     /// The event's `time`, or the Kafka record's timestamp when it has none.
     pub time: DateTime<Utc>,
 }
@@ -72,6 +77,10 @@ pub trait Handler: Send + Sync + 'static {
     const HANDLES: &'static [(&'static str, &'static [u32])];
     /// The tables it owns (created by its migrations), copied into each rebuild generation.
     const TABLES: &'static [&'static str];
+    /// Its migrations, in version order (for example `include_str!` of numbered files), applied
+    /// by `eventline migrate` and recorded per projection; an applied one must never change.
+    /// The reference projections' tables come from the store's own migrations instead.
+    const MIGRATIONS: &'static [Migration] = &[];
     /// Types on its topics it deliberately passes over, at any version.
     const IGNORES: &'static [&'static str] = &[];
     /// Whether it may start mid-stream (a replay or rebuild from a time or an offset): true when
@@ -96,6 +105,64 @@ pub trait Handler: Send + Sync + 'static {
     fn save(tx: &mut StoreTx, state: Self::State) -> impl Future<Output = Result<(), eventline_store::Error>> + Send;
 }
 
+/// One migration of a Rust projection.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i64,
+    pub description: &'static str,
+    pub sql: &'static str,
+}
+
+/// A Rust projection's migrations as the store applies them.
+fn migrations_of<H: Handler>() -> Vec<ProjectionMigration> {
+    H::MIGRATIONS
+        .iter()
+        .map(|m| ProjectionMigration {
+            version: m.version,
+            description: m.description.to_string(),
+            path: format!("{} migration {} ({})", H::NAME, m.version, m.description),
+            sql: m.sql.to_string(),
+        })
+        .collect()
+}
+
+/// What the runtime drives: one projection's way of applying a batch, whatever it is made of
+/// (a Rust [`Handler`], or a declarative definition's SQL function).
+pub trait Apply: Send + Sync + 'static {
+    /// The projection's reading of an event it handles.
+    type Event: Clone + Send + Sync + 'static;
+
+    fn name(&self) -> &str;
+    /// The catalog topics it reads.
+    fn topics(&self) -> &[String];
+    /// The tables it owns.
+    fn tables(&self) -> &[String];
+    /// Whether it applies events of this type (others on its topics are passed over).
+    fn handles(&self, event_type: &str) -> bool;
+    /// Reads a handled event; an error sets it aside as a dead letter with that reason.
+    fn decode(&self, event: &ValidatedEvent) -> Result<Self::Event, String>;
+    /// Applies `events`, in order, inside `tx`: `Ok` with no refusal when all of them are
+    /// written; otherwise the position (in `events`) and reason of each event a domain rule
+    /// refused, and nothing written. The runtime then calls again without the refused events
+    /// and the later events of their keys.
+    fn apply(
+        &self,
+        tx: &mut StoreTx,
+        events: &[&Applicable<Self::Event>],
+    ) -> impl Future<Output = Result<Vec<(usize, String)>, ApplyError>> + Send;
+}
+
+/// Why a batch could not be applied at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Store(#[from] eventline_store::Error),
+    /// The projection's definition is broken (its function answered what it must not): the
+    /// worker stops, nothing of the batch is written.
+    #[error("projection {projection}: {reason}")]
+    Definition { projection: String, reason: String },
+}
+
 /// A projection as the runtime and the operator commands see it, whatever it is made of: a
 /// Rust [`Handler`] ([`rust`]) or, later, a declarative definition. Object safe, so an
 /// application lists its projections in one [`Projections`].
@@ -110,6 +177,9 @@ pub trait Projection: Send + Sync + 'static {
     fn starts_mid_stream(&self) -> bool;
     /// What is wrong between its declarations and the registry (see [`review`]).
     fn review(&self, registry: &Registry) -> Vec<Problem>;
+    /// Applies its migrations and installs what it runs (`eventline migrate`); returns how many
+    /// migrations ran.
+    fn migrate<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<usize, DefinitionError>>;
     /// Runs its worker as a member of `group` (a rebuild has its own) until `shutdown`.
     fn run_in_group<'a>(
         &'a self,
@@ -146,10 +216,71 @@ impl dyn Projection {
 
 /// A Rust [`Handler`] as a [`Projection`].
 pub fn rust<H: Handler>() -> Arc<dyn Projection> {
-    Arc::new(RustProjection::<H>(PhantomData))
+    Arc::new(RustProjection::<H>::new())
 }
 
-struct RustProjection<H>(PhantomData<fn() -> H>);
+/// A Rust [`Handler`] as the runtime drives it.
+pub struct RustProjection<H> {
+    topics: Vec<String>,
+    tables: Vec<String>,
+    handler: PhantomData<fn() -> H>,
+}
+
+impl<H: Handler> RustProjection<H> {
+    pub fn new() -> Self {
+        Self {
+            topics: H::TOPICS.iter().map(|t| t.to_string()).collect(),
+            tables: H::TABLES.iter().map(|t| t.to_string()).collect(),
+            handler: PhantomData,
+        }
+    }
+}
+
+impl<H: Handler> Default for RustProjection<H> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<H: Handler> Apply for RustProjection<H> {
+    type Event = H::Event;
+
+    fn name(&self) -> &str {
+        H::NAME
+    }
+
+    fn topics(&self) -> &[String] {
+        &self.topics
+    }
+
+    fn tables(&self) -> &[String] {
+        &self.tables
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        H::HANDLES.iter().any(|(t, _)| *t == event_type)
+    }
+
+    fn decode(&self, event: &ValidatedEvent) -> Result<H::Event, String> {
+        H::decode(event)
+    }
+
+    /// Load, fold, and save unless the fold refused something (then the next call loads the
+    /// same rows again: nothing was written).
+    async fn apply(
+        &self,
+        tx: &mut StoreTx,
+        events: &[&Applicable<H::Event>],
+    ) -> Result<Vec<(usize, String)>, ApplyError> {
+        let loaded = H::load(tx, events).await?;
+        let folded = H::fold(loaded, events);
+        if !folded.rejected.is_empty() {
+            return Ok(folded.rejected);
+        }
+        H::save(tx, folded.state).await?;
+        Ok(Vec::new())
+    }
+}
 
 impl<H: Handler> Projection for RustProjection<H> {
     fn name(&self) -> &str {
@@ -157,11 +288,11 @@ impl<H: Handler> Projection for RustProjection<H> {
     }
 
     fn topics(&self) -> Vec<String> {
-        H::TOPICS.iter().map(|t| t.to_string()).collect()
+        self.topics.clone()
     }
 
     fn tables(&self) -> Vec<String> {
-        H::TABLES.iter().map(|t| t.to_string()).collect()
+        self.tables.clone()
     }
 
     fn starts_mid_stream(&self) -> bool {
@@ -172,6 +303,11 @@ impl<H: Handler> Projection for RustProjection<H> {
         review::<H>(registry)
     }
 
+    fn migrate<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<usize, DefinitionError>> {
+        let store = store.clone();
+        Box::pin(async move { store.migrate_projection(H::NAME, &migrations_of::<H>()).await })
+    }
+
     fn run_in_group<'a>(
         &'a self,
         settings: &'a Settings,
@@ -180,7 +316,13 @@ impl<H: Handler> Projection for RustProjection<H> {
         group: String,
         shutdown: CancellationToken,
     ) -> BoxFuture<'a, Result<WorkerReport, WorkerError>> {
-        Box::pin(runtime::run_in_group::<H>(settings, registry, store, group, shutdown))
+        Box::pin(async move {
+            store
+                .ensure_projection_migrated(H::NAME, &migrations_of::<H>())
+                .await
+                .map_err(|error| WorkerError::Definition(error.to_string()))?;
+            runtime::run_in_group(Arc::new(Self::new()), settings, registry, store, group, shutdown).await
+        })
     }
 
     fn retry_dead_letters<'a>(
@@ -191,7 +333,7 @@ impl<H: Handler> Projection for RustProjection<H> {
         skip: Option<(i64, &'a str)>,
         actor: &'a str,
     ) -> BoxFuture<'a, Result<dlq::RetryReport, dlq::DlqError>> {
-        Box::pin(dlq::retry::<H>(store, registry, target, skip, actor))
+        Box::pin(async move { dlq::retry(&Self::new(), store, registry, target, skip, actor).await })
     }
 }
 
@@ -219,6 +361,11 @@ impl Projections {
 
     pub fn all(&self) -> &[Arc<dyn Projection>] {
         &self.0
+    }
+
+    /// Keeps only the projections `keep` says yes to.
+    pub fn retain(&mut self, keep: impl Fn(&dyn Projection) -> bool) {
+        self.0.retain(|p| keep(&**p));
     }
 
     pub fn names(&self) -> Vec<&str> {
@@ -251,35 +398,57 @@ pub fn reference() -> Projections {
     all
 }
 
-/// What is wrong between projection `H`'s declarations and the registry: a handled type or
-/// version the registry does not have, a registered version on its topics it neither handles nor
-/// ignores, and a registry example (brought up to the current version) it cannot decode.
+/// What is wrong between projection `H`'s declarations and the registry (see [`review_declared`]).
 pub fn review<H: Handler>(registry: &Registry) -> Vec<Problem> {
+    let handles: Vec<(String, Vec<u32>)> = H::HANDLES.iter().map(|(t, v)| (t.to_string(), v.to_vec())).collect();
+    let declared = Declared {
+        name: H::NAME,
+        topics: &H::TOPICS.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+        handles: &handles,
+        ignores: &H::IGNORES.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+    };
+    review_declared(&declared, registry, |event| H::decode(event).map(|_| ()))
+}
+
+/// What a projection says it reads.
+pub struct Declared<'a> {
+    pub name: &'a str,
+    pub topics: &'a [String],
+    pub handles: &'a [(String, Vec<u32>)],
+    pub ignores: &'a [String],
+}
+
+/// What is wrong between a projection's declarations and the registry: a handled type or
+/// version the registry does not have, a handled type on a topic it does not read, a registered
+/// version on its topics it neither handles nor ignores, and a registry example (brought up to
+/// the current version) it cannot `decode`.
+pub fn review_declared(
+    declared: &Declared<'_>,
+    registry: &Registry,
+    decode: impl Fn(&ValidatedEvent) -> Result<(), String>,
+) -> Vec<Problem> {
+    let name = declared.name;
     let mut problems = Vec::new();
     let catalog = registry.shown_path(CATALOG_FILE);
-    for (event_type, versions) in H::HANDLES {
+    for (event_type, versions) in declared.handles {
         let Some(contract) = registry.contract(event_type) else {
             problems.push(Problem {
                 path: catalog.clone(),
-                reason: format!("projection {} handles {event_type}, which the registry does not know", H::NAME),
+                reason: format!("projection {name} handles {event_type}, which the registry does not know"),
             });
             continue;
         };
         for version in versions.iter().filter(|v| !contract.versions.contains_key(v)) {
             problems.push(Problem {
                 path: catalog.clone(),
-                reason: format!(
-                    "projection {} handles {event_type} v{version}, which the registry does not have",
-                    H::NAME
-                ),
+                reason: format!("projection {name} handles {event_type} v{version}, which the registry does not have"),
             });
         }
-        if !H::TOPICS.contains(&contract.topic.as_str()) {
+        if !declared.topics.contains(&contract.topic) {
             problems.push(Problem {
                 path: catalog.clone(),
                 reason: format!(
-                    "projection {} handles {event_type}, which travels on {}, a topic it does not read",
-                    H::NAME,
+                    "projection {name} handles {event_type}, which travels on {}, a topic it does not read",
                     contract.topic
                 ),
             });
@@ -297,39 +466,31 @@ pub fn review<H: Handler>(registry: &Registry) -> Vec<Problem> {
                 if !contract.versions[&contract.current()].accepts(event.data()) {
                     continue;
                 }
-                if let Err(reason) = H::decode(&event) {
+                if let Err(reason) = decode(&event) {
                     problems.push(Problem {
                         path: registry.shown_path(&version.path),
-                        reason: format!("example {index} does not fit projection {}: {reason}", H::NAME),
+                        reason: format!("example {index} does not fit projection {name}: {reason}"),
                     });
                 }
             }
         }
     }
-    for contract in registry.contracts().filter(|c| H::TOPICS.contains(&c.topic.as_str())) {
-        if H::IGNORES.contains(&contract.event_type.as_str()) {
+    for contract in registry.contracts().filter(|c| declared.topics.contains(&c.topic)) {
+        if declared.ignores.contains(&contract.event_type) {
             continue;
         }
-        let handled = H::HANDLES.iter().find(|(t, _)| *t == contract.event_type).map_or(&[][..], |(_, v)| *v);
+        let handled = declared.handles.iter().find(|(t, _)| *t == contract.event_type).map_or(&[][..], |(_, v)| v);
         for version in contract.versions.values().filter(|v| !handled.contains(&v.version)) {
             problems.push(Problem {
                 path: registry.shown_path(&version.path),
                 reason: format!(
-                    "projection {} reads {} but does not declare that it handles {} v{}",
-                    H::NAME,
-                    contract.topic,
-                    contract.event_type,
-                    version.version
+                    "projection {name} reads {} but does not declare that it handles {} v{}",
+                    contract.topic, contract.event_type, version.version
                 ),
             });
         }
     }
     problems
-}
-
-/// Whether `H` applies events of this type (others on its topics are passed over).
-pub(crate) fn handles<H: Handler>(event_type: &str) -> bool {
-    H::HANDLES.iter().any(|(t, _)| *t == event_type)
 }
 
 #[cfg(test)]

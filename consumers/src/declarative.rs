@@ -1,0 +1,476 @@
+//! Declarative projections: a projection written as a folder of SQL, run by eventline with the
+//! same guarantees as a Rust one, without building eventline again.
+//!
+//! ```text
+//! <EVENTLINE_PROJECTIONS_DIR>/<name>/
+//!   projection.toml   name, version, topics, tables, [handles], ignores, starts_mid_stream
+//!   migrations/       <version>_<description>.sql, applied once each, append-only
+//!   apply.sql         CREATE FUNCTION apply(batch jsonb) RETURNS TABLE(ord int, reason text)
+//! ```
+//!
+//! The runtime calls `apply` ONCE per batch, in the batch's transaction (the one that moves the
+//! offsets), behind a savepoint. `batch` is a JSON array of the batch's events in offset order,
+//! each `{ord, id, type, source, subject, key, time, topic, partition, offset, dataversion,
+//! data}` with `ord` counting from 1 and `data` at the type's current version. Each row the
+//! function returns refuses the event at `ord` with `reason`: the runtime rolls back to the
+//! savepoint and calls again without the refused events and the later events of their keys
+//! (which become dead letters behind them, their keys parked), so other keys of the batch still
+//! apply. An error the SQL raises for the data (a constraint, a bad value, a `RAISE`) is traced
+//! to the first event that causes it by calling again on halves of the batch, and that event
+//! alone is refused with the database's message. A function that answers what it must not (an
+//! `ord` not in the batch, an empty reason) or fails for any other reason stops the worker with
+//! nothing written.
+//!
+//! Each version's function is installed in a schema of its own (`eventline_apply_<name>_v<N>`),
+//! so a rebuild of a new version runs its own function beside the live one; the tables it names
+//! are found through the connection's `search_path`, which puts a rebuild's generation first.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use eventline_core::check::Problem;
+use eventline_core::config::Settings;
+use eventline_core::contract::ValidatedEvent;
+use eventline_core::registry::Registry;
+use eventline_store::declarative::{function_schema, DefinitionError, ProjectionMigration};
+use eventline_store::{Store, StoreTx};
+use futures::future::BoxFuture;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::dlq;
+use crate::projections::{review_declared, Applicable, Apply, ApplyError, Declared, Projection};
+use crate::runtime::{self, WorkerError, WorkerReport};
+
+pub const MANIFEST_FILE: &str = "projection.toml";
+pub const APPLY_FILE: &str = "apply.sql";
+pub const MIGRATIONS_DIR: &str = "migrations";
+/// Longest projection name: it is part of schema names (63 bytes at most in PostgreSQL).
+const MAX_NAME: usize = 40;
+
+/// A definition that cannot be loaded: the file and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    pub path: String,
+    pub reason: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.reason)
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// `projection.toml` as written; unknown keys are refused so typos surface.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    name: String,
+    version: i32,
+    topics: Vec<String>,
+    tables: Vec<String>,
+    #[serde(default)]
+    ignores: Vec<String>,
+    #[serde(default)]
+    starts_mid_stream: bool,
+    handles: BTreeMap<String, Vec<u32>>,
+}
+
+/// A loaded, well-formed definition (its SQL is checked against a database by `migrate` and
+/// `projections check`).
+#[derive(Debug, Clone)]
+pub struct Definition {
+    pub name: String,
+    pub version: i32,
+    pub topics: Vec<String>,
+    pub tables: Vec<String>,
+    pub handles: Vec<(String, Vec<u32>)>,
+    pub ignores: Vec<String>,
+    pub starts_mid_stream: bool,
+    pub migrations: Vec<ProjectionMigration>,
+    pub apply_sql: String,
+    /// `apply.sql` as the user would find it.
+    pub apply_path: String,
+    /// `projection.toml` as the user would find it.
+    pub manifest_path: String,
+}
+
+fn shown(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn error(path: &Path, reason: impl Into<String>) -> LoadError {
+    LoadError { path: shown(path), reason: reason.into() }
+}
+
+fn read(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|e| error(path, format!("cannot be read: {e}")))
+}
+
+/// A name PostgreSQL and Kafka take as it is: lowercase letters, digits and `_`, from a letter.
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Loads every definition in `dir` (one subfolder each, in name order).
+pub fn load_dir(dir: &Path) -> Result<Vec<Definition>, LoadError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| error(dir, format!("cannot be read: {e}")))?;
+    let mut folders: Vec<PathBuf> = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| error(dir, format!("cannot be read: {e}")))?.path();
+        if path.is_dir() {
+            folders.push(path);
+        }
+    }
+    folders.sort();
+    folders.iter().map(|folder| load(folder)).collect()
+}
+
+/// Loads the definition in `folder`.
+pub fn load(folder: &Path) -> Result<Definition, LoadError> {
+    let manifest_path = folder.join(MANIFEST_FILE);
+    let text = read(&manifest_path)?;
+    let manifest: Manifest = toml::from_str(&text).map_err(|e| error(&manifest_path, e.to_string().trim_end()))?;
+    let bad = |reason: String| Err(error(&manifest_path, reason));
+    if !is_identifier(&manifest.name) || manifest.name.len() > MAX_NAME {
+        return bad(format!(
+            "name `{}` must be lowercase letters, digits and `_`, start with a letter, and be at most {MAX_NAME} long",
+            manifest.name
+        ));
+    }
+    let folder_name = folder.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if folder_name != manifest.name {
+        return bad(format!("the projection is named `{}` but its folder `{folder_name}`", manifest.name));
+    }
+    if manifest.version < 1 {
+        return bad(format!("version must be a whole number from 1, not {}", manifest.version));
+    }
+    if manifest.topics.is_empty() {
+        return bad("topics must name at least one catalog topic".into());
+    }
+    if manifest.tables.is_empty() {
+        return bad("tables must name at least one table it owns".into());
+    }
+    if let Some(table) = manifest.tables.iter().find(|t| !is_identifier(t)) {
+        return bad(format!("table `{table}` must be lowercase letters, digits and `_`, starting with a letter"));
+    }
+    if manifest.handles.is_empty() {
+        return bad("[handles] must name at least one event type with its versions".into());
+    }
+    if let Some((event_type, _)) = manifest.handles.iter().find(|(_, versions)| versions.is_empty()) {
+        return bad(format!("[handles] `{event_type}` lists no version"));
+    }
+    if let Some(both) = manifest.ignores.iter().find(|t| manifest.handles.contains_key(*t)) {
+        return bad(format!("`{both}` is both handled and ignored"));
+    }
+    let migrations = load_migrations(&folder.join(MIGRATIONS_DIR))?;
+    let apply_path = folder.join(APPLY_FILE);
+    let apply_sql = read(&apply_path)?;
+    Ok(Definition {
+        name: manifest.name,
+        version: manifest.version,
+        topics: manifest.topics,
+        tables: manifest.tables,
+        handles: manifest.handles.into_iter().collect(),
+        ignores: manifest.ignores,
+        starts_mid_stream: manifest.starts_mid_stream,
+        migrations,
+        apply_sql,
+        apply_path: shown(&apply_path),
+        manifest_path: shown(&manifest_path),
+    })
+}
+
+/// `<version>_<description>.sql` files, in version order.
+fn load_migrations(dir: &Path) -> Result<Vec<ProjectionMigration>, LoadError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| error(dir, format!("cannot be read: {e}")))?;
+    let mut migrations: Vec<ProjectionMigration> = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| error(dir, format!("cannot be read: {e}")))?.path();
+        let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let parsed = file
+            .strip_suffix(".sql")
+            .and_then(|stem| stem.split_once('_'))
+            .and_then(|(version, description)| Some((version.parse::<i64>().ok()?, description)));
+        let Some((version, description)) = parsed.filter(|(v, d)| *v > 0 && !d.is_empty()) else {
+            return Err(error(
+                &path,
+                "a migration is named <version>_<description>.sql, the version a whole number from 1",
+            ));
+        };
+        if let Some(same) = migrations.iter().find(|m| m.version == version) {
+            return Err(error(&path, format!("version {version} is taken by {}", same.path)));
+        }
+        let sql = read(&path)?;
+        migrations.push(ProjectionMigration {
+            version,
+            description: description.replace('_', " "),
+            path: shown(&path),
+            sql,
+        });
+    }
+    if migrations.is_empty() {
+        return Err(error(dir, "needs at least one migration creating the projection's tables"));
+    }
+    migrations.sort_by_key(|m| m.version);
+    Ok(migrations)
+}
+
+/// A declarative projection, as the runtime and the commands drive it.
+#[derive(Clone)]
+pub struct Declarative {
+    definition: Arc<Definition>,
+    /// Where its `apply` function is installed.
+    schema: String,
+    handled: Arc<HashSet<String>>,
+}
+
+impl Declarative {
+    pub fn new(definition: Definition) -> Self {
+        let schema = function_schema(&definition.name, definition.version);
+        let handled = definition.handles.iter().map(|(t, _)| t.clone()).collect();
+        Self { definition: Arc::new(definition), schema, handled: Arc::new(handled) }
+    }
+
+    pub fn definition(&self) -> &Definition {
+        &self.definition
+    }
+
+    /// The batch as `apply` receives it.
+    fn batch_json(events: &[&Applicable<()>]) -> Value {
+        Value::Array(
+            events
+                .iter()
+                .enumerate()
+                .map(|(index, applicable)| {
+                    let envelope = applicable.event.envelope();
+                    json!({
+                        "ord": index + 1,
+                        "id": envelope.id,
+                        "type": envelope.event_type,
+                        "source": envelope.source,
+                        "subject": envelope.subject,
+                        "key": applicable.event.key(),
+                        "time": applicable.time,
+                        "topic": applicable.topic,
+                        "partition": applicable.partition,
+                        "offset": applicable.offset,
+                        "dataversion": applicable.event.current_version(),
+                        "data": applicable.event.data(),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    fn broken(&self, reason: String) -> ApplyError {
+        ApplyError::Definition { projection: self.definition.name.clone(), reason }
+    }
+
+    /// One call of `apply` on `events`, behind the savepoint: the refusals it returned (checked),
+    /// or its error. What it wrote is kept only when it refused nothing and `keep` is set.
+    async fn call(
+        &self,
+        tx: &mut StoreTx,
+        events: &[&Applicable<()>],
+        keep: bool,
+    ) -> Result<Vec<(usize, String)>, ApplyError> {
+        let refusals = match tx.call_apply(&self.schema, &Self::batch_json(events)).await {
+            Ok(refusals) => refusals,
+            Err(error) => {
+                tx.rollback_apply().await?;
+                return Err(error.into());
+            }
+        };
+        if refusals.is_empty() && keep {
+            tx.keep_apply().await?;
+            return Ok(Vec::new());
+        }
+        tx.rollback_apply().await?;
+        let mut refused: Vec<(usize, String)> = Vec::new();
+        for (ord, reason) in refusals {
+            let Some(position) = usize::try_from(ord).ok().filter(|o| (1..=events.len()).contains(o)).map(|o| o - 1)
+            else {
+                return Err(self.broken(format!(
+                    "{} returned ord {ord}, which is not in the batch (1..={})",
+                    self.definition.apply_path,
+                    events.len()
+                )));
+            };
+            let Some(reason) = reason.filter(|r| !r.trim().is_empty()) else {
+                return Err(self.broken(format!(
+                    "{} refused the event at ord {ord} without a reason (reason must be a non-empty text)",
+                    self.definition.apply_path
+                )));
+            };
+            if !refused.iter().any(|(p, _)| *p == position) {
+                refused.push((position, reason));
+            }
+        }
+        refused.sort_by_key(|(p, _)| *p);
+        Ok(refused)
+    }
+
+    /// The first event whose data makes `apply` fail, found by calling it on ever shorter
+    /// prefixes of `events` (whose whole fails with `whole`), with the database's message.
+    async fn first_failing(
+        &self,
+        tx: &mut StoreTx,
+        events: &[&Applicable<()>],
+        whole: String,
+    ) -> Result<(usize, String), ApplyError> {
+        let (mut shortest_failing, mut message) = (events.len(), whole);
+        let mut longest_passing = 0;
+        while longest_passing + 1 < shortest_failing {
+            let middle = (longest_passing + shortest_failing) / 2;
+            // A probe: whatever it writes is rolled back.
+            match self.call(tx, &events[..middle], false).await {
+                Ok(_) => longest_passing = middle,
+                Err(ApplyError::Store(error)) if error.is_data_error() => {
+                    shortest_failing = middle;
+                    message = error.database_message();
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok((shortest_failing - 1, format!("apply failed on this event: {message}")))
+    }
+}
+
+impl Apply for Declarative {
+    type Event = ();
+
+    fn name(&self) -> &str {
+        &self.definition.name
+    }
+
+    fn topics(&self) -> &[String] {
+        &self.definition.topics
+    }
+
+    fn tables(&self) -> &[String] {
+        &self.definition.tables
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        self.handled.contains(event_type)
+    }
+
+    fn decode(&self, _: &ValidatedEvent) -> Result<(), String> {
+        // The function reads the validated JSON itself.
+        Ok(())
+    }
+
+    async fn apply(&self, tx: &mut StoreTx, events: &[&Applicable<()>]) -> Result<Vec<(usize, String)>, ApplyError> {
+        match self.call(tx, events, true).await {
+            Err(ApplyError::Store(error)) if error.is_data_error() => {
+                let (position, reason) = self.first_failing(tx, events, error.database_message()).await?;
+                Ok(vec![(position, reason)])
+            }
+            Err(ApplyError::Store(error))
+                if !error.is_transient() && !matches!(error, eventline_store::Error::Fenced { .. }) =>
+            {
+                Err(self.broken(format!("{} failed: {}", self.definition.apply_path, error.database_message())))
+            }
+            other => other,
+        }
+    }
+}
+
+impl Projection for Declarative {
+    fn name(&self) -> &str {
+        &self.definition.name
+    }
+
+    fn topics(&self) -> Vec<String> {
+        self.definition.topics.clone()
+    }
+
+    fn tables(&self) -> Vec<String> {
+        self.definition.tables.clone()
+    }
+
+    fn starts_mid_stream(&self) -> bool {
+        self.definition.starts_mid_stream
+    }
+
+    fn review(&self, registry: &Registry) -> Vec<Problem> {
+        let definition = &self.definition;
+        let declared = Declared {
+            name: &definition.name,
+            topics: &definition.topics,
+            handles: &definition.handles,
+            ignores: &definition.ignores,
+        };
+        review_declared(&declared, registry, |_| Ok(()))
+            .into_iter()
+            .map(|problem| {
+                // Problems about what it declares point at its manifest.
+                if problem.reason.starts_with(&format!("projection {} handles", definition.name)) {
+                    Problem { path: definition.manifest_path.clone(), reason: problem.reason }
+                } else {
+                    problem
+                }
+            })
+            .collect()
+    }
+
+    fn migrate<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<usize, DefinitionError>> {
+        let store = store.clone();
+        Box::pin(async move {
+            let definition = &self.definition;
+            let ran = store.migrate_projection(&definition.name, &definition.migrations).await?;
+            store.check_tables(&definition.manifest_path, &definition.tables).await?;
+            store
+                .install_apply(&definition.name, definition.version, &definition.apply_path, &definition.apply_sql)
+                .await?;
+            Ok(ran)
+        })
+    }
+
+    fn run_in_group<'a>(
+        &'a self,
+        settings: &'a Settings,
+        registry: Arc<Registry>,
+        store: Store,
+        group: String,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'a, Result<WorkerReport, WorkerError>> {
+        Box::pin(async move {
+            let definition = &self.definition;
+            let ready = async {
+                store.ensure_projection_migrated(&definition.name, &definition.migrations).await?;
+                store
+                    .install_apply(&definition.name, definition.version, &definition.apply_path, &definition.apply_sql)
+                    .await
+            };
+            ready.await.map_err(|error| WorkerError::Definition(error.to_string()))?;
+            runtime::run_in_group(Arc::new(self.clone()), settings, registry, store, group, shutdown).await
+        })
+    }
+
+    fn retry_dead_letters<'a>(
+        &'a self,
+        store: &'a Store,
+        registry: &'a Registry,
+        target: &'a dlq::Target,
+        skip: Option<(i64, &'a str)>,
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<dlq::RetryReport, dlq::DlqError>> {
+        Box::pin(async move {
+            let definition = &self.definition;
+            store
+                .install_apply(&definition.name, definition.version, &definition.apply_path, &definition.apply_sql)
+                .await
+                .map_err(|error| dlq::DlqError::Definition(error.to_string()))?;
+            dlq::retry(self, store, registry, target, skip, actor).await
+        })
+    }
+}

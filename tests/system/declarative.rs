@@ -1,0 +1,392 @@
+//! Declarative projections (a folder of SQL, no Rust) on the real broker and database: the
+//! tutorial's inventory domain (`examples/inventory`), applied effectively once with one `apply`
+//! call per batch, a refused event dead-lettered with its key parked while other keys go on, an
+//! SQL error traced to the one event that raises it, a worker killed mid-stream ending exact,
+//! and every broken definition refused with its file and reason.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::helpers::{stderr, stdout, wait_until, Services, TestEnv};
+
+fn example(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/inventory").join(path)
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// A folder of projections holding a copy of the tutorial's `stock`, changed by `edit`.
+fn projections(name: &str, edit: impl FnOnce(&Path)) -> PathBuf {
+    let root = std::env::temp_dir().join(format!("eventline-projections-{name}-{}", rand::random::<u32>()));
+    copy_tree(&example("projections"), &root);
+    edit(&root.join("stock"));
+    root
+}
+
+fn replace_in(file: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(file).unwrap();
+    assert!(text.contains(from), "{} has no `{from}`", file.display());
+    std::fs::write(file, text.replace(from, to)).unwrap();
+}
+
+async fn inventory(projections_dir: &Path) -> TestEnv {
+    let schemas = example("schemas");
+    TestEnv::with_app(
+        Services::from_env(),
+        &[
+            ("EVENTLINE_SCHEMAS_DIR", schemas.to_str().unwrap()),
+            ("EVENTLINE_PROJECTIONS_DIR", projections_dir.to_str().unwrap()),
+        ],
+    )
+    .await
+}
+
+fn received(id: &str, sku: &str, quantity: i64) -> Value {
+    json!({"specversion": "1.0", "id": id, "source": "/warehouse", "type": "inventory.StockReceived",
+           "subject": sku, "data": {"sku": sku, "quantity": quantity}})
+}
+
+fn shipped(id: &str, sku: &str, quantity: i64) -> Value {
+    json!({"specversion": "1.0", "id": id, "source": "/warehouse", "type": "inventory.ItemShipped",
+           "subject": sku, "data": {"sku": sku, "quantity": quantity, "order_id": format!("o-{id}")}})
+}
+
+/// `sku|on_hand|shipped` per row, in SKU order.
+fn stock(env: &TestEnv) -> Vec<String> {
+    let rows = env.psql("SELECT sku || '|' || on_hand || '|' || shipped FROM stock_levels ORDER BY sku");
+    rows.lines().map(String::from).collect()
+}
+
+/// Dead letters of `stock` as (key, kind, reason), in offset order.
+fn dead_letters(env: &TestEnv) -> Vec<(String, String, String)> {
+    let output = env.run(&["dlq", "list", "--projection", "stock", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    stdout(&output)
+        .lines()
+        .map(|line| {
+            let letter: Value = serde_json::from_str(line).unwrap();
+            let text = |k: &str| letter[k].as_str().unwrap_or_default().to_string();
+            (text("key"), text("kind"), text("reason"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_declarative_projection_refuses_parks_and_applies_other_keys_with_one_call_per_batch() {
+    let dir = projections("refuse", |_| {});
+    let env = inventory(&dir).await;
+    // Count the calls of each PL/pgSQL function in this test's database.
+    env.psql(&format!("ALTER DATABASE \"eventline_test_{}\" SET track_functions = 'pl'", env.id));
+    env.publish(
+        "inventory.ndjson",
+        &[
+            received("r1", "bolt", 10),
+            shipped("s1", "bolt", 4),
+            // Beyond the stock: refused, and bolt waits behind it.
+            shipped("s2", "bolt", 40),
+            received("r2", "bolt", 100),
+            received("r3", "nut", 5),
+            shipped("s3", "nut", 5),
+        ],
+    );
+    let worker = env.spawn("worker", &["worker", "stock"], &[("EVENTLINE_BATCH_MAX_EVENTS", "1000")]);
+    wait_until("the worker to pass every event", || async { env.applied_through("stock").await == 6 }).await;
+    assert_eq!(stock(&env), ["bolt|6|4", "nut|0|5"], "bolt's later receipt waits behind its refused shipment");
+    assert_eq!(
+        dead_letters(&env),
+        [
+            ("bolt".into(), "rejected".into(), "cannot ship 40 of bolt: 6 on hand".into()),
+            ("bolt".into(), "parked".into(), "key bolt is parked behind an earlier dead letter".into()),
+        ]
+    );
+    worker.terminate();
+    // One call per batch, and one more for the batch with the refusal (again without s2 and r2).
+    let calls = env.psql(
+        "SELECT calls FROM pg_stat_user_functions WHERE schemaname = 'eventline_apply_stock_v1' AND funcname = 'apply'",
+    );
+    let log = std::fs::read_to_string(env.file("worker.log")).unwrap();
+    let batches = log.matches("Batch written.").count();
+    assert_eq!(calls, (batches + 1).to_string(), "{log}");
+
+    // The operator skips the refused shipment: bolt's receipt applies, through the function.
+    let id = env.psql("SELECT min(id) FROM eventline_dead_letters WHERE projection = 'stock'");
+    let skipped = env.run(&["dlq", "skip", "stock", "--id", &id, "--reason", "order cancelled"]);
+    assert!(skipped.status.success(), "{}", stderr(&skipped));
+    assert_eq!(stock(&env), ["bolt|106|4", "nut|0|5"]);
+    assert_eq!(dead_letters(&env), []);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_sql_error_is_traced_to_the_event_that_raises_it() {
+    let dir = projections("raise", |stock| {
+        replace_in(
+            &stock.join("apply.sql"),
+            "        wanted := (event->'data'->>'quantity')::bigint;\n",
+            "        wanted := (event->'data'->>'quantity')::bigint;\n        IF wanted = 13 THEN\n            RAISE EXCEPTION 'unlucky quantity %', wanted;\n        END IF;\n",
+        );
+    });
+    let env = inventory(&dir).await;
+    let mut events: Vec<Value> = (0..40).map(|i| received(&format!("r{i}"), &format!("sku-{}", i % 4), 1)).collect();
+    events.insert(21, received("bad", "sku-1", 13));
+    events.push(received("after", "sku-1", 1));
+    env.publish("inventory.ndjson", &events);
+    let worker = env.spawn("worker", &["worker", "stock"], &[("EVENTLINE_BATCH_MAX_EVENTS", "1000")]);
+    wait_until("the worker to pass every event", || async { env.applied_through("stock").await == 42 }).await;
+    // sku-1 stops at the raising event: 5 of its 10 receipts came before it.
+    assert_eq!(stock(&env), ["sku-0|10|0", "sku-1|5|0", "sku-2|10|0", "sku-3|10|0"]);
+    let letters = dead_letters(&env);
+    assert_eq!(letters.len(), 7, "the raising event and sku-1's 6 later events: {letters:?}");
+    assert_eq!(
+        letters[0],
+        ("sku-1".into(), "rejected".into(), "apply failed on this event: unlucky quantity 13 [SQLSTATE P0001]".into())
+    );
+    assert!(letters[1..].iter().all(|(key, kind, _)| key == "sku-1" && kind == "parked"), "{letters:?}");
+    assert!(worker.running(), "an event's error does not stop the worker: {}", worker.log());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_declarative_worker_killed_mid_stream_ends_exact() {
+    let dir = projections("kill", |_| {});
+    let env = inventory(&dir).await;
+    // Shipments (1 unit) never outrun receipts (2 units): each SKU starts with a receipt.
+    let is_shipment = |i: usize| i >= 30 && i % 7 == 6;
+    let events: Vec<Value> = (0..6_000)
+        .map(|i| {
+            let sku = format!("sku-{}", i % 30);
+            if is_shipment(i) {
+                shipped(&format!("e{i}"), &sku, 1)
+            } else {
+                received(&format!("e{i}"), &sku, 2)
+            }
+        })
+        .collect();
+    env.publish("inventory.ndjson", &events);
+    let first = env.spawn("worker-1", &["worker", "stock"], &[("EVENTLINE_BATCH_MAX_EVENTS", "50")]);
+    wait_until("the first worker to pass 1,000 events", || async { env.applied_through("stock").await >= 1_000 }).await;
+    first.kill_hard();
+    let passed = env.applied_through("stock").await;
+    assert!(passed < 6_000, "killed too late to prove anything");
+    let _second = env.spawn("worker-2", &["worker", "stock"], &[("EVENTLINE_BATCH_MAX_EVENTS", "50")]);
+    wait_until("the second worker to pass every event", || async { env.applied_through("stock").await == 6_000 }).await;
+    let expected: Vec<String> = {
+        let mut skus: Vec<String> = (0..30).map(|i| format!("sku-{i}")).collect();
+        skus.sort();
+        skus.into_iter()
+            .map(|sku| {
+                let n: usize = sku[4..].parse().unwrap();
+                let (mut on_hand, mut out) = (0, 0);
+                for i in (n..6_000).step_by(30) {
+                    if is_shipment(i) {
+                        on_hand -= 1;
+                        out += 1;
+                    } else {
+                        on_hand += 2;
+                    }
+                }
+                format!("{sku}|{on_hand}|{out}")
+            })
+            .collect()
+    };
+    assert_eq!(stock(&env), expected);
+    assert_eq!(dead_letters(&env), []);
+    assert_eq!(env.psql("SELECT count(*) FROM eventline_applied_events WHERE projection = 'stock'"), "6000");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The `error:` lines of a command's standard error (its logs left out).
+fn errors(output: &std::process::Output) -> String {
+    stderr(output).lines().filter(|l| l.starts_with("error: ")).map(|l| format!("{l}\n")).collect()
+}
+
+/// What `eventline projections check --dir DIR` says about a broken copy of `stock`.
+fn check(env: &TestEnv, dir: &Path) -> (Option<i32>, String) {
+    let output = env.run(&["projections", "check", "--dir", dir.to_str().unwrap()]);
+    (output.status.code(), errors(&output))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_definitions_are_refused_with_the_file_and_reason() {
+    let good = projections("good", |_| {});
+    let env = inventory(&good).await;
+    let checked = env.run(&["projections", "check", "--dir", good.to_str().unwrap()]);
+    assert!(checked.status.success(), "{}", stderr(&checked));
+    assert_eq!(stdout(&checked), "1 projection(s) checked: stock\n");
+
+    type Edit = Box<dyn FnOnce(&Path)>;
+    let cases: Vec<(&str, Edit, String)> = vec![
+        (
+            "unknown-type",
+            Box::new(|s: &Path| replace_in(&s.join("projection.toml"), "\"inventory.ItemShipped\"", "\"inventory.ItemLost\"")),
+            "projection.toml: projection stock handles inventory.ItemLost, which the registry does not know".into(),
+        ),
+        (
+            "missing-version",
+            Box::new(|s: &Path| replace_in(&s.join("projection.toml"), "\"inventory.StockReceived\" = [1]", "\"inventory.StockReceived\" = [1, 2]")),
+            "projection.toml: projection stock handles inventory.StockReceived v2, which the registry does not have".into(),
+        ),
+        (
+            "no-primary-key",
+            Box::new(|s: &Path| replace_in(&s.join("migrations/1_stock_levels.sql"), "sku text PRIMARY KEY", "sku text NOT NULL")),
+            "projection.toml: table `stock_levels` has no primary key (rebuilds compare and API reads look up rows by it)".into(),
+        ),
+        (
+            "undeclared-table",
+            Box::new(|s: &Path| replace_in(&s.join("projection.toml"), "tables = [\"stock_levels\"]", "tables = [\"stock_levels\", \"reservations\"]")),
+            "projection.toml: table `reservations` is declared but its migrations do not create it".into(),
+        ),
+        (
+            "bad-sql",
+            Box::new(|s: &Path| replace_in(&s.join("apply.sql"), "END IF;\n    END LOOP;", "END IF\n    END LOOP;")),
+            "apply.sql: line 28: syntax error at or near \"END\" [SQLSTATE 42601]".into(),
+        ),
+        (
+            "wrong-signature",
+            Box::new(|s: &Path| replace_in(&s.join("apply.sql"), "RETURNS TABLE(ord int, reason text)", "RETURNS TABLE(ord bigint, reason text)")),
+            "apply.sql: must define a function apply(batch jsonb) RETURNS TABLE(ord int, reason text); it returns TABLE(ord bigint, reason text)".into(),
+        ),
+        (
+            "bad-manifest",
+            Box::new(|s: &Path| replace_in(&s.join("projection.toml"), "version = 1", "version = \"one\"")),
+            "projection.toml: TOML parse error at line 4, column 11".into(),
+        ),
+        (
+            "bad-migration-name",
+            Box::new(|s: &Path| std::fs::write(s.join("migrations/later.sql"), "SELECT 1;").unwrap()),
+            "migrations/later.sql: a migration is named <version>_<description>.sql, the version a whole number from 1".into(),
+        ),
+        (
+            "no-apply",
+            Box::new(|s: &Path| std::fs::remove_file(s.join("apply.sql")).unwrap()),
+            "apply.sql: cannot be read: No such file or directory (os error 2)".into(),
+        ),
+    ];
+    for (name, edit, expected) in cases {
+        let dir = projections(name, edit);
+        let (code, err) = check(&env, &dir);
+        assert_eq!(code, Some(1), "{name}: {err}");
+        let shown = format!("error: {}/stock/{expected}", dir.display());
+        assert!(err.starts_with(&shown), "{name}: expected `{shown}`, got: {err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    assert_eq!(env.applied_through("stock").await, 0);
+    std::fs::remove_dir_all(good).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edited_migration_or_apply_and_a_lying_function_change_nothing() {
+    let dir = projections("edits", |_| {});
+    let env = inventory(&dir).await;
+    let stock_dir = dir.join("stock");
+    let shown = |file: &str| format!("{}/{file}", stock_dir.display());
+
+    // An applied migration edited: `migrate` refuses, naming the file.
+    let migration = stock_dir.join("migrations/1_stock_levels.sql");
+    let original = std::fs::read_to_string(&migration).unwrap();
+    std::fs::write(&migration, original.replace("DEFAULT 0", "DEFAULT 1")).unwrap();
+    let migrate = env.run(&["migrate"]);
+    assert_eq!(migrate.status.code(), Some(78), "{}", stderr(&migrate));
+    assert_eq!(
+        errors(&migrate),
+        format!(
+            "error: projection stock: {}: this migration of stock was applied with other contents; applied migrations are append-only: add a new file instead\n",
+            shown("migrations/1_stock_levels.sql")
+        )
+    );
+    let worker = env.run(&["worker", "stock"]);
+    assert_eq!(worker.status.code(), Some(78), "{}", stderr(&worker));
+    assert!(stderr(&worker).contains("this migration of stock was applied with other contents"), "{}", stderr(&worker));
+    std::fs::write(&migration, &original).unwrap();
+
+    // apply.sql changed without a new version: refused at start.
+    let apply = stock_dir.join("apply.sql");
+    let original_apply = std::fs::read_to_string(&apply).unwrap();
+    std::fs::write(&apply, original_apply.replace("cannot ship", "will not ship")).unwrap();
+    let worker = env.run(&["worker", "stock"]);
+    assert_eq!(worker.status.code(), Some(78), "{}", stderr(&worker));
+    assert!(
+        errors(&worker).ends_with(&format!(
+            "{}: version 1 of stock was installed with another apply.sql; a changed apply.sql needs a new version (and a rebuild)\n",
+            shown("apply.sql")
+        )),
+        "{}",
+        stderr(&worker)
+    );
+
+    // A function answering an ord outside the batch, or a refusal without a reason, stops the
+    // worker with nothing written (a new version, so it installs).
+    env.publish("inventory.ndjson", &[received("r1", "bolt", 10), shipped("s1", "bolt", 1)]);
+    for (version, body, expected) in [
+        (2, "ord := 99; reason := 'no'; RETURN NEXT;", "returned ord 99, which is not in the batch (1..=2)"),
+        (
+            3,
+            "ord := 1; reason := ' '; RETURN NEXT;",
+            "refused the event at ord 1 without a reason (reason must be a non-empty text)",
+        ),
+    ] {
+        replace_in(
+            &stock_dir.join("projection.toml"),
+            &format!("version = {}", version - 1),
+            &format!("version = {version}"),
+        );
+        std::fs::write(
+            &apply,
+            format!(
+                "CREATE FUNCTION apply(batch jsonb) RETURNS TABLE(ord int, reason text) LANGUAGE plpgsql AS $$ BEGIN {body} END $$;"
+            ),
+        )
+        .unwrap();
+        let worker = env.spawn(&format!("liar-{version}"), &["worker", "stock"], &[]);
+        wait_until("the worker to stop", || async { !worker.running() }).await;
+        let log = worker.log();
+        assert!(
+            log.contains(&format!("worker stock failed: projection stock: {} {expected}", shown("apply.sql"))),
+            "{log}"
+        );
+        assert_eq!(env.applied_through("stock").await, 0, "no offset moved");
+        assert_eq!(stock(&env), Vec::<String>::new(), "nothing written");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_missing_or_broken_projections_folder_stops_every_command() {
+    let output = std::process::Command::new(crate::helpers::BIN)
+        .args(["status"])
+        .env("EVENTLINE_PROJECTIONS_DIR", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    assert_eq!(stderr(&output), "error: invalid EVENTLINE_PROJECTIONS_DIR: /nonexistent is not a directory\n");
+
+    let dir = projections("folder", |stock| {
+        replace_in(&stock.join("projection.toml"), "name = \"stock\"", "name = \"stocks\"")
+    });
+    let output = std::process::Command::new(crate::helpers::BIN)
+        .args(["status"])
+        .env("EVENTLINE_PROJECTIONS_DIR", &dir)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "error: invalid projection definition: {}/stock/projection.toml: the projection is named `stocks` but its folder `stock`\n",
+            dir.display()
+        )
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
