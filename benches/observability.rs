@@ -176,7 +176,8 @@ async fn main() {
             let listen = format!("127.0.0.1:{port}");
             let scraper = (mode == Observability::On).then(|| scrape_every_second(format!("http://{listen}/metrics")));
             let args: Vec<&str> = if mode == Observability::On { vec!["--listen", &listen] } else { Vec::new() };
-            let run = run_worker(&with_mode(&env, mode, &endpoint), &args, &db, &store, total).await;
+            let run =
+                run_worker(&with_mode(&env, mode, &endpoint), "account_balances", &args, &db, &store, total).await;
             if let Some(scraper) = scraper {
                 scraper.abort();
             }

@@ -177,7 +177,7 @@ async fn main() {
     // (c) The eventline worker, as a process.
     let worker_db = settings.database_url.with_database(&format!("eventline_bench_worker_{}", rand::random::<u32>()));
     let store = fresh_store(&worker_db, &settings).await;
-    let run = run_worker(&env, &[], &worker_db, &store, total).await;
+    let run = run_worker(&env, "account_balances", &[], &worker_db, &store, total).await;
     let (worker, rss_mb) = (run.events_per_second, run.peak_rss_kb as f64 / 1024.0);
     store.close().await;
     eventline_store::drop_database(&worker_db).await.unwrap();

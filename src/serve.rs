@@ -128,7 +128,7 @@ pub async fn http(
         services.push(ingest::gateway_service(settings, args, store.clone(), shutdown.clone()).await?);
     }
     if api {
-        services.push(api_service(settings, app, store.clone(), shutdown.clone()));
+        services.push(api_service(settings, app, store.clone(), shutdown.clone()).await);
     }
     let mut router = Router::new();
     let mut readiness: Vec<Arc<dyn Readiness>> = vec![Arc::new(DatabaseReadiness(store.clone()))];
@@ -147,15 +147,15 @@ pub async fn http(
     Ok(())
 }
 
-fn api_service(settings: &Settings, app: &App, store: Store, shutdown: CancellationToken) -> Service {
+async fn api_service(settings: &Settings, app: &App, store: Store, shutdown: CancellationToken) -> Service {
     let projections = app
         .projections()
         .all()
         .iter()
-        .map(|p| ProjectionInfo { name: p.name().to_string(), topics: p.topics() })
+        .map(|p| ProjectionInfo { name: p.name().to_string(), topics: p.topics(), tables: p.tables() })
         .collect();
     let api = Api::new(store, settings.kafka.clone(), settings.namespace.clone(), projections, shutdown.clone());
     tokio::spawn(eventline_api::gauges::sample(api.clone(), shutdown));
-    let (router, openapi) = eventline_api::router(api.clone());
+    let (router, openapi) = eventline_api::router(api.clone()).await;
     Service { router, openapi, readiness: None }
 }

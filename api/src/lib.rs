@@ -14,6 +14,7 @@ mod params;
 mod progress;
 mod routes;
 pub mod status;
+mod tables;
 
 use std::sync::Arc;
 
@@ -41,6 +42,8 @@ pub const CHECKPOINTED_AT_HEADER: HeaderName = HeaderName::from_static("eventlin
 pub struct ProjectionInfo {
     pub name: String,
     pub topics: Vec<String>,
+    /// The tables it declares, served at `/v1/tables/<table>`.
+    pub tables: Vec<String>,
 }
 
 /// Shared by every request.
@@ -58,6 +61,7 @@ struct Inner {
 /// namespace.
 struct Served {
     name: String,
+    tables: Vec<String>,
     group: String,
     topics: Vec<String>,
 }
@@ -77,6 +81,7 @@ impl Api {
             .iter()
             .map(|p| Served {
                 name: p.name.clone(),
+                tables: p.tables.clone(),
                 group: namespace.group_id(&p.name),
                 topics: p.topics.iter().map(|t| namespace.topic(t)).collect(),
             })
@@ -91,6 +96,11 @@ impl Api {
             .iter()
             .map(|p| status::Watched { name: p.name.clone(), group: p.group.clone(), topics: p.topics.clone() })
             .collect()
+    }
+
+    /// (projection, table) for every table the served projections declare.
+    fn declared_tables(&self) -> Vec<(String, String)> {
+        self.0.projections.iter().flat_map(|p| p.tables.iter().map(|t| (p.name.clone(), t.clone()))).collect()
     }
 
     fn projection(&self, name: &str) -> &Served {
@@ -159,8 +169,11 @@ fn store_failure(error: eventline_store::Error) -> Response {
     }
 }
 
-/// The query API's routes and their OpenAPI description.
-pub fn router(api: Api) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, openapi) = routes::routes().merge(status::routes()).split_for_parts();
-    (router.with_state(api), openapi)
+/// The query API's routes and their OpenAPI description: the reference endpoints, status, and
+/// every declared table (whose shapes are read from the database now).
+pub async fn router(api: Api) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, mut openapi) = routes::routes().merge(status::routes()).split_for_parts();
+    let shapes = tables::load(&api).await;
+    let tables = tables::routes(api.clone(), shapes, &mut openapi);
+    (router.with_state(api).merge(tables), openapi)
 }

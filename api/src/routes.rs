@@ -45,7 +45,7 @@ impl IntoResponse for Refused {
     }
 }
 
-type Answer = Result<Response, Refused>;
+pub(crate) type Answer = Result<Response, Refused>;
 
 /// Read-your-writes parameters, accepted by every query endpoint.
 #[derive(IntoParams)]
@@ -85,10 +85,15 @@ pub(crate) struct DateRangeParams {
 }
 
 const CONSISTENCY: [&str; 2] = ["consistency_token", "wait_ms"];
-const PAGE: [&str; 2] = ["limit", "cursor"];
+pub(crate) const PAGE: [&str; 2] = ["limit", "cursor"];
 
 fn accepted(extra: &[&'static str]) -> Vec<&'static str> {
-    CONSISTENCY.iter().chain(extra).copied().collect()
+    accepted_with(extra)
+}
+
+/// The consistency parameters and `extra`.
+pub(crate) fn accepted_with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    CONSISTENCY.iter().copied().chain(extra.iter().copied()).collect()
 }
 
 fn path_parameter(path: Result<Path<String>, PathRejection>) -> Result<String, Problem> {

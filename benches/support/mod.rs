@@ -125,29 +125,34 @@ pub async fn fresh_store(url: &DatabaseUrl, settings: &Settings) -> Store {
 pub struct WorkerRun {
     pub events_per_second: f64,
     pub peak_rss_kb: u64,
+    /// Batches it committed, from its `Worker stopped.` line.
+    pub batches: Option<u64>,
 }
 
-/// Runs `eventline worker account_balances <extra_args>` with the benchmark's `EVENTLINE_*`
+/// Runs `eventline worker <projection> <extra_args>` with the benchmark's `EVENTLINE_*`
 /// settings on `store`'s database `db` until it has committed past `total` offsets, then stops it.
 pub async fn run_worker(
     env: &HashMap<String, String>,
+    projection: &str,
     extra_args: &[&str],
     db: &DatabaseUrl,
     store: &Store,
     total: usize,
 ) -> WorkerRun {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eventline"))
-        .args(["worker", "account_balances"])
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_eventline"))
+        .args(["worker", projection])
         .args(extra_args)
         .env_clear()
         .envs(env.iter().filter(|(k, _)| k.starts_with("EVENTLINE_") || k.starts_with("OTEL_") || *k == "PATH"))
         .env("DATABASE_URL", db.expose())
-        .env("RUST_LOG", "warn")
+        // Warnings, and the worker's start and stop lines (the latter counts its batches).
+        .env("RUST_LOG", "warn,eventline_consumers::runtime=info")
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("the eventline binary runs");
     let mut first: Option<(Instant, i64)> = None;
     let done = loop {
-        let through: i64 = store.checkpoints("account_balances").await.unwrap().iter().map(|c| c.next_offset).sum();
+        let through: i64 = store.checkpoints(projection).await.unwrap().iter().map(|c| c.next_offset).sum();
         if through > 0 && first.is_none() {
             first = Some((Instant::now(), through));
         }
@@ -160,8 +165,16 @@ pub async fn run_worker(
     let events_per_second = (total - already as usize) as f64 / (done - from).as_secs_f64();
     let peak_rss_kb = peak_rss_kb(child.id());
     std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    child.wait().unwrap();
-    WorkerRun { events_per_second, peak_rss_kb }
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    let batches = log
+        .lines()
+        .filter(|line| line.contains("Worker stopped."))
+        .find_map(|line| line.split("batches=").nth(1)?.split_whitespace().next()?.parse().ok());
+    for line in log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")) {
+        eprintln!("    worker: {line}");
+    }
+    WorkerRun { events_per_second, peak_rss_kb, batches }
 }
 
 /// Peak resident set size of a process, from /proc (VmHWM), in KiB.

@@ -258,7 +258,9 @@ impl Declarative {
                         "source": envelope.source,
                         "subject": envelope.subject,
                         "key": applicable.event.key(),
-                        "time": applicable.time,
+                        // PostgreSQL keeps microseconds: cut here as a Rust projection's
+                        // bound timestamp is, not rounded by the text cast.
+                        "time": applicable.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
                         "topic": applicable.topic,
                         "partition": applicable.partition,
                         "offset": applicable.offset,

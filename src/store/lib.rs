@@ -13,6 +13,7 @@
 //! - [`declarative`]: declarative projections' migrations, `apply` functions and calls.
 //! - [`generations`]: rebuilding a projection beside the live one, switching, resetting.
 //! - [`outbox`]: the transactional outbox in an upstream database, read by the relay.
+//! - [`tables`]: any declared table's shape and rows, for the query API.
 //! - [`projections`]: each projection's rows and migrations, a folder each.
 
 pub mod api_keys;
@@ -24,6 +25,7 @@ pub mod generations;
 pub mod outbox;
 pub mod projections;
 pub mod runtime;
+pub mod tables;
 
 pub use projections::{account_balances, daily_activity, feature_usage_daily, project_progress};
 

@@ -390,3 +390,133 @@ fn a_missing_or_broken_projections_folder_stops_every_command() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_declared_table_is_read_over_http_by_key_filter_and_page() {
+    let dir = projections("http", |_| {});
+    let env = inventory(&dir).await;
+    env.publish(
+        "inventory.ndjson",
+        &[received("r1", "bolt", 10), received("r2", "nut", 10), received("r3", "washer", 3), shipped("s1", "nut", 7)],
+    );
+    let _worker = env.spawn("worker", &["worker", "stock"], &[]);
+    wait_until("the worker to pass every event", || async { env.applied_through("stock").await == 4 }).await;
+    let api = env.spawn_http("api", &["api"], &[]).await;
+    let json = |response: reqwest::Response| async move {
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.unwrap())
+    };
+
+    let (status, nut) = json(api.get("/v1/tables/stock_levels/nut").await).await;
+    assert_eq!(status, 200);
+    assert_eq!((nut["on_hand"].as_i64(), nut["shipped"].as_i64()), (Some(3), Some(7)));
+    let (_, filtered) = json(api.get("/v1/tables/stock_levels?on_hand=10").await).await;
+    let skus: Vec<&str> = filtered["items"].as_array().unwrap().iter().map(|r| r["sku"].as_str().unwrap()).collect();
+    assert_eq!(skus, ["bolt"]);
+
+    // Keyset pages of one row, in key order, until no cursor comes back.
+    let (mut seen, mut path) = (Vec::new(), "/v1/tables/stock_levels?limit=1".to_string());
+    loop {
+        let response = api.get(&path).await;
+        assert!(response.headers().contains_key("eventline-positions"), "freshness headers");
+        let (_, page) = json(response).await;
+        seen.extend(page["items"].as_array().unwrap().iter().map(|r| r["sku"].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/tables/stock_levels?limit=1&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["bolt", "nut", "washer"]);
+
+    let (_, openapi) = json(api.get("/openapi.json").await).await;
+    let row = &openapi["paths"]["/v1/tables/stock_levels/{sku}"]["get"]["responses"]["200"]["content"]
+        ["application/json"]["schema"];
+    assert_eq!(row["properties"]["on_hand"]["type"], "integer", "{row}");
+    assert!(openapi["paths"]["/v1/tables/stock_levels"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "shipped"));
+
+    let refusals: [(&str, u16, &str); 5] = [
+        ("/v1/tables/stock_levels/ghost", 404, "no row `ghost` in `stock_levels`"),
+        ("/v1/tables/nope", 404, "no projection serves a table `nope`"),
+        (
+            "/v1/tables/stock_levels?colour=red",
+            400,
+            "unknown parameter `colour`; this endpoint takes consistency_token, wait_ms, sku, on_hand, shipped, updated_at, limit, cursor",
+        ),
+        (
+            "/v1/tables/stock_levels?on_hand=many",
+            400,
+            "a value does not fit its column's type: invalid input syntax for type bigint: \"many\" [SQLSTATE 22P02]",
+        ),
+        ("/v1/tables/stock_levels/bolt/extra", 400, "`stock_levels` is looked up by 1 key part(s) (sku), not 2"),
+    ];
+    for (path, status, detail) in refusals {
+        let (got, problem) = json(api.get(path).await).await;
+        assert_eq!((got, problem["detail"].as_str()), (status, Some(detail)), "{path}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Rows of `table` (these columns) that `other` lacks, counted.
+fn missing(env: &TestEnv, columns: &str, table: &str, other: &str) -> String {
+    env.psql(&format!("SELECT count(*) FROM (SELECT {columns} FROM {table} EXCEPT SELECT {columns} FROM {other}) AS x"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_reference_projections_written_in_sql_equal_the_rust_ones() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/reference-sql/projections");
+    let env = TestEnv::with_app(Services::from_env(), &[("EVENTLINE_PROJECTIONS_DIR", dir.to_str().unwrap())]).await;
+    for (domain, keys, events) in [("activity", "2000", "50000"), ("accounts", "500", "20000")] {
+        let output = env.run(&["loadgen", "--domain", domain, "--keys", keys, "--events", events, "--seed", "7"]);
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    let projections = [
+        "daily_activity",
+        "daily_activity_sql",
+        "feature_usage_daily",
+        "feature_usage_daily_sql",
+        "account_balances",
+        "account_balances_sql",
+    ];
+    let mut args = vec!["worker"];
+    args.extend(projections);
+    let _worker = env.spawn("worker", &args, &[("EVENTLINE_BATCH_MAX_EVENTS", "1000")]);
+    for projection in projections {
+        let total = if projection.starts_with("account") { 20_000 } else { 50_000 };
+        wait_until(&format!("{projection} to pass every event"), || async {
+            env.applied_through(projection).await == total
+        })
+        .await;
+    }
+    for (columns, rust, sql) in [
+        ("day, active_users, page_views", "daily_activity", "daily_activity_sql"),
+        ("day, user_id", "daily_activity_users", "daily_activity_sql_users"),
+        ("day, feature, uses, unique_users", "feature_usage_daily", "feature_usage_daily_sql"),
+        ("day, feature, user_id", "feature_usage_daily_users", "feature_usage_daily_sql_users"),
+        (
+            "account_id, owner, currency, balance_minor, status::text, events_applied, last_event_id, last_event_time",
+            "account_balances",
+            "account_balances_sql",
+        ),
+    ] {
+        let rows = env.psql(&format!("SELECT count(*) FROM {rust}"));
+        assert!(rows.parse::<i64>().unwrap() > 0, "{rust} is empty");
+        assert_eq!(rows, env.psql(&format!("SELECT count(*) FROM {sql}")), "{rust} and {sql} row counts");
+        assert_eq!(missing(&env, columns, rust, sql), "0", "rows of {rust} missing from {sql}");
+        assert_eq!(missing(&env, columns, sql, rust), "0", "rows of {sql} missing from {rust}");
+    }
+    // The same events refused, for the same reasons.
+    let letters = |projection: &str| {
+        env.psql(&format!(
+            "SELECT count(*) || ' ' || count(*) FILTER (WHERE reason_kind = 'rejected') FROM eventline_dead_letters WHERE projection = '{projection}'"
+        ))
+    };
+    assert_eq!(letters("account_balances"), letters("account_balances_sql"));
+    assert_eq!(
+        env.psql("SELECT count(*) FROM (SELECT event_id, reason FROM eventline_dead_letters WHERE projection = 'account_balances' EXCEPT SELECT event_id, reason FROM eventline_dead_letters WHERE projection = 'account_balances_sql') AS x"),
+        "0"
+    );
+}

@@ -108,6 +108,19 @@ impl TestEnv {
         command
     }
 
+    /// Runs a shell script of the repository (from its root) as a user would, with this test's
+    /// settings, `extra_env`, and this build's `eventline` first on the PATH.
+    pub fn script(&self, path: &str, extra_env: &[(&str, &str)]) -> Output {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let bin_dir = Path::new(BIN).parent().expect("the binary's folder");
+        let path_var = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+        let mut command = Command::new("bash");
+        command.arg(root.join(path)).current_dir(root);
+        let mut command = with_test_settings(command, &self.id, &self.database_url, &self.kafka);
+        command.envs(self.app_env.iter().map(|(k, v)| (k, v))).envs(extra_env.iter().copied()).env("PATH", path_var);
+        command.output().expect("bash runs")
+    }
+
     /// A file of this test's folder.
     pub fn file(&self, name: &str) -> PathBuf {
         self.log_dir.join(name)
@@ -254,13 +267,24 @@ impl Drop for TestEnv {
 
 fn eventline_command(namespace: &str, database_url: &DatabaseUrl, kafka: &KafkaSettings, args: &[&str]) -> Command {
     let mut command = Command::new(BIN);
+    command.args(args);
+    with_test_settings(command, namespace, database_url, kafka)
+}
+
+/// `command` with a test's database, namespace and broker, and none of the caller's other
+/// EVENTLINE_ settings.
+fn with_test_settings(
+    mut command: Command,
+    namespace: &str,
+    database_url: &DatabaseUrl,
+    kafka: &KafkaSettings,
+) -> Command {
     for (var, _) in std::env::vars() {
         if var.starts_with("EVENTLINE_") {
             command.env_remove(var);
         }
     }
     command
-        .args(args)
         .env("DATABASE_URL", database_url.expose())
         .env("EVENTLINE_KAFKA_BROKERS", kafka.bootstrap_servers())
         .env("EVENTLINE_NAMESPACE", namespace)

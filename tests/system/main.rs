@@ -34,3 +34,4 @@ mod schemas;
 mod services;
 mod tail;
 mod traces;
+mod tutorial;

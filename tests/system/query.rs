@@ -564,6 +564,21 @@ const API_ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/activity/daily"),
     ("get", "/v1/features/daily"),
     ("get", "/v1/projections"),
+    // Every table the reference projections declare, read by filters and by primary key.
+    ("get", "/v1/tables/account_balances"),
+    ("get", "/v1/tables/account_balances/{account_id}"),
+    ("get", "/v1/tables/project_progress"),
+    ("get", "/v1/tables/project_progress/{project_id}"),
+    ("get", "/v1/tables/tasks"),
+    ("get", "/v1/tables/tasks/{project_id}/{task_id}"),
+    ("get", "/v1/tables/daily_activity"),
+    ("get", "/v1/tables/daily_activity/{day}"),
+    ("get", "/v1/tables/daily_activity_users"),
+    ("get", "/v1/tables/daily_activity_users/{day}/{user_id}"),
+    ("get", "/v1/tables/feature_usage_daily"),
+    ("get", "/v1/tables/feature_usage_daily/{day}/{feature}"),
+    ("get", "/v1/tables/feature_usage_daily_users"),
+    ("get", "/v1/tables/feature_usage_daily_users/{day}/{feature}/{user_id}"),
 ];
 const COMMON_ROUTES: &[(&str, &str)] =
     &[("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics"), ("get", "/openapi.json")];

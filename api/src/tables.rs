@@ -1,0 +1,292 @@
+//! Every table a projection declares, readable over HTTP without code of its own: a page of rows
+//! by equality filters on any of its columns in primary-key order (`GET /v1/tables/<table>`),
+//! one row by its primary key (`GET /v1/tables/<table>/<key>`), both with the consistency token
+//! and freshness headers of every query endpoint, and each described in `/openapi.json` from the
+//! table's columns as the database has them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use eventline_http::Problem;
+use eventline_store::tables::TableShape;
+use serde_json::Value;
+use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem};
+use utoipa::openapi::{
+    ArrayBuilder, ContentBuilder, ObjectBuilder, OpenApi, Ref, Required, ResponseBuilder, Schema, Type,
+};
+
+use crate::params::{encode_cursor, Params};
+use crate::routes::{accepted_with, Answer, PAGE};
+use crate::{store_failure, Api};
+
+/// A table served, with the projection whose positions its answers wait for.
+struct Served {
+    projection: String,
+    shape: TableShape,
+}
+
+#[derive(Clone)]
+struct Tables {
+    api: Api,
+    tables: Arc<HashMap<String, Served>>,
+}
+
+/// Reads the shape of every table the served projections declare; a table not created yet (its
+/// projection not migrated) is left out with a warning.
+pub(crate) async fn load(api: &Api) -> Vec<(String, TableShape)> {
+    let mut shapes = Vec::new();
+    for (projection, table) in api.declared_tables() {
+        match api.0.store.table_shape(&table).await {
+            Ok(Some(shape)) if !shape.primary_key.is_empty() => shapes.push((projection, shape)),
+            Ok(Some(_)) => tracing::warn!(projection, table, "Table has no primary key; not served over HTTP."),
+            Ok(None) => {
+                tracing::warn!(projection, table, "Table does not exist (run `eventline migrate`); not served.")
+            }
+            Err(error) => tracing::warn!(projection, table, %error, "Cannot read the table's shape; not served."),
+        }
+    }
+    shapes
+}
+
+/// The routes serving `shapes`, and their OpenAPI paths added to `openapi`.
+pub(crate) fn routes(api: Api, shapes: Vec<(String, TableShape)>, openapi: &mut OpenApi) -> Router {
+    for (_, shape) in &shapes {
+        describe(shape, openapi);
+    }
+    let tables = shapes.into_iter().map(|(projection, shape)| (shape.name.clone(), Served { projection, shape }));
+    Router::new()
+        .route("/v1/tables/{table}", get(list))
+        .route("/v1/tables/{table}/{*key}", get(one))
+        .with_state(Tables { api, tables: Arc::new(tables.collect()) })
+}
+
+impl Tables {
+    fn served(&self, table: &str) -> Result<&Served, Problem> {
+        self.tables.get(table).ok_or_else(|| Problem::not_found(format!("no projection serves a table `{table}`")))
+    }
+}
+
+/// A row's primary key as text, in key order: what a cursor carries.
+fn key_of(shape: &TableShape, row: &Value) -> Vec<String> {
+    shape
+        .primary_key
+        .iter()
+        .map(|column| match &row[column] {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+/// A value that does not fit its column's type is the caller's mistake, not the server's.
+fn read_failure(error: eventline_store::Error) -> axum::response::Response {
+    if error.is_data_error() {
+        return Problem::invalid_parameter(format!(
+            "a value does not fit its column's type: {}",
+            error.database_message()
+        ))
+        .into_response();
+    }
+    store_failure(error)
+}
+
+async fn list(
+    State(tables): State<Tables>,
+    table: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> Answer {
+    let table = table.map_err(|_| Problem::invalid_parameter("the path is not valid UTF-8 once decoded"))?.0;
+    let served = tables.served(&table)?;
+    let columns: Vec<&str> = served.shape.columns.iter().map(|c| c.name.as_str()).collect();
+    let mut names = columns.clone();
+    names.extend(PAGE);
+    let params = Params::parse(query.as_deref(), &accepted_with(&names))?;
+    let mut filters = Vec::new();
+    for column in &columns {
+        if let Some(value) = params.text(column)? {
+            filters.push((column.to_string(), value.to_string()));
+        }
+    }
+    let limit = params.limit()?;
+    let endpoint = format!("tables/{table}");
+    let after: Option<Vec<String>> = params.cursor(&endpoint)?;
+    if after.as_ref().is_some_and(|key| key.len() != served.shape.primary_key.len()) {
+        return Err(Problem::invalid_parameter(
+            "`cursor` is not a cursor this endpoint issued; start again without one",
+        )
+        .into());
+    }
+    let freshness = tables.api.freshness(&served.projection, &params.consistency()?).await?;
+    let mut rows = tables
+        .api
+        .0
+        .store
+        .table_rows(&served.shape, &filters, after.as_deref(), limit + 1)
+        .await
+        .map_err(read_failure)?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor =
+        if more { rows.last().map(|last| encode_cursor(&endpoint, key_of(&served.shape, last))) } else { None };
+    let body = serde_json::json!({ "items": rows, "next_cursor": next_cursor });
+    Ok((freshness.headers(), Json(body)).into_response())
+}
+
+async fn one(
+    State(tables): State<Tables>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> Answer {
+    let (table, key) = path.map_err(|_| Problem::invalid_parameter("the path is not valid UTF-8 once decoded"))?.0;
+    let served = tables.served(&table)?;
+    let params = Params::parse(query.as_deref(), &accepted_with(&[]))?;
+    let parts: Vec<&str> = key.split('/').collect();
+    let primary_key = &served.shape.primary_key;
+    if parts.len() != primary_key.len() {
+        return Err(Problem::invalid_parameter(format!(
+            "`{table}` is looked up by {} key part(s) ({}), not {}",
+            primary_key.len(),
+            primary_key.join(", "),
+            parts.len()
+        ))
+        .into());
+    }
+    let filters: Vec<(String, String)> =
+        primary_key.iter().zip(&parts).map(|(column, value)| (column.clone(), value.to_string())).collect();
+    let freshness = tables.api.freshness(&served.projection, &params.consistency()?).await?;
+    let rows = tables.api.0.store.table_rows(&served.shape, &filters, None, 1).await.map_err(read_failure)?;
+    let row = rows.into_iter().next().ok_or_else(|| Problem::not_found(format!("no row `{key}` in `{table}`")))?;
+    Ok((freshness.headers(), Json(row)).into_response())
+}
+
+/// The JSON a column's values take in `to_jsonb`.
+fn json_type(data_type: &str) -> Type {
+    match data_type {
+        "smallint" | "integer" | "bigint" => Type::Integer,
+        "real" | "double precision" => Type::Number,
+        t if t.starts_with("numeric") => Type::Number,
+        "boolean" => Type::Boolean,
+        "json" | "jsonb" => Type::Object,
+        t if t.ends_with("[]") => Type::Array,
+        _ => Type::String,
+    }
+}
+
+fn row_schema(shape: &TableShape) -> Schema {
+    let mut row = ObjectBuilder::new().description(Some(format!("A row of `{}`", shape.name)));
+    for column in &shape.columns {
+        let property = ObjectBuilder::new()
+            .schema_type(json_type(&column.data_type))
+            .description(Some(format!("{} ({})", column.name, column.data_type)));
+        row = row.property(&column.name, property);
+        if !column.nullable {
+            row = row.required(&column.name);
+        }
+    }
+    Schema::Object(row.build())
+}
+
+fn query_parameter(name: &str, description: String, schema: Type) -> utoipa::openapi::path::Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(description))
+        .schema(Some(ObjectBuilder::new().schema_type(schema)))
+        .build()
+}
+
+fn problem_response(description: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/problem+json",
+            ContentBuilder::new().schema(Some(Ref::from_schema_name("ProblemDocument"))).build(),
+        )
+        .build()
+}
+
+fn consistency_parameters() -> Vec<utoipa::openapi::path::Parameter> {
+    vec![
+        query_parameter(
+            "consistency_token",
+            "The token from the gateway's 202 answer: the query waits until the projection has applied every position in it".into(),
+            Type::String,
+        ),
+        query_parameter("wait_ms", "Longest wait for the token, 0 to 30000 milliseconds; default 5000".into(), Type::Integer),
+    ]
+}
+
+/// Adds the table's two paths to `openapi`.
+fn describe(shape: &TableShape, openapi: &mut OpenApi) {
+    let table = &shape.name;
+    let mut parameters: Vec<_> = shape
+        .columns
+        .iter()
+        .map(|c| query_parameter(&c.name, format!("Only rows whose `{}` equals this", c.name), Type::String))
+        .collect();
+    parameters.push(query_parameter(PAGE[0], "Page size, 1 to 1000; default 100".into(), Type::Integer));
+    parameters.push(query_parameter(PAGE[1], "`next_cursor` of the previous page; opaque".into(), Type::String));
+    parameters.extend(consistency_parameters());
+    let page = ObjectBuilder::new()
+        .property("items", ArrayBuilder::new().items(utoipa::openapi::RefOr::T(row_schema(shape))))
+        .required("items")
+        .property(
+            "next_cursor",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some("Pass as `cursor` for the next page; absent on the last page")),
+        );
+    let list = OperationBuilder::new()
+        .tag("tables")
+        .operation_id(Some(format!("list_{table}")))
+        .summary(Some(format!("Rows of `{table}` in primary-key order ({})", shape.primary_key.join(", "))))
+        .parameters(Some(parameters))
+        .response(
+            "200",
+            ResponseBuilder::new()
+                .description("A page of rows")
+                .content("application/json", ContentBuilder::new().schema(Some(page)).build()),
+        )
+        .response("400", problem_response("A bad parameter, or a value that does not fit its column"))
+        .response("425", problem_response("The projection has not reached the consistency token within wait_ms"));
+    openapi.paths.paths.insert(format!("/v1/tables/{table}"), PathItem::new(HttpMethod::Get, list));
+
+    let key_path: Vec<String> = shape.primary_key.iter().map(|c| format!("{{{c}}}")).collect();
+    let mut key_parameters: Vec<_> = shape
+        .primary_key
+        .iter()
+        .map(|c| {
+            ParameterBuilder::new()
+                .name(c)
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .build()
+        })
+        .collect();
+    key_parameters.extend(consistency_parameters());
+    let one = OperationBuilder::new()
+        .tag("tables")
+        .operation_id(Some(format!("get_{table}")))
+        .summary(Some(format!("One row of `{table}` by its primary key")))
+        .parameters(Some(key_parameters))
+        .response(
+            "200",
+            ResponseBuilder::new()
+                .description("The row")
+                .content("application/json", ContentBuilder::new().schema(Some(row_schema(shape))).build()),
+        )
+        .response("400", problem_response("A bad parameter, or a value that does not fit its column"))
+        .response("404", problem_response("No such row (yet)"))
+        .response("425", problem_response("The projection has not reached the consistency token within wait_ms"));
+    openapi
+        .paths
+        .paths
+        .insert(format!("/v1/tables/{table}/{}", key_path.join("/")), PathItem::new(HttpMethod::Get, one));
+}

@@ -1,0 +1,1 @@
+ALTER TABLE stock_levels ADD COLUMN last_order_id text;
