@@ -616,9 +616,12 @@ pub struct PublishArgs {
 
 #[derive(Debug, Args)]
 pub struct LoadgenArgs {
-    /// Which domain's events to generate.
-    #[arg(long, value_enum, default_value_t = LoadgenDomain::Accounts)]
-    pub domain: LoadgenDomain,
+    /// Which domain's events to generate, or `all`. With the built-in registry: accounts (the
+    /// default), projects or activity, each following its domain's rules. With a registry of
+    /// your own (EVENTLINE_SCHEMAS_DIR): any of its domains (all by default), each event one of
+    /// its schemas' examples with a generated key.
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<String>,
 
     /// Entities per domain: accounts, projects or users.
     #[arg(long, alias = "accounts", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -643,13 +646,4 @@ pub struct LoadgenArgs {
     /// Print the events as NDJSON on stdout instead of publishing them.
     #[arg(long)]
     pub ndjson: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LoadgenDomain {
-    Accounts,
-    Projects,
-    Activity,
-    /// All three, interleaved.
-    All,
 }

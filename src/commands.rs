@@ -10,16 +10,17 @@ use eventline_consumers::runtime::WorkerError;
 use eventline_consumers::Projection;
 use eventline_core::check;
 use eventline_core::config::Settings;
+use eventline_core::contract::ValidatedEvent;
 use eventline_core::registry::Registry;
 use eventline_kafka::admin::{self, TopicOutcome, TopicSpec};
 use eventline_producers::input;
-use eventline_producers::loadgen::{self, Domain};
+use eventline_producers::loadgen::{self, Domain, ExamplesTraffic};
 use eventline_producers::publisher::Publisher;
 use eventline_store::Store;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{LoadgenArgs, LoadgenDomain, ProjectionsCheckArgs, PublishArgs, SchemasCheckArgs, TopicsCreateArgs};
+use crate::cli::{LoadgenArgs, ProjectionsCheckArgs, PublishArgs, SchemasCheckArgs, TopicsCreateArgs};
 
 /// Exit code for input that was refused (sysexits' EX_DATAERR).
 /// A command line clap accepts but the application does not (an unknown projection).
@@ -259,14 +260,44 @@ pub async fn loadgen(settings: &Settings, args: &LoadgenArgs, shutdown: Cancella
     let registry = load_registry(settings)?;
     let prefix = args.prefix.clone().unwrap_or_else(|| format!("demo{:04x}", rand_suffix()));
     let seed = args.seed.unwrap_or_else(|| u64::from(rand_suffix()));
-    let domain = match args.domain {
-        LoadgenDomain::Accounts => Domain::Accounts,
-        LoadgenDomain::Projects => Domain::Projects,
-        LoadgenDomain::Activity => Domain::Activity,
-        LoadgenDomain::All => Domain::All,
+    let keys = args.keys as usize;
+    let traffic: Box<dyn Iterator<Item = ValidatedEvent> + Send> = match &settings.schemas_dir {
+        None => {
+            let domain = match args.domain.as_deref().unwrap_or("accounts") {
+                "accounts" => Domain::Accounts,
+                "projects" => Domain::Projects,
+                "activity" => Domain::Activity,
+                "all" => Domain::All,
+                other => {
+                    return Err(Failure {
+                        code: EXIT_USAGE,
+                        error: anyhow!(
+                            "unknown domain `{other}` (the built-in registry has: accounts, projects, activity, all)"
+                        ),
+                    })
+                }
+            };
+            loadgen::traffic(registry.clone(), domain, &prefix, keys, seed)
+        }
+        Some(_) => {
+            let known: Vec<&str> = registry.catalog().domains().iter().map(|d| d.name.as_str()).collect();
+            let chosen: Vec<&str> = match args.domain.as_deref().unwrap_or("all") {
+                "all" => known.clone(),
+                name if known.contains(&name) => vec![name],
+                other => {
+                    return Err(Failure {
+                        code: EXIT_USAGE,
+                        error: anyhow!("unknown domain `{other}` (the registry has: {}, all)", known.join(", ")),
+                    })
+                }
+            };
+            let examples = ExamplesTraffic::new(registry.clone(), &chosen, &prefix, keys, seed).map_err(|reason| {
+                Failure { code: EXIT_BAD_CONFIG, error: anyhow!("cannot generate traffic: {reason}") }
+            })?;
+            Box::new(examples)
+        }
     };
-    let mut traffic =
-        loadgen::traffic(registry.clone(), domain, &prefix, args.keys as usize, seed).take(args.events as usize);
+    let mut traffic = traffic.take(args.events as usize);
     if args.ndjson {
         let mut stdout = std::io::stdout().lock();
         for event in traffic {

@@ -28,6 +28,9 @@ pub mod runtime;
 pub mod tables;
 
 pub use projections::{account_balances, daily_activity, feature_usage_daily, project_progress};
+/// The SQL toolkit a Rust projection of an application's own uses for its queries, at the
+/// version eventline is built with (see [`StoreTx::connection`]).
+pub use sqlx;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,6 +118,14 @@ pub struct StoreTx {
 impl StoreTx {
     pub async fn commit(self) -> Result<(), Error> {
         Ok(self.tx.commit().await?)
+    }
+
+    /// The transaction's connection, for the queries of a Rust projection of an application's
+    /// own (through the re-exported [`sqlx`]): what they write commits or rolls back with the
+    /// batch and its offsets. During a rebuild its `search_path` puts the generation first, so
+    /// unqualified table names reach the generation being built.
+    pub fn connection(&mut self) -> &mut sqlx::PgConnection {
+        &mut self.tx
     }
 
     /// Whether this transaction writes a generation being rebuilt rather than the live one. A

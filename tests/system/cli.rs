@@ -119,3 +119,13 @@ fn every_command_that_names_a_projection_refuses_an_unknown_one() {
         assert_eq!(String::from_utf8_lossy(&output.stderr), UNKNOWN_PROJECTION, "{args:?}");
     }
 }
+
+#[test]
+fn loadgen_refuses_a_domain_the_built_in_registry_lacks() {
+    let output = Command::new(BIN).args(["loadgen", "--domain", "nope", "--ndjson"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "error: unknown domain `nope` (the built-in registry has: accounts, projects, activity, all)\n"
+    );
+}

@@ -520,3 +520,55 @@ async fn the_reference_projections_written_in_sql_equal_the_rust_ones() {
         "0"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loadgen_makes_traffic_for_a_users_registry_from_its_examples() {
+    let dir = projections("loadgen", |_| {});
+    let env = inventory(&dir).await;
+    let output = env.run(&["loadgen", "--events", "200", "--keys", "5", "--prefix", "lg", "--seed", "3", "--ndjson"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let events: Vec<Value> = stdout(&output).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.len(), 200);
+    let types: std::collections::BTreeSet<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types.into_iter().collect::<Vec<_>>(), ["inventory.ItemShipped", "inventory.StockReceived"]);
+    let keys: std::collections::BTreeSet<&str> = events.iter().map(|e| e["subject"].as_str().unwrap()).collect();
+    assert_eq!(keys.into_iter().collect::<Vec<_>>(), ["lg-0", "lg-1", "lg-2", "lg-3", "lg-4"]);
+    assert!(events.iter().all(|e| e["data"]["sku"] == e["subject"]), "the key field is the subject");
+
+    // Published and applied by the user's projection (its rule refuses what outruns the stock).
+    let published = env.run(&["loadgen", "--domain", "inventory", "--events", "100", "--keys", "5"]);
+    assert!(published.status.success(), "{}", stderr(&published));
+    let _worker = env.spawn("worker", &["worker", "stock"], &[]);
+    wait_until("the worker to pass every event", || async { env.applied_through("stock").await == 100 }).await;
+
+    let unknown = env.run(&["loadgen", "--domain", "accounts"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert_eq!(errors(&unknown), "error: unknown domain `accounts` (the registry has: inventory, all)\n");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_outbox_relay_and_tail_work_on_a_users_registry() {
+    let dir = projections("outbox", |_| {});
+    let env = inventory(&dir).await;
+    let outbox_db = env.database_url.expose().to_string();
+    let relay_env = [("EVENTLINE_OUTBOX_DATABASE_URL", outbox_db.as_str())];
+    let relay = env.spawn("relay", &["outbox-relay", "--install"], &relay_env);
+    wait_until("the relay to install the outbox", || async { relay.log().contains("Outbox relay started.") }).await;
+    let rows: Vec<String> =
+        [received("o1", "bolt", 10), shipped("o2", "bolt", 3)].iter().map(|event| format!("('{event}')")).collect();
+    env.psql(&format!("INSERT INTO eventline_outbox (event) VALUES {}", rows.join(", ")));
+    let _worker = env.spawn("worker", &["worker", "stock"], &[]);
+    wait_until("the projection to apply the relayed events", || async { env.applied_through("stock").await == 2 })
+        .await;
+    assert_eq!(stock(&env), ["bolt|7|3"]);
+
+    let tail = env.run(&["tail", "inventory.events", "--from", "start", "--no-follow", "--format", "ndjson"]);
+    assert!(tail.status.success(), "{}", stderr(&tail));
+    let ids: Vec<String> = stdout(&tail)
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap()["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["o1", "o2"]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
