@@ -24,8 +24,8 @@ use std::sync::Arc;
 use eventline_core::config::Settings;
 use eventline_core::contract::ValidatedEvent;
 use eventline_core::registry::Registry;
-use eventline_producers::loadgen::{AccountsTraffic, ActivityTraffic};
 use eventline_producers::publisher::Publisher;
+use eventline_reference::loadgen::{AccountsTraffic, ActivityTraffic};
 use support::{fresh_store, number_option, publish_all, run_worker, topic_records};
 
 fn traffic(registry: &Arc<Registry>, topic: &str, prefix: &str) -> Box<dyn Iterator<Item = ValidatedEvent> + Send> {

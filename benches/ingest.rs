@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use eventline_core::config::Settings;
 use eventline_core::registry::Registry;
 use eventline_kafka::producer::{EventProducer, OutgoingRecord};
-use eventline_producers::loadgen::AccountsTraffic;
 use eventline_producers::publisher::Publisher;
+use eventline_reference::loadgen::AccountsTraffic;
 use tokio_util::sync::CancellationToken;
 
 mod support;

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use eventline_core::config::Settings;
 use eventline_core::registry::Registry;
-use eventline_producers::loadgen::AccountsTraffic;
 use eventline_producers::publisher::Publisher;
+use eventline_reference::loadgen::AccountsTraffic;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use eventline_core::config::Settings;
 use eventline_core::registry::Registry;
 use eventline_kafka::admin::{self, TopicSpec};
-use eventline_producers::loadgen::AccountsTraffic;
+use eventline_reference::loadgen::AccountsTraffic;
 use futures::StreamExt;
 use rand::Rng;
 use serde_json::{json, Value};
@@ -141,7 +141,7 @@ async fn main() {
             let (store, ids) = (store.clone(), ids.clone());
             async move {
                 let id = &ids[rand::rng().random_range(0..ids.len())];
-                assert!(store.account(id).await.unwrap().is_some());
+                assert!(eventline_reference::store::account_balances::account(&store, id).await.unwrap().is_some());
             }
         })
         .await;
@@ -164,7 +164,14 @@ async fn main() {
             let (store, afters) = (store.clone(), afters.clone());
             async move {
                 let after = &afters[rand::rng().random_range(0..afters.len())];
-                assert_eq!(store.accounts_page(None, Some(after), 101).await.unwrap().len().min(100), 100);
+                assert_eq!(
+                    eventline_reference::store::account_balances::accounts_page(&store, None, Some(after), 101)
+                        .await
+                        .unwrap()
+                        .len()
+                        .min(100),
+                    100
+                );
             }
         })
         .await;

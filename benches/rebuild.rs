@@ -25,8 +25,8 @@ use eventline_core::config::{DatabaseUrl, Settings};
 use eventline_core::contract::ValidatedEvent;
 use eventline_core::registry::Registry;
 use eventline_kafka::admin::{self, TopicSpec};
-use eventline_producers::loadgen::{AccountsTraffic, ActivityTraffic, ProjectsTraffic};
 use eventline_producers::publisher::Publisher;
+use eventline_reference::loadgen::{AccountsTraffic, ActivityTraffic, ProjectsTraffic};
 use eventline_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -139,7 +139,11 @@ async fn main() {
         let db = settings.database_url.with_database(&format!("eventline_bench_rebuild_{}", rand::random::<u32>()));
         eventline_store::create_database_if_missing(&db, settings.connect_timeout).await.unwrap();
         let store = Store::connect(&db, 4, settings.connect_timeout).await.unwrap();
+        // The runtime's migrations, then the reference projections' own.
         store.migrate().await.unwrap();
+        for projection in eventline_reference::projections() {
+            projection.migrate(&store).await.unwrap();
+        }
 
         // (a) Steady: the live worker applies the whole topic.
         let total = end_offsets(&settings, &topic).await;

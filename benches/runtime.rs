@@ -20,14 +20,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eventline_consumers::projections::account_balances::AccountBalances;
-use eventline_consumers::projections::events::AccountEvent;
 use eventline_consumers::projections::{Applicable, Handler};
 use eventline_core::config::Settings;
 use eventline_core::registry::Registry;
 use eventline_kafka::consumer::{ConsumerEvent, GroupConsumer, StartingOffsets, TopicPartition};
-use eventline_producers::loadgen::AccountsTraffic;
 use eventline_producers::publisher::Publisher;
+use eventline_reference::account_balances::AccountBalances;
+use eventline_reference::events::AccountEvent;
+use eventline_reference::loadgen::AccountsTraffic;
 use eventline_store::runtime::ReadEvent;
 
 mod support;

@@ -7,7 +7,7 @@
 //!
 //! ```no_run
 //! # use eventline::App;
-//! # use eventline_consumers::projections::daily_activity::DailyActivity as Mine;
+//! # use eventline_reference::daily_activity::DailyActivity as Mine;
 //! fn main() -> std::process::ExitCode {
 //!     eventline::main_with(App::new().projection::<Mine>())
 //! }
@@ -56,7 +56,11 @@ impl App {
 
     /// The shipped reference application: the four reference projections.
     pub fn reference() -> Self {
-        Self { projections: projections::reference(), examples: true, problems: Vec::new() }
+        let mut app = Self { examples: true, ..Self::default() };
+        for projection in eventline_reference::projections() {
+            app = app.with(projection);
+        }
+        app
     }
 
     /// Adds a Rust projection.

@@ -7,10 +7,10 @@ use axum::Json;
 use chrono::{DateTime, NaiveDate, Utc};
 use eventline_http::problem::ProblemDocument;
 use eventline_http::Problem;
-use eventline_store::projections::account_balances::AccountView;
-use eventline_store::projections::daily_activity::DayView;
-use eventline_store::projections::feature_usage_daily::FeatureDayView;
-use eventline_store::projections::project_progress::{ProjectView, TaskView};
+use eventline_reference::store::account_balances::{self as accounts, AccountView};
+use eventline_reference::store::daily_activity::{self as activity, DayView};
+use eventline_reference::store::feature_usage_daily::{self as features, FeatureDayView};
+use eventline_reference::store::project_progress::{self as projects, ProjectView, TaskView};
 use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -178,7 +178,7 @@ async fn account(
     let account_id = path_parameter(path)?;
     let params = Params::parse(query.as_deref(), &CONSISTENCY)?;
     let freshness = api.freshness(ACCOUNTS, &params.consistency()?).await?;
-    let account = api.0.store.account(&account_id).await.map_err(store_failure)?;
+    let account = accounts::account(&api.0.store, &account_id).await.map_err(store_failure)?;
     let account = account.ok_or_else(|| Problem::not_found(format!("no account `{account_id}`")))?;
     Ok((freshness.headers(), Json(Account::from(account))).into_response())
 }
@@ -200,7 +200,8 @@ async fn accounts(State(api): State<Api>, RawQuery(query): RawQuery) -> Answer {
     let (owner, limit) = (params.text("owner")?, params.limit()?);
     let after: Option<String> = params.cursor("accounts")?;
     let freshness = api.freshness(ACCOUNTS, &params.consistency()?).await?;
-    let rows = api.0.store.accounts_page(owner, after.as_deref(), limit + 1).await.map_err(store_failure)?;
+    let rows =
+        accounts::accounts_page(&api.0.store, owner, after.as_deref(), limit + 1).await.map_err(store_failure)?;
     let (items, next_cursor) = page(rows, limit, "accounts", |a| a.account_id.clone());
     let body = AccountPage { items: items.into_iter().map(Account::from).collect(), next_cursor };
     Ok((freshness.headers(), Json(body)).into_response())
@@ -297,7 +298,7 @@ async fn projects(State(api): State<Api>, RawQuery(query): RawQuery) -> Answer {
     let limit = params.limit()?;
     let after: Option<String> = params.cursor("projects")?;
     let freshness = api.freshness(PROJECTS, &params.consistency()?).await?;
-    let rows = api.0.store.projects_page(after.as_deref(), limit + 1).await.map_err(store_failure)?;
+    let rows = projects::projects_page(&api.0.store, after.as_deref(), limit + 1).await.map_err(store_failure)?;
     let (items, next_cursor) = page(rows, limit, "projects", |p| p.project_id.clone());
     let body = ProjectPage { items: items.into_iter().map(Project::from).collect(), next_cursor };
     Ok((freshness.headers(), Json(body)).into_response())
@@ -355,8 +356,9 @@ async fn project_and_tasks(
     let limit = params.limit()?;
     let after: Option<String> = params.cursor("tasks")?;
     let freshness = api.freshness(PROJECTS, &params.consistency()?).await?;
-    let found =
-        api.0.store.project_with_tasks(&project_id, after.as_deref(), limit + 1).await.map_err(store_failure)?;
+    let found = projects::project_with_tasks(&api.0.store, &project_id, after.as_deref(), limit + 1)
+        .await
+        .map_err(store_failure)?;
     let (project, tasks) = found.ok_or_else(|| Problem::not_found(format!("no project `{project_id}`")))?;
     let (items, next_cursor) = page(tasks, limit, "tasks", |t| t.task_id.clone());
     Ok((freshness, project, TaskPage { items: items.into_iter().map(Task::from).collect(), next_cursor }))
@@ -402,7 +404,7 @@ async fn daily_activity(State(api): State<Api>, RawQuery(query): RawQuery) -> An
     let ((from, to), limit) = (params.date_range()?, params.limit()?);
     let after: Option<NaiveDate> = params.cursor("activity")?;
     let freshness = api.freshness(ACTIVITY, &params.consistency()?).await?;
-    let rows = api.0.store.daily_page(from, to, after, limit + 1).await.map_err(store_failure)?;
+    let rows = activity::daily_page(&api.0.store, from, to, after, limit + 1).await.map_err(store_failure)?;
     let (items, next_cursor) = page(rows, limit, "activity", |d| d.day);
     let body = DayPage { items: items.into_iter().map(Day::from).collect(), next_cursor };
     Ok((freshness.headers(), Json(body)).into_response())
@@ -447,7 +449,8 @@ async fn daily_features(State(api): State<Api>, RawQuery(query): RawQuery) -> An
     let ((from, to), limit, feature) = (params.date_range()?, params.limit()?, params.text("feature")?);
     let after: Option<(NaiveDate, String)> = params.cursor("features")?;
     let freshness = api.freshness(FEATURES, &params.consistency()?).await?;
-    let rows = api.0.store.features_page(from, to, feature, after, limit + 1).await.map_err(store_failure)?;
+    let rows =
+        features::features_page(&api.0.store, from, to, feature, after, limit + 1).await.map_err(store_failure)?;
     let (items, next_cursor) = page(rows, limit, "features", |f| (f.day, f.feature.clone()));
     let body = FeatureDayPage { items: items.into_iter().map(FeatureDay::from).collect(), next_cursor };
     Ok((freshness.headers(), Json(body)).into_response())

@@ -35,7 +35,7 @@ pub async fn database_with_key(settings: &Settings, name: &str, connections: u32
     let db = settings.database_url.with_database(name);
     eventline_store::create_database_if_missing(&db, settings.connect_timeout).await.unwrap();
     let store = Store::connect(&db, connections, settings.connect_timeout).await.unwrap();
-    store.migrate().await.unwrap();
+    migrate(&store).await;
     let key = auth::new_key();
     store.insert_api_key(&key.key_id, "bench", &key.secret_hash, &["*".to_string()]).await.unwrap();
     (db, store, key.token)
@@ -117,8 +117,16 @@ pub async fn publish_all(publisher: &Publisher, events: impl Iterator<Item = Val
 pub async fn fresh_store(url: &DatabaseUrl, settings: &Settings) -> Store {
     eventline_store::create_database_if_missing(url, settings.connect_timeout).await.unwrap();
     let store = Store::connect(url, 4, settings.connect_timeout).await.unwrap();
-    store.migrate().await.unwrap();
+    migrate(&store).await;
     store
+}
+
+/// The runtime's migrations and the reference projections' own, as `eventline migrate` applies them.
+pub async fn migrate(store: &Store) {
+    store.migrate().await.unwrap();
+    for projection in eventline_reference::projections() {
+        projection.migrate(store).await.unwrap();
+    }
 }
 
 /// A finished worker run: its rate from its first committed batch to the last, and its peak RSS.

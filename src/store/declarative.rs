@@ -91,8 +91,32 @@ impl Store {
         migrations: &[ProjectionMigration],
     ) -> Result<usize, DefinitionError> {
         let pending = self.pending_projection_migrations(projection, migrations).await?;
+        // An earlier eventline applied the reference projections' migrations through the
+        // runtime's history: those count as applied, recorded here without running again.
+        let versions: Vec<i64> = pending.iter().map(|m| m.version).collect();
+        let earlier: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success AND version = ANY($1)")
+                .bind(&versions)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut ran = 0;
         for migration in &pending {
             let mut tx = self.pool.begin().await?;
+            if earlier.contains(&migration.version) {
+                sqlx::query!(
+                    "INSERT INTO eventline_projection_migrations (projection, version, description, checksum)
+                     VALUES ($1, $2, $3, $4)",
+                    projection,
+                    migration.version,
+                    migration.description,
+                    checksum(&migration.sql)
+                )
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                continue;
+            }
+            ran += 1;
             (&mut *tx).execute(migration.sql.as_str()).await.map_err(|error| DefinitionError::Sql {
                 path: migration.path.clone(),
                 reason: describe_sql_error(&error, &migration.sql),
@@ -109,7 +133,7 @@ impl Store {
             .await?;
             tx.commit().await?;
         }
-        Ok(pending.len())
+        Ok(ran)
     }
 
     /// Fails unless every migration of `projection` was applied as it is now.

@@ -14,7 +14,6 @@
 //! - [`generations`]: rebuilding a projection beside the live one, switching, resetting.
 //! - [`outbox`]: the transactional outbox in an upstream database, read by the relay.
 //! - [`tables`]: any declared table's shape and rows, for the query API.
-//! - [`projections`]: each projection's rows and migrations, a folder each.
 
 pub mod api_keys;
 pub mod audit;
@@ -23,11 +22,9 @@ pub mod dead_letters;
 pub mod declarative;
 pub mod generations;
 pub mod outbox;
-pub mod projections;
 pub mod runtime;
 pub mod tables;
 
-pub use projections::{account_balances, daily_activity, feature_usage_daily, project_progress};
 /// The SQL toolkit a Rust projection of an application's own uses for its queries, at the
 /// version eventline is built with (see [`StoreTx::connection`]).
 pub use sqlx;
@@ -40,21 +37,14 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
-/// Every migration, embedded in the binary: the runtime's (`migrations/`), then each projection's
-/// (`src/store/projections/<name>/migrations/`). Versions are unique across all of them; each
-/// migrator ignores the others' rows in the shared history table.
+/// The runtime's migrations (`migrations/`), embedded in the binary. A projection's own
+/// migrations are applied per projection (see [`declarative`]).
 fn migrators() -> Vec<sqlx::migrate::Migrator> {
-    let mut all = vec![
-        sqlx::migrate!("../../migrations"),
-        sqlx::migrate!("projections/account_balances/migrations"),
-        sqlx::migrate!("projections/project_progress/migrations"),
-        sqlx::migrate!("projections/daily_activity/migrations"),
-        sqlx::migrate!("projections/feature_usage_daily/migrations"),
-    ];
-    for migrator in &mut all {
-        migrator.set_ignore_missing(true);
-    }
-    all
+    let mut runtime = sqlx::migrate!("../../migrations");
+    // Databases migrated by an earlier eventline also hold the reference projections' versions
+    // in this history; they are not this migrator's to worry about.
+    runtime.set_ignore_missing(true);
+    vec![runtime]
 }
 
 /// What can go wrong in the store, split by what the caller should do about it.
@@ -169,6 +159,12 @@ impl Store {
             Err(_) => return Err(unreachable(url, timeout, "timed out".into())),
         };
         Ok(Self { pool, rebuilding: schema.map(Arc::from) })
+    }
+
+    /// The pool, for the reads of an application's own projections (through the re-exported
+    /// [`sqlx`]).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     pub async fn begin(&self) -> Result<StoreTx, Error> {

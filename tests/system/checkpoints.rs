@@ -36,21 +36,24 @@ async fn a_fenced_transaction_leaves_nothing_behind() {
     let env = TestEnv::new().await;
     advance(&env, None, 10).await.unwrap();
     let mut tx = env.store.begin().await.unwrap();
-    let row = eventline_store::account_balances::AccountBalance {
+    let row = eventline_reference::store::account_balances::AccountBalance {
         account_id: "written-by-a-stale-worker".into(),
         owner: "o".into(),
         currency: "EUR".into(),
         balance_minor: 5,
-        status: eventline_store::account_balances::AccountStatus::Open,
+        status: eventline_reference::store::account_balances::AccountStatus::Open,
         events_applied: 1,
         last_event_id: "e".into(),
         last_event_time: chrono::Utc::now(),
         last_deposit_channel: None,
     };
-    tx.upsert_account_balances(&[row]).await.unwrap();
+    eventline_reference::store::account_balances::upsert_account_balances(&mut tx, &[row]).await.unwrap();
     assert!(matches!(tx.advance_checkpoint("p", ("topic", 3), Some(9), 11, "test").await, Err(Error::Fenced { .. })));
     drop(tx);
-    assert!(env.store.account_balances().await.unwrap().is_empty(), "the stale worker's rows were rolled back");
+    assert!(
+        eventline_reference::store::account_balances::account_balances(&env.store).await.unwrap().is_empty(),
+        "the stale worker's rows were rolled back"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

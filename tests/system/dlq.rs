@@ -45,7 +45,7 @@ async fn letters(env: &TestEnv, key: &str) -> Vec<(String, String)> {
 }
 
 async fn balance(env: &TestEnv, account: &str) -> Option<(i64, i64)> {
-    let rows = env.store.account_balances().await.unwrap();
+    let rows = eventline_reference::store::account_balances::account_balances(&env.store).await.unwrap();
     rows.into_iter().find(|r| r.account_id == account).map(|r| (r.balance_minor, r.events_applied))
 }
 
@@ -123,7 +123,12 @@ async fn retry_after_the_fix_applies_parked_events_in_order_and_skip_moves_on() 
     assert_eq!(report["applied"].as_array().unwrap().len(), 3, "{report}");
     assert_eq!(report["unparked"], true);
     assert_eq!(balance(&env, a).await, Some((6000 - 5000 + 100 - 1100, 5)));
-    let row = env.store.account_balances().await.unwrap().into_iter().find(|r| r.account_id == a).unwrap();
+    let row = eventline_reference::store::account_balances::account_balances(&env.store)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.account_id == a)
+        .unwrap();
     assert_eq!(row.last_event_id, "wd-a2", "applied in offset order");
     assert!(letters(&env, a).await.is_empty());
     // The key flows again through the running worker.

@@ -44,7 +44,7 @@ async fn events_a_domain_rule_refuses_become_dead_letters_and_the_rest_applies()
 
     let worker = env.spawn("worker", &["worker", "account_balances"], &[]);
     wait_until("all three events to be passed", || async { env.applied_through("account_balances").await == 3 }).await;
-    let rows = env.store.account_balances().await.unwrap();
+    let rows = eventline_reference::store::account_balances::account_balances(&env.store).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0].account_id.as_str(), rows[0].balance_minor), ("known", 10));
     let dead = env.store.dead_letters("account_balances").await.unwrap();

@@ -257,7 +257,7 @@ async fn accepted_events_land_where_the_gateway_says_and_reach_the_projection() 
         env.applied_through("account_balances").await == 4
     })
     .await;
-    let rows = env.store.account_balances().await.unwrap();
+    let rows = eventline_reference::store::account_balances::account_balances(&env.store).await.unwrap();
     assert_eq!(
         (rows[0].account_id.as_str(), rows[0].balance_minor, rows[0].events_applied),
         ("acct", 380, 4),

@@ -231,7 +231,7 @@ impl TestEnv {
 
     /// The accounts projection as (account, balance, events applied), in account order.
     pub async fn balances(&self) -> Vec<(String, i64, i64)> {
-        let rows = self.store.account_balances().await.expect("balances");
+        let rows = eventline_reference::store::account_balances::account_balances(&self.store).await.expect("balances");
         rows.into_iter().map(|r| (r.account_id, r.balance_minor, r.events_applied)).collect()
     }
 }
@@ -388,14 +388,7 @@ where
 /// How many migrations eventline embeds: the runtime's and every projection's.
 pub fn migration_count() -> usize {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut dirs = vec![root.join("migrations")];
-    for projection in std::fs::read_dir(root.join("src/store/projections")).expect("projections folder") {
-        let path = projection.expect("entry").path().join("migrations");
-        if path.is_dir() {
-            dirs.push(path);
-        }
-    }
-    dirs.iter().map(|d| std::fs::read_dir(d).expect("migrations folder").count()).sum()
+    std::fs::read_dir(root.join("migrations")).expect("migrations folder").count()
 }
 
 /// Like [`wait_until`], but on timeout the failure says what `report` says of the state then.
@@ -498,8 +491,7 @@ impl AccountsScenario {
 
     /// The projection's rows as (balance, events applied, latest deposit channel) per account.
     pub async fn actual(store: &Store) -> BTreeMap<String, (i64, i64, Option<String>)> {
-        store
-            .account_balances()
+        eventline_reference::store::account_balances::account_balances(store)
             .await
             .expect("balances")
             .into_iter()

@@ -134,7 +134,8 @@ async fn replay_from_earliest_resets_in_place_and_running_workers_follow() {
     assert_eq!(report["from"], "earliest");
     // The same worker process re-reads everything, without a restart.
     wait_until("the worker to apply everything again", || async {
-        env.applied_through("account_balances").await == 200 && env.store.account_balances().await.unwrap().len() == 8
+        env.applied_through("account_balances").await == 200
+            && eventline_reference::store::account_balances::account_balances(&env.store).await.unwrap().len() == 8
     })
     .await;
     scenario.assert_rows(&env, &format!("after the replay; log: {}", worker.log())).await;

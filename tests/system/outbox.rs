@@ -99,7 +99,16 @@ async fn committed_rows_reach_kafka_in_order_per_key_despite_a_killed_relay() {
     let mut pending_at_kills = Vec::new();
     for round in 1..=2 {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        pending_at_kills.push(env.store.outbox_backlog().await.unwrap().0);
+        // Kill while rows wait, so the kill interrupts work (the relays may keep up for a while).
+        let mut pending = 0;
+        for _ in 0..2_000 {
+            pending = env.store.outbox_backlog().await.unwrap().0;
+            if pending > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        pending_at_kills.push(pending);
         first.kill_hard();
         first = env.spawn(&format!("relay-a-{round}"), &["outbox-relay"], &relay_env);
     }

@@ -296,7 +296,10 @@ async fn bad_rebuild_requests_are_refused_and_change_nothing() {
         "{message}"
     );
     assert_eq!(generations(), "1:live,2:building");
-    assert!(env.store.account_balances().await.unwrap().is_empty(), "no worker ran: the live generation is untouched");
+    assert!(
+        eventline_reference::store::account_balances::account_balances(&env.store).await.unwrap().is_empty(),
+        "no worker ran: the live generation is untouched"
+    );
 
     let cleaned = env.run(&["rebuild", "cleanup", name]);
     assert!(cleaned.status.success(), "{}", stderr(&cleaned));

@@ -106,7 +106,11 @@ async fn an_invalid_record_on_the_topic_is_dead_lettered_and_parks_its_key() {
         "log: {}",
         worker.log()
     );
-    assert_eq!(env.store.account_balances().await.unwrap()[0].balance_minor, 0, "the later deposit waits");
+    assert_eq!(
+        eventline_reference::store::account_balances::account_balances(&env.store).await.unwrap()[0].balance_minor,
+        0,
+        "the later deposit waits"
+    );
 }
 
 fn signal(process: &Process, signal: &str) {

@@ -17,13 +17,13 @@ pub type TaskExpectation = (bool, Option<String>);
 
 /// The `daily_activity` rows: per day, active users and page views.
 pub async fn actual_daily(store: &eventline_store::Store) -> BTreeMap<NaiveDate, (i32, i64)> {
-    let rows = store.daily_activity().await.unwrap();
+    let rows = eventline_reference::store::daily_activity::daily_activity(store).await.unwrap();
     rows.into_iter().map(|d| (d.day, (d.active_users, d.page_views))).collect()
 }
 
 /// The `feature_usage_daily` rows: per day and feature, uses and unique users.
 pub async fn actual_features(store: &eventline_store::Store) -> BTreeMap<(NaiveDate, String), (i64, i32)> {
-    let rows = store.feature_usage_daily().await.unwrap();
+    let rows = eventline_reference::store::feature_usage_daily::feature_usage_daily(store).await.unwrap();
     rows.into_iter().map(|f| ((f.day, f.feature), (f.uses, f.unique_users))).collect()
 }
 
@@ -80,34 +80,36 @@ impl ReferenceScenario {
     /// Fails unless every projection's rows are exactly what the valid events say.
     pub async fn assert_projected_except_dead_letters(&self, env: &TestEnv, context: &str) {
         self.accounts.assert_rows(env, context).await;
-        let projects: BTreeMap<String, (i32, i32, i64)> = env
-            .store
-            .projects()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(p, percent)| {
-                let expected = if p.tasks_total == 0 {
-                    0.0
-                } else {
-                    (10_000.0 * p.tasks_completed as f64 / p.tasks_total as f64).round() / 100.0
-                };
-                assert!((percent - expected).abs() < 0.001, "{}: percent {percent}, expected {expected}", p.project_id);
-                (p.project_id, (p.tasks_total, p.tasks_completed, p.events_applied))
-            })
-            .collect();
+        let projects: BTreeMap<String, (i32, i32, i64)> =
+            eventline_reference::store::project_progress::projects(&env.store)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(p, percent)| {
+                    let expected = if p.tasks_total == 0 {
+                        0.0
+                    } else {
+                        (10_000.0 * p.tasks_completed as f64 / p.tasks_total as f64).round() / 100.0
+                    };
+                    assert!(
+                        (percent - expected).abs() < 0.001,
+                        "{}: percent {percent}, expected {expected}",
+                        p.project_id
+                    );
+                    (p.project_id, (p.tasks_total, p.tasks_completed, p.events_applied))
+                })
+                .collect();
         assert_eq!(projects, self.projects, "project_progress; {context}");
-        let tasks: BTreeMap<(String, String), TaskExpectation> = env
-            .store
-            .tasks()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|t| {
-                let done = t.status == eventline_store::project_progress::TaskStatus::Completed;
-                ((t.project_id, t.task_id), (done, t.assignee))
-            })
-            .collect();
+        let tasks: BTreeMap<(String, String), TaskExpectation> =
+            eventline_reference::store::project_progress::tasks(&env.store)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|t| {
+                    let done = t.status == eventline_reference::store::project_progress::TaskStatus::Completed;
+                    ((t.project_id, t.task_id), (done, t.assignee))
+                })
+                .collect();
         assert_eq!(tasks, self.tasks, "tasks; {context}");
         assert_eq!(actual_daily(&env.store).await, self.daily, "daily_activity; {context}");
         assert_eq!(actual_features(&env.store).await, self.features, "feature_usage_daily; {context}");

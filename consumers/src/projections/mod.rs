@@ -1,5 +1,5 @@
-//! The projections eventline ships, and the [`Handler`] contract any projection implements to plug
-//! into the runtime.
+//! The [`Handler`] contract a Rust projection implements to plug into the runtime, the [`Apply`]
+//! trait the runtime drives, and the object-safe [`Projection`] every command works with.
 //!
 //! A projection is three things: a name (its consumer group is `eventline.<name>`), the event
 //! types it handles at each data version, and a handler that applies a batch inside the
@@ -10,13 +10,7 @@
 //!   events of its key, which it parks;
 //! - `save` writes the result back with set-based statements.
 //!
-//! Its tables and queries live in the store layer (`src/store/projections/<name>/`).
-
-pub mod account_balances;
-pub mod daily_activity;
-pub mod events;
-pub mod feature_usage_daily;
-pub mod project_progress;
+//! The reference application's projections are in the `eventline-reference` crate.
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -79,7 +73,6 @@ pub trait Handler: Send + Sync + 'static {
     const TABLES: &'static [&'static str];
     /// Its migrations, in version order (for example `include_str!` of numbered files), applied
     /// by `eventline migrate` and recorded per projection; an applied one must never change.
-    /// The reference projections' tables come from the store's own migrations instead.
     const MIGRATIONS: &'static [Migration] = &[];
     /// Types on its topics it deliberately passes over, at any version.
     const IGNORES: &'static [&'static str] = &[];
@@ -384,20 +377,6 @@ impl Projections {
     }
 }
 
-/// The shipped reference projections.
-pub fn reference() -> Projections {
-    let mut all = Projections::default();
-    for projection in [
-        rust::<account_balances::AccountBalances>(),
-        rust::<project_progress::ProjectProgress>(),
-        rust::<daily_activity::DailyActivity>(),
-        rust::<feature_usage_daily::FeatureUsageDaily>(),
-    ] {
-        all.add(projection).expect("the reference names are distinct");
-    }
-    all
-}
-
 /// What is wrong between projection `H`'s declarations and the registry (see [`review_declared`]).
 pub fn review<H: Handler>(registry: &Registry) -> Vec<Problem> {
     let handles: Vec<(String, Vec<u32>)> = H::HANDLES.iter().map(|(t, v)| (t.to_string(), v.to_vec())).collect();
@@ -497,14 +476,6 @@ pub fn review_declared(
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_shipped_projections_declare_every_registered_version() {
-        let registry = Registry::embedded().unwrap();
-        for projection in reference().all() {
-            assert_eq!(projection.review(&registry), vec![], "{}", projection.name());
-        }
-    }
-
     /// A handler whose declarations disagree with the shipped registry in every way `review` knows.
     struct Mistaken;
 
@@ -545,21 +516,6 @@ mod tests {
                 "example 0 does not fit projection mistaken: no field `plan`",
                 "projection mistaken reads activity.events but does not declare that it handles activity.PageViewed v1",
             ]
-        );
-    }
-
-    #[test]
-    fn names_are_unique_and_found() {
-        let mut all = reference();
-        assert_eq!(all.names(), ["account_balances", "project_progress", "daily_activity", "feature_usage_daily"]);
-        assert_eq!(all.find("daily_activity").unwrap().name(), "daily_activity");
-        assert_eq!(
-            all.find("nope").err().unwrap().to_string(),
-            "unknown projection `nope` (known: account_balances, project_progress, daily_activity, feature_usage_daily)"
-        );
-        assert_eq!(
-            all.add(rust::<daily_activity::DailyActivity>()),
-            Err("two projections are named `daily_activity`".to_string())
         );
     }
 }
