@@ -41,6 +41,8 @@ use crate::commands::{Failure, EXIT_BAD_CONFIG, EXIT_USAGE};
 #[derive(Clone, Default)]
 pub struct App {
     projections: Projections,
+    /// Query endpoints of its own, added to the query API's.
+    api_routes: Vec<eventline_api::Routes>,
     /// Whether its projections are the reference examples, which take part only where the
     /// registry carries their topics.
     examples: bool,
@@ -56,7 +58,7 @@ impl App {
 
     /// The shipped reference application: the four reference projections.
     pub fn reference() -> Self {
-        let mut app = Self { examples: true, ..Self::default() };
+        let mut app = Self { examples: true, api_routes: vec![eventline_reference::api::routes], ..Self::default() };
         for projection in eventline_reference::projections() {
             app = app.with(projection);
         }
@@ -66,6 +68,12 @@ impl App {
     /// Adds a Rust projection.
     pub fn projection<H: Handler>(self) -> Self {
         self.with(projections::rust::<H>())
+    }
+
+    /// Adds query endpoints of the application's own (beside `/v1/tables` and `/v1/projections`).
+    pub fn routes(mut self, routes: eventline_api::Routes) -> Self {
+        self.api_routes.push(routes);
+        self
     }
 
     /// Adds a projection of any kind.

@@ -156,6 +156,6 @@ async fn api_service(settings: &Settings, app: &App, store: Store, shutdown: Can
         .collect();
     let api = Api::new(store, settings.kafka.clone(), settings.namespace.clone(), projections, shutdown.clone());
     tokio::spawn(eventline_api::gauges::sample(api.clone(), shutdown));
-    let (router, openapi) = eventline_api::router(api.clone()).await;
+    let (router, openapi) = eventline_api::router(api.clone(), &app.api_routes).await;
     Service { router, openapi, readiness: None }
 }

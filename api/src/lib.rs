@@ -10,9 +10,9 @@
 //! when `wait_ms` runs out it answers 425 `not-yet-consistent`, never older data as if fresh.
 
 pub mod gauges;
-mod params;
+pub mod params;
 mod progress;
-mod routes;
+pub mod query;
 pub mod status;
 mod tables;
 
@@ -27,7 +27,7 @@ use eventline_store::checkpoints::Checkpoint;
 use eventline_store::Store;
 use tokio_util::sync::CancellationToken;
 
-use params::Consistency;
+pub use params::Consistency;
 pub use params::{DEFAULT_LIMIT, MAX_LIMIT, MAX_WAIT_MS};
 use progress::Progress;
 pub use progress::Requirement;
@@ -98,6 +98,11 @@ impl Api {
             .collect()
     }
 
+    /// The store the API reads (for an application's own endpoints).
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+
     /// (projection, table) for every table the served projections declare.
     fn declared_tables(&self) -> Vec<(String, String)> {
         self.0.projections.iter().flat_map(|p| p.tables.iter().map(|t| (p.name.clone(), t.clone()))).collect()
@@ -108,7 +113,8 @@ impl Api {
     }
 
     /// Waits as `consistency` asks, then returns the projection's freshness.
-    async fn freshness(&self, projection: &str, consistency: &Consistency) -> Result<Freshness, Response> {
+    /// Waits as `consistency` asks, then returns the projection's freshness (or the 425 answer).
+    pub async fn freshness(&self, projection: &str, consistency: &Consistency) -> Result<Freshness, Response> {
         let info = self.projection(projection);
         let Some(token) = &consistency.token else {
             let checkpoints = self.0.store.checkpoints(&info.name).await.map_err(store_failure)?;
@@ -159,7 +165,7 @@ impl Freshness {
 }
 
 /// A store failure as an answer: 503 when the database is unreachable, 500 otherwise.
-fn store_failure(error: eventline_store::Error) -> Response {
+pub fn store_failure(error: eventline_store::Error) -> Response {
     if error.is_transient() {
         tracing::warn!(%error, "Query failed; the database is unavailable.");
         Problem::unavailable("the database is unavailable; try again shortly").into_response()
@@ -169,10 +175,17 @@ fn store_failure(error: eventline_store::Error) -> Response {
     }
 }
 
-/// The query API's routes and their OpenAPI description: the reference endpoints, status, and
-/// every declared table (whose shapes are read from the database now).
-pub async fn router(api: Api) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, mut openapi) = routes::routes().merge(status::routes()).split_for_parts();
+/// An application's own query endpoints, added to the API's.
+pub type Routes = fn() -> utoipa_axum::router::OpenApiRouter<Api>;
+
+/// The query API's routes and their OpenAPI description: status, every declared table (whose
+/// shapes are read from the database now), and the application's own `extra` endpoints.
+pub async fn router(api: Api, extra: &[Routes]) -> (Router, utoipa::openapi::OpenApi) {
+    let mut routes = status::routes();
+    for more in extra {
+        routes = routes.merge(more());
+    }
+    let (router, mut openapi) = routes.split_for_parts();
     let shapes = tables::load(&api).await;
     let tables = tables::routes(api.clone(), shapes, &mut openapi);
     (router.with_state(api).merge(tables), openapi)

@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::params::Params;
-use crate::routes::Refused;
+use crate::query::Refused;
 use crate::{store_failure, Api};
 use eventline_core::config::KafkaSettings;
 use eventline_store::generations::{live_generation, GenerationState};

@@ -21,7 +21,7 @@ use utoipa::openapi::{
 };
 
 use crate::params::{encode_cursor, Params};
-use crate::routes::{accepted_with, Answer, PAGE};
+use crate::query::{accepted_with, Answer, PAGE};
 use crate::{store_failure, Api};
 
 /// A table served, with the projection whose positions its answers wait for.

@@ -7,9 +7,10 @@
 //! crate names it.
 //!
 //! [`store`] holds its tables' queries and `migrations/` their migrations (applied per projection
-//! by `eventline migrate`); its query endpoints still live in the API crate (`api/src/routes.rs`).
+//! by `eventline migrate`); [`api`] its query endpoints, added to the query API's.
 
 pub mod account_balances;
+pub mod api;
 pub mod daily_activity;
 pub mod events;
 pub mod feature_usage_daily;

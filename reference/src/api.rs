@@ -1,118 +1,33 @@
-//! The projections' read endpoints.
+//! The reference application's query endpoints: accounts, projects with their tasks, daily
+//! activity and feature use, each declared with `utoipa::path` so it cannot exist without its
+//! OpenAPI entry. The shipped binary adds them to the query API (`App::reference`).
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::Json;
 use chrono::{DateTime, NaiveDate, Utc};
+use eventline_api::params::Params;
+use eventline_api::query::{
+    accepted, page, path_parameter, Answer, ConsistencyParams, DateRangeParams, PageParams, Refused, CONSISTENCY, PAGE,
+};
+use eventline_api::{store_failure, Api, Freshness};
 use eventline_http::problem::ProblemDocument;
 use eventline_http::Problem;
-use eventline_reference::store::account_balances::{self as accounts, AccountView};
-use eventline_reference::store::daily_activity::{self as activity, DayView};
-use eventline_reference::store::feature_usage_daily::{self as features, FeatureDayView};
-use eventline_reference::store::project_progress::{self as projects, ProjectView, TaskView};
 use serde::Serialize;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::params::{encode_cursor, Params};
-use crate::{store_failure, Api, Freshness};
+use crate::store::account_balances::{self as accounts, AccountView};
+use crate::store::daily_activity::{self as activity, DayView};
+use crate::store::feature_usage_daily::{self as features, FeatureDayView};
+use crate::store::project_progress::{self as projects, ProjectView, TaskView};
 
 const ACCOUNTS: &str = "account_balances";
 const PROJECTS: &str = "project_progress";
 const ACTIVITY: &str = "daily_activity";
 const FEATURES: &str = "feature_usage_daily";
-
-/// A refused request: a problem, or a 425 with freshness headers.
-pub(crate) struct Refused(Response);
-
-impl From<Problem> for Refused {
-    fn from(problem: Problem) -> Self {
-        Self(problem.into_response())
-    }
-}
-
-impl From<Response> for Refused {
-    fn from(response: Response) -> Self {
-        Self(response)
-    }
-}
-
-impl IntoResponse for Refused {
-    fn into_response(self) -> Response {
-        self.0
-    }
-}
-
-pub(crate) type Answer = Result<Response, Refused>;
-
-/// Read-your-writes parameters, accepted by every query endpoint.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub(crate) struct ConsistencyParams {
-    /// The token from the gateway's 202 answer: the query waits until the projection has
-    /// applied every position in it (positions on topics the projection does not read are
-    /// ignored), then answers; 425 `not-yet-consistent` if `wait_ms` runs out first.
-    consistency_token: Option<String>,
-    /// Longest wait for the token, 0 to 30000 milliseconds; default 5000.
-    #[param(maximum = 30000, minimum = 0)]
-    wait_ms: Option<u64>,
-}
-
-/// Keyset pagination.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub(crate) struct PageParams {
-    /// Page size, 1 to 1000; default 100.
-    #[param(maximum = 1000, minimum = 1)]
-    limit: Option<i64>,
-    /// `next_cursor` of the previous page; opaque.
-    cursor: Option<String>,
-}
-
-/// A date range, both ends included.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub(crate) struct DateRangeParams {
-    /// First day (UTC), YYYY-MM-DD.
-    from: NaiveDate,
-    /// Last day (UTC), YYYY-MM-DD; not before `from`.
-    to: NaiveDate,
-}
-
-const CONSISTENCY: [&str; 2] = ["consistency_token", "wait_ms"];
-pub(crate) const PAGE: [&str; 2] = ["limit", "cursor"];
-
-fn accepted(extra: &[&'static str]) -> Vec<&'static str> {
-    accepted_with(extra)
-}
-
-/// The consistency parameters and `extra`.
-pub(crate) fn accepted_with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    CONSISTENCY.iter().copied().chain(extra.iter().copied()).collect()
-}
-
-fn path_parameter(path: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
-    path.map(|Path(id)| id).map_err(|_| Problem::invalid_parameter("the path is not valid UTF-8 once decoded"))
-}
-
-/// One page of a list, in key order.
-fn page<T, K: Serialize>(
-    mut items: Vec<T>,
-    limit: i64,
-    endpoint: &str,
-    key: impl Fn(&T) -> K,
-) -> (Vec<T>, Option<String>) {
-    // The store was asked for one more row than the page holds: its presence means there is more.
-    let more = items.len() as i64 > limit;
-    items.truncate(limit as usize);
-    let next = if more { items.last().map(|last| encode_cursor(endpoint, key(last))) } else { None };
-    (items, next)
-}
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Account {
@@ -178,7 +93,7 @@ async fn account(
     let account_id = path_parameter(path)?;
     let params = Params::parse(query.as_deref(), &CONSISTENCY)?;
     let freshness = api.freshness(ACCOUNTS, &params.consistency()?).await?;
-    let account = accounts::account(&api.0.store, &account_id).await.map_err(store_failure)?;
+    let account = accounts::account(api.store(), &account_id).await.map_err(store_failure)?;
     let account = account.ok_or_else(|| Problem::not_found(format!("no account `{account_id}`")))?;
     Ok((freshness.headers(), Json(Account::from(account))).into_response())
 }
@@ -200,8 +115,7 @@ async fn accounts(State(api): State<Api>, RawQuery(query): RawQuery) -> Answer {
     let (owner, limit) = (params.text("owner")?, params.limit()?);
     let after: Option<String> = params.cursor("accounts")?;
     let freshness = api.freshness(ACCOUNTS, &params.consistency()?).await?;
-    let rows =
-        accounts::accounts_page(&api.0.store, owner, after.as_deref(), limit + 1).await.map_err(store_failure)?;
+    let rows = accounts::accounts_page(api.store(), owner, after.as_deref(), limit + 1).await.map_err(store_failure)?;
     let (items, next_cursor) = page(rows, limit, "accounts", |a| a.account_id.clone());
     let body = AccountPage { items: items.into_iter().map(Account::from).collect(), next_cursor };
     Ok((freshness.headers(), Json(body)).into_response())
@@ -298,7 +212,7 @@ async fn projects(State(api): State<Api>, RawQuery(query): RawQuery) -> Answer {
     let limit = params.limit()?;
     let after: Option<String> = params.cursor("projects")?;
     let freshness = api.freshness(PROJECTS, &params.consistency()?).await?;
-    let rows = projects::projects_page(&api.0.store, after.as_deref(), limit + 1).await.map_err(store_failure)?;
+    let rows = projects::projects_page(api.store(), after.as_deref(), limit + 1).await.map_err(store_failure)?;
     let (items, next_cursor) = page(rows, limit, "projects", |p| p.project_id.clone());
     let body = ProjectPage { items: items.into_iter().map(Project::from).collect(), next_cursor };
     Ok((freshness.headers(), Json(body)).into_response())
@@ -356,7 +270,7 @@ async fn project_and_tasks(
     let limit = params.limit()?;
     let after: Option<String> = params.cursor("tasks")?;
     let freshness = api.freshness(PROJECTS, &params.consistency()?).await?;
-    let found = projects::project_with_tasks(&api.0.store, &project_id, after.as_deref(), limit + 1)
+    let found = projects::project_with_tasks(api.store(), &project_id, after.as_deref(), limit + 1)
         .await
         .map_err(store_failure)?;
     let (project, tasks) = found.ok_or_else(|| Problem::not_found(format!("no project `{project_id}`")))?;
@@ -404,7 +318,7 @@ async fn daily_activity(State(api): State<Api>, RawQuery(query): RawQuery) -> An
     let ((from, to), limit) = (params.date_range()?, params.limit()?);
     let after: Option<NaiveDate> = params.cursor("activity")?;
     let freshness = api.freshness(ACTIVITY, &params.consistency()?).await?;
-    let rows = activity::daily_page(&api.0.store, from, to, after, limit + 1).await.map_err(store_failure)?;
+    let rows = activity::daily_page(api.store(), from, to, after, limit + 1).await.map_err(store_failure)?;
     let (items, next_cursor) = page(rows, limit, "activity", |d| d.day);
     let body = DayPage { items: items.into_iter().map(Day::from).collect(), next_cursor };
     Ok((freshness.headers(), Json(body)).into_response())
@@ -450,13 +364,14 @@ async fn daily_features(State(api): State<Api>, RawQuery(query): RawQuery) -> An
     let after: Option<(NaiveDate, String)> = params.cursor("features")?;
     let freshness = api.freshness(FEATURES, &params.consistency()?).await?;
     let rows =
-        features::features_page(&api.0.store, from, to, feature, after, limit + 1).await.map_err(store_failure)?;
+        features::features_page(api.store(), from, to, feature, after, limit + 1).await.map_err(store_failure)?;
     let (items, next_cursor) = page(rows, limit, "features", |f| (f.day, f.feature.clone()));
     let body = FeatureDayPage { items: items.into_iter().map(FeatureDay::from).collect(), next_cursor };
     Ok((freshness.headers(), Json(body)).into_response())
 }
 
-pub(crate) fn routes() -> OpenApiRouter<Api> {
+/// The reference endpoints, for the query API's router.
+pub fn routes() -> OpenApiRouter<Api> {
     OpenApiRouter::new()
         .routes(routes!(account))
         .routes(routes!(accounts))
