@@ -102,25 +102,13 @@ impl Store {
         let mut ran = 0;
         for migration in &pending {
             let mut tx = self.pool.begin().await?;
-            if earlier.contains(&migration.version) {
-                sqlx::query!(
-                    "INSERT INTO eventline_projection_migrations (projection, version, description, checksum)
-                     VALUES ($1, $2, $3, $4)",
-                    projection,
-                    migration.version,
-                    migration.description,
-                    checksum(&migration.sql)
-                )
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                continue;
+            if !earlier.contains(&migration.version) {
+                (&mut *tx).execute(migration.sql.as_str()).await.map_err(|error| DefinitionError::Sql {
+                    path: migration.path.clone(),
+                    reason: describe_sql_error(&error, &migration.sql),
+                })?;
+                ran += 1;
             }
-            ran += 1;
-            (&mut *tx).execute(migration.sql.as_str()).await.map_err(|error| DefinitionError::Sql {
-                path: migration.path.clone(),
-                reason: describe_sql_error(&error, &migration.sql),
-            })?;
             sqlx::query!(
                 "INSERT INTO eventline_projection_migrations (projection, version, description, checksum)
                  VALUES ($1, $2, $3, $4)",

@@ -22,6 +22,30 @@ async fn migrate_and_topics_create_are_safe_to_run_again() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_database_migrated_by_an_earlier_eventline_keeps_its_reference_tables() {
+    let env = TestEnv::new().await;
+    // As an earlier eventline left it: the reference projections' migrations in sqlx's history
+    // only, their tables there with rows.
+    env.psql(
+        "INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time)
+         SELECT version, 'earlier', now(), true, '\\x00', 0 FROM eventline_projection_migrations;
+         DELETE FROM eventline_projection_migrations;
+         INSERT INTO account_balances (account_id, owner, currency, balance_minor, status, events_applied, last_event_id, last_event_time)
+         VALUES ('kept', 'o', 'EUR', 7, 'open', 1, 'e', now())",
+    );
+    let migrate = env.run(&["migrate"]);
+    assert!(migrate.status.success(), "the tables are not created again: {}", stderr(&migrate));
+    assert_eq!(env.psql("SELECT balance_minor FROM account_balances"), "7");
+    assert_eq!(
+        env.psql("SELECT count(*) FROM eventline_projection_migrations"),
+        "8",
+        "every reference migration recorded"
+    );
+    let worker_ready = env.run(&["status", "account_balances"]);
+    assert!(worker_ready.status.success(), "{}", stderr(&worker_ready));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_bad_partition_count_is_a_usage_error() {
     let env = TestEnv::new().await;
     let output = env.run(&["topics", "create", "--partitions", "0"]);
