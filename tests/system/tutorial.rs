@@ -48,4 +48,19 @@ async fn the_tutorial_runs_from_the_readme_files() {
         (Some(6), Some("o-1")),
         "version 2, rebuilt from the topic, remembers the last order: {out}"
     );
+
+    // And back: a rollback makes version 1's generation live again (its rows never had the
+    // last order).
+    let projections = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/inventory/projections");
+    let rollback = env
+        .command(&["rebuild", "rollback", "stock"])
+        .env("EVENTLINE_PROJECTIONS_DIR", &projections)
+        .output()
+        .expect("eventline runs");
+    assert!(rollback.status.success(), "{}", stderr(&rollback));
+    assert_eq!(
+        env.psql("SELECT generation FROM eventline_generations WHERE projection = 'stock' AND state = 'live'"),
+        "1"
+    );
+    assert_eq!(env.psql("SELECT on_hand || '|' || coalesce(last_order_id, '-') FROM stock_levels"), "6|-");
 }
