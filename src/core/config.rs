@@ -1026,6 +1026,13 @@ batch_max_events = 50
             )
         );
 
+        std::fs::write(&path, "projections_dir = \"/nonexistent\"\n").unwrap();
+        let err = Settings::load_from(Some(&path), &HashMap::new()).unwrap_err().to_string();
+        assert_eq!(err, format!("invalid `projections_dir` in {}: /nonexistent is not a directory", path.display()));
+        std::fs::write(&path, format!("projections_dir = {:?}\n", dir.path())).unwrap();
+        let settings = Settings::load_from(Some(&path), &HashMap::new()).unwrap();
+        assert_eq!(settings.projections_dir.as_deref(), Some(dir.path()));
+
         let missing = dir.path().join("missing.toml");
         let err = Settings::load_from(Some(&missing), &HashMap::new()).unwrap_err().to_string();
         assert!(err.starts_with(&format!("cannot read configuration file {}:", missing.display())), "{err}");
