@@ -37,8 +37,8 @@ use eventline_core::registry::Registry;
 use eventline_store::declarative::{function_schema, DefinitionError, ProjectionMigration};
 use eventline_store::{Store, StoreTx};
 use futures::future::BoxFuture;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::dlq;
@@ -223,6 +223,24 @@ fn load_migrations(dir: &Path) -> Result<Vec<ProjectionMigration>, LoadError> {
     Ok(migrations)
 }
 
+/// One event of the batch `apply` receives.
+#[derive(Serialize)]
+struct BatchEvent<'a> {
+    ord: usize,
+    id: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    source: &'a str,
+    subject: Option<&'a str>,
+    key: &'a str,
+    time: String,
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    dataversion: u32,
+    data: &'a Value,
+}
+
 /// A declarative projection, as the runtime and the commands drive it.
 #[derive(Clone)]
 pub struct Declarative {
@@ -243,33 +261,32 @@ impl Declarative {
         &self.definition
     }
 
-    /// The batch as `apply` receives it.
-    fn batch_json(events: &[&Applicable<()>]) -> Value {
-        Value::Array(
-            events
-                .iter()
-                .enumerate()
-                .map(|(index, applicable)| {
-                    let envelope = applicable.event.envelope();
-                    json!({
-                        "ord": index + 1,
-                        "id": envelope.id,
-                        "type": envelope.event_type,
-                        "source": envelope.source,
-                        "subject": envelope.subject,
-                        "key": applicable.event.key(),
-                        // PostgreSQL keeps microseconds: cut here as a Rust projection's
-                        // bound timestamp is, not rounded by the text cast.
-                        "time": applicable.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                        "topic": applicable.topic,
-                        "partition": applicable.partition,
-                        "offset": applicable.offset,
-                        "dataversion": applicable.event.current_version(),
-                        "data": applicable.event.data(),
-                    })
-                })
-                .collect(),
-        )
+    /// The batch as `apply` receives it, written straight to JSON text (no intermediate tree).
+    fn batch_json(events: &[&Applicable<()>]) -> String {
+        let batch: Vec<BatchEvent<'_>> = events
+            .iter()
+            .enumerate()
+            .map(|(index, applicable)| {
+                let envelope = applicable.event.envelope();
+                BatchEvent {
+                    ord: index + 1,
+                    id: &envelope.id,
+                    event_type: &envelope.event_type,
+                    source: &envelope.source,
+                    subject: envelope.subject.as_deref(),
+                    key: applicable.event.key(),
+                    // PostgreSQL keeps microseconds: cut here as a Rust projection's bound
+                    // timestamp is, not rounded by the text cast.
+                    time: applicable.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    topic: &applicable.topic,
+                    partition: applicable.partition,
+                    offset: applicable.offset,
+                    dataversion: applicable.event.current_version(),
+                    data: applicable.event.data(),
+                }
+            })
+            .collect();
+        serde_json::to_string(&batch).expect("a batch serializes")
     }
 
     fn broken(&self, reason: String) -> ApplyError {
@@ -292,7 +309,6 @@ impl Declarative {
             }
         };
         if refusals.is_empty() && keep {
-            tx.keep_apply().await?;
             return Ok(Vec::new());
         }
         tx.rollback_apply().await?;
