@@ -29,8 +29,9 @@ use std::sync::Arc;
 use clap::Parser;
 use eventline_consumers::declarative::{self, Declarative};
 use eventline_consumers::projections::{self, Handler, Projection, Projections};
+use eventline_core::catalog::Catalog;
 use eventline_core::config::Settings;
-use eventline_core::registry::Registry;
+use eventline_core::registry::CATALOG_FILE;
 use eventline_core::telemetry;
 use tokio_util::sync::CancellationToken;
 
@@ -116,9 +117,14 @@ pub fn main_with(app: App) -> ExitCode {
         // With a registry of the user's own domains, the shipped binary runs the user's
         // projections only: a reference projection none of whose topics that registry carries
         // is not part of the application.
-        if let Some(Ok(registry)) = settings.schemas_dir.as_deref().map(Registry::from_dir) {
-            let topics: Vec<&str> = registry.catalog().domains().iter().map(|d| d.topic.as_str()).collect();
-            app.projections.retain(|p| p.topics().iter().any(|t| topics.contains(&t.as_str())));
+        // Only its catalog is read here: the command loads (and reports on) the whole registry.
+        let catalog = settings
+            .schemas_dir
+            .as_deref()
+            .and_then(|dir| std::fs::read_to_string(dir.join(CATALOG_FILE)).ok())
+            .and_then(|text| Catalog::from_json(&text).ok());
+        if let Some(catalog) = catalog {
+            app.projections.retain(|p| p.topics().iter().any(|t| catalog.domain_for_topic(t).is_some()));
         }
     }
     // `projections check` reports a broken definition as its finding; every other command

@@ -152,7 +152,11 @@ async fn api_service(settings: &Settings, app: &App, store: Store, shutdown: Can
         .projections()
         .all()
         .iter()
-        .map(|p| ProjectionInfo { name: p.name().to_string(), topics: p.topics(), tables: p.tables() })
+        .map(|p| ProjectionInfo {
+            name: p.name().to_string(),
+            topics: p.topics().to_vec(),
+            tables: p.tables().to_vec(),
+        })
         .collect();
     let api = Api::new(store, settings.kafka.clone(), settings.namespace.clone(), projections, shutdown.clone());
     tokio::spawn(eventline_api::gauges::sample(api.clone(), shutdown));

@@ -20,8 +20,8 @@ use utoipa::openapi::{
     ArrayBuilder, ContentBuilder, ObjectBuilder, OpenApi, Ref, Required, ResponseBuilder, Schema, Type,
 };
 
-use crate::params::{encode_cursor, Params};
-use crate::query::{accepted_with, Answer, PAGE};
+use crate::params::Params;
+use crate::query::{accepted_with, page, path_parameter, Answer, PAGE};
 use crate::{store_failure, Api};
 
 /// A table served, with the projection whose positions its answers wait for.
@@ -41,7 +41,7 @@ struct Tables {
 pub(crate) async fn load(api: &Api) -> Vec<(String, TableShape)> {
     let mut shapes = Vec::new();
     for (projection, table) in api.declared_tables() {
-        match api.0.store.table_shape(&table).await {
+        match api.store().table_shape(&table).await {
             Ok(Some(shape)) if !shape.primary_key.is_empty() => shapes.push((projection, shape)),
             Ok(Some(_)) => tracing::warn!(projection, table, "Table has no primary key; not served over HTTP."),
             Ok(None) => {
@@ -100,7 +100,7 @@ async fn list(
     table: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Answer {
-    let table = table.map_err(|_| Problem::invalid_parameter("the path is not valid UTF-8 once decoded"))?.0;
+    let table = path_parameter(table)?;
     let served = tables.served(&table)?;
     let columns: Vec<&str> = served.shape.columns.iter().map(|c| c.name.as_str()).collect();
     let mut names = columns.clone();
@@ -122,17 +122,13 @@ async fn list(
         .into());
     }
     let freshness = tables.api.freshness(&served.projection, &params.consistency()?).await?;
-    let mut rows = tables
+    let rows = tables
         .api
-        .0
-        .store
+        .store()
         .table_rows(&served.shape, &filters, after.as_deref(), limit + 1)
         .await
         .map_err(read_failure)?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let next_cursor =
-        if more { rows.last().map(|last| encode_cursor(&endpoint, key_of(&served.shape, last))) } else { None };
+    let (rows, next_cursor) = page(rows, limit, &endpoint, |row| key_of(&served.shape, row));
     let body = serde_json::json!({ "items": rows, "next_cursor": next_cursor });
     Ok((freshness.headers(), Json(body)).into_response())
 }
@@ -159,7 +155,7 @@ async fn one(
     let filters: Vec<(String, String)> =
         primary_key.iter().zip(&parts).map(|(column, value)| (column.clone(), value.to_string())).collect();
     let freshness = tables.api.freshness(&served.projection, &params.consistency()?).await?;
-    let rows = tables.api.0.store.table_rows(&served.shape, &filters, None, 1).await.map_err(read_failure)?;
+    let rows = tables.api.store().table_rows(&served.shape, &filters, None, 1).await.map_err(read_failure)?;
     let row = rows.into_iter().next().ok_or_else(|| Problem::not_found(format!("no row `{key}` in `{table}`")))?;
     Ok((freshness.headers(), Json(row)).into_response())
 }

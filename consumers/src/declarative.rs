@@ -289,6 +289,13 @@ impl Declarative {
         serde_json::to_string(&batch).expect("a batch serializes")
     }
 
+    /// Installs this version's function unless it is there already (see
+    /// [`Store::install_apply`]).
+    async fn install(&self, store: &Store) -> Result<String, DefinitionError> {
+        let definition = &self.definition;
+        store.install_apply(&definition.name, definition.version, &definition.apply_path, &definition.apply_sql).await
+    }
+
     fn broken(&self, reason: String) -> ApplyError {
         ApplyError::Definition { projection: self.definition.name.clone(), reason }
     }
@@ -407,12 +414,12 @@ impl Projection for Declarative {
         &self.definition.name
     }
 
-    fn topics(&self) -> Vec<String> {
-        self.definition.topics.clone()
+    fn topics(&self) -> &[String] {
+        &self.definition.topics
     }
 
-    fn tables(&self) -> Vec<String> {
-        self.definition.tables.clone()
+    fn tables(&self) -> &[String] {
+        &self.definition.tables
     }
 
     fn starts_mid_stream(&self) -> bool {
@@ -423,21 +430,12 @@ impl Projection for Declarative {
         let definition = &self.definition;
         let declared = Declared {
             name: &definition.name,
+            declared_in: definition.manifest_path.clone(),
             topics: &definition.topics,
             handles: &definition.handles,
             ignores: &definition.ignores,
         };
         review_declared(&declared, registry, |_| Ok(()))
-            .into_iter()
-            .map(|problem| {
-                // Problems about what it declares point at its manifest.
-                if problem.reason.starts_with(&format!("projection {} handles", definition.name)) {
-                    Problem { path: definition.manifest_path.clone(), reason: problem.reason }
-                } else {
-                    problem
-                }
-            })
-            .collect()
     }
 
     fn migrate<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<usize, DefinitionError>> {
@@ -446,9 +444,7 @@ impl Projection for Declarative {
             let definition = &self.definition;
             let ran = store.migrate_projection(&definition.name, &definition.migrations).await?;
             store.check_tables(&definition.manifest_path, &definition.tables).await?;
-            store
-                .install_apply(&definition.name, definition.version, &definition.apply_path, &definition.apply_sql)
-                .await?;
+            self.install(&store).await?;
             Ok(ran)
         })
     }
@@ -465,9 +461,7 @@ impl Projection for Declarative {
             let definition = &self.definition;
             let ready = async {
                 store.ensure_projection_migrated(&definition.name, &definition.migrations).await?;
-                store
-                    .install_apply(&definition.name, definition.version, &definition.apply_path, &definition.apply_sql)
-                    .await
+                self.install(&store).await
             };
             ready.await.map_err(|error| WorkerError::Definition(error.to_string()))?;
             runtime::run_in_group(Arc::new(self.clone()), settings, registry, store, group, shutdown).await
@@ -483,11 +477,7 @@ impl Projection for Declarative {
         actor: &'a str,
     ) -> BoxFuture<'a, Result<dlq::RetryReport, dlq::DlqError>> {
         Box::pin(async move {
-            let definition = &self.definition;
-            store
-                .install_apply(&definition.name, definition.version, &definition.apply_path, &definition.apply_sql)
-                .await
-                .map_err(|error| dlq::DlqError::Definition(error.to_string()))?;
+            self.install(store).await.map_err(|error| dlq::DlqError::Definition(error.to_string()))?;
             dlq::retry(self, store, registry, target, skip, actor).await
         })
     }

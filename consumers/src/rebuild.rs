@@ -130,10 +130,6 @@ fn done_and_total(positions: &[PartitionPosition]) -> (i64, i64) {
     positions.iter().fold((0, 0), |(done, total), p| (done + p.at - p.low, total + p.end - p.low))
 }
 
-fn tables(projection: &dyn Projection) -> Vec<String> {
-    projection.tables()
-}
-
 /// Table names as the store takes them.
 fn names(tables: &[String]) -> Vec<&str> {
     tables.iter().map(String::as_str).collect()
@@ -220,7 +216,7 @@ pub async fn replay(
         outcome: json!({}),
     };
     let ResetCounts { rows, dead_letters, parked_keys, applied_ids } =
-        store.reset_projection(projection.name(), &names(&tables(projection)), &positions, audit).await?;
+        store.reset_projection(projection.name(), &names(projection.tables()), &positions, audit).await?;
     Ok(ReplayReport {
         from: from.describe(),
         positions: described,
@@ -270,8 +266,8 @@ impl Rebuild {
             (None, None) => return Err(OperationError::NoRebuild(name.to_string())),
             (None, Some(from)) => {
                 let positions = start_positions(settings, &*projection, from).await?;
-                let tables = tables(&*projection);
-                let created = store.create_generation(name, &names(&tables), &from.describe(), &positions).await?;
+                let created =
+                    store.create_generation(name, &names(projection.tables()), &from.describe(), &positions).await?;
                 (created, true)
             }
         };
@@ -393,7 +389,7 @@ impl Rebuild {
 
     /// Row counts and checksums of the live generation and this one.
     pub async fn diff(&self) -> Result<Vec<TableDiff>, OperationError> {
-        Ok(self.store.diff_generation(&names(&tables(&*self.projection)), &self.generation.schema()).await?)
+        Ok(self.store.diff_generation(&names(self.projection.tables()), &self.generation.schema()).await?)
     }
 
     /// Switches readers to this generation: refuses when it is more than `max_lag` events behind;
@@ -416,7 +412,7 @@ impl Rebuild {
         if !self.catch_up(&CancellationToken::new(), |_| {}).await? {
             unreachable!("a token nobody cancels");
         }
-        let frozen = self.store.freeze(name, &names(&tables(&*self.projection))).await?;
+        let frozen = self.store.freeze(name, &names(self.projection.tables())).await?;
         let deadline = Instant::now() + CUTOVER_WAIT;
         loop {
             let stored = self.store.generation_checkpoints(&self.generation.schema(), name).await?;
@@ -473,7 +469,7 @@ pub async fn rollback(store: &Store, projection: &dyn Projection, actor: &str) -
         .filter(|g| g.state == GenerationState::Retired)
         .max_by_key(|g| g.live_since)
         .ok_or_else(|| OperationError::NothingToRollBack(name.to_string()))?;
-    let frozen = store.freeze(name, &names(&tables(projection))).await?;
+    let frozen = store.freeze(name, &names(projection.tables())).await?;
     let audit = NewAuditEntry {
         actor,
         action: "rebuild.rollback",

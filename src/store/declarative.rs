@@ -184,23 +184,18 @@ impl Store {
     ) -> Result<String, DefinitionError> {
         let schema = function_schema(projection, version);
         let sum = checksum(sql);
-        let installed = sqlx::query_scalar!(
-            "SELECT checksum FROM eventline_projection_functions WHERE projection = $1 AND version = $2",
-            projection,
-            version
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        match installed {
-            Some(existing) if existing == sum => return Ok(schema),
-            Some(_) => {
-                return Err(DefinitionError::ChangedApply {
-                    projection: projection.to_string(),
-                    version,
-                    path: path.to_string(),
-                })
-            }
-            None => {}
+        // This very `apply.sql` installed: done; another one under the same version: refused.
+        let installed = |existing: Option<Vec<u8>>| match existing {
+            Some(existing) if existing == sum => Ok(true),
+            Some(_) => Err(DefinitionError::ChangedApply {
+                projection: projection.to_string(),
+                version,
+                path: path.to_string(),
+            }),
+            None => Ok(false),
+        };
+        if installed(installed_checksum(&self.pool, projection, version).await?)? {
+            return Ok(schema);
         }
         let mut tx = self.pool.begin().await?;
         // Several workers may start at once: one installs, the others wait and find it.
@@ -208,14 +203,7 @@ impl Store {
             .bind(projection)
             .execute(&mut *tx)
             .await?;
-        let raced = sqlx::query_scalar!(
-            "SELECT checksum FROM eventline_projection_functions WHERE projection = $1 AND version = $2",
-            projection,
-            version
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        if raced.is_some() {
+        if installed(installed_checksum(&mut *tx, projection, version).await?)? {
             return Ok(schema);
         }
         let prepare = format!(
@@ -294,6 +282,21 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// The checksum of the `apply.sql` installed for `version` of `projection`, if any.
+async fn installed_checksum(
+    executor: impl sqlx::PgExecutor<'_>,
+    projection: &str,
+    version: i32,
+) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT checksum FROM eventline_projection_functions WHERE projection = $1 AND version = $2",
+        projection,
+        version
+    )
+    .fetch_optional(executor)
+    .await
 }
 
 /// What one call of a projection's `apply` returned: each refused event's `ord` and reason.

@@ -157,15 +157,16 @@ pub enum ApplyError {
 }
 
 /// A projection as the runtime and the operator commands see it, whatever it is made of: a
-/// Rust [`Handler`] ([`rust`]) or, later, a declarative definition. Object safe, so an
-/// application lists its projections in one [`Projections`].
+/// Rust [`Handler`] ([`rust`]) or a declarative definition
+/// ([`Declarative`](crate::declarative::Declarative)). Object safe, so an application lists its
+/// projections in one [`Projections`].
 pub trait Projection: Send + Sync + 'static {
     /// Its name; its consumer group is `eventline.<name>`.
     fn name(&self) -> &str;
     /// The catalog topics it reads (before any namespace prefix).
-    fn topics(&self) -> Vec<String>;
+    fn topics(&self) -> &[String];
     /// The tables it owns, copied into each rebuild generation.
-    fn tables(&self) -> Vec<String>;
+    fn tables(&self) -> &[String];
     /// Whether it may be replayed or rebuilt from a time or an offset.
     fn starts_mid_stream(&self) -> bool;
     /// What is wrong between its declarations and the registry (see [`review`]).
@@ -280,12 +281,12 @@ impl<H: Handler> Projection for RustProjection<H> {
         H::NAME
     }
 
-    fn topics(&self) -> Vec<String> {
-        self.topics.clone()
+    fn topics(&self) -> &[String] {
+        &self.topics
     }
 
-    fn tables(&self) -> Vec<String> {
-        self.tables.clone()
+    fn tables(&self) -> &[String] {
+        &self.tables
     }
 
     fn starts_mid_stream(&self) -> bool {
@@ -326,7 +327,7 @@ impl<H: Handler> Projection for RustProjection<H> {
         skip: Option<(i64, &'a str)>,
         actor: &'a str,
     ) -> BoxFuture<'a, Result<dlq::RetryReport, dlq::DlqError>> {
-        Box::pin(async move { dlq::retry(&Self::new(), store, registry, target, skip, actor).await })
+        Box::pin(async move { dlq::retry(self, store, registry, target, skip, actor).await })
     }
 }
 
@@ -382,6 +383,8 @@ pub fn review<H: Handler>(registry: &Registry) -> Vec<Problem> {
     let handles: Vec<(String, Vec<u32>)> = H::HANDLES.iter().map(|(t, v)| (t.to_string(), v.to_vec())).collect();
     let declared = Declared {
         name: H::NAME,
+        // A handler's declarations are code; problems with them are named by the catalog.
+        declared_in: registry.shown_path(CATALOG_FILE),
         topics: &H::TOPICS.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
         handles: &handles,
         ignores: &H::IGNORES.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
@@ -392,6 +395,8 @@ pub fn review<H: Handler>(registry: &Registry) -> Vec<Problem> {
 /// What a projection says it reads.
 pub struct Declared<'a> {
     pub name: &'a str,
+    /// Where the declarations are written, as problems with them name it.
+    pub declared_in: String,
     pub topics: &'a [String],
     pub handles: &'a [(String, Vec<u32>)],
     pub ignores: &'a [String],
@@ -408,7 +413,7 @@ pub fn review_declared(
 ) -> Vec<Problem> {
     let name = declared.name;
     let mut problems = Vec::new();
-    let catalog = registry.shown_path(CATALOG_FILE);
+    let catalog = &declared.declared_in;
     for (event_type, versions) in declared.handles {
         let Some(contract) = registry.contract(event_type) else {
             problems.push(Problem {
