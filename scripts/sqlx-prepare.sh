@@ -7,7 +7,7 @@ SERVER="${EVENTLINE_PREPARE_SERVER:-postgres://postgres@127.0.0.1:5432}"
 DB="eventline_sqlx_prepare"
 psql "$SERVER/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
 # Every migration (the runtime's and each projection's), in version order.
-find "$ROOT/migrations" "$ROOT/reference/migrations" -name '*.sql' -printf '%f %p\n' | sort | while read -r _ migration; do
+find "$ROOT/migrations" "$ROOT/reference/migrations" "$ROOT/reference/projections" -path '*migrations/*.sql' -printf '%f %p\n' | sort | while read -r _ migration; do
   psql "$SERVER/$DB" -q -v ON_ERROR_STOP=1 -f "$migration"
 done
 # The outbox lives in upstream databases; the queries against it are checked here too.

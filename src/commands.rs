@@ -17,6 +17,7 @@ use eventline_producers::input;
 use eventline_producers::loadgen::ExamplesTraffic;
 use eventline_producers::publisher::Publisher;
 use eventline_reference::loadgen::{self, Domain};
+use eventline_store::declarative::Migrated;
 use eventline_store::Store;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -102,12 +103,17 @@ pub async fn migrate(settings: &Settings, projections: &[Arc<dyn Projection>]) -
     let store = Store::connect(url, 2, settings.connect_timeout).await?;
     store.migrate().await?;
     for projection in projections {
-        let ran = projection.migrate(&store).await.map_err(|error| Failure {
+        let migrated = projection.migrate(&store).await.map_err(|error| Failure {
             code: EXIT_BAD_CONFIG,
             error: anyhow!("projection {}: {error}", projection.name()),
         })?;
-        if ran > 0 {
-            tracing::info!(projection = projection.name(), migrations = ran, "Projection migrated.");
+        match migrated {
+            Migrated::Ran(0) => {}
+            Migrated::Ran(ran) => tracing::info!(projection = projection.name(), migrations = ran, "Projection migrated."),
+            Migrated::AwaitsRebuild { live } => println!(
+                "projection {name}: the live generation is version {live}; this version is built beside it by `eventline rebuild start {name}` (its migrations run there, not on the live tables)",
+                name = projection.name()
+            ),
         }
     }
     store.close().await;

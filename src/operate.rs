@@ -13,6 +13,7 @@ use eventline_consumers::Projection;
 use crate::App;
 use eventline_core::config::Settings;
 use eventline_store::dead_letters::DeadLetterFilter;
+use eventline_store::declarative::DefinitionError;
 use eventline_store::Store;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +54,8 @@ fn operation_failure(error: OperationError) -> Failure {
         | OperationError::NoRebuild(_)
         | OperationError::DifferentStart { .. }
         | OperationError::NothingToRollBack(_) => EXIT_INVALID_INPUT,
+        OperationError::Definition(DefinitionError::Store(_)) => 1,
+        OperationError::Definition(_) => EXIT_BAD_CONFIG,
         _ => 1,
     };
     Failure { code, error: error.into() }
@@ -116,6 +119,7 @@ fn print_status(out: &mut impl Write, statuses: &[ProjectionStatus]) -> std::io:
             Some(r) => format!("generation {} building, {} events behind", r.generation, r.lag_events),
             None => "none".into(),
         };
+        let version = s.version.map(|v| format!(" (version {v})")).unwrap_or_default();
         let retired = if s.retired_generations.is_empty() {
             String::new()
         } else {
@@ -123,7 +127,7 @@ fn print_status(out: &mut impl Write, statuses: &[ProjectionStatus]) -> std::io:
         };
         writeln!(
             out,
-            "{}  generation {}{retired}  lag {} events / {:.1}s  dead letters {}  parked keys {}  rebuild: {rebuild}",
+            "{}  generation {}{version}{retired}  lag {} events / {:.1}s  dead letters {}  parked keys {}  rebuild: {rebuild}",
             s.name, s.generation, s.lag_events, s.lag_seconds, s.dead_letters, s.parked_keys
         )?;
         match (&s.group_state, s.group_members) {
@@ -258,7 +262,7 @@ async fn start(
     let verb = if rebuild.created { "started" } else { "resumed" };
     println!(
         "{}",
-        json!({ "event": verb, "projection": name, "generation": rebuild.generation.generation, "schema": rebuild.generation.schema(), "from": rebuild.generation.started_from })
+        json!({ "event": verb, "projection": name, "generation": rebuild.generation.generation, "version": rebuild.generation.version, "schema": rebuild.generation.schema(), "from": rebuild.generation.started_from })
     );
     let bar = match args.progress {
         ProgressStyle::Bar => true,

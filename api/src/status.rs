@@ -44,6 +44,8 @@ pub struct ProjectionStatus {
     pub checkpointed_at: Option<DateTime<Utc>>,
     /// The generation readers are served from (1 until a rebuild is cut over).
     pub generation: i32,
+    /// The version of a declarative projection that built the live generation.
+    pub version: Option<i32>,
     /// Whether a new generation of the projection is being built beside the live one.
     pub rebuild_in_progress: bool,
     /// The generation being built, if any.
@@ -66,6 +68,8 @@ pub struct ProjectionStatus {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RebuildStatus {
     pub generation: i32,
+    /// The version of a declarative projection it is built for.
+    pub version: Option<i32>,
     /// `earliest`, or the time it started from.
     pub started_from: String,
     /// Events on its topics it has not read yet.
@@ -197,9 +201,11 @@ pub async fn collect(
             parked_keys,
             checkpointed_at: checkpoints.iter().map(|c| c.updated_at).max(),
             generation: live_generation(&generations),
+            version: generations.iter().find(|g| g.state == GenerationState::Live).and_then(|g| g.version),
             rebuild_in_progress: building.is_some(),
             rebuild: building.map(|g| RebuildStatus {
                 generation: g.generation,
+                version: g.version,
                 started_from: g.started_from.clone(),
                 lag_events: rebuild_lag,
                 caught_up_at: g.caught_up_at,

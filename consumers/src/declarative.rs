@@ -21,9 +21,12 @@
 //! `ord` not in the batch, an empty reason) or fails for any other reason stops the worker with
 //! nothing written.
 //!
-//! Each version's function is installed in a schema of its own (`eventline_apply_<name>_v<N>`),
-//! so a rebuild of a new version runs its own function beside the live one; the tables it names
-//! are found through the connection's `search_path`, which puts a rebuild's generation first.
+//! Each version's function is installed in a schema of its own (`eventline_apply_<name>_v<N>`)
+//! and the runtime reaches it through the generation's dispatcher (see
+//! [`eventline_store::declarative`]): a new `version` is not migrated onto the live tables but
+//! built by `eventline rebuild start`, from all its migrations, in the new generation's schema,
+//! running its own function beside the live one. The tables a function names are found through
+//! the connection's `search_path`, which puts a rebuild's generation first.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -34,7 +37,8 @@ use eventline_core::check::Problem;
 use eventline_core::config::Settings;
 use eventline_core::contract::ValidatedEvent;
 use eventline_core::registry::Registry;
-use eventline_store::declarative::{function_schema, DefinitionError, ProjectionMigration};
+use eventline_store::declarative::{DefinitionError, Migrated, ProjectionMigration};
+use eventline_store::generations::{Generation, NewGeneration, StartPosition};
 use eventline_store::{Store, StoreTx};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -133,11 +137,42 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Definition>, LoadError> {
     folders.iter().map(|folder| load(folder)).collect()
 }
 
+/// A definition's files as text: what [`load`] reads from a folder, or what an application
+/// embeds in its binary (`include_str!`) to ship declarative projections of its own.
+#[derive(Debug, Clone)]
+pub struct DefinitionFiles {
+    /// The definition's folder, as errors name it; its last part is the projection's name.
+    pub folder: PathBuf,
+    /// `projection.toml`.
+    pub manifest: String,
+    /// Each file of `migrations/`: its name and contents.
+    pub migrations: Vec<(String, String)>,
+    /// `apply.sql`.
+    pub apply: String,
+}
+
 /// Loads the definition in `folder`.
 pub fn load(folder: &Path) -> Result<Definition, LoadError> {
+    let manifest = read(&folder.join(MANIFEST_FILE))?;
+    let dir = folder.join(MIGRATIONS_DIR);
+    let entries = std::fs::read_dir(&dir).map_err(|e| error(&dir, format!("cannot be read: {e}")))?;
+    let mut migrations = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| error(&dir, format!("cannot be read: {e}")))?.path();
+        let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        migrations.push((file, read(&path)?));
+    }
+    let apply = read(&folder.join(APPLY_FILE))?;
+    parse(DefinitionFiles { folder: folder.to_path_buf(), manifest, migrations, apply })
+}
+
+/// Checks a definition's files and makes them a [`Definition`]; every mistake is named by its
+/// file.
+pub fn parse(files: DefinitionFiles) -> Result<Definition, LoadError> {
+    let folder = files.folder.as_path();
     let manifest_path = folder.join(MANIFEST_FILE);
-    let text = read(&manifest_path)?;
-    let manifest: Manifest = toml::from_str(&text).map_err(|e| error(&manifest_path, e.to_string().trim_end()))?;
+    let manifest: Manifest =
+        toml::from_str(&files.manifest).map_err(|e| error(&manifest_path, e.to_string().trim_end()))?;
     let bad = |reason: String| Err(error(&manifest_path, reason));
     if !is_identifier(&manifest.name) || manifest.name.len() > MAX_NAME {
         return bad(format!(
@@ -170,9 +205,7 @@ pub fn load(folder: &Path) -> Result<Definition, LoadError> {
     if let Some(both) = manifest.ignores.iter().find(|t| manifest.handles.contains_key(*t)) {
         return bad(format!("`{both}` is both handled and ignored"));
     }
-    let migrations = load_migrations(&folder.join(MIGRATIONS_DIR))?;
-    let apply_path = folder.join(APPLY_FILE);
-    let apply_sql = read(&apply_path)?;
+    let migrations = parse_migrations(&folder.join(MIGRATIONS_DIR), files.migrations)?;
     Ok(Definition {
         name: manifest.name,
         version: manifest.version,
@@ -182,19 +215,18 @@ pub fn load(folder: &Path) -> Result<Definition, LoadError> {
         ignores: manifest.ignores,
         starts_mid_stream: manifest.starts_mid_stream,
         migrations,
-        apply_sql,
-        apply_path: shown(&apply_path),
+        apply_sql: files.apply,
+        apply_path: shown(&folder.join(APPLY_FILE)),
         manifest_path: shown(&manifest_path),
     })
 }
 
-/// `<version>_<description>.sql` files, in version order.
-fn load_migrations(dir: &Path) -> Result<Vec<ProjectionMigration>, LoadError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| error(dir, format!("cannot be read: {e}")))?;
+/// The files of `dir` as `<version>_<description>.sql` migrations, in version order.
+fn parse_migrations(dir: &Path, mut files: Vec<(String, String)>) -> Result<Vec<ProjectionMigration>, LoadError> {
+    files.sort();
     let mut migrations: Vec<ProjectionMigration> = Vec::new();
-    for entry in entries {
-        let path = entry.map_err(|e| error(dir, format!("cannot be read: {e}")))?.path();
-        let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    for (file, sql) in files {
+        let path = dir.join(&file);
         let parsed = file
             .strip_suffix(".sql")
             .and_then(|stem| stem.split_once('_'))
@@ -208,7 +240,6 @@ fn load_migrations(dir: &Path) -> Result<Vec<ProjectionMigration>, LoadError> {
         if let Some(same) = migrations.iter().find(|m| m.version == version) {
             return Err(error(&path, format!("version {version} is taken by {}", same.path)));
         }
-        let sql = read(&path)?;
         migrations.push(ProjectionMigration {
             version,
             description: description.replace('_', " "),
@@ -245,16 +276,13 @@ struct BatchEvent<'a> {
 #[derive(Clone)]
 pub struct Declarative {
     definition: Arc<Definition>,
-    /// Where its `apply` function is installed.
-    schema: String,
     handled: Arc<HashSet<String>>,
 }
 
 impl Declarative {
     pub fn new(definition: Definition) -> Self {
-        let schema = function_schema(&definition.name, definition.version);
         let handled = definition.handles.iter().map(|(t, _)| t.clone()).collect();
-        Self { definition: Arc::new(definition), schema, handled: Arc::new(handled) }
+        Self { definition: Arc::new(definition), handled: Arc::new(handled) }
     }
 
     pub fn definition(&self) -> &Definition {
@@ -290,10 +318,13 @@ impl Declarative {
     }
 
     /// Installs this version's function unless it is there already (see
-    /// [`Store::install_apply`]).
-    async fn install(&self, store: &Store) -> Result<String, DefinitionError> {
+    /// [`Store::install_apply`]), and the dispatcher beside the tables `store` writes if missing.
+    async fn install(&self, store: &Store) -> Result<(), DefinitionError> {
         let definition = &self.definition;
-        store.install_apply(&definition.name, definition.version, &definition.apply_path, &definition.apply_sql).await
+        store
+            .install_apply(&definition.name, definition.version, &definition.apply_path, &definition.apply_sql)
+            .await?;
+        store.ensure_dispatcher(&definition.name, definition.version).await
     }
 
     fn broken(&self, reason: String) -> ApplyError {
@@ -308,7 +339,7 @@ impl Declarative {
         events: &[&Applicable<()>],
         keep: bool,
     ) -> Result<Vec<(usize, String)>, ApplyError> {
-        let refusals = match tx.call_apply(&self.schema, &Self::batch_json(events)).await {
+        let refusals = match tx.call_apply(&self.definition.name, &Self::batch_json(events)).await {
             Ok(refusals) => refusals,
             Err(error) => {
                 tx.rollback_apply().await?;
@@ -438,14 +469,38 @@ impl Projection for Declarative {
         review_declared(&declared, registry, |_| Ok(()))
     }
 
-    fn migrate<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<usize, DefinitionError>> {
-        let store = store.clone();
+    fn migrate<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<Migrated, DefinitionError>> {
         Box::pin(async move {
             let definition = &self.definition;
-            let ran = store.migrate_projection(&definition.name, &definition.migrations).await?;
-            store.check_tables(&definition.manifest_path, &definition.tables).await?;
-            self.install(&store).await?;
-            Ok(ran)
+            let migrated =
+                store.migrate_projection(&definition.name, Some(definition.version), &definition.migrations).await?;
+            if let Migrated::Ran(_) = migrated {
+                store.check_tables(&definition.manifest_path, &definition.tables).await?;
+            }
+            self.install(store).await?;
+            Ok(migrated)
+        })
+    }
+
+    fn create_generation<'a>(
+        &'a self,
+        store: &'a Store,
+        started_from: &'a str,
+        positions: &'a [StartPosition],
+    ) -> BoxFuture<'a, Result<Generation, DefinitionError>> {
+        Box::pin(async move {
+            let definition = &self.definition;
+            self.install(store).await?;
+            let new = NewGeneration {
+                projection: &definition.name,
+                tables: &definition.tables,
+                declared_in: &definition.manifest_path,
+                started_from,
+                positions,
+                version: Some(definition.version),
+                migrations: &definition.migrations,
+            };
+            store.create_generation(&new).await
         })
     }
 
@@ -460,7 +515,9 @@ impl Projection for Declarative {
         Box::pin(async move {
             let definition = &self.definition;
             let ready = async {
-                store.ensure_projection_migrated(&definition.name, &definition.migrations).await?;
+                store
+                    .ensure_projection_migrated(&definition.name, Some(definition.version), &definition.migrations)
+                    .await?;
                 self.install(&store).await
             };
             ready.await.map_err(|error| WorkerError::Definition(error.to_string()))?;

@@ -54,6 +54,8 @@ pub enum OperationError {
     #[error("the rebuild's worker failed: {0}")]
     Worker(#[from] WorkerError),
     #[error(transparent)]
+    Definition(#[from] eventline_store::declarative::DefinitionError),
+    #[error(transparent)]
     Kafka(#[from] eventline_kafka::Error),
     #[error(transparent)]
     Store(#[from] eventline_store::Error),
@@ -266,8 +268,7 @@ impl Rebuild {
             (None, None) => return Err(OperationError::NoRebuild(name.to_string())),
             (None, Some(from)) => {
                 let positions = start_positions(settings, &*projection, from).await?;
-                let created =
-                    store.create_generation(name, &names(projection.tables()), &from.describe(), &positions).await?;
+                let created = projection.create_generation(store, &from.describe(), &positions).await?;
                 (created, true)
             }
         };

@@ -1,5 +1,10 @@
 //! The `feature_usage_daily` projection: per UTC day and feature, how many times it was used and
 //! by how many distinct users. Page views are on the same topic and deliberately passed over.
+//!
+//! Not what the shipped binary runs: it ships the declarative `feature_usage_daily` (the SQL in
+//! `reference/projections/feature_usage_daily/`, on the same tables and migrations). This Rust version is kept as
+//! the baseline the suite proves the SQL equal to (`tests/system/declarative.rs`) and the
+//! declarative benchmark measures it against (`cargo bench --bench declarative`).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -35,12 +40,14 @@ impl Handler for FeatureUsageDaily {
         Migration {
             version: 20261128100004,
             description: "feature usage daily",
-            sql: include_str!("../migrations/feature_usage_daily/20261128100004_feature_usage_daily.sql"),
+            sql: include_str!("../projections/feature_usage_daily/migrations/20261128100004_feature_usage_daily.sql"),
         },
         Migration {
             version: 20261128100014,
             description: "feature usage daily analytics",
-            sql: include_str!("../migrations/feature_usage_daily/20261128100014_feature_usage_daily_analytics.sql"),
+            sql: include_str!(
+                "../projections/feature_usage_daily/migrations/20261128100014_feature_usage_daily_analytics.sql"
+            ),
         },
     ];
     const HANDLES: &'static [(&'static str, &'static [u32])] = &[("activity.FeatureUsed", &[1])];

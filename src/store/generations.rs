@@ -15,6 +15,10 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use crate::checkpoints::Checkpoint;
+use crate::declarative::{
+    check_tables_in, create_dispatcher, dispatcher, record_migration, run_migration, DefinitionError,
+    ProjectionMigration,
+};
 use crate::{Error, Store, StoreTx};
 
 /// The runtime tables every generation has its own rows in.
@@ -28,6 +32,11 @@ const DEAD_LETTER_COLUMNS: &str = r#"projection, topic, partition, "offset", rec
 /// The schema holding a generation's tables while it is not live.
 pub fn generation_schema(projection: &str, generation: i32) -> String {
     format!("eventline_gen_{projection}_{generation}")
+}
+
+/// The generation whose schema is `schema`, if it is one of `projection`'s.
+pub fn generation_of_schema(projection: &str, schema: &str) -> Option<i32> {
+    schema.strip_prefix(&format!("eventline_gen_{projection}_"))?.parse().ok()
 }
 
 /// What a generation is doing.
@@ -70,6 +79,9 @@ pub struct Generation {
     pub created_at: DateTime<Utc>,
     pub caught_up_at: Option<DateTime<Utc>>,
     pub live_since: Option<DateTime<Utc>>,
+    /// The version of a declarative projection that built it (`None` for a Rust projection,
+    /// or one built before versions were recorded).
+    pub version: Option<i32>,
 }
 
 impl Generation {
@@ -112,6 +124,23 @@ pub struct StartPosition {
     pub topic: String,
     pub partition: i32,
     pub next_offset: Option<i64>,
+}
+
+/// What a new generation is built from.
+#[derive(Debug, Clone, Copy)]
+pub struct NewGeneration<'a> {
+    pub projection: &'a str,
+    /// The tables it owns.
+    pub tables: &'a [String],
+    /// Where the projection is declared, for errors in its tables.
+    pub declared_in: &'a str,
+    /// `earliest`, or the RFC 3339 time it starts from.
+    pub started_from: &'a str,
+    pub positions: &'a [StartPosition],
+    /// A declarative projection's version (its `apply` must be installed); `None` for Rust.
+    pub version: Option<i32>,
+    /// The version's migrations, run in the generation's schema when it is not the live one's.
+    pub migrations: &'a [ProjectionMigration],
 }
 
 /// What a reset removed.
@@ -189,7 +218,7 @@ impl Store {
     /// generation 1 is live).
     pub async fn generations(&self, projection: &str) -> Result<Vec<Generation>, Error> {
         let rows = sqlx::query!(
-            "SELECT projection, generation, state, started_from, created_at, caught_up_at, live_since
+            "SELECT projection, generation, state, started_from, created_at, caught_up_at, live_since, version
              FROM eventline_generations WHERE projection = $1 ORDER BY generation",
             projection
         )
@@ -205,19 +234,19 @@ impl Store {
                 created_at: r.created_at,
                 caught_up_at: r.caught_up_at,
                 live_since: r.live_since,
+                version: r.version,
             })
             .collect())
     }
 
-    /// Creates the next generation of `projection` in its own schema: empty copies of its tables
-    /// and of the runtime tables, with `positions` as its starting checkpoints.
-    pub async fn create_generation(
-        &self,
-        projection: &str,
-        tables: &[&str],
-        started_from: &str,
-        positions: &[StartPosition],
-    ) -> Result<Generation, Error> {
+    /// Creates the next generation of a projection in its own schema, with copies of the
+    /// runtime tables and `positions` as its starting checkpoints. Its own tables are empty
+    /// copies of the live ones, or, when it is built for a version other than the live
+    /// generation's, made by running the version's migrations in its schema (checked like
+    /// `eventline migrate` checks the live ones); a versioned one gets the dispatcher to its
+    /// version's `apply`.
+    pub async fn create_generation(&self, new: &NewGeneration<'_>) -> Result<Generation, DefinitionError> {
+        let projection = new.projection;
         let mut tx = self.pool.begin().await?;
         sqlx::query!(
             "INSERT INTO eventline_generations (projection, generation, state, live_since)
@@ -226,21 +255,55 @@ impl Store {
         )
         .execute(&mut *tx)
         .await?;
+        let live = sqlx::query!(
+            "SELECT generation, version FROM eventline_generations WHERE projection = $1 AND state = 'live'",
+            projection
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         let generation: i32 = sqlx::query_scalar!(
-            r#"INSERT INTO eventline_generations (projection, generation, state, started_from)
-               SELECT $1, max(generation) + 1, 'building', $2 FROM eventline_generations WHERE projection = $1
+            r#"INSERT INTO eventline_generations (projection, generation, state, started_from, version)
+               SELECT $1, max(generation) + 1, 'building', $2, $3 FROM eventline_generations WHERE projection = $1
                RETURNING generation"#,
             projection,
-            started_from
+            new.started_from,
+            new.version
         )
         .fetch_one(&mut *tx)
         .await?;
         let schema = generation_schema(projection, generation);
         sqlx::query(&format!("CREATE SCHEMA {}", quoted(&schema))).execute(&mut *tx).await?;
-        for table in tables.iter().chain(RUNTIME_TABLES) {
+        for table in RUNTIME_TABLES {
             sqlx::query("SELECT eventline_copy_table($1, $2)").bind(table).bind(&schema).execute(&mut *tx).await?;
         }
-        for start in positions.iter().filter(|p| p.next_offset.is_some()) {
+        let new_version = new.version.is_some() && new.version != live.version;
+        if new_version {
+            sqlx::query(&format!("SET LOCAL search_path = {}, public", quoted(&schema))).execute(&mut *tx).await?;
+            for migration in new.migrations {
+                run_migration(&mut tx, migration).await?;
+                record_migration(&mut tx, projection, generation, migration).await?;
+            }
+            sqlx::query("SET LOCAL search_path = public").execute(&mut *tx).await?;
+            check_tables_in(&mut tx, &schema, new.declared_in, new.tables).await?;
+        } else {
+            for table in new.tables {
+                sqlx::query("SELECT eventline_copy_table($1, $2)").bind(table).bind(&schema).execute(&mut *tx).await?;
+            }
+            sqlx::query!(
+                "INSERT INTO eventline_projection_migrations (projection, generation, version, description, checksum, applied_at)
+                 SELECT projection, $2, version, description, checksum, applied_at
+                 FROM eventline_projection_migrations WHERE projection = $1 AND generation = $3",
+                projection,
+                generation,
+                live.generation
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(version) = new.version {
+            create_dispatcher(&mut tx, &quoted(&schema), projection, version).await?;
+        }
+        for start in new.positions.iter().filter(|p| p.next_offset.is_some()) {
             sqlx::query(&format!(
                 "INSERT INTO {}.eventline_checkpoints (projection, topic, partition, next_offset, written_by)
                  VALUES ($1, $2, $3, $4, 'rebuild start')",
@@ -404,6 +467,13 @@ impl Store {
         if state.is_some() {
             let schema = generation_schema(projection, generation);
             sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quoted(&schema))).execute(&mut *tx).await?;
+            sqlx::query!(
+                "DELETE FROM eventline_projection_migrations WHERE projection = $1 AND generation = $2",
+                projection,
+                generation
+            )
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -551,6 +621,19 @@ impl Frozen {
             let table = quoted(table);
             sqlx::query(&format!("ALTER TABLE public.{table} SET SCHEMA {outgoing_schema}")).execute(&mut *tx).await?;
             sqlx::query(&format!("ALTER TABLE {incoming_schema}.{table} SET SCHEMA public")).execute(&mut *tx).await?;
+        }
+        // The dispatcher to the version's `apply` goes where its tables go.
+        let dispatcher = quoted(&dispatcher(&projection));
+        for (from, to) in [("public", outgoing_schema.as_str()), (incoming_schema.as_str(), "public")] {
+            let found: bool = sqlx::query_scalar("SELECT to_regprocedure($1) IS NOT NULL")
+                .bind(format!("{from}.{dispatcher}(jsonb)"))
+                .fetch_one(&mut *tx)
+                .await?;
+            if found {
+                sqlx::query(&format!("ALTER FUNCTION {from}.{dispatcher}(jsonb) SET SCHEMA {to}"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         for view in &views {
             let name: String = view.try_get("name")?;

@@ -287,7 +287,7 @@ async fn broken_definitions_are_refused_with_the_file_and_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_edited_migration_or_apply_and_a_lying_function_change_nothing() {
+async fn an_edited_migration_or_apply_is_refused_and_changes_nothing() {
     let dir = projections("edits", |_| {});
     let env = inventory(&dir).await;
     let stock_dir = dir.join("stock");
@@ -326,40 +326,157 @@ async fn an_edited_migration_or_apply_and_a_lying_function_change_nothing() {
         stderr(&worker)
     );
 
-    // A function answering an ord outside the batch, or a refusal without a reason, stops the
-    // worker with nothing written (a new version, so it installs).
-    env.publish("inventory.ndjson", &[received("r1", "bolt", 10), shipped("s1", "bolt", 1)]);
-    for (version, body, expected) in [
-        (2, "ord := 99; reason := 'no'; RETURN NEXT;", "returned ord 99, which is not in the batch (1..=2)"),
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_answering_what_it_must_not_stops_the_worker_with_nothing_written() {
+    // An ord outside the batch, or a refusal without a reason.
+    for (liar, body, expected) in [
+        ("ord", "ord := 99; reason := 'no'; RETURN NEXT;", "returned ord 99, which is not in the batch (1..=2)"),
         (
-            3,
+            "reason",
             "ord := 1; reason := ' '; RETURN NEXT;",
             "refused the event at ord 1 without a reason (reason must be a non-empty text)",
         ),
     ] {
-        replace_in(
-            &stock_dir.join("projection.toml"),
-            &format!("version = {}", version - 1),
-            &format!("version = {version}"),
-        );
-        std::fs::write(
-            &apply,
-            format!(
-                "CREATE FUNCTION apply(batch jsonb) RETURNS TABLE(ord int, reason text) LANGUAGE plpgsql AS $$ BEGIN {body} END $$;"
-            ),
-        )
-        .unwrap();
-        let worker = env.spawn(&format!("liar-{version}"), &["worker", "stock"], &[]);
+        let dir = projections(&format!("liar-{liar}"), |stock| {
+            std::fs::write(
+                stock.join("apply.sql"),
+                format!(
+                    "CREATE FUNCTION apply(batch jsonb) RETURNS TABLE(ord int, reason text) LANGUAGE plpgsql AS $$ BEGIN {body} END $$;"
+                ),
+            )
+            .unwrap()
+        });
+        let env = inventory(&dir).await;
+        env.publish("inventory.ndjson", &[received("r1", "bolt", 10), shipped("s1", "bolt", 1)]);
+        let worker = env.spawn(&format!("liar-{liar}"), &["worker", "stock"], &[]);
         wait_until("the worker to stop", || async { !worker.running() }).await;
         let log = worker.log();
-        assert!(
-            log.contains(&format!("worker stock failed: projection stock: {} {expected}", shown("apply.sql"))),
-            "{log}"
-        );
+        let apply = format!("{}/stock/apply.sql", dir.display());
+        assert!(log.contains(&format!("worker stock failed: projection stock: {apply} {expected}")), "{log}");
         assert_eq!(env.applied_through("stock").await, 0, "no offset moved");
         assert_eq!(stock(&env), Vec::<String>::new(), "nothing written");
+        std::fs::remove_dir_all(dir).unwrap();
     }
-    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_version_is_built_beside_the_live_one_and_its_function_follows_its_tables() {
+    let v1 = projections("versions-v1", |_| {});
+    let v2 = projections("versions-v2", |stock| {
+        std::fs::copy(example("v2/2_last_order.sql"), stock.join("migrations/2_last_order.sql")).unwrap();
+        std::fs::copy(example("v2/apply.sql"), stock.join("apply.sql")).unwrap();
+        replace_in(&stock.join("projection.toml"), "version = 1", "version = 2");
+    });
+    let env = inventory(&v1).await;
+    let with = |dir: &Path, args: &[&str]| {
+        env.command(args).env("EVENTLINE_PROJECTIONS_DIR", dir).output().expect("eventline runs")
+    };
+    let has_last_order = || {
+        env.psql(
+            "SELECT count(*) FROM information_schema.columns
+             WHERE table_schema = 'public' AND table_name = 'stock_levels' AND column_name = 'last_order_id'",
+        ) == "1"
+    };
+    // This worker loaded version 1 and runs through everything below.
+    let _live = env.spawn("live-v1", &["worker", "stock"], &[]);
+    env.publish("first.ndjson", &[received("r1", "bolt", 10), shipped("s1", "bolt", 4)]);
+    wait_until("the first events", || async { env.applied_through("stock").await == 2 }).await;
+
+    // Version 2 deployed: `migrate` leaves the live tables alone, the live worker goes on.
+    let migrate = with(&v2, &["migrate"]);
+    assert!(migrate.status.success(), "{}", stderr(&migrate));
+    assert!(
+        stdout(&migrate).contains("projection stock: the live generation is version 1; this version is built beside it by `eventline rebuild start stock` (its migrations run there, not on the live tables)"),
+        "{}",
+        stdout(&migrate)
+    );
+    assert!(!has_last_order(), "version 2's migration did not run on the live table");
+    let _live_v2 = env.spawn("live-v2", &["worker", "stock"], &[("EVENTLINE_PROJECTIONS_DIR", v2.to_str().unwrap())]);
+    env.publish("second.ndjson", &[received("r2", "bolt", 1)]);
+    wait_until("the receipt", || async { env.applied_through("stock").await == 3 }).await;
+    assert_eq!(stock(&env), ["bolt|7|4"]);
+    let status = with(&v2, &["status"]);
+    assert!(stdout(&status).contains("stock  generation 1 (version 1)"), "{}", stdout(&status));
+
+    // The rebuild builds version 2 from all its migrations in its own schema, then switches.
+    let start = with(&v2, &["rebuild", "start", "stock"]);
+    assert!(start.status.success(), "{}", stderr(&start));
+    let started: Value = serde_json::from_str(stdout(&start).lines().next().unwrap()).unwrap();
+    assert_eq!((started["generation"].as_i64(), started["version"].as_i64()), (Some(2), Some(2)));
+    assert_eq!(
+        env.psql("SELECT version FROM eventline_projection_migrations WHERE projection = 'stock' AND generation = 2 ORDER BY version"),
+        "1\n2"
+    );
+    let cutover = with(&v2, &["rebuild", "cutover", "stock"]);
+    assert!(cutover.status.success(), "{}", stderr(&cutover));
+    assert!(has_last_order());
+
+    // The version 1 process now runs version 2's function: it came with the tables.
+    env.publish("third.ndjson", &[shipped("s2", "bolt", 2)]);
+    wait_until("the shipment", || async {
+        env.psql("SELECT coalesce(last_order_id, '-') FROM stock_levels WHERE sku = 'bolt'") == "o-s2"
+    })
+    .await;
+    assert_eq!(stock(&env), ["bolt|5|6"]);
+
+    // Version 1 deployed again while version 2 is live: refused.
+    let behind = with(&v1, &["migrate"]);
+    assert_eq!(behind.status.code(), Some(78), "{}", stderr(&behind));
+    assert_eq!(
+        errors(&behind),
+        "error: projection stock: this definition is version 1, but the live generation was built by version 2; deploy version 2 or later (or `eventline rebuild rollback stock`)\n"
+    );
+
+    // A rollback brings generation 1 back with version 1's function: it applies what it missed.
+    let rollback = with(&v2, &["rebuild", "rollback", "stock"]);
+    assert!(rollback.status.success(), "{}", stderr(&rollback));
+    assert!(!has_last_order());
+    env.publish("fourth.ndjson", &[received("r3", "bolt", 1)]);
+    wait_until("the rolled-back generation to catch up", || async { stock(&env) == ["bolt|6|6"] }).await;
+    let migrate = with(&v1, &["migrate"]);
+    assert!(migrate.status.success(), "version 1 is live again: {}", stderr(&migrate));
+    std::fs::remove_dir_all(v1).unwrap();
+    std::fs::remove_dir_all(v2).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_new_version_is_refused_by_rebuild_start_and_creates_nothing() {
+    let v1 = projections("broken-v1", |_| {});
+    let env = inventory(&v1).await;
+    for (broken, edit, expected) in [
+        (
+            "sql",
+            "ALTER TABLE stock_levels ADD COLUMN last_order_id texte;",
+            "migrations/2_last_order.sql: line 1: type \"texte\" does not exist [SQLSTATE 42704]",
+        ),
+        (
+            "table",
+            "ALTER TABLE stock_levels RENAME TO stock;",
+            "projection.toml: table `stock_levels` is declared but its migrations do not create it",
+        ),
+    ] {
+        let v2 = projections(&format!("broken-{broken}"), |stock| {
+            std::fs::write(stock.join("migrations/2_last_order.sql"), edit).unwrap();
+            replace_in(&stock.join("projection.toml"), "version = 1", "version = 2");
+            // Each attempt's apply.sql differs: a version no generation was built by yet may
+            // still change.
+            let apply = std::fs::read_to_string(stock.join("apply.sql")).unwrap();
+            std::fs::write(stock.join("apply.sql"), format!("{apply}\n-- draft {broken}\n")).unwrap();
+        });
+        let start = env.command(&["rebuild", "start", "stock"]).env("EVENTLINE_PROJECTIONS_DIR", &v2).output().unwrap();
+        assert_eq!(start.status.code(), Some(78), "{}", stderr(&start));
+        assert_eq!(errors(&start), format!("error: {}/stock/{expected}\n", v2.display()));
+        assert_eq!(
+            env.psql("SELECT count(*) FROM eventline_generations WHERE projection = 'stock' AND generation > 1"),
+            "0"
+        );
+        assert_eq!(env.psql("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'eventline_gen_stock_%'"), "0");
+        std::fs::remove_dir_all(v2).unwrap();
+    }
+    std::fs::remove_dir_all(v1).unwrap();
 }
 
 #[test]
@@ -465,8 +582,21 @@ fn missing(env: &TestEnv, columns: &str, table: &str, other: &str) -> String {
     env.psql(&format!("SELECT count(*) FROM (SELECT {columns} FROM {table} EXCEPT SELECT {columns} FROM {other}) AS x"))
 }
 
+/// Every row of `table` (its `columns`) in `database`, as one digest and a count.
+fn digest(database: &eventline_core::config::DatabaseUrl, columns: &str, table: &str) -> String {
+    let sql = format!("SELECT count(*) || ' ' || md5(coalesce(string_agg(r::text, ';' ORDER BY r::text), '')) FROM (SELECT {columns} FROM {table}) AS r");
+    let output = std::process::Command::new("psql").args([database.expose(), "-XAtq", "-c", &sql]).output().unwrap();
+    assert!(output.status.success(), "{sql}: {}", stderr(&output));
+    stdout(&output).trim().to_string()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_reference_projections_written_in_sql_equal_the_rust_ones() {
+    use eventline_consumers::projections::rust;
+    use eventline_reference::{daily_activity::DailyActivity, feature_usage_daily::FeatureUsageDaily};
+
+    // The shipped daily_activity and feature_usage_daily are SQL (reference/projections); the
+    // accounts' state machine in SQL is an example (examples/reference-sql).
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/reference-sql/projections");
     let env = TestEnv::with_app(Services::from_env(), &[("EVENTLINE_PROJECTIONS_DIR", dir.to_str().unwrap())]).await;
     for (domain, keys, events) in [("activity", "2000", "50000"), ("accounts", "500", "20000")] {
@@ -498,14 +628,7 @@ async fn the_reference_projections_written_in_sql_equal_the_rust_ones() {
             deposit("x8", "x-3", "EUR"),
         ],
     );
-    let projections = [
-        "daily_activity",
-        "daily_activity_sql",
-        "feature_usage_daily",
-        "feature_usage_daily_sql",
-        "account_balances",
-        "account_balances_sql",
-    ];
+    let projections = ["daily_activity", "feature_usage_daily", "account_balances", "account_balances_sql"];
     let mut args = vec!["worker"];
     args.extend(projections);
     let _worker = env.spawn("worker", &args, &[("EVENTLINE_BATCH_MAX_EVENTS", "1000")]);
@@ -516,23 +639,63 @@ async fn the_reference_projections_written_in_sql_equal_the_rust_ones() {
         })
         .await;
     }
-    for (columns, rust, sql) in [
-        ("day, active_users, page_views", "daily_activity", "daily_activity_sql"),
-        ("day, user_id", "daily_activity_users", "daily_activity_sql_users"),
-        ("day, feature, uses, unique_users", "feature_usage_daily", "feature_usage_daily_sql"),
-        ("day, feature, user_id", "feature_usage_daily_users", "feature_usage_daily_sql_users"),
-        (
-            "account_id, owner, currency, balance_minor, status::text, events_applied, last_event_id, last_event_time",
-            "account_balances",
-            "account_balances_sql",
-        ),
-    ] {
-        let rows = env.psql(&format!("SELECT count(*) FROM {rust}"));
-        assert!(rows.parse::<i64>().unwrap() > 0, "{rust} is empty");
-        assert_eq!(rows, env.psql(&format!("SELECT count(*) FROM {sql}")), "{rust} and {sql} row counts");
-        assert_eq!(missing(&env, columns, rust, sql), "0", "rows of {rust} missing from {sql}");
-        assert_eq!(missing(&env, columns, sql, rust), "0", "rows of {sql} missing from {rust}");
+
+    // The former Rust versions of the activity projections, on the same topic in a database of
+    // their own (the tables have the same names), in consumer groups of their own.
+    let twin = env.database_url.with_database(&format!("eventline_test_{}_rust", env.id));
+    eventline_store::create_database_if_missing(&twin, std::time::Duration::from_secs(10)).await.unwrap();
+    let twin_store = eventline_store::Store::connect(&twin, 4, std::time::Duration::from_secs(10)).await.unwrap();
+    twin_store.migrate().await.unwrap();
+    let settings = eventline_core::config::Settings::load_from(
+        None,
+        &std::collections::HashMap::from([
+            ("DATABASE_URL".to_string(), twin.expose().to_string()),
+            ("EVENTLINE_KAFKA_BROKERS".to_string(), env.kafka.bootstrap_servers().to_string()),
+            ("EVENTLINE_NAMESPACE".to_string(), env.id.clone()),
+            ("EVENTLINE_BATCH_MAX_EVENTS".to_string(), "1000".to_string()),
+        ]),
+    )
+    .unwrap();
+    let registry = std::sync::Arc::new(eventline_core::registry::Registry::embedded().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut twins = Vec::new();
+    for projection in [rust::<DailyActivity>(), rust::<FeatureUsageDaily>()] {
+        projection.migrate(&twin_store).await.unwrap();
+        let (settings, registry, store, stop) = (settings.clone(), registry.clone(), twin_store.clone(), stop.clone());
+        let group = format!("{}.rust-twin.{}", env.id, projection.name());
+        twins.push(tokio::spawn(async move { projection.run_in_group(&settings, registry, store, group, stop).await }));
     }
+    for projection in ["daily_activity", "feature_usage_daily"] {
+        wait_until(&format!("the Rust {projection} to pass every event"), || async {
+            twin_store.checkpoints(projection).await.unwrap().iter().map(|c| c.next_offset).sum::<i64>() == 50_000
+        })
+        .await;
+    }
+    stop.cancel();
+    for twin in twins {
+        twin.await.unwrap().unwrap();
+    }
+    for (columns, table) in [
+        ("day, active_users, page_views", "daily_activity"),
+        ("day, user_id", "daily_activity_users"),
+        ("day, feature, uses, unique_users", "feature_usage_daily"),
+        ("day, feature, user_id", "feature_usage_daily_users"),
+    ] {
+        let shipped = digest(&env.database_url, columns, table);
+        assert!(!shipped.starts_with("0 "), "{table} is empty");
+        assert_eq!(shipped, digest(&twin, columns, table), "{table}: SQL and Rust rows (count and digest)");
+    }
+    twin_store.close().await;
+    eventline_store::drop_database(&twin).await.unwrap();
+
+    // The accounts' state machine: Rust and SQL side by side in the shipped database.
+    let columns =
+        "account_id, owner, currency, balance_minor, status::text, events_applied, last_event_id, last_event_time";
+    let rows = env.psql("SELECT count(*) FROM account_balances");
+    assert!(rows.parse::<i64>().unwrap() > 0, "account_balances is empty");
+    assert_eq!(rows, env.psql("SELECT count(*) FROM account_balances_sql"), "row counts");
+    assert_eq!(missing(&env, columns, "account_balances", "account_balances_sql"), "0");
+    assert_eq!(missing(&env, columns, "account_balances_sql", "account_balances"), "0");
     // The same events refused, for the same reasons.
     let letters = |projection: &str| {
         env.psql(&format!(

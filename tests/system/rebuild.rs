@@ -241,7 +241,7 @@ async fn bad_rebuild_requests_are_refused_and_change_nothing() {
     env.publish("events.ndjson", &scenario.events);
     let name = "account_balances";
     let generations = || {
-        env.psql("SELECT string_agg(generation || ':' || state, ',' ORDER BY generation) FROM eventline_generations")
+        env.psql("SELECT string_agg(generation || ':' || state, ',' ORDER BY generation) FROM eventline_generations WHERE projection = 'account_balances'")
     };
 
     let refusals: [(&[&str], i32, String); 5] = [

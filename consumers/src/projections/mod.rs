@@ -21,7 +21,8 @@ use eventline_core::check::Problem;
 use eventline_core::config::Settings;
 use eventline_core::contract::ValidatedEvent;
 use eventline_core::registry::{Registry, CATALOG_FILE};
-use eventline_store::declarative::{DefinitionError, ProjectionMigration};
+use eventline_store::declarative::{DefinitionError, Migrated, ProjectionMigration};
+use eventline_store::generations::{Generation, NewGeneration, StartPosition};
 use eventline_store::{Store, StoreTx};
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
@@ -171,9 +172,16 @@ pub trait Projection: Send + Sync + 'static {
     fn starts_mid_stream(&self) -> bool;
     /// What is wrong between its declarations and the registry (see [`review`]).
     fn review(&self, registry: &Registry) -> Vec<Problem>;
-    /// Applies its migrations and installs what it runs (`eventline migrate`); returns how many
-    /// migrations ran.
-    fn migrate<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<usize, DefinitionError>>;
+    /// Applies its migrations and installs what it runs (`eventline migrate`).
+    fn migrate<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<Migrated, DefinitionError>>;
+    /// Creates its next generation, to rebuild it into beside the live one (see
+    /// [`Store::create_generation`]).
+    fn create_generation<'a>(
+        &'a self,
+        store: &'a Store,
+        started_from: &'a str,
+        positions: &'a [StartPosition],
+    ) -> BoxFuture<'a, Result<Generation, DefinitionError>>;
     /// Runs its worker as a member of `group` (a rebuild has its own) until `shutdown`.
     fn run_in_group<'a>(
         &'a self,
@@ -297,9 +305,29 @@ impl<H: Handler> Projection for RustProjection<H> {
         review::<H>(registry)
     }
 
-    fn migrate<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<usize, DefinitionError>> {
-        let store = store.clone();
-        Box::pin(async move { store.migrate_projection(H::NAME, &migrations_of::<H>()).await })
+    fn migrate<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<Migrated, DefinitionError>> {
+        Box::pin(async move { store.migrate_projection(H::NAME, None, &migrations_of::<H>()).await })
+    }
+
+    fn create_generation<'a>(
+        &'a self,
+        store: &'a Store,
+        started_from: &'a str,
+        positions: &'a [StartPosition],
+    ) -> BoxFuture<'a, Result<Generation, DefinitionError>> {
+        Box::pin(async move {
+            // Unversioned: the same code builds it, so its tables are copies of the live ones.
+            let new = NewGeneration {
+                projection: H::NAME,
+                tables: &self.tables,
+                declared_in: H::NAME,
+                started_from,
+                positions,
+                version: None,
+                migrations: &[],
+            };
+            store.create_generation(&new).await
+        })
     }
 
     fn run_in_group<'a>(
@@ -312,7 +340,7 @@ impl<H: Handler> Projection for RustProjection<H> {
     ) -> BoxFuture<'a, Result<WorkerReport, WorkerError>> {
         Box::pin(async move {
             store
-                .ensure_projection_migrated(H::NAME, &migrations_of::<H>())
+                .ensure_projection_migrated(H::NAME, None, &migrations_of::<H>())
                 .await
                 .map_err(|error| WorkerError::Definition(error.to_string()))?;
             runtime::run_in_group(Arc::new(Self::new()), settings, registry, store, group, shutdown).await

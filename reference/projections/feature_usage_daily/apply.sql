@@ -6,7 +6,7 @@ LANGUAGE sql AS $$
                e->'data'->>'user_id' AS user_id
         FROM jsonb_array_elements(batch) AS e
     ), first_seen AS (
-        INSERT INTO feature_usage_daily_sql_users (day, feature, user_id)
+        INSERT INTO feature_usage_daily_users (day, feature, user_id)
         SELECT DISTINCT day, feature, user_id FROM events
         ON CONFLICT DO NOTHING
         RETURNING day, feature
@@ -15,7 +15,7 @@ LANGUAGE sql AS $$
     ), new_users AS (
         SELECT day, feature, count(*) AS users FROM first_seen GROUP BY day, feature
     )
-    INSERT INTO feature_usage_daily_sql AS f (day, feature, uses, unique_users, updated_at)
+    INSERT INTO feature_usage_daily AS f (day, feature, uses, unique_users, updated_at)
     SELECT u.day, u.feature, u.uses, coalesce(n.users, 0), now()
     FROM uses AS u LEFT JOIN new_users AS n USING (day, feature)
     ON CONFLICT (day, feature) DO UPDATE SET

@@ -8,7 +8,7 @@ LANGUAGE sql AS $$
                e->>'type' = 'activity.PageViewed' AS viewed
         FROM jsonb_array_elements(batch) AS e
     ), first_seen AS (
-        INSERT INTO daily_activity_sql_users (day, user_id)
+        INSERT INTO daily_activity_users (day, user_id)
         SELECT DISTINCT day, user_id FROM events
         ON CONFLICT DO NOTHING
         RETURNING day
@@ -17,7 +17,7 @@ LANGUAGE sql AS $$
     ), new_users AS (
         SELECT day, count(*) AS users FROM first_seen GROUP BY day
     )
-    INSERT INTO daily_activity_sql AS d (day, active_users, page_views, updated_at)
+    INSERT INTO daily_activity AS d (day, active_users, page_views, updated_at)
     SELECT p.day, coalesce(n.users, 0), p.views, now()
     FROM per_day AS p LEFT JOIN new_users AS n USING (day)
     ON CONFLICT (day) DO UPDATE SET
