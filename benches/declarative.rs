@@ -50,7 +50,7 @@ async fn main() {
         std::env::vars().filter(|(k, _)| !k.starts_with("EVENTLINE_NAMESPACE")).collect();
     env.insert("EVENTLINE_NAMESPACE".into(), format!("bench-declarative-n{events}"));
     let settings = Settings::load_from(None, &env).expect("settings");
-    let registry = Arc::new(Registry::embedded().expect("registry"));
+    let registry = Arc::new(eventline_reference::registry().expect("registry"));
     let publisher = Publisher::connect(&settings, registry.clone()).await.unwrap();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("declarative benchmark: {events} events per topic, {cores} cores");

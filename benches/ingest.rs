@@ -41,7 +41,7 @@ async fn main() {
     env.retain(|k, _| !k.starts_with("EVENTLINE_"));
     env.insert("EVENTLINE_NAMESPACE".into(), "bench-ingest".into());
     let settings = Settings::load_from(None, &env).expect("settings");
-    let registry = Arc::new(Registry::embedded().unwrap());
+    let registry = Arc::new(eventline_reference::registry().unwrap());
     let topic = settings.namespace.topic("accounts.events");
     topic_records(&settings, &topic).await;
     let run = format!("r{}", rand::random::<u32>());

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use eventline_core::config::Settings;
-use eventline_core::registry::Registry;
 use eventline_producers::publisher::Publisher;
 use eventline_reference::loadgen::AccountsTraffic;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -127,7 +126,7 @@ async fn main() {
     let namespace = format!("bench-observability-n{}", options.events);
     env.insert("EVENTLINE_NAMESPACE".into(), namespace.clone());
     let settings = Settings::load_from(None, &env).expect("settings");
-    let registry = Arc::new(Registry::embedded().expect("registry"));
+    let registry = Arc::new(eventline_reference::registry().expect("registry"));
     let topic = settings.namespace.topic("accounts.events");
     let present = topic_records(&settings, &topic).await;
     if present < options.events {

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventline_core::config::Settings;
-use eventline_core::registry::Registry;
 use eventline_kafka::admin::{self, TopicSpec};
 use eventline_reference::loadgen::AccountsTraffic;
 use futures::StreamExt;
@@ -70,7 +69,7 @@ async fn main() {
     let mut env: std::collections::HashMap<String, String> = std::env::vars().collect();
     env.insert("EVENTLINE_NAMESPACE".into(), format!("bench-query-{run}"));
     let settings = Settings::load_from(None, &env).expect("settings");
-    let registry = Arc::new(Registry::embedded().unwrap());
+    let registry = Arc::new(eventline_reference::registry().unwrap());
     let topics: Vec<TopicSpec> = ["accounts.events", "projects.events", "activity.events"]
         .iter()
         .map(|t| TopicSpec { name: settings.namespace.topic(t), partitions: 6, replication_factor: 1 })

@@ -86,7 +86,7 @@ async fn main() {
     let namespace = format!("bench-rebuild-n{}", options.events);
     env.insert("EVENTLINE_NAMESPACE".into(), namespace.clone());
     let settings = Settings::load_from(None, &env).expect("settings");
-    let registry = Arc::new(Registry::embedded().expect("registry"));
+    let registry = Arc::new(eventline_reference::registry().expect("registry"));
     let publisher = Arc::new(Publisher::connect(&settings, registry.clone()).await.unwrap());
 
     for base in ["accounts.events", "projects.events", "activity.events"] {

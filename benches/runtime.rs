@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use eventline_consumers::projections::{Applicable, Handler};
 use eventline_core::config::Settings;
-use eventline_core::registry::Registry;
 use eventline_kafka::consumer::{ConsumerEvent, GroupConsumer, StartingOffsets, TopicPartition};
 use eventline_producers::publisher::Publisher;
 use eventline_reference::account_balances::AccountBalances;
@@ -71,7 +70,7 @@ async fn main() {
     let namespace = format!("bench-runtime-n{}-a{}", options.events, options.accounts);
     env.insert("EVENTLINE_NAMESPACE".into(), namespace.clone());
     let settings = Settings::load_from(None, &env).expect("settings");
-    let registry = Arc::new(Registry::embedded().expect("registry"));
+    let registry = Arc::new(eventline_reference::registry().expect("registry"));
     let topic = settings.namespace.topic("accounts.events");
 
     // The topic, filled once.

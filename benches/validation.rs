@@ -9,7 +9,6 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use eventline_core::registry::Registry;
 use serde_json::{json, Value};
 
 const MEASURE_FOR: Duration = Duration::from_millis(700);
@@ -31,7 +30,7 @@ fn rate(mut work: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    let registry = Registry::embedded().expect("the shipped registry loads");
+    let registry = eventline_reference::registry().expect("the shipped registry loads");
     println!(
         "validation throughput, one thread ({} cores on this machine)",
         std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -623,6 +623,12 @@ pub struct LoadgenArgs {
     #[arg(long, value_name = "DOMAIN")]
     pub domain: Option<String>,
 
+    /// Generate from your own sample events instead: an NDJSON file of CloudEvents (as
+    /// `eventline publish` takes), each generated event the data of one of them with a fresh id
+    /// and a generated key.
+    #[arg(long, value_name = "FILE", conflicts_with = "domain")]
+    pub from: Option<PathBuf>,
+
     /// Entities per domain: accounts, projects or users.
     #[arg(long, alias = "accounts", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub keys: u64,

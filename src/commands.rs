@@ -1,7 +1,8 @@
 //! What each subcommand does: wiring settings to the layers, and reporting to the user.
 
 use std::io::{Read, Write};
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
@@ -11,7 +12,7 @@ use eventline_consumers::Projection;
 use eventline_core::check;
 use eventline_core::config::Settings;
 use eventline_core::contract::ValidatedEvent;
-use eventline_core::registry::Registry;
+use eventline_core::registry::{Registry, RegistryError};
 use eventline_kafka::admin::{self, TopicOutcome, TopicSpec};
 use eventline_producers::input;
 use eventline_producers::loadgen::ExamplesTraffic;
@@ -46,16 +47,38 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 
 pub type Outcome = Result<(), Failure>;
 
-/// The schema registry this process validates with: the built-in one, or `EVENTLINE_SCHEMAS_DIR`.
-/// A bad registry stops start-up, naming the file and the reason.
-pub fn load_registry(settings: &Settings) -> Result<Arc<Registry>, Failure> {
-    let loaded = match &settings.schemas_dir {
-        Some(dir) => Registry::from_dir(dir),
-        None => Registry::embedded(),
+/// How an application builds the registry it carries in its binary.
+pub type BuiltInRegistry = fn() -> Result<Registry, RegistryError>;
+
+/// The application's built-in registry, if it has one: fixed once, at start, by `main_with`.
+static BUILT_IN_REGISTRY: OnceLock<Option<BuiltInRegistry>> = OnceLock::new();
+
+pub fn set_built_in_registry(registry: Option<BuiltInRegistry>) {
+    // A second application in one process (tests) keeps the first one's: the same binary.
+    let _ = BUILT_IN_REGISTRY.set(registry);
+}
+
+/// The registry `dir` holds, or the application's built-in one without a folder.
+fn registry_at(dir: Option<&Path>) -> Result<Registry, Failure> {
+    let loaded = match (dir, BUILT_IN_REGISTRY.get().copied().flatten()) {
+        (Some(dir), _) => Registry::from_dir(dir),
+        (None, Some(built_in)) => built_in(),
+        (None, None) => {
+            return Err(Failure {
+                code: EXIT_BAD_CONFIG,
+                error: anyhow!(
+                    "no schema registry: this application has none built in; set EVENTLINE_SCHEMAS_DIR (or `schemas_dir` in the config file) to your registry's folder"
+                ),
+            })
+        }
     };
-    loaded
-        .map(Arc::new)
-        .map_err(|error| Failure { code: EXIT_BAD_CONFIG, error: anyhow!("invalid schema registry: {error}") })
+    loaded.map_err(|error| Failure { code: EXIT_BAD_CONFIG, error: anyhow!("invalid schema registry: {error}") })
+}
+
+/// The schema registry this process validates with: `EVENTLINE_SCHEMAS_DIR`, or the
+/// application's built-in one. A bad registry stops start-up, naming the file and the reason.
+pub fn load_registry(settings: &Settings) -> Result<Arc<Registry>, Failure> {
+    registry_at(settings.schemas_dir.as_deref()).map(Arc::new)
 }
 
 /// A worker must not start on a registry with versions its projection has not been reviewed
@@ -70,11 +93,11 @@ fn ensure_declared(registry: &Registry, projections: &[Arc<dyn Projection>]) -> 
 }
 
 pub fn schemas_check(args: &SchemasCheckArgs, projections: &[Arc<dyn Projection>]) -> Outcome {
+    // A broken folder is this command's finding (exit 1), not a configuration error.
     let registry = match &args.dir {
-        Some(dir) => Registry::from_dir(dir),
-        None => Registry::embedded(),
-    }
-    .map_err(|error| anyhow!("{error}"))?;
+        Some(dir) => Registry::from_dir(dir).map_err(|error| anyhow!("{error}"))?,
+        None => registry_at(None)?,
+    };
     let mut problems = check::check(&registry);
     for projection in projections {
         problems.extend(projection.review(&registry));
@@ -263,13 +286,36 @@ pub async fn publish(settings: &Settings, args: &PublishArgs) -> Outcome {
     Ok(())
 }
 
-pub async fn loadgen(settings: &Settings, args: &LoadgenArgs, shutdown: CancellationToken) -> Outcome {
+/// `loadgen`'s events: from the user's samples, the reference domains' own generator (the
+/// shipped application on its built-in registry), or any registry's schema examples.
+pub async fn loadgen(
+    settings: &Settings,
+    args: &LoadgenArgs,
+    reference_registry: bool,
+    shutdown: CancellationToken,
+) -> Outcome {
     let registry = load_registry(settings)?;
     let prefix = args.prefix.clone().unwrap_or_else(|| format!("demo{:04x}", rand_suffix()));
     let seed = args.seed.unwrap_or_else(|| u64::from(rand_suffix()));
     let keys = args.keys as usize;
-    let traffic: Box<dyn Iterator<Item = ValidatedEvent> + Send> = match &settings.schemas_dir {
-        None => {
+    let traffic: Box<dyn Iterator<Item = ValidatedEvent> + Send> = match (&args.from, reference_registry) {
+        (Some(path), _) => {
+            let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let name = path.display().to_string();
+            let samples = input::read_events(&text, &registry).map_err(|errors| {
+                for error in &errors {
+                    eprintln!("error: {name}: {error}");
+                }
+                Failure {
+                    code: EXIT_INVALID_INPUT,
+                    error: anyhow!("{name}: {} invalid sample event(s); nothing was published", errors.len()),
+                }
+            })?;
+            let samples = ExamplesTraffic::from_samples(registry.clone(), &samples, &prefix, keys, seed)
+                .map_err(|reason| Failure { code: EXIT_INVALID_INPUT, error: anyhow!("{name}: {reason}") })?;
+            Box::new(samples)
+        }
+        (None, true) => {
             let domain = match args.domain.as_deref().unwrap_or("accounts") {
                 "accounts" => Domain::Accounts,
                 "projects" => Domain::Projects,
@@ -286,7 +332,7 @@ pub async fn loadgen(settings: &Settings, args: &LoadgenArgs, shutdown: Cancella
             };
             loadgen::traffic(registry.clone(), domain, &prefix, keys, seed)
         }
-        Some(_) => {
+        (None, false) => {
             let known: Vec<&str> = registry.catalog().domains().iter().map(|d| d.name.as_str()).collect();
             let chosen: Vec<&str> = match args.domain.as_deref().unwrap_or("all") {
                 "all" => known.clone(),

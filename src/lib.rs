@@ -47,6 +47,8 @@ pub struct App {
     /// Whether its projections are the reference examples, which take part only where the
     /// registry carries their topics.
     examples: bool,
+    /// The registry it carries in its binary, used when `EVENTLINE_SCHEMAS_DIR` is not set.
+    registry: Option<commands::BuiltInRegistry>,
     /// Mistakes in how the application was put together, reported at start.
     problems: Vec<String>,
 }
@@ -57,9 +59,15 @@ impl App {
         Self::default()
     }
 
-    /// The shipped reference application: the four reference projections.
+    /// The shipped reference application: the reference domains' registry and their four
+    /// projections.
     pub fn reference() -> Self {
-        let mut app = Self { examples: true, api_routes: vec![eventline_reference::api::routes], ..Self::default() };
+        let mut app = Self {
+            examples: true,
+            api_routes: vec![eventline_reference::api::routes],
+            registry: Some(eventline_reference::registry),
+            ..Self::default()
+        };
         for projection in eventline_reference::projections() {
             app = app.with(projection);
         }
@@ -69,6 +77,13 @@ impl App {
     /// Adds a Rust projection.
     pub fn projection<H: Handler>(self) -> Self {
         self.with(projections::rust::<H>())
+    }
+
+    /// Builds `registry` into the application: its event types when `EVENTLINE_SCHEMAS_DIR` is
+    /// not set (without one, that setting is required).
+    pub fn registry(mut self, registry: commands::BuiltInRegistry) -> Self {
+        self.registry = Some(registry);
+        self
     }
 
     /// Adds query endpoints of the application's own (beside `/v1/tables` and `/v1/projections`).
@@ -113,6 +128,7 @@ pub fn main_with(app: App) -> ExitCode {
         }
     };
     let mut app = app;
+    commands::set_built_in_registry(app.registry);
     if app.examples {
         // With a registry of the user's own domains, the shipped binary runs the user's
         // projections only: a reference projection none of whose topics that registry carries
@@ -226,7 +242,10 @@ async fn run(command: Command, settings: Settings, app: &App) -> commands::Outco
         }
         Command::Topics(TopicsCommand::Create(args)) => commands::topics_create(&settings, &args).await,
         Command::Publish(args) => commands::publish(&settings, &args).await,
-        Command::Loadgen(args) => commands::loadgen(&settings, &args, shutdown).await,
+        Command::Loadgen(args) => {
+            let reference_registry = app.examples && settings.schemas_dir.is_none();
+            commands::loadgen(&settings, &args, reference_registry, shutdown).await
+        }
         Command::Schemas(SchemasCommand::Check(args)) => commands::schemas_check(&args, app.projections.all()),
         Command::Status(args) => operate::status(&settings, app, &args).await,
         Command::Replay(args) => operate::replay(&settings, app, &args).await,

@@ -80,7 +80,7 @@ mod tests {
     use super::*;
 
     fn registry() -> Registry {
-        Registry::embedded().unwrap()
+        Registry::from_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas")).unwrap()
     }
 
     const GOOD: &str = r#"{"specversion":"1.0","id":"1","source":"/t","type":"accounts.AccountOpened","subject":"a","data":{"account_id":"a","owner":"o","currency":"EUR"}}"#;

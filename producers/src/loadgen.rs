@@ -62,6 +62,34 @@ impl ExamplesTraffic {
         }
         Ok(Self { registry, rng: StdRng::seed_from_u64(seed), prefix: prefix.to_string(), keys, choices, sequence: 0 })
     }
+
+    /// Traffic made of a user's sample events instead of the schemas' examples: each event the
+    /// data of a random sample (at its current version), with a fresh id and a generated key, as
+    /// [`ExamplesTraffic::new`] makes them. Fails when there is no sample.
+    pub fn from_samples(
+        registry: Arc<Registry>,
+        samples: &[ValidatedEvent],
+        prefix: &str,
+        keys: usize,
+        seed: u64,
+    ) -> Result<Self, String> {
+        let mut choices: Vec<(String, String, u32, Vec<serde_json::Value>)> = Vec::new();
+        for sample in samples {
+            let event_type = &sample.envelope().event_type;
+            match choices.iter_mut().find(|(t, ..)| t == event_type) {
+                Some((.., data)) => data.push(sample.data().clone()),
+                None => {
+                    let contract = registry.contract(event_type).expect("validated by this registry");
+                    let current = sample.current_version();
+                    choices.push((event_type.clone(), contract.key.clone(), current, vec![sample.data().clone()]));
+                }
+            }
+        }
+        if choices.is_empty() {
+            return Err("the sample file holds no event".into());
+        }
+        Ok(Self { registry, rng: StdRng::seed_from_u64(seed), prefix: prefix.to_string(), keys, choices, sequence: 0 })
+    }
 }
 
 impl Iterator for ExamplesTraffic {
@@ -98,7 +126,8 @@ mod tests {
 
     #[test]
     fn examples_traffic_varies_the_key_of_each_types_examples() {
-        let registry = Arc::new(Registry::embedded().unwrap());
+        let registry =
+            Arc::new(Registry::from_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas")).unwrap());
         let events: Vec<ValidatedEvent> =
             ExamplesTraffic::new(registry.clone(), &["activity"], "x", 3, 1).unwrap().take(200).collect();
         let keys: std::collections::BTreeSet<&str> = events.iter().map(|e| e.key()).collect();

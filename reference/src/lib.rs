@@ -25,8 +25,21 @@ pub mod store;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use eventline_core::registry::{Registry, RegistryError};
+
 use eventline_consumers::declarative::{self, Declarative, Definition, DefinitionFiles};
 use eventline_consumers::projections::{rust, Projection};
+
+mod embedded_schemas {
+    include!(concat!(env!("OUT_DIR"), "/embedded_schemas.rs"));
+}
+
+/// The reference domains' registry (the repository's `schemas/`), built into the binary: the
+/// shipped `eventline`'s registry when `EVENTLINE_SCHEMAS_DIR` is not set.
+pub fn registry() -> Result<Registry, RegistryError> {
+    let files = embedded_schemas::FILES.iter().map(|(path, text)| (path.to_string(), text.to_string())).collect();
+    Registry::from_files(files, "schemas")
+}
 
 /// The reference projections, in the order commands list them.
 pub fn projections() -> Vec<Arc<dyn Projection>> {
@@ -93,13 +106,11 @@ fn embedded(name: &str, manifest: &str, migrations: &[(&str, &str)], apply: &str
 
 #[cfg(test)]
 mod tests {
-    use eventline_core::registry::Registry;
-
     use super::*;
 
     #[test]
     fn the_reference_projections_declare_every_registered_version() {
-        let registry = Registry::embedded().unwrap();
+        let registry = registry().unwrap();
         for projection in projections() {
             assert_eq!(projection.review(&registry), vec![], "{}", projection.name());
         }
@@ -124,6 +135,17 @@ mod tests {
             );
             assert_eq!(embedded.apply_sql, on_disk.apply_sql);
         }
+    }
+
+    #[test]
+    fn the_reference_registry_passes_its_checks() {
+        let registry = registry().unwrap();
+        assert_eq!(eventline_core::check::check(&registry), vec![]);
+        // FundsDeposited v2 is not compatible with v1 by itself; its upcaster bridges it.
+        let deposits = registry.contract("accounts.FundsDeposited").unwrap();
+        let versions = &deposits.versions;
+        assert!(eventline_core::check::incompatibility(&versions[&1].schema, &versions[&2].schema, 1, 2).is_some());
+        assert!(deposits.upcasters.contains_key(&1));
     }
 
     #[test]

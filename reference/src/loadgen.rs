@@ -255,7 +255,7 @@ mod tests {
 
     #[test]
     fn every_domain_generates_valid_traffic() {
-        let registry = Arc::new(Registry::embedded().unwrap());
+        let registry = Arc::new(crate::registry().unwrap());
         let events: Vec<ValidatedEvent> = traffic(registry, Domain::All, "t", 10, 3).take(3_000).collect();
         let topics: std::collections::BTreeSet<&str> = events.iter().map(|e| e.topic()).collect();
         assert_eq!(topics.into_iter().collect::<Vec<_>>(), ["accounts.events", "activity.events", "projects.events"]);
@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn accounts_open_first_and_never_overdraw() {
-        let registry = Arc::new(Registry::embedded().unwrap());
+        let registry = Arc::new(crate::registry().unwrap());
         let events: Vec<ValidatedEvent> = AccountsTraffic::new(registry.clone(), "t", 3, 7).take(500).collect();
         let types: Vec<&str> = events.iter().take(3).map(|e| e.envelope().event_type.as_str()).collect();
         assert_eq!(types, ["accounts.AccountOpened"; 3]);

@@ -22,10 +22,6 @@ use crate::contract::{describe, ContractError, ValidatedEvent};
 use crate::envelope::{self, CloudEvent, EnvelopeError};
 use crate::upcast::Upcaster;
 
-mod embedded {
-    include!(concat!(env!("OUT_DIR"), "/embedded_schemas.rs"));
-}
-
 pub const CATALOG_FILE: &str = "catalog.json";
 
 /// A registry file that could not be used.
@@ -102,17 +98,12 @@ impl TypeContract {
 pub struct Registry {
     catalog: Catalog,
     contracts: BTreeMap<String, TypeContract>,
-    /// How file paths are shown: `schemas` for the embedded copy, else the folder given.
+    /// How file paths are shown: the folder given, or what an application names its built-in
+    /// registry.
     shown_root: String,
 }
 
 impl Registry {
-    /// The registry built into this binary from the repository's `schemas/` folder.
-    pub fn embedded() -> Result<Self, RegistryError> {
-        let files = embedded::FILES.iter().map(|(path, text)| (path.to_string(), text.to_string())).collect();
-        Self::from_files(files, "schemas")
-    }
-
     /// A registry read from a folder laid out like `schemas/`.
     pub fn from_dir(dir: &Path) -> Result<Self, RegistryError> {
         let shown_root = dir.display().to_string();

@@ -104,3 +104,17 @@ fn the_engine_knows_no_reference_domain() {
         assert_eq!(found, Vec::<(String, String)>::new(), "{dir} names the reference domains");
     }
 }
+
+#[test]
+fn no_engine_crate_carries_the_reference_registry() {
+    // The reference domains' registry (schemas/) is the reference application's data: it builds
+    // it in (reference/build.rs); an engine crate embedding it would know those domains.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for crate_root in ["src/core", "src/kafka", "src/http", "src/store", "consumers", "producers", "api"] {
+        let build = root.join(crate_root).join("build.rs");
+        let script = std::fs::read_to_string(&build).unwrap_or_default();
+        assert!(!script.contains("schemas"), "{} embeds the schemas folder", build.display());
+    }
+    let reference = std::fs::read_to_string(root.join("reference/build.rs")).unwrap();
+    assert!(reference.contains("../schemas"), "the reference application builds its registry in");
+}

@@ -656,7 +656,7 @@ async fn the_reference_projections_written_in_sql_equal_the_rust_ones() {
         ]),
     )
     .unwrap();
-    let registry = std::sync::Arc::new(eventline_core::registry::Registry::embedded().unwrap());
+    let registry = std::sync::Arc::new(eventline_reference::registry().unwrap());
     let stop = tokio_util::sync::CancellationToken::new();
     let mut twins = Vec::new();
     for projection in [rust::<DailyActivity>(), rust::<FeatureUsageDaily>()] {
@@ -733,6 +733,49 @@ async fn loadgen_makes_traffic_for_a_users_registry_from_its_examples() {
     let unknown = env.run(&["loadgen", "--domain", "accounts"]);
     assert_eq!(unknown.status.code(), Some(2));
     assert_eq!(errors(&unknown), "error: unknown domain `accounts` (the registry has: inventory, all)\n");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loadgen_makes_traffic_from_a_users_sample_events() {
+    let dir = projections("samples", |_| {});
+    let env = inventory(&dir).await;
+    let samples = env.write_ndjson("samples.ndjson", &[received("a", "x", 7), received("b", "y", 9)]);
+    let samples = samples.to_str().unwrap();
+    let output = env.run(&[
+        "loadgen", "--from", samples, "--events", "50", "--keys", "3", "--prefix", "s", "--seed", "1", "--ndjson",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let events: Vec<Value> = stdout(&output).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.len(), 50);
+    assert!(events.iter().all(|e| e["type"] == "inventory.StockReceived" && e["data"]["sku"] == e["subject"]));
+    let quantities: std::collections::BTreeSet<i64> =
+        events.iter().map(|e| e["data"]["quantity"].as_i64().unwrap()).collect();
+    assert_eq!(quantities.into_iter().collect::<Vec<_>>(), [7, 9], "each event is one of the samples' data");
+    let keys: std::collections::BTreeSet<&str> = events.iter().map(|e| e["subject"].as_str().unwrap()).collect();
+    assert_eq!(keys.into_iter().collect::<Vec<_>>(), ["s-0", "s-1", "s-2"]);
+
+    // Bad samples: refused, naming the file, and nothing published.
+    let bad = env.write_ndjson("bad.ndjson", &[received("a", "x", 7), json!({"specversion": "1.0"})]);
+    let refused = env.run(&["loadgen", "--from", bad.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(65), "{}", stderr(&refused));
+    assert!(
+        errors(&refused)
+            .ends_with(&format!("error: {}: 1 invalid sample event(s); nothing was published\n", bad.display())),
+        "{}",
+        stderr(&refused)
+    );
+    let empty = env.write_ndjson("empty.ndjson", &[]);
+    let refused = env.run(&["loadgen", "--from", empty.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(65));
+    assert_eq!(errors(&refused), format!("error: {}: the sample file holds no event\n", empty.display()));
+    let missing = env.run(&["loadgen", "--from", "/nonexistent.ndjson"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(errors(&missing).starts_with("error: cannot read /nonexistent.ndjson: "), "{}", stderr(&missing));
+    let both = env.run(&["loadgen", "--from", samples, "--domain", "inventory"]);
+    assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
+    let published: i64 = env.end_offsets("inventory.events").await.iter().sum();
+    assert_eq!(published, 0, "nothing was published");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use eventline_core::config::Settings;
 use eventline_core::envelope::CloudEvent;
-use eventline_core::registry::Registry;
 use eventline_producers::publisher::{PublishError, Publisher};
 use serde_json::json;
 
@@ -25,7 +24,7 @@ async fn the_library_validates_then_publishes_and_reports_positions() {
         ("EVENTLINE_NAMESPACE".to_string(), env.id.clone()),
     ]);
     let settings = Settings::load_from(None, &vars).unwrap();
-    let publisher = Publisher::connect(&settings, Arc::new(Registry::embedded().unwrap())).await.unwrap();
+    let publisher = Publisher::connect(&settings, Arc::new(eventline_reference::registry().unwrap())).await.unwrap();
 
     let refused = publisher.publish_events(vec![event("l1", 5), event("l2", -5), event("l3", 5)]).await;
     match refused {

@@ -133,3 +133,17 @@ fn a_users_rust_projection_runs_every_command_through_its_own_binary() {
     worker.kill().unwrap();
     worker.wait().unwrap();
 }
+
+#[test]
+fn without_a_registry_folder_an_application_with_none_built_in_refuses_to_start() {
+    let env = Env::new();
+    for args in [&["topics", "create"][..], &["schemas", "check"], &["worker", "received_totals"]] {
+        let output = env.command(args).env_remove("EVENTLINE_SCHEMAS_DIR").output().expect("the binary runs");
+        assert_eq!(output.status.code(), Some(78), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stderr),
+            "error: no schema registry: this application has none built in; set EVENTLINE_SCHEMAS_DIR (or `schemas_dir` in the config file) to your registry's folder\n",
+            "{args:?}"
+        );
+    }
+}

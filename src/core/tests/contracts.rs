@@ -8,7 +8,8 @@ use eventline_core::registry::{BatchError, Registry};
 use serde_json::{json, Value};
 
 fn registry() -> Registry {
-    Registry::embedded().expect("the shipped registry loads")
+    Registry::from_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas"))
+        .expect("the shipped registry loads")
 }
 
 fn deposit() -> Value {

@@ -1,12 +1,13 @@
-//! Embeds every file under `schemas/` into the binary, so the registry a binary validates with is
-//! the one it was built and tested against. `EVENTLINE_SCHEMAS_DIR` can point at another folder.
+//! Embeds every file under the repository's `schemas/` (the reference domains' registry) into the
+//! reference application, so the registry its binary validates with is the one it was built and
+//! tested against. `EVENTLINE_SCHEMAS_DIR` can point at another folder.
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let root = manifest.join("../../schemas").canonicalize().expect("schemas/ exists");
+    let root = manifest.join("../schemas").canonicalize().expect("schemas/ exists");
     println!("cargo:rerun-if-changed={}", root.display());
     let mut files = Vec::new();
     collect(&root, &root, &mut files);
