@@ -472,8 +472,14 @@ impl Projection for Declarative {
     fn migrate<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<Migrated, DefinitionError>> {
         Box::pin(async move {
             let definition = &self.definition;
-            let migrated =
-                store.migrate_projection(&definition.name, Some(definition.version), &definition.migrations).await?;
+            let migrated = store
+                .migrate_projection(
+                    &definition.name,
+                    Some(definition.version),
+                    &definition.tables,
+                    &definition.migrations,
+                )
+                .await?;
             if let Migrated::Ran(_) = migrated {
                 store.check_tables(&definition.manifest_path, &definition.tables).await?;
             }

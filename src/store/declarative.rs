@@ -119,10 +119,11 @@ impl Store {
         &self,
         projection: &str,
         version: Option<i32>,
+        tables: &[String],
         migrations: &[ProjectionMigration],
     ) -> Result<Migrated, DefinitionError> {
         let live = match version {
-            Some(version) => Some(self.record_live_version(projection, version).await?),
+            Some(version) => Some(self.record_live_version(projection, version, tables).await?),
             None => None,
         };
         if let (Some(version), Some(live)) = (version, live) {
@@ -158,24 +159,29 @@ impl Store {
         Ok(Migrated::Ran(ran))
     }
 
-    /// The live generation's version of `projection`, recording `version` for it when none is
-    /// (a projection migrated for the first time, or by an eventline that kept no versions).
-    async fn record_live_version(&self, projection: &str, version: i32) -> Result<i32, Error> {
+    /// The live generation's version of `projection`, recording `version` (and its `tables`)
+    /// for it when none is (a projection migrated for the first time, or by an eventline that
+    /// kept no versions).
+    async fn record_live_version(&self, projection: &str, version: i32, tables: &[String]) -> Result<i32, Error> {
         let mut tx = self.pool.begin().await?;
         sqlx::query!(
-            "INSERT INTO eventline_generations (projection, generation, state, live_since, version)
-             SELECT $1, 1, 'live', now(), $2 WHERE NOT EXISTS (SELECT 1 FROM eventline_generations WHERE projection = $1)
+            "INSERT INTO eventline_generations (projection, generation, state, live_since, version, tables)
+             SELECT $1, 1, 'live', now(), $2, $3 WHERE NOT EXISTS (SELECT 1 FROM eventline_generations WHERE projection = $1)
              ON CONFLICT DO NOTHING",
             projection,
-            version
+            version,
+            tables
         )
         .execute(&mut *tx)
         .await?;
         let live: Option<i32> = sqlx::query_scalar!(
-            "UPDATE eventline_generations SET version = coalesce(version, $2)
+            "UPDATE eventline_generations
+             SET version = coalesce(version, $2),
+                 tables = CASE WHEN coalesce(version, $2) = $2 THEN coalesce(tables, $3) ELSE tables END
              WHERE projection = $1 AND state = 'live' RETURNING version",
             projection,
-            version
+            version,
+            tables
         )
         .fetch_optional(&mut *tx)
         .await?

@@ -161,6 +161,22 @@ fn in_public(tables: &[&str]) -> Vec<String> {
     tables.iter().map(|t| format!("public.{}", quoted(t))).collect()
 }
 
+/// Of `tables`, those that exist in `schema` (unquoted), in the order given.
+async fn existing_in(
+    executor: impl sqlx::PgExecutor<'_>,
+    schema: &str,
+    tables: &[String],
+) -> Result<Vec<String>, Error> {
+    Ok(sqlx::query_scalar(
+        "SELECT t FROM unnest($2::text[]) WITH ORDINALITY AS u(t, n)
+         WHERE to_regclass(format('%I.%I', $1::text, t)) IS NOT NULL ORDER BY n",
+    )
+    .bind(schema)
+    .bind(tables)
+    .fetch_all(executor)
+    .await?)
+}
+
 fn lock_tables_sql(tables: &[&str], mode: &str) -> String {
     format!("LOCK TABLE {} IN {mode} MODE", in_public(tables).join(", "))
 }
@@ -191,14 +207,15 @@ async fn move_rows(
 
 impl StoreTx {
     /// Takes the write lock every writer of a projection's `tables` takes first (ROW EXCLUSIVE on
-    /// each, as named in this connection's `search_path`), so a freeze or a reset waits for writers
-    /// already inside and holds back the next ones before they lock any row: no deadlock.
+    /// each that exists, as named in this connection's `search_path`), so a freeze or a reset
+    /// waits for writers already inside and holds back the next ones before they lock any row: no
+    /// deadlock.
     pub async fn enter_projection<T: AsRef<str>>(&mut self, tables: &[T]) -> Result<(), Error> {
         if tables.is_empty() {
             return Ok(());
         }
-        let names: Vec<String> = tables.iter().map(|t| quoted(t.as_ref())).collect();
-        sqlx::query(&format!("LOCK TABLE {} IN ROW EXCLUSIVE MODE", names.join(", "))).execute(&mut *self.tx).await?;
+        let names: Vec<&str> = tables.iter().map(AsRef::as_ref).collect();
+        sqlx::query("SELECT eventline_enter_projection($1)").bind(&names).execute(&mut *self.tx).await?;
         Ok(())
     }
 }
@@ -262,12 +279,13 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let generation: i32 = sqlx::query_scalar!(
-            r#"INSERT INTO eventline_generations (projection, generation, state, started_from, version)
-               SELECT $1, max(generation) + 1, 'building', $2, $3 FROM eventline_generations WHERE projection = $1
+            r#"INSERT INTO eventline_generations (projection, generation, state, started_from, version, tables)
+               SELECT $1, max(generation) + 1, 'building', $2, $3, $4 FROM eventline_generations WHERE projection = $1
                RETURNING generation"#,
             projection,
             new.started_from,
-            new.version
+            new.version,
+            new.tables
         )
         .fetch_one(&mut *tx)
         .await?;
@@ -363,31 +381,49 @@ impl Store {
     pub async fn diff_generation(&self, tables: &[&str], schema: &str) -> Result<Vec<TableDiff>, Error> {
         let mut diffs = Vec::new();
         for table in tables {
-            let live = sqlx::query("SELECT row_count, checksum FROM eventline_table_checksum('public', $1)")
-                .bind(table)
-                .fetch_one(&self.pool)
-                .await?;
-            let other = sqlx::query("SELECT row_count, checksum FROM eventline_table_checksum($1, $2)")
-                .bind(schema)
-                .bind(table)
-                .fetch_one(&self.pool)
-                .await?;
-            diffs.push(TableDiff {
-                table: table.to_string(),
-                live_rows: live.try_get("row_count")?,
-                live_checksum: live.try_get("checksum")?,
-                other_rows: other.try_get("row_count")?,
-                other_checksum: other.try_get("checksum")?,
-            });
+            let (live_rows, live_checksum) = self.table_checksum("public", table).await?;
+            let (other_rows, other_checksum) = self.table_checksum(schema, table).await?;
+            diffs.push(TableDiff { table: table.to_string(), live_rows, live_checksum, other_rows, other_checksum });
         }
         Ok(diffs)
+    }
+
+    /// Row count and checksum of `table` in `schema`; `(0, "absent")` when that generation has no
+    /// such table (a version added or dropped it).
+    async fn table_checksum(&self, schema: &str, table: &str) -> Result<(i64, String), Error> {
+        if existing_in(&self.pool, schema, &[table.to_string()]).await?.is_empty() {
+            return Ok((0, "absent".to_string()));
+        }
+        let row = sqlx::query("SELECT row_count, checksum FROM eventline_table_checksum($1, $2)")
+            .bind(schema)
+            .bind(table)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.try_get("row_count")?, row.try_get("checksum")?))
     }
 
     /// Stops writers of `projection` (its workers wait; readers go on) until the returned
     /// [`Frozen`] switches or is dropped, and reads the live positions it froze.
     pub async fn freeze(&self, projection: &str, tables: &[&str]) -> Result<Frozen, Error> {
+        // Every table either side of a switch may have: a version can add or drop one.
+        let mut switched: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
+        let recorded: Vec<String> = sqlx::query_scalar!(
+            r#"SELECT DISTINCT unnest(tables) AS "table!" FROM eventline_generations WHERE projection = $1 ORDER BY 1"#,
+            projection
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for table in recorded {
+            if !switched.contains(&table) {
+                switched.push(table);
+            }
+        }
         let mut tx = self.begin().await?;
-        sqlx::query(&lock_tables_sql(tables, "EXCLUSIVE")).execute(&mut *tx.tx).await?;
+        let live = existing_in(&mut *tx.tx, "public", &switched).await?;
+        let live: Vec<&str> = live.iter().map(String::as_str).collect();
+        if !live.is_empty() {
+            sqlx::query(&lock_tables_sql(&live, "EXCLUSIVE")).execute(&mut *tx.tx).await?;
+        }
         // Batches that write no projection row still move checkpoints: hold those rows too.
         let rows = sqlx::query!(
             "SELECT topic, partition, next_offset FROM eventline_checkpoints WHERE projection = $1
@@ -397,12 +433,7 @@ impl Store {
         .fetch_all(&mut *tx.tx)
         .await?;
         let positions = rows.into_iter().map(|r| (r.topic, r.partition, r.next_offset)).collect();
-        Ok(Frozen {
-            tx,
-            projection: projection.to_string(),
-            tables: tables.iter().map(|t| t.to_string()).collect(),
-            positions,
-        })
+        Ok(Frozen { tx, projection: projection.to_string(), tables: switched, positions })
     }
 
     /// Copies into the live runtime the ids a generation applied past `positions` (what the
@@ -491,7 +522,14 @@ impl Store {
         audit: crate::audit::NewAuditEntry<'_>,
     ) -> Result<ResetCounts, Error> {
         let mut tx = self.begin().await?;
-        sqlx::query(&lock_tables_sql(tables, "ACCESS EXCLUSIVE")).execute(&mut *tx.tx).await?;
+        // A newer definition may declare a table the live generation does not have yet.
+        let declared: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
+        let existing = existing_in(&mut *tx.tx, "public", &declared).await?;
+        let tables: Vec<&str> = existing.iter().map(String::as_str).collect();
+        let tables = tables.as_slice();
+        if !tables.is_empty() {
+            sqlx::query(&lock_tables_sql(tables, "ACCESS EXCLUSIVE")).execute(&mut *tx.tx).await?;
+        }
         sqlx::query!("SELECT 1 AS held FROM eventline_checkpoints WHERE projection = $1 FOR UPDATE", projection)
             .fetch_all(&mut *tx.tx)
             .await?;
@@ -502,7 +540,9 @@ impl Store {
                 .await?;
             counts.rows += rows;
         }
-        sqlx::query(&format!("TRUNCATE {}", in_public(tables).join(", "))).execute(&mut *tx.tx).await?;
+        if !tables.is_empty() {
+            sqlx::query(&format!("TRUNCATE {}", in_public(tables).join(", "))).execute(&mut *tx.tx).await?;
+        }
         sqlx::query!("DELETE FROM eventline_checkpoints WHERE projection = $1", projection)
             .execute(&mut *tx.tx)
             .await?;
@@ -573,7 +613,9 @@ impl Frozen {
         audit: crate::audit::NewAuditEntry<'_>,
     ) -> Result<(), Error> {
         let projection = self.projection.clone();
-        let tables: Vec<&str> = self.tables.iter().map(String::as_str).collect();
+        let incoming_tables = existing_in(&mut *self.tx.tx, &incoming.schema(), &self.tables).await?;
+        let outgoing_tables = existing_in(&mut *self.tx.tx, "public", &self.tables).await?;
+        let tables: Vec<&str> = outgoing_tables.iter().map(String::as_str).collect();
         let incoming_schema = quoted(&incoming.schema());
         let outgoing_schema = quoted(&generation_schema(&projection, outgoing));
         let tx = &mut *self.tx.tx;
@@ -605,7 +647,9 @@ impl Frozen {
         }
 
         // From here readers wait too, for the few statements that follow.
-        sqlx::query(&lock_tables_sql(&tables, "ACCESS EXCLUSIVE")).execute(&mut *tx).await?;
+        if !tables.is_empty() {
+            sqlx::query(&lock_tables_sql(&tables, "ACCESS EXCLUSIVE")).execute(&mut *tx).await?;
+        }
         let qualified = in_public(&tables);
         // Views over the tables follow a moved table; capture their text to re-point them.
         let views = sqlx::query(
@@ -620,6 +664,9 @@ impl Frozen {
         for table in &tables {
             let table = quoted(table);
             sqlx::query(&format!("ALTER TABLE public.{table} SET SCHEMA {outgoing_schema}")).execute(&mut *tx).await?;
+        }
+        for table in &incoming_tables {
+            let table = quoted(table);
             sqlx::query(&format!("ALTER TABLE {incoming_schema}.{table} SET SCHEMA public")).execute(&mut *tx).await?;
         }
         // The dispatcher to the version's `apply` goes where its tables go.

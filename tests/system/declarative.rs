@@ -443,6 +443,85 @@ async fn a_new_version_is_built_beside_the_live_one_and_its_function_follows_its
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_version_that_adds_a_table_and_drops_a_column_is_switched_whole() {
+    let v1 = projections("shape-v1", |_| {});
+    // Version 2 keeps shipments in a table of their own instead of a running total.
+    let v2 = projections("shape-v2", |stock| {
+        std::fs::write(
+            stock.join("migrations/2_orders.sql"),
+            "ALTER TABLE stock_levels DROP COLUMN shipped;
+             CREATE TABLE stock_orders (order_id text PRIMARY KEY, sku text NOT NULL, quantity bigint NOT NULL);",
+        )
+        .unwrap();
+        let apply = std::fs::read_to_string(example("v2/apply.sql")).unwrap().replace(
+            "SET on_hand = s.on_hand - wanted, shipped = s.shipped + wanted, last_order_id = event->'data'->>'order_id',",
+            "SET on_hand = s.on_hand - wanted,",
+        );
+        let apply = apply.replace(
+            "WHERE s.sku = event->>'key';",
+            "WHERE s.sku = event->>'key';
+                INSERT INTO stock_orders VALUES (event->'data'->>'order_id', event->>'key', wanted);",
+        );
+        std::fs::write(stock.join("apply.sql"), apply).unwrap();
+        replace_in(&stock.join("projection.toml"), "version = 1", "version = 2");
+        replace_in(
+            &stock.join("projection.toml"),
+            r#"tables = ["stock_levels"]"#,
+            r#"tables = ["stock_levels", "stock_orders"]"#,
+        );
+    });
+    let env = inventory(&v1).await;
+    let with = |dir: &Path, args: &[&str]| {
+        env.command(args).env("EVENTLINE_PROJECTIONS_DIR", dir).output().expect("eventline runs")
+    };
+    let tables = || {
+        env.psql(
+            "SELECT string_agg(table_name || '.' || column_name, ',' ORDER BY table_name, ordinal_position)
+             FROM information_schema.columns WHERE table_schema = 'public' AND table_name LIKE 'stock_%'",
+        )
+    };
+    env.publish("first.ndjson", &[received("r1", "bolt", 10), shipped("s1", "bolt", 4)]);
+    // A worker of each version on the live (version 1) generation: version 2's declares a table
+    // that generation does not have, and still applies through version 1's function.
+    let _v1 = env.spawn("v1", &["worker", "stock"], &[]);
+    let _v2 = env.spawn("v2", &["worker", "stock"], &[("EVENTLINE_PROJECTIONS_DIR", v2.to_str().unwrap())]);
+    wait_until("the first events", || async { env.applied_through("stock").await == 2 }).await;
+    let v1_shape = "stock_levels.sku,stock_levels.on_hand,stock_levels.shipped,stock_levels.updated_at";
+    assert_eq!(tables(), v1_shape);
+
+    let start = with(&v2, &["rebuild", "start", "stock"]);
+    assert!(start.status.success(), "{}", stderr(&start));
+    let diff = with(&v2, &["rebuild", "diff", "stock"]);
+    let diffs: Vec<Value> = stdout(&diff).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let orders = diffs.iter().find(|d| d["table"] == "stock_orders").unwrap();
+    assert_eq!((orders["live"]["checksum"].as_str(), orders["rebuilt"]["rows"].as_i64()), (Some("absent"), Some(1)));
+    let cutover = with(&v2, &["rebuild", "cutover", "stock"]);
+    assert!(cutover.status.success(), "{}", stderr(&cutover));
+    assert_eq!(
+        tables(),
+        "stock_levels.sku,stock_levels.on_hand,stock_levels.updated_at,stock_orders.order_id,stock_orders.sku,stock_orders.quantity"
+    );
+    env.publish("second.ndjson", &[shipped("s2", "bolt", 1)]);
+    wait_until("the new order", || async { env.psql("SELECT count(*) FROM stock_orders") == "2" }).await;
+    assert_eq!(stock_on_hand(&env), "bolt|5");
+
+    // And back: version 1's table, with its column, and no orders table.
+    let replay = with(&v2, &["replay", "stock", "--from", "earliest"]);
+    assert!(replay.status.success(), "a replay empties what exists: {}", stderr(&replay));
+    wait_until("the replay", || async { env.psql("SELECT count(*) FROM stock_orders") == "2" }).await;
+    let rollback = with(&v2, &["rebuild", "rollback", "stock"]);
+    assert!(rollback.status.success(), "{}", stderr(&rollback));
+    assert_eq!(tables(), v1_shape);
+    wait_until("the rolled-back generation to catch up", || async { stock(&env) == ["bolt|5|5"] }).await;
+    std::fs::remove_dir_all(v1).unwrap();
+    std::fs::remove_dir_all(v2).unwrap();
+}
+
+fn stock_on_hand(env: &TestEnv) -> String {
+    env.psql("SELECT sku || '|' || on_hand FROM stock_levels ORDER BY sku")
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_broken_new_version_is_refused_by_rebuild_start_and_creates_nothing() {
     let v1 = projections("broken-v1", |_| {});
     let env = inventory(&v1).await;

@@ -306,7 +306,7 @@ impl<H: Handler> Projection for RustProjection<H> {
     }
 
     fn migrate<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<Migrated, DefinitionError>> {
-        Box::pin(async move { store.migrate_projection(H::NAME, None, &migrations_of::<H>()).await })
+        Box::pin(async move { store.migrate_projection(H::NAME, None, &self.tables, &migrations_of::<H>()).await })
     }
 
     fn create_generation<'a>(
