@@ -13,8 +13,9 @@
 //! (a) raw consumption through eventline's group consumer with no processing; (b) a naive worker that validates and
 //! applies each event in its own transaction, as hand-written consumers do (on the first
 //! `--naive-events`, default 20,000, since it is slow); (c) the eventline worker process
-//! (`eventline worker account_balances`), with its peak RSS; and apply-only: the same batches fed
-//! straight to the projection and PostgreSQL, no broker.
+//! (`eventline worker account_balances`), with its peak RSS, and (c0) the same with the former
+//! default batches of 500 events; and apply-only: the same batches fed straight to the
+//! projection and PostgreSQL, no broker.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -187,6 +188,20 @@ async fn main() {
         worker / naive
     );
     println!("    worker peak RSS                             {rss_mb:>10.1} MB");
+
+    // (c0) The same worker with the former default batches of 500 events, for comparison.
+    let small_db = settings.database_url.with_database(&format!("eventline_bench_worker_{}", rand::random::<u32>()));
+    let store = fresh_store(&small_db, &settings).await;
+    let mut small_env = env.clone();
+    small_env.insert("EVENTLINE_BATCH_MAX_EVENTS".into(), "500".into());
+    let small = run_worker(&small_env, "account_balances", &[], &small_db, &store, total).await;
+    store.close().await;
+    eventline_store::drop_database(&small_db).await.unwrap();
+    println!(
+        "(c0) eventline worker, batches of 500          {:>10.0} events/s   peak RSS {:.1} MB",
+        small.events_per_second,
+        small.peak_rss_kb as f64 / 1024.0
+    );
 
     // Apply-only: the same kind of batches straight to PostgreSQL, no broker.
     let apply_db = settings.database_url.with_database(&format!("eventline_bench_apply_{}", rand::random::<u32>()));

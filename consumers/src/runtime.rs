@@ -141,11 +141,13 @@ pub async fn run_in_group<A: Apply>(
         consumer,
         shutdown: shutdown.clone(),
         max_events: settings.worker.batch_max_events,
+        max_bytes: settings.worker.batch_max_bytes,
         max_wait: settings.worker.batch_max_wait,
         dedup_window: settings.worker.dedup_window,
         identity: worker_identity(),
         positions: HashMap::new(),
         batch: Vec::new(),
+        batch_bytes: 0,
         deadline: None,
         report: WorkerReport::default(),
     };
@@ -172,6 +174,7 @@ struct Worker<A: Apply> {
     consumer: GroupConsumer,
     shutdown: CancellationToken,
     max_events: usize,
+    max_bytes: usize,
     max_wait: Duration,
     dedup_window: Duration,
     /// host:pid, recorded with every position this worker moves.
@@ -180,6 +183,8 @@ struct Worker<A: Apply> {
     positions: HashMap<TopicPartition, Option<i64>>,
     /// Records read but not yet written, in arrival order (offset order per partition).
     batch: Vec<ConsumedRecord>,
+    /// Their keys' and values' bytes.
+    batch_bytes: usize,
     /// When the batch must be written even if it is not full.
     deadline: Option<Instant>,
     report: WorkerReport,
@@ -214,7 +219,9 @@ impl<A: Apply> Worker<A> {
                 event = self.consumer.next() => match event {
                     Ok(ConsumerEvent::Record(record)) => {
                         self.accept(record);
-                        if self.batch.len() >= self.max_events {
+                        // Behind its topics the worker fills a batch at once: large batches
+                        // while it catches up, what the wait gathered once it has.
+                        if self.batch.len() >= self.max_events || self.batch_bytes >= self.max_bytes {
                             self.flush().await?;
                         }
                     }
@@ -230,6 +237,7 @@ impl<A: Apply> Worker<A> {
                         }
                         health::assigned(self.projection.name(), self.positions.len());
                         self.batch.retain(|r| self.positions.contains_key(&r.topic_partition()));
+                        self.batch_bytes = self.batch.iter().map(record_bytes).sum();
                         if self.batch.is_empty() {
                             self.deadline = None;
                         }
@@ -264,6 +272,7 @@ impl<A: Apply> Worker<A> {
         if self.batch.is_empty() {
             self.deadline = Some(Instant::now() + self.max_wait);
         }
+        self.batch_bytes += record_bytes(&record);
         self.batch.push(record);
     }
 
@@ -298,6 +307,7 @@ impl<A: Apply> Worker<A> {
                         () = self.shutdown.cancelled() => {
                             tracing::warn!("Stopping with a batch unwritten; the next owner re-reads it.");
                             self.batch.clear();
+                            self.batch_bytes = 0;
                             return Ok(());
                         }
                         () = tokio::time::sleep(delay) => {}
@@ -477,6 +487,7 @@ impl<A: Apply> Worker<A> {
             "Batch written."
         );
         self.batch.clear();
+        self.batch_bytes = 0;
         Ok(())
     }
 
@@ -541,6 +552,7 @@ impl<A: Apply> Worker<A> {
         partitions.sort();
         partitions.dedup();
         self.batch.clear();
+        self.batch_bytes = 0;
         let wanted: Vec<(String, i32)> = partitions.iter().map(|tp| (tp.topic.clone(), tp.partition)).collect();
         let stored = self.store.load_checkpoints(self.projection.name(), &wanted).await?;
         for (tp, offset) in partitions.into_iter().zip(stored) {
@@ -557,6 +569,11 @@ impl<A: Apply> Worker<A> {
         }
         Ok(())
     }
+}
+
+/// What a record weighs in a batch: its key and value.
+fn record_bytes(record: &ConsumedRecord) -> usize {
+    record.key.as_ref().map_or(0, Vec::len) + record.payload.as_ref().map_or(0, Vec::len)
 }
 
 /// The event of a fate known to apply.

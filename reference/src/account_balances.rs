@@ -4,7 +4,7 @@
 //! applies the events to them in memory, in order, and the store writes back the changed rows
 //! in one statement. The fold is pure, so the domain rules are tested here without a database.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::store::account_balances::{self as queries};
 use crate::store::account_balances::{AccountBalance, AccountStatus};
@@ -102,20 +102,20 @@ pub struct FoldOutcome {
 pub fn fold(current: Vec<AccountBalance>, changes: &[AccountChange<'_>]) -> FoldOutcome {
     let mut accounts: BTreeMap<String, AccountBalance> =
         current.into_iter().map(|row| (row.account_id.clone(), row)).collect();
-    let mut touched: Vec<String> = Vec::new();
+    // A set, not a list: a batch touches thousands of accounts.
+    let mut touched: BTreeSet<String> = BTreeSet::new();
     let mut rejected = Vec::new();
     for (index, change) in changes.iter().enumerate() {
         match apply(accounts.get(change.event.account_id()), change) {
             Ok(row) => {
                 if !touched.contains(&row.account_id) {
-                    touched.push(row.account_id.clone());
+                    touched.insert(row.account_id.clone());
                 }
                 accounts.insert(row.account_id.clone(), row);
             }
             Err(reason) => rejected.push((index, reason)),
         }
     }
-    touched.sort();
     let changed = touched.into_iter().filter_map(|id| accounts.remove(&id)).collect();
     FoldOutcome { changed, rejected }
 }

@@ -33,6 +33,7 @@ const ENV_NAMESPACE: &str = "EVENTLINE_NAMESPACE";
 const ENV_LOG_FORMAT: &str = "EVENTLINE_LOG_FORMAT";
 const ENV_BATCH_MAX_EVENTS: &str = "EVENTLINE_BATCH_MAX_EVENTS";
 const ENV_BATCH_MAX_WAIT_MS: &str = "EVENTLINE_BATCH_MAX_WAIT_MS";
+const ENV_BATCH_MAX_BYTES: &str = "EVENTLINE_BATCH_MAX_BYTES";
 const ENV_CONNECT_TIMEOUT_SECS: &str = "EVENTLINE_CONNECT_TIMEOUT_SECS";
 const ENV_SCHEMAS_DIR: &str = "EVENTLINE_SCHEMAS_DIR";
 const ENV_PROJECTIONS_DIR: &str = "EVENTLINE_PROJECTIONS_DIR";
@@ -58,6 +59,7 @@ const KNOWN_ENV: &[&str] = &[
     ENV_LOG_FORMAT,
     ENV_BATCH_MAX_EVENTS,
     ENV_BATCH_MAX_WAIT_MS,
+    ENV_BATCH_MAX_BYTES,
     ENV_CONNECT_TIMEOUT_SECS,
     ENV_SCHEMAS_DIR,
     ENV_PROJECTIONS_DIR,
@@ -99,6 +101,8 @@ const SECRET_PROPERTY_MARKERS: &[&str] =
 
 const MAX_BATCH_EVENTS: usize = 100_000;
 const MAX_BATCH_WAIT_MS: u64 = 60_000;
+const MIN_BATCH_BYTES: u64 = 1_024;
+const MAX_BATCH_BYTES: u64 = 1 << 30;
 const MAX_CONNECT_TIMEOUT_SECS: u64 = 600;
 const MAX_DEDUP_WINDOW_HOURS: u64 = 24 * 366;
 
@@ -318,8 +322,13 @@ impl fmt::Debug for KafkaSettings {
 /// How a projection worker cuts its input into transactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkerSettings {
-    /// Most events applied in one PostgreSQL transaction.
+    /// Most events applied in one PostgreSQL transaction. A worker behind its topics fills
+    /// batches to this (or to `batch_max_bytes`) at once; a caught-up one writes what
+    /// `batch_max_wait` gathered, so the bound sets catch-up speed, not latency.
     pub batch_max_events: usize,
+    /// Most bytes of records (keys and values) in one batch: bounds a worker's memory whatever
+    /// the size of the events.
+    pub batch_max_bytes: usize,
     /// Longest time the first event of a batch waits for more before the batch is written.
     pub batch_max_wait: Duration,
     /// How long applied event ids are remembered: a copy of an event published again within
@@ -463,6 +472,7 @@ struct FileLog {
 #[serde(deny_unknown_fields)]
 struct FileWorker {
     batch_max_events: Option<u64>,
+    batch_max_bytes: Option<u64>,
     batch_max_wait_ms: Option<u64>,
     dedup_window_hours: Option<u64>,
 }
@@ -577,9 +587,17 @@ impl Settings {
             ENV_BATCH_MAX_EVENTS,
             "worker.batch_max_events",
             file_settings.worker.batch_max_events.map(|v| v.to_string()),
-            "500",
+            "5000",
         );
         let batch_max_events = parse_bounded(&events_raw, 1, MAX_BATCH_EVENTS as u64)? as usize;
+
+        let bytes_raw = pick(
+            ENV_BATCH_MAX_BYTES,
+            "worker.batch_max_bytes",
+            file_settings.worker.batch_max_bytes.map(|v| v.to_string()),
+            "8388608",
+        );
+        let batch_max_bytes = parse_bounded(&bytes_raw, MIN_BATCH_BYTES, MAX_BATCH_BYTES)? as usize;
 
         let wait_raw = pick(
             ENV_BATCH_MAX_WAIT_MS,
@@ -711,7 +729,7 @@ impl Settings {
             http_addr,
             namespace,
             log_format,
-            worker: WorkerSettings { batch_max_events, batch_max_wait, dedup_window },
+            worker: WorkerSettings { batch_max_events, batch_max_bytes, batch_max_wait, dedup_window },
             connect_timeout,
             schemas_dir,
             projections_dir,
@@ -839,7 +857,8 @@ mod tests {
         assert_eq!(settings.http_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(settings.namespace.as_str(), "");
         assert_eq!(settings.log_format, LogFormat::Human);
-        assert_eq!(settings.worker.batch_max_events, 500);
+        assert_eq!(settings.worker.batch_max_events, 5000);
+        assert_eq!(settings.worker.batch_max_bytes, 8 * 1024 * 1024);
         assert_eq!(settings.worker.batch_max_wait, Duration::from_millis(10));
         assert_eq!(settings.worker.dedup_window, Duration::from_secs(7 * 24 * 3600));
         assert_eq!(settings.connect_timeout, Duration::from_secs(10));
@@ -952,6 +971,7 @@ brokers = ["k1:9092", "k2:9092"]
 addr = "0.0.0.0:9000"
 [worker]
 batch_max_events = 50
+batch_max_bytes = 65536
 "#,
         )
         .unwrap();
@@ -962,6 +982,7 @@ batch_max_events = 50
         assert_eq!(settings.http_addr.to_string(), "127.0.0.1:7000");
         assert_eq!(settings.namespace.as_str(), "staging");
         assert_eq!(settings.worker.batch_max_events, 50);
+        assert_eq!(settings.worker.batch_max_bytes, 65536);
     }
 
     #[test]
@@ -985,6 +1006,7 @@ batch_max_events = 50
             (&[("EVENTLINE_LOG_FORMAT", "xml")], "invalid EVENTLINE_LOG_FORMAT: `xml` is not a log format (expected `human` or `json`)"),
             (&[("EVENTLINE_BATCH_MAX_EVENTS", "0")], "invalid EVENTLINE_BATCH_MAX_EVENTS: `0` is not a whole number from 1 to 100000"),
             (&[("EVENTLINE_BATCH_MAX_WAIT_MS", "soon")], "invalid EVENTLINE_BATCH_MAX_WAIT_MS: `soon` is not a whole number from 1 to 60000"),
+            (&[("EVENTLINE_BATCH_MAX_BYTES", "100")], "invalid EVENTLINE_BATCH_MAX_BYTES: `100` is not a whole number from 1024 to 1073741824"),
             (&[("EVENTLINE_CONNECT_TIMEOUT_SECS", "-1")], "invalid EVENTLINE_CONNECT_TIMEOUT_SECS: `-1` is not a whole number from 1 to 600"),
             (&[("EVENTLINE_RDKAFKA_GROUP_ID", "mine")], "invalid EVENTLINE_RDKAFKA_GROUP_ID: `group.id` is set by eventline itself and cannot be overridden"),
             (&[("EVENTLINE_KAFKA_BROKER", "k:1")], "unknown setting EVENTLINE_KAFKA_BROKER: eventline reads no such environment variable (did you mean EVENTLINE_KAFKA_BROKERS?)"),
