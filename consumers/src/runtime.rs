@@ -25,6 +25,7 @@ use eventline_core::contract::{ContractError, ValidatedEvent};
 use eventline_core::envelope::EnvelopeError;
 use eventline_core::registry::Registry;
 use eventline_kafka::consumer::{ConsumedRecord, ConsumerEvent, GroupConsumer, StartingOffsets, TopicPartition};
+use eventline_store::checkpoints::PositionMove;
 use eventline_store::dead_letters::NewDeadLetter;
 use eventline_store::runtime::ReadEvent;
 use eventline_store::Store;
@@ -445,12 +446,17 @@ impl<A: Apply> Worker<A> {
         for record in &self.batch {
             next_offsets.insert(record.topic_partition(), record.offset + 1);
         }
-        for (tp, next) in &next_offsets {
-            let expected = self.positions.get(tp).copied().flatten();
-            tx.advance_checkpoint(name, (&tp.topic, tp.partition), expected, *next, &self.identity).await?;
-        }
-        // Readers waiting on a consistency token are woken when this commits.
-        tx.notify_progress(name).await?;
+        let moves: Vec<PositionMove<'_>> = next_offsets
+            .iter()
+            .map(|(tp, next)| PositionMove {
+                topic: &tp.topic,
+                partition: tp.partition,
+                expected: self.positions.get(tp).copied().flatten(),
+                next_offset: *next,
+            })
+            .collect();
+        // With the progress notice that wakes readers waiting on a consistency token on commit.
+        tx.advance_checkpoints(name, &moves, &self.identity).await?;
         tx.commit().await?;
 
         let written: Vec<(TopicPartition, i64)> = next_offsets.into_iter().collect();

@@ -14,6 +14,16 @@ pub struct Checkpoint {
     pub written_by: Option<String>,
 }
 
+/// A partition's position as a batch moves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PositionMove<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    /// What the batch started from (`None`: no stored position yet).
+    pub expected: Option<i64>,
+    pub next_offset: i64,
+}
+
 impl Store {
     /// The stored positions of `projection` for the given partitions, in the same order;
     /// `None` where the projection has not applied anything from that partition yet.
@@ -97,6 +107,71 @@ impl StoreTx {
     pub async fn notify_progress(&mut self, projection: &str) -> Result<(), Error> {
         sqlx::query!("SELECT pg_notify($1, $2)", PROGRESS_CHANNEL, projection).execute(&mut *self.tx).await?;
         Ok(())
+    }
+
+    /// Moves the positions of every partition a batch read, as [`StoreTx::advance_checkpoint`]
+    /// does for one, and announces the projection's progress ([`StoreTx::notify_progress`]), in
+    /// one statement: one round trip per batch instead of one per partition and one more. Fails
+    /// with [`Error::Fenced`] for the first partition whose stored position is not the expected
+    /// one; the caller rolls back, so nothing moves.
+    pub async fn advance_checkpoints(
+        &mut self,
+        projection: &str,
+        moves: &[PositionMove<'_>],
+        written_by: &str,
+    ) -> Result<(), Error> {
+        let topics: Vec<&str> = moves.iter().map(|m| m.topic).collect();
+        let partitions: Vec<i32> = moves.iter().map(|m| m.partition).collect();
+        let expected: Vec<Option<i64>> = moves.iter().map(|m| m.expected).collect();
+        let next: Vec<i64> = moves.iter().map(|m| m.next_offset).collect();
+        // Data-modifying CTEs always run to completion; the select list always runs once.
+        let fenced = sqlx::query!(
+            r#"WITH wanted AS (
+                   SELECT * FROM unnest($2::text[], $3::int4[], $4::int8[], $5::int8[])
+                       AS w(topic, partition, expected, next_offset)
+               ), moved AS (
+                   UPDATE eventline_checkpoints c SET next_offset = w.next_offset, updated_at = now(), written_by = $6
+                   FROM wanted w
+                   WHERE c.projection = $1 AND c.topic = w.topic AND c.partition = w.partition
+                     AND c.next_offset = w.expected
+                   RETURNING c.topic, c.partition
+               ), created AS (
+                   INSERT INTO eventline_checkpoints (projection, topic, partition, next_offset, written_by)
+                   SELECT $1, w.topic, w.partition, w.next_offset, $6 FROM wanted w WHERE w.expected IS NULL
+                   ON CONFLICT DO NOTHING
+                   RETURNING topic, partition
+               ), fenced AS (
+                   SELECT w.topic, w.partition FROM wanted w
+                   WHERE NOT EXISTS (SELECT 1 FROM moved m WHERE m.topic = w.topic AND m.partition = w.partition)
+                     AND NOT EXISTS (SELECT 1 FROM created k WHERE k.topic = w.topic AND k.partition = w.partition)
+               )
+               SELECT pg_notify($7, $1)::text AS "notified",
+                      (SELECT array_agg(topic ORDER BY topic, partition) FROM fenced) AS "fenced_topics",
+                      (SELECT array_agg(partition ORDER BY topic, partition) FROM fenced) AS "fenced_partitions""#,
+            projection,
+            &topics as &[&str],
+            &partitions,
+            &expected as &[Option<i64>],
+            &next,
+            written_by,
+            PROGRESS_CHANNEL
+        )
+        .fetch_one(&mut *self.tx)
+        .await?;
+        let first = fenced
+            .fenced_topics
+            .unwrap_or_default()
+            .into_iter()
+            .zip(fenced.fenced_partitions.unwrap_or_default())
+            .next();
+        match first {
+            None => Ok(()),
+            Some((topic, partition)) => {
+                let expected =
+                    moves.iter().find(|m| m.topic == topic && m.partition == partition).and_then(|m| m.expected);
+                Err(Error::Fenced { projection: projection.into(), topic, partition, expected })
+            }
+        }
     }
 
     /// Moves a partition's position from `expected` (what the batch started from; `None` when

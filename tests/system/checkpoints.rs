@@ -32,6 +32,46 @@ async fn a_checkpoint_moves_only_from_the_position_the_writer_started_from() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_batch_moves_all_its_partitions_in_one_statement_or_none_of_them() {
+    use eventline_store::checkpoints::PositionMove;
+    let env = TestEnv::new().await;
+    let wanted: Vec<(String, i32)> = vec![("a".into(), 0), ("a".into(), 1), ("b".into(), 0)];
+    let stored = || env.store.load_checkpoints("p", &wanted);
+    let moves = |expected: [Option<i64>; 3], next: i64| -> Vec<PositionMove<'static>> {
+        [("a", 0), ("a", 1), ("b", 0)]
+            .into_iter()
+            .zip(expected)
+            .map(|((topic, partition), expected)| PositionMove { topic, partition, expected, next_offset: next })
+            .collect()
+    };
+    let mut listener = eventline_store::sqlx::postgres::PgListener::connect(env.database_url.expose()).await.unwrap();
+    listener.listen("eventline_progress").await.unwrap();
+
+    let mut tx = env.store.begin().await.unwrap();
+    tx.advance_checkpoints("p", &moves([None, None, None], 5), "test").await.expect("first positions inserted");
+    tx.commit().await.unwrap();
+    assert_eq!(stored().await.unwrap(), [Some(5), Some(5), Some(5)]);
+    let notice = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv()).await.unwrap().unwrap();
+    assert_eq!(notice.payload(), "p", "the progress notice went out with the commit");
+
+    // One partition moved by someone else: the batch is fenced on it, naming it, and moves none.
+    for stale in [[Some(5), Some(4), Some(5)], [Some(5), None, Some(5)]] {
+        let mut tx = env.store.begin().await.unwrap();
+        let error = tx.advance_checkpoints("p", &moves(stale, 9), "test").await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("another worker moved p a/1 (expected position {:?}); this worker no longer owns it", stale[1])
+        );
+        drop(tx);
+        assert_eq!(stored().await.unwrap(), [Some(5), Some(5), Some(5)]);
+    }
+    let mut tx = env.store.begin().await.unwrap();
+    tx.advance_checkpoints("p", &moves([Some(5); 3], 9), "test").await.expect("the owner moves them all");
+    tx.commit().await.unwrap();
+    assert_eq!(stored().await.unwrap(), [Some(9), Some(9), Some(9)]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_fenced_transaction_leaves_nothing_behind() {
     let env = TestEnv::new().await;
     advance(&env, None, 10).await.unwrap();
