@@ -6,16 +6,17 @@
 //! cargo bench --bench runtime -- --events 200000
 //! ```
 //!
-//! It fills a topic with N accounts events once (the topic is kept and reused by later runs with
-//! the same N, since filling it takes longer than measuring), then measures in the same run on
-//! that topic:
-//! the read-through (librdkafka's poll loop, records looked at in place: the client's ceiling);
-//! (a) raw consumption through eventline's group consumer with no processing; (b) a naive worker that validates and
-//! applies each event in its own transaction, as hand-written consumers do (on the first
-//! `--naive-events`, default 20,000, since it is slow); (c) the eventline worker process
-//! (`eventline worker account_balances`), with its peak RSS, and (c0) the same with the former
-//! default batches of 500 events; and apply-only: the same batches fed straight to the
-//! projection and PostgreSQL, no broker.
+//! It fills an accounts topic and an activity topic with N events each once (kept and reused by
+//! later runs with the same N, since filling takes longer than measuring), then measures in the
+//! same run: the read-through (librdkafka's poll loop, records looked at in place: the client's
+//! ceiling); (a) raw consumption through eventline's group consumer with no processing; (b) a
+//! naive worker that validates and applies each event in its own transaction, as hand-written
+//! consumers do (on the first `--naive-events`, default 20,000, since it is slow); the
+//! eventline worker process for (c) `account_balances` (a Rust state machine with refusal rules)
+//! and (d) `daily_activity` (a declarative aggregate), each with the default lanes and with one
+//! (c1, d1), printing its rate, the CPU the worker and PostgreSQL spent per event (from /proc),
+//! its peak RSS and its batches; and apply-only: batches of `account_balances` fed straight to
+//! the projection and PostgreSQL, no broker.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use eventline_kafka::consumer::{ConsumerEvent, GroupConsumer, StartingOffsets, T
 use eventline_producers::publisher::Publisher;
 use eventline_reference::account_balances::AccountBalances;
 use eventline_reference::events::AccountEvent;
-use eventline_reference::loadgen::AccountsTraffic;
+use eventline_reference::loadgen::{AccountsTraffic, ActivityTraffic};
 use eventline_store::runtime::ReadEvent;
 
 mod support;
@@ -87,6 +88,17 @@ async fn main() {
         println!("  filled at {:.0} events/s (the broker's ingest)", rate(missing, started.elapsed()));
     }
     let total = topic_records(&settings, &topic).await;
+    let activity = settings.namespace.topic("activity.events");
+    let present = topic_records(&settings, &activity).await;
+    if present < options.events {
+        let missing = options.events - present;
+        println!("filling {activity} with {missing} events (once; later runs reuse it)");
+        let publisher = Publisher::connect(&settings, registry.clone()).await.unwrap();
+        let traffic =
+            ActivityTraffic::new(registry.clone(), &format!("fill{present}"), options.accounts, 7).take(missing);
+        publish_all(&publisher, traffic, missing).await;
+    }
+    let activity_total = topic_records(&settings, &activity).await;
 
     println!(
         "runtime benchmark: {total} events on {topic} (6 partitions), {} cores",
@@ -174,34 +186,37 @@ async fn main() {
     eventline_store::drop_database(&naive_db).await.unwrap();
     println!("(b) naive worker (a transaction per event)      {naive:>10.0} events/s   (first {applied} events)");
 
-    // (c) The eventline worker, as a process.
-    let worker_db = settings.database_url.with_database(&format!("eventline_bench_worker_{}", rand::random::<u32>()));
-    let store = fresh_store(&worker_db, &settings).await;
-    let run = run_worker(&env, "account_balances", &[], &worker_db, &store, total).await;
-    let (worker, rss_mb) = (run.events_per_second, run.peak_rss_kb as f64 / 1024.0);
-    store.close().await;
-    eventline_store::drop_database(&worker_db).await.unwrap();
-    println!(
-        "(c) eventline worker                            {worker:>10.0} events/s   = {:.0}% of (a), {:.1}% of the read-through, {:.1}x (b)",
-        100.0 * worker / raw,
-        100.0 * worker / ceiling_rate,
-        worker / naive
-    );
-    println!("    worker peak RSS                             {rss_mb:>10.1} MB");
-
-    // (c0) The same worker with the former default batches of 500 events, for comparison.
-    let small_db = settings.database_url.with_database(&format!("eventline_bench_worker_{}", rand::random::<u32>()));
-    let store = fresh_store(&small_db, &settings).await;
-    let mut small_env = env.clone();
-    small_env.insert("EVENTLINE_BATCH_MAX_EVENTS".into(), "500".into());
-    let small = run_worker(&small_env, "account_balances", &[], &small_db, &store, total).await;
-    store.close().await;
-    eventline_store::drop_database(&small_db).await.unwrap();
-    println!(
-        "(c0) eventline worker, batches of 500          {:>10.0} events/s   peak RSS {:.1} MB",
-        small.events_per_second,
-        small.peak_rss_kb as f64 / 1024.0
-    );
+    // (c) The eventline worker, as a process, for a state machine and for an aggregate, each
+    // also with one lane (one batch written at a time, as before lanes).
+    println!("    eventline worker (a process), from its first commit to the last; CPU per event of the worker and of PostgreSQL");
+    let runs = [
+        ("(c) account_balances (Rust, state machine)", "account_balances", total, None),
+        ("(c1) the same, one lane", "account_balances", total, Some("1")),
+        ("(d) daily_activity (SQL, aggregate)", "daily_activity", activity_total, None),
+        ("(d1) the same, one lane", "daily_activity", activity_total, Some("1")),
+    ];
+    for (label, projection, events, lanes) in runs {
+        let db = settings.database_url.with_database(&format!("eventline_bench_worker_{}", rand::random::<u32>()));
+        let store = fresh_store(&db, &settings).await;
+        let mut run_env = env.clone();
+        if let Some(lanes) = lanes {
+            run_env.insert("EVENTLINE_WORKER_LANES".into(), lanes.into());
+        }
+        let run = run_worker(&run_env, projection, &[], &db, &store, events).await;
+        store.close().await;
+        eventline_store::drop_database(&db).await.unwrap();
+        let per_event = |seconds: f64| seconds * 1e6 / run.events as f64;
+        println!(
+            "{label:<47} {:>10.0} events/s   = {:.0}% of (a), {:.1}x (b); worker {:.1} us/event, PostgreSQL {:.1} us/event, peak RSS {:.0} MB, {} batches",
+            run.events_per_second,
+            100.0 * run.events_per_second / raw,
+            run.events_per_second / naive,
+            per_event(run.worker_cpu_seconds),
+            per_event(run.postgres_cpu_seconds),
+            run.peak_rss_kb as f64 / 1024.0,
+            run.batches.map_or("?".to_string(), |b| b.to_string()),
+        );
+    }
 
     // Apply-only: the same kind of batches straight to PostgreSQL, no broker.
     let apply_db = settings.database_url.with_database(&format!("eventline_bench_apply_{}", rand::random::<u32>()));
@@ -225,12 +240,7 @@ async fn main() {
         let ids: Vec<ReadEvent> = batch
             .iter()
             .zip(first..)
-            .map(|(a, offset)| ReadEvent {
-                event_id: a.event.envelope().id.clone(),
-                topic: "t".into(),
-                partition: 0,
-                offset,
-            })
+            .map(|(a, offset)| ReadEvent { event_id: &a.event.envelope().id, topic: "t", partition: 0, offset })
             .collect();
         tx.claim_event_ids("apply", &ids).await.unwrap();
         let expected = (n > 0).then(|| (n * BATCH) as i64);

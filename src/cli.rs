@@ -9,7 +9,8 @@ Configuration comes from the environment (and an optional TOML file given with -
 EVENTLINE_CONFIG): EVENTLINE_KAFKA_BROKERS (default 127.0.0.1:9092), DATABASE_URL (default
 postgres://postgres@127.0.0.1:5432/eventline), EVENTLINE_HTTP_ADDR (default 127.0.0.1:8080),
 EVENTLINE_NAMESPACE, EVENTLINE_BATCH_MAX_EVENTS (default 5000), EVENTLINE_BATCH_MAX_BYTES
-(default 8 MiB), EVENTLINE_BATCH_MAX_WAIT_MS,
+(default 8 MiB), EVENTLINE_BATCH_MAX_WAIT_MS, EVENTLINE_WORKER_LANES (batches a worker writes
+at once, each on its own database connection; default 3),
 EVENTLINE_CONNECT_TIMEOUT_SECS, EVENTLINE_LOG_FORMAT, EVENTLINE_SCHEMAS_DIR (a schema registry
 folder instead of the built-in one), EVENTLINE_PROJECTIONS_DIR (declarative projections to run
 beside the built-in ones), EVENTLINE_GROUP_PROTOCOL (the workers' consumer group

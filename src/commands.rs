@@ -389,7 +389,9 @@ pub async fn loadgen(
 pub async fn workers(settings: &Settings, projections: &[Arc<dyn Projection>], shutdown: CancellationToken) -> Outcome {
     let registry = load_registry(settings)?;
     ensure_declared(&registry, projections)?;
-    let store = Store::connect(&settings.database_url, 2 + projections.len() as u32, settings.connect_timeout).await?;
+    // A connection for each lane of each worker, and two for pruning and position checks.
+    let connections = 2 + (projections.len() * settings.worker.lanes) as u32;
+    let store = Store::connect(&settings.database_url, connections, settings.connect_timeout).await?;
     store.ensure_migrated().await?;
     let mut tasks = JoinSet::new();
     for projection in projections {

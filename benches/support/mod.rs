@@ -129,10 +129,15 @@ pub async fn migrate(store: &Store) {
     }
 }
 
-/// A finished worker run: its rate from its first committed batch to the last, and its peak RSS.
+/// A finished worker run: its rate from its first committed batch to the last, its peak RSS, and
+/// the CPU the worker and PostgreSQL spent over that span.
 pub struct WorkerRun {
     pub events_per_second: f64,
+    /// Events applied between its first commit and its last (what the rate and CPU cover).
+    pub events: usize,
     pub peak_rss_kb: u64,
+    pub worker_cpu_seconds: f64,
+    pub postgres_cpu_seconds: f64,
     /// Batches it committed, from its `Worker stopped.` line.
     pub batches: Option<u64>,
 }
@@ -159,10 +164,12 @@ pub async fn run_worker(
         .spawn()
         .expect("the eventline binary runs");
     let mut first: Option<(Instant, i64)> = None;
+    let mut cpu_at_first = (0.0, HashMap::new());
     let done = loop {
         let through: i64 = store.checkpoints(projection).await.unwrap().iter().map(|c| c.next_offset).sum();
         if through > 0 && first.is_none() {
             first = Some((Instant::now(), through));
+            cpu_at_first = (cpu_seconds(child.id()), postgres_cpu_seconds());
         }
         if through as usize >= total {
             break Instant::now();
@@ -172,6 +179,10 @@ pub async fn run_worker(
     let (from, already) = first.expect("the worker made progress");
     let events_per_second = (total - already as usize) as f64 / (done - from).as_secs_f64();
     let peak_rss_kb = peak_rss_kb(child.id());
+    let worker_cpu_seconds = cpu_seconds(child.id()) - cpu_at_first.0;
+    // Backends started since count from zero; those that ended meanwhile are not counted.
+    let postgres_cpu_seconds: f64 =
+        postgres_cpu_seconds().iter().map(|(pid, now)| now - cpu_at_first.1.get(pid).copied().unwrap_or(0.0)).sum();
     std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     let output = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&output.stderr);
@@ -182,7 +193,35 @@ pub async fn run_worker(
     for line in log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")) {
         eprintln!("    worker: {line}");
     }
-    WorkerRun { events_per_second, peak_rss_kb, batches }
+    WorkerRun {
+        events_per_second,
+        events: total - already as usize,
+        peak_rss_kb,
+        worker_cpu_seconds,
+        postgres_cpu_seconds,
+        batches,
+    }
+}
+
+/// User and system CPU time of a process so far, from /proc (utime + stime, in clock ticks of
+/// 1/100 s on Linux).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at the state, field 3.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(14) + ticks(15)) / 100.0
+}
+
+/// CPU seconds so far of every PostgreSQL process on this machine, by pid.
+fn postgres_cpu_seconds() -> HashMap<u32, f64> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return HashMap::new() };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "postgres"))
+        .map(|pid| (pid, cpu_seconds(pid)))
+        .collect()
 }
 
 /// Peak resident set size of a process, from /proc (VmHWM), in KiB.

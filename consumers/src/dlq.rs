@@ -3,8 +3,6 @@
 //! one transaction with its audit entry, under a lock on the parked key that the worker's
 //! batches respect, so a key's events still apply in offset order.
 
-use std::collections::HashSet;
-
 use chrono::{DateTime, Utc};
 use eventline_core::registry::Registry;
 use eventline_store::audit::NewAuditEntry;
@@ -136,19 +134,20 @@ pub(crate) async fn retry<A: Apply>(
     }
 
     // Copies of events applied meanwhile (or applied by another generation) are dropped.
-    let read: Vec<ReadEvent> = decoded
+    let read: Vec<ReadEvent<'_>> = decoded
         .iter()
         .map(|(index, a)| ReadEvent {
-            event_id: a.event.envelope().id.clone(),
-            topic: letters[*index].letter.topic.clone(),
+            event_id: &a.event.envelope().id,
+            topic: &letters[*index].letter.topic,
             partition: letters[*index].letter.partition,
             offset: letters[*index].letter.offset,
         })
         .collect();
-    let claimed: HashSet<String> = tx.claim_event_ids(projection, &read).await?;
+    let claimed_now = tx.claim_event_ids(projection, &read).await?;
+    drop(read);
     let mut active: Vec<(usize, Applicable<A::Event>)> = Vec::new();
-    for (index, applicable) in decoded {
-        if claimed.contains(&applicable.event.envelope().id) {
+    for ((index, applicable), now) in decoded.into_iter().zip(claimed_now) {
+        if now {
             active.push((index, applicable));
         } else {
             report.duplicates.push(letters[index].letter.id);
@@ -166,7 +165,7 @@ pub(crate) async fn retry<A: Apply>(
         if stuck.as_ref().is_none_or(|s| stops_at < s.index) {
             stuck = Some(Stuck { index: stops_at, kind: "rejected", reason });
         }
-        let unapplied: Vec<String> = active[position..].iter().map(|(_, a)| a.event.envelope().id.clone()).collect();
+        let unapplied: Vec<&str> = active[position..].iter().map(|(_, a)| a.event.envelope().id.as_str()).collect();
         tx.release_event_ids(projection, &unapplied).await?;
         active.truncate(position);
     }

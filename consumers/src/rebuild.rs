@@ -272,9 +272,13 @@ impl Rebuild {
                 (created, true)
             }
         };
-        let generation_store =
-            Store::connect_rebuilding(&settings.database_url, 4, settings.connect_timeout, &generation.schema())
-                .await?;
+        let generation_store = Store::connect_rebuilding(
+            &settings.database_url,
+            2 + settings.worker.lanes as u32,
+            settings.connect_timeout,
+            &generation.schema(),
+        )
+        .await?;
         Ok(Self {
             settings: settings.clone(),
             registry,

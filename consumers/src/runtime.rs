@@ -14,7 +14,14 @@
 //!   dead letter, and its key is parked: the key's later events become dead letters behind it,
 //!   in order, while every other key goes on.
 //! - A database failure is retried with capped backoff; no offset moves until the batch commits.
+//!
+//! For speed, a worker spreads its partitions over lanes (`EVENTLINE_WORKER_LANES`) and writes
+//! one batch per lane at a time, lanes concurrently, while it goes on reading. A partition stays
+//! in its lane, so the rules above hold per partition exactly as with one lane; rows that several
+//! partitions write are locked by the projection's load (or written additively), and a deadlock
+//! between two lanes is retried like any transient failure.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +36,7 @@ use eventline_store::checkpoints::PositionMove;
 use eventline_store::dead_letters::NewDeadLetter;
 use eventline_store::runtime::ReadEvent;
 use eventline_store::Store;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -105,7 +113,7 @@ pub struct WorkerReport {
 }
 
 /// Runs `projection`'s worker as a member of `group_id` until `shutdown` is cancelled; then
-/// writes the batch in hand, leaves the group and returns. Transient database failures are
+/// writes the batches in hand, leaves the group and returns. Transient database failures are
 /// retried with capped backoff. A rebuild's worker reads in its own group, into the generation
 /// its `store` connects to.
 pub async fn run_in_group<A: Apply>(
@@ -131,25 +139,28 @@ pub async fn run_in_group<A: Apply>(
         group = %group_id,
         group_protocol = settings.kafka.group_protocol.as_str(),
         topics = ?topics,
+        lanes = settings.worker.lanes,
         "Worker started."
     );
     health::joining(&name);
 
     let mut worker = Worker {
-        projection,
-        registry,
-        store,
+        writer: Arc::new(BatchWriter {
+            projection,
+            registry,
+            store,
+            shutdown: shutdown.clone(),
+            identity: worker_identity(),
+        }),
         consumer,
-        shutdown: shutdown.clone(),
         max_events: settings.worker.batch_max_events,
         max_bytes: settings.worker.batch_max_bytes,
         max_wait: settings.worker.batch_max_wait,
         dedup_window: settings.worker.dedup_window,
-        identity: worker_identity(),
         positions: HashMap::new(),
-        batch: Vec::new(),
-        batch_bytes: 0,
-        deadline: None,
+        lane_of: HashMap::new(),
+        lanes: (0..settings.worker.lanes.max(1)).map(|_| Lane::default()).collect(),
+        writing: JoinSet::new(),
         report: WorkerReport::default(),
     };
     let result = worker.run_loop().await;
@@ -167,28 +178,342 @@ pub async fn run_in_group<A: Apply>(
     result.map(|()| report)
 }
 
+/// Reads records and hands them to lanes; each lane writes one batch at a time, lanes write
+/// theirs concurrently (each batch its own transaction on its own connection). A partition
+/// belongs to one lane while it is owned here, so its events are applied in offset order, and
+/// reading goes on while batches commit.
 struct Worker<A: Apply> {
-    projection: Arc<A>,
-    /// Validates and upcasts every record, so the projection sees current versions only.
-    registry: Arc<Registry>,
-    store: Store,
+    writer: Arc<BatchWriter<A>>,
     consumer: GroupConsumer,
-    shutdown: CancellationToken,
     max_events: usize,
     max_bytes: usize,
     max_wait: Duration,
     dedup_window: Duration,
+    /// Stored position of every owned partition: where its next batch starts (`None`: no row
+    /// yet). A batch being written has not moved it yet.
+    positions: HashMap<TopicPartition, Option<i64>>,
+    /// The lane of every owned partition.
+    lane_of: HashMap<TopicPartition, usize>,
+    lanes: Vec<Lane>,
+    /// The batches being written, each with its lane.
+    writing: JoinSet<(usize, Result<Written, WriteFailure>)>,
+    report: WorkerReport,
+}
+
+/// Records gathered for the next batch of some partitions.
+#[derive(Default)]
+struct Lane {
+    /// Read but not yet written, in arrival order (offset order per partition).
+    records: Vec<ConsumedRecord>,
+    /// Their keys' and values' bytes.
+    bytes: usize,
+    /// When the gathered records must be written even if they do not fill a batch.
+    deadline: Option<Instant>,
+    /// A batch of this lane is being written: the next one waits for it.
+    busy: bool,
+    /// How many owned partitions it carries.
+    partitions: usize,
+}
+
+impl Lane {
+    fn take(&mut self) -> Vec<ConsumedRecord> {
+        self.bytes = 0;
+        self.deadline = None;
+        std::mem::take(&mut self.records)
+    }
+
+    fn drop_partitions(&mut self, partitions: &[TopicPartition]) {
+        self.records.retain(|r| !partitions.iter().any(|tp| tp.topic == r.topic && tp.partition == r.partition));
+        self.bytes = self.records.iter().map(record_bytes).sum();
+        if self.records.is_empty() {
+            self.deadline = None;
+        }
+    }
+}
+
+/// A batch committed: where its partitions go on from, and what it did.
+struct Written {
+    next_offsets: Vec<(TopicPartition, i64)>,
+    report: WorkerReport,
+}
+
+/// Why a batch was not written.
+enum WriteFailure {
+    /// Another worker moved a stored position under this one: re-read these partitions.
+    Fenced(Vec<TopicPartition>),
+    /// Stopping while the database was unavailable: the next owner re-reads the batch.
+    Abandoned,
+    Fatal(WorkerError),
+}
+
+impl<A: Apply> Worker<A> {
+    async fn run_loop(&mut self) -> Result<(), WorkerError> {
+        let mut prune = tokio::time::interval(PRUNE_EVERY);
+        let mut recheck = tokio::time::interval(RECHECK_POSITIONS_EVERY);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shutdown = self.writer.shutdown.clone();
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    // Finish the batches in hand so their work is not redone by the next owner.
+                    return self.finish().await;
+                }
+                Some(joined) = self.writing.join_next(), if !self.writing.is_empty() => {
+                    let lane = self.settle(joined).await?;
+                    self.dispatch_if_ready(lane);
+                }
+                () = sleep_until(deadline), if deadline.is_some() => {
+                    for lane in 0..self.lanes.len() {
+                        self.dispatch_if_ready(lane);
+                    }
+                }
+                event = self.consumer.next() => match event {
+                    Ok(ConsumerEvent::Record(record)) => self.accept(record).await?,
+                    Ok(ConsumerEvent::Assigned(started)) => {
+                        for (tp, offset) in started {
+                            self.positions.insert(tp.clone(), offset);
+                            self.place(tp);
+                        }
+                        health::assigned(self.writer.name(), self.positions.len());
+                    }
+                    Ok(ConsumerEvent::Revoked(partitions)) => {
+                        // A batch being written may cover them: let it commit (or be fenced) first.
+                        self.drain().await?;
+                        for tp in &partitions {
+                            self.positions.remove(tp);
+                            if let Some(lane) = self.lane_of.remove(tp) {
+                                self.lanes[lane].partitions -= 1;
+                                self.lanes[lane].drop_partitions(std::slice::from_ref(tp));
+                            }
+                        }
+                        health::assigned(self.writer.name(), self.positions.len());
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "Kafka consumer error; continuing.");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                _ = recheck.tick(), if self.idle() && !self.positions.is_empty() => {
+                    if let Err(error) = self.follow_stored_positions().await {
+                        tracing::warn!(projection = self.writer.name(), %error, "Cannot compare positions with the stored ones; will try again.");
+                    }
+                }
+                _ = prune.tick() => match self.writer.store.prune_applied(self.writer.name(), self.dedup_window).await {
+                    Ok(forgotten) => tracing::debug!(projection = self.writer.name(), forgotten, "Old applied event ids forgotten."),
+                    Err(error) => tracing::warn!(projection = self.writer.name(), %error, "Cannot forget old applied event ids; will try again."),
+                },
+            }
+        }
+    }
+
+    /// Gives a newly owned partition to the lane with the fewest.
+    fn place(&mut self, tp: TopicPartition) {
+        if self.lane_of.contains_key(&tp) {
+            return;
+        }
+        let (lane, _) = self.lanes.iter().enumerate().min_by_key(|(_, lane)| lane.partitions).expect("a lane");
+        self.lanes[lane].partitions += 1;
+        self.lane_of.insert(tp, lane);
+    }
+
+    /// Nothing gathered and nothing being written.
+    fn idle(&self) -> bool {
+        self.writing.is_empty() && self.lanes.iter().all(|lane| lane.records.is_empty())
+    }
+
+    /// The earliest deadline of a lane that could write now.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.lanes.iter().filter(|lane| !lane.busy).filter_map(|lane| lane.deadline).min()
+    }
+
+    /// Takes a record into its lane's batch unless it is from a partition this worker no longer
+    /// owns or was already applied. A full batch is written at once; when its lane is still
+    /// writing the previous one, reading waits for that (so memory stays bounded).
+    async fn accept(&mut self, record: ConsumedRecord) -> Result<(), WorkerError> {
+        let tp = record.topic_partition();
+        let (Some(position), Some(&lane)) = (self.positions.get(&tp), self.lane_of.get(&tp)) else {
+            return Ok(());
+        };
+        if position.is_some_and(|next| record.offset < next) {
+            return Ok(());
+        }
+        let gathering = &mut self.lanes[lane];
+        if gathering.records.is_empty() {
+            gathering.deadline = Some(Instant::now() + self.max_wait);
+        }
+        gathering.bytes += record_bytes(&record);
+        gathering.records.push(record);
+        // Behind its topics the worker fills batches at once: large batches while it catches
+        // up, what the wait gathered once it has.
+        while self.is_full(lane) && self.lanes[lane].busy {
+            let joined = self.writing.join_next().await.expect("a busy lane has a batch being written");
+            let settled = self.settle(joined).await?;
+            if settled != lane {
+                self.dispatch_if_ready(settled);
+            }
+        }
+        self.dispatch_if_ready(lane);
+        Ok(())
+    }
+
+    fn is_full(&self, lane: usize) -> bool {
+        let lane = &self.lanes[lane];
+        lane.records.len() >= self.max_events || lane.bytes >= self.max_bytes
+    }
+
+    /// Starts writing a lane's batch if the lane is free and the batch is full or due.
+    fn dispatch_if_ready(&mut self, lane: usize) {
+        let due = self.lanes[lane].deadline.is_some_and(|deadline| deadline <= Instant::now());
+        if !self.lanes[lane].busy && (due || self.is_full(lane)) {
+            self.dispatch(lane);
+        }
+    }
+
+    /// Starts writing what a free lane gathered.
+    fn dispatch(&mut self, lane: usize) {
+        if self.lanes[lane].busy || self.lanes[lane].records.is_empty() {
+            return;
+        }
+        let batch = self.lanes[lane].take();
+        let expected: HashMap<TopicPartition, Option<i64>> = batch
+            .iter()
+            .map(|record| {
+                let tp = record.topic_partition();
+                let position = self.positions.get(&tp).copied().flatten();
+                (tp, position)
+            })
+            .collect();
+        self.lanes[lane].busy = true;
+        let writer = self.writer.clone();
+        self.writing.spawn(async move { (lane, writer.write_with_retries(batch, expected).await) });
+    }
+
+    /// Takes in a finished batch: moves its positions, or re-reads after a fence. Returns its lane.
+    async fn settle(
+        &mut self,
+        joined: Result<(usize, Result<Written, WriteFailure>), tokio::task::JoinError>,
+    ) -> Result<usize, WorkerError> {
+        let (lane, outcome) = match joined {
+            Ok(finished) => finished,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(error) => return Err(WorkerError::Definition(format!("a batch's task ended unexpectedly: {error}"))),
+        };
+        self.lanes[lane].busy = false;
+        match outcome {
+            Ok(written) => {
+                let owned: Vec<(TopicPartition, i64)> =
+                    written.next_offsets.into_iter().filter(|(tp, _)| self.positions.contains_key(tp)).collect();
+                for (tp, next) in &owned {
+                    self.positions.insert(tp.clone(), Some(*next));
+                }
+                self.consumer.mirror_progress(&owned);
+                let report = written.report;
+                self.report.batches += report.batches;
+                self.report.applied += report.applied;
+                self.report.duplicates += report.duplicates;
+                self.report.dead_lettered += report.dead_lettered;
+            }
+            Err(WriteFailure::Fenced(partitions)) => {
+                self.lanes[lane].drop_partitions(&partitions);
+                self.reposition(partitions).await?;
+            }
+            Err(WriteFailure::Abandoned) => {
+                // Stopping with the database away: what the lane gathered is read again later.
+                self.lanes[lane].take();
+            }
+            Err(WriteFailure::Fatal(error)) => return Err(error),
+        }
+        Ok(lane)
+    }
+
+    /// Waits for every batch being written.
+    async fn drain(&mut self) -> Result<(), WorkerError> {
+        while let Some(joined) = self.writing.join_next().await {
+            self.settle(joined).await?;
+        }
+        Ok(())
+    }
+
+    /// Stopping: writes everything gathered, then returns.
+    async fn finish(&mut self) -> Result<(), WorkerError> {
+        loop {
+            for lane in 0..self.lanes.len() {
+                self.dispatch(lane);
+            }
+            match self.writing.join_next().await {
+                Some(joined) => {
+                    self.settle(joined).await?;
+                }
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Re-reads from the stored positions of owned partitions where they differ from this
+    /// worker's: an operator replayed the projection or a rebuild was switched in.
+    async fn follow_stored_positions(&mut self) -> Result<(), WorkerError> {
+        let owned: Vec<TopicPartition> = self.positions.keys().cloned().collect();
+        let wanted: Vec<(String, i32)> = owned.iter().map(|tp| (tp.topic.clone(), tp.partition)).collect();
+        let stored = self.writer.store.load_checkpoints(self.writer.name(), &wanted).await?;
+        for (tp, stored) in owned.into_iter().zip(stored) {
+            let known = self.positions.get(&tp).copied().flatten();
+            if known == stored {
+                continue;
+            }
+            tracing::info!(
+                projection = self.writer.name(),
+                topic = %tp.topic,
+                partition = tp.partition,
+                from = ?known,
+                to = ?stored,
+                "Stored position changed under this worker (a replay or a cutover); reading from it."
+            );
+            match self.consumer.seek(&tp, stored) {
+                Ok(()) => {
+                    self.positions.insert(tp, stored);
+                }
+                Err(error) => {
+                    tracing::info!(topic = %tp.topic, partition = tp.partition, %error, "Not repositioning a partition.");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After being fenced: continue these partitions from their stored offsets.
+    async fn reposition(&mut self, partitions: Vec<TopicPartition>) -> Result<(), WorkerError> {
+        let wanted: Vec<(String, i32)> = partitions.iter().map(|tp| (tp.topic.clone(), tp.partition)).collect();
+        let stored = self.writer.store.load_checkpoints(self.writer.name(), &wanted).await?;
+        for (tp, offset) in partitions.into_iter().zip(stored) {
+            match self.consumer.seek(&tp, offset) {
+                Ok(()) => {
+                    self.positions.insert(tp, offset);
+                }
+                Err(error) => {
+                    // Most likely no longer assigned here; the owner has it.
+                    tracing::info!(topic = %tp.topic, partition = tp.partition, %error, "Not repositioning a partition.");
+                    self.positions.remove(&tp);
+                    if let Some(lane) = self.lane_of.remove(&tp) {
+                        self.lanes[lane].partitions -= 1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What every lane's batches share: the projection and where it writes.
+struct BatchWriter<A: Apply> {
+    projection: Arc<A>,
+    /// Validates and upcasts every record, so the projection sees current versions only.
+    registry: Arc<Registry>,
+    store: Store,
+    shutdown: CancellationToken,
     /// host:pid, recorded with every position this worker moves.
     identity: String,
-    /// Stored position of every owned partition: where the next batch starts (`None`: no row yet).
-    positions: HashMap<TopicPartition, Option<i64>>,
-    /// Records read but not yet written, in arrival order (offset order per partition).
-    batch: Vec<ConsumedRecord>,
-    /// Their keys' and values' bytes.
-    batch_bytes: usize,
-    /// When the batch must be written even if it is not full.
-    deadline: Option<Instant>,
-    report: WorkerReport,
 }
 
 /// What becomes of one record of a batch.
@@ -203,90 +528,21 @@ enum Fate<E> {
     },
 }
 
-impl<A: Apply> Worker<A> {
-    async fn run_loop(&mut self) -> Result<(), WorkerError> {
-        let mut prune = tokio::time::interval(PRUNE_EVERY);
-        let mut recheck = tokio::time::interval(RECHECK_POSITIONS_EVERY);
-        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let deadline = self.deadline;
-            tokio::select! {
-                biased;
-                () = self.shutdown.cancelled() => {
-                    // Finish the batch in hand so its work is not redone by the next owner.
-                    return self.flush().await;
-                }
-                () = sleep_until(deadline), if deadline.is_some() => self.flush().await?,
-                event = self.consumer.next() => match event {
-                    Ok(ConsumerEvent::Record(record)) => {
-                        self.accept(record);
-                        // Behind its topics the worker fills a batch at once: large batches
-                        // while it catches up, what the wait gathered once it has.
-                        if self.batch.len() >= self.max_events || self.batch_bytes >= self.max_bytes {
-                            self.flush().await?;
-                        }
-                    }
-                    Ok(ConsumerEvent::Assigned(started)) => {
-                        for (tp, offset) in started {
-                            self.positions.insert(tp, offset);
-                        }
-                        health::assigned(self.projection.name(), self.positions.len());
-                    }
-                    Ok(ConsumerEvent::Revoked(partitions)) => {
-                        for tp in &partitions {
-                            self.positions.remove(tp);
-                        }
-                        health::assigned(self.projection.name(), self.positions.len());
-                        self.batch.retain(|r| self.positions.contains_key(&r.topic_partition()));
-                        self.batch_bytes = self.batch.iter().map(record_bytes).sum();
-                        if self.batch.is_empty() {
-                            self.deadline = None;
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "Kafka consumer error; continuing.");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
-                _ = recheck.tick(), if self.batch.is_empty() && !self.positions.is_empty() => {
-                    if let Err(error) = self.follow_stored_positions().await {
-                        tracing::warn!(projection = self.projection.name(), %error, "Cannot compare positions with the stored ones; will try again.");
-                    }
-                }
-                _ = prune.tick() => match self.store.prune_applied(self.projection.name(), self.dedup_window).await {
-                    Ok(forgotten) => tracing::debug!(projection = self.projection.name(), forgotten, "Old applied event ids forgotten."),
-                    Err(error) => tracing::warn!(projection = self.projection.name(), %error, "Cannot forget old applied event ids; will try again."),
-                },
-            }
-        }
+impl<A: Apply> BatchWriter<A> {
+    fn name(&self) -> &str {
+        self.projection.name()
     }
 
-    /// Takes a record into the batch unless it is from a partition this worker no longer owns
-    /// or was already applied.
-    fn accept(&mut self, record: ConsumedRecord) {
-        let Some(position) = self.positions.get(&record.topic_partition()) else {
-            return;
-        };
-        if position.is_some_and(|next| record.offset < next) {
-            return;
-        }
-        if self.batch.is_empty() {
-            self.deadline = Some(Instant::now() + self.max_wait);
-        }
-        self.batch_bytes += record_bytes(&record);
-        self.batch.push(record);
-    }
-
-    /// Writes the batch, retrying while the database is unavailable.
-    async fn flush(&mut self) -> Result<(), WorkerError> {
-        self.deadline = None;
-        if self.batch.is_empty() {
-            return Ok(());
-        }
+    /// Writes a batch, retrying while the database is unavailable.
+    async fn write_with_retries(
+        &self,
+        batch: Vec<ConsumedRecord>,
+        expected: HashMap<TopicPartition, Option<i64>>,
+    ) -> Result<Written, WriteFailure> {
         let mut delay = FIRST_RETRY_DELAY;
         loop {
-            match self.write_batch().await {
-                Ok(()) => return Ok(()),
+            match self.write(&batch, &expected).await {
+                Ok(written) => return Ok(written),
                 Err(ApplyError::Store(eventline_store::Error::Fenced { projection, topic, partition, expected })) => {
                     tracing::warn!(
                         projection,
@@ -295,11 +551,15 @@ impl<A: Apply> Worker<A> {
                         ?expected,
                         "Stored offset moved under this worker (another owns the partition now); re-reading from it."
                     );
-                    return self.reposition().await;
+                    let mut partitions: Vec<TopicPartition> =
+                        batch.iter().map(ConsumedRecord::topic_partition).collect();
+                    partitions.sort();
+                    partitions.dedup();
+                    return Err(WriteFailure::Fenced(partitions));
                 }
                 Err(ApplyError::Store(error)) if error.is_transient() => {
                     tracing::warn!(
-                        projection = self.projection.name(),
+                        projection = self.name(),
                         %error,
                         retry_in_ms = delay.as_millis() as u64,
                         "Database unavailable; the batch will be retried, no offset moved."
@@ -307,24 +567,28 @@ impl<A: Apply> Worker<A> {
                     tokio::select! {
                         () = self.shutdown.cancelled() => {
                             tracing::warn!("Stopping with a batch unwritten; the next owner re-reads it.");
-                            self.batch.clear();
-                            self.batch_bytes = 0;
-                            return Ok(());
+                            return Err(WriteFailure::Abandoned);
                         }
                         () = tokio::time::sleep(delay) => {}
                     }
                     delay = (delay * 2).min(MAX_RETRY_DELAY);
                 }
-                Err(ApplyError::Store(error)) => return Err(error.into()),
-                Err(error @ ApplyError::Definition { .. }) => return Err(WorkerError::Definition(error.to_string())),
+                Err(ApplyError::Store(error)) => return Err(WriteFailure::Fatal(error.into())),
+                Err(error @ ApplyError::Definition { .. }) => {
+                    return Err(WriteFailure::Fatal(WorkerError::Definition(error.to_string())))
+                }
             }
         }
     }
 
     /// Writes the batch inside its span (see [`BatchSpans`]).
-    async fn write_batch(&mut self) -> Result<(), ApplyError> {
-        let spans = BatchSpans::open(self.projection.name(), &self.batch);
-        let result = self.apply_batch(&spans).instrument(spans.batch.clone()).await;
+    async fn write(
+        &self,
+        batch: &[ConsumedRecord],
+        expected: &HashMap<TopicPartition, Option<i64>>,
+    ) -> Result<Written, ApplyError> {
+        let spans = BatchSpans::open(self.name(), batch);
+        let result = self.apply_batch(batch, expected, &spans).instrument(spans.batch.clone()).await;
         if let Err(error) = &result {
             spans.failed(error);
         }
@@ -333,17 +597,23 @@ impl<A: Apply> Worker<A> {
 
     /// One transaction: projection rows, dead letters, parked keys, applied ids and the next
     /// offsets, or nothing.
-    async fn apply_batch(&mut self, spans: &BatchSpans) -> Result<(), ApplyError> {
+    async fn apply_batch(
+        &self,
+        batch: &[ConsumedRecord],
+        expected: &HashMap<TopicPartition, Option<i64>>,
+        spans: &BatchSpans,
+    ) -> Result<Written, ApplyError> {
         let projection = self.projection.clone();
         let name = projection.name();
         let started = Instant::now();
-        let mut fates: Vec<Fate<A::Event>> = self.batch.iter().map(|record| self.classify(record)).collect();
-        let keys: Vec<Option<String>> =
-            self.batch.iter().map(|r| r.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned())).collect();
+        let mut fates: Vec<Fate<A::Event>> = batch.iter().map(|record| self.classify(record)).collect();
+        // Borrowed from the records (a copy only for a key that is not UTF-8).
+        let keys: Vec<Option<Cow<'_, str>>> =
+            batch.iter().map(|r| r.key.as_deref().map(String::from_utf8_lossy)).collect();
 
         let mut tx = self.store.begin().await?;
         tx.enter_projection(projection.tables()).await?;
-        let mut distinct_keys: Vec<String> = keys.iter().flatten().cloned().collect();
+        let mut distinct_keys: Vec<&str> = keys.iter().flatten().map(|k| k.as_ref()).collect();
         distinct_keys.sort();
         distinct_keys.dedup();
         // Keys parked before this batch, and those this batch parks, with the reason.
@@ -380,22 +650,26 @@ impl<A: Apply> Worker<A> {
             }
         }
         // Claim the ids of what is left to apply: an id claimed before was applied before.
-        let candidates: Vec<ReadEvent> = fates
+        let candidates: Vec<usize> =
+            fates.iter().enumerate().filter_map(|(i, f)| matches!(f, Fate::Apply(_)).then_some(i)).collect();
+        let read: Vec<ReadEvent<'_>> = candidates
             .iter()
-            .zip(&self.batch)
-            .filter(|(f, _)| matches!(f, Fate::Apply(_)))
-            .map(|(f, record)| ReadEvent {
-                event_id: applicable(f).event.envelope().id.clone(),
-                topic: record.topic.clone(),
-                partition: record.partition,
-                offset: record.offset,
+            .map(|&i| ReadEvent {
+                event_id: &applicable(&fates[i]).event.envelope().id,
+                topic: &batch[i].topic,
+                partition: batch[i].partition,
+                offset: batch[i].offset,
             })
             .collect();
-        let claimed: HashSet<String> = tx.claim_event_ids(name, &candidates).await?;
-        for fate in fates.iter_mut() {
-            if matches!(fate, Fate::Apply(a) if !claimed.contains(&a.event.envelope().id)) {
+        let claimed_now = tx.claim_event_ids(name, &read).await?;
+        drop(read);
+        let mut claimed = vec![false; fates.len()];
+        for (&index, now) in candidates.iter().zip(claimed_now) {
+            if now {
+                claimed[index] = true;
+            } else {
                 duplicates += 1;
-                *fate = Fate::PassedOver;
+                fates[index] = Fate::PassedOver;
             }
         }
 
@@ -413,12 +687,11 @@ impl<A: Apply> Worker<A> {
             park_refused(&mut fates, &mut active, &keys, rejected, &mut newly_parked);
         }
         // Events claimed but not applied after all (refused, or parked behind a refusal).
-        let unapplied: Vec<String> = fates
+        let unapplied: Vec<&str> = fates
             .iter()
-            .filter_map(|f| match f {
-                Fate::Dead { event: Some(event), .. } if claimed.contains(&event.envelope().id) => {
-                    Some(event.envelope().id.clone())
-                }
+            .enumerate()
+            .filter_map(|(index, f)| match f {
+                Fate::Dead { event: Some(event), .. } if claimed[index] => Some(event.envelope().id.as_str()),
                 _ => None,
             })
             .collect();
@@ -431,7 +704,7 @@ impl<A: Apply> Worker<A> {
         });
         let dead: Vec<NewDeadLetter> = fates
             .iter()
-            .zip(&self.batch)
+            .zip(batch)
             .filter_map(|(fate, record)| match fate {
                 Fate::Dead { kind, reason, event } => {
                     Some(dead_letter(name, record, event.as_ref(), kind, reason.clone()))
@@ -443,7 +716,7 @@ impl<A: Apply> Worker<A> {
         tx.park_keys(name, &newly_parked).await?;
 
         let mut next_offsets: BTreeMap<TopicPartition, i64> = BTreeMap::new();
-        for record in &self.batch {
+        for record in batch {
             next_offsets.insert(record.topic_partition(), record.offset + 1);
         }
         let moves: Vec<PositionMove<'_>> = next_offsets
@@ -451,7 +724,7 @@ impl<A: Apply> Worker<A> {
             .map(|(tp, next)| PositionMove {
                 topic: &tp.topic,
                 partition: tp.partition,
-                expected: self.positions.get(tp).copied().flatten(),
+                expected: expected.get(tp).copied().flatten(),
                 next_offset: *next,
             })
             .collect();
@@ -459,22 +732,14 @@ impl<A: Apply> Worker<A> {
         tx.advance_checkpoints(name, &moves, &self.identity).await?;
         tx.commit().await?;
 
-        let written: Vec<(TopicPartition, i64)> = next_offsets.into_iter().collect();
-        for (tp, next) in &written {
-            self.positions.insert(tp.clone(), Some(*next));
-        }
-        self.consumer.mirror_progress(&written);
         let labels = [("projection", name.to_string())];
-        metrics::counter!("eventline_events_consumed_total", &labels).increment(self.batch.len() as u64);
+        metrics::counter!("eventline_events_consumed_total", &labels).increment(batch.len() as u64);
         metrics::counter!("eventline_events_applied_total", &labels).increment(applied as u64);
         metrics::counter!("eventline_events_duplicate_total", &labels).increment(duplicates);
         metrics::counter!("eventline_events_dead_lettered_total", &labels).increment(dead.len() as u64);
-        metrics::histogram!("eventline_batch_size_events", &labels).record(self.batch.len() as f64);
+        metrics::histogram!("eventline_batch_size_events", &labels).record(batch.len() as f64);
         metrics::histogram!("eventline_batch_apply_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
-        self.report.batches += 1;
-        self.report.applied += applied as u64;
-        self.report.duplicates += duplicates;
-        self.report.dead_lettered += dead.len() as u64;
+        let report = WorkerReport { batches: 1, applied: applied as u64, duplicates, dead_lettered: dead.len() as u64 };
         if !dead.is_empty() {
             let keys: Vec<&str> = newly_parked.iter().map(|(k, _)| k.as_str()).collect();
             tracing::error!(
@@ -486,15 +751,13 @@ impl<A: Apply> Worker<A> {
         }
         tracing::debug!(
             projection = name,
-            events = self.batch.len(),
+            events = batch.len(),
             applied,
             duplicates,
             took_ms = started.elapsed().as_millis() as u64,
             "Batch written."
         );
-        self.batch.clear();
-        self.batch_bytes = 0;
-        Ok(())
+        Ok(Written { next_offsets: next_offsets.into_iter().collect(), report })
     }
 
     /// Decodes and validates a record, and decides whether this projection applies it.
@@ -520,61 +783,6 @@ impl<A: Apply> Worker<A> {
             Err((kind, reason)) => Fate::Dead { kind, reason, event: None },
         }
     }
-
-    /// Re-reads from the stored positions of owned partitions where they differ from this
-    /// worker's: an operator replayed the projection or a rebuild was switched in.
-    async fn follow_stored_positions(&mut self) -> Result<(), WorkerError> {
-        let owned: Vec<TopicPartition> = self.positions.keys().cloned().collect();
-        let wanted: Vec<(String, i32)> = owned.iter().map(|tp| (tp.topic.clone(), tp.partition)).collect();
-        let stored = self.store.load_checkpoints(self.projection.name(), &wanted).await?;
-        for (tp, stored) in owned.into_iter().zip(stored) {
-            let known = self.positions.get(&tp).copied().flatten();
-            if known == stored {
-                continue;
-            }
-            tracing::info!(
-                projection = self.projection.name(),
-                topic = %tp.topic,
-                partition = tp.partition,
-                from = ?known,
-                to = ?stored,
-                "Stored position changed under this worker (a replay or a cutover); reading from it."
-            );
-            match self.consumer.seek(&tp, stored) {
-                Ok(()) => {
-                    self.positions.insert(tp, stored);
-                }
-                Err(error) => {
-                    tracing::info!(topic = %tp.topic, partition = tp.partition, %error, "Not repositioning a partition.");
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// After being fenced: drop the batch and continue every partition from its stored offset.
-    async fn reposition(&mut self) -> Result<(), WorkerError> {
-        let mut partitions: Vec<TopicPartition> = self.batch.iter().map(ConsumedRecord::topic_partition).collect();
-        partitions.sort();
-        partitions.dedup();
-        self.batch.clear();
-        self.batch_bytes = 0;
-        let wanted: Vec<(String, i32)> = partitions.iter().map(|tp| (tp.topic.clone(), tp.partition)).collect();
-        let stored = self.store.load_checkpoints(self.projection.name(), &wanted).await?;
-        for (tp, offset) in partitions.into_iter().zip(stored) {
-            match self.consumer.seek(&tp, offset) {
-                Ok(()) => {
-                    self.positions.insert(tp, offset);
-                }
-                Err(error) => {
-                    // Most likely no longer assigned here; the owner has it.
-                    tracing::info!(topic = %tp.topic, partition = tp.partition, %error, "Not repositioning a partition.");
-                    self.positions.remove(&tp);
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 /// What a record weighs in a batch: its key and value.
@@ -596,7 +804,7 @@ fn applicable<E>(fate: &Fate<E>) -> &Applicable<E> {
 fn park_refused<E>(
     fates: &mut [Fate<E>],
     active: &mut Vec<usize>,
-    keys: &[Option<String>],
+    keys: &[Option<Cow<'_, str>>],
     rejected: Vec<(usize, String)>,
     newly_parked: &mut Vec<(String, String)>,
 ) {
@@ -604,7 +812,7 @@ fn park_refused<E>(
     let mut refused: HashMap<String, usize> = HashMap::new();
     for (position, reason) in rejected {
         let index = active[position];
-        let key = keys[index].clone();
+        let key = keys[index].as_deref().map(str::to_string);
         if let Some(key) = &key {
             if refused.contains_key(key) {
                 continue;

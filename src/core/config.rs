@@ -34,6 +34,7 @@ const ENV_LOG_FORMAT: &str = "EVENTLINE_LOG_FORMAT";
 const ENV_BATCH_MAX_EVENTS: &str = "EVENTLINE_BATCH_MAX_EVENTS";
 const ENV_BATCH_MAX_WAIT_MS: &str = "EVENTLINE_BATCH_MAX_WAIT_MS";
 const ENV_BATCH_MAX_BYTES: &str = "EVENTLINE_BATCH_MAX_BYTES";
+const ENV_WORKER_LANES: &str = "EVENTLINE_WORKER_LANES";
 const ENV_CONNECT_TIMEOUT_SECS: &str = "EVENTLINE_CONNECT_TIMEOUT_SECS";
 const ENV_SCHEMAS_DIR: &str = "EVENTLINE_SCHEMAS_DIR";
 const ENV_PROJECTIONS_DIR: &str = "EVENTLINE_PROJECTIONS_DIR";
@@ -60,6 +61,7 @@ const KNOWN_ENV: &[&str] = &[
     ENV_BATCH_MAX_EVENTS,
     ENV_BATCH_MAX_WAIT_MS,
     ENV_BATCH_MAX_BYTES,
+    ENV_WORKER_LANES,
     ENV_CONNECT_TIMEOUT_SECS,
     ENV_SCHEMAS_DIR,
     ENV_PROJECTIONS_DIR,
@@ -102,6 +104,8 @@ const SECRET_PROPERTY_MARKERS: &[&str] =
 const MAX_BATCH_EVENTS: usize = 100_000;
 const MAX_BATCH_WAIT_MS: u64 = 60_000;
 const MIN_BATCH_BYTES: u64 = 1_024;
+/// Most batches one projection's worker writes at once (each holds a database connection).
+const MAX_WORKER_LANES: u64 = 64;
 const MAX_BATCH_BYTES: u64 = 1 << 30;
 const MAX_CONNECT_TIMEOUT_SECS: u64 = 600;
 const MAX_DEDUP_WINDOW_HOURS: u64 = 24 * 366;
@@ -329,6 +333,10 @@ pub struct WorkerSettings {
     /// Most bytes of records (keys and values) in one batch: bounds a worker's memory whatever
     /// the size of the events.
     pub batch_max_bytes: usize,
+    /// How many batches a projection's worker writes at once, each in its own transaction on
+    /// its own connection. Its partitions are spread over this many lanes; a partition stays in
+    /// one lane, so its events are applied in order. 1 writes one batch at a time.
+    pub lanes: usize,
     /// Longest time the first event of a batch waits for more before the batch is written.
     pub batch_max_wait: Duration,
     /// How long applied event ids are remembered: a copy of an event published again within
@@ -473,6 +481,7 @@ struct FileLog {
 struct FileWorker {
     batch_max_events: Option<u64>,
     batch_max_bytes: Option<u64>,
+    lanes: Option<u64>,
     batch_max_wait_ms: Option<u64>,
     dedup_window_hours: Option<u64>,
 }
@@ -598,6 +607,9 @@ impl Settings {
             "8388608",
         );
         let batch_max_bytes = parse_bounded(&bytes_raw, MIN_BATCH_BYTES, MAX_BATCH_BYTES)? as usize;
+
+        let lanes_raw = pick(ENV_WORKER_LANES, "worker.lanes", file_settings.worker.lanes.map(|v| v.to_string()), "3");
+        let lanes = parse_bounded(&lanes_raw, 1, MAX_WORKER_LANES)? as usize;
 
         let wait_raw = pick(
             ENV_BATCH_MAX_WAIT_MS,
@@ -729,7 +741,7 @@ impl Settings {
             http_addr,
             namespace,
             log_format,
-            worker: WorkerSettings { batch_max_events, batch_max_bytes, batch_max_wait, dedup_window },
+            worker: WorkerSettings { batch_max_events, batch_max_bytes, lanes, batch_max_wait, dedup_window },
             connect_timeout,
             schemas_dir,
             projections_dir,
@@ -859,6 +871,7 @@ mod tests {
         assert_eq!(settings.log_format, LogFormat::Human);
         assert_eq!(settings.worker.batch_max_events, 5000);
         assert_eq!(settings.worker.batch_max_bytes, 8 * 1024 * 1024);
+        assert_eq!(settings.worker.lanes, 3);
         assert_eq!(settings.worker.batch_max_wait, Duration::from_millis(10));
         assert_eq!(settings.worker.dedup_window, Duration::from_secs(7 * 24 * 3600));
         assert_eq!(settings.connect_timeout, Duration::from_secs(10));
@@ -972,6 +985,7 @@ addr = "0.0.0.0:9000"
 [worker]
 batch_max_events = 50
 batch_max_bytes = 65536
+lanes = 6
 "#,
         )
         .unwrap();
@@ -983,6 +997,7 @@ batch_max_bytes = 65536
         assert_eq!(settings.namespace.as_str(), "staging");
         assert_eq!(settings.worker.batch_max_events, 50);
         assert_eq!(settings.worker.batch_max_bytes, 65536);
+        assert_eq!(settings.worker.lanes, 6);
     }
 
     #[test]
@@ -1007,6 +1022,8 @@ batch_max_bytes = 65536
             (&[("EVENTLINE_BATCH_MAX_EVENTS", "0")], "invalid EVENTLINE_BATCH_MAX_EVENTS: `0` is not a whole number from 1 to 100000"),
             (&[("EVENTLINE_BATCH_MAX_WAIT_MS", "soon")], "invalid EVENTLINE_BATCH_MAX_WAIT_MS: `soon` is not a whole number from 1 to 60000"),
             (&[("EVENTLINE_BATCH_MAX_BYTES", "100")], "invalid EVENTLINE_BATCH_MAX_BYTES: `100` is not a whole number from 1024 to 1073741824"),
+            (&[("EVENTLINE_WORKER_LANES", "0")], "invalid EVENTLINE_WORKER_LANES: `0` is not a whole number from 1 to 64"),
+            (&[("EVENTLINE_WORKER_LANES", "65")], "invalid EVENTLINE_WORKER_LANES: `65` is not a whole number from 1 to 64"),
             (&[("EVENTLINE_CONNECT_TIMEOUT_SECS", "-1")], "invalid EVENTLINE_CONNECT_TIMEOUT_SECS: `-1` is not a whole number from 1 to 600"),
             (&[("EVENTLINE_RDKAFKA_GROUP_ID", "mine")], "invalid EVENTLINE_RDKAFKA_GROUP_ID: `group.id` is set by eventline itself and cannot be overridden"),
             (&[("EVENTLINE_KAFKA_BROKER", "k:1")], "unknown setting EVENTLINE_KAFKA_BROKER: eventline reads no such environment variable (did you mean EVENTLINE_KAFKA_BROKERS?)"),

@@ -449,8 +449,8 @@ impl Store {
         let partitions: Vec<i32> = positions.iter().map(|p| p.1).collect();
         let offsets: Vec<i64> = positions.iter().map(|p| p.2).collect();
         let copied = sqlx::query(&format!(
-            r#"INSERT INTO public.eventline_applied_events (projection, event_id, applied_at, topic, partition, "offset")
-               SELECT a.projection, a.event_id, a.applied_at, a.topic, a.partition, a."offset"
+            r#"INSERT INTO public.eventline_applied_events (projection, event_digest, applied_at, topic, partition, "offset")
+               SELECT a.projection, a.event_digest, a.applied_at, a.topic, a.partition, a."offset"
                FROM {}.eventline_applied_events a
                LEFT JOIN UNNEST($2::text[], $3::int4[], $4::int8[]) AS live(topic, partition, next_offset)
                  ON live.topic = a.topic AND live.partition = a.partition

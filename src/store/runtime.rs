@@ -1,59 +1,80 @@
 //! The runtime's bookkeeping beside checkpoints and dead letters: which event ids a projection
 //! applied (for idempotency) and which keys are parked behind a dead letter.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
+
+use sha2::{Digest, Sha256};
 
 use crate::{Error, Store, StoreTx};
 
 /// An event a batch is about to apply, and where it was read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadEvent {
-    pub event_id: String,
-    pub topic: String,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadEvent<'a> {
+    pub event_id: &'a str,
+    pub topic: &'a str,
     pub partition: i32,
     pub offset: i64,
 }
 
+/// How an applied event id is remembered: the first 16 bytes of its SHA-256. Collisions are out
+/// of reach (2^64 ids for an even chance), even for ids chosen to collide.
+fn event_digest(event_id: &str) -> [u8; 16] {
+    let digest = Sha256::digest(event_id.as_bytes());
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    first
+}
+
 impl StoreTx {
-    /// Records these event ids as applied by the projection and returns those that were not
-    /// already (within the retention window): the others are copies of applied events. The
+    /// Records these event ids as applied by the projection and says, for each, whether it was
+    /// not already (within the retention window): the others are copies of applied events. The
     /// primary key decides, so no query plan can turn this into a scan as the table grows.
-    pub async fn claim_event_ids(&mut self, projection: &str, events: &[ReadEvent]) -> Result<HashSet<String>, Error> {
+    pub async fn claim_event_ids(&mut self, projection: &str, events: &[ReadEvent<'_>]) -> Result<Vec<bool>, Error> {
         if events.is_empty() {
-            return Ok(HashSet::new());
+            return Ok(Vec::new());
         }
-        let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
-        let topics: Vec<String> = events.iter().map(|e| e.topic.clone()).collect();
+        let digests: Vec<[u8; 16]> = events.iter().map(|e| event_digest(e.event_id)).collect();
+        let digest_bytes: Vec<&[u8]> = digests.iter().map(|d| d.as_slice()).collect();
+        let topics: Vec<&str> = events.iter().map(|e| e.topic).collect();
         let partitions: Vec<i32> = events.iter().map(|e| e.partition).collect();
         let offsets: Vec<i64> = events.iter().map(|e| e.offset).collect();
         let claimed = sqlx::query_scalar!(
-            r#"INSERT INTO eventline_applied_events (projection, event_id, topic, partition, "offset")
-               SELECT $1, id, t, p, o FROM UNNEST($2::text[], $3::text[], $4::int4[], $5::int8[]) AS read(id, t, p, o)
+            r#"INSERT INTO eventline_applied_events (projection, event_digest, topic, partition, "offset")
+               SELECT $1, d, t, p, o FROM UNNEST($2::bytea[], $3::text[], $4::int4[], $5::int8[]) AS read(d, t, p, o)
                ON CONFLICT DO NOTHING
-               RETURNING event_id"#,
+               RETURNING event_digest"#,
             projection,
-            &ids,
-            &topics,
+            &digest_bytes as &[&[u8]],
+            &topics as &[&str],
             &partitions,
             &offsets
         )
         .fetch_all(&mut *self.tx)
         .await?;
-        Ok(claimed.into_iter().collect())
+        let position: HashMap<[u8; 16], usize> = digests.iter().enumerate().map(|(i, d)| (*d, i)).collect();
+        let mut claimed_now = vec![false; events.len()];
+        for digest in &claimed {
+            if let Some(&index) = <[u8; 16]>::try_from(digest.as_slice()).ok().and_then(|d| position.get(&d)) {
+                claimed_now[index] = true;
+            }
+        }
+        Ok(claimed_now)
     }
 
     /// Gives back claimed ids of events that were not applied after all (dead letters), so a
     /// later retry of them is not taken for a copy.
-    pub async fn release_event_ids(&mut self, projection: &str, event_ids: &[String]) -> Result<(), Error> {
+    pub async fn release_event_ids(&mut self, projection: &str, event_ids: &[&str]) -> Result<(), Error> {
         if event_ids.is_empty() {
             return Ok(());
         }
+        let digests: Vec<[u8; 16]> = event_ids.iter().map(|id| event_digest(id)).collect();
+        let digest_bytes: Vec<&[u8]> = digests.iter().map(|d| d.as_slice()).collect();
         sqlx::query!(
-            "DELETE FROM eventline_applied_events a USING UNNEST($2::text[]) AS ids(id)
-             WHERE a.projection = $1 AND a.event_id = ids.id",
+            "DELETE FROM eventline_applied_events a USING UNNEST($2::bytea[]) AS ids(d)
+             WHERE a.projection = $1 AND a.event_digest = ids.d",
             projection,
-            event_ids
+            &digest_bytes as &[&[u8]]
         )
         .execute(&mut *self.tx)
         .await?;
@@ -63,14 +84,14 @@ impl StoreTx {
     /// Which of these keys are parked for the projection. The rows stay share-locked until the
     /// transaction ends, so an operator's retry of a key (which locks it for update) happens
     /// wholly before or after this batch, never in between.
-    pub async fn parked_among(&mut self, projection: &str, keys: &[String]) -> Result<HashSet<String>, Error> {
+    pub async fn parked_among(&mut self, projection: &str, keys: &[&str]) -> Result<HashSet<String>, Error> {
         if keys.is_empty() {
             return Ok(HashSet::new());
         }
         let rows = sqlx::query_scalar!(
             "SELECT record_key FROM eventline_parked_keys WHERE projection = $1 AND record_key = ANY($2) FOR SHARE",
             projection,
-            keys
+            keys as &[&str]
         )
         .fetch_all(&mut *self.tx)
         .await?;

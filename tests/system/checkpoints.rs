@@ -102,14 +102,13 @@ async fn applied_event_ids_are_remembered_for_the_window_only() {
     let ids: Vec<String> = ["e1", "e2", "e3"].map(String::from).to_vec();
     let store = &env.store;
     let claim = |ids: Vec<String>| async move {
-        let read: Vec<ReadEvent> = ids
-            .iter()
-            .map(|id| ReadEvent { event_id: id.clone(), topic: "topic".into(), partition: 0, offset: 1 })
-            .collect();
+        let read: Vec<ReadEvent<'_>> =
+            ids.iter().map(|id| ReadEvent { event_id: id, topic: "topic", partition: 0, offset: 1 }).collect();
         let mut tx = store.begin().await.unwrap();
-        let claimed = tx.claim_event_ids("p", &read).await.unwrap();
+        let claimed_now = tx.claim_event_ids("p", &read).await.unwrap();
         tx.commit().await.unwrap();
-        let mut claimed: Vec<String> = claimed.into_iter().collect();
+        let mut claimed: Vec<String> =
+            ids.iter().zip(claimed_now).filter(|(_, now)| *now).map(|(id, _)| id.clone()).collect();
         claimed.sort();
         claimed
     };
