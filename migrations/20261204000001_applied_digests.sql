@@ -26,4 +26,5 @@ BEGIN
 END
 $$;
 
-CREATE INDEX IF NOT EXISTS eventline_applied_events_by_age ON public.eventline_applied_events USING brin (applied_at);
+DROP INDEX public.eventline_applied_events_by_age;
+CREATE INDEX eventline_applied_events_by_age ON public.eventline_applied_events USING brin (applied_at);
