@@ -72,6 +72,50 @@ async fn duplicates_apply_once_and_a_poison_event_parks_only_its_key() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_batch_held_up_in_one_lane_does_not_hold_the_others() {
+    let env = TestEnv::new().await;
+    let accounts: Vec<String> = (0..12).map(|n| format!("acct-{n}")).collect();
+    let worker = env.spawn("worker", &["worker", "account_balances"], &[("EVENTLINE_WORKER_LANES", "3")]);
+    let openings: Vec<Value> = accounts.iter().map(|a| opened(&format!("open-{a}"), a)).collect();
+    env.publish("open.ndjson", &openings);
+    wait_until("the accounts to open", || async { env.applied_through("account_balances").await == 12 }).await;
+
+    // Another session holds acct-0's row: the batch with its deposit waits at its load.
+    let mut holder = Command::new("psql")
+        .args([env.database_url.expose(), "-XAtq", "-c", "BEGIN", "-c"])
+        .arg("SELECT 1 FROM account_balances WHERE account_id = 'acct-0' FOR UPDATE")
+        .args(["-c", "SELECT pg_sleep(120)"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("psql runs");
+    wait_until("the row to be held", || async {
+        env.psql("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(120)'") == "1"
+    })
+    .await;
+    let deposits: Vec<Value> = accounts.iter().map(|a| deposit(&format!("dep-{a}"), a, 10)).collect();
+    env.publish("deposits.ndjson", &deposits);
+
+    // With one batch at a time nothing would be applied until the row is released.
+    wait_until_reporting(
+        "deposits of other lanes to be applied while acct-0's lane waits",
+        || async { env.balances().await.iter().any(|(_, balance, _)| *balance == 10) },
+        || async { format!("balances {:?}; log: {}", env.balances().await, worker.log()) },
+    )
+    .await;
+    let held = env.balances().await;
+    assert_eq!(held.iter().find(|(a, ..)| a == "acct-0").map(|(_, balance, _)| *balance), Some(0), "{held:?}");
+
+    // Ending the holding session (a killed psql would leave its backend asleep with the lock).
+    env.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(120)'");
+    holder.wait().expect("psql ends");
+    wait_until("every deposit to be applied", || async { env.applied_through("account_balances").await == 24 }).await;
+    let rows = env.balances().await;
+    assert!(rows.iter().all(|(_, balance, applied)| *balance == 10 && *applied == 2), "{rows:?}");
+    assert!(worker.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_invalid_record_on_the_topic_is_dead_lettered_and_parks_its_key() {
     let env = TestEnv::new().await;
     // Produced around eventline's validation, as a foreign producer might.
