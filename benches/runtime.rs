@@ -15,8 +15,10 @@
 //! eventline worker process for (c) `account_balances` (a Rust state machine with refusal rules)
 //! and (d) `daily_activity` (a declarative aggregate), each with the default lanes and with one
 //! (c1, d1), printing its rate, the CPU the worker and PostgreSQL spent per event (from /proc),
-//! its peak RSS and its batches; and apply-only: batches of `account_balances` fed straight to
-//! the projection and PostgreSQL, no broker.
+//! its peak RSS and its batches; (e) `daily_activity` catching up a backlog of N events (a
+//! topic of its own) while 1,000 events/s keep arriving, then publish→visible latency of what
+//! arrives after it has caught up; and apply-only: batches of `account_balances` fed straight
+//! to the projection and PostgreSQL, no broker.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,7 +34,9 @@ use eventline_reference::loadgen::{AccountsTraffic, ActivityTraffic};
 use eventline_store::runtime::ReadEvent;
 
 mod support;
-use support::{fresh_store, number_option, publish_all, run_worker, topic_records};
+use support::{
+    fresh_store, number_option, peak_rss_kb, percentile, publish_all, run_worker, spawn_worker, topic_records,
+};
 
 const BATCH: usize = 500;
 
@@ -217,6 +221,103 @@ async fn main() {
             run.batches.map_or("?".to_string(), |b| b.to_string()),
         );
     }
+
+    // (e) Catching up while events keep arriving: daily_activity starts on a backlog of N
+    // events (a topic of its own, filled once) while 1,000 events/s are published; once it has
+    // passed the backlog, each event published from then on is timed from its publish call to
+    // the poll (every 2 ms) that finds a committed position past its offset.
+    let live_settings = {
+        let mut live_env = env.clone();
+        live_env.insert("EVENTLINE_NAMESPACE".into(), format!("bench-runtime-live-n{}", options.events));
+        (Settings::load_from(None, &live_env).expect("settings"), live_env)
+    };
+    let (live_settings, live_env) = live_settings;
+    let live_topic = live_settings.namespace.topic("activity.events");
+    let present = topic_records(&live_settings, &live_topic).await;
+    let live_publisher = Arc::new(Publisher::connect(&live_settings, registry.clone()).await.unwrap());
+    if present < options.events {
+        let missing = options.events - present;
+        println!("filling {live_topic} with {missing} events (once; later runs reuse it)");
+        let traffic =
+            ActivityTraffic::new(registry.clone(), &format!("fill{present}"), options.accounts, 7).take(missing);
+        publish_all(&live_publisher, traffic, missing).await;
+    }
+    let backlog = topic_records(&live_settings, &live_topic).await;
+    let db = settings.database_url.with_database(&format!("eventline_bench_live_{}", rand::random::<u32>()));
+    let store = fresh_store(&db, &settings).await;
+    let caught_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_publishing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, i32, i64)>();
+    let publishing = {
+        let (publisher, caught_up, stop) = (live_publisher.clone(), caught_up.clone(), stop_publishing.clone());
+        let mut traffic = ActivityTraffic::new(registry.clone(), &format!("live{}", rand::random::<u32>()), 1000, 11);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_millis(1));
+            let mut tasks = tokio::task::JoinSet::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                ticker.tick().await;
+                let event = traffic.next().expect("endless traffic");
+                let (publisher, caught_up, sent) = (publisher.clone(), caught_up.clone(), sent_tx.clone());
+                tasks.spawn(async move {
+                    let counts = caught_up.load(std::sync::atomic::Ordering::Relaxed);
+                    let at = Instant::now();
+                    let position = publisher.publish(&event).await.expect("published");
+                    if counts {
+                        let _ = sent.send((at, position.partition, position.offset));
+                    }
+                });
+            }
+            while tasks.join_next().await.is_some() {}
+        })
+    };
+    let started = Instant::now();
+    let mut worker = spawn_worker(&live_env, "daily_activity", &[], &db);
+    let mut pending: Vec<(Instant, i32, i64)> = Vec::new();
+    let mut visible: Vec<Duration> = Vec::new();
+    let mut caught_up_after = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let positions: HashMap<i32, i64> =
+            store.checkpoints("daily_activity").await.unwrap().iter().map(|c| (c.partition, c.next_offset)).collect();
+        let now = Instant::now();
+        if caught_up_after.is_none() && positions.values().sum::<i64>() as usize >= backlog {
+            caught_up_after = Some(started.elapsed());
+            caught_up.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        while let Ok(sent) = sent_rx.try_recv() {
+            pending.push(sent);
+        }
+        pending.retain(|(at, partition, offset)| {
+            let seen = positions.get(partition).is_some_and(|next| next > offset);
+            if seen {
+                visible.push(now - *at);
+            }
+            !seen
+        });
+        let measured_long_enough = caught_up_after.is_some_and(|at| started.elapsed() > at + Duration::from_secs(20));
+        if measured_long_enough && !stop_publishing.load(std::sync::atomic::Ordering::Relaxed) {
+            stop_publishing.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        if stop_publishing.load(std::sync::atomic::Ordering::Relaxed) && publishing.is_finished() && pending.is_empty()
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(600), "the worker caught up and kept up within 10 minutes");
+    }
+    let rss_mb = peak_rss_kb(worker.id()) as f64 / 1024.0;
+    let _ = std::process::Command::new("kill").args(["-TERM", &worker.id().to_string()]).status();
+    let _ = worker.wait();
+    store.close().await;
+    eventline_store::drop_database(&db).await.unwrap();
+    visible.sort();
+    println!(
+        "(e) daily_activity catching up {backlog} events while 1,000/s arrive: lag 0 after {:.1} s; then {} events publish->visible p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; peak RSS {rss_mb:.0} MB",
+        caught_up_after.unwrap().as_secs_f64(),
+        visible.len(),
+        percentile(&visible, 0.5).as_secs_f64() * 1e3,
+        percentile(&visible, 0.99).as_secs_f64() * 1e3,
+        visible.last().unwrap().as_secs_f64() * 1e3,
+    );
 
     // Apply-only: the same kind of batches straight to PostgreSQL, no broker.
     let apply_db = settings.database_url.with_database(&format!("eventline_bench_apply_{}", rand::random::<u32>()));

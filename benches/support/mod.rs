@@ -142,6 +142,22 @@ pub struct WorkerRun {
     pub batches: Option<u64>,
 }
 
+/// Starts `eventline worker <projection> <extra_args>` with the benchmark's `EVENTLINE_*`
+/// settings on the database `db`; its standard error is piped.
+pub fn spawn_worker(env: &HashMap<String, String>, projection: &str, extra_args: &[&str], db: &DatabaseUrl) -> Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_eventline"))
+        .args(["worker", projection])
+        .args(extra_args)
+        .env_clear()
+        .envs(env.iter().filter(|(k, _)| k.starts_with("EVENTLINE_") || k.starts_with("OTEL_") || *k == "PATH"))
+        .env("DATABASE_URL", db.expose())
+        // Warnings, and the worker's start and stop lines (the latter counts its batches).
+        .env("RUST_LOG", "warn,eventline_consumers::runtime=info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the eventline binary runs")
+}
+
 /// Runs `eventline worker <projection> <extra_args>` with the benchmark's `EVENTLINE_*`
 /// settings on `store`'s database `db` until it has committed past `total` offsets, then stops it.
 pub async fn run_worker(
@@ -152,17 +168,7 @@ pub async fn run_worker(
     store: &Store,
     total: usize,
 ) -> WorkerRun {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_eventline"))
-        .args(["worker", projection])
-        .args(extra_args)
-        .env_clear()
-        .envs(env.iter().filter(|(k, _)| k.starts_with("EVENTLINE_") || k.starts_with("OTEL_") || *k == "PATH"))
-        .env("DATABASE_URL", db.expose())
-        // Warnings, and the worker's start and stop lines (the latter counts its batches).
-        .env("RUST_LOG", "warn,eventline_consumers::runtime=info")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("the eventline binary runs");
+    let child = spawn_worker(env, projection, extra_args, db);
     let mut first: Option<(Instant, i64)> = None;
     let mut cpu_at_first = (0.0, HashMap::new());
     let done = loop {
@@ -225,7 +231,7 @@ fn postgres_cpu_seconds() -> HashMap<u32, f64> {
 }
 
 /// Peak resident set size of a process, from /proc (VmHWM), in KiB.
-fn peak_rss_kb(pid: u32) -> u64 {
+pub fn peak_rss_kb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
