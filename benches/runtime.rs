@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 use eventline_consumers::projections::{Applicable, Handler};
 use eventline_core::config::Settings;
+use eventline_core::contract::ValidatedEvent;
+use eventline_core::registry::Registry;
 use eventline_kafka::consumer::{ConsumerEvent, GroupConsumer, StartingOffsets, TopicPartition};
 use eventline_producers::publisher::Publisher;
 use eventline_reference::account_balances::AccountBalances;
@@ -64,6 +66,27 @@ fn options() -> Options {
     options
 }
 
+/// Fills `topic` up to `events` records once (later runs with the same N reuse it) with the
+/// traffic `make` generates for an id prefix; returns how many records it holds.
+async fn fill_once(
+    settings: &Settings,
+    registry: &Arc<Registry>,
+    topic: &str,
+    events: usize,
+    make: impl FnOnce(&str) -> Box<dyn Iterator<Item = ValidatedEvent> + Send>,
+) -> usize {
+    let present = topic_records(settings, topic).await;
+    if present < events {
+        let missing = events - present;
+        println!("filling {topic} with {missing} events (once; later runs reuse it)");
+        let publisher = Publisher::connect(settings, registry.clone()).await.unwrap();
+        let started = Instant::now();
+        publish_all(&publisher, make(&format!("fill{present}")).take(missing), missing).await;
+        println!("  filled at {:.0} events/s (the broker's ingest)", rate(missing, started.elapsed()));
+    }
+    topic_records(settings, topic).await
+}
+
 fn rate(events: usize, elapsed: Duration) -> f64 {
     events as f64 / elapsed.as_secs_f64()
 }
@@ -79,30 +102,16 @@ async fn main() {
     let registry = Arc::new(eventline_reference::registry().expect("registry"));
     let topic = settings.namespace.topic("accounts.events");
 
-    // The topic, filled once.
-    let present = topic_records(&settings, &topic).await;
-    if present < options.events {
-        let missing = options.events - present;
-        println!("filling {topic} with {missing} events (once; later runs reuse it)");
-        let publisher = Publisher::connect(&settings, registry.clone()).await.unwrap();
-        let prefix = format!("fill{present}");
-        let traffic = AccountsTraffic::new(registry.clone(), &prefix, options.accounts, 7).take(missing);
-        let started = Instant::now();
-        publish_all(&publisher, traffic, missing).await;
-        println!("  filled at {:.0} events/s (the broker's ingest)", rate(missing, started.elapsed()));
-    }
-    let total = topic_records(&settings, &topic).await;
+    // The topics, filled once.
+    let total = fill_once(&settings, &registry, &topic, options.events, |prefix| {
+        Box::new(AccountsTraffic::new(registry.clone(), prefix, options.accounts, 7))
+    })
+    .await;
     let activity = settings.namespace.topic("activity.events");
-    let present = topic_records(&settings, &activity).await;
-    if present < options.events {
-        let missing = options.events - present;
-        println!("filling {activity} with {missing} events (once; later runs reuse it)");
-        let publisher = Publisher::connect(&settings, registry.clone()).await.unwrap();
-        let traffic =
-            ActivityTraffic::new(registry.clone(), &format!("fill{present}"), options.accounts, 7).take(missing);
-        publish_all(&publisher, traffic, missing).await;
-    }
-    let activity_total = topic_records(&settings, &activity).await;
+    let activity_total = fill_once(&settings, &registry, &activity, options.events, |prefix| {
+        Box::new(ActivityTraffic::new(registry.clone(), prefix, options.accounts, 7))
+    })
+    .await;
 
     println!(
         "runtime benchmark: {total} events on {topic} (6 partitions), {} cores",
@@ -226,23 +235,15 @@ async fn main() {
     // events (a topic of its own, filled once) while 1,000 events/s are published; once it has
     // passed the backlog, each event published from then on is timed from its publish call to
     // the poll (every 2 ms) that finds a committed position past its offset.
-    let live_settings = {
-        let mut live_env = env.clone();
-        live_env.insert("EVENTLINE_NAMESPACE".into(), format!("bench-runtime-live-n{}", options.events));
-        (Settings::load_from(None, &live_env).expect("settings"), live_env)
-    };
-    let (live_settings, live_env) = live_settings;
+    let mut live_env = env.clone();
+    live_env.insert("EVENTLINE_NAMESPACE".into(), format!("bench-runtime-live-n{}", options.events));
+    let live_settings = Settings::load_from(None, &live_env).expect("settings");
     let live_topic = live_settings.namespace.topic("activity.events");
-    let present = topic_records(&live_settings, &live_topic).await;
+    let backlog = fill_once(&live_settings, &registry, &live_topic, options.events, |prefix| {
+        Box::new(ActivityTraffic::new(registry.clone(), prefix, options.accounts, 7))
+    })
+    .await;
     let live_publisher = Arc::new(Publisher::connect(&live_settings, registry.clone()).await.unwrap());
-    if present < options.events {
-        let missing = options.events - present;
-        println!("filling {live_topic} with {missing} events (once; later runs reuse it)");
-        let traffic =
-            ActivityTraffic::new(registry.clone(), &format!("fill{present}"), options.accounts, 7).take(missing);
-        publish_all(&live_publisher, traffic, missing).await;
-    }
-    let backlog = topic_records(&live_settings, &live_topic).await;
     let db = settings.database_url.with_database(&format!("eventline_bench_live_{}", rand::random::<u32>()));
     let store = fresh_store(&db, &settings).await;
     let caught_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
