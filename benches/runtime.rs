@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo bench --bench runtime                     # 1,000,000 events
 //! cargo bench --bench runtime -- --events 200000
+//! cargo bench --bench runtime -- --only c,e        # some of the measures below
 //! ```
 //!
 //! It fills an accounts topic and an activity topic with N events each once (kept and reused by
@@ -37,7 +38,8 @@ use eventline_store::runtime::ReadEvent;
 
 mod support;
 use support::{
-    fresh_store, number_option, peak_rss_kb, percentile, publish_all, run_worker, spawn_worker, topic_records,
+    fresh_store, number_option, peak_rss_kb, percentile, publish_all, run_worker, spawn_worker, text_option,
+    topic_records,
 };
 
 const BATCH: usize = 500;
@@ -54,6 +56,14 @@ struct Options {
     events: usize,
     accounts: usize,
     naive_events: usize,
+    /// The measures to take (`read`, `a`, `b`, `c`, `c1`, `d`, `d1`, `e`, `apply`); all by default.
+    only: Option<Vec<String>>,
+}
+
+impl Options {
+    fn measures(&self, measure: &str) -> bool {
+        self.only.as_ref().is_none_or(|only| only.iter().any(|m| m == measure))
+    }
 }
 
 fn options() -> Options {
@@ -61,6 +71,7 @@ fn options() -> Options {
         events: number_option("--events", 1_000_000),
         accounts: number_option("--accounts", 10_000),
         naive_events: number_option("--naive-events", 20_000),
+        only: text_option("--only").map(|list| list.split(',').map(|m| m.trim().to_string()).collect()),
     };
     options.naive_events = options.naive_events.min(options.events);
     options
@@ -119,96 +130,113 @@ async fn main() {
     );
 
     // The client's ceiling: librdkafka's poll loop, records looked at in place.
-    let ceiling =
-        eventline_kafka::reader::read_through(&settings.kafka, &topic, settings.connect_timeout).await.unwrap();
-    assert_eq!(ceiling.records as usize, total, "the read-through saw every record");
-    let ceiling_rate = rate(total - 1, ceiling.elapsed);
-    println!(
-        "    read-through (librdkafka poll loop, no copy)  {ceiling_rate:>10.0} events/s   ({:.0} MB/s)",
-        ceiling.bytes as f64 / 1e6 / ceiling.elapsed.as_secs_f64()
-    );
+    if options.measures("read") {
+        let ceiling =
+            eventline_kafka::reader::read_through(&settings.kafka, &topic, settings.connect_timeout).await.unwrap();
+        assert_eq!(ceiling.records as usize, total, "the read-through saw every record");
+        let ceiling_rate = rate(total - 1, ceiling.elapsed);
+        println!(
+            "    read-through (librdkafka poll loop, no copy)  {ceiling_rate:>10.0} events/s   ({:.0} MB/s)",
+            ceiling.bytes as f64 / 1e6 / ceiling.elapsed.as_secs_f64()
+        );
+    }
 
     // (a) Raw consumption.
-    let group = format!("{namespace}.raw-{}", rand::random::<u32>());
-    let mut consumer = GroupConsumer::subscribe(
-        &settings.kafka,
-        &group,
-        std::slice::from_ref(&topic),
-        Arc::new(FromTheStart),
-        settings.connect_timeout,
-    )
-    .await
-    .unwrap();
-    let mut seen = 0usize;
-    let mut started = None;
-    while seen < total {
-        if let Ok(ConsumerEvent::Record(record)) = consumer.next().await {
-            started.get_or_insert_with(Instant::now);
-            std::hint::black_box(&record.payload);
-            seen += 1;
+    let raw = if options.measures("a") {
+        let group = format!("{namespace}.raw-{}", rand::random::<u32>());
+        let mut consumer = GroupConsumer::subscribe(
+            &settings.kafka,
+            &group,
+            std::slice::from_ref(&topic),
+            Arc::new(FromTheStart),
+            settings.connect_timeout,
+        )
+        .await
+        .unwrap();
+        let mut seen = 0usize;
+        let mut started = None;
+        while seen < total {
+            if let Ok(ConsumerEvent::Record(record)) = consumer.next().await {
+                started.get_or_insert_with(Instant::now);
+                std::hint::black_box(&record.payload);
+                seen += 1;
+            }
         }
-    }
-    let raw = rate(seen - 1, started.unwrap().elapsed());
-    consumer.close().await;
-    println!("(a) raw consume (group consumer, no processing) {raw:>10.0} events/s");
+        let raw = rate(seen - 1, started.unwrap().elapsed());
+        consumer.close().await;
+        println!("(a) raw consume (group consumer, no processing) {raw:>10.0} events/s");
+        Some(raw)
+    } else {
+        None
+    };
 
     // (b) A naive worker: one transaction per event.
-    let naive_db = settings.database_url.with_database(&format!("eventline_bench_naive_{}", rand::random::<u32>()));
-    let store = fresh_store(&naive_db, &settings).await;
-    let group = format!("{namespace}.naive-{}", rand::random::<u32>());
-    let mut consumer = GroupConsumer::subscribe(
-        &settings.kafka,
-        &group,
-        std::slice::from_ref(&topic),
-        Arc::new(FromTheStart),
-        settings.connect_timeout,
-    )
-    .await
-    .unwrap();
-    let mut positions: HashMap<TopicPartition, Option<i64>> = HashMap::new();
-    let mut applied = 0usize;
-    let mut started = None;
-    while applied < options.naive_events {
-        let Ok(ConsumerEvent::Record(record)) = consumer.next().await else { continue };
-        started.get_or_insert_with(Instant::now);
-        let event = registry.validate_slice(record.payload.as_deref().unwrap_or_default()).expect("valid");
-        let time = event.envelope().time.unwrap_or_default();
-        let payload = AccountBalances::decode(&event).expect("an accounts event");
-        let applicable = Applicable {
-            event,
-            payload,
-            time,
-            topic: record.topic.clone(),
-            partition: record.partition,
-            offset: record.offset,
-        };
-        let mut tx = store.begin().await.unwrap();
-        let state = AccountBalances::load(&mut tx, &[&applicable]).await.unwrap();
-        let folded = AccountBalances::fold(state, &[&applicable]);
-        AccountBalances::save(&mut tx, folded.state).await.unwrap();
-        let tp = record.topic_partition();
-        let expected = positions.get(&tp).copied().flatten();
-        tx.advance_checkpoint("naive", (&tp.topic, tp.partition), expected, record.offset + 1, "bench").await.unwrap();
-        tx.commit().await.unwrap();
-        positions.insert(tp, Some(record.offset + 1));
-        applied += 1;
-    }
-    let naive = rate(applied, started.unwrap().elapsed());
-    consumer.close().await;
-    store.close().await;
-    eventline_store::drop_database(&naive_db).await.unwrap();
-    println!("(b) naive worker (a transaction per event)      {naive:>10.0} events/s   (first {applied} events)");
+    let naive = if options.measures("b") {
+        let naive_db = settings.database_url.with_database(&format!("eventline_bench_naive_{}", rand::random::<u32>()));
+        let store = fresh_store(&naive_db, &settings).await;
+        let group = format!("{namespace}.naive-{}", rand::random::<u32>());
+        let mut consumer = GroupConsumer::subscribe(
+            &settings.kafka,
+            &group,
+            std::slice::from_ref(&topic),
+            Arc::new(FromTheStart),
+            settings.connect_timeout,
+        )
+        .await
+        .unwrap();
+        let mut positions: HashMap<TopicPartition, Option<i64>> = HashMap::new();
+        let mut applied = 0usize;
+        let mut started = None;
+        while applied < options.naive_events {
+            let Ok(ConsumerEvent::Record(record)) = consumer.next().await else { continue };
+            started.get_or_insert_with(Instant::now);
+            let event = registry.validate_slice(record.payload.as_deref().unwrap_or_default()).expect("valid");
+            let time = event.envelope().time.unwrap_or_default();
+            let payload = AccountBalances::decode(&event).expect("an accounts event");
+            let applicable = Applicable {
+                event,
+                payload,
+                time,
+                topic: record.topic.clone(),
+                partition: record.partition,
+                offset: record.offset,
+            };
+            let mut tx = store.begin().await.unwrap();
+            let state = AccountBalances::load(&mut tx, &[&applicable]).await.unwrap();
+            let folded = AccountBalances::fold(state, &[&applicable]);
+            AccountBalances::save(&mut tx, folded.state).await.unwrap();
+            let tp = record.topic_partition();
+            let expected = positions.get(&tp).copied().flatten();
+            tx.advance_checkpoint("naive", (&tp.topic, tp.partition), expected, record.offset + 1, "bench")
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            positions.insert(tp, Some(record.offset + 1));
+            applied += 1;
+        }
+        let naive = rate(applied, started.unwrap().elapsed());
+        consumer.close().await;
+        store.close().await;
+        eventline_store::drop_database(&naive_db).await.unwrap();
+        println!("(b) naive worker (a transaction per event)      {naive:>10.0} events/s   (first {applied} events)");
+        Some(naive)
+    } else {
+        None
+    };
 
     // (c) The eventline worker, as a process, for a state machine and for an aggregate, each
     // also with one lane (one batch written at a time, as before lanes).
     println!("    eventline worker (a process), from its first commit to the last; CPU per event of the worker and of PostgreSQL");
     let runs = [
-        ("(c) account_balances (Rust, state machine)", "account_balances", total, None),
-        ("(c1) the same, one lane", "account_balances", total, Some("1")),
-        ("(d) daily_activity (SQL, aggregate)", "daily_activity", activity_total, None),
-        ("(d1) the same, one lane", "daily_activity", activity_total, Some("1")),
+        ("c", "(c) account_balances (Rust, state machine)", "account_balances", total, None),
+        ("c1", "(c1) the same, one lane", "account_balances", total, Some("1")),
+        ("d", "(d) daily_activity (SQL, aggregate)", "daily_activity", activity_total, None),
+        ("d1", "(d1) the same, one lane", "daily_activity", activity_total, Some("1")),
     ];
-    for (label, projection, events, lanes) in runs {
+    for (measure, label, projection, events, lanes) in runs {
+        if !options.measures(measure) {
+            continue;
+        }
         let db = settings.database_url.with_database(&format!("eventline_bench_worker_{}", rand::random::<u32>()));
         let store = fresh_store(&db, &settings).await;
         let mut run_env = env.clone();
@@ -220,10 +248,10 @@ async fn main() {
         eventline_store::drop_database(&db).await.unwrap();
         let per_event = |seconds: f64| seconds * 1e6 / run.events as f64;
         println!(
-            "{label:<47} {:>10.0} events/s   = {:.0}% of (a), {:.1}x (b); worker {:.1} us/event, PostgreSQL {:.1} us/event, peak RSS {:.0} MB, {} batches",
+            "{label:<47} {:>10.0} events/s   {}{}; worker {:.1} us/event, PostgreSQL {:.1} us/event, peak RSS {:.0} MB, {} batches",
             run.events_per_second,
-            100.0 * run.events_per_second / raw,
-            run.events_per_second / naive,
+            raw.map_or(String::new(), |raw| format!("= {:.0}% of (a)", 100.0 * run.events_per_second / raw)),
+            naive.map_or(String::new(), |naive| format!(", {:.1}x (b)", run.events_per_second / naive)),
             per_event(run.worker_cpu_seconds),
             per_event(run.postgres_cpu_seconds),
             run.peak_rss_kb as f64 / 1024.0,
@@ -231,24 +259,34 @@ async fn main() {
         );
     }
 
-    // (e) Catching up while events keep arriving: daily_activity starts on a backlog of N
-    // events (a topic of its own, filled once) while 1,000 events/s are published; once it has
-    // passed the backlog, each event published from then on is timed from its publish call to
-    // the poll (every 2 ms) that finds a committed position past its offset.
+    if options.measures("e") {
+        catching_up(&options, &env, &settings, &registry).await;
+    }
+    if options.measures("apply") {
+        apply_only(&options, &settings, &registry).await;
+    }
+}
+
+/// (e) Catching up while events keep arriving: daily_activity starts on a backlog of N events
+/// (a topic of its own, filled once) while 1,000 events/s are published. Lag 0 is when the
+/// committed positions cover the backlog and every live event acknowledged so far; each event
+/// published from then on is timed from its publish call to the poll (every 2 ms) that finds a
+/// committed position past its offset.
+async fn catching_up(options: &Options, env: &HashMap<String, String>, settings: &Settings, registry: &Arc<Registry>) {
     let mut live_env = env.clone();
     live_env.insert("EVENTLINE_NAMESPACE".into(), format!("bench-runtime-live-n{}", options.events));
     let live_settings = Settings::load_from(None, &live_env).expect("settings");
     let live_topic = live_settings.namespace.topic("activity.events");
-    let backlog = fill_once(&live_settings, &registry, &live_topic, options.events, |prefix| {
+    let backlog = fill_once(&live_settings, registry, &live_topic, options.events, |prefix| {
         Box::new(ActivityTraffic::new(registry.clone(), prefix, options.accounts, 7))
     })
     .await;
     let live_publisher = Arc::new(Publisher::connect(&live_settings, registry.clone()).await.unwrap());
     let db = settings.database_url.with_database(&format!("eventline_bench_live_{}", rand::random::<u32>()));
-    let store = fresh_store(&db, &settings).await;
+    let store = fresh_store(&db, settings).await;
     let caught_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop_publishing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, i32, i64)>();
+    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, i32, i64, bool)>();
     let publishing = {
         let (publisher, caught_up, stop) = (live_publisher.clone(), caught_up.clone(), stop_publishing.clone());
         let mut traffic = ActivityTraffic::new(registry.clone(), &format!("live{}", rand::random::<u32>()), 1000, 11);
@@ -263,9 +301,7 @@ async fn main() {
                     let counts = caught_up.load(std::sync::atomic::Ordering::Relaxed);
                     let at = Instant::now();
                     let position = publisher.publish(&event).await.expect("published");
-                    if counts {
-                        let _ = sent.send((at, position.partition, position.offset));
-                    }
+                    let _ = sent.send((at, position.partition, position.offset, counts));
                 });
             }
             while tasks.join_next().await.is_some() {}
@@ -276,17 +312,21 @@ async fn main() {
     let mut pending: Vec<(Instant, i32, i64)> = Vec::new();
     let mut visible: Vec<Duration> = Vec::new();
     let mut caught_up_after = None;
+    let mut live_published = 0usize;
     loop {
         tokio::time::sleep(Duration::from_millis(2)).await;
         let positions: HashMap<i32, i64> =
             store.checkpoints("daily_activity").await.unwrap().iter().map(|c| (c.partition, c.next_offset)).collect();
         let now = Instant::now();
-        if caught_up_after.is_none() && positions.values().sum::<i64>() as usize >= backlog {
+        while let Ok((at, partition, offset, counts)) = sent_rx.try_recv() {
+            live_published += 1;
+            if counts {
+                pending.push((at, partition, offset));
+            }
+        }
+        if caught_up_after.is_none() && positions.values().sum::<i64>() as usize >= backlog + live_published {
             caught_up_after = Some(started.elapsed());
             caught_up.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        while let Ok(sent) = sent_rx.try_recv() {
-            pending.push(sent);
         }
         pending.retain(|(at, partition, offset)| {
             let seen = positions.get(partition).is_some_and(|next| next > offset);
@@ -319,10 +359,12 @@ async fn main() {
         percentile(&visible, 0.99).as_secs_f64() * 1e3,
         visible.last().unwrap().as_secs_f64() * 1e3,
     );
+}
 
-    // Apply-only: the same kind of batches straight to PostgreSQL, no broker.
+/// Apply-only: batches of `account_balances` straight to PostgreSQL, no broker.
+async fn apply_only(options: &Options, settings: &Settings, registry: &Arc<Registry>) {
     let apply_db = settings.database_url.with_database(&format!("eventline_bench_apply_{}", rand::random::<u32>()));
-    let store = fresh_store(&apply_db, &settings).await;
+    let store = fresh_store(&apply_db, settings).await;
     let events: Vec<Applicable<AccountEvent>> = AccountsTraffic::new(registry.clone(), "apply", options.accounts, 7)
         .take(options.events.min(200_000))
         .map(|event| {

@@ -17,11 +17,16 @@ use eventline_store::Store;
 
 /// The number after `--name` on the benchmark's command line, or `default`.
 pub fn number_option(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)) {
+    match text_option(name) {
         Some(value) => value.parse().unwrap_or_else(|_| panic!("{name} takes a whole number, not `{value}`")),
         None => default,
     }
+}
+
+/// The word after `--name` on the benchmark's command line.
+pub fn text_option(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
 }
 
 /// The value below which a fraction `p` of the `sorted` latencies fall.
