@@ -257,6 +257,7 @@ async fn main() {
             run.peak_rss_kb as f64 / 1024.0,
             run.batches.map_or("?".to_string(), |b| b.to_string()),
         );
+        println!("        {}", run.statements_per_batch());
     }
 
     if options.measures("e") {

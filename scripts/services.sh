@@ -51,6 +51,21 @@ wait_for_postgres() {
   done
 }
 
+# The runtime benchmark counts each batch's statements with pg_stat_statements, which PostgreSQL
+# loads only when it starts: a Debian cluster this script starts gets it through its conf.d,
+# unless the cluster's own configuration already chooses its preloaded libraries.
+pg_load_statement_counts() {
+  local version="$1" cluster="$2"
+  local conf="/etc/postgresql/$version/$cluster"
+  as_root test -d "$conf/conf.d" || return 0
+  as_root test -f "/usr/lib/postgresql/$version/lib/pg_stat_statements.so" || return 0
+  if as_root grep -qE '^[[:space:]]*shared_preload_libraries' "$conf/postgresql.conf"; then return 0; fi
+  as_root test -f "$conf/conf.d/eventline.conf" && return 0
+  say "loading pg_stat_statements in $version/$cluster ($conf/conf.d/eventline.conf)"
+  printf '%s\n' "# added by eventline's scripts/services.sh: statement counts for its benchmarks" \
+    "shared_preload_libraries = 'pg_stat_statements'" | as_root tee "$conf/conf.d/eventline.conf" >/dev/null
+}
+
 postgres_up() {
   if ! pg_ready; then
     if [ -z "$(pg_cluster)" ]; then
@@ -62,6 +77,7 @@ postgres_up() {
     local version cluster
     read -r version cluster < <(pg_cluster)
     [ -n "${cluster:-}" ] || die "installing postgresql created no cluster on port $PG_PORT (pg_lsclusters shows what there is)"
+    pg_load_statement_counts "$version" "$cluster"
     say "starting PostgreSQL cluster $version/$cluster"
     as_root pg_ctlcluster --skip-systemctl-redirect "$version" "$cluster" start || true
     touch "$RUN_DIR/postgres.started"

@@ -4,7 +4,7 @@
 // Each benchmark compiles this module and uses part of it.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use eventline_core::contract::ValidatedEvent;
 use eventline_kafka::admin::{self, TopicSpec};
 use eventline_producers::gateway::auth;
 use eventline_producers::publisher::Publisher;
+use eventline_store::diagnostics::StatementCalls;
 use eventline_store::Store;
 
 /// The number after `--name` on the benchmark's command line, or `default`.
@@ -145,6 +146,65 @@ pub struct WorkerRun {
     pub postgres_cpu_seconds: f64,
     /// Batches it committed, from its `Worker stopped.` line.
     pub batches: Option<u64>,
+    /// The worker's statements over its whole run (round trips: eventline does not pipeline),
+    /// most frequent first, from `pg_stat_statements`; `None` where it is not loaded.
+    pub statements: Option<Vec<StatementCalls>>,
+}
+
+impl WorkerRun {
+    /// Statements per committed batch, and the most frequent ones with their calls per batch.
+    pub fn statements_per_batch(&self) -> String {
+        let (Some(statements), Some(batches)) = (&self.statements, self.batches.filter(|b| *b > 0)) else {
+            return "statements per batch: n/a (PostgreSQL without pg_stat_statements)".into();
+        };
+        let per_batch = |calls: i64| calls as f64 / batches as f64;
+        let total: i64 = statements.iter().map(|s| s.calls).sum();
+        let top: Vec<String> = statements
+            .iter()
+            .take(8)
+            .map(|s| {
+                let words: Vec<&str> = s.query.split_whitespace().take(6).collect();
+                format!("{:.2} {}", per_batch(s.calls), words.join(" "))
+            })
+            .collect();
+        format!("{:.1} statements (round trips) per batch: {}", per_batch(total), top.join(" | "))
+    }
+}
+
+/// Counts of the statements a worker runs in its database, leaving out the benchmark's own
+/// (its progress polls and these counts' queries).
+struct StatementCounter {
+    theirs: HashSet<i64>,
+    before: HashMap<i64, StatementCalls>,
+}
+
+impl StatementCounter {
+    async fn start(store: &Store, projection: &str) -> Option<Self> {
+        let first = store.statement_calls().await.unwrap()?;
+        store.checkpoints(projection).await.unwrap();
+        let before = store.statement_calls().await.unwrap()?;
+        let theirs = before
+            .iter()
+            .filter(|(id, now)| first.get(*id).is_none_or(|then| then.calls != now.calls))
+            .map(|(id, _)| *id)
+            .collect();
+        Some(Self { theirs, before })
+    }
+
+    async fn finish(self, store: &Store) -> Option<Vec<StatementCalls>> {
+        let after = store.statement_calls().await.unwrap()?;
+        let mut worker: Vec<StatementCalls> = after
+            .into_iter()
+            .filter(|(id, _)| !self.theirs.contains(id))
+            .map(|(id, mut statement)| {
+                statement.calls -= self.before.get(&id).map_or(0, |then| then.calls);
+                statement
+            })
+            .filter(|statement| statement.calls > 0)
+            .collect();
+        worker.sort_by_key(|statement| std::cmp::Reverse(statement.calls));
+        Some(worker)
+    }
 }
 
 /// Starts `eventline worker <projection> <extra_args>` with the benchmark's `EVENTLINE_*`
@@ -173,6 +233,7 @@ pub async fn run_worker(
     store: &Store,
     total: usize,
 ) -> WorkerRun {
+    let counter = StatementCounter::start(store, projection).await;
     let child = spawn_worker(env, projection, extra_args, db);
     let mut first: Option<(Instant, i64)> = None;
     let mut cpu_at_first = (0.0, HashMap::new());
@@ -204,6 +265,10 @@ pub async fn run_worker(
     for line in log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")) {
         eprintln!("    worker: {line}");
     }
+    let statements = match counter {
+        Some(counter) => counter.finish(store).await,
+        None => None,
+    };
     WorkerRun {
         events_per_second,
         events: total - already as usize,
@@ -211,6 +276,7 @@ pub async fn run_worker(
         worker_cpu_seconds,
         postgres_cpu_seconds,
         batches,
+        statements,
     }
 }
 

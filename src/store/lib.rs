@@ -14,12 +14,14 @@
 //! - [`generations`]: rebuilding a projection beside the live one, switching, resetting.
 //! - [`outbox`]: the transactional outbox in an upstream database, read by the relay.
 //! - [`tables`]: any declared table's shape and rows, for the query API.
+//! - [`diagnostics`]: PostgreSQL's counts of eventline's statements.
 
 pub mod api_keys;
 pub mod audit;
 pub mod checkpoints;
 pub mod dead_letters;
 pub mod declarative;
+pub mod diagnostics;
 pub mod generations;
 pub mod outbox;
 pub mod runtime;
