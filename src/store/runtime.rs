@@ -1,7 +1,7 @@
 //! The runtime's bookkeeping beside checkpoints and dead letters: which event ids a projection
 //! applied (for idempotency) and which keys are parked behind a dead letter.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -28,8 +28,9 @@ fn event_digest(event_id: &str) -> [u8; 16] {
 
 impl StoreTx {
     /// Records these event ids as applied by the projection and says, for each, whether it was
-    /// not already (within the retention window): the others are copies of applied events. The
-    /// primary key decides, so no query plan can turn this into a scan as the table grows.
+    /// not already (within the retention window): the others are copies of applied events, or of
+    /// an earlier event of the same batch. The primary key decides, so no query plan can turn
+    /// this into a scan as the table grows.
     pub async fn claim_event_ids(&mut self, projection: &str, events: &[ReadEvent<'_>]) -> Result<Vec<bool>, Error> {
         if events.is_empty() {
             return Ok(Vec::new());
@@ -39,24 +40,21 @@ impl StoreTx {
         let topics: Vec<&str> = events.iter().map(|e| e.topic).collect();
         let partitions: Vec<i32> = events.iter().map(|e| e.partition).collect();
         let offsets: Vec<i64> = events.iter().map(|e| e.offset).collect();
-        let claimed = sqlx::query_scalar!(
-            r#"INSERT INTO eventline_applied_events (projection, event_digest, topic, partition, "offset")
-               SELECT $1, d, t, p, o FROM UNNEST($2::bytea[], $3::text[], $4::int4[], $5::int8[]) AS read(d, t, p, o)
-               ON CONFLICT DO NOTHING
-               RETURNING event_digest"#,
+        // Positions (1-based) of the copies; see the function's migration for how it claims.
+        let unclaimed: Vec<i64> = sqlx::query_scalar!(
+            r#"SELECT eventline_claim_events($1, $2::bytea[], $3::text[], $4::int4[], $5::int8[]) AS "unclaimed!""#,
             projection,
             &digest_bytes as &[&[u8]],
             &topics as &[&str],
             &partitions,
             &offsets
         )
-        .fetch_all(&mut *self.tx)
+        .fetch_one(&mut *self.tx)
         .await?;
-        let position: HashMap<[u8; 16], usize> = digests.iter().enumerate().map(|(i, d)| (*d, i)).collect();
-        let mut claimed_now = vec![false; events.len()];
-        for digest in &claimed {
-            if let Some(&index) = <[u8; 16]>::try_from(digest.as_slice()).ok().and_then(|d| position.get(&d)) {
-                claimed_now[index] = true;
+        let mut claimed_now = vec![true; events.len()];
+        for position in unclaimed {
+            if let Some(claimed) = usize::try_from(position - 1).ok().and_then(|index| claimed_now.get_mut(index)) {
+                *claimed = false;
             }
         }
         Ok(claimed_now)

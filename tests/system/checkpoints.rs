@@ -122,6 +122,34 @@ async fn applied_event_ids_are_remembered_for_the_window_only() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_first_copy_of_an_id_in_a_batch_is_claimed_and_the_later_ones_are_not() {
+    let env = TestEnv::new().await;
+    let claim = |ids: &[&'static str]| {
+        let read: Vec<ReadEvent<'static>> = ids
+            .iter()
+            .zip(0..)
+            .map(|(id, offset)| ReadEvent { event_id: id, topic: "topic", partition: 0, offset })
+            .collect();
+        let store = env.store.clone();
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            let claimed_now = tx.claim_event_ids("p", &read).await.unwrap();
+            tx.commit().await.unwrap();
+            claimed_now
+        }
+    };
+    // Without a copy the batch is claimed in one plain insert; with one, the careful way.
+    assert_eq!(claim(&["a", "b"]).await, [true, true]);
+    assert_eq!(claim(&["c", "d", "c", "e", "d", "c"]).await, [true, true, false, true, false, false]);
+    assert_eq!(claim(&["f", "a", "g", "f"]).await, [true, false, true, false], "an applied id is a copy too");
+    assert_eq!(
+        env.psql("SELECT string_agg(\"offset\"::text, ',' ORDER BY \"offset\") FROM eventline_applied_events WHERE projection = 'p'"),
+        "0,0,0,1,1,2,3",
+        "one row per id (a to g), at its first copy's offset"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_id_remembered_before_digests_is_still_a_copy_after() {
     // The digest migration converted stored ids with this expression; the runtime's digest of
     // the same id must find them, or every event applied before the upgrade would apply again.
