@@ -42,7 +42,8 @@ use support::{
     topic_records,
 };
 
-const BATCH: usize = 500;
+/// Apply-only batches: the size a worker behind its topics writes (`worker.batch_max_events`).
+const BATCH: usize = 5000;
 
 struct FromTheStart;
 

@@ -202,7 +202,7 @@ impl StatementCounter {
             })
             .filter(|statement| statement.calls > 0)
             .collect();
-        worker.sort_by_key(|statement| std::cmp::Reverse(statement.calls));
+        worker.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| a.query.cmp(&b.query)));
         Some(worker)
     }
 }
