@@ -99,6 +99,19 @@ async fn fill_once(
     topic_records(settings, topic).await
 }
 
+/// A group consumer of `topic` that starts every partition at its beginning.
+async fn subscribe_from_start(settings: &Settings, group: &str, topic: &str) -> GroupConsumer {
+    GroupConsumer::subscribe(
+        &settings.kafka,
+        group,
+        &[topic.to_string()],
+        Arc::new(FromTheStart),
+        settings.connect_timeout,
+    )
+    .await
+    .unwrap()
+}
+
 fn rate(events: usize, elapsed: Duration) -> f64 {
     events as f64 / elapsed.as_secs_f64()
 }
@@ -145,15 +158,7 @@ async fn main() {
     // (a) Raw consumption.
     let raw = if options.measures("a") {
         let group = format!("{namespace}.raw-{}", rand::random::<u32>());
-        let mut consumer = GroupConsumer::subscribe(
-            &settings.kafka,
-            &group,
-            std::slice::from_ref(&topic),
-            Arc::new(FromTheStart),
-            settings.connect_timeout,
-        )
-        .await
-        .unwrap();
+        let mut consumer = subscribe_from_start(&settings, &group, &topic).await;
         let mut seen = 0usize;
         let mut started = None;
         while seen < total {
@@ -176,15 +181,7 @@ async fn main() {
         let naive_db = settings.database_url.with_database(&format!("eventline_bench_naive_{}", rand::random::<u32>()));
         let store = fresh_store(&naive_db, &settings).await;
         let group = format!("{namespace}.naive-{}", rand::random::<u32>());
-        let mut consumer = GroupConsumer::subscribe(
-            &settings.kafka,
-            &group,
-            std::slice::from_ref(&topic),
-            Arc::new(FromTheStart),
-            settings.connect_timeout,
-        )
-        .await
-        .unwrap();
+        let mut consumer = subscribe_from_start(&settings, &group, &topic).await;
         let mut positions: HashMap<TopicPartition, Option<i64>> = HashMap::new();
         let mut applied = 0usize;
         let mut started = None;
