@@ -15,7 +15,9 @@ EVENTLINE_CONNECT_TIMEOUT_SECS, EVENTLINE_LOG_FORMAT, EVENTLINE_SCHEMAS_DIR (a s
 folder instead of the built-in one), EVENTLINE_PROJECTIONS_DIR (declarative projections to run
 beside the built-in ones), EVENTLINE_GROUP_PROTOCOL (the workers' consumer group
 protocol: classic, the default, or consumer for KIP-848), and librdkafka properties as
-EVENTLINE_RDKAFKA_<NAME> (EVENTLINE_RDKAFKA_SASL_USERNAME sets sasl.username). Logs go to
+EVENTLINE_RDKAFKA_<NAME> (EVENTLINE_RDKAFKA_SASL_USERNAME sets sasl.username). A secret
+setting (DATABASE_URL, EVENTLINE_OUTBOX_DATABASE_URL, a secret librdkafka property) may instead
+be read from the file named by <NAME>_FILE, e.g. DATABASE_URL_FILE. Logs go to
 standard error; RUST_LOG filters them. Metrics are served at /metrics (EVENTLINE_METRICS=false
 turns them off); spans are exported over OTLP/HTTP when EVENTLINE_OTLP_ENDPOINT (or
 OTEL_EXPORTER_OTLP_ENDPOINT) names a collector, sampled at EVENTLINE_TRACE_SAMPLE_RATIO (default 1).

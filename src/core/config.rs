@@ -502,6 +502,10 @@ impl Settings {
 
     /// Loads settings from an explicit environment, so tests need not touch the process's own.
     pub fn load_from(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let (env, read_from_files) = read_secret_files(env)?;
+        let env = &env;
+        // A setting read from a file is named by the variable that named the file.
+        let shown = |var: &str| read_from_files.get(var).cloned().unwrap_or_else(|| var.to_string());
         check_unknown_variables(env)?;
         let file_path = file.map(Path::to_path_buf).or_else(|| env.get(CONFIG_FILE_ENV).map(PathBuf::from));
         let (file_settings, file_name) = match &file_path {
@@ -513,7 +517,7 @@ impl Settings {
         // Each setting: the environment wins over the file, the file over the default.
         let pick = |var: &str, key: &str, from_file: Option<String>, default: &str| -> Raw {
             if let Some(value) = env.get(var) {
-                Raw { value: value.clone(), origin: var.to_string() }
+                Raw { value: value.clone(), origin: shown(var) }
             } else if let Some(value) = from_file {
                 Raw { value, origin: in_file(key) }
             } else {
@@ -717,8 +721,8 @@ impl Settings {
                 if key.is_empty() {
                     return Err(ConfigError::Invalid { setting: var.clone(), reason: "names no property".into() });
                 }
-                check_property(&key, var)?;
-                property_origins.insert(key.clone(), var.clone());
+                check_property(&key, &shown(var))?;
+                property_origins.insert(key.clone(), shown(var));
                 properties.insert(key, value.clone());
             }
         }
@@ -764,6 +768,57 @@ fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
         path: path.to_path_buf(),
         reason: e.to_string().trim_end().to_string(),
     })
+}
+
+/// Suffix of a variable naming a file that holds a secret setting's value (`DATABASE_URL_FILE`
+/// for `DATABASE_URL`), as container secrets and credential managers hand them over.
+pub const SECRET_FILE_SUFFIX: &str = "_FILE";
+
+/// Settings whose values are credentials, each of which may also come from a file. Besides
+/// these, every `EVENTLINE_RDKAFKA_*` variable for a secret property (see [`is_secret_property`]).
+const SECRET_ENV: &[&str] = &[ENV_DATABASE_URL, ENV_OUTBOX_DATABASE_URL];
+
+/// Variables and their values.
+type Environment = HashMap<String, String>;
+
+/// The environment with every `<NAME>_FILE` of a secret setting replaced by `<NAME>` holding the
+/// file's content (one trailing line break dropped), and which names came from which variable.
+/// An error names the variable and the file, never the content.
+fn read_secret_files(env: &HashMap<String, String>) -> Result<(Environment, Environment), ConfigError> {
+    let mut resolved = env.clone();
+    let mut read_from = HashMap::new();
+    let mut file_vars: Vec<&String> = env.keys().filter(|var| var.ends_with(SECRET_FILE_SUFFIX)).collect();
+    file_vars.sort();
+    for file_var in file_vars {
+        let name = &file_var[..file_var.len() - SECRET_FILE_SUFFIX.len()];
+        let invalid = |reason: String| ConfigError::Invalid { setting: file_var.clone(), reason };
+        if let Some(property) = name.strip_prefix(RDKAFKA_ENV_PREFIX) {
+            let key = property.to_ascii_lowercase().replace('_', ".");
+            if !is_secret_property(&key) {
+                return Err(invalid(format!(
+                    "only secret settings are read from files, and librdkafka's `{key}` is not one: set {name}"
+                )));
+            }
+        } else if !SECRET_ENV.contains(&name) {
+            if KNOWN_ENV.contains(&name) {
+                return Err(invalid(format!(
+                    "only secret settings are read from files, and {name} is not one: set {name}"
+                )));
+            }
+            // Not a setting's file: someone else's variable, or a typo the unknown-variable check names.
+            continue;
+        }
+        if env.contains_key(name) {
+            return Err(invalid(format!("{name} is set too: set one of them")));
+        }
+        let path = &env[file_var.as_str()];
+        let content = std::fs::read_to_string(path).map_err(|e| invalid(format!("cannot read {path}: {e}")))?;
+        let value = content.strip_suffix('\n').map(|v| v.strip_suffix('\r').unwrap_or(v)).unwrap_or(&content);
+        resolved.remove(file_var.as_str());
+        resolved.insert(name.to_string(), value.to_string());
+        read_from.insert(name.to_string(), file_var.clone());
+    }
+    Ok((resolved, read_from))
 }
 
 fn check_unknown_variables(env: &HashMap<String, String>) -> Result<(), ConfigError> {
@@ -959,6 +1014,76 @@ mod tests {
         assert!(printed.contains("\"sasl.username\": \"app\""), "{printed}");
         // The driver still gets the real URL.
         assert!(settings.database_url.expose().contains("hunter2"));
+    }
+
+    #[test]
+    fn secrets_come_from_files_named_by_their_file_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, content: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).unwrap();
+            path.display().to_string()
+        };
+        let url = write("url", "postgres://app:hunter2@db.internal:5432/eventline\n");
+        let outbox = write("outbox", "postgres://relay:hunter4@upstream:5432/shop\r\n");
+        let sasl = write("sasl", "kafka-secret-1");
+        let settings = load(&[
+            ("DATABASE_URL_FILE", &url),
+            ("EVENTLINE_OUTBOX_DATABASE_URL_FILE", &outbox),
+            ("EVENTLINE_RDKAFKA_SASL_PASSWORD_FILE", &sasl),
+        ])
+        .unwrap();
+        assert_eq!(settings.database_url.expose(), "postgres://app:hunter2@db.internal:5432/eventline");
+        assert_eq!(settings.outbox_database_url.expose(), "postgres://relay:hunter4@upstream:5432/shop");
+        assert_eq!(settings.kafka.properties["sasl.password"], "kafka-secret-1");
+        let printed = format!("{settings:?}");
+        for secret in ["hunter2", "hunter4", "kafka-secret-1"] {
+            assert!(!printed.contains(secret), "{secret} leaked in: {printed}");
+        }
+        // An error about a value read from a file names the variable that named the file.
+        let bad = write("bad", "mysql://root:hunter5@db/x");
+        let err = load(&[("DATABASE_URL_FILE", &bad)]).unwrap_err().to_string();
+        assert_eq!(err, "invalid DATABASE_URL_FILE: scheme `mysql` is not postgres:// or postgresql://");
+    }
+
+    #[test]
+    fn bad_secret_files_are_refused_by_their_variable_without_their_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "hunter2").unwrap();
+        let file = file.display().to_string();
+        let missing = dir.path().join("missing").display().to_string();
+        let cases: &[(&[(&str, &str)], String)] = &[
+            (
+                &[("DATABASE_URL", "postgres://x@h/db"), ("DATABASE_URL_FILE", &file)],
+                "invalid DATABASE_URL_FILE: DATABASE_URL is set too: set one of them".into(),
+            ),
+            (
+                &[("DATABASE_URL_FILE", &missing)],
+                format!("invalid DATABASE_URL_FILE: cannot read {missing}: No such file or directory (os error 2)"),
+            ),
+            (
+                &[("EVENTLINE_RDKAFKA_CLIENT_ID_FILE", &file)],
+                "invalid EVENTLINE_RDKAFKA_CLIENT_ID_FILE: only secret settings are read from files, and librdkafka's \
+                 `client.id` is not one: set EVENTLINE_RDKAFKA_CLIENT_ID"
+                    .into(),
+            ),
+            (
+                &[("EVENTLINE_NAMESPACE_FILE", &file)],
+                "invalid EVENTLINE_NAMESPACE_FILE: only secret settings are read from files, and EVENTLINE_NAMESPACE \
+                 is not one: set EVENTLINE_NAMESPACE"
+                    .into(),
+            ),
+            (
+                &[("EVENTLINE_DATABASE_URL_FILE", &file)],
+                "unknown setting EVENTLINE_DATABASE_URL_FILE: eventline reads no such environment variable".into(),
+            ),
+        ];
+        for (pairs, expected) in cases {
+            let err = load(pairs).unwrap_err().to_string();
+            assert_eq!(&err, expected);
+            assert!(!err.contains("hunter2"));
+        }
     }
 
     #[test]

@@ -173,3 +173,36 @@ async fn a_worker_needs_its_topics_and_a_migrated_database() {
         )
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_database_url_and_its_password_can_come_from_a_file() {
+    let env = TestEnv::new().await;
+    let (key_id, _) = env.create_key("made-before", &["accounts.AccountOpened"]);
+    let role = format!("eventline_secret_{}", env.id);
+    let password = format!("file-secret-{}", env.id);
+    env.psql(&format!(
+        "CREATE ROLE {role} LOGIN PASSWORD '{password}'; GRANT USAGE ON SCHEMA public TO {role}; \
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"
+    ));
+    let url = format!("postgres://{role}:{password}@127.0.0.1:5432/{}", env.database_url.database_name());
+    let file = env.file("database-url");
+    std::fs::write(&file, format!("{url}\n")).unwrap();
+    let file = file.display().to_string();
+
+    let mut command = env.command(&["keys", "list"]);
+    command.env_remove("DATABASE_URL").env("DATABASE_URL_FILE", &file);
+    let read = run_bounded(command);
+    let dropped = env.psql(&format!("DROP OWNED BY {role}; DROP ROLE {role}; SELECT 'dropped'"));
+    assert_eq!(dropped, "dropped");
+    assert_eq!(read.status.code(), Some(0), "{}", stderr(&read));
+    let listed = String::from_utf8_lossy(&read.stdout).to_string();
+    assert!(listed.contains(&key_id) && listed.contains("made-before"), "{listed}");
+    assert!(!stderr(&read).contains(&password), "the password leaked: {}", stderr(&read));
+
+    // Both forms at once is a mistake, named without the secret.
+    let mut command = env.command(&["keys", "list"]);
+    command.env("DATABASE_URL_FILE", &file);
+    let both = run_bounded(command);
+    assert_eq!(both.status.code(), Some(78));
+    assert_eq!(stderr(&both), "error: invalid DATABASE_URL_FILE: DATABASE_URL is set too: set one of them\n");
+}
