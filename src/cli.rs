@@ -24,7 +24,7 @@ OTEL_EXPORTER_OTLP_ENDPOINT) names a collector, sampled at EVENTLINE_TRACE_SAMPL
 
 Exit codes: 0 success, 1 failure (e.g. a service unreachable), 2 usage error, 3 a projection
 is behind its lag threshold (`status`), 65 invalid input (nothing was published or changed),
-75 try again later (another operation on the projection is running, or a rebuild has not caught
+4 the audit chain does not verify (`audit verify`), 75 try again later (another operation on the projection is running, or a rebuild has not caught
 up), 78 invalid configuration.";
 
 #[derive(Debug, Parser)]
@@ -153,6 +153,14 @@ pub enum Command {
     #[command(subcommand)]
     Dlq(DlqCommand),
 
+    /// The audit of operator actions: a hash chain in `eventline_audit`, appended to only.
+    ///
+    /// Each entry (who, what, on which projection, when, from where, what came of it) holds the
+    /// hash of the one before it, so an entry edited, deleted or slipped in afterwards breaks the
+    /// chain. `dlq log` lists the entries.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+
     /// Publish synthetic, valid traffic for the reference domains.
     ///
     /// Accounts: every account is opened, then deposits (some as data version 1) and withdrawals
@@ -166,6 +174,15 @@ pub struct GatewayArgs {
     /// Accept every request without an API key. For development only; logged loudly.
     #[arg(long)]
     pub insecure_no_auth: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check every entry against its hash and the one before it, and the last against the
+    /// chain's head; print the head's hash (keep it elsewhere: a chain rewritten whole from the
+    /// start verifies, but ends at another head). Exit code 4 when the chain is broken, naming
+    /// the first entry that does not verify.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]

@@ -26,7 +26,6 @@ use std::process::ExitCode;
 
 use std::sync::Arc;
 
-use clap::Parser;
 use eventline_consumers::declarative::{self, Declarative};
 use eventline_consumers::projections::{self, Handler, Projection, Projections};
 use eventline_core::catalog::Catalog;
@@ -35,7 +34,7 @@ use eventline_core::registry::CATALOG_FILE;
 use eventline_core::telemetry;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, KeysCommand, ProjectionsCommand, SchemasCommand, TopicsCommand};
+use crate::cli::{AuditCommand, Cli, Command, KeysCommand, ProjectionsCommand, SchemasCommand, TopicsCommand};
 use crate::commands::{Failure, EXIT_BAD_CONFIG, EXIT_USAGE};
 
 /// An application: the projections its `eventline` command runs and operates.
@@ -119,7 +118,15 @@ impl App {
 
 /// Runs the `eventline` command for `app`: the whole of a binary's `main`.
 pub fn main_with(app: App) -> ExitCode {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    // PostgreSQL shows (and the audit records as an entry's origin) which command connected.
+    let command_path: Vec<&str> =
+        std::iter::successors(matches.subcommand(), |(_, sub)| sub.subcommand()).map(|(name, _)| name).collect();
+    eventline_store::name_connections(&format!("eventline {}", command_path.join(" ")));
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(error) => {
@@ -251,6 +258,7 @@ async fn run(command: Command, settings: Settings, app: &App) -> commands::Outco
         Command::Replay(args) => operate::replay(&settings, app, &args).await,
         Command::Rebuild(command) => operate::rebuild(&settings, app, &command, shutdown).await,
         Command::Dlq(command) => operate::dlq(&settings, app, &command).await,
+        Command::Audit(AuditCommand::Verify) => operate::audit_verify(&settings).await,
     }
 }
 

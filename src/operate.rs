@@ -26,6 +26,8 @@ use crate::commands::{load_registry, Failure, Outcome, EXIT_BAD_CONFIG, EXIT_INV
 
 /// Exit code of `status` when a projection is behind its threshold.
 pub const EXIT_BEHIND: u8 = 3;
+/// Exit code of `audit verify` when the chain is broken.
+pub const EXIT_AUDIT_BROKEN: u8 = 4;
 /// Exit code for an operation that may succeed later (sysexits' EX_TEMPFAIL).
 pub const EXIT_TRY_LATER: u8 = 75;
 
@@ -474,7 +476,7 @@ pub async fn dlq(settings: &Settings, app: &App, command: &DlqCommand) -> Outcom
                     &json!({
                         "id": entry.id, "at": entry.at, "actor": entry.actor, "action": entry.action,
                         "projection": entry.projection, "target": entry.target, "reason": entry.reason,
-                        "outcome": entry.outcome,
+                        "outcome": entry.outcome, "origin": entry.origin,
                     }),
                 )?;
                 writeln!(out)?;
@@ -483,4 +485,30 @@ pub async fn dlq(settings: &Settings, app: &App, command: &DlqCommand) -> Outcom
     }
     store.close().await;
     Ok(())
+}
+
+/// `audit verify`: the chain's state on standard output; a broken chain is a failure naming the
+/// first entry that does not verify.
+pub async fn audit_verify(settings: &Settings) -> Outcome {
+    let store = connect(settings).await?;
+    let verification = store.verify_audit().await;
+    store.close().await;
+    let verification = verification?;
+    let earlier = match verification.before_the_chain {
+        0 => String::new(),
+        n => format!(" ({n} written before the chain, not verifiable)"),
+    };
+    match verification.broken {
+        None => {
+            println!("audit chain intact: {} entries{earlier}, head {}", verification.entries, verification.head);
+            Ok(())
+        }
+        Some(broken) => Err(Failure {
+            code: EXIT_AUDIT_BROKEN,
+            error: match broken.id {
+                Some(id) => anyhow!("the audit chain is broken at entry id {id}: {}", broken.reason),
+                None => anyhow!("the audit chain is broken: {}", broken.reason),
+            },
+        }),
+    }
 }

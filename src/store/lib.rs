@@ -228,8 +228,20 @@ pub async fn drop_database(url: &DatabaseUrl) -> Result<(), Error> {
     Ok(())
 }
 
+/// What this process's connections call themselves unless their URL says (`application_name`).
+static APPLICATION_NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Names this process's connections to PostgreSQL (`pg_stat_activity`, the origin of audit
+/// entries), e.g. `eventline dlq retry`; once per process, before connecting.
+pub fn name_connections(name: &str) {
+    let _ = APPLICATION_NAME.set(name.to_string());
+}
+
 fn connect_options(url: &DatabaseUrl) -> Result<PgConnectOptions, Error> {
-    let options: PgConnectOptions = url.expose().parse()?;
+    let mut options: PgConnectOptions = url.expose().parse()?;
+    if options.get_application_name().is_none() {
+        options = options.application_name(APPLICATION_NAME.get().map_or("eventline", String::as_str));
+    }
     // Plan each statement with the tables' sizes as they are now. A generic plan cached while a
     // table was new and empty (a sequential scan) otherwise stays in use as the table grows:
     // seen here making the idempotency lookup 50x slower within 30,000 events.

@@ -31,6 +31,8 @@ const SUBCOMMANDS: &[&[&str]] = &[
     &["dlq", "skip"],
     &["dlq", "purge"],
     &["dlq", "log"],
+    &["audit"],
+    &["audit", "verify"],
     &["loadgen"],
 ];
 
@@ -69,6 +71,7 @@ fn top_level_help_lists_exactly_the_working_subcommands() {
             "rebuild",
             "replay",
             "dlq",
+            "audit",
             "loadgen",
             "help"
         ]

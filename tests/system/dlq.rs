@@ -176,6 +176,10 @@ async fn retry_after_the_fix_applies_parked_events_in_order_and_skip_moves_on() 
     assert_eq!(audit[2].3["skipped"], over_id);
     let log = env.run(&["dlq", "log", "--projection", "account_balances"]);
     assert_eq!(stdout(&log).lines().count(), 3, "{}", stdout(&log));
+    for line in stdout(&log).lines() {
+        let origin = serde_json::from_str::<Value>(line).unwrap()["origin"].as_str().unwrap_or_default().to_string();
+        assert!(origin.starts_with("eventline dlq "), "each entry names the command that wrote it: {line}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -240,4 +244,6 @@ async fn purge_forgets_and_bad_dlq_input_is_refused_with_nothing_changed() {
     assert_eq!(audit.len(), 1);
     assert_eq!((audit[0].action.as_str(), audit[0].reason.as_deref()), ("dlq.purge", Some("test data")));
     assert_eq!(audit[0].outcome["purged"].as_array().unwrap().len(), 2);
+    let origin = audit[0].origin.as_deref().unwrap_or_default();
+    assert!(origin.starts_with("eventline dlq purge from "), "the entry names the command that wrote it: {origin}");
 }

@@ -4,6 +4,7 @@
 
 mod analytics;
 mod architecture;
+mod audit;
 mod broker_outage;
 mod checkpoints;
 mod cli;
