@@ -157,7 +157,7 @@ pub enum Command {
     ///
     /// Each entry (who, what, on which projection, when, from where, what came of it) holds the
     /// hash of the one before it, so an entry edited, deleted or slipped in afterwards breaks the
-    /// chain. `dlq log` lists the entries.
+    /// chain. Operator actions on projections and API keys' creation and revocation are recorded.
     #[command(subcommand)]
     Audit(AuditCommand),
 
@@ -183,6 +183,8 @@ pub enum AuditCommand {
     /// start verifies, but ends at another head). Exit code 4 when the chain is broken, naming
     /// the first entry that does not verify.
     Verify,
+    /// Print the latest entries (oldest of them first), one JSON object per line.
+    Log(AuditLogArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,12 +206,18 @@ pub struct KeysCreateArgs {
     /// Event types the key may publish: `*`, `accounts.*`, or a type name. Repeat for several.
     #[arg(long = "types", value_name = "PATTERN", required = true)]
     pub types: Vec<String>,
+
+    #[command(flatten)]
+    pub actor: ActorArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct KeysRevokeArgs {
     /// The key's id, as `eventline keys list` shows it.
     pub key_id: String,
+
+    #[command(flatten)]
+    pub actor: ActorArgs,
 }
 
 #[derive(Debug, Args)]
@@ -411,8 +419,8 @@ pub enum DlqCommand {
     Skip(DlqSkipArgs),
     /// Delete matching dead letters for good (keys left without any are unparked).
     Purge(DlqPurgeArgs),
-    /// Show the audit of operator actions.
-    Log(DlqLogArgs),
+    /// Show the audit of operator actions (as `audit log` does).
+    Log(AuditLogArgs),
 }
 
 #[derive(Debug, Args)]
@@ -510,7 +518,7 @@ pub struct DlqPurgeArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct DlqLogArgs {
+pub struct AuditLogArgs {
     /// Only this projection's actions.
     #[arg(long)]
     pub projection: Option<String>,

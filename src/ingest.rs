@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{GatewayArgs, KeysCreateArgs, KeysRevokeArgs, OutboxRelayArgs, TailArgs, TailFormat, TailStart};
 use crate::commands::{load_registry, Failure, Outcome, EXIT_INVALID_INPUT};
+use crate::operate;
 use crate::serve::Service;
 
 /// The gateway's part of the HTTP application.
@@ -44,7 +45,7 @@ pub async fn keys_create(settings: &Settings, args: &KeysCreateArgs) -> Outcome 
     let store = Store::connect(&settings.database_url, 1, settings.connect_timeout).await?;
     store.ensure_migrated().await?;
     let key = auth::new_key();
-    store.insert_api_key(&key.key_id, &args.name, &key.secret_hash, &args.types).await?;
+    store.insert_api_key(&key.key_id, &args.name, &key.secret_hash, &args.types, &operate::actor(&args.actor)).await?;
     println!("{}", key.token);
     eprintln!(
         "created key {} ({}) for {}; the line above is its only copy: store it now",
@@ -79,7 +80,7 @@ pub async fn keys_list(settings: &Settings) -> Outcome {
 pub async fn keys_revoke(settings: &Settings, args: &KeysRevokeArgs) -> Outcome {
     let store = Store::connect(&settings.database_url, 1, settings.connect_timeout).await?;
     store.ensure_migrated().await?;
-    if store.revoke_api_key(&args.key_id).await? {
+    if store.revoke_api_key(&args.key_id, &operate::actor(&args.actor)).await? {
         println!("revoked key {} (requests with it are refused within {} s)", args.key_id, auth::CACHE_FOR.as_secs());
         Ok(())
     } else {

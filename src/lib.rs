@@ -259,6 +259,7 @@ async fn run(command: Command, settings: Settings, app: &App) -> commands::Outco
         Command::Rebuild(command) => operate::rebuild(&settings, app, &command, shutdown).await,
         Command::Dlq(command) => operate::dlq(&settings, app, &command).await,
         Command::Audit(AuditCommand::Verify) => operate::audit_verify(&settings).await,
+        Command::Audit(AuditCommand::Log(args)) => operate::audit_log(&settings, app, &args).await,
     }
 }
 

@@ -19,8 +19,8 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{
-    ActorArgs, DlqCommand, DlqFilterArgs, ProgressStyle, RebuildCommand, RebuildTarget, ReplayArgs, ReplayStart,
-    StatusArgs,
+    ActorArgs, AuditLogArgs, DlqCommand, DlqFilterArgs, ProgressStyle, RebuildCommand, RebuildTarget, ReplayArgs,
+    ReplayStart, StatusArgs,
 };
 use crate::commands::{load_registry, Failure, Outcome, EXIT_BAD_CONFIG, EXIT_INVALID_INPUT};
 
@@ -38,7 +38,7 @@ async fn connect(settings: &Settings) -> Result<Store, Failure> {
 }
 
 /// `$USER@host` unless --actor says otherwise.
-fn actor(args: &ActorArgs) -> String {
+pub(crate) fn actor(args: &ActorArgs) -> String {
     args.actor.clone().unwrap_or_else(|| {
         let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
         format!("{user}@{}", gethostname::gethostname().to_string_lossy())
@@ -469,21 +469,32 @@ pub async fn dlq(settings: &Settings, app: &App, command: &DlqCommand) -> Outcom
             .map_err(dlq_failure)?;
             writeln!(out, "{}", json!({ "purged": purged.iter().map(|l| l.id).collect::<Vec<_>>() }))?;
         }
-        DlqCommand::Log(args) => {
-            for entry in store.audit_log(args.projection.as_deref(), args.limit).await? {
-                serde_json::to_writer(
-                    &mut out,
-                    &json!({
-                        "id": entry.id, "at": entry.at, "actor": entry.actor, "action": entry.action,
-                        "projection": entry.projection, "target": entry.target, "reason": entry.reason,
-                        "outcome": entry.outcome, "origin": entry.origin,
-                    }),
-                )?;
-                writeln!(out)?;
-            }
-        }
+        DlqCommand::Log(args) => print_audit_log(&store, args, &mut out).await?,
     }
     store.close().await;
+    Ok(())
+}
+
+/// `audit log` (and `dlq log`): the latest entries, oldest of them first, as JSON lines.
+pub async fn audit_log(settings: &Settings, app: &App, args: &AuditLogArgs) -> Outcome {
+    if let Some(name) = &args.projection {
+        app.find(name)?;
+    }
+    let store = connect(settings).await?;
+    let printed = print_audit_log(&store, args, &mut std::io::stdout().lock()).await;
+    store.close().await;
+    printed
+}
+
+async fn print_audit_log(store: &Store, args: &AuditLogArgs, out: &mut impl Write) -> Outcome {
+    for entry in store.audit_log(args.projection.as_deref(), args.limit).await? {
+        let line = json!({
+            "id": entry.id, "at": entry.at, "actor": entry.actor, "action": entry.action,
+            "projection": entry.projection, "target": entry.target, "reason": entry.reason,
+            "outcome": entry.outcome, "origin": entry.origin,
+        });
+        writeln!(out, "{line}")?;
+    }
     Ok(())
 }
 

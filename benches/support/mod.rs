@@ -43,7 +43,7 @@ pub async fn database_with_key(settings: &Settings, name: &str, connections: u32
     let store = Store::connect(&db, connections, settings.connect_timeout).await.unwrap();
     migrate(&store).await;
     let key = auth::new_key();
-    store.insert_api_key(&key.key_id, "bench", &key.secret_hash, &["*".to_string()]).await.unwrap();
+    store.insert_api_key(&key.key_id, "bench", &key.secret_hash, &["*".to_string()], "bench").await.unwrap();
     (db, store, key.token)
 }
 

@@ -202,7 +202,7 @@ pub(crate) async fn retry<A: Apply>(
     tx.audit(NewAuditEntry {
         actor,
         action,
-        projection,
+        projection: Some(projection),
         target: target_json,
         reason: skip.map(|(_, reason)| reason),
         outcome: serde_json::to_value(&report).expect("a report serializes"),
@@ -228,7 +228,7 @@ pub async fn purge(
     tx.audit(NewAuditEntry {
         actor,
         action: "dlq.purge",
-        projection: &projection,
+        projection: Some(&projection),
         target: json!({ "key": filter.key, "kind": filter.kind, "reason_contains": filter.reason_contains }),
         reason: Some(reason),
         outcome: json!({ "purged": purged.iter().map(describe_letter).collect::<Vec<_>>() }),

@@ -212,7 +212,7 @@ pub async fn replay(
     let audit = NewAuditEntry {
         actor,
         action: "replay",
-        projection: projection.name(),
+        projection: Some(projection.name()),
         target: json!({ "from": from.describe(), "positions": described }),
         reason: None,
         outcome: json!({}),
@@ -442,7 +442,7 @@ impl Rebuild {
         let audit = NewAuditEntry {
             actor,
             action: "rebuild.cutover",
-            projection: name,
+            projection: Some(name),
             target: json!({ "generation": self.generation.generation, "replaces": live }),
             reason: None,
             outcome: json!({ "live_positions": live_positions }),
@@ -478,7 +478,7 @@ pub async fn rollback(store: &Store, projection: &dyn Projection, actor: &str) -
     let audit = NewAuditEntry {
         actor,
         action: "rebuild.rollback",
-        projection: name,
+        projection: Some(name),
         target: json!({ "generation": target.generation, "replaces": live }),
         reason: None,
         outcome: json!({ "live_positions": frozen.positions }),
@@ -502,7 +502,7 @@ pub async fn cleanup(store: &Store, projection: &dyn Projection, actor: &str) ->
     tx.audit(NewAuditEntry {
         actor,
         action: "rebuild.cleanup",
-        projection: name,
+        projection: Some(name),
         target: json!({}),
         reason: None,
         outcome: json!({ "dropped_generations": dropped }),

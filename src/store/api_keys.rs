@@ -2,6 +2,9 @@
 
 use chrono::{DateTime, Utc};
 
+use serde_json::json;
+
+use crate::audit::NewAuditEntry;
 use crate::{Error, Store};
 
 /// A stored key (never its secret).
@@ -16,13 +19,16 @@ pub struct ApiKey {
 }
 
 impl Store {
+    /// Stores a key, and records who created it in the audit.
     pub async fn insert_api_key(
         &self,
         key_id: &str,
         name: &str,
         secret_hash: &[u8],
         event_types: &[String],
+        actor: &str,
     ) -> Result<(), Error> {
+        let mut tx = self.begin().await?;
         sqlx::query!(
             "INSERT INTO eventline_api_keys (key_id, name, secret_hash, event_types) VALUES ($1, $2, $3, $4)",
             key_id,
@@ -30,9 +36,18 @@ impl Store {
             secret_hash,
             event_types
         )
-        .execute(&self.pool)
+        .execute(&mut *tx.tx)
         .await?;
-        Ok(())
+        tx.audit(NewAuditEntry {
+            actor,
+            action: "keys.create",
+            projection: None,
+            target: json!({ "key_id": key_id, "name": name, "types": event_types }),
+            reason: None,
+            outcome: json!({ "created": true }),
+        })
+        .await?;
+        tx.commit().await
     }
 
     /// The key with this id, revoked or not.
@@ -56,15 +71,30 @@ impl Store {
         .await?)
     }
 
-    /// Revokes a key; returns false when there is no such key or it was already revoked.
-    pub async fn revoke_api_key(&self, key_id: &str) -> Result<bool, Error> {
+    /// Revokes a key, recording who did in the audit; returns false (and records nothing) when
+    /// there is no such key or it was already revoked.
+    pub async fn revoke_api_key(&self, key_id: &str, actor: &str) -> Result<bool, Error> {
+        let mut tx = self.begin().await?;
         let revoked = sqlx::query!(
             "UPDATE eventline_api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL",
             key_id
         )
-        .execute(&self.pool)
+        .execute(&mut *tx.tx)
         .await?
-        .rows_affected();
-        Ok(revoked == 1)
+        .rows_affected()
+            == 1;
+        if revoked {
+            tx.audit(NewAuditEntry {
+                actor,
+                action: "keys.revoke",
+                projection: None,
+                target: json!({ "key_id": key_id }),
+                reason: None,
+                outcome: json!({ "revoked": true }),
+            })
+            .await?;
+            tx.commit().await?;
+        }
+        Ok(revoked)
     }
 }

@@ -12,9 +12,10 @@ pub struct AuditEntry {
     pub id: i64,
     pub at: DateTime<Utc>,
     pub actor: String,
-    /// e.g. `dlq.retry`, `dlq.skip`, `dlq.purge`, `replay`, `rebuild.cutover`.
+    /// e.g. `dlq.retry`, `dlq.skip`, `dlq.purge`, `replay`, `rebuild.cutover`, `keys.create`.
     pub action: String,
-    pub projection: String,
+    /// The projection acted on; `None` for actions on API keys.
+    pub projection: Option<String>,
     /// What the action was aimed at (a key, dead letter ids, positions).
     pub target: serde_json::Value,
     pub reason: Option<String>,
@@ -28,7 +29,8 @@ pub struct AuditEntry {
 pub struct NewAuditEntry<'a> {
     pub actor: &'a str,
     pub action: &'a str,
-    pub projection: &'a str,
+    /// The projection acted on; `None` for actions on something else (an API key).
+    pub projection: Option<&'a str>,
     pub target: serde_json::Value,
     pub reason: Option<&'a str>,
     pub outcome: serde_json::Value,

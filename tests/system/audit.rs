@@ -5,7 +5,7 @@
 use std::process::{Command, Output};
 
 use eventline_store::audit::NewAuditEntry;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::helpers::{stderr, stdout, TestEnv};
 
@@ -51,7 +51,7 @@ async fn verify_finds_an_entry_edited_deleted_or_slipped_in() {
         let entry = NewAuditEntry {
             actor: "ops",
             action: "dlq.skip",
-            projection: "account_balances",
+            projection: Some("account_balances"),
             target: json!({"id": n}),
             reason: Some("a duplicate from the old system"),
             outcome: json!({"skipped": n}),
@@ -146,7 +146,7 @@ async fn verify_finds_an_entry_edited_deleted_or_slipped_in() {
     let entry = NewAuditEntry {
         actor: "ops",
         action: "replay",
-        projection: "account_balances",
+        projection: Some("account_balances"),
         target: json!({}),
         reason: None,
         outcome: json!({}),
@@ -156,4 +156,42 @@ async fn verify_finds_an_entry_edited_deleted_or_slipped_in() {
     let (code, line) = verify(&env);
     assert_eq!(code, Some(0), "{line}");
     assert!(line.starts_with("audit chain intact: 5 entries, head ") && !line.ends_with(&head), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn creating_and_revoking_an_api_key_are_in_the_chain() {
+    let env = TestEnv::new().await;
+    let created = env.run(&["keys", "create", "--name", "billing", "--types", "accounts.*", "--actor", "alice"]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let key_id = stdout(&created).trim().strip_prefix("elk_").and_then(|r| r.split('_').next()).unwrap().to_string();
+    let revoked = env.run(&["keys", "revoke", &key_id, "--actor", "bob"]);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    let again = env.run(&["keys", "revoke", &key_id, "--actor", "bob"]);
+    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+
+    let log = env.run(&["audit", "log"]);
+    assert!(log.status.success(), "{}", stderr(&log));
+    let entries: Vec<Value> = stdout(&log).lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let summary: Vec<(&str, &str, &Value, &Value)> = entries
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap(), e["action"].as_str().unwrap(), &e["projection"], &e["target"]))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "alice",
+                "keys.create",
+                &Value::Null,
+                &json!({"key_id": key_id, "name": "billing", "types": ["accounts.*"]})
+            ),
+            ("bob", "keys.revoke", &Value::Null, &json!({"key_id": key_id})),
+        ],
+        "in order; a refused revocation is not an action"
+    );
+    assert!(entries[1]["origin"].as_str().unwrap().starts_with("eventline keys revoke from "), "{}", entries[1]);
+    assert!(entries.iter().all(|e| !e.to_string().contains("elk_")), "the audit never holds a key's secret");
+    let (code, line) = verify(&env);
+    assert_eq!(code, Some(0), "{line}");
+    assert!(line.starts_with("audit chain intact: 2 entries, head "), "{line}");
 }

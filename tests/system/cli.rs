@@ -33,6 +33,7 @@ const SUBCOMMANDS: &[&[&str]] = &[
     &["dlq", "log"],
     &["audit"],
     &["audit", "verify"],
+    &["audit", "log"],
     &["loadgen"],
 ];
 
@@ -103,7 +104,7 @@ pub const UNKNOWN_PROJECTION: &str = "error: unknown projection `nope` (known: a
 
 #[test]
 fn every_command_that_names_a_projection_refuses_an_unknown_one() {
-    let commands: [&[&str]; 9] = [
+    let commands: [&[&str]; 10] = [
         &["status", "nope"],
         &["replay", "nope", "--from", "earliest"],
         &["rebuild", "start", "nope"],
@@ -113,6 +114,7 @@ fn every_command_that_names_a_projection_refuses_an_unknown_one() {
         &["dlq", "purge", "nope", "--because", "r"],
         &["dlq", "list", "--projection", "nope"],
         &["dlq", "log", "--projection", "nope"],
+        &["audit", "log", "--projection", "nope"],
     ];
     for args in commands {
         // Refused before any connection: no services needed, nothing touched.
