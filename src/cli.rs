@@ -21,11 +21,14 @@ be read from the file named by <NAME>_FILE, e.g. DATABASE_URL_FILE. Logs go to
 standard error; RUST_LOG filters them. Metrics are served at /metrics (EVENTLINE_METRICS=false
 turns them off); spans are exported over OTLP/HTTP when EVENTLINE_OTLP_ENDPOINT (or
 OTEL_EXPORTER_OTLP_ENDPOINT) names a collector, sampled at EVENTLINE_TRACE_SAMPLE_RATIO (default 1).
+PostgreSQL on another machine must be reached with sslmode=verify-full in its URL (and
+sslrootcert=<CA file> unless the system trusts its CA); EVENTLINE_DATABASE_ALLOW_INSECURE=true
+accepts a weaker mode, with a warning.
 
 Exit codes: 0 success, 1 failure (e.g. a service unreachable), 2 usage error, 3 a projection
-is behind its lag threshold (`status`), 65 invalid input (nothing was published or changed),
-4 the audit chain does not verify (`audit verify`), 75 try again later (another operation on the projection is running, or a rebuild has not caught
-up), 78 invalid configuration.";
+is behind its lag threshold (`status`), 4 the audit chain does not verify (`audit verify`), 65
+invalid input (nothing was published or changed), 75 try again later (another operation on the
+projection is running, or a rebuild has not caught up), 78 invalid configuration.";
 
 #[derive(Debug, Parser)]
 #[command(name = "eventline", version, about = "Kafka events projected effectively-once into PostgreSQL read models.", after_help = AFTER_HELP)]

@@ -182,6 +182,10 @@ pub fn main_with(app: App) -> ExitCode {
         }
     };
 
+    for warning in &settings.insecure_databases {
+        tracing::warn!("Unverified connection to PostgreSQL on another machine: {warning}");
+    }
+
     // Several worker threads: the rebalance callback blocks one while it reads stored offsets.
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the runtime starts");
     let outcome = runtime.block_on(run(cli.command, settings, &app));

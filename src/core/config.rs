@@ -40,6 +40,7 @@ const ENV_SCHEMAS_DIR: &str = "EVENTLINE_SCHEMAS_DIR";
 const ENV_PROJECTIONS_DIR: &str = "EVENTLINE_PROJECTIONS_DIR";
 const ENV_DEDUP_WINDOW_HOURS: &str = "EVENTLINE_DEDUP_WINDOW_HOURS";
 const ENV_OUTBOX_DATABASE_URL: &str = "EVENTLINE_OUTBOX_DATABASE_URL";
+const ENV_DATABASE_ALLOW_INSECURE: &str = "EVENTLINE_DATABASE_ALLOW_INSECURE";
 const ENV_GATEWAY_MAX_BODY_BYTES: &str = "EVENTLINE_GATEWAY_MAX_BODY_BYTES";
 const ENV_GATEWAY_MAX_BATCH_EVENTS: &str = "EVENTLINE_GATEWAY_MAX_BATCH_EVENTS";
 const ENV_GATEWAY_RATE_PER_KEY: &str = "EVENTLINE_GATEWAY_RATE_PER_KEY";
@@ -67,6 +68,7 @@ const KNOWN_ENV: &[&str] = &[
     ENV_PROJECTIONS_DIR,
     ENV_DEDUP_WINDOW_HOURS,
     ENV_OUTBOX_DATABASE_URL,
+    ENV_DATABASE_ALLOW_INSECURE,
     ENV_GATEWAY_MAX_BODY_BYTES,
     ENV_GATEWAY_MAX_BATCH_EVENTS,
     ENV_GATEWAY_RATE_PER_KEY,
@@ -161,6 +163,40 @@ impl DatabaseUrl {
     /// The full URL including any password, for handing to the database driver only.
     pub fn expose(&self) -> &str {
         self.0.as_str()
+    }
+
+    /// Why a connection to this URL would be open to a man in the middle, when the server is on
+    /// another machine: the TLS mode (the URL's `sslmode`, else `PGSSLMODE`, else libpq's
+    /// `prefer`) is not `verify-full`. `None` when the server is on this machine (a loopback
+    /// address, `localhost` or a socket) or is verified.
+    pub fn unverified_remote(&self, env: &HashMap<String, String>) -> Option<String> {
+        let query = |names: &[&str]| {
+            // The driver reads every pair in turn, so the last one counts.
+            self.0
+                .query_pairs()
+                .filter(|(name, _)| names.contains(&name.as_ref()))
+                .last()
+                .map(|(_, value)| value.into_owned())
+        };
+        let host = query(&["host"])
+            .or_else(|| self.0.host_str().filter(|h| !h.is_empty()).map(str::to_string))
+            .or_else(|| env.get("PGHOST").cloned())
+            .unwrap_or_else(|| "localhost".to_string());
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let on_this_machine = bare.starts_with('/')
+            || bare.eq_ignore_ascii_case("localhost")
+            || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        let mode = query(&["sslmode", "ssl-mode"])
+            .or_else(|| env.get("PGSSLMODE").cloned())
+            .unwrap_or_else(|| "prefer".to_string());
+        let weakness = match mode.as_str() {
+            "verify-full" => return None,
+            "verify-ca" => "checks the server's certificate but not its name",
+            "require" => "encrypts but does not check who the server is",
+            "disable" | "allow" | "prefer" => "may send everything in plain text",
+            _ => "is not a mode that verifies the server",
+        };
+        (!on_this_machine).then(|| format!("host {host} is not on this machine and sslmode={mode} {weakness}"))
     }
 
     /// The database name (the path without its leading slash).
@@ -386,6 +422,9 @@ pub struct Settings {
     pub projections_dir: Option<PathBuf>,
     /// The database holding the transactional outbox the relay reads (the upstream service's).
     pub outbox_database_url: DatabaseUrl,
+    /// Connections to another machine's PostgreSQL that are not verified, accepted because
+    /// `EVENTLINE_DATABASE_ALLOW_INSECURE` says so: one warning each, for the log.
+    pub insecure_databases: Vec<String>,
     pub gateway: GatewaySettings,
     pub tracing: TracingSettings,
     /// Whether metrics are recorded and served at `/metrics`.
@@ -413,7 +452,7 @@ struct FileSettings {
     #[serde(default)]
     gateway: FileGateway,
     #[serde(default)]
-    outbox: FileDatabase,
+    outbox: FileOutbox,
     #[serde(default)]
     tracing: FileTracing,
     #[serde(default)]
@@ -461,6 +500,13 @@ enum BrokerList {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileDatabase {
+    url: Option<String>,
+    allow_insecure: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileOutbox {
     url: Option<String>,
 }
 
@@ -544,6 +590,34 @@ impl Settings {
         let outbox_raw = pick(ENV_OUTBOX_DATABASE_URL, "outbox.url", file_settings.outbox.url, database_url.expose());
         let outbox_database_url = DatabaseUrl::parse(&outbox_raw.value)
             .map_err(|reason| ConfigError::Invalid { setting: outbox_raw.origin.clone(), reason })?;
+
+        let allow_insecure_raw = pick(
+            ENV_DATABASE_ALLOW_INSECURE,
+            "database.allow_insecure",
+            file_settings.database.allow_insecure.map(|b| b.to_string()),
+            "false",
+        );
+        let allow_insecure = parse_bool(&allow_insecure_raw)?;
+        let mut insecure_databases = Vec::new();
+        let mut databases = vec![(&url_raw, &database_url)];
+        if outbox_database_url != database_url {
+            databases.push((&outbox_raw, &outbox_database_url));
+        }
+        for (raw, url) in databases {
+            if let Some(reason) = url.unverified_remote(env) {
+                if !allow_insecure {
+                    return Err(invalid(
+                        raw,
+                        format!(
+                            "{reason}: use sslmode=verify-full (with sslrootcert=<the CA's certificate file> unless \
+                             the system trusts the server's CA), or set {ENV_DATABASE_ALLOW_INSECURE}=true to accept it"
+                        ),
+                    ));
+                }
+                insecure_databases
+                    .push(format!("{}: {reason}, accepted because {} is true", raw.origin, allow_insecure_raw.origin));
+            }
+        }
 
         let number = |var: &str, key: &str, from_file: Option<u64>, default: &str, min: u64, max: u64| {
             let raw = pick(var, key, from_file.map(|v| v.to_string()), default);
@@ -679,11 +753,7 @@ impl Settings {
         let tracing = TracingSettings { otlp_endpoint, sample_ratio };
         let metrics_raw =
             pick(ENV_METRICS, "metrics.enabled", file_settings.metrics.enabled.map(|b| b.to_string()), "true");
-        let metrics_enabled = match metrics_raw.value.trim() {
-            "true" => true,
-            "false" => false,
-            other => return Err(invalid(&metrics_raw, format!("`{other}` is not `true` or `false`"))),
-        };
+        let metrics_enabled = parse_bool(&metrics_raw)?;
 
         let protocol_raw = pick(
             ENV_GROUP_PROTOCOL,
@@ -750,10 +820,19 @@ impl Settings {
             schemas_dir,
             projections_dir,
             outbox_database_url,
+            insecure_databases,
             gateway,
             tracing,
             metrics_enabled,
         })
+    }
+}
+
+fn parse_bool(raw: &Raw) -> Result<bool, ConfigError> {
+    match raw.value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(invalid(raw, format!("`{other}` is not `true` or `false`"))),
     }
 }
 
@@ -996,9 +1075,84 @@ mod tests {
     }
 
     #[test]
+    fn a_database_on_another_machine_must_be_verified_unless_allowed() {
+        let hint = "use sslmode=verify-full (with sslrootcert=<the CA's certificate file> unless the system trusts \
+                    the server's CA), or set EVENTLINE_DATABASE_ALLOW_INSECURE=true to accept it";
+        let refused: [(&[(&str, &str)], &str); 8] = [
+            (
+                &[("DATABASE_URL", "postgres://app:pw@db.internal/eventline")],
+                "invalid DATABASE_URL: host db.internal is not on this machine and sslmode=prefer may send everything in plain text",
+            ),
+            (
+                &[("DATABASE_URL", "postgres://app@10.0.0.7/eventline?sslmode=require")],
+                "invalid DATABASE_URL: host 10.0.0.7 is not on this machine and sslmode=require encrypts but does not check who the server is",
+            ),
+            (
+                &[("DATABASE_URL", "postgres://app@db.internal/eventline?ssl-mode=verify-ca")],
+                "invalid DATABASE_URL: host db.internal is not on this machine and sslmode=verify-ca checks the server's certificate but not its name",
+            ),
+            (
+                &[("DATABASE_URL", "postgres://app@db.internal/eventline?sslmode=verify_full")],
+                "invalid DATABASE_URL: host db.internal is not on this machine and sslmode=verify_full is not a mode that verifies the server",
+            ),
+            (
+                &[("DATABASE_URL", "postgres://app@db.internal/eventline"), ("PGSSLMODE", "disable")],
+                "invalid DATABASE_URL: host db.internal is not on this machine and sslmode=disable may send everything in plain text",
+            ),
+            (
+                // The query's host wins over the URL's, as the driver reads it.
+                &[("DATABASE_URL", "postgres://app@localhost/eventline?host=db.internal")],
+                "invalid DATABASE_URL: host db.internal is not on this machine and sslmode=prefer may send everything in plain text",
+            ),
+            (
+                &[("DATABASE_URL", "postgres:///eventline"), ("PGHOST", "db.internal")],
+                "invalid DATABASE_URL: host db.internal is not on this machine and sslmode=prefer may send everything in plain text",
+            ),
+            (
+                &[
+                    ("DATABASE_URL", "postgres://app@localhost/eventline"),
+                    ("EVENTLINE_OUTBOX_DATABASE_URL", "postgres://relay@upstream/shop?sslmode=verify-full&sslmode=require"),
+                ],
+                "invalid EVENTLINE_OUTBOX_DATABASE_URL: host upstream is not on this machine and sslmode=require \
+                 encrypts but does not check who the server is",
+            ),
+        ];
+        for (pairs, expected) in refused {
+            let err = load(pairs).unwrap_err().to_string();
+            assert_eq!(err, format!("{expected}: {hint}"), "{pairs:?}");
+        }
+
+        // On this machine, or verified: no questions asked.
+        for url in [
+            "postgres://app@localhost/eventline",
+            "postgres://app@127.0.0.2:5433/eventline?sslmode=disable",
+            "postgres://app@[::1]/eventline",
+            "postgres:///eventline?host=/var/run/postgresql",
+            "postgres://app@db.internal/eventline?sslmode=verify-full&sslrootcert=/etc/eventline/ca.pem",
+        ] {
+            let settings = load(&[("DATABASE_URL", url)]).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert!(settings.insecure_databases.is_empty(), "{url}");
+        }
+
+        // Allowed explicitly: accepted, and said once per database for the log.
+        let settings = load(&[
+            ("DATABASE_URL", "postgres://app@db.internal/eventline?sslmode=require"),
+            ("EVENTLINE_DATABASE_ALLOW_INSECURE", "true"),
+        ])
+        .unwrap();
+        assert_eq!(
+            settings.insecure_databases,
+            ["DATABASE_URL: host db.internal is not on this machine and sslmode=require encrypts but does not check who \
+              the server is, accepted because EVENTLINE_DATABASE_ALLOW_INSECURE is true"]
+        );
+        let err = load(&[("EVENTLINE_DATABASE_ALLOW_INSECURE", "yes")]).unwrap_err().to_string();
+        assert_eq!(err, "invalid EVENTLINE_DATABASE_ALLOW_INSECURE: `yes` is not `true` or `false`");
+    }
+
+    #[test]
     fn credentials_never_print() {
         let settings = load(&[
-            ("DATABASE_URL", "postgres://app:hunter2@db.internal:5432/eventline?sslmode=require&password=hunter3"),
+            ("DATABASE_URL", "postgres://app:hunter2@db.internal:5432/eventline?sslmode=verify-full&password=hunter3"),
             ("EVENTLINE_RDKAFKA_SASL_PASSWORD", "kafka-secret-1"),
             ("EVENTLINE_RDKAFKA_SSL_KEY_PASSWORD", "kafka-secret-2"),
             ("EVENTLINE_RDKAFKA_SASL_OAUTHBEARER_CONFIG", "principal=x secret=kafka-secret-3"),
@@ -1024,8 +1178,8 @@ mod tests {
             std::fs::write(&path, content).unwrap();
             path.display().to_string()
         };
-        let url = write("url", "postgres://app:hunter2@db.internal:5432/eventline\n");
-        let outbox = write("outbox", "postgres://relay:hunter4@upstream:5432/shop\r\n");
+        let url = write("url", "postgres://app:hunter2@db.internal:5432/eventline?sslmode=verify-full\n");
+        let outbox = write("outbox", "postgres://relay:hunter4@upstream:5432/shop?sslmode=verify-full\r\n");
         let sasl = write("sasl", "kafka-secret-1");
         let settings = load(&[
             ("DATABASE_URL_FILE", &url),
@@ -1033,8 +1187,14 @@ mod tests {
             ("EVENTLINE_RDKAFKA_SASL_PASSWORD_FILE", &sasl),
         ])
         .unwrap();
-        assert_eq!(settings.database_url.expose(), "postgres://app:hunter2@db.internal:5432/eventline");
-        assert_eq!(settings.outbox_database_url.expose(), "postgres://relay:hunter4@upstream:5432/shop");
+        assert_eq!(
+            settings.database_url.expose(),
+            "postgres://app:hunter2@db.internal:5432/eventline?sslmode=verify-full"
+        );
+        assert_eq!(
+            settings.outbox_database_url.expose(),
+            "postgres://relay:hunter4@upstream:5432/shop?sslmode=verify-full"
+        );
         assert_eq!(settings.kafka.properties["sasl.password"], "kafka-secret-1");
         let printed = format!("{settings:?}");
         for secret in ["hunter2", "hunter4", "kafka-secret-1"] {

@@ -54,6 +54,11 @@ fn migrators() -> Vec<sqlx::migrate::Migrator> {
 pub enum Error {
     #[error("cannot reach PostgreSQL at {url} within {}s: {reason}", timeout.as_secs())]
     Unreachable { url: String, timeout: Duration, reason: String },
+    #[error(
+        "PostgreSQL at {url} is not the server it should be: {reason} (sslrootcert names the CA to trust, \
+         and the URL's host must be a name the server's certificate holds)"
+    )]
+    Untrusted { url: String, reason: String },
     #[error("database `{0}` does not exist (create it with `eventline migrate`)")]
     MissingDatabase(String),
     #[error("another worker moved {projection} {topic}/{partition} (expected position {expected:?}); this worker no longer owns it")]
@@ -252,6 +257,13 @@ fn connect_error(url: &DatabaseUrl, timeout: Duration, error: sqlx::Error) -> Er
     if let sqlx::Error::Database(db) = &error {
         if db.code().as_deref() == Some("3D000") {
             return Error::MissingDatabase(url.database_name().to_string());
+        }
+    }
+    if let sqlx::Error::Io(io) = &error {
+        if let Some(refused @ rustls::Error::InvalidCertificate(_)) =
+            io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Error::Untrusted { url: url.to_string(), reason: refused.to_string() };
         }
     }
     match error {

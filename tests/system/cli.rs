@@ -80,6 +80,8 @@ fn top_level_help_lists_exactly_the_working_subcommands() {
     assert!(help.contains("EVENTLINE_KAFKA_BROKERS"), "the help documents configuration");
     assert!(help.contains("EVENTLINE_GROUP_PROTOCOL"), "the help names the group protocol setting");
     assert!(help.contains("EVENTLINE_PROJECTIONS_DIR"), "the help names the declarative projections setting");
+    assert!(help.contains("sslmode=verify-full"), "the help says how to reach a database on another machine");
+    assert!(help.contains("EVENTLINE_DATABASE_ALLOW_INSECURE"), "and how to accept less");
 }
 
 #[test]

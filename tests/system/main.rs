@@ -35,4 +35,5 @@ mod schemas;
 mod services;
 mod tail;
 mod traces;
+mod transport_security;
 mod tutorial;

@@ -102,14 +102,47 @@ pub struct PrivatePostgres {
     dir: PathBuf,
     pub port: u16,
     bin: PathBuf,
+    /// Server settings beyond the port and socket (`-c name=value` each).
+    settings: String,
 }
 
 impl PrivatePostgres {
     pub fn start() -> Self {
+        let cluster = Self::init();
+        cluster.start_again();
+        cluster
+    }
+
+    /// A cluster that accepts only TLS connections (`hostssl` lines alone in `pg_hba.conf`), with
+    /// this certificate chain and key (PEM files).
+    pub fn start_tls_only(certificate: &Path, key: &Path) -> Self {
+        let mut cluster = Self::init();
+        let (cert_copy, key_copy) = (cluster.dir.join("server.crt"), cluster.dir.join("server.key"));
+        std::fs::copy(certificate, &cert_copy).unwrap();
+        std::fs::copy(key, &key_copy).unwrap();
+        std::fs::write(
+            Path::new(&cluster.data()).join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+        )
+        .unwrap();
+        cluster.hand_to_owner();
+        // The server refuses a key others can read.
+        let chmod = cluster.as_owner(Path::new("/bin/chmod"), "chmod", &["600", key_copy.to_str().unwrap()]);
+        assert!(chmod.status.success(), "chmod failed: {}", String::from_utf8_lossy(&chmod.stderr));
+        cluster.settings = format!(
+            "-c listen_addresses=127.0.0.1,::1 -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            cert_copy.display(),
+            key_copy.display()
+        );
+        cluster.start_again();
+        cluster
+    }
+
+    fn init() -> Self {
         let bin = postgres_bin();
         let dir = std::env::temp_dir().join(format!("eventline-pg-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let cluster = Self { dir, port: free_port(), bin };
+        let cluster = Self { dir, port: free_port(), bin, settings: "-c listen_addresses=127.0.0.1".to_string() };
         cluster.hand_to_owner();
         let data = cluster.data();
         let output = cluster.as_owner(
@@ -118,7 +151,6 @@ impl PrivatePostgres {
             &["-D", &data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"],
         );
         assert!(output.status.success(), "initdb failed: {}", String::from_utf8_lossy(&output.stderr));
-        cluster.start_again();
         cluster
     }
 
@@ -128,7 +160,7 @@ impl PrivatePostgres {
     }
 
     pub fn start_again(&self) {
-        let options = format!("-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off", self.port, self.dir.display());
+        let options = format!("-p {} {} -k {} -c fsync=off", self.port, self.settings, self.dir.display());
         let log = self.dir.join("postgres.log");
         let output = self.as_owner(
             &self.bin.join("pg_ctl"),
