@@ -182,6 +182,10 @@ pub fn main_with(app: App) -> ExitCode {
         }
     };
 
+    if let Err(error) = eventline_kafka::admin::check_settings(&settings.kafka) {
+        eprintln!("error: {error}");
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
     for warning in &settings.insecure_databases {
         tracing::warn!("Unverified connection to PostgreSQL on another machine: {warning}");
     }

@@ -13,7 +13,9 @@
 #
 # scripts/services.sh runs the shared broker this way (DIR .eventline/kafka, port 9092); system
 # tests that stop a broker run private ones on their own ports and folders. KAFKA_HEAP_OPTS
-# overrides the heap (default -Xms256m -Xmx1g).
+# overrides the heap (default -Xms256m -Xmx1g). KAFKA_EXTRA_PROPERTIES names a file of broker
+# properties appended last (so its lines win: more listeners, TLS, SASL), and KAFKA_FORMAT_ARGS
+# adds options to the storage format of a new DIR (e.g. --add-scram 'SCRAM-SHA-512=[name=…]').
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
@@ -79,13 +81,20 @@ run() {
     printf 'advertised.listeners=PLAINTEXT://127.0.0.1:%s\n' "$port"
     printf 'controller.quorum.bootstrap.servers=127.0.0.1:%s\n' "$controller_port"
     printf 'log.dirs=%s/data\n' "$dir"
+    if [ -n "${KAFKA_EXTRA_PROPERTIES:-}" ]; then
+      printf '\n# Added from %s\n' "$KAFKA_EXTRA_PROPERTIES"
+      cat "$KAFKA_EXTRA_PROPERTIES"
+    fi
   } >"$config"
   if [ ! -f "$dir/data/meta.properties" ]; then
     if [ ! -s "$dir/cluster-id" ]; then
       "$JAVA" -cp "$KAFKA_LIB/*" kafka.tools.StorageTool random-uuid >"$dir/cluster-id"
     fi
+    # Split on blanks, never globbed: a SCRAM credential's brackets stay as they are.
+    local format_args=()
+    read -r -a format_args <<<"${KAFKA_FORMAT_ARGS:-}"
     "$JAVA" -cp "$KAFKA_LIB/*" -Dlog4j2.configurationFile="$HERE/log4j2.yaml" kafka.tools.StorageTool format \
-      --standalone --cluster-id "$(cat "$dir/cluster-id")" --config "$config"
+      --standalone --cluster-id "$(cat "$dir/cluster-id")" --config "$config" "${format_args[@]}"
   fi
   # shellcheck disable=SC2086 # KAFKA_HEAP_OPTS is a list of JVM options
   exec "$JAVA" ${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \

@@ -1,10 +1,13 @@
 //! Topic administration and read-only inspection (reachability, watermarks).
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eventline_core::config::KafkaSettings;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
@@ -37,24 +40,74 @@ pub struct PartitionWatermarks {
 }
 
 fn inspector(settings: &KafkaSettings) -> Result<BaseConsumer<TracingContext>, Error> {
+    inspector_with(settings, TracingContext)
+}
+
+fn inspector_with<C: ConsumerContext>(settings: &KafkaSettings, context: C) -> Result<BaseConsumer<C>, Error> {
     let mut config: ClientConfig = base_config(settings, "eventline-admin");
     // A consumer that never joins its group: metadata, watermarks, and reads by assignment.
     config
         .set("group.id", "eventline-inspector")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false");
-    Ok(config.create_with_context(TracingContext)?)
+    Ok(config.create_with_context(context)?)
 }
 
-/// Fails with [`Error::Unreachable`] unless a broker answers a metadata request within `within`.
+/// Fails with [`Error::Settings`] when librdkafka refuses the client settings (a misspelt
+/// value, a CA file it cannot load, SASL without credentials): checked once at start, so a
+/// mistake stops every command the same way instead of surfacing in whichever client comes first.
+pub fn check_settings(settings: &KafkaSettings) -> Result<(), Error> {
+    inspector(settings).map(drop)
+}
+
+/// Logs like [`TracingContext`] and keeps the last failure librdkafka reported, which says why
+/// a broker could not be used (a refused certificate, failed authentication) where the failed
+/// request only says "transport failure".
+#[derive(Clone, Default)]
+struct ProbeContext {
+    last_failure: Arc<Mutex<Option<String>>>,
+}
+
+impl ProbeContext {
+    fn note(&self, failure: &str) {
+        *self.last_failure.lock().expect("not poisoned") = Some(failure.to_string());
+    }
+}
+
+impl ClientContext for ProbeContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        if matches!(
+            level,
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error
+        ) {
+            self.note(message);
+        }
+        TracingContext.log(level, facility, message)
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.note(reason);
+        TracingContext.error(error, reason)
+    }
+}
+
+impl ConsumerContext for ProbeContext {}
+
+/// Fails with [`Error::Unreachable`] unless a broker answers a metadata request within `within`;
+/// the reason carries what librdkafka last reported, when it did.
 pub async fn check_reachable(settings: &KafkaSettings, within: Duration) -> Result<(), Error> {
     let settings = settings.clone();
     tokio::task::spawn_blocking(move || {
-        let consumer = inspector(&settings)?;
-        consumer.fetch_metadata(None, timeout(within)).map(drop).map_err(|e| Error::Unreachable {
-            brokers: settings.bootstrap_servers(),
-            timeout: within,
-            reason: e.to_string(),
+        let context = ProbeContext::default();
+        let consumer = inspector_with(&settings, context.clone())?;
+        consumer.fetch_metadata(None, timeout(within)).map(drop).map_err(|e| {
+            // Errors reach the context when the client's queue is served.
+            let _ = consumer.poll(Duration::ZERO);
+            let reason = match context.last_failure.lock().expect("not poisoned").take() {
+                Some(failure) => format!("{e}; the last failure: {failure}"),
+                None => e.to_string(),
+            };
+            Error::Unreachable { brokers: settings.bootstrap_servers(), timeout: within, reason }
         })
     })
     .await

@@ -19,6 +19,20 @@ pub enum Error {
     TopicDeletion { topic: String, reason: String },
     #[error("delivery to `{topic}` failed: {reason}")]
     Delivery { topic: String, reason: String },
+    /// librdkafka refused its configuration: a property eventline passed through from the
+    /// user's settings (or the files they name) is wrong.
+    #[error("invalid librdkafka settings (EVENTLINE_RDKAFKA_* or kafka.properties): {0}")]
+    Settings(String),
     #[error("Kafka client error: {0}")]
-    Client(#[from] KafkaError),
+    Client(KafkaError),
+}
+
+impl From<KafkaError> for Error {
+    fn from(error: KafkaError) -> Self {
+        match error {
+            KafkaError::ClientConfig(_, description, _, _) => Self::Settings(description),
+            KafkaError::ClientCreation(reason) => Self::Settings(reason),
+            other => Self::Client(other),
+        }
+    }
 }

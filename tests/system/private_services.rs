@@ -8,7 +8,13 @@ use std::time::{Duration, Instant};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-fn free_port() -> u16 {
+/// A private broker's ports, for listener lines of its extra properties.
+pub struct ListenerPorts {
+    pub plaintext: u16,
+    pub controller: u16,
+}
+
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -34,17 +40,36 @@ pub struct PrivateBroker {
     pub port: u16,
     controller_port: u16,
     child: Option<Child>,
+    /// Broker properties added to the script's (`KAFKA_EXTRA_PROPERTIES`) and options of the
+    /// storage format (`KAFKA_FORMAT_ARGS`).
+    extra_properties: Option<PathBuf>,
+    format_args: String,
 }
 
 impl PrivateBroker {
     /// Starts a broker with fresh storage and waits until it listens.
     pub fn start() -> Self {
+        Self::start_with(|_| String::new(), "")
+    }
+
+    /// Starts a broker whose properties also hold what `extra` writes, given the broker's
+    /// PLAINTEXT and controller ports (for listener lines), with `format_args` added to its
+    /// storage format; waits until its PLAINTEXT listener listens.
+    pub fn start_with(extra: impl FnOnce(&ListenerPorts) -> String, format_args: &str) -> Self {
         let mut broker = Self {
             dir: tempfile::Builder::new().prefix("eventline-kafka-").tempdir().expect("a data folder"),
             port: free_port(),
             controller_port: free_port(),
             child: None,
+            extra_properties: None,
+            format_args: format_args.to_string(),
         };
+        let properties = extra(&ListenerPorts { plaintext: broker.port, controller: broker.controller_port });
+        if !properties.is_empty() {
+            let path = broker.dir.path().join("extra.properties");
+            std::fs::write(&path, properties).unwrap();
+            broker.extra_properties = Some(path);
+        }
         broker.start_again();
         broker
     }
@@ -63,6 +88,8 @@ impl PrivateBroker {
             .args(["run", self.dir.path().to_str().unwrap(), &self.port.to_string(), &self.controller_port.to_string()])
             // Small: the shared broker and the parallel tests' processes share the machine.
             .env("KAFKA_HEAP_OPTS", "-Xms128m -Xmx384m")
+            .env("KAFKA_EXTRA_PROPERTIES", self.extra_properties.as_deref().unwrap_or(Path::new("")))
+            .env("KAFKA_FORMAT_ARGS", &self.format_args)
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)

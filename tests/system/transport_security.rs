@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::helpers::{stderr, BIN};
-use crate::private_services::PrivatePostgres;
+use crate::private_services::{free_port, port_open, PrivateBroker, PrivatePostgres};
 
 /// A certificate authority of one test's own, in a temporary folder.
 pub struct TestCa {
@@ -72,17 +72,24 @@ impl TestCa {
     }
 }
 
-/// `eventline migrate` against `url`, with nothing else of the caller's environment that
-/// eventline or libpq would read.
-fn migrate(url: &str, extra_env: &[(&str, &str)]) -> Output {
+/// Runs `eventline` with `env` and nothing else of the caller's environment that eventline or
+/// libpq would read.
+fn eventline(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(BIN);
     for (var, _) in std::env::vars() {
         if var.starts_with("EVENTLINE_") || var.starts_with("PG") || var == "DATABASE_URL" {
             command.env_remove(var);
         }
     }
-    command.args(["migrate"]).env("DATABASE_URL", url).env("EVENTLINE_CONNECT_TIMEOUT_SECS", "5");
-    command.envs(extra_env.iter().copied()).output().expect("eventline runs")
+    command.args(args).env("EVENTLINE_CONNECT_TIMEOUT_SECS", "5");
+    command.envs(env.iter().copied()).output().expect("eventline runs")
+}
+
+/// `eventline migrate` against `url`.
+fn migrate(url: &str, extra_env: &[(&str, &str)]) -> Output {
+    let mut env = vec![("DATABASE_URL", url)];
+    env.extend_from_slice(extra_env);
+    eventline(&["migrate"], &env)
 }
 
 #[test]
@@ -164,4 +171,122 @@ fn a_database_on_another_machine_is_refused_before_connecting_unless_verified_or
     );
     assert!(log.contains("cannot reach PostgreSQL at"), "{log}");
     assert!(!log.contains("hunter2"), "the password never prints: {log}");
+}
+
+#[test]
+fn kafka_over_sasl_ssl_needs_the_right_ca_host_name_and_password() {
+    let ca = TestCa::new("eventline test CA");
+    let (certificate, key) = ca.issue("kafka", &["localhost"]);
+    // Kafka's PEM key store: the (unencrypted PKCS#8) key and its certificate in one file.
+    let keystore = certificate.with_file_name("kafka-keystore.pem");
+    let pem = std::fs::read_to_string(&key).unwrap() + &std::fs::read_to_string(&certificate).unwrap();
+    std::fs::write(&keystore, pem).unwrap();
+    let secure = free_port();
+    let broker = PrivateBroker::start_with(
+        |ports| {
+            format!(
+                "listeners=PLAINTEXT://127.0.0.1:{p},SASL_SSL://127.0.0.1:{secure},CONTROLLER://127.0.0.1:{c}\n\
+                 advertised.listeners=PLAINTEXT://127.0.0.1:{p},SASL_SSL://localhost:{secure}\n\
+                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT\n\
+                 sasl.enabled.mechanisms=SCRAM-SHA-512\n\
+                 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=\
+                 org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
+                 ssl.keystore.type=PEM\n\
+                 ssl.keystore.location={}\n",
+                keystore.display(),
+                p = ports.plaintext,
+                c = ports.controller,
+            )
+        },
+        "--add-scram SCRAM-SHA-512=[name=eventline,password=the-right-password]",
+    );
+    assert!(port_open(secure), "the SASL_SSL listener listens; log: {}", broker.log());
+    let password = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(password.path(), "the-right-password\n").unwrap();
+    let trusted = ca.certificate();
+    let stranger = TestCa::new("someone else's CA");
+    let (host_name, address) = (format!("localhost:{secure}"), format!("127.0.0.1:{secure}"));
+    let settings = |brokers: &str, ca: &Path, password_file: &Path| -> Vec<(String, String)> {
+        [
+            ("EVENTLINE_KAFKA_BROKERS", brokers),
+            ("EVENTLINE_NAMESPACE", "tls"),
+            ("EVENTLINE_RDKAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+            ("EVENTLINE_RDKAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+            ("EVENTLINE_RDKAFKA_SASL_USERNAME", "eventline"),
+            ("EVENTLINE_RDKAFKA_SASL_PASSWORD_FILE", password_file.to_str().unwrap()),
+            ("EVENTLINE_RDKAFKA_SSL_CA_LOCATION", ca.to_str().unwrap()),
+            // The listener is on IPv4 only; `localhost` may resolve to ::1 first.
+            ("EVENTLINE_RDKAFKA_BROKER_ADDRESS_FAMILY", "v4"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    };
+    let run = |args: &[&str], env: Vec<(String, String)>| {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        eventline(args, &env)
+    };
+
+    let created = run(&["topics", "create", "--partitions", "1"], settings(&host_name, &trusted, password.path()));
+    assert!(created.status.success(), "{}\nbroker log: {}", stderr(&created), broker.log());
+
+    let wrong_password = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(wrong_password.path(), "not-the-password").unwrap();
+    let handshake = "SSL handshake failed: error:0A000086:SSL routines::certificate verify failed: broker certificate \
+                     could not be verified";
+    let refusals = [
+        ("another CA", settings(&host_name, &stranger.certificate(), password.path()), handshake),
+        // The right CA, but the broker is not who the certificate names.
+        ("another host name", settings(&address, &trusted, password.path()), handshake),
+        (
+            "a wrong password",
+            settings(&host_name, &trusted, wrong_password.path()),
+            "SASL authentication error: Authentication failed during authentication due to invalid credentials with \
+             SASL mechanism SCRAM-SHA-512",
+        ),
+    ];
+    for (what, env, expected) in refusals {
+        let output = run(&["topics", "create", "--partitions", "1"], env);
+        assert_eq!(output.status.code(), Some(1), "{what}: {}", stderr(&output));
+        let error = stderr(&output).lines().find(|l| l.starts_with("error: ")).unwrap_or_default().to_string();
+        assert!(error.starts_with("error: cannot reach the Kafka brokers at "), "{what}: {}", stderr(&output));
+        assert!(error.contains("; the last failure: ") && error.contains(expected), "{what}: {error}");
+        assert!(!stderr(&output).contains("the-right-password"), "{what}: the password never prints");
+    }
+}
+
+#[test]
+fn kafka_security_settings_librdkafka_refuses_stop_start_up() {
+    let missing_ca = "/nonexistent/ca.pem";
+    let refused: [(&[(&str, &str)], &str); 3] = [
+        (
+            &[("EVENTLINE_RDKAFKA_SECURITY_PROTOCOL", "sasl_sssl")],
+            "Invalid value \"sasl_sssl\" for configuration property \"security.protocol\"",
+        ),
+        (
+            &[("EVENTLINE_RDKAFKA_SECURITY_PROTOCOL", "ssl"), ("EVENTLINE_RDKAFKA_SSL_CA_LOCATION", missing_ca)],
+            "ssl.ca.location failed: error:05880002:x509 certificate routines::system lib",
+        ),
+        (
+            &[
+                ("EVENTLINE_RDKAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+                ("EVENTLINE_RDKAFKA_SASL_MECHANISM", "SCRAM-SHA-256"),
+            ],
+            "sasl.username and sasl.password must be set",
+        ),
+    ];
+    for (env, reason) in refused {
+        // Any command, before it connects anywhere: nothing listens at these addresses.
+        let mut env = env.to_vec();
+        env.extend([("EVENTLINE_KAFKA_BROKERS", "127.0.0.1:1"), ("DATABASE_URL", "postgres://nobody@127.0.0.1:1/x")]);
+        for command in [&["topics", "create"][..], &["migrate"], &["worker", "daily_activity"]] {
+            let output = eventline(command, &env);
+            assert_eq!(output.status.code(), Some(78), "{command:?} {env:?}: {}", stderr(&output));
+            assert_eq!(
+                stderr(&output),
+                format!("error: invalid librdkafka settings (EVENTLINE_RDKAFKA_* or kafka.properties): {reason}\n"),
+                "{command:?}"
+            );
+        }
+    }
 }
