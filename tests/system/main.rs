@@ -32,6 +32,7 @@ mod runtime;
 mod scale_out;
 mod scenario;
 mod schemas;
+mod secrets;
 mod services;
 mod tail;
 mod traces;

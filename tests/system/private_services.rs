@@ -165,6 +165,46 @@ impl PrivatePostgres {
         cluster
     }
 
+    /// A cluster that asks every TCP client for its password (SCRAM); only its local socket
+    /// trusts, for [`PrivatePostgres::sql`].
+    pub fn start_with_passwords() -> Self {
+        let cluster = Self::init();
+        std::fs::write(
+            Path::new(&cluster.data()).join("pg_hba.conf"),
+            "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+        cluster.start_again();
+        cluster
+    }
+
+    /// Runs SQL as the superuser over the cluster's socket; returns the rows, unaligned.
+    pub fn sql(&self, sql: &str) -> String {
+        let port = self.port.to_string();
+        let socket_dir = self.dir.to_str().unwrap();
+        let output = self.as_owner(
+            &self.bin.join("psql"),
+            "psql",
+            &[
+                "-XAtq",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                socket_dir,
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                sql,
+            ],
+        );
+        assert!(output.status.success(), "{sql}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
     fn init() -> Self {
         let bin = postgres_bin();
         let dir = std::env::temp_dir().join(format!("eventline-pg-{}", uuid::Uuid::new_v4().simple()));
