@@ -15,7 +15,18 @@ for component in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
 done
 
+# Licences, bans and sources of every dependency (deny.toml); built once per machine.
+CARGO_DENY_VERSION=0.20.2
+if [ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]; then
+  say "installing cargo-deny $CARGO_DENY_VERSION from crates.io (once, a few minutes)"
+  cargo install cargo-deny --locked --version "$CARGO_DENY_VERSION"
+fi
+
 cd "$ROOT"
+say "checking dependencies (cargo deny: bans, licences, sources)"
+# Every platform's crates, so the check can run offline.
+cargo fetch --locked
+cargo deny --offline check --hide-inclusion-graph bans licenses sources
 say "checking formatting"
 cargo fmt --all -- --check
 say "linting"
