@@ -160,6 +160,25 @@ mod tests {
         Params::parse(Some(query), &["limit", "cursor", "from", "to", "owner", "consistency_token", "wait_ms"]).unwrap()
     }
 
+    proptest::proptest! {
+        /// Any key a page ends on comes back from its cursor, only on the endpoint that issued it.
+        #[test]
+        fn any_cursor_round_trips_on_its_endpoint_only(
+            endpoint in "[a-z_]{1,12}",
+            key in ("\\PC{0,24}", proptest::prelude::any::<i64>()),
+        ) {
+            let cursor = encode_cursor(&endpoint, &key);
+            proptest::prop_assert_eq!(decode_cursor::<(String, i64)>(&endpoint, &cursor), Some(key));
+            proptest::prop_assert_eq!(decode_cursor::<(String, i64)>(&format!("{endpoint}x"), &cursor), None);
+        }
+
+        /// Whatever a client sends as a cursor is refused or read, never a panic.
+        #[test]
+        fn no_string_makes_cursor_decoding_panic(raw in "\\PC{0,64}") {
+            let _ = decode_cursor::<(String, i64)>("accounts", &raw);
+        }
+    }
+
     #[test]
     fn cursors_round_trip_and_belong_to_their_endpoint() {
         let cursor = encode_cursor("accounts", "acc-17");
