@@ -42,6 +42,7 @@ pub struct ConsistencyParams {
     /// The token from the gateway's 202 answer: the query waits until the projection has
     /// applied every position in it (positions on topics the projection does not read are
     /// ignored), then answers; 425 `not-yet-consistent` if `wait_ms` runs out first.
+    #[param(min_length = 1, pattern = "^[A-Za-z0-9_-]+$")]
     consistency_token: Option<String>,
     /// Longest wait for the token, 0 to 30000 milliseconds; default 5000.
     #[param(maximum = 30000, minimum = 0)]
@@ -57,6 +58,7 @@ pub struct PageParams {
     #[param(maximum = 1000, minimum = 1)]
     limit: Option<i64>,
     /// `next_cursor` of the previous page; opaque.
+    #[param(min_length = 1, pattern = "^[A-Za-z0-9_-]+$")]
     cursor: Option<String>,
 }
 

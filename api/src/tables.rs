@@ -16,6 +16,7 @@ use eventline_http::Problem;
 use eventline_store::tables::TableShape;
 use serde_json::Value;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem};
+use utoipa::openapi::schema::{KnownFormat, SchemaFormat, SchemaType};
 use utoipa::openapi::{
     ArrayBuilder, ContentBuilder, ObjectBuilder, OpenApi, Ref, Required, ResponseBuilder, Schema, Type,
 };
@@ -173,11 +174,46 @@ fn json_type(data_type: &str) -> Type {
     }
 }
 
+/// The format of a column's JSON string, where JSON Schema names one.
+fn string_format(data_type: &str) -> Option<SchemaFormat> {
+    match data_type {
+        "date" => Some(SchemaFormat::KnownFormat(KnownFormat::Date)),
+        t if t.starts_with("timestamp") => Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)),
+        "uuid" => Some(SchemaFormat::Custom("uuid".into())),
+        _ => None,
+    }
+}
+
+/// What a filter or key part on a column accepts: exactly the values PostgreSQL casts to the
+/// column's type (an integer within its range, a date, a non-empty text), so a value the schema
+/// allows is never refused as not fitting the column.
+fn filter_schema(data_type: &str) -> ObjectBuilder {
+    let range =
+        |min: i64, max: i64| ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(min)).maximum(Some(max));
+    match data_type {
+        "smallint" => range(i16::MIN.into(), i16::MAX.into()),
+        "integer" => range(i32::MIN.into(), i32::MAX.into()),
+        "bigint" => range(i64::MIN, i64::MAX),
+        "real" => ObjectBuilder::new().schema_type(Type::Number).minimum(Some(-3.4e38)).maximum(Some(3.4e38)),
+        "double precision" => ObjectBuilder::new().schema_type(Type::Number),
+        t if t.starts_with("numeric") => ObjectBuilder::new().schema_type(Type::Number),
+        "boolean" => ObjectBuilder::new().schema_type(Type::Boolean),
+        t => match string_format(t) {
+            Some(format) => ObjectBuilder::new().schema_type(Type::String).format(Some(format)),
+            // Text: an empty filter is refused as a likely mistake.
+            None => ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)),
+        },
+    }
+}
+
 fn row_schema(shape: &TableShape) -> Schema {
     let mut row = ObjectBuilder::new().description(Some(format!("A row of `{}`", shape.name)));
     for column in &shape.columns {
+        let json = json_type(&column.data_type);
+        let format = if json == Type::String { string_format(&column.data_type) } else { None };
         let property = ObjectBuilder::new()
-            .schema_type(json_type(&column.data_type))
+            .schema_type(if column.nullable { SchemaType::from_iter([json, Type::Null]) } else { json.into() })
+            .format(format)
             .description(Some(format!("{} ({})", column.name, column.data_type)));
         row = row.property(&column.name, property);
         if !column.nullable {
@@ -187,14 +223,19 @@ fn row_schema(shape: &TableShape) -> Schema {
     Schema::Object(row.build())
 }
 
-fn query_parameter(name: &str, description: String, schema: Type) -> utoipa::openapi::path::Parameter {
+fn query_parameter(name: &str, description: String, schema: ObjectBuilder) -> utoipa::openapi::path::Parameter {
     ParameterBuilder::new()
         .name(name)
         .parameter_in(ParameterIn::Query)
         .required(Required::False)
         .description(Some(description))
-        .schema(Some(ObjectBuilder::new().schema_type(schema)))
+        .schema(Some(schema))
         .build()
+}
+
+/// An opaque token of ours (base64url): at least its alphabet is said.
+fn opaque() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)).pattern(Some("^[A-Za-z0-9_-]+$"))
 }
 
 fn problem_response(description: &str) -> utoipa::openapi::Response {
@@ -212,9 +253,13 @@ fn consistency_parameters() -> Vec<utoipa::openapi::path::Parameter> {
         query_parameter(
             "consistency_token",
             "The token from the gateway's 202 answer: the query waits until the projection has applied every position in it".into(),
-            Type::String,
+            opaque(),
         ),
-        query_parameter("wait_ms", "Longest wait for the token, 0 to 30000 milliseconds; default 5000".into(), Type::Integer),
+        query_parameter(
+            "wait_ms",
+            "Longest wait for the token, 0 to 30000 milliseconds; default 5000".into(),
+            ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)).maximum(Some(30_000)),
+        ),
     ]
 }
 
@@ -224,10 +269,16 @@ fn describe(shape: &TableShape, openapi: &mut OpenApi) {
     let mut parameters: Vec<_> = shape
         .columns
         .iter()
-        .map(|c| query_parameter(&c.name, format!("Only rows whose `{}` equals this", c.name), Type::String))
+        .map(|c| {
+            query_parameter(&c.name, format!("Only rows whose `{}` equals this", c.name), filter_schema(&c.data_type))
+        })
         .collect();
-    parameters.push(query_parameter(PAGE[0], "Page size, 1 to 1000; default 100".into(), Type::Integer));
-    parameters.push(query_parameter(PAGE[1], "`next_cursor` of the previous page; opaque".into(), Type::String));
+    parameters.push(query_parameter(
+        PAGE[0],
+        "Page size, 1 to 1000; default 100".into(),
+        ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)).maximum(Some(1000)),
+    ));
+    parameters.push(query_parameter(PAGE[1], "`next_cursor` of the previous page; opaque".into(), opaque()));
     parameters.extend(consistency_parameters());
     let page = ObjectBuilder::new()
         .property("items", ArrayBuilder::new().items(utoipa::openapi::RefOr::T(row_schema(shape))))
@@ -235,8 +286,8 @@ fn describe(shape: &TableShape, openapi: &mut OpenApi) {
         .property(
             "next_cursor",
             ObjectBuilder::new()
-                .schema_type(Type::String)
-                .description(Some("Pass as `cursor` for the next page; absent on the last page")),
+                .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                .description(Some("Pass as `cursor` for the next page; null on the last page")),
         );
     let list = OperationBuilder::new()
         .tag("tables")
@@ -258,11 +309,12 @@ fn describe(shape: &TableShape, openapi: &mut OpenApi) {
         .primary_key
         .iter()
         .map(|c| {
+            let data_type = shape.column(c).map_or("text", |column| column.data_type.as_str());
             ParameterBuilder::new()
                 .name(c)
                 .parameter_in(ParameterIn::Path)
                 .required(Required::True)
-                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .schema(Some(filter_schema(data_type)))
                 .build()
         })
         .collect();

@@ -103,7 +103,7 @@ async fn account(
     get,
     path = "/v1/accounts",
     tag = "query",
-    params(("owner" = Option<String>, Query, description = "Only this owner's accounts"), PageParams, ConsistencyParams),
+    params(("owner" = Option<String>, Query, description = "Only this owner's accounts", min_length = 1), PageParams, ConsistencyParams),
     responses(
         (status = 200, description = "A page of accounts", body = AccountPage),
         (status = 400, description = "A bad parameter", body = ProblemDocument, content_type = "application/problem+json"),
@@ -351,7 +351,7 @@ pub(crate) struct FeatureDayPage {
     get,
     path = "/v1/features/daily",
     tag = "query",
-    params(DateRangeParams, ("feature" = Option<String>, Query, description = "Only this feature"), PageParams, ConsistencyParams),
+    params(DateRangeParams, ("feature" = Option<String>, Query, description = "Only this feature", min_length = 1), PageParams, ConsistencyParams),
     responses(
         (status = 200, description = "A page of (day, feature) rows", body = FeatureDayPage),
         (status = 400, description = "A bad parameter", body = ProblemDocument, content_type = "application/problem+json"),

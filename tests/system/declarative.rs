@@ -628,11 +628,20 @@ async fn a_declared_table_is_read_over_http_by_key_filter_and_page() {
     let row = &openapi["paths"]["/v1/tables/stock_levels/{sku}"]["get"]["responses"]["200"]["content"]
         ["application/json"]["schema"];
     assert_eq!(row["properties"]["on_hand"]["type"], "integer", "{row}");
-    assert!(openapi["paths"]["/v1/tables/stock_levels"]["get"]["parameters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|p| p["name"] == "shipped"));
+    assert_eq!(row["properties"]["updated_at"]["format"], "date-time", "{row}");
+    // The schema admits exactly what the server takes: a filter value that fits the column's
+    // type, non-empty text, a page size in range; the last page's cursor is null.
+    let list = &openapi["paths"]["/v1/tables/stock_levels"]["get"];
+    let parameter = |name: &str| {
+        list["parameters"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap()["schema"].clone()
+    };
+    assert_eq!(parameter("shipped"), json!({"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX}));
+    assert_eq!(parameter("sku"), json!({"type": "string", "minLength": 1}));
+    assert_eq!(parameter("updated_at"), json!({"type": "string", "format": "date-time"}));
+    assert_eq!(parameter("limit"), json!({"type": "integer", "minimum": 1, "maximum": 1000}));
+    assert_eq!(parameter("cursor"), json!({"type": "string", "minLength": 1, "pattern": "^[A-Za-z0-9_-]+$"}));
+    let next = &list["responses"]["200"]["content"]["application/json"]["schema"]["properties"]["next_cursor"];
+    assert_eq!(next["type"], json!(["string", "null"]), "{next}");
 
     let refusals: [(&str, u16, &str); 5] = [
         ("/v1/tables/stock_levels/ghost", 404, "no row `ghost` in `stock_levels`"),
