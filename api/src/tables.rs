@@ -20,9 +20,10 @@ use utoipa::openapi::schema::{KnownFormat, SchemaFormat, SchemaType};
 use utoipa::openapi::{
     ArrayBuilder, ContentBuilder, ObjectBuilder, OpenApi, Ref, Required, ResponseBuilder, Schema, Type,
 };
+use utoipa::IntoParams;
 
 use crate::params::Params;
-use crate::query::{accepted_with, page, path_parameter, Answer, PAGE};
+use crate::query::{accepted_with, page, path_parameter, Answer, ConsistencyParams, PageParams, PAGE};
 use crate::{store_failure, Api};
 
 /// A table served, with the projection whose positions its answers wait for.
@@ -233,11 +234,6 @@ fn query_parameter(name: &str, description: String, schema: ObjectBuilder) -> ut
         .build()
 }
 
-/// An opaque token of ours (base64url): at least its alphabet is said.
-fn opaque() -> ObjectBuilder {
-    ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)).pattern(Some("^[A-Za-z0-9_-]+$"))
-}
-
 fn problem_response(description: &str) -> utoipa::openapi::Response {
     ResponseBuilder::new()
         .description(description)
@@ -248,19 +244,9 @@ fn problem_response(description: &str) -> utoipa::openapi::Response {
         .build()
 }
 
+/// The consistency parameters every query endpoint takes, described once (`ConsistencyParams`).
 fn consistency_parameters() -> Vec<utoipa::openapi::path::Parameter> {
-    vec![
-        query_parameter(
-            "consistency_token",
-            "The token from the gateway's 202 answer: the query waits until the projection has applied every position in it".into(),
-            opaque(),
-        ),
-        query_parameter(
-            "wait_ms",
-            "Longest wait for the token, 0 to 30000 milliseconds; default 5000".into(),
-            ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)).maximum(Some(30_000)),
-        ),
-    ]
+    ConsistencyParams::into_params(|| None)
 }
 
 /// Adds the table's two paths to `openapi`.
@@ -273,12 +259,7 @@ fn describe(shape: &TableShape, openapi: &mut OpenApi) {
             query_parameter(&c.name, format!("Only rows whose `{}` equals this", c.name), filter_schema(&c.data_type))
         })
         .collect();
-    parameters.push(query_parameter(
-        PAGE[0],
-        "Page size, 1 to 1000; default 100".into(),
-        ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)).maximum(Some(1000)),
-    ));
-    parameters.push(query_parameter(PAGE[1], "`next_cursor` of the previous page; opaque".into(), opaque()));
+    parameters.extend(PageParams::into_params(|| None));
     parameters.extend(consistency_parameters());
     let page = ObjectBuilder::new()
         .property("items", ArrayBuilder::new().items(utoipa::openapi::RefOr::T(row_schema(shape))))

@@ -638,7 +638,7 @@ async fn a_declared_table_is_read_over_http_by_key_filter_and_page() {
     assert_eq!(parameter("shipped"), json!({"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX}));
     assert_eq!(parameter("sku"), json!({"type": "string", "minLength": 1}));
     assert_eq!(parameter("updated_at"), json!({"type": "string", "format": "date-time"}));
-    assert_eq!(parameter("limit"), json!({"type": "integer", "minimum": 1, "maximum": 1000}));
+    assert_eq!(parameter("limit"), json!({"type": "integer", "format": "int64", "minimum": 1, "maximum": 1000}));
     assert_eq!(parameter("cursor"), json!({"type": "string", "minLength": 1, "pattern": "^[A-Za-z0-9_-]+$"}));
     let next = &list["responses"]["200"]["content"]["application/json"]["schema"]["properties"]["next_cursor"];
     assert_eq!(next["type"], json!(["string", "null"]), "{next}");

@@ -143,16 +143,7 @@ impl TestEnv {
 
     /// Runs `eventline` with `input` on standard input.
     pub fn run_with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
-        use std::io::Write;
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("eventline starts");
-        child.stdin.take().expect("stdin").write_all(input).expect("stdin takes the input");
-        child.wait_with_output().expect("eventline finishes")
+        output_with_stdin(self.command(args), input)
     }
 
     /// Starts a long-running `eventline` process, its output going to a log file of this test.
@@ -294,6 +285,15 @@ fn with_test_settings(
         .env("EVENTLINE_RDKAFKA_HEARTBEAT_INTERVAL_MS", "1000")
         .env("RUST_LOG", "info,eventline_consumers=debug");
     command
+}
+
+/// Runs `command` to completion with `input` on its standard input.
+pub fn output_with_stdin(mut command: Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child =
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("eventline starts");
+    child.stdin.take().expect("stdin").write_all(input).expect("stdin takes the input");
+    child.wait_with_output().expect("eventline finishes")
 }
 
 /// A running `eventline` process.

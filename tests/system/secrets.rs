@@ -4,14 +4,13 @@
 //! exported; no canary appears in standard output, standard error, the logs, the exported spans
 //! or `/metrics`.
 
-use std::process::Output;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::routing::post;
 
 use crate::events::{deposit, opened};
-use crate::helpers::{stderr, stdout, wait_until, Services, TestEnv};
+use crate::helpers::{output_with_stdin, stderr, stdout, wait_until, Services, TestEnv};
 use crate::private_services::{free_port, PrivatePostgres};
 
 /// An OTLP/HTTP endpoint keeping the raw bodies it is sent (protobuf keeps strings as they are).
@@ -115,14 +114,7 @@ async fn no_command_prints_a_secret_whatever_fails() {
         for args in COMMANDS {
             let mut command = env.command(args);
             command.env("RUST_LOG", "trace").env("EVENTLINE_CONNECT_TIMEOUT_SECS", "2").envs(overrides.iter().copied());
-            let output: Output = {
-                use std::io::Write;
-                use std::process::Stdio;
-                let mut child =
-                    command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-                child.stdin.take().unwrap().write_all(format!("{event}\n").as_bytes()).unwrap();
-                child.wait_with_output().unwrap()
-            };
+            let output = output_with_stdin(command, format!("{event}\n").as_bytes());
             let what = format!("{args:?} with {condition}");
             if !output.status.success() {
                 failed.push(format!("{what}: {}", stderr(&output).lines().last().unwrap_or_default()));
