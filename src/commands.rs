@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use eventline_consumers::declarative::{self, Declarative};
-use eventline_consumers::runtime::WorkerError;
+use eventline_consumers::runtime::{self, WorkerError};
 use eventline_consumers::Projection;
 use eventline_core::check;
 use eventline_core::config::Settings;
@@ -392,7 +392,10 @@ pub async fn workers(settings: &Settings, projections: &[Arc<dyn Projection>], s
     // A connection for each lane of each worker, and two for pruning and position checks.
     let connections = 2 + (projections.len() * settings.worker.lanes) as u32;
     let store = Store::connect(&settings.database_url, connections, settings.connect_timeout).await?;
-    store.ensure_migrated().await?;
+    let migrated = runtime::wait_out_unavailable("checking migrations", &shutdown, || store.ensure_migrated());
+    if migrated.await?.is_none() {
+        return Ok(());
+    }
     let mut tasks = JoinSet::new();
     for projection in projections {
         let (settings, projection) = (settings.clone(), projection.clone());

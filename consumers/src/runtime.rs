@@ -64,6 +64,51 @@ pub enum WorkerError {
     Definition(String),
 }
 
+/// Runs one of a worker's own reads or set-up steps (not a batch), waiting out a dropped
+/// connection or a restarting database the way batches do. `Ok(None)`: `shutdown` came first.
+pub async fn wait_out_unavailable<T, E, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    mut attempt: impl FnMut() -> Fut,
+) -> Result<Option<T>, E>
+where
+    E: MaybeTransient + std::fmt::Display,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut delay = FIRST_RETRY_DELAY;
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(Some(value)),
+            Err(error) if error.is_transient() => {
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "Database unavailable while {what}; retrying.");
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// A database failure that may pass if tried again.
+pub trait MaybeTransient {
+    fn is_transient(&self) -> bool;
+}
+
+impl MaybeTransient for eventline_store::Error {
+    fn is_transient(&self) -> bool {
+        eventline_store::Error::is_transient(self)
+    }
+}
+
+impl MaybeTransient for eventline_store::declarative::DefinitionError {
+    fn is_transient(&self) -> bool {
+        eventline_store::declarative::DefinitionError::is_transient(self)
+    }
+}
+
 /// Looks up stored positions for the consumer's rebalance callback.
 struct StoredPositions {
     store: Store,
@@ -485,7 +530,14 @@ impl<A: Apply> Worker<A> {
     /// After being fenced: continue these partitions from their stored offsets.
     async fn reposition(&mut self, partitions: Vec<TopicPartition>) -> Result<(), WorkerError> {
         let wanted: Vec<(String, i32)> = partitions.iter().map(|tp| (tp.topic.clone(), tp.partition)).collect();
-        let stored = self.writer.store.load_checkpoints(self.writer.name(), &wanted).await?;
+        let (store, name) = (&self.writer.store, self.writer.name());
+        let loading = wait_out_unavailable("loading stored offsets", &self.writer.shutdown, || {
+            store.load_checkpoints(name, &wanted)
+        });
+        let Some(stored) = loading.await? else {
+            // Stopping: nothing more is written, so where these partitions stand does not matter.
+            return Ok(());
+        };
         for (tp, offset) in partitions.into_iter().zip(stored) {
             match self.consumer.seek(&tp, offset) {
                 Ok(()) => {

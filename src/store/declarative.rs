@@ -54,6 +54,13 @@ pub enum DefinitionError {
     Store(#[from] Error),
 }
 
+impl DefinitionError {
+    /// Whether trying again later may succeed (see [`Error::is_transient`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Store(error) if error.is_transient())
+    }
+}
+
 impl From<sqlx::Error> for DefinitionError {
     fn from(error: sqlx::Error) -> Self {
         Self::Store(Error::Database(error))

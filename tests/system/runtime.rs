@@ -237,7 +237,12 @@ async fn workers_wait_out_dropped_database_connections() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     publisher.join().unwrap();
-    wait_until("every projection to pass every event", || scenario.all_applied(&env)).await;
+    wait_until_reporting(
+        "every projection to pass every event",
+        || scenario.all_applied(&env),
+        || async { format!("{}\nlog: {}", scenario.progress(&env).await, up.log()) },
+    )
+    .await;
     scenario.assert_projected(&env, &format!("seed {seed}; log: {}", up.log())).await;
     assert!(dropped > 0, "no connection was dropped; the test proved nothing");
     assert!(

@@ -339,10 +339,13 @@ impl<H: Handler> Projection for RustProjection<H> {
         shutdown: CancellationToken,
     ) -> BoxFuture<'a, Result<WorkerReport, WorkerError>> {
         Box::pin(async move {
-            store
-                .ensure_projection_migrated(H::NAME, None, &migrations_of::<H>())
-                .await
-                .map_err(|error| WorkerError::Definition(error.to_string()))?;
+            let migrations = migrations_of::<H>();
+            let migrating = runtime::wait_out_unavailable("migrating the projection", &shutdown, || {
+                store.ensure_projection_migrated(H::NAME, None, &migrations)
+            });
+            if migrating.await.map_err(|error| WorkerError::Definition(error.to_string()))?.is_none() {
+                return Ok(WorkerReport::default());
+            }
             runtime::run_in_group(Arc::new(Self::new()), settings, registry, store, group, shutdown).await
         })
     }
