@@ -115,6 +115,12 @@ impl PrivateBroker {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("kafka.log")).unwrap_or_default()
     }
+
+    /// Waits for a listener of the extra properties: the broker opens its listeners one after
+    /// another, so the plaintext one listening says nothing of the others.
+    pub fn wait_for_listener(&self, what: &str, port: u16) {
+        wait_for_port(what, port, &self.dir.path().join("kafka.log"));
+    }
 }
 
 impl Drop for PrivateBroker {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::helpers::{stderr, BIN};
-use crate::private_services::{free_port, port_open, PrivateBroker, PrivatePostgres};
+use crate::private_services::{free_port, PrivateBroker, PrivatePostgres};
 
 /// A certificate authority of one test's own, in a temporary folder.
 pub struct TestCa {
@@ -200,7 +200,7 @@ fn kafka_over_sasl_ssl_needs_the_right_ca_host_name_and_password() {
         },
         "--add-scram SCRAM-SHA-512=[name=eventline,password=the-right-password]",
     );
-    assert!(port_open(secure), "the SASL_SSL listener listens; log: {}", broker.log());
+    broker.wait_for_listener("the SASL_SSL listener", secure);
     let password = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(password.path(), "the-right-password\n").unwrap();
     let trusted = ca.certificate();
