@@ -6,6 +6,9 @@
 //! the store from this process (the baseline: what HTTP, parameters and freshness cost on top);
 //! then publish→visible: single events posted to the gateway open-loop at 1,000/s, each followed
 //! by a query with its consistency token, timed from the post to the answer that shows it.
+//! Authentication: the point lookup with no credentials (a process started with
+//! `--insecure-no-auth`), with an API key and with a JWT (RS256, checked against a key set served
+//! from this process), side by side, and the JWT's rate as a share of the unauthenticated one.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +20,10 @@ use futures::StreamExt;
 use rand::Rng;
 use serde_json::{json, Value};
 
+// The system tests' issuer; the benchmark leaves its key rotation alone.
+#[allow(dead_code)]
+#[path = "../tests/system/issuer.rs"]
+mod issuer;
 mod support;
 use support::{database_with_key, percentile, HttpProcess};
 
@@ -83,10 +90,27 @@ async fn main() {
     );
 
     let (db, store, token) = database_with_key(&settings, &format!("eventline_bench_query_{run}"), 32).await;
-    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
-    let up = HttpProcess::start("up", &env, &db, &client).await;
-    let base = Arc::new(up.base.clone());
     let bearer = Arc::new(format!("Bearer {token}"));
+    let anonymous = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    // Every request sends the key unless it says otherwise.
+    let mut with_key = reqwest::header::HeaderMap::new();
+    with_key.insert(reqwest::header::AUTHORIZATION, bearer.parse().unwrap());
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).default_headers(with_key).build().unwrap();
+    let issuer_dir = tempfile::tempdir().unwrap();
+    let signing = issuer::SigningKey::new(issuer_dir.path(), "bench");
+    let key_set = issuer::KeySetServer::start(vec![signing.jwk.clone()]).await;
+    let mut up_env = env.clone();
+    up_env.insert("EVENTLINE_JWT_ISSUER".into(), "https://id.bench.test/".into());
+    up_env.insert("EVENTLINE_JWT_AUDIENCE".into(), "eventline".into());
+    up_env.insert("EVENTLINE_JWT_JWKS_URL".into(), key_set.url.clone());
+    let up = HttpProcess::start("up", &up_env, &db, &client).await;
+    let open = HttpProcess::start_with(&["api", "--insecure-no-auth"], &env, &db, &client).await;
+    let base = Arc::new(up.base.clone());
+    let expires = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+    let jwt = signing.sign(
+        "bench",
+        &json!({"iss": "https://id.bench.test/", "aud": "eventline", "sub": "bench", "exp": expires, "scope": "read:*"}),
+    );
 
     // The data: accounts opened, deposited into and withdrawn from, through the gateway.
     let events: Vec<String> = AccountsTraffic::new(registry.clone(), &run, ACCOUNTS, 3)
@@ -189,6 +213,41 @@ async fn main() {
         row("100-row range, GET /v1/accounts", concurrency, rate, &latencies);
     }
 
+    // What authentication costs a point lookup: none, an API key (cached), a JWT (verified on
+    // every request).
+    let credentials = [
+        ("point lookup, no authentication", open.base.clone(), None),
+        ("point lookup, API key", up.base.clone(), Some(bearer.to_string())),
+        ("point lookup, JWT (RS256)", up.base.clone(), Some(format!("Bearer {jwt}"))),
+    ];
+    for &concurrency in levels {
+        let mut rates = Vec::new();
+        for (name, base, authorization) in &credentials {
+            let (rate, latencies) = measure(REQUESTS_PER_LEVEL, concurrency, |_| {
+                let (client, ids) = (anonymous.clone(), ids.clone());
+                let (base, authorization) = (base.clone(), authorization.clone());
+                async move {
+                    let id = &ids[rand::rng().random_range(0..ids.len())];
+                    let mut request = client.get(format!("{base}/v1/accounts/{id}"));
+                    if let Some(authorization) = authorization {
+                        request = request.header("authorization", authorization);
+                    }
+                    let response = request.send().await.unwrap();
+                    assert_eq!(response.status(), 200);
+                    response.bytes().await.unwrap();
+                }
+            })
+            .await;
+            row(name, concurrency, rate, &latencies);
+            rates.push(rate);
+        }
+        println!(
+            "  with a JWT: {:.1} % of the rate without authentication; with an API key: {:.1} %",
+            100.0 * rates[2] / rates[0],
+            100.0 * rates[1] / rates[0]
+        );
+    }
+
     // Publish→visible at a steady rate: post a deposit, then read it back with its token.
     let total = (VISIBLE_RATE * VISIBLE_SECONDS) as usize;
     let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / VISIBLE_RATE));
@@ -243,6 +302,7 @@ async fn main() {
     );
 
     up.stop();
+    open.stop();
     store.close().await;
     eventline_store::drop_database(&db).await.unwrap();
 }

@@ -53,7 +53,7 @@ pub enum Command {
     /// Each projection joins its own consumer group (eventline.<projection>), so more processes
     /// running `up` or `worker` share the partitions. The gateway and the query API share one
     /// listener on EVENTLINE_HTTP_ADDR, with /healthz, /readyz and /openapi.json.
-    Up(GatewayArgs),
+    Up(AuthArgs),
 
     /// Run the HTTP gateway: POST /v1/events, /healthz, /readyz on EVENTLINE_HTTP_ADDR.
     ///
@@ -61,7 +61,7 @@ pub enum Command {
     /// (`Authorization: Bearer <key>`, see `eventline keys`), validated through the schema
     /// registry, and answered 202 with their positions once the broker acknowledged them.
     /// Refusals are application/problem+json.
-    Gateway(GatewayArgs),
+    Gateway(AuthArgs),
 
     /// Run the query API: the projections over HTTP on EVENTLINE_HTTP_ADDR.
     ///
@@ -70,11 +70,15 @@ pub enum Command {
     /// describes them. Lists are keyset-paginated (limit, cursor). Pass the gateway's
     /// consistency_token to read your own writes: the answer waits (wait_ms, default 5000, at
     /// most 30000) until the projection applied them, or is 425 not-yet-consistent. Every answer
-    /// carries Eventline-Positions and Eventline-Checkpointed-At headers. It has no
-    /// authentication of its own: serve it inside your network boundary.
-    Api,
+    /// carries Eventline-Positions and Eventline-Checkpointed-At headers.
+    ///
+    /// Every request needs `Authorization: Bearer <token>`: an API key with read scopes (`eventline
+    /// keys create --scope read:<projection>`) or, when EVENTLINE_JWT_ISSUER, _AUDIENCE and
+    /// _JWKS_URL are set, a JWT of that issuer whose `scope` holds them. 401 without valid
+    /// credentials, 403 insufficient_scope naming the scope a request lacks.
+    Api(AuthArgs),
 
-    /// Manage the gateway's API keys (stored as hashes in PostgreSQL).
+    /// Manage the API keys of the gateway and the query API (stored as hashes in PostgreSQL).
     #[command(subcommand)]
     Keys(KeysCommand),
 
@@ -173,8 +177,9 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-pub struct GatewayArgs {
-    /// Accept every request without an API key. For development only; logged loudly.
+pub struct AuthArgs {
+    /// Accept every request without credentials: anyone who reaches the port may publish and
+    /// read anything. For development only; logged loudly.
     #[arg(long)]
     pub insecure_no_auth: bool,
 }
@@ -207,8 +212,13 @@ pub struct KeysCreateArgs {
     pub name: String,
 
     /// Event types the key may publish: `*`, `accounts.*`, or a type name. Repeat for several.
-    #[arg(long = "types", value_name = "PATTERN", required = true)]
+    #[arg(long = "types", value_name = "PATTERN", required_unless_present = "scopes")]
     pub types: Vec<String>,
+
+    /// What the key may read through the query API: `read:<projection>`, `read:*` (every
+    /// projection), or `status` (every projection's position and lag). Repeat for several.
+    #[arg(long = "scope", value_name = "SCOPE", id = "scopes")]
+    pub scopes: Vec<String>,
 
     #[command(flatten)]
     pub actor: ActorArgs,

@@ -4,54 +4,67 @@ use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
+use eventline_auth::{keys, Auth};
 use eventline_core::binding;
 use eventline_core::config::Settings;
 use eventline_core::registry::Registry;
 use eventline_kafka::reader::{StartAt, TopicReader};
-use eventline_producers::gateway::{self, auth, Auth, Gateway};
+use eventline_producers::gateway::{self, Gateway};
 use eventline_producers::outbox;
 use eventline_producers::publisher::Publisher;
 use eventline_store::Store;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{GatewayArgs, KeysCreateArgs, KeysRevokeArgs, OutboxRelayArgs, TailArgs, TailFormat, TailStart};
+use crate::cli::{KeysCreateArgs, KeysRevokeArgs, OutboxRelayArgs, TailArgs, TailFormat, TailStart};
 use crate::commands::{load_registry, Failure, Outcome, EXIT_INVALID_INPUT};
 use crate::operate;
 use crate::serve::Service;
+use crate::App;
 
 /// The gateway's part of the HTTP application.
 pub async fn gateway_service(
     settings: &Settings,
-    args: &GatewayArgs,
-    store: Store,
+    auth: Arc<Auth>,
     shutdown: CancellationToken,
 ) -> Result<Service, Failure> {
     let registry = load_registry(settings)?;
     let publisher = Publisher::connect(settings, registry.clone()).await?;
-    let auth = if args.insecure_no_auth { Auth::disabled() } else { Auth::keys(store) };
     let gateway = Gateway::new(registry, publisher, auth, settings.gateway);
     gateway.watch_broker(settings.kafka.clone(), shutdown);
     let (router, openapi) = gateway::router(gateway.clone());
     Ok(Service { router, openapi, readiness: Some(Arc::new(gateway)) })
 }
 
-pub async fn keys_create(settings: &Settings, args: &KeysCreateArgs) -> Outcome {
-    if let Some(bad) = args.types.iter().find(|p| !auth::valid_pattern(p)) {
+pub async fn keys_create(settings: &Settings, app: &App, args: &KeysCreateArgs) -> Outcome {
+    if let Some(bad) = args.types.iter().find(|p| !keys::valid_pattern(p)) {
         return Err(Failure {
             code: 2,
             error: anyhow!("`{bad}` is not an event type pattern (use *, a prefix like accounts.*, or a type name)"),
         });
     }
+    let projections: Vec<&str> = app.projections().all().iter().map(|p| p.name()).collect();
+    for scope in &args.scopes {
+        eventline_auth::check_key_scope(scope, &projections)
+            .map_err(|reason| Failure { code: 2, error: anyhow!(reason) })?;
+    }
     let store = Store::connect(&settings.database_url, 1, settings.connect_timeout).await?;
     store.ensure_migrated().await?;
-    let key = auth::new_key();
-    store.insert_api_key(&key.key_id, &args.name, &key.secret_hash, &args.types, &operate::actor(&args.actor)).await?;
+    let key = keys::new_key();
+    let actor = operate::actor(&args.actor);
+    store.insert_api_key(&key.key_id, &args.name, &key.secret_hash, &args.types, &args.scopes, &actor).await?;
     println!("{}", key.token);
+    let mut may = Vec::new();
+    if !args.types.is_empty() {
+        may.push(format!("publish {}", args.types.join(", ")));
+    }
+    if !args.scopes.is_empty() {
+        may.push(format!("hold {}", args.scopes.join(", ")));
+    }
     eprintln!(
-        "created key {} ({}) for {}; the line above is its only copy: store it now",
+        "created key {} ({}), which may {}; the line above is its only copy: store it now",
         key.key_id,
         args.name,
-        args.types.join(", ")
+        may.join(" and ")
     );
     Ok(())
 }
@@ -61,15 +74,16 @@ pub async fn keys_list(settings: &Settings) -> Outcome {
     store.ensure_migrated().await?;
     let keys = store.api_keys().await?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{:<12}  {:<20}  {:<25}  {:<20}  REVOKED", "ID", "NAME", "TYPES", "CREATED")?;
+    writeln!(out, "{:<12}  {:<20}  {:<25}  {:<25}  {:<20}  REVOKED", "ID", "NAME", "TYPES", "SCOPES", "CREATED")?;
     for key in keys {
         let revoked = key.revoked_at.map_or("-".to_string(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string());
         writeln!(
             out,
-            "{:<12}  {:<20}  {:<25}  {:<20}  {}",
+            "{:<12}  {:<20}  {:<25}  {:<25}  {:<20}  {}",
             key.key_id,
             key.name,
             key.event_types.join(","),
+            key.scopes.join(","),
             key.created_at.format("%Y-%m-%d %H:%M:%S"),
             revoked
         )?;
@@ -81,7 +95,7 @@ pub async fn keys_revoke(settings: &Settings, args: &KeysRevokeArgs) -> Outcome 
     let store = Store::connect(&settings.database_url, 1, settings.connect_timeout).await?;
     store.ensure_migrated().await?;
     if store.revoke_api_key(&args.key_id, &operate::actor(&args.actor)).await? {
-        println!("revoked key {} (requests with it are refused within {} s)", args.key_id, auth::CACHE_FOR.as_secs());
+        println!("revoked key {} (requests with it are refused within {} s)", args.key_id, keys::CACHE_FOR.as_secs());
         Ok(())
     } else {
         Err(anyhow!("no active key with id `{}`", args.key_id).into())

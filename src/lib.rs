@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{AuditCommand, Cli, Command, KeysCommand, ProjectionsCommand, SchemasCommand, TopicsCommand};
 use crate::commands::{Failure, EXIT_BAD_CONFIG, EXIT_USAGE};
+use crate::serve::Parts;
 
 /// An application: the projections its `eventline` command runs and operates.
 #[derive(Clone, Default)]
@@ -208,7 +209,7 @@ async fn run(command: Command, settings: Settings, app: &App) -> commands::Outco
     let shutdown = shutdown_on_signal();
     if matches!(
         command,
-        Command::Up(_) | Command::Gateway(_) | Command::Api | Command::Worker(_) | Command::OutboxRelay(_)
+        Command::Up(_) | Command::Gateway(_) | Command::Api(_) | Command::Worker(_) | Command::OutboxRelay(_)
     ) {
         // Before anything is counted, so nothing counted early is lost.
         metrics::init(settings.metrics_enabled);
@@ -218,13 +219,17 @@ async fn run(command: Command, settings: Settings, app: &App) -> commands::Outco
             together(
                 &shutdown,
                 commands::workers(&settings, app.projections.all(), shutdown.clone()),
-                serve::http(&settings, app, Some(&args), true, true, shutdown.clone()),
+                serve::http(&settings, app, &args, Parts { gateway: true, api: true, workers: true }, shutdown.clone()),
             )
             .await
         }
-        Command::Gateway(args) => serve::http(&settings, app, Some(&args), false, false, shutdown).await,
-        Command::Api => serve::http(&settings, app, None, true, false, shutdown).await,
-        Command::Keys(KeysCommand::Create(args)) => ingest::keys_create(&settings, &args).await,
+        Command::Gateway(args) => {
+            serve::http(&settings, app, &args, Parts { gateway: true, api: false, workers: false }, shutdown).await
+        }
+        Command::Api(args) => {
+            serve::http(&settings, app, &args, Parts { gateway: false, api: true, workers: false }, shutdown).await
+        }
+        Command::Keys(KeysCommand::Create(args)) => ingest::keys_create(&settings, app, &args).await,
         Command::Keys(KeysCommand::List) => ingest::keys_list(&settings).await,
         Command::Keys(KeysCommand::Revoke(args)) => ingest::keys_revoke(&settings, &args).await,
         Command::OutboxRelay(args) => match args.listen {

@@ -6,12 +6,13 @@ use crate::App;
 use anyhow::Context;
 use axum::Router;
 use eventline_api::{Api, ProjectionInfo};
+use eventline_auth::Auth;
 use eventline_core::config::{DatabaseUrl, Settings};
 use eventline_http::Readiness;
 use eventline_store::Store;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::GatewayArgs;
+use crate::cli::AuthArgs;
 use crate::commands::Outcome;
 use crate::ingest;
 
@@ -107,15 +108,21 @@ async fn probes(
     Ok(())
 }
 
-/// Serves the gateway (when `gateway` is given) and the query API (when `api`) on
-/// EVENTLINE_HTTP_ADDR until `shutdown`; with `workers`, `/readyz` also asks this process's
-/// workers.
+/// What an HTTP process runs.
+pub struct Parts {
+    pub gateway: bool,
+    pub api: bool,
+    /// This process runs workers too: `/readyz` asks them.
+    pub workers: bool,
+}
+
+/// Serves the gateway and the query API, as `parts` says, on EVENTLINE_HTTP_ADDR until
+/// `shutdown`, both behind one authentication.
 pub async fn http(
     settings: &Settings,
     app: &App,
-    gateway: Option<&GatewayArgs>,
-    api: bool,
-    workers: bool,
+    args: &AuthArgs,
+    parts: Parts,
     shutdown: CancellationToken,
 ) -> Outcome {
     let listener = tokio::net::TcpListener::bind(settings.http_addr)
@@ -123,16 +130,27 @@ pub async fn http(
         .with_context(|| format!("cannot listen on {} (EVENTLINE_HTTP_ADDR)", settings.http_addr))?;
     let store = Store::connect(&settings.database_url, POOL_SIZE, settings.connect_timeout).await?;
     store.ensure_migrated().await?;
+    let auth = Arc::new(if args.insecure_no_auth {
+        tracing::warn!(
+            "AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach {} may publish any event and read \
+             every projection. Development only.",
+            settings.http_addr
+        );
+        Auth::disabled()
+    } else {
+        Auth::new(store.clone(), settings.jwt.clone())
+    });
+    auth.prefetch().await;
     let mut services = Vec::new();
-    if let Some(args) = gateway {
-        services.push(ingest::gateway_service(settings, args, store.clone(), shutdown.clone()).await?);
+    if parts.gateway {
+        services.push(ingest::gateway_service(settings, auth.clone(), shutdown.clone()).await?);
     }
-    if api {
-        services.push(api_service(settings, app, store.clone(), shutdown.clone()).await);
+    if parts.api {
+        services.push(api_service(settings, app, store.clone(), auth, shutdown.clone()).await);
     }
     let mut router = Router::new();
     let mut readiness: Vec<Arc<dyn Readiness>> = vec![Arc::new(DatabaseReadiness(store.clone()))];
-    if workers {
+    if parts.workers {
         readiness.push(Arc::new(WorkersReadiness));
     }
     let mut openapi = Vec::new();
@@ -147,7 +165,13 @@ pub async fn http(
     Ok(())
 }
 
-async fn api_service(settings: &Settings, app: &App, store: Store, shutdown: CancellationToken) -> Service {
+async fn api_service(
+    settings: &Settings,
+    app: &App,
+    store: Store,
+    auth: Arc<Auth>,
+    shutdown: CancellationToken,
+) -> Service {
     let projections = app
         .projections()
         .all()
@@ -160,6 +184,6 @@ async fn api_service(settings: &Settings, app: &App, store: Store, shutdown: Can
         .collect();
     let api = Api::new(store, settings.kafka.clone(), settings.namespace.clone(), projections, shutdown.clone());
     tokio::spawn(eventline_api::gauges::sample(api.clone(), shutdown));
-    let (router, openapi) = eventline_api::router(api.clone(), &app.api_routes).await;
+    let (router, openapi) = eventline_api::router(api.clone(), auth, &app.api_routes).await;
     Service { router, openapi, readiness: None }
 }

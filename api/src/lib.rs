@@ -21,12 +21,15 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use eventline_auth::Auth;
 use eventline_core::config::{KafkaSettings, Namespace};
 use eventline_http::Problem;
 use eventline_store::checkpoints::Checkpoint;
 use eventline_store::Store;
 use tokio_util::sync::CancellationToken;
 
+/// Who is asking: every endpoint takes one and hands it to [`Api::freshness`].
+pub use eventline_auth::Caller;
 pub use params::Consistency;
 pub use params::{DEFAULT_LIMIT, MAX_LIMIT, MAX_WAIT_MS};
 use progress::Progress;
@@ -112,9 +115,16 @@ impl Api {
         self.0.projections.iter().find(|p| p.name == name).expect("the API is built with every projection it serves")
     }
 
-    /// Waits as `consistency` asks, then returns the projection's freshness.
-    /// Waits as `consistency` asks, then returns the projection's freshness (or the 425 answer).
-    pub async fn freshness(&self, projection: &str, consistency: &Consistency) -> Result<Freshness, Response> {
+    /// Checks that `caller` may read `projection`, waits as `consistency` asks, then returns the
+    /// projection's freshness (or the 403 or 425 answer). Every endpoint reading a projection
+    /// calls it before reading.
+    pub async fn freshness(
+        &self,
+        caller: &Caller,
+        projection: &str,
+        consistency: &Consistency,
+    ) -> Result<Freshness, Response> {
+        caller.require_read(projection).map_err(IntoResponse::into_response)?;
         let info = self.projection(projection);
         let Some(token) = &consistency.token else {
             let checkpoints = self.0.store.checkpoints(&info.name).await.map_err(store_failure)?;
@@ -179,8 +189,9 @@ pub fn store_failure(error: eventline_store::Error) -> Response {
 pub type Routes = fn() -> utoipa_axum::router::OpenApiRouter<Api>;
 
 /// The query API's routes and their OpenAPI description: status, every declared table (whose
-/// shapes are read from the database now), and the application's own `extra` endpoints.
-pub async fn router(api: Api, extra: &[Routes]) -> (Router, utoipa::openapi::OpenApi) {
+/// shapes are read from the database now), and the application's own `extra` endpoints, each
+/// behind `auth`.
+pub async fn router(api: Api, auth: Arc<Auth>, extra: &[Routes]) -> (Router, utoipa::openapi::OpenApi) {
     let mut routes = status::routes();
     for more in extra {
         routes = routes.merge(more());
@@ -188,5 +199,10 @@ pub async fn router(api: Api, extra: &[Routes]) -> (Router, utoipa::openapi::Ope
     let (router, mut openapi) = routes.split_for_parts();
     let shapes = tables::load(&api).await;
     let tables = tables::routes(api.clone(), shapes, &mut openapi);
-    (router.with_state(api).merge(tables), openapi)
+    eventline_auth::describe_security(&mut openapi, auth.accepts_jwts());
+    let router = router
+        .with_state(api)
+        .merge(tables)
+        .layer(axum::middleware::from_fn_with_state(auth, eventline_auth::authenticate_requests));
+    (router, openapi)
 }

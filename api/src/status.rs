@@ -1,5 +1,6 @@
 //! `GET /v1/projections`: where each projection stands against its topics.
 
+use eventline_auth::Caller;
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
@@ -239,7 +240,8 @@ pub async fn collect(
         (status = 503, description = "The broker or the database is unavailable", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
-async fn projections(State(api): State<Api>, RawQuery(query): RawQuery) -> Result<Response, Refused> {
+async fn projections(caller: Caller, State(api): State<Api>, RawQuery(query): RawQuery) -> Result<Response, Refused> {
+    caller.require_status()?;
     Params::parse(query.as_deref(), &[])?;
     match collect(&api.0.store, &api.0.kafka, &api.served()).await {
         Ok(projections) => Ok(Json(ProjectionsStatus { projections }).into_response()),

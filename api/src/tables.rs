@@ -4,6 +4,7 @@
 //! and freshness headers of every query endpoint, and each described in `/openapi.json` from the
 //! table's columns as the database has them.
 
+use eventline_auth::Caller;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -98,12 +99,14 @@ fn read_failure(error: eventline_store::Error) -> axum::response::Response {
 }
 
 async fn list(
+    caller: Caller,
     State(tables): State<Tables>,
     table: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Answer {
     let table = path_parameter(table)?;
     let served = tables.served(&table)?;
+    caller.require_read(&served.projection)?;
     let columns: Vec<&str> = served.shape.columns.iter().map(|c| c.name.as_str()).collect();
     let mut names = columns.clone();
     names.extend(PAGE);
@@ -123,7 +126,7 @@ async fn list(
         )
         .into());
     }
-    let freshness = tables.api.freshness(&served.projection, &params.consistency()?).await?;
+    let freshness = tables.api.freshness(&caller, &served.projection, &params.consistency()?).await?;
     let rows = tables
         .api
         .store()
@@ -136,12 +139,14 @@ async fn list(
 }
 
 async fn one(
+    caller: Caller,
     State(tables): State<Tables>,
     path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Answer {
     let (table, key) = path.map_err(|_| Problem::invalid_parameter("the path is not valid UTF-8 once decoded"))?.0;
     let served = tables.served(&table)?;
+    caller.require_read(&served.projection)?;
     let params = Params::parse(query.as_deref(), &accepted_with(&[]))?;
     let parts: Vec<&str> = key.split('/').collect();
     let primary_key = &served.shape.primary_key;
@@ -156,7 +161,7 @@ async fn one(
     }
     let filters: Vec<(String, String)> =
         primary_key.iter().zip(&parts).map(|(column, value)| (column.clone(), value.to_string())).collect();
-    let freshness = tables.api.freshness(&served.projection, &params.consistency()?).await?;
+    let freshness = tables.api.freshness(&caller, &served.projection, &params.consistency()?).await?;
     let rows = tables.api.store().table_rows(&served.shape, &filters, None, 1).await.map_err(read_failure)?;
     let row = rows.into_iter().next().ok_or_else(|| Problem::not_found(format!("no row `{key}` in `{table}`")))?;
     Ok((freshness.headers(), Json(row)).into_response())

@@ -8,10 +8,10 @@ use std::collections::{HashMap, HashSet};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use eventline_auth::keys;
 use eventline_core::config::{DatabaseUrl, Settings};
 use eventline_core::contract::ValidatedEvent;
 use eventline_kafka::admin::{self, TopicSpec};
-use eventline_producers::gateway::auth;
 use eventline_producers::publisher::Publisher;
 use eventline_store::diagnostics::StatementCalls;
 use eventline_store::Store;
@@ -36,14 +36,16 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// Creates and migrates the database `name` on the configured server, with an API key allowed
-/// every event type; returns its URL, a pool of `connections` to it, and the key's bearer token.
+/// every event type and every read; returns its URL, a pool of `connections` to it, and the key's
+/// bearer token.
 pub async fn database_with_key(settings: &Settings, name: &str, connections: u32) -> (DatabaseUrl, Store, String) {
     let db = settings.database_url.with_database(name);
     eventline_store::create_database_if_missing(&db, settings.connect_timeout).await.unwrap();
     let store = Store::connect(&db, connections, settings.connect_timeout).await.unwrap();
     migrate(&store).await;
-    let key = auth::new_key();
-    store.insert_api_key(&key.key_id, "bench", &key.secret_hash, &["*".to_string()], "bench").await.unwrap();
+    let key = keys::new_key();
+    let scopes = ["read:*".to_string(), "status".to_string()];
+    store.insert_api_key(&key.key_id, "bench", &key.secret_hash, &["*".to_string()], &scopes, "bench").await.unwrap();
     (db, store, key.token)
 }
 
@@ -63,9 +65,19 @@ impl HttpProcess {
         db: &DatabaseUrl,
         client: &reqwest::Client,
     ) -> Self {
+        Self::start_with(&[command], env, db, client).await
+    }
+
+    /// Like [`HttpProcess::start`], with arguments after the command.
+    pub async fn start_with(
+        args: &[&str],
+        env: &HashMap<String, String>,
+        db: &DatabaseUrl,
+        client: &reqwest::Client,
+    ) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_eventline"))
-            .arg(command)
+            .args(args)
             .env_clear()
             .envs(env.iter().filter(|(k, _)| k.starts_with("EVENTLINE_") || *k == "PATH"))
             .env("DATABASE_URL", db.expose())

@@ -19,8 +19,9 @@ up=$!
 trap 'kill $up 2>/dev/null; wait $up 2>/dev/null || true' EXIT
 until curl -sf "$http/readyz" >/dev/null; do sleep 0.2; done
 
-# 3. A key for the warehouse; 10 bolts in, 4 out, then 40 out: more than there is.
-key=$(eventline keys create --name warehouse --types 'inventory.*')
+# 3. A key for the warehouse, to publish its events and read its stock;
+#    10 bolts in, 4 out, then 40 out: more than there is.
+key=$(eventline keys create --name warehouse --types 'inventory.*' --scope read:stock)
 event() { printf '{"specversion":"1.0","id":"%s","source":"/warehouse","type":"inventory.%s","subject":"bolt","data":%s}' "$1" "$2" "$3"; }
 answer=$(curl -sf "$http/v1/events" -H "Authorization: Bearer $key" \
   -H 'content-type: application/cloudevents-batch+json' \
@@ -30,7 +31,7 @@ answer=$(curl -sf "$http/v1/events" -H "Authorization: Bearer $key" \
 token=$(echo "$answer" | sed -E 's/.*"consistency_token":"([^"]+)".*/\1/')
 
 # 4. Read your own write: the answer waits until the projection has applied those events.
-curl -sf "$http/v1/tables/stock_levels/bolt?consistency_token=$token"; echo
+curl -sf "$http/v1/tables/stock_levels/bolt?consistency_token=$token" -H "Authorization: Bearer $key"; echo
 
 # 5. Your rule refused the shipment of 40: a dead letter, bolt parked behind it.
 eventline dlq list --projection stock
@@ -44,4 +45,4 @@ eventline projections check
 eventline migrate
 eventline rebuild start stock >/dev/null
 eventline rebuild cutover stock
-curl -sf "$http/v1/tables/stock_levels/bolt"; echo
+curl -sf "$http/v1/tables/stock_levels/bolt" -H "Authorization: Bearer $key"; echo

@@ -11,7 +11,7 @@ use eventline_api::params::Params;
 use eventline_api::query::{
     accepted, page, path_parameter, Answer, ConsistencyParams, DateRangeParams, PageParams, Refused, CONSISTENCY, PAGE,
 };
-use eventline_api::{store_failure, Api, Freshness};
+use eventline_api::{store_failure, Api, Caller, Freshness};
 use eventline_http::problem::ProblemDocument;
 use eventline_http::Problem;
 use serde::Serialize;
@@ -86,13 +86,14 @@ pub(crate) struct AccountPage {
     )
 )]
 async fn account(
+    caller: Caller,
     State(api): State<Api>,
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Answer {
     let account_id = path_parameter(path)?;
     let params = Params::parse(query.as_deref(), &CONSISTENCY)?;
-    let freshness = api.freshness(ACCOUNTS, &params.consistency()?).await?;
+    let freshness = api.freshness(&caller, ACCOUNTS, &params.consistency()?).await?;
     let account = accounts::account(api.store(), &account_id).await.map_err(store_failure)?;
     let account = account.ok_or_else(|| Problem::not_found(format!("no account `{account_id}`")))?;
     Ok((freshness.headers(), Json(Account::from(account))).into_response())
@@ -110,11 +111,11 @@ async fn account(
         (status = 425, description = "The projection has not reached the consistency token within wait_ms", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
-async fn accounts(State(api): State<Api>, RawQuery(query): RawQuery) -> Answer {
+async fn accounts(caller: Caller, State(api): State<Api>, RawQuery(query): RawQuery) -> Answer {
     let params = Params::parse(query.as_deref(), &accepted(&["owner", PAGE[0], PAGE[1]]))?;
     let (owner, limit) = (params.text("owner")?, params.limit()?);
     let after: Option<String> = params.cursor("accounts")?;
-    let freshness = api.freshness(ACCOUNTS, &params.consistency()?).await?;
+    let freshness = api.freshness(&caller, ACCOUNTS, &params.consistency()?).await?;
     let rows = accounts::accounts_page(api.store(), owner, after.as_deref(), limit + 1).await.map_err(store_failure)?;
     let (items, next_cursor) = page(rows, limit, "accounts", |a| a.account_id.clone());
     let body = AccountPage { items: items.into_iter().map(Account::from).collect(), next_cursor };
@@ -207,11 +208,11 @@ pub(crate) struct TaskPage {
         (status = 425, description = "The projection has not reached the consistency token within wait_ms", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
-async fn projects(State(api): State<Api>, RawQuery(query): RawQuery) -> Answer {
+async fn projects(caller: Caller, State(api): State<Api>, RawQuery(query): RawQuery) -> Answer {
     let params = Params::parse(query.as_deref(), &accepted(&PAGE))?;
     let limit = params.limit()?;
     let after: Option<String> = params.cursor("projects")?;
-    let freshness = api.freshness(PROJECTS, &params.consistency()?).await?;
+    let freshness = api.freshness(&caller, PROJECTS, &params.consistency()?).await?;
     let rows = projects::projects_page(api.store(), after.as_deref(), limit + 1).await.map_err(store_failure)?;
     let (items, next_cursor) = page(rows, limit, "projects", |p| p.project_id.clone());
     let body = ProjectPage { items: items.into_iter().map(Project::from).collect(), next_cursor };
@@ -232,11 +233,12 @@ async fn projects(State(api): State<Api>, RawQuery(query): RawQuery) -> Answer {
     )
 )]
 async fn project(
+    caller: Caller,
     State(api): State<Api>,
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Answer {
-    let (freshness, project, tasks) = project_and_tasks(&api, path, query).await?;
+    let (freshness, project, tasks) = project_and_tasks(&caller, &api, path, query).await?;
     let body = ProjectDetail { project: project.into(), tasks: tasks.items, next_tasks_cursor: tasks.next_cursor };
     Ok((freshness.headers(), Json(body)).into_response())
 }
@@ -254,13 +256,19 @@ async fn project(
         (status = 425, description = "The projection has not reached the consistency token within wait_ms", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
-async fn tasks(State(api): State<Api>, path: Result<Path<String>, PathRejection>, RawQuery(query): RawQuery) -> Answer {
-    let (freshness, _, tasks) = project_and_tasks(&api, path, query).await?;
+async fn tasks(
+    caller: Caller,
+    State(api): State<Api>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> Answer {
+    let (freshness, _, tasks) = project_and_tasks(&caller, &api, path, query).await?;
     Ok((freshness.headers(), Json(tasks)).into_response())
 }
 
 /// What both project routes read: the project (404 when there is none) and a page of its tasks.
 async fn project_and_tasks(
+    caller: &Caller,
     api: &Api,
     path: Result<Path<String>, PathRejection>,
     query: Option<String>,
@@ -269,7 +277,7 @@ async fn project_and_tasks(
     let params = Params::parse(query.as_deref(), &accepted(&PAGE))?;
     let limit = params.limit()?;
     let after: Option<String> = params.cursor("tasks")?;
-    let freshness = api.freshness(PROJECTS, &params.consistency()?).await?;
+    let freshness = api.freshness(caller, PROJECTS, &params.consistency()?).await?;
     let found = projects::project_with_tasks(api.store(), &project_id, after.as_deref(), limit + 1)
         .await
         .map_err(store_failure)?;
@@ -313,11 +321,11 @@ pub(crate) struct DayPage {
         (status = 425, description = "The projection has not reached the consistency token within wait_ms", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
-async fn daily_activity(State(api): State<Api>, RawQuery(query): RawQuery) -> Answer {
+async fn daily_activity(caller: Caller, State(api): State<Api>, RawQuery(query): RawQuery) -> Answer {
     let params = Params::parse(query.as_deref(), &accepted(&["from", "to", PAGE[0], PAGE[1]]))?;
     let ((from, to), limit) = (params.date_range()?, params.limit()?);
     let after: Option<NaiveDate> = params.cursor("activity")?;
-    let freshness = api.freshness(ACTIVITY, &params.consistency()?).await?;
+    let freshness = api.freshness(&caller, ACTIVITY, &params.consistency()?).await?;
     let rows = activity::daily_page(api.store(), from, to, after, limit + 1).await.map_err(store_failure)?;
     let (items, next_cursor) = page(rows, limit, "activity", |d| d.day);
     let body = DayPage { items: items.into_iter().map(Day::from).collect(), next_cursor };
@@ -358,11 +366,11 @@ pub(crate) struct FeatureDayPage {
         (status = 425, description = "The projection has not reached the consistency token within wait_ms", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
-async fn daily_features(State(api): State<Api>, RawQuery(query): RawQuery) -> Answer {
+async fn daily_features(caller: Caller, State(api): State<Api>, RawQuery(query): RawQuery) -> Answer {
     let params = Params::parse(query.as_deref(), &accepted(&["from", "to", "feature", PAGE[0], PAGE[1]]))?;
     let ((from, to), limit, feature) = (params.date_range()?, params.limit()?, params.text("feature")?);
     let after: Option<(NaiveDate, String)> = params.cursor("features")?;
-    let freshness = api.freshness(FEATURES, &params.consistency()?).await?;
+    let freshness = api.freshness(&caller, FEATURES, &params.consistency()?).await?;
     let rows =
         features::features_page(api.store(), from, to, feature, after, limit + 1).await.map_err(store_failure)?;
     let (items, next_cursor) = page(rows, limit, "features", |f| (f.day, f.feature.clone()));

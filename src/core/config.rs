@@ -49,6 +49,9 @@ const ENV_OTLP_ENDPOINT: &str = "EVENTLINE_OTLP_ENDPOINT";
 const ENV_TRACE_SAMPLE_RATIO: &str = "EVENTLINE_TRACE_SAMPLE_RATIO";
 const ENV_METRICS: &str = "EVENTLINE_METRICS";
 const ENV_GROUP_PROTOCOL: &str = "EVENTLINE_GROUP_PROTOCOL";
+const ENV_JWT_ISSUER: &str = "EVENTLINE_JWT_ISSUER";
+const ENV_JWT_AUDIENCE: &str = "EVENTLINE_JWT_AUDIENCE";
+const ENV_JWT_JWKS_URL: &str = "EVENTLINE_JWT_JWKS_URL";
 /// The OpenTelemetry standard name for the collector's base URL, read when ours is unset.
 const ENV_OTEL_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
@@ -77,6 +80,9 @@ const KNOWN_ENV: &[&str] = &[
     ENV_TRACE_SAMPLE_RATIO,
     ENV_METRICS,
     ENV_GROUP_PROTOCOL,
+    ENV_JWT_ISSUER,
+    ENV_JWT_AUDIENCE,
+    ENV_JWT_JWKS_URL,
 ];
 
 /// librdkafka properties eventline sets itself because its guarantees depend on them.
@@ -429,6 +435,17 @@ pub struct Settings {
     pub tracing: TracingSettings,
     /// Whether metrics are recorded and served at `/metrics`.
     pub metrics_enabled: bool,
+    /// Who issues the bearer JWTs the HTTP services accept beside API keys, when anyone does.
+    pub jwt: Option<JwtSettings>,
+}
+
+/// The identity provider whose JWTs are accepted: a token must name `issuer` (`iss`) and
+/// `audience` (`aud`) and be signed by a key of the JSON Web Key Set at `jwks_url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtSettings {
+    pub issuer: String,
+    pub audience: String,
+    pub jwks_url: Url,
 }
 
 /// The TOML file's shape; every field optional, unknown keys rejected so typos surface.
@@ -457,6 +474,16 @@ struct FileSettings {
     tracing: FileTracing,
     #[serde(default)]
     metrics: FileMetrics,
+    #[serde(default)]
+    jwt: FileJwt,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileJwt {
+    issuer: Option<String>,
+    audience: Option<String>,
+    jwks_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -764,6 +791,16 @@ impl Settings {
         let group_protocol: GroupProtocol =
             protocol_raw.value.parse().map_err(|reason| invalid(&protocol_raw, reason))?;
 
+        let jwt = {
+            let issuer = env.get(ENV_JWT_ISSUER).cloned().or(file_settings.jwt.issuer);
+            let audience = env.get(ENV_JWT_AUDIENCE).cloned().or(file_settings.jwt.audience);
+            let jwks_raw = match env.get(ENV_JWT_JWKS_URL) {
+                Some(value) => Some(Raw { value: value.clone(), origin: ENV_JWT_JWKS_URL.into() }),
+                None => file_settings.jwt.jwks_url.map(|value| Raw { value, origin: in_file("jwt.jwks_url") }),
+            };
+            parse_jwt(issuer, audience, jwks_raw)?
+        };
+
         let mut properties = BTreeMap::new();
         let mut property_origins = BTreeMap::new();
         for (key, value) in file_settings.kafka.properties {
@@ -824,8 +861,64 @@ impl Settings {
             gateway,
             tracing,
             metrics_enabled,
+            jwt,
         })
     }
+}
+
+/// JWTs are accepted when all three settings are given, and refused when none is; some but not
+/// all is a mistake worth stopping for. Keys are fetched over TLS except from this machine.
+fn parse_jwt(
+    issuer: Option<String>,
+    audience: Option<String>,
+    jwks: Option<Raw>,
+) -> Result<Option<JwtSettings>, ConfigError> {
+    if issuer.is_none() && audience.is_none() && jwks.is_none() {
+        return Ok(None);
+    }
+    let missing: Vec<&str> = [
+        (ENV_JWT_ISSUER, issuer.is_none()),
+        (ENV_JWT_AUDIENCE, audience.is_none()),
+        (ENV_JWT_JWKS_URL, jwks.is_none()),
+    ]
+    .into_iter()
+    .filter_map(|(name, missing)| missing.then_some(name))
+    .collect();
+    let (Some(issuer), Some(audience), Some(jwks)) = (issuer, audience, jwks) else {
+        return Err(ConfigError::Invalid {
+            setting: "JWT authentication".into(),
+            reason: format!(
+                "needs the issuer, the audience and the key set's URL together; missing: {} (or the `jwt` table's \
+                 issuer, audience, jwks_url)",
+                missing.join(", ")
+            ),
+        });
+    };
+    if issuer.trim().is_empty() || audience.trim().is_empty() {
+        return Err(ConfigError::Invalid {
+            setting: "JWT authentication".into(),
+            reason: "the issuer and the audience must not be empty".into(),
+        });
+    }
+    let url = Url::parse(&jwks.value).map_err(|e| invalid(&jwks, format!("`{}` is not a URL: {e}", jwks.value)))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(name)) => name == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => {
+            return Err(invalid(
+                &jwks,
+                "the key set must come over https from another machine: anyone on the way could swap the keys",
+            ))
+        }
+        other => return Err(invalid(&jwks, format!("`{other}` is not http or https"))),
+    }
+    Ok(Some(JwtSettings { issuer, audience, jwks_url: url }))
 }
 
 fn parse_bool(raw: &Raw) -> Result<bool, ConfigError> {
@@ -1057,6 +1150,51 @@ mod tests {
         assert!(!load(&[("EVENTLINE_METRICS", "false")]).unwrap().metrics_enabled);
         let err = load(&[("EVENTLINE_METRICS", "off")]).unwrap_err().to_string();
         assert_eq!(err, "invalid EVENTLINE_METRICS: `off` is not `true` or `false`");
+    }
+
+    #[test]
+    fn jwts_need_an_issuer_an_audience_and_a_key_set_fetched_safely() {
+        assert_eq!(load(&[]).unwrap().jwt, None);
+        let jwt = load(&[
+            ("EVENTLINE_JWT_ISSUER", "https://id.example.com/"),
+            ("EVENTLINE_JWT_AUDIENCE", "eventline"),
+            ("EVENTLINE_JWT_JWKS_URL", "https://id.example.com/.well-known/jwks.json"),
+        ])
+        .unwrap()
+        .jwt
+        .unwrap();
+        assert_eq!(jwt.issuer, "https://id.example.com/");
+        assert_eq!(jwt.audience, "eventline");
+        assert_eq!(jwt.jwks_url.as_str(), "https://id.example.com/.well-known/jwks.json");
+        let local = [("EVENTLINE_JWT_ISSUER", "me"), ("EVENTLINE_JWT_AUDIENCE", "eventline")];
+        let with_keys = |url: &'static str| {
+            let mut pairs = local.to_vec();
+            pairs.push(("EVENTLINE_JWT_JWKS_URL", url));
+            load(&pairs)
+        };
+        assert!(with_keys("http://127.0.0.1:9000/jwks").is_ok());
+        assert!(with_keys("http://localhost:9000/jwks").is_ok());
+        assert_eq!(
+            with_keys("http://id.example.com/jwks").unwrap_err().to_string(),
+            "invalid EVENTLINE_JWT_JWKS_URL: the key set must come over https from another machine: anyone on the \
+             way could swap the keys"
+        );
+        assert_eq!(
+            with_keys("file:///etc/jwks.json").unwrap_err().to_string(),
+            "invalid EVENTLINE_JWT_JWKS_URL: `file` is not http or https"
+        );
+        assert_eq!(
+            load(&[("EVENTLINE_JWT_ISSUER", "me")]).unwrap_err().to_string(),
+            "invalid JWT authentication: needs the issuer, the audience and the key set's URL together; missing: \
+             EVENTLINE_JWT_AUDIENCE, EVENTLINE_JWT_JWKS_URL (or the `jwt` table's issuer, audience, jwks_url)"
+        );
+        let mut empty = local.to_vec();
+        empty[0].1 = " ";
+        empty.push(("EVENTLINE_JWT_JWKS_URL", "https://id.example.com/jwks"));
+        assert_eq!(
+            load(&empty).unwrap_err().to_string(),
+            "invalid JWT authentication: the issuer and the audience must not be empty"
+        );
     }
 
     #[test]

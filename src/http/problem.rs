@@ -34,11 +34,21 @@ pub struct Problem {
     /// Extra members (e.g. `errors`, `events`).
     pub extensions: Vec<(&'static str, Value)>,
     pub retry_after_secs: Option<u64>,
+    /// A `WWW-Authenticate` challenge (RFC 6750) for 401 and 403 answers.
+    pub challenge: Option<Box<str>>,
 }
 
 impl Problem {
     fn new(status: StatusCode, slug: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, slug, title, detail: detail.into(), extensions: Vec::new(), retry_after_secs: None }
+        Self {
+            status,
+            slug,
+            title,
+            detail: detail.into(),
+            extensions: Vec::new(),
+            retry_after_secs: None,
+            challenge: None,
+        }
     }
 
     pub fn malformed(detail: impl Into<String>) -> Self {
@@ -51,6 +61,11 @@ impl Problem {
 
     pub fn forbidden(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden-event-type", "Event type not allowed for this key", detail)
+    }
+
+    /// The caller is known, but its credentials do not carry the scope the request needs.
+    pub fn insufficient_scope(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "insufficient-scope", "The credentials lack a scope this needs", detail)
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
@@ -110,6 +125,12 @@ impl Problem {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal-error", "Internal error", detail)
     }
 
+    /// Adds the `WWW-Authenticate` challenge a client reads to learn how to authenticate.
+    pub fn with_challenge(mut self, challenge: String) -> Self {
+        self.challenge = Some(challenge.into());
+        self
+    }
+
     pub fn with(mut self, name: &'static str, value: Value) -> Self {
         self.extensions.push((name, value));
         self
@@ -142,6 +163,9 @@ impl IntoResponse for Problem {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Some(seconds) = self.retry_after_secs {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(challenge) = self.challenge.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
         response
     }

@@ -14,6 +14,8 @@ pub struct ApiKey {
     pub name: String,
     pub secret_hash: Vec<u8>,
     pub event_types: Vec<String>,
+    /// What else it may do: `read:<projection>`, `read:*`, `status`.
+    pub scopes: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
 }
@@ -26,15 +28,17 @@ impl Store {
         name: &str,
         secret_hash: &[u8],
         event_types: &[String],
+        scopes: &[String],
         actor: &str,
     ) -> Result<(), Error> {
         let mut tx = self.begin().await?;
         sqlx::query!(
-            "INSERT INTO eventline_api_keys (key_id, name, secret_hash, event_types) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO eventline_api_keys (key_id, name, secret_hash, event_types, scopes) VALUES ($1, $2, $3, $4, $5)",
             key_id,
             name,
             secret_hash,
-            event_types
+            event_types,
+            scopes
         )
         .execute(&mut *tx.tx)
         .await?;
@@ -42,7 +46,7 @@ impl Store {
             actor,
             action: "keys.create",
             projection: None,
-            target: json!({ "key_id": key_id, "name": name, "types": event_types }),
+            target: json!({ "key_id": key_id, "name": name, "types": event_types, "scopes": scopes }),
             reason: None,
             outcome: json!({ "created": true }),
         })
@@ -54,7 +58,7 @@ impl Store {
     pub async fn api_key(&self, key_id: &str) -> Result<Option<ApiKey>, Error> {
         Ok(sqlx::query_as!(
             ApiKey,
-            "SELECT key_id, name, secret_hash, event_types, created_at, revoked_at FROM eventline_api_keys WHERE key_id = $1",
+            "SELECT key_id, name, secret_hash, event_types, scopes, created_at, revoked_at FROM eventline_api_keys WHERE key_id = $1",
             key_id
         )
         .fetch_optional(&self.pool)
@@ -65,7 +69,7 @@ impl Store {
     pub async fn api_keys(&self) -> Result<Vec<ApiKey>, Error> {
         Ok(sqlx::query_as!(
             ApiKey,
-            "SELECT key_id, name, secret_hash, event_types, created_at, revoked_at FROM eventline_api_keys ORDER BY created_at, key_id"
+            "SELECT key_id, name, secret_hash, event_types, scopes, created_at, revoked_at FROM eventline_api_keys ORDER BY created_at, key_id"
         )
         .fetch_all(&self.pool)
         .await?)

@@ -1,6 +1,6 @@
 //! The layering rules of ARCHITECTURE.md, checked on the dependency graph: among the engine
 //! crates only the store layer may use sqlx, only the Kafka layer rdkafka, and the core neither; only the core's telemetry
-//! knows OpenTelemetry.
+//! knows OpenTelemetry; only the auth layer checks JWTs, and it knows nothing of Kafka.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -51,7 +51,13 @@ fn only_the_store_uses_sqlx_and_only_the_kafka_layer_uses_rdkafka() {
         !core.iter().any(|d| d.starts_with("eventline-")),
         "the core depends on no other eventline crate: {core:?}"
     );
-    assert_eq!(packages.len(), 10, "a new crate needs a paragraph in ARCHITECTURE.md: {:?}", packages.keys());
+    assert_eq!(users("jsonwebtoken"), ["eventline-auth"], "only the auth layer checks JWTs");
+    let auth = &packages["eventline-auth"];
+    assert!(
+        !auth.iter().any(|d| d == "eventline-kafka" || d == "rdkafka"),
+        "authentication knows nothing of Kafka: {auth:?}"
+    );
+    assert_eq!(packages.len(), 11, "a new crate needs a paragraph in ARCHITECTURE.md: {:?}", packages.keys());
 }
 
 /// Names of the reference application (its topics, types, projections and payloads).
@@ -98,7 +104,9 @@ fn code_outside_tests(dir: &std::path::Path, found: &mut Vec<(String, String)>) 
 fn the_engine_knows_no_reference_domain() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     // Every engine crate; the reference application is a crate of its own (reference/).
-    for dir in ["src/core", "src/kafka", "src/http", "src/store", "consumers/src", "producers/src", "api/src"] {
+    for dir in
+        ["src/core", "src/kafka", "src/http", "src/auth", "src/store", "consumers/src", "producers/src", "api/src"]
+    {
         let mut found = Vec::new();
         code_outside_tests(&root.join(dir), &mut found);
         assert_eq!(found, Vec::<(String, String)>::new(), "{dir} names the reference domains");
@@ -110,7 +118,7 @@ fn no_engine_crate_carries_the_reference_registry() {
     // The reference domains' registry (schemas/) is the reference application's data: it builds
     // it in (reference/build.rs); an engine crate embedding it would know those domains.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    for crate_root in ["src/core", "src/kafka", "src/http", "src/store", "consumers", "producers", "api"] {
+    for crate_root in ["src/core", "src/kafka", "src/http", "src/auth", "src/store", "consumers", "producers", "api"] {
         let build = root.join(crate_root).join("build.rs");
         let script = std::fs::read_to_string(&build).unwrap_or_default();
         assert!(!script.contains("schemas"), "{} embeds the schemas folder", build.display());

@@ -161,7 +161,18 @@ async fn verify_finds_an_entry_edited_deleted_or_slipped_in() {
 #[tokio::test(flavor = "multi_thread")]
 async fn creating_and_revoking_an_api_key_are_in_the_chain() {
     let env = TestEnv::new().await;
-    let created = env.run(&["keys", "create", "--name", "billing", "--types", "accounts.*", "--actor", "alice"]);
+    let created = env.run(&[
+        "keys",
+        "create",
+        "--name",
+        "billing",
+        "--types",
+        "accounts.*",
+        "--scope",
+        "read:account_balances",
+        "--actor",
+        "alice",
+    ]);
     assert!(created.status.success(), "{}", stderr(&created));
     let key_id = stdout(&created).trim().strip_prefix("elk_").and_then(|r| r.split('_').next()).unwrap().to_string();
     let revoked = env.run(&["keys", "revoke", &key_id, "--actor", "bob"]);
@@ -183,7 +194,7 @@ async fn creating_and_revoking_an_api_key_are_in_the_chain() {
                 "alice",
                 "keys.create",
                 &Value::Null,
-                &json!({"key_id": key_id, "name": "billing", "types": ["accounts.*"]})
+                &json!({"key_id": key_id, "name": "billing", "types": ["accounts.*"], "scopes": ["read:account_balances"]})
             ),
             ("bob", "keys.revoke", &Value::Null, &json!({"key_id": key_id})),
         ],

@@ -173,14 +173,34 @@ impl TestEnv {
         let client = reqwest::Client::new();
         let health = format!("{base}/healthz");
         wait_until(&format!("{name} to answer on {addr}"), || async { client.get(&health).send().await.is_ok() }).await;
-        HttpProcess { process, base, client }
+        // A process serving the query API reads with a key that may read everything, unless the
+        // test sends other credentials; the tests of authentication itself send their own.
+        let serves_api = matches!(args.first(), Some(&"up") | Some(&"api")) && !args.contains(&"--insecure-no-auth");
+        let reader = serves_api.then(|| self.create_key_with_scopes("reader", &[], &["read:*", "status"]).1);
+        let client = match &reader {
+            Some(token) => {
+                let mut headers = reqwest::header::HeaderMap::new();
+                headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+                reqwest::Client::builder().default_headers(headers).build().unwrap()
+            }
+            None => client,
+        };
+        HttpProcess { process, base, client, anonymous: reqwest::Client::new() }
     }
 
     /// Creates an API key allowed to publish `types`; returns (key id, bearer token).
     pub fn create_key(&self, name: &str, types: &[&str]) -> (String, String) {
+        self.create_key_with_scopes(name, types, &[])
+    }
+
+    /// Creates an API key allowed to publish `types` and holding `scopes`.
+    pub fn create_key_with_scopes(&self, name: &str, types: &[&str], scopes: &[&str]) -> (String, String) {
         let mut args = vec!["keys", "create", "--name", name];
         for t in types {
             args.extend(["--types", t]);
+        }
+        for scope in scopes {
+            args.extend(["--scope", scope]);
         }
         let output = self.run(&args);
         assert!(output.status.success(), "keys create failed: {}", stderr(&output));
@@ -353,13 +373,16 @@ impl Drop for Process {
 pub struct HttpProcess {
     pub process: Process,
     pub base: String,
+    /// Sends a key that reads everything when the process serves the query API.
     pub client: reqwest::Client,
+    /// Sends no credentials.
+    pub anonymous: reqwest::Client,
 }
 
 impl HttpProcess {
-    /// POSTs `body` to `/v1/events` with these headers.
+    /// POSTs `body` to `/v1/events` with these headers (and no credentials but theirs).
     pub async fn post(&self, headers: &[(&str, &str)], body: impl Into<reqwest::Body>) -> reqwest::Response {
-        let mut request = self.client.post(format!("{}/v1/events", self.base)).body(body);
+        let mut request = self.anonymous.post(format!("{}/v1/events", self.base)).body(body);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -369,6 +392,15 @@ impl HttpProcess {
     /// GETs `path` (with its query string).
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client.get(format!("{}{path}", self.base)).send().await.expect("the server answers")
+    }
+
+    /// GETs `path` with `Authorization: Bearer <token>`, or with no credentials at all.
+    pub async fn get_as(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.anonymous.get(format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("the server answers")
     }
 }
 

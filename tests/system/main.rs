@@ -5,6 +5,7 @@
 mod analytics;
 mod architecture;
 mod audit;
+mod authentication;
 mod broker_outage;
 mod checkpoints;
 mod cli;
@@ -18,6 +19,7 @@ mod end_to_end;
 mod events;
 mod gateway;
 mod helpers;
+mod issuer;
 mod kafka_binding;
 mod metrics;
 mod operator;

@@ -19,7 +19,6 @@ use eventline_core::telemetry;
 use eventline_core::token::ConsistencyToken;
 use serde_json::{json, Map, Value};
 
-use super::auth::allows;
 use super::Gateway;
 use eventline_http::Problem;
 
@@ -89,7 +88,7 @@ pub async fn publish(State(gateway): State<Gateway>, request: Request) -> Respon
 
 async fn accept(gateway: &Gateway, request: Request) -> Result<Response, Problem> {
     let (parts, body) = request.into_parts();
-    let principal = gateway.auth().authenticate(parts.headers.get(header::AUTHORIZATION)).await?;
+    let caller = gateway.auth().authenticate(parts.headers.get(header::AUTHORIZATION)).await?;
     let mode = mode(&parts.headers)?;
     let body = read_body(body, gateway.limits().max_body_bytes).await?;
     let mut events = validate(gateway, mode, &parts.headers, &body)?;
@@ -103,17 +102,17 @@ async fn accept(gateway: &Gateway, request: Request) -> Result<Response, Problem
     let forbidden: Vec<Value> = events
         .iter()
         .enumerate()
-        .filter(|(_, e)| !allows(&principal.event_types, &e.envelope().event_type))
+        .filter(|(_, e)| !caller.may_publish(&e.envelope().event_type))
         .map(|(index, e)| json!({"index": index, "pointer": "/type", "type": e.envelope().event_type}))
         .collect();
     if !forbidden.is_empty() {
-        return Err(Problem::forbidden(format!(
-            "this key may publish {}; nothing was published",
-            principal.event_types.join(", ")
-        ))
-        .with("errors", Value::Array(forbidden)));
+        let detail = match caller.publish_patterns() {
+            [] => "these credentials may publish no event type; nothing was published".to_string(),
+            allowed => format!("these credentials may publish {}; nothing was published", allowed.join(", ")),
+        };
+        return Err(Problem::forbidden(detail).with("errors", Value::Array(forbidden)));
     }
-    gateway.admit(principal.key_id.as_deref(), events.len())?;
+    gateway.admit(caller.rate_key.as_deref(), events.len())?;
     if !gateway.broker_up() {
         return Err(Problem::broker_unavailable("the broker is not reachable; nothing was published"));
     }

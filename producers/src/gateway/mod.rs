@@ -1,11 +1,10 @@
 //! The HTTP gateway: `POST /v1/events` for upstream systems.
 //!
-//! A request is authenticated (API key), its events validated through the schema registry and
+//! A request is authenticated (API key or JWT), its events validated through the schema registry and
 //! checked against the key's allowed types, counted against the key's rate, then produced with
 //! the idempotent producer; the answer (202 with each event's position and a consistency token)
 //! is sent once the broker acknowledged them all. Every refusal is `application/problem+json`.
 
-pub mod auth;
 mod events;
 
 use std::num::NonZeroU32;
@@ -20,7 +19,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
 
 use crate::publisher::Publisher;
-pub use auth::Auth;
+pub use eventline_auth::Auth;
 use eventline_http::Problem;
 
 /// How often the broker's reachability is checked.
@@ -33,7 +32,7 @@ pub struct Gateway(Arc<Inner>);
 struct Inner {
     registry: Arc<Registry>,
     publisher: Publisher,
-    auth: Auth,
+    auth: Arc<Auth>,
     limits: GatewaySettings,
     /// Token buckets per API key (one shared bucket when authentication is off).
     rate: DefaultKeyedRateLimiter<String>,
@@ -42,13 +41,8 @@ struct Inner {
 }
 
 impl Gateway {
-    pub fn new(registry: Arc<Registry>, publisher: Publisher, auth: Auth, limits: GatewaySettings) -> Self {
+    pub fn new(registry: Arc<Registry>, publisher: Publisher, auth: Arc<Auth>, limits: GatewaySettings) -> Self {
         let rate = NonZeroU32::new(limits.rate_per_key).expect("the rate is validated to be at least 1");
-        if auth.is_disabled() {
-            tracing::warn!(
-                "AUTHENTICATION IS OFF: anyone who can reach the gateway may publish any event. Development only."
-            );
-        }
         Self(Arc::new(Inner {
             registry,
             publisher,

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::http::HeaderValue;
 use eventline_store::Store;
 use rand::Rng;
 use sha2::{Digest, Sha256};
@@ -15,7 +14,7 @@ use eventline_http::Problem;
 
 /// How long a looked-up key is trusted without asking the database again.
 pub const CACHE_FOR: Duration = Duration::from_secs(5);
-const PREFIX: &str = "elk_";
+pub(crate) const PREFIX: &str = "elk_";
 
 /// A new key: its public id, and the full bearer token to hand to the client (shown once).
 pub struct NewKey {
@@ -57,102 +56,78 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Who is publishing.
+/// A verified key: its id, the event types it may publish, its other scopes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// The key's id (the rate limit's key); `None` when authentication is off.
-    pub key_id: Option<String>,
+pub struct VerifiedKey {
+    pub key_id: String,
     pub event_types: Vec<String>,
+    pub scopes: Vec<String>,
 }
 
 struct Cached {
     secret_hash: Vec<u8>,
-    event_types: Vec<String>,
+    key: VerifiedKey,
     revoked: bool,
     fetched: Instant,
 }
 
-/// How requests are authenticated.
-pub struct Auth {
-    mode: Mode,
+/// The keys of a store, each looked up at most once per [`CACHE_FOR`].
+pub struct KeyStore {
+    store: Store,
+    cache: Mutex<HashMap<String, Cached>>,
 }
 
-enum Mode {
-    /// Every request may publish anything: development only, logged loudly at start.
-    Disabled,
-    Keys {
-        store: Store,
-        cache: Mutex<HashMap<String, Cached>>,
-    },
-}
-
-impl Auth {
-    /// API keys from the store.
-    pub fn keys(store: Store) -> Self {
-        Self { mode: Mode::Keys { store, cache: Mutex::new(HashMap::new()) } }
+impl KeyStore {
+    pub fn new(store: Store) -> Self {
+        Self { store, cache: Mutex::new(HashMap::new()) }
     }
 
-    /// No authentication at all: development only.
-    pub fn disabled() -> Self {
-        Self { mode: Mode::Disabled }
-    }
-
-    pub fn is_disabled(&self) -> bool {
-        matches!(self.mode, Mode::Disabled)
-    }
-
-    /// Checks the `Authorization` header. Error details never repeat the header's value.
-    pub async fn authenticate(&self, header: Option<&HeaderValue>) -> Result<Principal, Problem> {
-        let (store, cache) = match &self.mode {
-            Mode::Disabled => return Ok(Principal { key_id: None, event_types: vec!["*".into()] }),
-            Mode::Keys { store, cache } => (store, cache),
-        };
-        let header = header.ok_or_else(|| Problem::unauthorized("send an API key as `Authorization: Bearer <key>`"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(|| Problem::unauthorized("the Authorization header must be `Bearer <key>`"))?;
+    /// Checks a bearer token starting with `elk_`. Refusals never repeat the token.
+    pub async fn verify(&self, token: &str) -> Result<VerifiedKey, Problem> {
         let (key_id, secret) = token
             .strip_prefix(PREFIX)
             .and_then(|rest| rest.split_once('_'))
-            .ok_or_else(|| Problem::unauthorized("the API key is not valid"))?;
-
+            .ok_or_else(|| crate::invalid_token("the API key is not valid"))?;
         let cached = {
-            let cache = cache.lock().expect("not poisoned");
+            let cache = self.cache.lock().expect("not poisoned");
             cache
                 .get(key_id)
                 .filter(|c| c.fetched.elapsed() < CACHE_FOR)
-                .map(|c| (c.secret_hash.clone(), c.event_types.clone(), c.revoked))
+                .map(|c| (c.secret_hash.clone(), c.key.clone(), c.revoked))
         };
-        let (secret_hash, event_types, revoked) = match cached {
+        let (secret_hash, key, revoked) = match cached {
             Some(found) => found,
             None => {
-                let stored = store.api_key(key_id).await.map_err(|error| {
+                let stored = self.store.api_key(key_id).await.map_err(|error| {
                     tracing::warn!(%error, "Cannot look up an API key.");
                     Problem::unavailable("the key store is unavailable; try again")
                 })?;
                 let Some(stored) = stored else {
-                    return Err(Problem::unauthorized("the API key is not valid"));
+                    return Err(crate::invalid_token("the API key is not valid"));
                 };
+                let key = VerifiedKey {
+                    key_id: stored.key_id.clone(),
+                    event_types: stored.event_types,
+                    scopes: stored.scopes,
+                };
+                let revoked = stored.revoked_at.is_some();
                 let entry = Cached {
                     secret_hash: stored.secret_hash.clone(),
-                    event_types: stored.event_types.clone(),
-                    revoked: stored.revoked_at.is_some(),
+                    key: key.clone(),
+                    revoked,
                     fetched: Instant::now(),
                 };
-                cache.lock().expect("not poisoned").insert(key_id.to_string(), entry);
-                (stored.secret_hash, stored.event_types, stored.revoked_at.is_some())
+                self.cache.lock().expect("not poisoned").insert(key_id.to_string(), entry);
+                (stored.secret_hash, key, revoked)
             }
         };
         if !same(&hash(secret), &secret_hash) {
-            return Err(Problem::unauthorized("the API key is not valid"));
+            return Err(crate::invalid_token("the API key is not valid"));
         }
         if revoked {
-            return Err(Problem::unauthorized("the API key has been revoked"));
+            return Err(crate::invalid_token("the API key has been revoked"));
         }
-        Ok(Principal { key_id: Some(key_id.to_string()), event_types })
+        Ok(key)
     }
 }
 
