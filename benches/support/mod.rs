@@ -93,6 +93,11 @@ impl HttpProcess {
         Self { child, base }
     }
 
+    /// CPU seconds the process has used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.child.id())
+    }
+
     /// Stops it as an operator would (SIGTERM) and waits for it to exit.
     pub fn stop(mut self) {
         std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();

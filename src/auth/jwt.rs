@@ -3,7 +3,7 @@
 //! [`REFETCH_AT_MOST_EVERY`]), naming the issuer and the audience, unexpired.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use eventline_core::config::JwtSettings;
@@ -11,6 +11,11 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
 
 /// A token naming a key the set lacks refetches the set, but no more often than this: a flood of
 /// made-up key ids must not become a flood of requests to the issuer.
@@ -20,6 +25,12 @@ const KEYS_LIVE_FOR: Duration = Duration::from_secs(600);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Clock skew tolerated between the issuer and this machine.
 const LEEWAY_SECS: u64 = 30;
+/// A token verified once is trusted this long (never past its `exp`) without checking its
+/// signature again: a client sends the same token many times, and the signature is most of what a
+/// request costs beyond the query. Refetching the key set forgets every verified token.
+const VERIFIED_FOR: Duration = Duration::from_secs(60);
+/// Verified tokens remembered at most; beyond it the memory starts afresh.
+const VERIFIED_AT_MOST: usize = 10_000;
 
 /// Algorithms accepted: asymmetric only, so no one holding the public keys can sign.
 const ACCEPTED: &[Algorithm] = &[
@@ -52,6 +63,8 @@ pub enum Refused {
 
 #[derive(Deserialize)]
 struct Claims {
+    /// Required by the validation, so always there once it passed.
+    exp: u64,
     sub: Option<String>,
     /// RFC 8693 / RFC 9068: space-separated.
     scope: Option<String>,
@@ -65,6 +78,9 @@ enum ScopeList {
     Text(String),
     List(Vec<String>),
 }
+
+/// A verified token and until when it is trusted without checking it again.
+type Trusted = (Arc<Verified>, Instant);
 
 struct Key {
     decoding: DecodingKey,
@@ -85,6 +101,8 @@ pub struct JwtVerifier {
     settings: JwtSettings,
     client: reqwest::Client,
     keys: RwLock<KeySet>,
+    /// Tokens verified lately, by the SHA-256 of the token, and until when they are trusted.
+    verified: Mutex<HashMap<[u8; 32], Trusted>>,
     /// One fetch at a time; the others wait for its result.
     fetching: tokio::sync::Mutex<()>,
 }
@@ -92,7 +110,13 @@ pub struct JwtVerifier {
 impl JwtVerifier {
     pub fn new(settings: JwtSettings) -> Self {
         let client = reqwest::Client::builder().timeout(FETCH_TIMEOUT).build().expect("a TLS client builds");
-        Self { settings, client, keys: RwLock::new(KeySet::default()), fetching: tokio::sync::Mutex::new(()) }
+        Self {
+            settings,
+            client,
+            keys: RwLock::new(KeySet::default()),
+            verified: Mutex::new(HashMap::new()),
+            fetching: tokio::sync::Mutex::new(()),
+        }
     }
 
     pub fn issuer(&self) -> &str {
@@ -109,7 +133,25 @@ impl JwtVerifier {
         }
     }
 
-    pub async fn verify(&self, token: &str) -> Result<Verified, Refused> {
+    pub async fn verify(&self, token: &str) -> Result<Arc<Verified>, Refused> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let remembered = self.verified.lock().expect("not poisoned").get(&digest).cloned();
+        if let Some((verified, until)) = remembered {
+            if Instant::now() < until {
+                return Ok(verified);
+            }
+        }
+        let verified = self.verify_signed(token).await?;
+        let mut remembered = self.verified.lock().expect("not poisoned");
+        if remembered.len() >= VERIFIED_AT_MOST {
+            remembered.clear();
+        }
+        remembered.insert(digest, verified.clone());
+        Ok(verified.0)
+    }
+
+    /// Verifies the token's signature and claims; the token and until when to trust it.
+    async fn verify_signed(&self, token: &str) -> Result<Trusted, Refused> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Refused::Invalid("it is not a JWT".into()))?;
         if !ACCEPTED.contains(&header.alg) {
             return Err(Refused::Invalid(format!(
@@ -160,7 +202,8 @@ impl JwtVerifier {
             Some(ScopeList::List(list)) => scopes.extend(list),
             None => {}
         }
-        Ok(Verified { subject, scopes })
+        let lifetime = Duration::from_secs(claims.exp.saturating_sub(unix_now())).min(VERIFIED_FOR);
+        Ok((Arc::new(Verified { subject, scopes }), Instant::now() + lifetime))
     }
 
     fn find_key(&self, kid: Option<&str>) -> Option<Arc<Key>> {
@@ -227,6 +270,8 @@ impl JwtVerifier {
         }
         let count = fresh.by_id.len() + fresh.unnamed.len();
         *self.keys.write().expect("not poisoned") = fresh;
+        // A key the issuer withdrew must not live on in tokens it verified.
+        self.verified.lock().expect("not poisoned").clear();
         Ok(count)
     }
 }

@@ -218,7 +218,7 @@ impl Auth {
             id: format!("jwt:{}", verified.subject),
             rate_key: Some(format!("jwt:{}", verified.subject)),
             publish,
-            scopes: verified.scopes,
+            scopes: verified.scopes.clone(),
             unrestricted: false,
         })
     }
