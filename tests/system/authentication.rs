@@ -86,7 +86,7 @@ async fn the_query_api_answers_api_keys_by_their_read_scopes() {
     assert!(openapi["components"]["securitySchemes"].get("jwt").is_none(), "no issuer is configured");
     let paths = openapi["paths"].as_object().unwrap();
     for (path, item) in paths.iter().filter(|(path, _)| path.starts_with("/v1/")) {
-        let operation = &item["get"];
+        let operation = if path == "/v1/events" { &item["post"] } else { &item["get"] };
         assert_eq!(operation["security"], json!([{"apiKey": []}]), "{path}");
         for status in ["401", "403"] {
             assert!(operation["responses"][status].is_object(), "{path} documents {status}");
@@ -155,6 +155,13 @@ async fn jwts_of_the_configured_issuer_read_and_publish_by_their_scopes() {
         ("EVENTLINE_JWT_JWKS_URL", keys.url.as_str()),
     ];
     let up = env.spawn_http("up", &["up"], &jwt_env).await;
+
+    // Both schemes, on the gateway's operation and the query API's alike.
+    let openapi: Value = up.get_as("/openapi.json", None).await.json().await.unwrap();
+    assert_eq!(openapi["components"]["securitySchemes"]["jwt"]["bearerFormat"], "JWT");
+    for (path, method) in [("/v1/events", "post"), ("/v1/accounts", "get"), ("/v1/tables/tasks", "get")] {
+        assert_eq!(openapi["paths"][path][method]["security"], json!([{"apiKey": []}, {"jwt": []}]), "{path}");
+    }
 
     let reader = k1.sign("k1", &claims("read:account_balances openid"));
     assert_eq!(refusal(&up, "/v1/accounts/a-1", Some(&reader)).await.0, 404, "allowed; no such row");

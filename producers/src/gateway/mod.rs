@@ -125,8 +125,9 @@ impl Gateway {
 
 /// The gateway's routes (`POST /v1/events`) and their OpenAPI description.
 pub fn router(gateway: Gateway) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, api) =
+    let (router, mut api) =
         utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(events::publish)).split_for_parts();
+    eventline_auth::describe_security(&mut api, gateway.auth().accepts_jwts());
     (router.with_state(gateway), api)
 }
 
