@@ -114,7 +114,7 @@ async fn list(
     let mut filters = Vec::new();
     for column in &columns {
         if let Some(value) = params.text(column)? {
-            filters.push((column.to_string(), value.to_string()));
+            filters.push((column.to_string(), as_postgres_reads(&served.shape, column, value)));
         }
     }
     let limit = params.limit()?;
@@ -159,12 +159,41 @@ async fn one(
         ))
         .into());
     }
-    let filters: Vec<(String, String)> =
-        primary_key.iter().zip(&parts).map(|(column, value)| (column.clone(), value.to_string())).collect();
+    let filters: Vec<(String, String)> = primary_key
+        .iter()
+        .zip(&parts)
+        .map(|(column, value)| (column.clone(), as_postgres_reads(&served.shape, column, value)))
+        .collect();
     let freshness = tables.api.freshness(&caller, &served.projection, &params.consistency()?).await?;
     let rows = tables.api.store().table_rows(&served.shape, &filters, None, 1).await.map_err(read_failure)?;
     let row = rows.into_iter().next().ok_or_else(|| Problem::not_found(format!("no row `{key}` in `{table}`")))?;
     Ok((freshness.headers(), Json(row)).into_response())
+}
+
+/// A filter value as PostgreSQL reads it for its column. Every RFC 3339 time is taken: PostgreSQL
+/// refuses offsets beyond ±15:59 and the year 0, so a time is handed over in UTC, its year before
+/// 1 written as BC. Other values go as they came.
+fn as_postgres_reads(shape: &TableShape, column: &str, value: &str) -> String {
+    let with_time_zone = shape.column(column).is_some_and(|c| c.data_type == "timestamp with time zone");
+    match chrono::DateTime::parse_from_rfc3339(value) {
+        Ok(time) if with_time_zone => {
+            let utc = time.with_timezone(&chrono::Utc);
+            let rest = utc.format("-%m-%dT%H:%M:%S%.f+00:00");
+            match chrono::Datelike::year(&utc) {
+                year if year >= 1 => format!("{year:04}{rest}"),
+                year => format!("{:04}{rest} BC", 1 - year),
+            }
+        }
+        _ => value.to_string(),
+    }
+}
+
+/// The largest magnitude a `numeric(precision, scale)` column stores once PostgreSQL rounds to
+/// its scale; unconstrained `numeric` has none worth saying.
+fn numeric_bound(data_type: &str) -> Option<f64> {
+    let (precision, scale) = data_type.strip_prefix("numeric(")?.strip_suffix(')')?.split_once(',')?;
+    let (precision, scale): (i32, i32) = (precision.trim().parse().ok()?, scale.trim().parse().ok()?);
+    Some(10f64.powi(precision - scale) - 0.5 * 10f64.powi(-scale))
 }
 
 /// The JSON a column's values take in `to_jsonb`.
@@ -202,7 +231,10 @@ fn filter_schema(data_type: &str) -> ObjectBuilder {
         "bigint" => range(i64::MIN, i64::MAX),
         "real" => ObjectBuilder::new().schema_type(Type::Number).minimum(Some(-3.4e38)).maximum(Some(3.4e38)),
         "double precision" => ObjectBuilder::new().schema_type(Type::Number),
-        t if t.starts_with("numeric") => ObjectBuilder::new().schema_type(Type::Number),
+        t if t.starts_with("numeric") => {
+            let bound = numeric_bound(t);
+            ObjectBuilder::new().schema_type(Type::Number).exclusive_minimum(bound.map(|b| -b)).exclusive_maximum(bound)
+        }
         "boolean" => ObjectBuilder::new().schema_type(Type::Boolean),
         t => match string_format(t) {
             Some(format) => ObjectBuilder::new().schema_type(Type::String).format(Some(format)),
@@ -323,4 +355,34 @@ fn describe(shape: &TableShape, openapi: &mut OpenApi) {
         .paths
         .paths
         .insert(format!("/v1/tables/{table}/{}", key_path.join("/")), PathItem::new(HttpMethod::Get, one));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventline_store::tables::Column;
+
+    #[test]
+    fn times_reach_postgresql_in_utc_whatever_offset_rfc_3339_allowed() {
+        let column =
+            |name: &str, data_type: &str| Column { name: name.into(), data_type: data_type.into(), nullable: false };
+        let shape = TableShape {
+            name: "t".into(),
+            columns: vec![column("at", "timestamp with time zone"), column("local", "timestamp without time zone")],
+            primary_key: vec!["at".into()],
+        };
+        assert_eq!(as_postgres_reads(&shape, "at", "1539-10-27T14:01:07.1+23:51"), "1539-10-26T14:10:07.100+00:00");
+        assert_eq!(as_postgres_reads(&shape, "at", "0001-01-01T03:00:00+05:00"), "0001-12-31T22:00:00+00:00 BC");
+        assert_eq!(as_postgres_reads(&shape, "at", "2026-12-04T06:00:00Z"), "2026-12-04T06:00:00+00:00");
+        // Not a time, or a column without a time zone (where PostgreSQL ignores the offset): as given.
+        assert_eq!(as_postgres_reads(&shape, "at", "yesterday"), "yesterday");
+        assert_eq!(as_postgres_reads(&shape, "local", "2026-12-04T06:00:00+05:00"), "2026-12-04T06:00:00+05:00");
+    }
+
+    #[test]
+    fn a_numeric_columns_bound_is_what_rounds_within_its_precision() {
+        assert_eq!(numeric_bound("numeric(5,2)"), Some(999.995));
+        assert_eq!(numeric_bound("numeric(3,0)"), Some(999.5));
+        assert_eq!(numeric_bound("numeric"), None);
+    }
 }

@@ -609,6 +609,12 @@ async fn a_declared_table_is_read_over_http_by_key_filter_and_page() {
     let (_, filtered) = json(api.get("/v1/tables/stock_levels?on_hand=10").await).await;
     let skus: Vec<&str> = filtered["items"].as_array().unwrap().iter().map(|r| r["sku"].as_str().unwrap()).collect();
     assert_eq!(skus, ["bolt"]);
+    // Any time RFC 3339 allows is a filter, offsets PostgreSQL would not take (±16:00 and beyond)
+    // and times before year 1 in UTC included: none matches, none is refused.
+    for time in ["1539-10-27T14:01:07.1%2B23:51", "0001-01-01T03:00:00%2B05:00"] {
+        let (status, page) = json(api.get(&format!("/v1/tables/stock_levels?updated_at={time}")).await).await;
+        assert_eq!((status, page["items"].as_array().map(Vec::len)), (200, Some(0)), "{time}: {page}");
+    }
 
     // Keyset pages of one row, in key order, until no cursor comes back.
     let (mut seen, mut path) = (Vec::new(), "/v1/tables/stock_levels?limit=1".to_string());
