@@ -615,6 +615,10 @@ async fn a_declared_table_is_read_over_http_by_key_filter_and_page() {
         let (status, page) = json(api.get(&format!("/v1/tables/stock_levels?updated_at={time}")).await).await;
         assert_eq!((status, page["items"].as_array().map(Vec::len)), (200, Some(0)), "{time}: {page}");
     }
+    // No row holds a NUL (PostgreSQL takes none in text): nothing matches, nothing is refused.
+    let (status, page) = json(api.get("/v1/tables/stock_levels?sku=bo%00lt").await).await;
+    assert_eq!((status, page["items"].as_array().map(Vec::len)), (200, Some(0)), "{page}");
+    assert_eq!(api.get("/v1/tables/stock_levels/bo%00lt").await.status(), 404);
 
     // Keyset pages of one row, in key order, until no cursor comes back.
     let (mut seen, mut path) = (Vec::new(), "/v1/tables/stock_levels?limit=1".to_string());
