@@ -140,7 +140,11 @@ pub async fn http(
     } else {
         Auth::new(store.clone(), settings.jwt.clone())
     });
-    auth.prefetch().await;
+    // In the background: an identity provider that is slow to answer must not hold up the start.
+    tokio::spawn({
+        let auth = auth.clone();
+        async move { auth.prefetch().await }
+    });
     let mut services = Vec::new();
     if parts.gateway {
         services.push(ingest::gateway_service(settings, auth.clone(), shutdown.clone()).await?);

@@ -183,16 +183,14 @@ async fn one(
 /// 1 written as BC. Other values go as they came.
 fn as_postgres_reads(shape: &TableShape, column: &str, value: &str) -> String {
     let with_time_zone = shape.column(column).is_some_and(|c| c.data_type == "timestamp with time zone");
-    match chrono::DateTime::parse_from_rfc3339(value) {
-        Ok(time) if with_time_zone => {
-            let utc = time.with_timezone(&chrono::Utc);
-            let rest = utc.format("-%m-%dT%H:%M:%S%.f+00:00");
-            match chrono::Datelike::year(&utc) {
-                year if year >= 1 => format!("{year:04}{rest}"),
-                year => format!("{:04}{rest} BC", 1 - year),
-            }
-        }
-        _ => value.to_string(),
+    let Some(time) = with_time_zone.then(|| chrono::DateTime::parse_from_rfc3339(value).ok()).flatten() else {
+        return value.to_string();
+    };
+    let utc = time.with_timezone(&chrono::Utc);
+    let rest = utc.format("-%m-%dT%H:%M:%S%.f+00:00");
+    match chrono::Datelike::year(&utc) {
+        year if year >= 1 => format!("{year:04}{rest}"),
+        year => format!("{:04}{rest} BC", 1 - year),
     }
 }
 

@@ -119,12 +119,9 @@ impl JwtVerifier {
         }
     }
 
-    pub fn issuer(&self) -> &str {
-        &self.settings.issuer
-    }
-
     /// Fetches the key set now (at start), so a wrong URL shows in the log before any request.
     pub async fn prefetch(&self) {
+        let _one_at_a_time = self.fetching.lock().await;
         match self.refresh().await {
             Ok(count) => tracing::info!(keys = count, url = %self.settings.jwks_url, "Fetched the JWT issuer's keys."),
             Err(error) => {

@@ -61,11 +61,9 @@ pub fn check_key_scope(scope: &str, projections: &[&str]) -> Result<(), String> 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// Who, for the log and the audit: `key:<id>`, `jwt:<subject>`, or `anonymous` when
-    /// authentication is off.
+    /// Who, for the log, the audit and rate limits: `key:<id>`, `jwt:<subject>`, or `anonymous`
+    /// when authentication is off.
     pub id: String,
-    /// What rate limits count against: the key's id or the JWT's subject.
-    pub rate_key: Option<String>,
     publish: Vec<String>,
     scopes: Vec<String>,
     /// Authentication is off: everything is allowed.
@@ -73,6 +71,12 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// What rate limits count against: the caller, or nothing when authentication is off (then
+    /// every request shares one limit).
+    pub fn rate_key(&self) -> Option<&str> {
+        (!self.unrestricted).then_some(self.id.as_str())
+    }
+
     /// The event type patterns this caller may publish.
     pub fn publish_patterns(&self) -> &[String] {
         &self.publish
@@ -151,16 +155,13 @@ impl Auth {
         Self { mode: Mode::Disabled }
     }
 
-    pub fn is_disabled(&self) -> bool {
-        matches!(self.mode, Mode::Disabled)
-    }
-
     /// Whether bearer JWTs are accepted.
     pub fn accepts_jwts(&self) -> bool {
         matches!(self.mode, Mode::Enforced { jwt: Some(_), .. })
     }
 
-    /// Fetches the JWT issuer's keys now, when there is one, so a wrong URL shows at start.
+    /// Fetches the JWT issuer's keys now, when there is one, so a wrong URL shows in the log at
+    /// start rather than at the first JWT.
     pub async fn prefetch(&self) {
         if let Mode::Enforced { jwt: Some(jwt), .. } = &self.mode {
             jwt.prefetch().await;
@@ -173,7 +174,6 @@ impl Auth {
             Mode::Disabled => {
                 return Ok(Caller {
                     id: "anonymous".into(),
-                    rate_key: None,
                     publish: vec!["*".into()],
                     scopes: Vec::new(),
                     unrestricted: true,
@@ -200,7 +200,6 @@ impl Auth {
             let key = keys.verify(token).await?;
             return Ok(Caller {
                 id: format!("key:{}", key.key_id),
-                rate_key: Some(key.key_id),
                 publish: key.event_types,
                 scopes: key.scopes,
                 unrestricted: false,
@@ -216,7 +215,6 @@ impl Auth {
         let publish = verified.scopes.iter().filter_map(|s| s.strip_prefix(PUBLISH_PREFIX)).map(String::from).collect();
         Ok(Caller {
             id: format!("jwt:{}", verified.subject),
-            rate_key: Some(format!("jwt:{}", verified.subject)),
             publish,
             scopes: verified.scopes.clone(),
             unrestricted: false,
@@ -271,7 +269,6 @@ mod tests {
     fn a_callers_scopes_decide_what_it_reads() {
         let caller = |scopes: &[&str]| Caller {
             id: "key:k".into(),
-            rate_key: None,
             publish: Vec::new(),
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             unrestricted: false,

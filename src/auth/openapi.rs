@@ -17,33 +17,23 @@ pub fn describe_security(openapi: &mut OpenApi, accepts_jwts: bool) {
                   (`GET /v1/projections`); publishing: ";
     components.add_security_scheme(
         API_KEY,
-        SecurityScheme::Http(
-            HttpBuilder::new()
-                .scheme(HttpAuthScheme::Bearer)
-                .bearer_format("elk_<key id>_<secret>")
-                .description(Some(format!(
-                    "An API key made by `eventline keys create`. {scopes}the key's `--types` patterns."
-                )))
-                .build(),
+        bearer(
+            "elk_<key id>_<secret>",
+            format!("An API key made by `eventline keys create`. {scopes}the key's `--types` patterns."),
         ),
     );
+    let mut requirements = vec![SecurityRequirement::new(API_KEY, Vec::<String>::new())];
     if accepts_jwts {
         components.add_security_scheme(
             JWT,
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .description(Some(format!(
-                        "A JWT from the configured issuer, for the configured audience, signed by a key of its \
-                         key set (`scope` or `scp` claim). {scopes}`publish:<pattern>`."
-                    )))
-                    .build(),
+            bearer(
+                "JWT",
+                format!(
+                    "A JWT from the configured issuer, for the configured audience, signed by a key of its key set \
+                     (`scope` or `scp` claim). {scopes}`publish:<pattern>`."
+                ),
             ),
         );
-    }
-    let mut requirements = vec![SecurityRequirement::new(API_KEY, Vec::<String>::new())];
-    if accepts_jwts {
         requirements.push(SecurityRequirement::new(JWT, Vec::<String>::new()));
     }
     for item in openapi.paths.paths.values_mut() {
@@ -61,6 +51,13 @@ pub fn describe_security(openapi: &mut OpenApi, accepts_jwts: bool) {
             secure(operation, &requirements);
         }
     }
+}
+
+/// An `Authorization: Bearer` scheme with its token's shape.
+fn bearer(format: &str, description: String) -> SecurityScheme {
+    SecurityScheme::Http(
+        HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format(format).description(Some(description)).build(),
+    )
 }
 
 fn secure(operation: &mut Operation, requirements: &[SecurityRequirement]) {

@@ -111,7 +111,7 @@ async fn accept(gateway: &Gateway, request: Request) -> Result<Response, Problem
         };
         return Err(Problem::forbidden(detail).with("errors", Value::Array(forbidden)));
     }
-    gateway.admit(caller.rate_key.as_deref(), events.len())?;
+    gateway.admit(caller.rate_key(), events.len())?;
     if !gateway.broker_up() {
         return Err(Problem::broker_unavailable("the broker is not reachable; nothing was published"));
     }

@@ -74,8 +74,8 @@ impl Gateway {
     }
 
     /// Takes `events` from the key's bucket, or says when to come back.
-    fn admit(&self, key_id: Option<&str>, events: usize) -> Result<(), Problem> {
-        let key = key_id.unwrap_or("-").to_string();
+    fn admit(&self, caller: Option<&str>, events: usize) -> Result<(), Problem> {
+        let key = caller.unwrap_or("-").to_string();
         let cells = NonZeroU32::new(events.max(1) as u32).expect("at least one");
         match self.0.rate.check_key_n(&key, cells) {
             Ok(Ok(())) => Ok(()),
