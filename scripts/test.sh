@@ -22,6 +22,20 @@ if [ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]
   cargo install cargo-deny --locked --version "$CARGO_DENY_VERSION"
 fi
 
+# schemathesis, which checks the HTTP surfaces against their /openapi.json (tests/system/conformance.rs),
+# in a virtual environment of its own; installed once per version.
+SCHEMATHESIS_VERSION=4.32.5
+SCHEMATHESIS_ENV="$STATE_DIR/schemathesis"
+if [ "$("$SCHEMATHESIS_ENV/bin/st" --version 2>/dev/null)" != "st, version $SCHEMATHESIS_VERSION" ]; then
+  need_command python3 python3
+  python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
+  say "installing schemathesis $SCHEMATHESIS_VERSION from PyPI into $SCHEMATHESIS_ENV (once)"
+  rm -rf "$SCHEMATHESIS_ENV"
+  python3 -m venv "$SCHEMATHESIS_ENV"
+  "$SCHEMATHESIS_ENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+export PATH="$SCHEMATHESIS_ENV/bin:$PATH"
+
 cd "$ROOT"
 say "checking dependencies (cargo deny: bans, licences, sources)"
 # Every platform's crates, so the check can run offline.

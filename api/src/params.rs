@@ -20,8 +20,9 @@ pub const MAX_LIMIT: i64 = 1000;
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
 /// Longest wait a query may ask for.
 pub const MAX_WAIT_MS: u64 = 30_000;
-/// Longest text parameter (ids, owners, features); longer ones cannot name anything.
-const MAX_TEXT: usize = 256;
+/// Longest text parameter (ids, owners, features), in characters as JSON Schema's `maxLength`
+/// counts them; longer ones cannot name anything.
+pub const MAX_TEXT: usize = 256;
 
 /// The parameters of one request, checked against the names an endpoint accepts.
 #[derive(Debug)]
@@ -54,8 +55,8 @@ impl Params {
         match self.values.get(name) {
             None => Ok(None),
             Some(value) if value.is_empty() => Err(Problem::invalid_parameter(format!("`{name}` is empty"))),
-            Some(value) if value.len() > MAX_TEXT => {
-                Err(Problem::invalid_parameter(format!("`{name}` is longer than {MAX_TEXT} bytes")))
+            Some(value) if value.chars().count() > MAX_TEXT => {
+                Err(Problem::invalid_parameter(format!("`{name}` is longer than {MAX_TEXT} characters")))
             }
             Some(value) => Ok(Some(value)),
         }

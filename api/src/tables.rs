@@ -127,15 +127,18 @@ async fn list(
         .into());
     }
     let freshness = tables.api.freshness(&caller, &served.projection, &params.consistency()?).await?;
-    let rows = if matches_nothing(&filters) {
-        Vec::new()
-    } else {
-        tables
+    let rows = match without_nul(&filters) {
+        // Still asked, for no row, so PostgreSQL refuses the values that do not fit their column.
+        Some(checked) => {
+            tables.api.store().table_rows(&served.shape, &checked, None, 0).await.map_err(read_failure)?;
+            Vec::new()
+        }
+        None => tables
             .api
             .store()
             .table_rows(&served.shape, &filters, after.as_deref(), limit + 1)
             .await
-            .map_err(read_failure)?
+            .map_err(read_failure)?,
     };
     let (rows, next_cursor) = page(rows, limit, &endpoint, |row| key_of(&served.shape, row));
     let body = serde_json::json!({ "items": rows, "next_cursor": next_cursor });
@@ -169,10 +172,12 @@ async fn one(
         .map(|(column, value)| (column.clone(), as_postgres_reads(&served.shape, column, value)))
         .collect();
     let freshness = tables.api.freshness(&caller, &served.projection, &params.consistency()?).await?;
-    let rows = if matches_nothing(&filters) {
-        Vec::new()
-    } else {
-        tables.api.store().table_rows(&served.shape, &filters, None, 1).await.map_err(read_failure)?
+    let rows = match without_nul(&filters) {
+        Some(checked) => {
+            tables.api.store().table_rows(&served.shape, &checked, None, 0).await.map_err(read_failure)?;
+            Vec::new()
+        }
+        None => tables.api.store().table_rows(&served.shape, &filters, None, 1).await.map_err(read_failure)?,
     };
     let row = rows.into_iter().next().ok_or_else(|| Problem::not_found(format!("no row `{key}` in `{table}`")))?;
     Ok((freshness.headers(), Json(row)).into_response())
@@ -194,10 +199,14 @@ fn as_postgres_reads(shape: &TableShape, column: &str, value: &str) -> String {
     }
 }
 
-/// Whether a filter holds a NUL character, which no PostgreSQL value can hold (it refuses one in
-/// any text): such a filter matches no row, and is answered so without asking.
-fn matches_nothing(filters: &[(String, String)]) -> bool {
-    filters.iter().any(|(_, value)| value.contains('\0'))
+/// When a filter holds a NUL character, which no PostgreSQL value can hold (it refuses one in any
+/// text), the filters match no row; they are returned with each NUL replaced by U+FFFD, a value
+/// that still fails exactly the types the original fails, so they can be checked for nothing.
+fn without_nul(filters: &[(String, String)]) -> Option<Vec<(String, String)>> {
+    filters
+        .iter()
+        .any(|(_, value)| value.contains('\0'))
+        .then(|| filters.iter().map(|(column, value)| (column.clone(), value.replace('\0', "\u{FFFD}"))).collect())
 }
 
 /// The largest magnitude a `numeric(precision, scale)` column stores once PostgreSQL rounds to
@@ -251,7 +260,10 @@ fn filter_schema(data_type: &str) -> ObjectBuilder {
         t => match string_format(t) {
             Some(format) => ObjectBuilder::new().schema_type(Type::String).format(Some(format)),
             // Text: an empty filter is refused as a likely mistake.
-            None => ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)),
+            None => ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(crate::params::MAX_TEXT)),
         },
     }
 }

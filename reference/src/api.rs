@@ -104,7 +104,7 @@ async fn account(
     get,
     path = "/v1/accounts",
     tag = "query",
-    params(("owner" = Option<String>, Query, description = "Only this owner's accounts", min_length = 1), PageParams, ConsistencyParams),
+    params(("owner" = Option<String>, Query, description = "Only this owner's accounts", min_length = 1, max_length = 256), PageParams, ConsistencyParams),
     responses(
         (status = 200, description = "A page of accounts", body = AccountPage),
         (status = 400, description = "A bad parameter", body = ProblemDocument, content_type = "application/problem+json"),
@@ -116,7 +116,12 @@ async fn accounts(caller: Caller, State(api): State<Api>, RawQuery(query): RawQu
     let (owner, limit) = (params.text("owner")?, params.limit()?);
     let after: Option<String> = params.cursor("accounts")?;
     let freshness = api.freshness(&caller, ACCOUNTS, &params.consistency()?).await?;
-    let rows = accounts::accounts_page(api.store(), owner, after.as_deref(), limit + 1).await.map_err(store_failure)?;
+    // No stored text holds a NUL (PostgreSQL takes none): such an owner has no accounts.
+    let rows = if owner.is_some_and(|owner| owner.contains('\0')) {
+        Vec::new()
+    } else {
+        accounts::accounts_page(api.store(), owner, after.as_deref(), limit + 1).await.map_err(store_failure)?
+    };
     let (items, next_cursor) = page(rows, limit, "accounts", |a| a.account_id.clone());
     let body = AccountPage { items: items.into_iter().map(Account::from).collect(), next_cursor };
     Ok((freshness.headers(), Json(body)).into_response())
@@ -359,7 +364,7 @@ pub(crate) struct FeatureDayPage {
     get,
     path = "/v1/features/daily",
     tag = "query",
-    params(DateRangeParams, ("feature" = Option<String>, Query, description = "Only this feature", min_length = 1), PageParams, ConsistencyParams),
+    params(DateRangeParams, ("feature" = Option<String>, Query, description = "Only this feature", min_length = 1, max_length = 256), PageParams, ConsistencyParams),
     responses(
         (status = 200, description = "A page of (day, feature) rows", body = FeatureDayPage),
         (status = 400, description = "A bad parameter", body = ProblemDocument, content_type = "application/problem+json"),
@@ -371,8 +376,11 @@ async fn daily_features(caller: Caller, State(api): State<Api>, RawQuery(query):
     let ((from, to), limit, feature) = (params.date_range()?, params.limit()?, params.text("feature")?);
     let after: Option<(NaiveDate, String)> = params.cursor("features")?;
     let freshness = api.freshness(&caller, FEATURES, &params.consistency()?).await?;
-    let rows =
-        features::features_page(api.store(), from, to, feature, after, limit + 1).await.map_err(store_failure)?;
+    let rows = if feature.is_some_and(|feature| feature.contains('\0')) {
+        Vec::new()
+    } else {
+        features::features_page(api.store(), from, to, feature, after, limit + 1).await.map_err(store_failure)?
+    };
     let (items, next_cursor) = page(rows, limit, "features", |f| (f.day, f.feature.clone()));
     let body = FeatureDayPage { items: items.into_iter().map(FeatureDay::from).collect(), next_cursor };
     Ok((freshness.headers(), Json(body)).into_response())

@@ -646,14 +646,14 @@ async fn a_declared_table_is_read_over_http_by_key_filter_and_page() {
         list["parameters"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap()["schema"].clone()
     };
     assert_eq!(parameter("shipped"), json!({"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX}));
-    assert_eq!(parameter("sku"), json!({"type": "string", "minLength": 1}));
+    assert_eq!(parameter("sku"), json!({"type": "string", "minLength": 1, "maxLength": 256}));
     assert_eq!(parameter("updated_at"), json!({"type": "string", "format": "date-time"}));
     assert_eq!(parameter("limit"), json!({"type": "integer", "format": "int64", "minimum": 1, "maximum": 1000}));
     assert_eq!(parameter("cursor"), json!({"type": "string", "minLength": 1, "pattern": "^[A-Za-z0-9_-]+$"}));
     let next = &list["responses"]["200"]["content"]["application/json"]["schema"]["properties"]["next_cursor"];
     assert_eq!(next["type"], json!(["string", "null"]), "{next}");
 
-    let refusals: [(&str, u16, &str); 5] = [
+    let refusals: [(&str, u16, &str); 7] = [
         ("/v1/tables/stock_levels/ghost", 404, "no row `ghost` in `stock_levels`"),
         ("/v1/tables/nope", 404, "no projection serves a table `nope`"),
         (
@@ -667,6 +667,17 @@ async fn a_declared_table_is_read_over_http_by_key_filter_and_page() {
             "a value does not fit its column's type: invalid input syntax for type bigint: \"many\" [SQLSTATE 22P02]",
         ),
         ("/v1/tables/stock_levels/bolt/extra", 400, "`stock_levels` is looked up by 1 key part(s) (sku), not 2"),
+        // A NUL matches nothing, but the other filters are still checked against their columns.
+        (
+            "/v1/tables/stock_levels?sku=bo%00lt&on_hand=many",
+            400,
+            "a value does not fit its column's type: invalid input syntax for type bigint: \"many\" [SQLSTATE 22P02]",
+        ),
+        (
+            "/v1/tables/stock_levels?on_hand=1%002",
+            400,
+            "a value does not fit its column's type: invalid input syntax for type bigint: \"1\u{FFFD}2\" [SQLSTATE 22P02]",
+        ),
     ];
     for (path, status, detail) in refusals {
         let (got, problem) = json(api.get(path).await).await;

@@ -12,6 +12,7 @@ mod cli;
 mod commands;
 mod compose;
 mod config_errors;
+mod conformance;
 mod database_outage;
 mod declarative;
 mod dlq;

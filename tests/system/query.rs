@@ -465,7 +465,7 @@ async fn bad_parameters_are_refused_and_hostile_values_stay_values() {
             "`from` (2027-01-01) is after `to` (2026-01-01)".into(),
         ),
         (format!("/v1/features/daily?{range}&feature="), "`feature` is empty".into()),
-        (format!("/v1/features/daily?{range}&feature={long}"), "`feature` is longer than 256 bytes".into()),
+        (format!("/v1/features/daily?{range}&feature={long}"), "`feature` is longer than 256 characters".into()),
         ("/v1/accounts?limit=0".into(), "`limit` must be a whole number from 1 to 1000, not `0`".into()),
         ("/v1/accounts?limit=1001".into(), "`limit` must be a whole number from 1 to 1000, not `1001`".into()),
         (
@@ -542,6 +542,13 @@ async fn bad_parameters_are_refused_and_hostile_values_stay_values() {
     let body = get_ok(&up, &format!("/v1/accounts?owner={}", encode("' OR '1'='1"))).await;
     assert_eq!(body["items"], json!([]));
     let body = get_ok(&up, &format!("/v1/features/daily?{range}&feature={}", encode(hostile))).await;
+    assert_eq!(body["items"], json!([]));
+    // No stored text holds a NUL, and 256 characters are taken however many bytes they take.
+    for owner in ["Ada%00Lovelace".to_string(), encode(&"é".repeat(256))] {
+        let body = get_ok(&up, &format!("/v1/accounts?owner={owner}")).await;
+        assert_eq!(body["items"], json!([]), "{owner}");
+    }
+    let body = get_ok(&up, &format!("/v1/features/daily?{range}&feature=ex%00port")).await;
     assert_eq!(body["items"], json!([]));
     let still = get_ok(&up, &format!("/v1/accounts/{account}")).await;
     assert_eq!(still["account_id"], json!(account), "the table is still there");
@@ -629,6 +636,26 @@ async fn openapi_describes_every_route_each_process_serves() {
         "Accepted",
     ] {
         assert!(schemas.contains_key(name), "schema {name}");
+    }
+
+    // The gateway's body has an example event per registered type, and each is published.
+    let examples = openapi["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/cloudevents+json"]
+        ["examples"]
+        .as_object()
+        .unwrap();
+    let catalog: Value = serde_json::from_str(include_str!("../../schemas/catalog.json")).unwrap();
+    let types: BTreeSet<&String> =
+        catalog["domains"].as_object().unwrap().values().flat_map(|d| d["types"].as_object().unwrap().keys()).collect();
+    assert_eq!(examples.keys().collect::<BTreeSet<_>>(), types);
+    let (_, publisher) = env.create_key("examples", &["*"]);
+    for (event_type, example) in examples {
+        let response = up
+            .post(
+                &[("authorization", &format!("Bearer {publisher}")), ("content-type", "application/cloudevents+json")],
+                example["value"].to_string(),
+            )
+            .await;
+        assert_eq!(response.status(), 202, "{event_type}: {}", response.text().await.unwrap());
     }
 
     // A gateway alone and an API alone describe only what they serve.

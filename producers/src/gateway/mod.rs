@@ -128,7 +128,42 @@ pub fn router(gateway: Gateway) -> (Router, utoipa::openapi::OpenApi) {
     let (router, mut api) =
         utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(events::publish)).split_for_parts();
     eventline_auth::describe_security(&mut api, gateway.auth().accepts_jwts());
+    add_registry_examples(&mut api, gateway.registry());
     (router.with_state(gateway), api)
+}
+
+/// One CloudEvent per registered type, at its current version, made from its schema's first
+/// example: what a valid body looks like, for readers of `/openapi.json` and for the tools that
+/// send its examples.
+fn add_registry_examples(api: &mut utoipa::openapi::OpenApi, registry: &Registry) {
+    let Some(body) = api
+        .paths
+        .paths
+        .get_mut("/v1/events")
+        .and_then(|item| item.post.as_mut())
+        .and_then(|operation| operation.request_body.as_mut())
+    else {
+        return;
+    };
+    for content in body.content.values_mut() {
+        for contract in registry.contracts() {
+            let version = contract.current();
+            let Some(data) = contract.versions[&version].schema["examples"].get(0) else { continue };
+            let subject = data.get(&contract.key).cloned().unwrap_or_default();
+            let event = serde_json::json!({
+                "specversion": "1.0",
+                "id": format!("example-{}", contract.event_type),
+                "source": "/example",
+                "type": contract.event_type,
+                "subject": subject,
+                "dataversion": version,
+                "datacontenttype": "application/json",
+                "data": data,
+            });
+            let example = utoipa::openapi::example::ExampleBuilder::new().value(Some(event)).build();
+            content.examples.insert(contract.event_type.clone(), example.into());
+        }
+    }
 }
 
 /// Ready while the broker answers; the database the process shares is checked where it is opened.
