@@ -24,6 +24,9 @@ pub struct Domain {
 pub struct EventTypeEntry {
     /// Data versions that may be published, oldest first.
     pub versions: Vec<u32>,
+    /// The data field holding the id of the person the type's personal fields are about.
+    #[serde(default)]
+    pub data_subject: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,7 +1,9 @@
 //! The registry checks behind `eventline schemas check`, beyond what loading already refuses:
 //! every schema's examples are valid, every upcaster turns them into valid data of the next
 //! version, every example reaches the current version in a form the code reads, and a new version
-//! without an upcaster accepts everything the previous one did (backward compatible).
+//! without an upcaster accepts everything the previous one did (backward compatible), and personal
+//! data is labelled (every text field classified; personal fields' types name their data subject;
+//! the key and the data subject are not personal).
 //!
 //! The compatibility rules cover the JSON Schema keywords the registry uses; a change to any other
 //! constraining keyword is reported as unprovable, which an upcaster resolves.
@@ -11,6 +13,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use crate::classification;
 use crate::registry::{upcaster_path, Registry, SchemaVersion, TypeContract};
 
 /// A finding: the file it concerns (as users see it) and what is wrong.
@@ -27,14 +30,24 @@ impl fmt::Display for Problem {
 }
 
 /// Keywords that only annotate a schema.
-const ANNOTATIONS: &[&str] =
-    &["$schema", "$id", "$comment", "title", "description", "examples", "default", "deprecated"];
+const ANNOTATIONS: &[&str] = &[
+    "$schema",
+    "$id",
+    "$comment",
+    "title",
+    "description",
+    "examples",
+    "default",
+    "deprecated",
+    classification::KEYWORD,
+];
 
 pub fn check(registry: &Registry) -> Vec<Problem> {
     let mut problems = Vec::new();
     for contract in registry.contracts() {
         for version in contract.versions.values() {
             check_examples(registry, contract, version, &mut problems);
+            check_classification(registry, contract, version, &mut problems);
         }
         for (&from, old) in &contract.versions {
             let Some(new) = contract.versions.get(&(from + 1)) else { continue };
@@ -89,6 +102,61 @@ fn check_examples(registry: &Registry, contract: &TypeContract, version: &Schema
                 });
                 return;
             }
+        }
+    }
+}
+
+/// Every string field says whether it is about a person; a personal field's type names the
+/// field holding its person's id (`data_subject`), a plain string field of every version; and
+/// neither the key nor that id is personal, since both travel and are kept in clear.
+fn check_classification(
+    registry: &Registry,
+    contract: &TypeContract,
+    version: &SchemaVersion,
+    problems: &mut Vec<Problem>,
+) {
+    let path = registry.shown_path(&version.path);
+    let mut problem = |reason: String| problems.push(Problem { path: path.clone(), reason });
+    for field in classification::fields(&version.schema) {
+        let name = &field.name;
+        match field.classification {
+            Err(value) => problem(format!(
+                "`{name}` has `{}` {value}; it must be \"personal\", \"sensitive\" or \"none\"",
+                classification::KEYWORD
+            )),
+            Ok(None) if field.holds_strings => problem(format!(
+                "`{name}` holds text but has no `{}`: say whether it is \"personal\", \"sensitive\" or \"none\"",
+                classification::KEYWORD
+            )),
+            Ok(Some(class)) if class.is_personal() => {
+                if *name == contract.key {
+                    problem(format!(
+                        "`{name}` is the key (the event's subject and Kafka key, which travel in clear), so it cannot be {}",
+                        class.as_str()
+                    ));
+                } else if Some(name) == contract.data_subject.as_ref() {
+                    problem(format!(
+                        "`{name}` is the data subject (the person's id, kept in clear to find their key), so it cannot be {}; use a pseudonymous id",
+                        class.as_str()
+                    ));
+                } else if contract.data_subject.is_none() {
+                    problem(format!(
+                        "`{name}` is {}, but the catalog names no `data_subject` for {} (the field holding the id of the person it is about)",
+                        class.as_str(),
+                        contract.event_type
+                    ));
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+    if let Some(subject) = &contract.data_subject {
+        let required = version.schema["required"].as_array().is_some_and(|r| r.iter().any(|f| f == subject.as_str()));
+        if !required || version.schema["properties"][subject]["type"] != "string" {
+            problem(format!(
+                "the catalog's `data_subject` of {} is `{subject}`, which this version does not require as a string",
+                contract.event_type
+            ));
         }
     }
 }

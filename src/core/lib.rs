@@ -13,12 +13,14 @@
 //! - [`catalog`]: the catalog file (domains, topics, key fields, versions).
 //! - [`upcast`]: declarative upcasters between versions.
 //! - [`check`]: what `eventline schemas check` verifies beyond loading.
+//! - [`classification`]: which data fields are about a person (`x-classification`).
 //! - [`contract`]: the validated event and every way validation fails.
 //! - [`token`]: consistency tokens (the Kafka positions a publish reached).
 
 pub mod binding;
 pub mod catalog;
 pub mod check;
+pub mod classification;
 pub mod config;
 pub mod contract;
 pub mod envelope;

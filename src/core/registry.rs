@@ -18,6 +18,7 @@ use jsonschema::Validator;
 use serde_json::Value;
 
 use crate::catalog::Catalog;
+use crate::classification;
 use crate::contract::{describe, ContractError, ValidatedEvent};
 use crate::envelope::{self, CloudEvent, EnvelopeError};
 use crate::upcast::Upcaster;
@@ -70,6 +71,8 @@ pub struct TypeContract {
     pub topic: String,
     /// The data field holding the entity id (the subject and Kafka key).
     pub key: String,
+    /// The data field holding the id of the person its personal fields are about, if it has one.
+    pub data_subject: Option<String>,
     pub versions: BTreeMap<u32, SchemaVersion>,
     /// Upcasters by the version they start from.
     pub upcasters: BTreeMap<u32, Upcaster>,
@@ -160,6 +163,7 @@ impl Registry {
                     domain: domain.name.clone(),
                     topic: domain.topic.clone(),
                     key: domain.key.clone(),
+                    data_subject: entry.data_subject.clone(),
                     versions,
                     upcasters,
                 };
@@ -257,7 +261,7 @@ impl Registry {
             return Err(ContractError::MissingData);
         };
         if let Some(error) = version.validator.iter_errors(data).next() {
-            return Err(data_error(&error, contract, version.version));
+            return Err(data_error(&error, contract, version));
         }
         let key = data.get(&contract.key).and_then(Value::as_str).expect("schemas require the key field as a string");
         if subject != key {
@@ -311,9 +315,21 @@ fn load_schema(text: &str, key: &str) -> Result<Value, String> {
     Ok(schema)
 }
 
-fn data_error(error: &jsonschema::ValidationError<'_>, contract: &TypeContract, version: u32) -> ContractError {
+fn data_error(
+    error: &jsonschema::ValidationError<'_>,
+    contract: &TypeContract,
+    schema: &SchemaVersion,
+) -> ContractError {
+    let version = schema.version;
     let pointer = format!("/data{}", error.instance_path().as_str());
-    let found = describe(error.instance());
+    // A personal field's value is named by its type only: refusals reach logs, dead letters and
+    // answers, where personal data does not belong.
+    let personal = classification::at(&schema.schema, error.instance_path().as_str()).is_some_and(|c| c.is_personal());
+    let found = if personal {
+        format!("{} (personal, not shown)", envelope::json_type(error.instance()))
+    } else {
+        describe(error.instance())
+    };
     let invalid = |reason: String| ContractError::InvalidValue { pointer: pointer.clone(), reason };
     match error.kind() {
         ValidationErrorKind::Required { property } => {
@@ -351,6 +367,10 @@ fn data_error(error: &jsonschema::ValidationError<'_>, contract: &TypeContract, 
                 .map(|o| o.as_str().map_or(o.to_string(), String::from))
                 .collect();
             invalid(format!("must be one of {}, found {found}", options.join(", ")))
+        }
+        _ if personal => {
+            let rule = error.schema_path().as_str().rsplit('/').next().unwrap_or_default().to_string();
+            invalid(format!("breaks the schema's `{rule}` rule (the value is personal, not shown)"))
         }
         _ => invalid(error.to_string()),
     }

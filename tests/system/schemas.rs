@@ -188,6 +188,46 @@ fn an_example_its_schema_refuses_is_named() {
 }
 
 #[test]
+fn each_way_of_mislabelling_personal_data_is_named() {
+    let fixture = Fixture::new();
+    let opened = "accounts/AccountOpened.v1.schema.json";
+    let viewed = "activity/PageViewed.v1.schema.json";
+    let assigned = "projects/TaskAssigned.v1.schema.json";
+    let created = "projects/ProjectCreated.v1.schema.json";
+    fixture.edit_json(opened, |s| {
+        // Text without a classification, one it does not know, and a personal key.
+        s["properties"]["currency"].as_object_mut().unwrap().remove("x-classification");
+        s["properties"]["owner"]["x-classification"] = json!("secret");
+        s["properties"]["account_id"]["x-classification"] = json!("personal");
+    });
+    // A personal data subject.
+    fixture.edit_json(viewed, |s| s["properties"]["user_id"]["x-classification"] = json!("sensitive"));
+    // A data subject the schema does not require.
+    fixture.edit_json(assigned, |s| s["required"] = json!(["project_id", "task_id"]));
+    // A personal field in a type without a data subject.
+    fixture.edit_json(created, |s| s["properties"]["name"]["x-classification"] = json!("personal"));
+    fixture.assert_problems(&[
+        format!("{}: `account_id` is the key (the event's subject and Kafka key, which travel in clear), so it cannot be personal", fixture.shown(opened)),
+        format!("{}: `owner` has `x-classification` \"secret\"; it must be \"personal\", \"sensitive\" or \"none\"", fixture.shown(opened)),
+        format!("{}: `currency` holds text but has no `x-classification`: say whether it is \"personal\", \"sensitive\" or \"none\"", fixture.shown(opened)),
+        format!("{}: `user_id` is the key (the event's subject and Kafka key, which travel in clear), so it cannot be sensitive", fixture.shown(viewed)),
+        format!("{}: `name` is personal, but the catalog names no `data_subject` for projects.ProjectCreated (the field holding the id of the person it is about)", fixture.shown(created)),
+        format!("{}: the catalog's `data_subject` of projects.TaskAssigned is `assignee`, which this version does not require as a string", fixture.shown(assigned)),
+    ]);
+}
+
+#[test]
+fn a_personal_data_subject_is_named() {
+    let fixture = Fixture::new();
+    let assigned = "projects/TaskAssigned.v1.schema.json";
+    fixture.edit_json(assigned, |s| s["properties"]["assignee"]["x-classification"] = json!("personal"));
+    fixture.assert_problems(&[format!(
+        "{}: `assignee` is the data subject (the person's id, kept in clear to find their key), so it cannot be personal; use a pseudonymous id",
+        fixture.shown(assigned)
+    )]);
+}
+
+#[test]
 fn a_version_a_projection_does_not_declare_is_named() {
     let fixture = Fixture::new();
     // A compatible v2 of AccountClosed (an optional reason): nothing is wrong with the schemas,
@@ -199,7 +239,7 @@ fn a_version_a_projection_does_not_declare_is_named() {
     let mut v2: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture.path("accounts/AccountClosed.v1.schema.json")).unwrap())
             .unwrap();
-    v2["properties"]["reason"] = json!({"type": "string"});
+    v2["properties"]["reason"] = json!({"type": "string", "x-classification": "none"});
     std::fs::write(fixture.path("accounts/AccountClosed.v2.schema.json"), v2.to_string()).unwrap();
     fixture.assert_problems(&[format!(
             "{}: projection account_balances reads accounts.events but does not declare that it handles accounts.AccountClosed v2",

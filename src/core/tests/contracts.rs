@@ -312,6 +312,38 @@ fn a_v1_field_of_another_type_names_its_version() {
 }
 
 #[test]
+fn a_personal_field_is_refused_without_its_value() {
+    let opened = |owner: Value, session: Value| {
+        let events = [
+            json!({"specversion": "1.0", "id": "o", "source": "/bank", "type": "accounts.AccountOpened",
+                   "subject": "a", "data": {"account_id": "a", "owner": owner, "currency": "EUR"}}),
+            json!({"specversion": "1.0", "id": "v", "source": "/web", "type": "activity.PageViewed",
+                   "subject": "u", "data": {"user_id": "u", "path": "/", "session_id": session}}),
+        ];
+        events.map(|event| registry().validate_slice(event.to_string().as_bytes()).unwrap_err().to_string())
+    };
+    let canary = "Ada Lovelace 1815";
+    let long = format!("{canary} {}", "x".repeat(300));
+    assert_eq!(
+        opened(json!(long), json!(long)),
+        [
+            "field `data.owner` must be at most 256 characters long",
+            "field `data.session_id` must be at most 256 characters long",
+        ]
+    );
+    assert_eq!(
+        opened(json!(1815), json!(1815)),
+        [
+            "field `data.owner` must be a string, found a number (personal, not shown)",
+            "field `data.session_id` must be a string, found a number (personal, not shown)"
+        ]
+    );
+    // A field that is not personal is still named by its value.
+    let error = registry().validate_slice(&set("/data/currency", json!("eur"))).unwrap_err();
+    assert_eq!(error.to_string(), "field `data.currency` must match ^[A-Z]{3}$, found `eur`");
+}
+
+#[test]
 fn a_batch_with_one_bad_event_names_its_index_and_yields_none() {
     let good = deposit();
     let mut bad = deposit();
