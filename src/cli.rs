@@ -216,7 +216,8 @@ pub struct KeysCreateArgs {
     pub types: Vec<String>,
 
     /// What the key may read through the query API: `read:<projection>`, `read:*` (every
-    /// projection), or `status` (every projection's position and lag). Repeat for several.
+    /// projection), `status` (every projection's position and lag), or `personal` (personal data
+    /// in clear, each read audited; without it personal columns read as null). Repeat for several.
     #[arg(long = "scope", value_name = "SCOPE", id = "scopes")]
     pub scopes: Vec<String>,
 

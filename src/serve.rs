@@ -184,6 +184,7 @@ async fn api_service(
             name: p.name().to_string(),
             topics: p.topics().to_vec(),
             tables: p.tables().to_vec(),
+            personal_columns: p.personal_columns().to_vec(),
         })
         .collect();
     let api = Api::new(store, settings.kafka.clone(), settings.namespace.clone(), projections, shutdown.clone());

@@ -24,6 +24,7 @@ use axum::Router;
 use eventline_auth::Auth;
 use eventline_core::config::{KafkaSettings, Namespace};
 use eventline_http::Problem;
+use eventline_store::audit::NewAuditEntry;
 use eventline_store::checkpoints::Checkpoint;
 use eventline_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +48,8 @@ pub struct ProjectionInfo {
     pub topics: Vec<String>,
     /// The tables it declares, served at `/v1/tables/<table>`.
     pub tables: Vec<String>,
+    /// The columns of those tables holding personal data, as `table.column`.
+    pub personal_columns: Vec<String>,
 }
 
 /// Shared by every request.
@@ -65,6 +68,7 @@ struct Inner {
 struct Served {
     name: String,
     tables: Vec<String>,
+    personal_columns: Vec<String>,
     group: String,
     topics: Vec<String>,
 }
@@ -85,6 +89,7 @@ impl Api {
             .map(|p| Served {
                 name: p.name.clone(),
                 tables: p.tables.clone(),
+                personal_columns: p.personal_columns.clone(),
                 group: namespace.group_id(&p.name),
                 topics: p.topics.iter().map(|t| namespace.topic(t)).collect(),
             })
@@ -109,6 +114,44 @@ impl Api {
     /// (projection, table) for every table the served projections declare.
     fn declared_tables(&self) -> Vec<(String, String)> {
         self.0.projections.iter().flat_map(|p| p.tables.iter().map(|t| (p.name.clone(), t.clone()))).collect()
+    }
+
+    /// The columns of `table` (of `projection`) that hold personal data.
+    pub fn personal_columns(&self, projection: &str, table: &str) -> Vec<String> {
+        let prefix = format!("{table}.");
+        let declared = &self.projection(projection).personal_columns;
+        declared.iter().filter_map(|c| c.strip_prefix(&prefix)).map(String::from).collect()
+    }
+
+    /// Whether the rows of `table` with these primary `keys`, about to be answered, may show
+    /// their personal columns in clear to `caller`: yes for a caller holding the `personal`
+    /// scope, once the read is in the audit (who, which table, columns and rows); otherwise the
+    /// caller gets them as `null`. A table without personal columns is always clear. When the
+    /// audit cannot be written, nothing is answered.
+    pub async fn release_personal(
+        &self,
+        caller: &Caller,
+        projection: &str,
+        table: &str,
+        keys: &[serde_json::Value],
+    ) -> Result<Release, Response> {
+        let columns = self.personal_columns(projection, table);
+        if columns.is_empty() || keys.is_empty() {
+            return Ok(Release::Clear);
+        }
+        if !caller.sees_personal() {
+            return Ok(Release::Withheld(columns));
+        }
+        let entry = NewAuditEntry {
+            actor: &caller.id,
+            action: "personal.read",
+            projection: Some(projection),
+            target: serde_json::json!({ "table": table, "columns": columns, "keys": keys }),
+            reason: None,
+            outcome: serde_json::json!({ "rows": keys.len() }),
+        };
+        self.0.store.audit_alone(entry).await.map_err(store_failure)?;
+        Ok(Release::Clear)
     }
 
     fn projection(&self, name: &str) -> &Served {
@@ -150,6 +193,15 @@ impl Api {
         .with("missing", serde_json::to_value(&missing).expect("requirements serialize"));
         Err((freshness.headers(), problem).into_response())
     }
+}
+
+/// What a caller sees of personal columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Release {
+    /// In clear (the read is audited).
+    Clear,
+    /// These columns as `null`: the caller does not hold the `personal` scope.
+    Withheld(Vec<String>),
 }
 
 /// Where a projection stood when an answer was read.

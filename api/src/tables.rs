@@ -24,8 +24,8 @@ use utoipa::openapi::{
 use utoipa::IntoParams;
 
 use crate::params::Params;
-use crate::query::{accepted_with, page, path_parameter, Answer, ConsistencyParams, PageParams, PAGE};
-use crate::{store_failure, Api};
+use crate::query::{accepted_with, page, path_parameter, Answer, ConsistencyParams, PageParams, Refused, PAGE};
+use crate::{store_failure, Api, Release};
 
 /// A table served, with the projection whose positions its answers wait for.
 struct Served {
@@ -44,7 +44,15 @@ struct Tables {
 pub(crate) async fn load(api: &Api) -> Vec<(String, TableShape)> {
     let mut shapes = Vec::new();
     for (projection, table) in api.declared_tables() {
+        let personal = api.personal_columns(&projection, &table);
         match api.store().table_shape(&table).await {
+            // Served, its personal columns could not be withheld: fail closed.
+            Ok(Some(shape)) if personal.iter().any(|c| shape.column(c).is_none()) => tracing::error!(
+                projection,
+                table,
+                ?personal,
+                "A personal column the projection declares is not in the table; the table is not served."
+            ),
             Ok(Some(shape)) if !shape.primary_key.is_empty() => shapes.push((projection, shape)),
             Ok(Some(_)) => tracing::warn!(projection, table, "Table has no primary key; not served over HTTP."),
             Ok(None) => {
@@ -58,8 +66,8 @@ pub(crate) async fn load(api: &Api) -> Vec<(String, TableShape)> {
 
 /// The routes serving `shapes`, and their OpenAPI paths added to `openapi`.
 pub(crate) fn routes(api: Api, shapes: Vec<(String, TableShape)>, openapi: &mut OpenApi) -> Router {
-    for (_, shape) in &shapes {
-        describe(shape, openapi);
+    for (projection, shape) in &shapes {
+        describe(shape, &api.personal_columns(projection, &shape.name), openapi);
     }
     let tables = shapes.into_iter().map(|(projection, shape)| (shape.name.clone(), Served { projection, shape }));
     Router::new()
@@ -84,6 +92,27 @@ fn key_of(shape: &TableShape, row: &Value) -> Vec<String> {
             other => other.to_string(),
         })
         .collect()
+}
+
+/// `rows` as `caller` may see them: personal columns in clear once the read is audited, or null.
+async fn release(api: &Api, caller: &Caller, served: &Served, mut rows: Vec<Value>) -> Result<Vec<Value>, Refused> {
+    let keys: Vec<Value> = rows
+        .iter()
+        .map(|row| match key_of(&served.shape, row).as_slice() {
+            [one] => Value::from(one.as_str()),
+            parts => Value::from(parts.to_vec()),
+        })
+        .collect();
+    if let Release::Withheld(columns) =
+        api.release_personal(caller, &served.projection, &served.shape.name, &keys).await?
+    {
+        for row in &mut rows {
+            for column in &columns {
+                row[column] = Value::Null;
+            }
+        }
+    }
+    Ok(rows)
 }
 
 /// A value that does not fit its column's type is the caller's mistake, not the server's.
@@ -111,9 +140,14 @@ async fn list(
     let mut names = columns.clone();
     names.extend(PAGE);
     let params = Params::parse(query.as_deref(), &accepted_with(&names))?;
+    let personal = tables.api.personal_columns(&served.projection, &table);
     let mut filters = Vec::new();
     for column in &columns {
         if let Some(value) = params.text(column)? {
+            // Which rows a filter finds tells what a personal column holds.
+            if personal.iter().any(|p| p == column) {
+                caller.require_personal(&format!("filtering on the personal column `{column}`"))?;
+            }
             filters.push((column.to_string(), as_postgres_reads(&served.shape, column, value)));
         }
     }
@@ -141,6 +175,7 @@ async fn list(
             .map_err(read_failure)?,
     };
     let (rows, next_cursor) = page(rows, limit, &endpoint, |row| key_of(&served.shape, row));
+    let rows = release(&tables.api, &caller, served, rows).await?;
     let body = serde_json::json!({ "items": rows, "next_cursor": next_cursor });
     Ok((freshness.headers(), Json(body)).into_response())
 }
@@ -157,6 +192,10 @@ async fn one(
     let params = Params::parse(query.as_deref(), &accepted_with(&[]))?;
     let parts: Vec<&str> = key.split('/').collect();
     let primary_key = &served.shape.primary_key;
+    let personal = tables.api.personal_columns(&served.projection, &table);
+    if let Some(column) = primary_key.iter().find(|c| personal.contains(c)) {
+        caller.require_personal(&format!("looking rows up by the personal column `{column}`"))?;
+    }
     if parts.len() != primary_key.len() {
         return Err(Problem::invalid_parameter(format!(
             "`{table}` is looked up by {} key part(s) ({}), not {}",
@@ -179,6 +218,7 @@ async fn one(
         }
         None => tables.api.store().table_rows(&served.shape, &filters, None, 1).await.map_err(read_failure)?,
     };
+    let rows = release(&tables.api, &caller, served, rows).await?;
     let row = rows.into_iter().next().ok_or_else(|| Problem::not_found(format!("no row `{key}` in `{table}`")))?;
     Ok((freshness.headers(), Json(row)).into_response())
 }
@@ -268,15 +308,25 @@ fn filter_schema(data_type: &str) -> ObjectBuilder {
     }
 }
 
-fn row_schema(shape: &TableShape) -> Schema {
+fn row_schema(shape: &TableShape, personal: &[String]) -> Schema {
     let mut row = ObjectBuilder::new().description(Some(format!("A row of `{}`", shape.name)));
     for column in &shape.columns {
         let json = json_type(&column.data_type);
         let format = if json == Type::String { string_format(&column.data_type) } else { None };
+        let is_personal = personal.contains(&column.name);
+        let description = if is_personal {
+            format!(
+                "{} ({}): personal data, null unless the caller holds the scope `personal`",
+                column.name, column.data_type
+            )
+        } else {
+            format!("{} ({})", column.name, column.data_type)
+        };
+        let nullable = column.nullable || is_personal;
         let property = ObjectBuilder::new()
-            .schema_type(if column.nullable { SchemaType::from_iter([json, Type::Null]) } else { json.into() })
+            .schema_type(if nullable { SchemaType::from_iter([json, Type::Null]) } else { json.into() })
             .format(format)
-            .description(Some(format!("{} ({})", column.name, column.data_type)));
+            .description(Some(description));
         row = row.property(&column.name, property);
         if !column.nullable {
             row = row.required(&column.name);
@@ -311,7 +361,7 @@ fn consistency_parameters() -> Vec<utoipa::openapi::path::Parameter> {
 }
 
 /// Adds the table's two paths to `openapi`.
-fn describe(shape: &TableShape, openapi: &mut OpenApi) {
+fn describe(shape: &TableShape, personal: &[String], openapi: &mut OpenApi) {
     let table = &shape.name;
     let mut parameters: Vec<_> = shape
         .columns
@@ -323,7 +373,7 @@ fn describe(shape: &TableShape, openapi: &mut OpenApi) {
     parameters.extend(PageParams::into_params(|| None));
     parameters.extend(consistency_parameters());
     let page = ObjectBuilder::new()
-        .property("items", ArrayBuilder::new().items(utoipa::openapi::RefOr::T(row_schema(shape))))
+        .property("items", ArrayBuilder::new().items(utoipa::openapi::RefOr::T(row_schema(shape, personal))))
         .required("items")
         .property(
             "next_cursor",
@@ -370,7 +420,7 @@ fn describe(shape: &TableShape, openapi: &mut OpenApi) {
             "200",
             ResponseBuilder::new()
                 .description("The row")
-                .content("application/json", ContentBuilder::new().schema(Some(row_schema(shape))).build()),
+                .content("application/json", ContentBuilder::new().schema(Some(row_schema(shape, personal))).build()),
         )
         .response("400", problem_response("A bad parameter, or a value that does not fit its column"))
         .response("404", problem_response("No such row (yet)"))

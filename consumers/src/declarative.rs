@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! <EVENTLINE_PROJECTIONS_DIR>/<name>/
-//!   projection.toml   name, version, topics, tables, [handles], ignores, starts_mid_stream
+//!   projection.toml   name, version, topics, tables, [handles], ignores, starts_mid_stream,
+//!                     personal_columns
 //!   migrations/       <version>_<description>.sql, applied once each, append-only
 //!   apply.sql         CREATE FUNCTION apply(batch jsonb) RETURNS TABLE(ord int, reason text)
 //! ```
@@ -82,6 +83,8 @@ struct Manifest {
     ignores: Vec<String>,
     #[serde(default)]
     starts_mid_stream: bool,
+    #[serde(default)]
+    personal_columns: Vec<String>,
     handles: BTreeMap<String, Vec<u32>>,
 }
 
@@ -93,6 +96,8 @@ pub struct Definition {
     pub version: i32,
     pub topics: Vec<String>,
     pub tables: Vec<String>,
+    /// Columns of its tables holding personal data, as `table.column`.
+    pub personal_columns: Vec<String>,
     pub handles: Vec<(String, Vec<u32>)>,
     pub ignores: Vec<String>,
     pub starts_mid_stream: bool,
@@ -196,6 +201,17 @@ pub fn parse(files: DefinitionFiles) -> Result<Definition, LoadError> {
     if let Some(table) = manifest.tables.iter().find(|t| !is_identifier(t)) {
         return bad(format!("table `{table}` must be lowercase letters, digits and `_`, starting with a letter"));
     }
+    for column in &manifest.personal_columns {
+        let declared = column
+            .split_once('.')
+            .is_some_and(|(table, name)| manifest.tables.iter().any(|t| t == table) && is_identifier(name));
+        if !declared {
+            return bad(format!(
+                "personal_columns: `{column}` must be `<table>.<column>` of a table in `tables` ({})",
+                manifest.tables.join(", ")
+            ));
+        }
+    }
     if manifest.handles.is_empty() {
         return bad("[handles] must name at least one event type with its versions".into());
     }
@@ -211,6 +227,7 @@ pub fn parse(files: DefinitionFiles) -> Result<Definition, LoadError> {
         version: manifest.version,
         topics: manifest.topics,
         tables: manifest.tables,
+        personal_columns: manifest.personal_columns,
         handles: manifest.handles.into_iter().collect(),
         ignores: manifest.ignores,
         starts_mid_stream: manifest.starts_mid_stream,
@@ -453,6 +470,10 @@ impl Projection for Declarative {
         &self.definition.tables
     }
 
+    fn personal_columns(&self) -> &[String] {
+        &self.definition.personal_columns
+    }
+
     fn starts_mid_stream(&self) -> bool {
         self.definition.starts_mid_stream
     }
@@ -482,6 +503,17 @@ impl Projection for Declarative {
                 .await?;
             if let Migrated::Ran(_) = migrated {
                 store.check_tables(&definition.manifest_path, &definition.tables).await?;
+                for declared in &definition.personal_columns {
+                    let (table, column) = declared.split_once('.').expect("checked when loaded");
+                    let shape = store.table_shape(table).await?;
+                    if shape.is_none_or(|shape| shape.column(column).is_none()) {
+                        return Err(DefinitionError::Table {
+                            path: definition.manifest_path.clone(),
+                            table: table.to_string(),
+                            reason: format!("has no column `{column}`, which personal_columns names"),
+                        });
+                    }
+                }
             }
             self.install(store).await?;
             Ok(migrated)

@@ -30,6 +30,7 @@ impl Handler for AccountBalances {
     const NAME: &'static str = "account_balances";
     const TOPICS: &'static [&'static str] = &["accounts.events"];
     const TABLES: &'static [&'static str] = crate::store::account_balances::TABLES;
+    const PERSONAL_COLUMNS: &'static [&'static str] = &["account_balances.owner"];
     const MIGRATIONS: &'static [Migration] = &[
         Migration {
             version: 20261128100001,

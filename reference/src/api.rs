@@ -11,7 +11,7 @@ use eventline_api::params::Params;
 use eventline_api::query::{
     accepted, page, path_parameter, Answer, ConsistencyParams, DateRangeParams, PageParams, Refused, CONSISTENCY, PAGE,
 };
-use eventline_api::{store_failure, Api, Caller, Freshness};
+use eventline_api::{store_failure, Api, Caller, Freshness, Release};
 use eventline_http::problem::ProblemDocument;
 use eventline_http::Problem;
 use serde::Serialize;
@@ -32,7 +32,8 @@ const FEATURES: &str = "feature_usage_daily";
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Account {
     account_id: String,
-    owner: String,
+    /// Personal data: null unless the caller holds the scope `personal`.
+    owner: Option<String>,
     /// ISO 4217 code.
     currency: String,
     /// The balance in integer minor units of `currency` (cents for USD).
@@ -52,7 +53,7 @@ impl From<AccountView> for Account {
     fn from(v: AccountView) -> Self {
         Self {
             account_id: v.account_id,
-            owner: v.owner,
+            owner: Some(v.owner),
             currency: v.currency,
             balance_minor: v.balance_minor,
             status: v.status,
@@ -63,6 +64,19 @@ impl From<AccountView> for Account {
             updated_at: v.updated_at,
         }
     }
+}
+
+/// `accounts` as `caller` may see them: owners in clear once the read is audited, or null.
+async fn released(api: &Api, caller: &Caller, accounts: Vec<Account>) -> Result<Vec<Account>, Refused> {
+    let keys: Vec<serde_json::Value> = accounts.iter().map(|a| serde_json::json!(a.account_id)).collect();
+    let release = api.release_personal(caller, ACCOUNTS, "account_balances", &keys).await?;
+    Ok(accounts
+        .into_iter()
+        .map(|account| match release {
+            Release::Clear => account,
+            Release::Withheld(_) => Account { owner: None, ..account },
+        })
+        .collect())
 }
 
 #[derive(Serialize, ToSchema)]
@@ -96,7 +110,8 @@ async fn account(
     let freshness = api.freshness(&caller, ACCOUNTS, &params.consistency()?).await?;
     let account = accounts::account(api.store(), &account_id).await.map_err(store_failure)?;
     let account = account.ok_or_else(|| Problem::not_found(format!("no account `{account_id}`")))?;
-    Ok((freshness.headers(), Json(Account::from(account))).into_response())
+    let account = released(&api, &caller, vec![Account::from(account)]).await?;
+    Ok((freshness.headers(), Json(&account[0])).into_response())
 }
 
 /// Accounts in id order, optionally of one owner.
@@ -114,6 +129,10 @@ async fn account(
 async fn accounts(caller: Caller, State(api): State<Api>, RawQuery(query): RawQuery) -> Answer {
     let params = Params::parse(query.as_deref(), &accepted(&["owner", PAGE[0], PAGE[1]]))?;
     let (owner, limit) = (params.text("owner")?, params.limit()?);
+    if owner.is_some() {
+        // Which accounts an owner filter finds tells whose they are.
+        caller.require_personal("filtering accounts by owner")?;
+    }
     let after: Option<String> = params.cursor("accounts")?;
     let freshness = api.freshness(&caller, ACCOUNTS, &params.consistency()?).await?;
     // No stored text holds a NUL (PostgreSQL takes none): such an owner has no accounts.
@@ -123,7 +142,8 @@ async fn accounts(caller: Caller, State(api): State<Api>, RawQuery(query): RawQu
         accounts::accounts_page(api.store(), owner, after.as_deref(), limit + 1).await.map_err(store_failure)?
     };
     let (items, next_cursor) = page(rows, limit, "accounts", |a| a.account_id.clone());
-    let body = AccountPage { items: items.into_iter().map(Account::from).collect(), next_cursor };
+    let items = released(&api, &caller, items.into_iter().map(Account::from).collect()).await?;
+    let body = AccountPage { items, next_cursor };
     Ok((freshness.headers(), Json(body)).into_response())
 }
 

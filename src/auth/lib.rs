@@ -6,6 +6,8 @@
 //!
 //! - `read:<projection>` (or `read:*`): that projection's query endpoints and tables;
 //! - `status`: every projection's position and lag (`GET /v1/projections`);
+//! - `personal`: personal data in clear in what the caller may read (otherwise `null`), each
+//!   such read audited;
 //! - publishing: an API key's event type patterns, a JWT's `publish:<pattern>` scopes.
 //!
 //! Refusals follow RFC 6750: 401 with a `WWW-Authenticate: Bearer` challenge (`invalid_token`
@@ -33,6 +35,8 @@ pub use openapi::describe_security;
 
 /// The scope that shows every projection's position and lag.
 pub const STATUS_SCOPE: &str = "status";
+/// The scope that shows personal data in clear, in what the caller may read.
+pub const PERSONAL_SCOPE: &str = "personal";
 const READ_PREFIX: &str = "read:";
 const PUBLISH_PREFIX: &str = "publish:";
 const REALM: &str = "eventline";
@@ -44,7 +48,7 @@ pub fn read_scope(projection: &str) -> String {
 
 /// Why `scope` is not one an API key can hold, given the application's projections.
 pub fn check_key_scope(scope: &str, projections: &[&str]) -> Result<(), String> {
-    if scope == STATUS_SCOPE {
+    if scope == STATUS_SCOPE || scope == PERSONAL_SCOPE {
         return Ok(());
     }
     match scope.strip_prefix(READ_PREFIX) {
@@ -54,7 +58,9 @@ pub fn check_key_scope(scope: &str, projections: &[&str]) -> Result<(), String> 
             "`{scope}` names no projection of this application (`{projection}`); known: {}",
             projections.join(", ")
         )),
-        None => Err(format!("`{scope}` is not a scope (use read:<projection>, read:*, or {STATUS_SCOPE})")),
+        None => Err(format!(
+            "`{scope}` is not a scope (use read:<projection>, read:*, {STATUS_SCOPE}, or {PERSONAL_SCOPE})"
+        )),
     }
 }
 
@@ -97,6 +103,19 @@ impl Caller {
             return Ok(());
         }
         Err(insufficient_scope(&scope, &format!("reading {projection} needs the scope {scope} (or read:*)")))
+    }
+
+    /// Whether personal data is shown to this caller in clear (each read then audited).
+    pub fn sees_personal(&self) -> bool {
+        self.holds(PERSONAL_SCOPE)
+    }
+
+    /// Refuses (403 `insufficient_scope`) a caller without the `personal` scope: `what` needs it.
+    pub fn require_personal(&self, what: &str) -> Result<(), Problem> {
+        if self.sees_personal() {
+            return Ok(());
+        }
+        Err(insufficient_scope(PERSONAL_SCOPE, &format!("{what} needs the scope {PERSONAL_SCOPE}")))
     }
 
     /// Refuses a caller that may not see every projection's status.
@@ -252,7 +271,7 @@ mod tests {
     #[test]
     fn key_scopes_name_a_projection_everything_or_status() {
         let projections = ["accounts", "activity"];
-        for good in ["read:accounts", "read:*", "status"] {
+        for good in ["read:accounts", "read:*", "status", "personal"] {
             assert_eq!(check_key_scope(good, &projections), Ok(()), "{good}");
         }
         assert_eq!(
@@ -261,7 +280,7 @@ mod tests {
         );
         assert_eq!(
             check_key_scope("write:accounts", &projections),
-            Err("`write:accounts` is not a scope (use read:<projection>, read:*, or status)".into())
+            Err("`write:accounts` is not a scope (use read:<projection>, read:*, status, or personal)".into())
         );
     }
 
@@ -286,6 +305,8 @@ mod tests {
             )
         );
         assert!(caller(&["status"]).require_status().is_ok());
+        assert!(caller(&["read:*", "personal"]).sees_personal());
+        assert!(!caller(&["read:*", "status"]).sees_personal());
         assert!(caller(&["read:*"]).require_status().is_err());
         assert!(!caller(&["read:*"]).may_publish("accounts.FundsDeposited"));
     }

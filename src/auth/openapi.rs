@@ -14,7 +14,8 @@ const JWT: &str = "jwt";
 pub fn describe_security(openapi: &mut OpenApi, accepts_jwts: bool) {
     let components = openapi.components.get_or_insert_with(Components::new);
     let scopes = "Scopes: `read:<projection>` or `read:*` (query endpoints and tables), `status` \
-                  (`GET /v1/projections`); publishing: ";
+                  (`GET /v1/projections`), `personal` (personal data in clear, each read audited; \
+                  otherwise it is null); publishing: ";
     components.add_security_scheme(
         API_KEY,
         bearer(

@@ -55,6 +55,14 @@ impl StoreTx {
 }
 
 impl Store {
+    /// Records what happens outside the database (a read of personal data), on its own.
+    pub async fn audit_alone(&self, entry: NewAuditEntry<'_>) -> Result<i64, Error> {
+        let mut tx = self.begin().await?;
+        let id = tx.audit(entry).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
     /// The latest `limit` actions (on `projection` when given), oldest first.
     pub async fn audit_log(&self, projection: Option<&str>, limit: i64) -> Result<Vec<AuditEntry>, Error> {
         let mut entries = sqlx::query_as!(

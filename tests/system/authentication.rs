@@ -116,7 +116,7 @@ async fn keys_are_made_with_scopes_the_application_has() {
     assert_eq!(not_a_scope.status.code(), Some(2));
     assert!(
         stderr(&not_a_scope)
-            .contains("`write:account_balances` is not a scope (use read:<projection>, read:*, or status)"),
+            .contains("`write:account_balances` is not a scope (use read:<projection>, read:*, status, or personal)"),
         "{}",
         stderr(&not_a_scope)
     );
@@ -274,4 +274,78 @@ async fn an_issuer_whose_keys_cannot_be_fetched_gets_a_503_not_a_wrong_answer() 
     // API keys go on working meanwhile.
     assert_eq!(api.get("/v1/accounts").await.status(), 200);
     assert!(api.process.log().contains("Cannot fetch the JWT issuer's keys yet"), "{}", api.process.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn personal_data_is_shown_only_with_its_scope_and_every_such_read_is_audited() {
+    let env = TestEnv::new().await;
+    let canary = "Ada Canary-7c1e";
+    let opened = |id: &str, owner: &str| {
+        json!({"specversion": "1.0", "id": format!("open-{id}"), "source": "/bank", "type": "accounts.AccountOpened",
+               "subject": id, "data": {"account_id": id, "owner": owner, "currency": "EUR"}})
+    };
+    env.publish("accounts.ndjson", &[opened("acc-1", canary), opened("acc-2", "Grace Hopper")]);
+    let _worker = env.spawn("worker", &["worker", "account_balances"], &[]);
+    wait_until("both accounts to be applied", || async { env.balances().await.len() == 2 }).await;
+    let api = env.spawn_http("api", &["api"], &[]).await;
+    let (_, reader) = env.create_key_with_scopes("reader", &[], &["read:account_balances"]);
+    let (personal_id, personal) = env.create_key_with_scopes("support", &[], &["read:account_balances", "personal"]);
+    let personal_reads = || env.psql("SELECT count(*) FROM eventline_audit WHERE action = 'personal.read'");
+    let body = |response: reqwest::Response| async move { response.json::<Value>().await.unwrap() };
+
+    // Without the scope: the personal column is null, everything else exact, nothing audited.
+    let one = body(api.get_as("/v1/accounts/acc-1", Some(&reader)).await).await;
+    assert_eq!((one["owner"].clone(), one["currency"].clone()), (Value::Null, json!("EUR")), "{one}");
+    let row = body(api.get_as("/v1/tables/account_balances/acc-1", Some(&reader)).await).await;
+    assert_eq!((row["owner"].clone(), row["balance_minor"].clone()), (Value::Null, json!(0)), "{row}");
+    let page = body(api.get_as("/v1/accounts", Some(&reader)).await).await;
+    assert!(page["items"].as_array().unwrap().iter().all(|a| a["owner"].is_null()), "{page}");
+    assert!(!page.to_string().contains(canary));
+    // Nor can a filter on it tell whose an account is.
+    for path in ["/v1/accounts?owner=Ada", "/v1/tables/account_balances?owner=Ada"] {
+        let (code, challenge, problem) = refusal(&api, path, Some(&reader)).await;
+        assert_eq!((code, problem["scope"].as_str()), (403, Some("personal")), "{path}: {problem}");
+        assert!(challenge.contains("scope=\"personal\""), "{challenge}");
+    }
+    assert_eq!(personal_reads(), "0");
+
+    // With it: in clear, and each answer that showed some is one audit entry naming the rows.
+    let one = body(api.get_as("/v1/accounts/acc-1", Some(&personal)).await).await;
+    assert_eq!(one["owner"], canary);
+    let page = body(api.get_as("/v1/tables/account_balances?limit=10", Some(&personal)).await).await;
+    let owners: Vec<&str> = page["items"].as_array().unwrap().iter().map(|r| r["owner"].as_str().unwrap()).collect();
+    assert_eq!(owners, [canary, "Grace Hopper"]);
+    let found = body(api.get_as(&format!("/v1/accounts?owner={}", "Grace%20Hopper"), Some(&personal)).await).await;
+    assert_eq!(found["items"][0]["account_id"], "acc-2", "{found}");
+    // An answer without rows shows nothing, so it is not an audited read.
+    assert_eq!(api.get_as("/v1/accounts/acc-9", Some(&personal)).await.status(), 404);
+    let entries = env.psql(
+        "SELECT actor || '|' || projection || '|' || target::text || '|' || outcome::text FROM eventline_audit \
+         WHERE action = 'personal.read' ORDER BY id",
+    );
+    let actor = format!("key:{personal_id}");
+    assert_eq!(
+        entries.lines().collect::<Vec<_>>(),
+        [
+            format!(
+                r#"{actor}|account_balances|{{"keys": ["acc-1"], "table": "account_balances", "columns": ["owner"]}}|{{"rows": 1}}"#
+            ),
+            format!(
+                r#"{actor}|account_balances|{{"keys": ["acc-1", "acc-2"], "table": "account_balances", "columns": ["owner"]}}|{{"rows": 2}}"#
+            ),
+            format!(
+                r#"{actor}|account_balances|{{"keys": ["acc-2"], "table": "account_balances", "columns": ["owner"]}}|{{"rows": 1}}"#
+            ),
+        ]
+    );
+    assert!(env.run(&["audit", "verify"]).status.success());
+
+    // /openapi.json says the column may be null, and why.
+    let openapi = body(api.get_as("/openapi.json", None).await).await;
+    let schemas = &openapi["components"]["schemas"];
+    assert_eq!(schemas["Account"]["properties"]["owner"]["type"], json!(["string", "null"]));
+    let row = &openapi["paths"]["/v1/tables/account_balances/{account_id}"]["get"]["responses"]["200"]["content"]
+        ["application/json"]["schema"]["properties"]["owner"];
+    assert_eq!(row["type"], json!(["string", "null"]), "{row}");
+    assert!(row["description"].as_str().unwrap().contains("null unless the caller holds the scope `personal`"));
 }

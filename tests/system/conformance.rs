@@ -97,7 +97,7 @@ async fn next_cursor(up: &HttpProcess, path: &str) -> Option<String> {
 async fn both_http_surfaces_do_what_their_openapi_says() {
     let mut command = schemathesis();
     let env = TestEnv::new().await;
-    let (_, key) = env.create_key_with_scopes("conformance", &["*"], &["read:*", "status"]);
+    let (_, key) = env.create_key_with_scopes("conformance", &["*"], &["read:*", "status", "personal"]);
     let up = env.spawn_http("up", &["up"], &[]).await;
 
     let mut token = String::new();

@@ -249,6 +249,16 @@ async fn broken_definitions_are_refused_with_the_file_and_reason() {
             "projection.toml: table `reservations` is declared but its migrations do not create it".into(),
         ),
         (
+            "personal-column-of-no-table",
+            Box::new(|s: &Path| replace_in(&s.join("projection.toml"), "tables = [\"stock_levels\"]", "tables = [\"stock_levels\"]\npersonal_columns = [\"orders.customer\"]")),
+            "projection.toml: personal_columns: `orders.customer` must be `<table>.<column>` of a table in `tables` (stock_levels)".into(),
+        ),
+        (
+            "personal-column-not-in-table",
+            Box::new(|s: &Path| replace_in(&s.join("projection.toml"), "tables = [\"stock_levels\"]", "tables = [\"stock_levels\"]\npersonal_columns = [\"stock_levels.customer\"]")),
+            "projection.toml: table `stock_levels` has no column `customer`, which personal_columns names".into(),
+        ),
+        (
             "bad-sql",
             Box::new(|s: &Path| replace_in(&s.join("apply.sql"), "END IF;\n    END LOOP;", "END IF\n    END LOOP;")),
             "apply.sql: line 28: syntax error at or near \"END\" [SQLSTATE 42601]".into(),

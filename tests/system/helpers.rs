@@ -176,6 +176,7 @@ impl TestEnv {
         // A process serving the query API reads with a key that may read everything, unless the
         // test sends other credentials; the tests of authentication itself send their own.
         let serves_api = matches!(args.first(), Some(&"up") | Some(&"api")) && !args.contains(&"--insecure-no-auth");
+        // It does not see personal data in clear (`personal`): those reads are audited.
         let reader = serves_api.then(|| self.create_key_with_scopes("reader", &[], &["read:*", "status"]).1);
         let client = match &reader {
             Some(token) => {

@@ -72,6 +72,9 @@ pub trait Handler: Send + Sync + 'static {
     const HANDLES: &'static [(&'static str, &'static [u32])];
     /// The tables it owns (created by its migrations), copied into each rebuild generation.
     const TABLES: &'static [&'static str];
+    /// The columns of its tables holding personal data, as `table.column`: the query API shows
+    /// them in clear only to callers holding the `personal` scope, and audits each such read.
+    const PERSONAL_COLUMNS: &'static [&'static str] = &[];
     /// Its migrations, in version order (for example `include_str!` of numbered files), applied
     /// by `eventline migrate` and recorded per projection; an applied one must never change.
     const MIGRATIONS: &'static [Migration] = &[];
@@ -168,6 +171,8 @@ pub trait Projection: Send + Sync + 'static {
     fn topics(&self) -> &[String];
     /// The tables it owns, copied into each rebuild generation.
     fn tables(&self) -> &[String];
+    /// The columns of its tables holding personal data, as `table.column`.
+    fn personal_columns(&self) -> &[String];
     /// Whether it may be replayed or rebuilt from a time or an offset.
     fn starts_mid_stream(&self) -> bool;
     /// What is wrong between its declarations and the registry (see [`review`]).
@@ -225,6 +230,7 @@ pub fn rust<H: Handler>() -> Arc<dyn Projection> {
 pub struct RustProjection<H> {
     topics: Vec<String>,
     tables: Vec<String>,
+    personal_columns: Vec<String>,
     handler: PhantomData<fn() -> H>,
 }
 
@@ -233,6 +239,7 @@ impl<H: Handler> RustProjection<H> {
         Self {
             topics: H::TOPICS.iter().map(|t| t.to_string()).collect(),
             tables: H::TABLES.iter().map(|t| t.to_string()).collect(),
+            personal_columns: H::PERSONAL_COLUMNS.iter().map(|c| c.to_string()).collect(),
             handler: PhantomData,
         }
     }
@@ -295,6 +302,10 @@ impl<H: Handler> Projection for RustProjection<H> {
 
     fn tables(&self) -> &[String] {
         &self.tables
+    }
+
+    fn personal_columns(&self) -> &[String] {
+        &self.personal_columns
     }
 
     fn starts_mid_stream(&self) -> bool {
