@@ -8,7 +8,8 @@
 //! by a query with its consistency token, timed from the post to the answer that shows it.
 //! Authentication: the point lookup on two `eventline api` processes alike but for it, one with
 //! `--insecure-no-auth`, the other taking an API key or a JWT (RS256, checked against a key set
-//! served from this process), side by side, and the JWT's rate as a share of the unauthenticated one.
+//! served from this process), side by side, and the JWT's rate as a share of the unauthenticated one;
+//! then a key that also sees personal data, whose every read is appended to the audit first.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -217,10 +218,19 @@ async fn main() {
 
     // What authentication costs a point lookup: none, an API key (cached), a JWT (verified on
     // every request).
+    // A key that also sees personal data (the owner): each such read is first appended to the
+    // audit's hash chain.
+    let personal_key = eventline_auth::keys::new_key();
+    let scopes = ["read:*".to_string(), "personal".to_string()];
+    store
+        .insert_api_key(&personal_key.key_id, "bench-personal", &personal_key.secret_hash, &[], &scopes, "bench")
+        .await
+        .unwrap();
     let credentials = [
         ("point lookup, no authentication", &open, None),
         ("point lookup, API key", &secured, Some(bearer.to_string())),
         ("point lookup, JWT (RS256)", &secured, Some(format!("Bearer {jwt}"))),
+        ("point lookup, API key with personal (audited)", &secured, Some(format!("Bearer {}", personal_key.token))),
     ];
     let lookup = |base: String, authorization: Option<String>| {
         let (client, ids) = (anonymous.clone(), ids.clone());
@@ -271,6 +281,10 @@ async fn main() {
             "  with a JWT: {:.1} % of the rate without authentication; with an API key: {:.1} %",
             100.0 * best[2].0 / best[0].0,
             100.0 * best[1].0 / best[0].0
+        );
+        println!(
+            "  personal data in clear, each read audited: {:.1} % of the same key's rate without it",
+            100.0 * best[3].0 / best[1].0
         );
     }
 

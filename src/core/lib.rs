@@ -14,12 +14,14 @@
 //! - [`upcast`]: declarative upcasters between versions.
 //! - [`check`]: what `eventline schemas check` verifies beyond loading.
 //! - [`classification`]: which data fields are about a person (`x-classification`).
+//! - [`cipher`]: personal fields sealed per data subject (AES-256-GCM), and the data keys.
 //! - [`contract`]: the validated event and every way validation fails.
 //! - [`token`]: consistency tokens (the Kafka positions a publish reached).
 
 pub mod binding;
 pub mod catalog;
 pub mod check;
+pub mod cipher;
 pub mod classification;
 pub mod config;
 pub mod contract;

@@ -1,0 +1,303 @@
+//! The ciphertext of a personal field, and the per-subject data keys it is sealed under.
+//!
+//! A personal field's value (any JSON) is sealed with AES-256-GCM under its data subject's data
+//! key; the associated data binds the ciphertext to the event id, the event type, the field's
+//! JSON pointer and the subject, so a ciphertext copied to another field, event or subject does
+//! not open (an error, never another value). The sealed value is text, versioned so the format
+//! can change without guessing:
+//!
+//! ```text
+//! elc1.<base64url: 12-byte nonce | ciphertext | 16-byte tag>
+//! ```
+//!
+//! A data key is 32 random bytes, stored only wrapped (sealed the same way under the
+//! key-encryption key, bound to its subject): `ekw1.<base64url: nonce | wrapped key | tag>`.
+//! Destroying a subject's wrapped key makes every copy of its personal data unreadable.
+
+use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
+use aes_gcm::{AeadCore, Aes256Gcm, Key, Nonce};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::Value;
+
+/// What a sealed field starts with (version 1 of the format).
+pub const SEALED_PREFIX: &str = "elc1.";
+/// What a wrapped data key starts with.
+pub const WRAPPED_PREFIX: &str = "ekw1.";
+const NONCE: usize = 12;
+const TAG: usize = 16;
+
+/// Why a ciphertext did not open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CipherError {
+    #[error("not a sealed value (it starts with neither elc1. nor ekw1.)")]
+    NotSealed,
+    #[error("a sealed value of a format this version does not know (`{0}`)")]
+    UnknownFormat(String),
+    #[error("a sealed value that is not well-formed base64url of a nonce, ciphertext and tag")]
+    Malformed,
+    /// The key, or what the value is bound to (event, type, field, subject), is not the one it
+    /// was sealed with; or it was altered.
+    #[error("the sealed value does not open with this key for this event, field and subject")]
+    DoesNotOpen,
+}
+
+/// A key-encryption key: wraps the data keys. 32 bytes, from configuration (never stored beside
+/// the data it protects).
+#[derive(Clone)]
+pub struct KeyEncryptionKey(Key<Aes256Gcm>);
+
+impl KeyEncryptionKey {
+    /// From its base64 (standard or URL-safe, padded or not) text: exactly 32 bytes.
+    pub fn from_base64(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let bytes = [base64::engine::general_purpose::STANDARD, base64::engine::general_purpose::STANDARD_NO_PAD]
+            .iter()
+            .find_map(|engine| engine.decode(text).ok())
+            .or_else(|| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).ok())
+            .ok_or("is not base64")?;
+        if bytes.len() != 32 {
+            return Err(format!("must be 32 bytes (256 bits) in base64, not {}", bytes.len()));
+        }
+        Ok(Self(*Key::<Aes256Gcm>::from_slice(&bytes)))
+    }
+}
+
+impl std::fmt::Debug for KeyEncryptionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyEncryptionKey([redacted])")
+    }
+}
+
+/// One data subject's data key.
+#[derive(Clone)]
+pub struct DataKey(Key<Aes256Gcm>);
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataKey([redacted])")
+    }
+}
+
+impl DataKey {
+    /// A new random key, from the operating system's generator.
+    pub fn generate() -> Self {
+        Self(Aes256Gcm::generate_key(OsRng))
+    }
+
+    /// This key wrapped by `kek` for `subject`: what the key store keeps.
+    pub fn wrap(&self, kek: &KeyEncryptionKey, subject: &str) -> String {
+        seal_bytes(&kek.0, WRAPPED_PREFIX, &wrap_context(subject), self.0.as_slice())
+    }
+
+    /// The key `wrapped` holds, if `kek` wrapped it for `subject`.
+    pub fn unwrap(kek: &KeyEncryptionKey, subject: &str, wrapped: &str) -> Result<Self, CipherError> {
+        let bytes = open_bytes(&kek.0, WRAPPED_PREFIX, &wrap_context(subject), wrapped)?;
+        if bytes.len() != 32 {
+            return Err(CipherError::Malformed);
+        }
+        Ok(Self(*Key::<Aes256Gcm>::from_slice(&bytes)))
+    }
+}
+
+/// What a sealed field is bound to: it opens only with all four the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldContext<'a> {
+    pub event_id: &'a str,
+    pub event_type: &'a str,
+    /// The field's JSON pointer into `data`, e.g. `/owner`.
+    pub pointer: &'a str,
+    pub subject: &'a str,
+}
+
+impl FieldContext<'_> {
+    /// Each part length-prefixed, so no two contexts give the same bytes.
+    fn associated_data(&self) -> Vec<u8> {
+        let mut bytes = b"eventline-field/v1".to_vec();
+        for part in [self.event_id, self.event_type, self.pointer, self.subject] {
+            bytes.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            bytes.extend_from_slice(part.as_bytes());
+        }
+        bytes
+    }
+}
+
+fn wrap_context(subject: &str) -> Vec<u8> {
+    let mut bytes = b"eventline-data-key/v1".to_vec();
+    bytes.extend_from_slice(&(subject.len() as u64).to_be_bytes());
+    bytes.extend_from_slice(subject.as_bytes());
+    bytes
+}
+
+/// Whether `value` is a sealed field (of any version this code knows or not).
+pub fn is_sealed(value: &Value) -> bool {
+    value.as_str().is_some_and(|text| text.starts_with("elc") && text[3..].split_once('.').is_some())
+}
+
+/// `value` sealed under `key` for `context`.
+pub fn seal(key: &DataKey, context: &FieldContext<'_>, value: &Value) -> String {
+    let plaintext = serde_json::to_vec(value).expect("a JSON value serializes");
+    seal_bytes(&key.0, SEALED_PREFIX, &context.associated_data(), &plaintext)
+}
+
+/// The value `sealed` holds, if it was sealed under `key` for `context`.
+pub fn open(key: &DataKey, context: &FieldContext<'_>, sealed: &str) -> Result<Value, CipherError> {
+    let plaintext = open_bytes(&key.0, SEALED_PREFIX, &context.associated_data(), sealed)?;
+    serde_json::from_slice(&plaintext).map_err(|_| CipherError::DoesNotOpen)
+}
+
+fn seal_bytes(key: &Key<Aes256Gcm>, prefix: &str, aad: &[u8], plaintext: &[u8]) -> String {
+    let cipher = Aes256Gcm::new(key);
+    let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+    let sealed = cipher.encrypt(&nonce, Payload { msg: plaintext, aad }).expect("AES-GCM seals any length we give it");
+    let mut bytes = nonce.to_vec();
+    bytes.extend_from_slice(&sealed);
+    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn open_bytes(key: &Key<Aes256Gcm>, prefix: &str, aad: &[u8], text: &str) -> Result<Vec<u8>, CipherError> {
+    let Some(body) = text.strip_prefix(prefix) else {
+        let format =
+            text.split_once('.').map(|(format, _)| format).filter(|f| f.starts_with("elc") || f.starts_with("ekw"));
+        return Err(format.map_or(CipherError::NotSealed, |f| CipherError::UnknownFormat(f.to_string())));
+    };
+    let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| CipherError::Malformed)?;
+    if bytes.len() < NONCE + TAG {
+        return Err(CipherError::Malformed);
+    }
+    let (nonce, sealed) = bytes.split_at(NONCE);
+    Aes256Gcm::new(key)
+        .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad })
+        .map_err(|_| CipherError::DoesNotOpen)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    const CONTEXT: FieldContext<'static> =
+        FieldContext { event_id: "e-1", event_type: "accounts.AccountOpened", pointer: "/owner", subject: "acc-1" };
+
+    fn kek() -> KeyEncryptionKey {
+        KeyEncryptionKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap()
+    }
+
+    #[test]
+    fn a_sealed_field_opens_only_where_it_was_sealed() {
+        let key = DataKey::generate();
+        let sealed = seal(&key, &CONTEXT, &json!("Ada Lovelace"));
+        assert!(sealed.starts_with(SEALED_PREFIX) && !sealed.contains("Ada"), "{sealed}");
+        assert!(is_sealed(&json!(sealed)));
+        assert_eq!(open(&key, &CONTEXT, &sealed), Ok(json!("Ada Lovelace")));
+        // Moved to another event, type, field or subject; or opened with another key.
+        for moved in [
+            FieldContext { event_id: "e-2", ..CONTEXT },
+            FieldContext { event_type: "accounts.AccountClosed", ..CONTEXT },
+            FieldContext { pointer: "/currency", ..CONTEXT },
+            FieldContext { subject: "acc-2", ..CONTEXT },
+        ] {
+            assert_eq!(open(&key, &moved, &sealed), Err(CipherError::DoesNotOpen), "{moved:?}");
+        }
+        assert_eq!(open(&DataKey::generate(), &CONTEXT, &sealed), Err(CipherError::DoesNotOpen));
+        // Sealing twice gives two ciphertexts (a fresh nonce each time).
+        assert_ne!(seal(&key, &CONTEXT, &json!("Ada Lovelace")), sealed);
+    }
+
+    #[test]
+    fn what_is_not_a_sealed_value_is_named() {
+        let key = DataKey::generate();
+        assert_eq!(open(&key, &CONTEXT, "Ada"), Err(CipherError::NotSealed));
+        assert_eq!(open(&key, &CONTEXT, "elc9.AAAA"), Err(CipherError::UnknownFormat("elc9".into())));
+        assert_eq!(open(&key, &CONTEXT, "elc1.!!!"), Err(CipherError::Malformed));
+        assert_eq!(open(&key, &CONTEXT, "elc1.AAAA"), Err(CipherError::Malformed));
+        assert_eq!(
+            CipherError::UnknownFormat("elc9".into()).to_string(),
+            "a sealed value of a format this version does not know (`elc9`)"
+        );
+    }
+
+    #[test]
+    fn a_data_key_unwraps_only_for_its_subject_and_key_encryption_key() {
+        let key = DataKey::generate();
+        let wrapped = key.wrap(&kek(), "acc-1");
+        assert!(wrapped.starts_with(WRAPPED_PREFIX));
+        let unwrapped = DataKey::unwrap(&kek(), "acc-1", &wrapped).unwrap();
+        let sealed = seal(&key, &CONTEXT, &json!(42));
+        assert_eq!(open(&unwrapped, &CONTEXT, &sealed), Ok(json!(42)));
+        assert_eq!(DataKey::unwrap(&kek(), "acc-2", &wrapped).unwrap_err(), CipherError::DoesNotOpen);
+        let other = KeyEncryptionKey::from_base64(&URL_SAFE_NO_PAD.encode([7u8; 32])).unwrap();
+        assert_eq!(DataKey::unwrap(&other, "acc-1", &wrapped).unwrap_err(), CipherError::DoesNotOpen);
+        // A sealed field is not a wrapped key, nor the other way round.
+        assert_eq!(DataKey::unwrap(&kek(), "acc-1", &sealed).unwrap_err(), CipherError::UnknownFormat("elc1".into()));
+    }
+
+    #[test]
+    fn a_key_encryption_key_is_32_bytes_of_base64() {
+        assert_eq!(
+            KeyEncryptionKey::from_base64("c2hvcnQ=").unwrap_err(),
+            "must be 32 bytes (256 bits) in base64, not 5"
+        );
+        assert_eq!(KeyEncryptionKey::from_base64("not base64!").unwrap_err(), "is not base64");
+        assert_eq!(format!("{:?}", kek()), "KeyEncryptionKey([redacted])");
+        assert_eq!(format!("{:?}", DataKey::generate()), "DataKey([redacted])");
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            ".{0,40}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map("[a-z]{1,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_value_round_trips_in_any_context(
+            value in json_value(),
+            id in ".{0,20}", event_type in ".{0,20}", pointer in ".{0,20}", subject in ".{0,20}",
+        ) {
+            let key = DataKey::generate();
+            let context = FieldContext { event_id: &id, event_type: &event_type, pointer: &pointer, subject: &subject };
+            let sealed = seal(&key, &context, &value);
+            prop_assert_eq!(open(&key, &context, &sealed), Ok(value));
+        }
+
+        #[test]
+        fn any_change_to_a_sealed_value_or_its_context_stops_it_opening(
+            value in json_value(), at in any::<prop::sample::Index>(), subject in "[a-z0-9-]{0,12}",
+        ) {
+            let key = DataKey::generate();
+            let sealed = seal(&key, &CONTEXT, &value);
+            // One character of the base64 changed.
+            let body = &sealed[SEALED_PREFIX.len()..];
+            let i = at.index(body.len());
+            let replaced = if &body[i..=i] == "A" { "B" } else { "A" };
+            let altered = format!("{SEALED_PREFIX}{}{replaced}{}", &body[..i], &body[i + 1..]);
+            prop_assert!(open(&key, &CONTEXT, &altered).is_err());
+            // Another subject, unless it is the same one.
+            let moved = FieldContext { subject: &subject, ..CONTEXT };
+            prop_assert_eq!(open(&key, &moved, &sealed).is_ok(), subject == CONTEXT.subject);
+        }
+
+        #[test]
+        fn no_text_makes_opening_panic(text in ".{0,200}", body in "[A-Za-z0-9_-]{0,120}") {
+            let key = DataKey::generate();
+            let _ = open(&key, &CONTEXT, &text);
+            let _ = open(&key, &CONTEXT, &format!("{SEALED_PREFIX}{body}"));
+            let _ = DataKey::unwrap(&kek(), "acc-1", &format!("{WRAPPED_PREFIX}{body}"));
+        }
+    }
+}
