@@ -105,9 +105,10 @@ impl Caller {
         Err(insufficient_scope(&scope, &format!("reading {projection} needs the scope {scope} (or read:*)")))
     }
 
-    /// Whether personal data is shown to this caller in clear (each read then audited).
+    /// Whether personal data is shown to this caller in clear (each read then audited). Never
+    /// with authentication off: such reads need a caller the audit can name.
     pub fn sees_personal(&self) -> bool {
-        self.holds(PERSONAL_SCOPE)
+        !self.unrestricted && self.scopes.iter().any(|s| s == PERSONAL_SCOPE)
     }
 
     /// Refuses (403 `insufficient_scope`) a caller without the `personal` scope: `what` needs it.
@@ -307,6 +308,9 @@ mod tests {
         assert!(caller(&["status"]).require_status().is_ok());
         assert!(caller(&["read:*", "personal"]).sees_personal());
         assert!(!caller(&["read:*", "status"]).sees_personal());
+        let anyone = Caller { id: "anonymous".into(), publish: Vec::new(), scopes: Vec::new(), unrestricted: true };
+        assert!(anyone.require_read("accounts").is_ok());
+        assert!(!anyone.sees_personal(), "authentication off, personal data stays withheld");
         assert!(caller(&["read:*"]).require_status().is_err());
         assert!(!caller(&["read:*"]).may_publish("accounts.FundsDeposited"));
     }

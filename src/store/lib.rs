@@ -25,6 +25,7 @@ pub mod diagnostics;
 pub mod generations;
 pub mod outbox;
 pub mod runtime;
+pub mod subject_keys;
 pub mod tables;
 
 /// The SQL toolkit a Rust projection of an application's own uses for its queries, at the

@@ -37,6 +37,7 @@ mod scenario;
 mod schemas;
 mod secrets;
 mod services;
+mod subject_keys;
 mod tail;
 mod traces;
 mod transport_security;

@@ -1,0 +1,103 @@
+//! The key store of data subjects (`eventline_keys.subject_keys`): each subject's data key,
+//! wrapped, made once and never again once erased.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use crate::{Error, Store};
+
+/// What the store holds for a data subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubjectKey {
+    /// Its data key, wrapped by the key-encryption key.
+    Active { wrapped: String },
+    /// Erased: no key, and none may be made.
+    Erased { at: DateTime<Utc> },
+}
+
+struct Row {
+    subject: String,
+    wrapped_key: Option<String>,
+    erased_at: Option<DateTime<Utc>>,
+}
+
+impl From<Row> for SubjectKey {
+    fn from(row: Row) -> Self {
+        match (row.wrapped_key, row.erased_at) {
+            (Some(wrapped), None) => Self::Active { wrapped },
+            // The table's check allows nothing else.
+            (_, at) => Self::Erased { at: at.unwrap_or_default() },
+        }
+    }
+}
+
+impl Store {
+    /// The keys held for `subjects` (a subject without one is absent).
+    pub async fn subject_keys(&self, subjects: &[String]) -> Result<HashMap<String, SubjectKey>, Error> {
+        let rows = sqlx::query_as!(
+            Row,
+            "SELECT subject, wrapped_key, erased_at FROM eventline_keys.subject_keys WHERE subject = ANY($1)",
+            subjects
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|row| (row.subject.clone(), SubjectKey::from(row))).collect())
+    }
+
+    /// The subject's key: the one it has, or `wrapped` kept as its key when it has none. Of two
+    /// processes making a subject's first key at once, both get the one stored first; an erased
+    /// subject stays erased.
+    pub async fn subject_key_or_insert(&self, subject: &str, wrapped: &str) -> Result<SubjectKey, Error> {
+        loop {
+            if let Some(key) = self.try_subject_key_or_insert(subject, wrapped).await? {
+                return Ok(key);
+            }
+        }
+    }
+
+    /// One attempt: `None` when another process's insert committed after this statement's
+    /// snapshot (its row conflicts, yet is not visible to the statement), so another is needed.
+    async fn try_subject_key_or_insert(&self, subject: &str, wrapped: &str) -> Result<Option<SubjectKey>, Error> {
+        let row = sqlx::query_as!(
+            Row,
+            r#"WITH made AS (
+                   INSERT INTO eventline_keys.subject_keys (subject, wrapped_key) VALUES ($1, $2)
+                   ON CONFLICT (subject) DO NOTHING
+                   RETURNING subject, wrapped_key, erased_at
+               )
+               SELECT subject AS "subject!", wrapped_key, erased_at FROM made
+               UNION ALL
+               SELECT subject, wrapped_key, erased_at FROM eventline_keys.subject_keys
+               WHERE subject = $1 AND NOT EXISTS (SELECT 1 FROM made)"#,
+            subject,
+            wrapped
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(SubjectKey::from))
+    }
+
+    /// Destroys the subject's key and fences it (a subject never seen is fenced too): true when a
+    /// key was destroyed now, false when it was already erased.
+    pub async fn erase_subject_key(&self, subject: &str) -> Result<bool, Error> {
+        let mut tx = self.begin().await?;
+        // Locked, so of two erasures at once only one destroys the key.
+        let had_key = sqlx::query_scalar!(
+            "SELECT wrapped_key IS NOT NULL AS \"had_key!\" FROM eventline_keys.subject_keys WHERE subject = $1 FOR UPDATE",
+            subject
+        )
+        .fetch_optional(&mut *tx.tx)
+        .await?
+        .unwrap_or(false);
+        sqlx::query!(
+            "INSERT INTO eventline_keys.subject_keys AS k (subject, wrapped_key, erased_at) VALUES ($1, NULL, now())
+             ON CONFLICT (subject) DO UPDATE SET wrapped_key = NULL, erased_at = coalesce(k.erased_at, now())",
+            subject
+        )
+        .execute(&mut *tx.tx)
+        .await?;
+        tx.commit().await?;
+        Ok(had_key)
+    }
+}

@@ -1,0 +1,91 @@
+//! The key store of data subjects on the real PostgreSQL: a subject's first key is kept once
+//! whoever makes it, an erasure destroys it and fences the subject for good, and what was sealed
+//! under it no longer opens.
+
+use eventline_core::cipher::{self, CipherError, DataKey, FieldContext, KeyEncryptionKey};
+use eventline_store::subject_keys::SubjectKey;
+use serde_json::json;
+
+use crate::helpers::TestEnv;
+
+fn kek() -> KeyEncryptionKey {
+    KeyEncryptionKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subjects_key_is_made_once_and_never_again_after_erasure() {
+    let env = TestEnv::new().await;
+    let store = &env.store;
+    let context =
+        FieldContext { event_id: "e-1", event_type: "accounts.AccountOpened", pointer: "/owner", subject: "acc-1" };
+
+    // The first key kept is the subject's key, whoever made it.
+    let key = DataKey::generate();
+    let wrapped = key.wrap(&kek(), "acc-1");
+    assert_eq!(
+        store.subject_key_or_insert("acc-1", &wrapped).await.unwrap(),
+        SubjectKey::Active { wrapped: wrapped.clone() }
+    );
+    let other = DataKey::generate().wrap(&kek(), "acc-1");
+    assert_eq!(
+        store.subject_key_or_insert("acc-1", &other).await.unwrap(),
+        SubjectKey::Active { wrapped: wrapped.clone() }
+    );
+    let racing: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mine = DataKey::generate().wrap(&kek(), "acc-2");
+                store.subject_key_or_insert("acc-2", &mine).await.unwrap()
+            })
+        })
+        .collect();
+    let mut kept = Vec::new();
+    for task in racing {
+        kept.push(task.await.unwrap());
+    }
+    assert!(kept.windows(2).all(|pair| pair[0] == pair[1]), "{kept:?}");
+
+    // What was sealed opens with the stored key.
+    let sealed = cipher::seal(&key, &context, &json!("Ada Lovelace"));
+    let SubjectKey::Active { wrapped: stored } = &store.subject_keys(&["acc-1".into()]).await.unwrap()["acc-1"] else {
+        panic!("acc-1 has a key")
+    };
+    let stored_key = DataKey::unwrap(&kek(), "acc-1", stored).unwrap();
+    assert_eq!(cipher::open(&stored_key, &context, &sealed), Ok(json!("Ada Lovelace")));
+
+    // Erased: the key is gone from the store, the subject is fenced, erasing again says so.
+    assert!(store.erase_subject_key("acc-1").await.unwrap());
+    assert!(!store.erase_subject_key("acc-1").await.unwrap());
+    assert_eq!(
+        env.psql(
+            "SELECT count(*) FROM eventline_keys.subject_keys WHERE wrapped_key = '{wrapped}'"
+                .replace("{wrapped}", &wrapped)
+                .as_str()
+        ),
+        "0"
+    );
+    let fenced = store.subject_key_or_insert("acc-1", &DataKey::generate().wrap(&kek(), "acc-1")).await.unwrap();
+    assert!(matches!(fenced, SubjectKey::Erased { .. }), "{fenced:?}");
+    // A subject never seen is fenced by its erasure too.
+    assert!(!store.erase_subject_key("acc-9").await.unwrap());
+    let fenced = store.subject_key_or_insert("acc-9", &DataKey::generate().wrap(&kek(), "acc-9")).await.unwrap();
+    assert!(matches!(fenced, SubjectKey::Erased { .. }), "{fenced:?}");
+    let keys = store.subject_keys(&["acc-1".into(), "acc-2".into(), "acc-3".into()]).await.unwrap();
+    assert!(matches!(keys["acc-1"], SubjectKey::Erased { .. }));
+    assert!(matches!(keys["acc-2"], SubjectKey::Active { .. }));
+    assert!(!keys.contains_key("acc-3"));
+    // Without its key, nothing sealed for the subject opens: another key made up does not.
+    assert_eq!(cipher::open(&DataKey::generate(), &context, &sealed), Err(CipherError::DoesNotOpen));
+    // A key row cannot hold a key and an erasure at once.
+    let output = std::process::Command::new("psql")
+        .args([
+            env.database_url.expose(),
+            "-XAtq",
+            "-c",
+            "UPDATE eventline_keys.subject_keys SET wrapped_key = 'ekw1.x' WHERE subject = 'acc-1'",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("subject_keys_erased_have_no_key"), "{output:?}");
+}
