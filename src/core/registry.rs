@@ -53,6 +53,9 @@ pub struct SchemaVersion {
     pub path: String,
     pub schema: Value,
     validator: Validator,
+    /// What an event of this version may hold once stored: each personal field its value as
+    /// the schema says, or sealed (`elc1.…`). `None` when the version has no personal field.
+    stored_validator: Option<Validator>,
 }
 
 impl SchemaVersion {
@@ -140,8 +143,14 @@ impl Registry {
                     let schema = load_schema(text, &domain.key).map_err(|reason| error(&path, reason))?;
                     let validator = jsonschema::validator_for(&schema)
                         .map_err(|e| error(&path, format!("not a valid JSON Schema: {e}")))?;
+                    let stored = sealable(&schema);
+                    let stored_validator =
+                        (stored != schema)
+                            .then(|| jsonschema::validator_for(&stored))
+                            .transpose()
+                            .map_err(|e| error(&path, format!("not a valid JSON Schema once sealable: {e}")))?;
                     expected_files.insert(path.clone());
-                    versions.insert(version, SchemaVersion { version, path, schema, validator });
+                    versions.insert(version, SchemaVersion { version, path, schema, validator, stored_validator });
                 }
                 let mut upcasters = BTreeMap::new();
                 for &version in &entry.versions[..entry.versions.len() - 1] {
@@ -236,12 +245,16 @@ impl Registry {
         headers: &[(String, Vec<u8>)],
         value: Option<&[u8]>,
     ) -> Result<ValidatedEvent, ContractError> {
-        self.validate(crate::binding::from_kafka_record(headers, value)?)
+        self.check(crate::binding::from_kafka_record(headers, value)?, Side::Stored)
     }
 
     /// Validates an envelope: type and version registered, subject present, data valid for its
     /// version, subject equal to the key field; then upcasts the data to the current version.
     pub fn validate(&self, envelope: CloudEvent) -> Result<ValidatedEvent, ContractError> {
+        self.check(envelope, Side::WayIn)
+    }
+
+    fn check(&self, envelope: CloudEvent, side: Side) -> Result<ValidatedEvent, ContractError> {
         let contract = self
             .contracts
             .get(&envelope.event_type)
@@ -260,7 +273,11 @@ impl Registry {
         let Some(data) = &envelope.data else {
             return Err(ContractError::MissingData);
         };
-        if let Some(error) = version.validator.iter_errors(data).next() {
+        let validator = match (side, &version.stored_validator) {
+            (Side::Stored, Some(stored)) => stored,
+            _ => &version.validator,
+        };
+        if let Some(error) = validator.iter_errors(data).next() {
             return Err(data_error(&error, contract, version));
         }
         let key = data.get(&contract.key).and_then(Value::as_str).expect("schemas require the key field as a string");
@@ -275,6 +292,45 @@ impl Registry {
         Ok(ValidatedEvent { envelope, topic: contract.topic.clone(), data, current_version: contract.current() })
     }
 }
+
+/// Which events are checked: published ones, whose personal fields are in clear, or stored ones
+/// (read back from Kafka), whose personal fields may be sealed.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    WayIn,
+    Stored,
+}
+
+/// `schema` with each personal field accepting its sealed form too: its own schema, or a sealed
+/// value (`elc1.` and base64url).
+fn sealable(schema: &Value) -> Value {
+    let mut schema = schema.clone();
+    make_sealable(&mut schema);
+    schema
+}
+
+fn make_sealable(schema: &mut Value) {
+    if let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+        for field in properties.values_mut() {
+            let personal = field
+                .get(classification::KEYWORD)
+                .and_then(classification::Classification::parse)
+                .is_some_and(|c| c.is_personal());
+            if personal {
+                let sealed = serde_json::json!({"type": "string", "pattern": SEALED_PATTERN});
+                *field = serde_json::json!({"anyOf": [field.clone(), sealed]});
+            } else {
+                make_sealable(field);
+            }
+        }
+    }
+    if let Some(items) = schema.get_mut("items").filter(|items| items.is_object()) {
+        make_sealable(items);
+    }
+}
+
+/// A sealed value as it is stored (see [`crate::cipher`]).
+const SEALED_PATTERN: &str = "^elc1\\.[A-Za-z0-9_-]+$";
 
 /// Where a type's schema of one version lives, relative to the registry folder.
 pub fn schema_path(domain: &str, type_name: &str, version: u32) -> String {

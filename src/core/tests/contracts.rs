@@ -344,6 +344,32 @@ fn a_personal_field_is_refused_without_its_value() {
 }
 
 #[test]
+fn a_stored_event_may_hold_its_personal_fields_sealed() {
+    let opened = |owner: Value, currency: &str| {
+        json!({"specversion": "1.0", "id": "o", "source": "/bank", "type": "accounts.AccountOpened",
+               "subject": "a", "data": {"account_id": "a", "owner": owner, "currency": currency}})
+        .to_string()
+    };
+    let registry = registry();
+    let sealed = format!("elc1.{}", "A".repeat(400));
+    // Read back from Kafka: a sealed owner is taken, whatever its length; so is a clear one.
+    let stored = registry.validate_record(&[], Some(opened(json!(sealed), "EUR").as_bytes())).unwrap();
+    assert_eq!(stored.data()["owner"], json!(sealed));
+    assert!(registry.validate_record(&[], Some(opened(json!("Ada"), "EUR").as_bytes())).is_ok());
+    // Only a personal field may be sealed, and only in the sealed form.
+    let error = registry.validate_record(&[], Some(opened(json!("Ada"), "elc1.AAAA").as_bytes())).unwrap_err();
+    assert_eq!(error.to_string(), "field `data.currency` must match ^[A-Z]{3}$, found `elc1.AAAA`");
+    let error = registry.validate_record(&[], Some(opened(json!(["Ada"]), "EUR").as_bytes())).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "field `data.owner` breaks the schema's `anyOf` rule (the value is personal, not shown)"
+    );
+    // Published: personal fields come in clear and are held to their schema.
+    let error = registry.validate_slice(opened(json!(sealed), "EUR").as_bytes()).unwrap_err();
+    assert_eq!(error.to_string(), "field `data.owner` must be at most 256 characters long");
+}
+
+#[test]
 fn a_batch_with_one_bad_event_names_its_index_and_yields_none() {
     let good = deposit();
     let mut bad = deposit();
