@@ -4,10 +4,13 @@
 //! key; the associated data binds the ciphertext to the event id, the event type, the field's
 //! JSON pointer and the subject, so a ciphertext copied to another field, event or subject does
 //! not open (an error, never another value). The sealed value is text, versioned so the format
-//! can change without guessing:
+//! can change without guessing, and names what it is bound to (none of it personal: the subject
+//! is a pseudonymous id), so a reader holding only the text, like the query API reading a
+//! projection's column, knows whose key opens it; a reader that knows where the value should
+//! be, like a worker reading an event, opens it only there:
 //!
 //! ```text
-//! elc1.<base64url: 12-byte nonce | ciphertext | 16-byte tag>
+//! elc1.<base64url: JSON [event id, type, pointer, subject]>.<base64url: nonce | ciphertext | tag>
 //! ```
 //!
 //! A data key is 32 random bytes, stored only wrapped (sealed the same way under the
@@ -137,13 +140,58 @@ pub fn is_sealed(value: &Value) -> bool {
 /// `value` sealed under `key` for `context`.
 pub fn seal(key: &DataKey, context: &FieldContext<'_>, value: &Value) -> String {
     let plaintext = serde_json::to_vec(value).expect("a JSON value serializes");
-    seal_bytes(&key.0, SEALED_PREFIX, &context.associated_data(), &plaintext)
+    let named = [context.event_id, context.event_type, context.pointer, context.subject];
+    let named = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&named).expect("strings serialize"));
+    seal_bytes(&key.0, &format!("{SEALED_PREFIX}{named}."), &context.associated_data(), &plaintext)
 }
 
-/// The value `sealed` holds, if it was sealed under `key` for `context`.
+/// The value `sealed` holds, if it was sealed under `key` for `context`: a value sealed for
+/// another event, type, field or subject does not open here.
 pub fn open(key: &DataKey, context: &FieldContext<'_>, sealed: &str) -> Result<Value, CipherError> {
-    let plaintext = open_bytes(&key.0, SEALED_PREFIX, &context.associated_data(), sealed)?;
-    serde_json::from_slice(&plaintext).map_err(|_| CipherError::DoesNotOpen)
+    let field = SealedField::parse(sealed)?;
+    if field.context() != *context {
+        return Err(CipherError::DoesNotOpen);
+    }
+    field.open(key)
+}
+
+/// A sealed field read from its text, before it is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedField {
+    /// Event id, type, pointer and subject, as sealed.
+    named: [String; 4],
+    text: String,
+}
+
+impl SealedField {
+    pub fn parse(text: &str) -> Result<Self, CipherError> {
+        let Some(rest) = text.strip_prefix(SEALED_PREFIX) else {
+            return Err(unknown_prefix(text));
+        };
+        let (named, _) = rest.split_once('.').ok_or(CipherError::Malformed)?;
+        let named = URL_SAFE_NO_PAD.decode(named).map_err(|_| CipherError::Malformed)?;
+        let named: [String; 4] = serde_json::from_slice(&named).map_err(|_| CipherError::Malformed)?;
+        Ok(Self { named, text: text.to_string() })
+    }
+
+    /// What it was sealed for: its subject says whose key opens it.
+    pub fn context(&self) -> FieldContext<'_> {
+        let [event_id, event_type, pointer, subject] = &self.named;
+        FieldContext { event_id, event_type, pointer, subject }
+    }
+
+    /// Its value, if `key` sealed it (for the context it names).
+    pub fn open(&self, key: &DataKey) -> Result<Value, CipherError> {
+        let prefix = &self.text[..self.text.rfind('.').expect("parsed: it has its parts") + 1];
+        let plaintext = open_bytes(&key.0, prefix, &self.context().associated_data(), &self.text)?;
+        serde_json::from_slice(&plaintext).map_err(|_| CipherError::DoesNotOpen)
+    }
+}
+
+fn unknown_prefix(text: &str) -> CipherError {
+    let format =
+        text.split_once('.').map(|(format, _)| format).filter(|f| f.starts_with("elc") || f.starts_with("ekw"));
+    format.map_or(CipherError::NotSealed, |f| CipherError::UnknownFormat(f.to_string()))
 }
 
 fn seal_bytes(key: &Key<Aes256Gcm>, prefix: &str, aad: &[u8], plaintext: &[u8]) -> String {
@@ -157,9 +205,7 @@ fn seal_bytes(key: &Key<Aes256Gcm>, prefix: &str, aad: &[u8], plaintext: &[u8]) 
 
 fn open_bytes(key: &Key<Aes256Gcm>, prefix: &str, aad: &[u8], text: &str) -> Result<Vec<u8>, CipherError> {
     let Some(body) = text.strip_prefix(prefix) else {
-        let format =
-            text.split_once('.').map(|(format, _)| format).filter(|f| f.starts_with("elc") || f.starts_with("ekw"));
-        return Err(format.map_or(CipherError::NotSealed, |f| CipherError::UnknownFormat(f.to_string())));
+        return Err(unknown_prefix(text));
     };
     let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| CipherError::Malformed)?;
     if bytes.len() < NONCE + TAG {
@@ -204,6 +250,16 @@ mod tests {
         assert_eq!(open(&DataKey::generate(), &CONTEXT, &sealed), Err(CipherError::DoesNotOpen));
         // Sealing twice gives two ciphertexts (a fresh nonce each time).
         assert_ne!(seal(&key, &CONTEXT, &json!("Ada Lovelace")), sealed);
+        // Read alone, it says what it was sealed for, and opens with its subject's key.
+        let field = SealedField::parse(&sealed).unwrap();
+        assert_eq!(field.context(), CONTEXT);
+        assert_eq!(field.open(&key), Ok(json!("Ada Lovelace")));
+        // Its named context rewritten (to pass for another subject's): it no longer opens.
+        let other = URL_SAFE_NO_PAD.encode(r#"["e-1","accounts.AccountOpened","/owner","acc-2"]"#);
+        let moved = format!("elc1.{other}.{}", sealed.rsplit('.').next().unwrap());
+        let field = SealedField::parse(&moved).unwrap();
+        assert_eq!(field.context().subject, "acc-2");
+        assert_eq!(field.open(&key), Err(CipherError::DoesNotOpen));
     }
 
     #[test]
@@ -213,6 +269,10 @@ mod tests {
         assert_eq!(open(&key, &CONTEXT, "elc9.AAAA"), Err(CipherError::UnknownFormat("elc9".into())));
         assert_eq!(open(&key, &CONTEXT, "elc1.!!!"), Err(CipherError::Malformed));
         assert_eq!(open(&key, &CONTEXT, "elc1.AAAA"), Err(CipherError::Malformed));
+        assert_eq!(open(&key, &CONTEXT, "elc1.AAAA.AAAA"), Err(CipherError::Malformed));
+        // Its named context, then a ciphertext too short to be one.
+        let named = URL_SAFE_NO_PAD.encode(r#"["e-1","accounts.AccountOpened","/owner","acc-1"]"#);
+        assert_eq!(open(&key, &CONTEXT, &format!("elc1.{named}.AAAA")), Err(CipherError::Malformed));
         assert_eq!(
             CipherError::UnknownFormat("elc9".into()).to_string(),
             "a sealed value of a format this version does not know (`elc9`)"
@@ -281,22 +341,22 @@ mod tests {
         ) {
             let key = DataKey::generate();
             let sealed = seal(&key, &CONTEXT, &value);
-            // One character of the base64 changed.
-            let body = &sealed[SEALED_PREFIX.len()..];
-            let i = at.index(body.len());
-            let replaced = if &body[i..=i] == "A" { "B" } else { "A" };
-            let altered = format!("{SEALED_PREFIX}{}{replaced}{}", &body[..i], &body[i + 1..]);
-            prop_assert!(open(&key, &CONTEXT, &altered).is_err());
+            // One character of the text changed, wherever it is (the dots between its parts kept).
+            let i = at.index(sealed.len());
+            let replaced = match &sealed[i..=i] { "A" => "B", "." => ".", _ => "A" };
+            let altered = format!("{}{replaced}{}", &sealed[..i], &sealed[i + 1..]);
+            prop_assert_eq!(open(&key, &CONTEXT, &altered).is_ok(), altered == sealed);
             // Another subject, unless it is the same one.
             let moved = FieldContext { subject: &subject, ..CONTEXT };
             prop_assert_eq!(open(&key, &moved, &sealed).is_ok(), subject == CONTEXT.subject);
         }
 
         #[test]
-        fn no_text_makes_opening_panic(text in ".{0,200}", body in "[A-Za-z0-9_-]{0,120}") {
+        fn no_text_makes_opening_panic(text in ".{0,200}", body in "[A-Za-z0-9_.-]{0,120}") {
             let key = DataKey::generate();
             let _ = open(&key, &CONTEXT, &text);
             let _ = open(&key, &CONTEXT, &format!("{SEALED_PREFIX}{body}"));
+            let _ = SealedField::parse(&format!("{SEALED_PREFIX}{body}")).map(|field| field.open(&key));
             let _ = DataKey::unwrap(&kek(), "acc-1", &format!("{WRAPPED_PREFIX}{body}"));
         }
     }

@@ -330,7 +330,7 @@ fn make_sealable(schema: &mut Value) {
 }
 
 /// A sealed value as it is stored (see [`crate::cipher`]).
-const SEALED_PATTERN: &str = "^elc1\\.[A-Za-z0-9_-]+$";
+const SEALED_PATTERN: &str = "^elc1\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+$";
 
 /// Where a type's schema of one version lives, relative to the registry folder.
 pub fn schema_path(domain: &str, type_name: &str, version: u32) -> String {
