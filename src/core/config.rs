@@ -52,12 +52,14 @@ const ENV_GROUP_PROTOCOL: &str = "EVENTLINE_GROUP_PROTOCOL";
 const ENV_JWT_ISSUER: &str = "EVENTLINE_JWT_ISSUER";
 const ENV_JWT_AUDIENCE: &str = "EVENTLINE_JWT_AUDIENCE";
 const ENV_JWT_JWKS_URL: &str = "EVENTLINE_JWT_JWKS_URL";
+const ENV_KEY_ENCRYPTION_KEY: &str = "EVENTLINE_KEY_ENCRYPTION_KEY";
 /// The OpenTelemetry standard name for the collector's base URL, read when ours is unset.
 const ENV_OTEL_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
 /// Every `EVENTLINE_*` variable eventline reads; any other one is reported as a likely typo.
 const KNOWN_ENV: &[&str] = &[
     CONFIG_FILE_ENV,
+    ENV_KEY_ENCRYPTION_KEY,
     ENV_KAFKA_BROKERS,
     ENV_HTTP_ADDR,
     ENV_NAMESPACE,
@@ -437,6 +439,9 @@ pub struct Settings {
     pub metrics_enabled: bool,
     /// Who issues the bearer JWTs the HTTP services accept beside API keys, when anyone does.
     pub jwt: Option<JwtSettings>,
+    /// Wraps the data subjects' keys (`EVENTLINE_KEY_ENCRYPTION_KEY`, 32 bytes in base64, or its
+    /// `_FILE`); only from the environment, never a configuration file, and never printed.
+    pub key_encryption_key: Option<crate::cipher::KeyEncryptionKey>,
 }
 
 /// The identity provider whose JWTs are accepted: a token must name `issuer` (`iss`) and
@@ -791,6 +796,15 @@ impl Settings {
         let group_protocol: GroupProtocol =
             protocol_raw.value.parse().map_err(|reason| invalid(&protocol_raw, reason))?;
 
+        let key_encryption_key = match env.get(ENV_KEY_ENCRYPTION_KEY) {
+            None => None,
+            // The reason never repeats the value.
+            Some(value) => Some(
+                crate::cipher::KeyEncryptionKey::from_base64(value)
+                    .map_err(|reason| ConfigError::Invalid { setting: shown(ENV_KEY_ENCRYPTION_KEY), reason })?,
+            ),
+        };
+
         let jwt = {
             let issuer = env.get(ENV_JWT_ISSUER).cloned().or(file_settings.jwt.issuer);
             let audience = env.get(ENV_JWT_AUDIENCE).cloned().or(file_settings.jwt.audience);
@@ -862,6 +876,7 @@ impl Settings {
             tracing,
             metrics_enabled,
             jwt,
+            key_encryption_key,
         })
     }
 }
@@ -948,7 +963,7 @@ pub const SECRET_FILE_SUFFIX: &str = "_FILE";
 
 /// Settings whose values are credentials, each of which may also come from a file. Besides
 /// these, every `EVENTLINE_RDKAFKA_*` variable for a secret property (see [`is_secret_property`]).
-const SECRET_ENV: &[&str] = &[ENV_DATABASE_URL, ENV_OUTBOX_DATABASE_URL];
+const SECRET_ENV: &[&str] = &[ENV_DATABASE_URL, ENV_OUTBOX_DATABASE_URL, ENV_KEY_ENCRYPTION_KEY];
 
 /// Variables and their values.
 type Environment = HashMap<String, String>;
@@ -1342,6 +1357,25 @@ mod tests {
         let bad = write("bad", "mysql://root:hunter5@db/x");
         let err = load(&[("DATABASE_URL_FILE", &bad)]).unwrap_err().to_string();
         assert_eq!(err, "invalid DATABASE_URL_FILE: scheme `mysql` is not postgres:// or postgresql://");
+    }
+
+    #[test]
+    fn the_key_encryption_key_is_32_bytes_of_base64_from_the_environment_or_a_file() {
+        assert!(load(&[]).unwrap().key_encryption_key.is_none());
+        let kek = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let settings = load(&[("EVENTLINE_KEY_ENCRYPTION_KEY", kek)]).unwrap();
+        assert!(settings.key_encryption_key.is_some());
+        assert!(!format!("{settings:?}").contains(kek), "the key is never printed");
+        let err = load(&[("EVENTLINE_KEY_ENCRYPTION_KEY", "c2hvcnQ=")]).unwrap_err().to_string();
+        assert_eq!(err, "invalid EVENTLINE_KEY_ENCRYPTION_KEY: must be 32 bytes (256 bits) in base64, not 5");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kek");
+        std::fs::write(&file, "c2hvcnQ=\n").unwrap();
+        let err = load(&[("EVENTLINE_KEY_ENCRYPTION_KEY_FILE", file.to_str().unwrap())]).unwrap_err().to_string();
+        assert_eq!(err, "invalid EVENTLINE_KEY_ENCRYPTION_KEY_FILE: must be 32 bytes (256 bits) in base64, not 5");
+        std::fs::write(&file, format!("{kek}\n")).unwrap();
+        let settings = load(&[("EVENTLINE_KEY_ENCRYPTION_KEY_FILE", file.to_str().unwrap())]).unwrap();
+        assert!(settings.key_encryption_key.is_some());
     }
 
     #[test]

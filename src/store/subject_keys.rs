@@ -1,9 +1,10 @@
 //! The key store of data subjects (`eventline_keys.subject_keys`): each subject's data key,
-//! wrapped, made once and never again once erased.
+//! wrapped, made once and never again once erased; and the [`KeyRing`] processes read it through.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use eventline_core::cipher::{DataKey, KeyEncryptionKey};
 
 use crate::{Error, Store};
 
@@ -99,5 +100,86 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(had_key)
+    }
+}
+
+/// How long a process trusts a subject's key it has read: an erasure is obeyed everywhere within
+/// this long.
+pub const KEY_LIFETIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Why a subject's key could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyRingError {
+    #[error(transparent)]
+    Store(#[from] Error),
+    /// The stored key was wrapped by another key-encryption key (or altered).
+    #[error("the key-encryption key does not open the data key of subject `{subject}`: {reason}")]
+    Unwrap { subject: String, reason: eventline_core::cipher::CipherError },
+}
+
+/// The data subjects' keys as a process uses them: unwrapped with the key-encryption key, made on
+/// a subject's first sealing, each trusted for at most [`KEY_LIFETIME`] after it was read.
+pub struct KeyRing {
+    store: Store,
+    kek: KeyEncryptionKey,
+    lifetime: std::time::Duration,
+    cache: std::sync::Mutex<HashMap<String, (std::time::Instant, Option<DataKey>)>>,
+}
+
+impl KeyRing {
+    pub fn new(store: Store, kek: KeyEncryptionKey) -> Self {
+        Self::with_lifetime(store, kek, KEY_LIFETIME)
+    }
+
+    /// Like [`KeyRing::new`], trusting a key read for `lifetime` (tests shorten it).
+    pub fn with_lifetime(store: Store, kek: KeyEncryptionKey, lifetime: std::time::Duration) -> Self {
+        Self { store, kek, lifetime, cache: std::sync::Mutex::new(HashMap::new()) }
+    }
+
+    fn cached(&self, subject: &str) -> Option<Option<DataKey>> {
+        let cache = self.cache.lock().expect("the key cache is never poisoned");
+        cache.get(subject).filter(|(at, _)| at.elapsed() < self.lifetime).map(|(_, key)| key.clone())
+    }
+
+    fn remember(&self, subject: &str, key: Option<DataKey>) {
+        let mut cache = self.cache.lock().expect("the key cache is never poisoned");
+        cache.retain(|_, (at, _)| at.elapsed() < self.lifetime);
+        cache.insert(subject.to_string(), (std::time::Instant::now(), key));
+    }
+
+    fn unwrapped(&self, subject: &str, key: SubjectKey) -> Result<Option<DataKey>, KeyRingError> {
+        match key {
+            SubjectKey::Active { wrapped } => DataKey::unwrap(&self.kek, subject, &wrapped)
+                .map(Some)
+                .map_err(|reason| KeyRingError::Unwrap { subject: subject.to_string(), reason }),
+            SubjectKey::Erased { .. } => Ok(None),
+        }
+    }
+
+    /// The key to seal `subject`'s personal data under, made now if it has none; `None` when the
+    /// subject is erased (its personal data must be refused, not sealed).
+    pub async fn key_for_sealing(&self, subject: &str) -> Result<Option<DataKey>, KeyRingError> {
+        if let Some(Some(key)) = self.cached(subject) {
+            return Ok(Some(key));
+        }
+        let made = DataKey::generate().wrap(&self.kek, subject);
+        let key = self.unwrapped(subject, self.store.subject_key_or_insert(subject, &made).await?)?;
+        self.remember(subject, key.clone());
+        Ok(key)
+    }
+
+    /// The key that opens `subject`'s sealed data; `None` when it has none (erased, or never
+    /// sealed for).
+    pub async fn key_for_opening(&self, subject: &str) -> Result<Option<DataKey>, KeyRingError> {
+        if let Some(key) = self.cached(subject) {
+            return Ok(key);
+        }
+        let stored = self.store.subject_keys(&[subject.to_string()]).await?.remove(subject);
+        let key = match stored {
+            Some(stored) => self.unwrapped(subject, stored)?,
+            None => None,
+        };
+        self.remember(subject, key.clone());
+        Ok(key)
     }
 }

@@ -63,15 +63,24 @@ async fn no_command_prints_a_secret_whatever_fails() {
     let postgres = PrivatePostgres::start_with_passwords();
     let id = uuid::Uuid::new_v4().simple().to_string();
     let (db_canary, kafka_canary) = (format!("dbcanary{id}"), format!("kafkacanary{id}"));
+    // The key-encryption key: 32 bytes whose base64 is a canary too.
+    let kek_canary = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(&id.as_bytes()[..32])
+    };
     postgres.sql(&format!("CREATE ROLE app LOGIN SUPERUSER PASSWORD '{db_canary}'"));
     let server = format!("postgres://app:{db_canary}@127.0.0.1:{}/postgres", postgres.port);
     let (endpoint, spans) = raw_collector().await;
     let env = TestEnv::with_app(
         Services::with_database_server(&server),
-        &[("EVENTLINE_RDKAFKA_SASL_PASSWORD", &kafka_canary), ("EVENTLINE_OTLP_ENDPOINT", &endpoint)],
+        &[
+            ("EVENTLINE_RDKAFKA_SASL_PASSWORD", &kafka_canary),
+            ("EVENTLINE_OTLP_ENDPOINT", &endpoint),
+            ("EVENTLINE_KEY_ENCRYPTION_KEY", &kek_canary),
+        ],
     )
     .await;
-    let canaries = [db_canary.as_str(), kafka_canary.as_str()];
+    let canaries = [db_canary.as_str(), kafka_canary.as_str(), kek_canary.as_str()];
 
     // The whole system: publish through the gateway, read through the API, scrape the metrics.
     let up = env.spawn_http("up", &["up"], &[("RUST_LOG", "trace")]).await;

@@ -3,7 +3,7 @@
 //! under it no longer opens.
 
 use eventline_core::cipher::{self, CipherError, DataKey, FieldContext, KeyEncryptionKey};
-use eventline_store::subject_keys::SubjectKey;
+use eventline_store::subject_keys::{KeyRing, SubjectKey};
 use serde_json::json;
 
 use crate::helpers::TestEnv;
@@ -88,4 +88,38 @@ async fn a_subjects_key_is_made_once_and_never_again_after_erasure() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&output.stderr).contains("subject_keys_erased_have_no_key"), "{output:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn processes_read_keys_through_a_ring_that_obeys_an_erasure_within_its_lifetime() {
+    let env = TestEnv::new().await;
+    let lifetime = std::time::Duration::from_millis(300);
+    let gateway = KeyRing::with_lifetime(env.store.clone(), kek(), lifetime);
+    let api = KeyRing::with_lifetime(env.store.clone(), kek(), lifetime);
+    let context =
+        FieldContext { event_id: "e-1", event_type: "accounts.AccountOpened", pointer: "/owner", subject: "acc-1" };
+
+    // Nothing sealed for a subject yet: nothing to open with.
+    assert!(api.key_for_opening("acc-1").await.unwrap().is_none());
+    // The first sealing makes the key; the other process opens with it once its lifetime passed.
+    let key = gateway.key_for_sealing("acc-1").await.unwrap().expect("a subject not erased has a key");
+    let sealed = cipher::seal(&key, &context, &json!("Ada Lovelace"));
+    tokio::time::sleep(lifetime).await;
+    let opening = api.key_for_opening("acc-1").await.unwrap().expect("the key made for sealing");
+    assert_eq!(cipher::open(&opening, &context, &sealed), Ok(json!("Ada Lovelace")));
+
+    // Erased: within the lifetime both processes stop using the key.
+    assert!(env.store.erase_subject_key("acc-1").await.unwrap());
+    tokio::time::sleep(lifetime).await;
+    assert!(gateway.key_for_sealing("acc-1").await.unwrap().is_none(), "no key is made for an erased subject");
+    assert!(api.key_for_opening("acc-1").await.unwrap().is_none());
+
+    // Another key-encryption key cannot open the stored keys, and says whose.
+    let other = KeyEncryptionKey::from_base64("BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=").unwrap();
+    gateway.key_for_sealing("acc-2").await.unwrap();
+    let error = KeyRing::new(env.store.clone(), other).key_for_opening("acc-2").await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "the key-encryption key does not open the data key of subject `acc-2`: the sealed value does not open with this key for this event, field and subject"
+    );
 }
