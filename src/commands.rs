@@ -14,6 +14,8 @@ use eventline_core::config::Settings;
 use eventline_core::contract::ValidatedEvent;
 use eventline_core::registry::{Registry, RegistryError};
 use eventline_kafka::admin::{self, TopicOutcome, TopicSpec};
+use eventline_producers::sealing::{SealError, Sealer};
+use eventline_store::subject_keys::KeyRing;
 use eventline_producers::input;
 use eventline_producers::loadgen::ExamplesTraffic;
 use eventline_producers::publisher::Publisher;
@@ -257,6 +259,24 @@ pub async fn publish(settings: &Settings, args: &PublishArgs) -> Outcome {
         return Ok(());
     }
 
+    // With a key-encryption key, personal fields leave sealed, as through the gateway.
+    let events = match settings.key_encryption_key.clone() {
+        Some(kek) => {
+            let store = Store::connect(&settings.database_url, 2, settings.connect_timeout).await?;
+            let sealer = Sealer::new(registry.clone(), KeyRing::new(store, kek));
+            match sealer.seal_all(events).await {
+                Ok(sealed) => sealed,
+                Err(error @ SealError::Erased { .. }) => {
+                    return Err(Failure {
+                        code: EXIT_INVALID_INPUT,
+                        error: anyhow!("{name}: {error}; nothing was published"),
+                    })
+                }
+                Err(SealError::Keys(error)) => return Err(anyhow!(error).context("cannot seal personal data").into()),
+            }
+        }
+        None => events,
+    };
     let publisher = Publisher::connect(settings, registry.clone()).await?;
     let results = publisher.publish_all(&events).await;
     let mut stdout = std::io::stdout().lock();

@@ -12,6 +12,8 @@ use eventline_kafka::reader::{StartAt, TopicReader};
 use eventline_producers::gateway::{self, Gateway};
 use eventline_producers::outbox;
 use eventline_producers::publisher::Publisher;
+use eventline_producers::sealing::Sealer;
+use eventline_store::subject_keys::KeyRing;
 use eventline_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -24,12 +26,17 @@ use crate::App;
 /// The gateway's part of the HTTP application.
 pub async fn gateway_service(
     settings: &Settings,
+    store: Store,
     auth: Arc<Auth>,
     shutdown: CancellationToken,
 ) -> Result<Service, Failure> {
     let registry = load_registry(settings)?;
     let publisher = Publisher::connect(settings, registry.clone()).await?;
-    let gateway = Gateway::new(registry, publisher, auth, settings.gateway);
+    let sealer = settings
+        .key_encryption_key
+        .clone()
+        .map(|kek| Sealer::new(registry.clone(), KeyRing::new(store, kek)));
+    let gateway = Gateway::new(registry, publisher, sealer, auth, settings.gateway);
     gateway.watch_broker(settings.kafka.clone(), shutdown);
     let (router, openapi) = gateway::router(gateway.clone());
     Ok(Service { router, openapi, readiness: Some(Arc::new(gateway)) })

@@ -9,6 +9,7 @@ use eventline_api::{Api, ProjectionInfo};
 use eventline_auth::Auth;
 use eventline_core::config::{DatabaseUrl, Settings};
 use eventline_http::Readiness;
+use eventline_store::subject_keys::KeyRing;
 use eventline_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -147,7 +148,7 @@ pub async fn http(
     });
     let mut services = Vec::new();
     if parts.gateway {
-        services.push(ingest::gateway_service(settings, auth.clone(), shutdown.clone()).await?);
+        services.push(ingest::gateway_service(settings, store.clone(), auth.clone(), shutdown.clone()).await?);
     }
     if parts.api {
         services.push(api_service(settings, app, store.clone(), auth, shutdown.clone()).await);
@@ -187,7 +188,8 @@ async fn api_service(
             personal_columns: p.personal_columns().to_vec(),
         })
         .collect();
-    let api = Api::new(store, settings.kafka.clone(), settings.namespace.clone(), projections, shutdown.clone());
+    let keys = settings.key_encryption_key.clone().map(|kek| KeyRing::new(store.clone(), kek));
+    let api = Api::new(store, keys, settings.kafka.clone(), settings.namespace.clone(), projections, shutdown.clone());
     tokio::spawn(eventline_api::gauges::sample(api.clone(), shutdown));
     let (router, openapi) = eventline_api::router(api.clone(), auth, &app.api_routes).await;
     Service { router, openapi, readiness: None }

@@ -26,6 +26,8 @@ use eventline_core::config::{KafkaSettings, Namespace};
 use eventline_http::Problem;
 use eventline_store::audit::NewAuditEntry;
 use eventline_store::checkpoints::Checkpoint;
+use eventline_core::cipher;
+use eventline_store::subject_keys::{KeyRing, KeyRingError};
 use eventline_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -58,6 +60,8 @@ pub struct Api(Arc<Inner>);
 
 struct Inner {
     store: Store,
+    /// Opens sealed personal data, when a key-encryption key is configured.
+    keys: Option<KeyRing>,
     kafka: KafkaSettings,
     projections: Vec<Served>,
     progress: Progress,
@@ -77,6 +81,7 @@ impl Api {
     /// Starts listening for projection commits (until `shutdown`) and serves `projections`.
     pub fn new(
         store: Store,
+        keys: Option<KeyRing>,
         kafka: KafkaSettings,
         namespace: Namespace,
         projections: Vec<ProjectionInfo>,
@@ -94,7 +99,7 @@ impl Api {
                 topics: p.topics.iter().map(|t| namespace.topic(t)).collect(),
             })
             .collect();
-        Self(Arc::new(Inner { store, kafka, projections, progress }))
+        Self(Arc::new(Inner { store, keys, kafka, projections, progress }))
     }
 
     /// Each served projection as [`status::collect`] reads it.
@@ -137,7 +142,7 @@ impl Api {
     ) -> Result<Release, Response> {
         let columns = self.personal_columns(projection, table);
         if columns.is_empty() || keys.is_empty() {
-            return Ok(Release::Clear);
+            return Ok(Release::Clear(columns));
         }
         if !caller.sees_personal() {
             return Ok(Release::Withheld(columns));
@@ -151,7 +156,27 @@ impl Api {
             outcome: serde_json::json!({ "rows": keys.len() }),
         };
         self.0.store.audit_alone(entry).await.map_err(store_failure)?;
-        Ok(Release::Clear)
+        Ok(Release::Clear(columns))
+    }
+
+    /// A personal value as a caller allowed to see it gets it: a sealed one opened with its
+    /// subject's key, or `null` when that key is gone (the subject was erased) or this process
+    /// has no key-encryption key; anything else as it is.
+    pub async fn open_personal(&self, value: serde_json::Value) -> Result<serde_json::Value, Response> {
+        let Some(text) = value.as_str().filter(|text| text.starts_with(cipher::SEALED_PREFIX)) else {
+            return Ok(value);
+        };
+        let Some(keys) = &self.0.keys else { return Ok(serde_json::Value::Null) };
+        let Ok(field) = cipher::SealedField::parse(text) else { return Ok(serde_json::Value::Null) };
+        let key = match keys.key_for_opening(field.context().subject).await {
+            Ok(key) => key,
+            Err(KeyRingError::Store(error)) => return Err(store_failure(error)),
+            Err(error) => {
+                tracing::error!(%error, "A data subject's key does not unwrap.");
+                return Err(Problem::internal("personal data cannot be opened; the server log has the cause").into_response());
+            }
+        };
+        Ok(key.and_then(|key| field.open(&key).ok()).unwrap_or(serde_json::Value::Null))
     }
 
     fn projection(&self, name: &str) -> &Served {
@@ -198,8 +223,9 @@ impl Api {
 /// What a caller sees of personal columns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Release {
-    /// In clear (the read is audited).
-    Clear,
+    /// In clear (the read is audited): these columns are opened with
+    /// [`Api::open_personal`].
+    Clear(Vec<String>),
     /// These columns as `null`: the caller does not hold the `personal` scope.
     Withheld(Vec<String>),
 }

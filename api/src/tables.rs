@@ -103,12 +103,19 @@ async fn release(api: &Api, caller: &Caller, served: &Served, mut rows: Vec<Valu
             parts => Value::from(parts.to_vec()),
         })
         .collect();
-    if let Release::Withheld(columns) =
-        api.release_personal(caller, &served.projection, &served.shape.name, &keys).await?
-    {
-        for row in &mut rows {
-            for column in &columns {
-                row[column] = Value::Null;
+    match api.release_personal(caller, &served.projection, &served.shape.name, &keys).await? {
+        Release::Clear(columns) => {
+            for row in &mut rows {
+                for column in &columns {
+                    row[column] = api.open_personal(row[column].take()).await?;
+                }
+            }
+        }
+        Release::Withheld(columns) => {
+            for row in &mut rows {
+                for column in &columns {
+                    row[column] = Value::Null;
+                }
             }
         }
     }

@@ -15,3 +15,4 @@ pub mod input;
 pub mod loadgen;
 pub mod outbox;
 pub mod publisher;
+pub mod sealing;

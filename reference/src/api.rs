@@ -70,13 +70,18 @@ impl From<AccountView> for Account {
 async fn released(api: &Api, caller: &Caller, accounts: Vec<Account>) -> Result<Vec<Account>, Refused> {
     let keys: Vec<serde_json::Value> = accounts.iter().map(|a| serde_json::json!(a.account_id)).collect();
     let release = api.release_personal(caller, ACCOUNTS, "account_balances", &keys).await?;
-    Ok(accounts
-        .into_iter()
-        .map(|account| match release {
-            Release::Clear => account,
-            Release::Withheld(_) => Account { owner: None, ..account },
-        })
-        .collect())
+    let mut released = Vec::with_capacity(accounts.len());
+    for account in accounts {
+        let owner = match &release {
+            Release::Clear(_) => {
+                let opened = api.open_personal(serde_json::Value::from(account.owner.clone())).await?;
+                opened.as_str().map(str::to_string)
+            }
+            Release::Withheld(_) => None,
+        };
+        released.push(Account { owner, ..account });
+    }
+    Ok(released)
 }
 
 #[derive(Serialize, ToSchema)]

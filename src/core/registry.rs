@@ -56,6 +56,8 @@ pub struct SchemaVersion {
     /// What an event of this version may hold once stored: each personal field its value as
     /// the schema says, or sealed (`elc1.…`). `None` when the version has no personal field.
     stored_validator: Option<Validator>,
+    /// Where its outermost personal fields are, as JSON pointers into `data`: what is sealed.
+    personal_pointers: Vec<String>,
 }
 
 impl SchemaVersion {
@@ -150,7 +152,12 @@ impl Registry {
                             .transpose()
                             .map_err(|e| error(&path, format!("not a valid JSON Schema once sealable: {e}")))?;
                     expected_files.insert(path.clone());
-                    versions.insert(version, SchemaVersion { version, path, schema, validator, stored_validator });
+                    let mut personal_pointers = Vec::new();
+                    find_personal(&schema, "", &mut personal_pointers);
+                    versions.insert(
+                        version,
+                        SchemaVersion { version, path, schema, validator, stored_validator, personal_pointers },
+                    );
                 }
                 let mut upcasters = BTreeMap::new();
                 for &version in &entry.versions[..entry.versions.len() - 1] {
@@ -248,6 +255,35 @@ impl Registry {
         self.check(crate::binding::from_kafka_record(headers, value)?, Side::Stored)
     }
 
+    /// The data subject of `event` when it holds personal data (a personal field with a value),
+    /// whose key its personal fields are sealed under.
+    pub fn personal_subject(&self, event: &ValidatedEvent) -> Option<String> {
+        let contract = self.contracts.get(&event.envelope.event_type)?;
+        let version = contract.versions.get(&event.envelope.dataversion)?;
+        let data = event.envelope.data.as_ref()?;
+        let holds = version.personal_pointers.iter().any(|p| data.pointer(p).is_some_and(|v| !v.is_null()));
+        let subject = data.get(contract.data_subject.as_ref()?)?.as_str()?;
+        holds.then(|| subject.to_string())
+    }
+
+    /// `event` with each personal field of its data sealed under `key` (its subject's), bound to
+    /// the event id, the type, the field and the subject; its current-version data follows.
+    pub fn seal_personal(&self, mut event: ValidatedEvent, key: &crate::cipher::DataKey) -> ValidatedEvent {
+        let Some(subject) = self.personal_subject(&event) else { return event };
+        let contract = &self.contracts[&event.envelope.event_type];
+        let version = &contract.versions[&event.envelope.dataversion];
+        let (id, event_type) = (event.envelope.id.clone(), event.envelope.event_type.clone());
+        let Some(data) = event.envelope.data.as_mut() else { return event };
+        for pointer in &version.personal_pointers {
+            if let Some(value) = data.pointer_mut(pointer).filter(|v| !v.is_null()) {
+                let context = crate::cipher::FieldContext { event_id: &id, event_type: &event_type, pointer, subject: &subject };
+                *value = Value::String(crate::cipher::seal(key, &context, value));
+            }
+        }
+        event.data = contract.upcast(version.version, data);
+        event
+    }
+
     /// Validates an envelope: type and version registered, subject present, data valid for its
     /// version, subject equal to the key field; then upcasts the data to the current version.
     pub fn validate(&self, envelope: CloudEvent) -> Result<ValidatedEvent, ContractError> {
@@ -290,6 +326,20 @@ impl Registry {
         }
         let data = contract.upcast(version.version, data);
         Ok(ValidatedEvent { envelope, topic: contract.topic.clone(), data, current_version: contract.current() })
+    }
+}
+
+/// The JSON pointers of `schema`'s outermost personal fields, below `prefix`.
+fn find_personal(schema: &Value, prefix: &str, found: &mut Vec<String>) {
+    let Some(properties) = schema.get("properties").and_then(Value::as_object) else { return };
+    for (name, field) in properties {
+        let pointer = format!("{prefix}/{}", name.replace('~', "~0").replace('/', "~1"));
+        let class = field.get(classification::KEYWORD).and_then(classification::Classification::parse);
+        if class.is_some_and(|c| c.is_personal()) {
+            found.push(pointer);
+        } else {
+            find_personal(field, &pointer, found);
+        }
     }
 }
 

@@ -84,6 +84,11 @@ impl Problem {
         Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type", detail)
     }
 
+    /// 409: personal data about a data subject that was erased (refused until re-allowed).
+    pub fn subject_erased(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "subject-erased", "Data subject erased", detail)
+    }
+
     pub fn invalid_event(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-event", "Invalid event", detail)
     }

@@ -34,6 +34,7 @@ mod restart;
 mod runtime;
 mod scale_out;
 mod scenario;
+mod sealing;
 mod schemas;
 mod secrets;
 mod services;

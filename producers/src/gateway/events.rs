@@ -7,6 +7,7 @@
 //! client can send the failed ones again; sending the same event ids again is always safe, since
 //! projections apply an event id once.
 
+use crate::sealing::SealError;
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -116,6 +117,15 @@ async fn accept(gateway: &Gateway, request: Request) -> Result<Response, Problem
         return Err(Problem::broker_unavailable("the broker is not reachable; nothing was published"));
     }
 
+    if let Some(sealer) = gateway.sealer() {
+        events = sealer.seal_all(events).await.map_err(|error| match error {
+            SealError::Erased { .. } => Problem::subject_erased(format!("{error}; nothing was published")),
+            SealError::Keys(error) => {
+                tracing::error!(%error, "Cannot read or make a data subject's key.");
+                Problem::unavailable("the data subjects' keys cannot be read; nothing was published")
+            }
+        })?;
+    }
     let results = gateway.publisher().publish_all_within(&events, gateway.limits().produce_timeout).await;
     let mut token = ConsistencyToken::default();
     let mut answers = Vec::with_capacity(events.len());

@@ -19,6 +19,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
 
 use crate::publisher::Publisher;
+use crate::sealing::Sealer;
 pub use eventline_auth::Auth;
 use eventline_http::Problem;
 
@@ -32,6 +33,8 @@ pub struct Gateway(Arc<Inner>);
 struct Inner {
     registry: Arc<Registry>,
     publisher: Publisher,
+    /// Seals personal fields before publishing, when a key-encryption key is configured.
+    sealer: Option<Sealer>,
     auth: Arc<Auth>,
     limits: GatewaySettings,
     /// Token buckets per API key (one shared bucket when authentication is off).
@@ -41,11 +44,18 @@ struct Inner {
 }
 
 impl Gateway {
-    pub fn new(registry: Arc<Registry>, publisher: Publisher, auth: Arc<Auth>, limits: GatewaySettings) -> Self {
+    pub fn new(
+        registry: Arc<Registry>,
+        publisher: Publisher,
+        sealer: Option<Sealer>,
+        auth: Arc<Auth>,
+        limits: GatewaySettings,
+    ) -> Self {
         let rate = NonZeroU32::new(limits.rate_per_key).expect("the rate is validated to be at least 1");
         Self(Arc::new(Inner {
             registry,
             publisher,
+            sealer,
             auth,
             limits,
             rate: RateLimiter::keyed(Quota::per_second(rate)),
@@ -55,6 +65,10 @@ impl Gateway {
 
     fn registry(&self) -> &Registry {
         &self.0.registry
+    }
+
+    fn sealer(&self) -> Option<&Sealer> {
+        self.0.sealer.as_ref()
     }
 
     fn publisher(&self) -> &Publisher {

@@ -370,6 +370,32 @@ fn a_stored_event_may_hold_its_personal_fields_sealed() {
 }
 
 #[test]
+fn sealing_hides_each_personal_field_under_its_subjects_key_and_nothing_else() {
+    use eventline_core::cipher::{self, DataKey, FieldContext};
+    let registry = registry();
+    let canary = "Ada Canary-4f2";
+    let opened = json!({"specversion": "1.0", "id": "o-1", "source": "/bank", "type": "accounts.AccountOpened",
+                        "subject": "acc-1", "data": {"account_id": "acc-1", "owner": canary, "currency": "EUR"}});
+    let event = registry.validate_slice(opened.to_string().as_bytes()).unwrap();
+    assert_eq!(registry.personal_subject(&event).as_deref(), Some("acc-1"));
+    let key = DataKey::generate();
+    let sealed = registry.seal_personal(event, &key);
+    let bytes = sealed.envelope().to_bytes();
+    assert!(!String::from_utf8_lossy(&bytes).contains("Canary"), "{}", String::from_utf8_lossy(&bytes));
+    let owner = sealed.data()["owner"].as_str().unwrap();
+    assert_eq!(sealed.envelope().data.as_ref().unwrap()["owner"], json!(owner));
+    assert_eq!(sealed.data()["currency"], "EUR", "what is not personal stays as it was");
+    let context = FieldContext { event_id: "o-1", event_type: "accounts.AccountOpened", pointer: "/owner", subject: "acc-1" };
+    assert_eq!(cipher::open(&key, &context, owner), Ok(json!(canary)));
+    // As stored, it is still a valid event.
+    assert!(registry.validate_record(&[], Some(&bytes)).is_ok());
+    // An event without personal data is left as it is.
+    let deposit = registry.validate_slice(&with(|_| {})).unwrap();
+    assert_eq!(registry.personal_subject(&deposit), None);
+    assert_eq!(registry.seal_personal(deposit.clone(), &key), deposit);
+}
+
+#[test]
 fn a_batch_with_one_bad_event_names_its_index_and_yields_none() {
     let good = deposit();
     let mut bad = deposit();

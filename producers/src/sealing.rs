@@ -1,0 +1,45 @@
+//! Sealing at the way in: each personal field of an event is sealed under its data subject's key
+//! before the event leaves the process, so Kafka, projections, dead letters and exports only
+//! ever hold the ciphertext. On when a key-encryption key is configured.
+
+use std::sync::Arc;
+
+use eventline_core::contract::ValidatedEvent;
+use eventline_core::registry::Registry;
+use eventline_store::subject_keys::{KeyRing, KeyRingError};
+
+/// Why events were not sealed (and so not published).
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// Personal data about an erased subject: refused, never sealed under a new key.
+    #[error("event {index}: its data subject `{subject}` was erased; personal data about it is refused")]
+    Erased { index: usize, subject: String },
+    #[error(transparent)]
+    Keys(#[from] KeyRingError),
+}
+
+/// Seals events' personal fields under their subjects' keys.
+pub struct Sealer {
+    registry: Arc<Registry>,
+    keys: KeyRing,
+}
+
+impl Sealer {
+    pub fn new(registry: Arc<Registry>, keys: KeyRing) -> Self {
+        Self { registry, keys }
+    }
+
+    /// Every event with its personal fields sealed; one about an erased subject stops them all.
+    pub async fn seal_all(&self, events: Vec<ValidatedEvent>) -> Result<Vec<ValidatedEvent>, SealError> {
+        let mut sealed = Vec::with_capacity(events.len());
+        for (index, event) in events.into_iter().enumerate() {
+            let Some(subject) = self.registry.personal_subject(&event) else {
+                sealed.push(event);
+                continue;
+            };
+            let key = self.keys.key_for_sealing(&subject).await?.ok_or(SealError::Erased { index, subject })?;
+            sealed.push(self.registry.seal_personal(event, &key));
+        }
+        Ok(sealed)
+    }
+}
