@@ -82,6 +82,15 @@ pub enum Command {
     #[command(subcommand)]
     Keys(KeysCommand),
 
+    /// Erase a data subject: destroy the key its personal data is sealed under, for good.
+    ///
+    /// Every sealed copy of its personal fields (Kafka records, projection tables of every
+    /// generation, dead letters, exports) becomes unreadable: the query API answers null for them
+    /// within 5 s, while balances, counts and statuses stay exact. The subject is fenced: personal
+    /// data about it is refused from then on (409 subject-erased). Recorded in the audit; running
+    /// it again is harmless and says so.
+    Erase(EraseArgs),
+
     /// Publish the rows upstream services commit to their `eventline_outbox` table.
     ///
     /// Reads EVENTLINE_OUTBOX_DATABASE_URL (default: DATABASE_URL). Rows go out in insertion
@@ -220,6 +229,24 @@ pub struct KeysCreateArgs {
     /// in clear, each read audited; without it personal columns read as null). Repeat for several.
     #[arg(long = "scope", value_name = "SCOPE", id = "scopes")]
     pub scopes: Vec<String>,
+
+    #[command(flatten)]
+    pub actor: ActorArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EraseArgs {
+    /// The data subject's id: the value of its types' `data_subject` field.
+    #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub subject: String,
+
+    /// Why, as recorded in the audit (for example the request's ticket).
+    #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub reason: String,
+
+    /// Who asked for the erasure (the data subject, a regulator), as recorded in the audit.
+    #[arg(long, value_name = "WHO", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub requested_by: String,
 
     #[command(flatten)]
     pub actor: ActorArgs,

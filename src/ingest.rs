@@ -17,7 +17,7 @@ use eventline_store::subject_keys::KeyRing;
 use eventline_store::Store;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{KeysCreateArgs, KeysRevokeArgs, OutboxRelayArgs, TailArgs, TailFormat, TailStart};
+use crate::cli::{EraseArgs, KeysCreateArgs, KeysRevokeArgs, OutboxRelayArgs, TailArgs, TailFormat, TailStart};
 use crate::commands::{load_registry, Failure, Outcome, EXIT_INVALID_INPUT};
 use crate::operate;
 use crate::serve::Service;
@@ -32,10 +32,7 @@ pub async fn gateway_service(
 ) -> Result<Service, Failure> {
     let registry = load_registry(settings)?;
     let publisher = Publisher::connect(settings, registry.clone()).await?;
-    let sealer = settings
-        .key_encryption_key
-        .clone()
-        .map(|kek| Sealer::new(registry.clone(), KeyRing::new(store, kek)));
+    let sealer = settings.key_encryption_key.clone().map(|kek| Sealer::new(registry.clone(), KeyRing::new(store, kek)));
     let gateway = Gateway::new(registry, publisher, sealer, auth, settings.gateway);
     gateway.watch_broker(settings.kafka.clone(), shutdown);
     let (router, openapi) = gateway::router(gateway.clone());
@@ -107,6 +104,19 @@ pub async fn keys_revoke(settings: &Settings, args: &KeysRevokeArgs) -> Outcome 
     } else {
         Err(anyhow!("no active key with id `{}`", args.key_id).into())
     }
+}
+
+/// Destroys a data subject's key and fences it, with its audit entry.
+pub async fn erase(settings: &Settings, args: &EraseArgs) -> Outcome {
+    let store = Store::connect(&settings.database_url, 1, settings.connect_timeout).await?;
+    store.ensure_migrated().await?;
+    let (subject, actor) = (args.subject.as_str(), operate::actor(&args.actor));
+    if store.erase_subject_key(subject, &actor, &args.reason, &args.requested_by).await? {
+        println!("erased subject {subject}: its personal data is unreadable everywhere within 5 s");
+    } else {
+        println!("subject {subject} was already erased (or had no personal data): it stays fenced");
+    }
+    Ok(())
 }
 
 /// Relays the outbox until `shutdown`.

@@ -22,11 +22,11 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use eventline_auth::Auth;
+use eventline_core::cipher;
 use eventline_core::config::{KafkaSettings, Namespace};
 use eventline_http::Problem;
 use eventline_store::audit::NewAuditEntry;
 use eventline_store::checkpoints::Checkpoint;
-use eventline_core::cipher;
 use eventline_store::subject_keys::{KeyRing, KeyRingError};
 use eventline_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -173,7 +173,9 @@ impl Api {
             Err(KeyRingError::Store(error)) => return Err(store_failure(error)),
             Err(error) => {
                 tracing::error!(%error, "A data subject's key does not unwrap.");
-                return Err(Problem::internal("personal data cannot be opened; the server log has the cause").into_response());
+                return Err(
+                    Problem::internal("personal data cannot be opened; the server log has the cause").into_response()
+                );
             }
         };
         Ok(key.and_then(|key| field.open(&key).ok()).unwrap_or(serde_json::Value::Null))

@@ -276,7 +276,8 @@ impl Registry {
         let Some(data) = event.envelope.data.as_mut() else { return event };
         for pointer in &version.personal_pointers {
             if let Some(value) = data.pointer_mut(pointer).filter(|v| !v.is_null()) {
-                let context = crate::cipher::FieldContext { event_id: &id, event_type: &event_type, pointer, subject: &subject };
+                let context =
+                    crate::cipher::FieldContext { event_id: &id, event_type: &event_type, pointer, subject: &subject };
                 *value = Value::String(crate::cipher::seal(key, &context, value));
             }
         }

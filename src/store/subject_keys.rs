@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use eventline_core::cipher::{DataKey, KeyEncryptionKey};
 
+use crate::audit::NewAuditEntry;
 use crate::{Error, Store};
 
 /// What the store holds for a data subject.
@@ -81,7 +82,13 @@ impl Store {
 
     /// Destroys the subject's key and fences it (a subject never seen is fenced too): true when a
     /// key was destroyed now, false when it was already erased.
-    pub async fn erase_subject_key(&self, subject: &str) -> Result<bool, Error> {
+    pub async fn erase_subject_key(
+        &self,
+        subject: &str,
+        actor: &str,
+        reason: &str,
+        requested_by: &str,
+    ) -> Result<bool, Error> {
         let mut tx = self.begin().await?;
         // Locked, so of two erasures at once only one destroys the key.
         let had_key = sqlx::query_scalar!(
@@ -97,6 +104,15 @@ impl Store {
             subject
         )
         .execute(&mut *tx.tx)
+        .await?;
+        tx.audit(NewAuditEntry {
+            actor,
+            action: "subject.erase",
+            projection: None,
+            target: serde_json::json!({ "subject": subject, "requested_by": requested_by }),
+            reason: Some(reason),
+            outcome: serde_json::json!({ "key_destroyed": had_key }),
+        })
         .await?;
         tx.commit().await?;
         Ok(had_key)

@@ -6,6 +6,7 @@ use crate::helpers::{stdout, BIN};
 
 const SUBCOMMANDS: &[&[&str]] = &[
     &["up"],
+    &["erase"],
     &["api"],
     &["worker"],
     &["migrate"],
@@ -60,6 +61,7 @@ fn top_level_help_lists_exactly_the_working_subcommands() {
             "gateway",
             "api",
             "keys",
+            "erase",
             "outbox-relay",
             "tail",
             "worker",

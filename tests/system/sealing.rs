@@ -29,8 +29,11 @@ async fn personal_fields_are_sealed_at_the_way_in_and_opened_only_for_the_person
         let writer = writer.clone();
         let up = &up;
         async move {
-            up.post(&[("authorization", &format!("Bearer {writer}")), ("content-type", "application/cloudevents+json")], event.to_string())
-                .await
+            up.post(
+                &[("authorization", &format!("Bearer {writer}")), ("content-type", "application/cloudevents+json")],
+                event.to_string(),
+            )
+            .await
         }
     };
     let (gateway_canary, cli_canary) = ("Ada Canary-g7", "Grace Canary-c3");
@@ -68,7 +71,44 @@ async fn personal_fields_are_sealed_at_the_way_in_and_opened_only_for_the_person
 
     // Erased: the name is gone for good (null), the balance is not; personal data about the
     // subject is refused, the rest of its events are not.
-    assert!(env.store.erase_subject_key("acc-1").await.unwrap());
+    let erase = [
+        "erase",
+        "--subject",
+        "acc-1",
+        "--reason",
+        "ticket 42",
+        "--requested-by",
+        "the account holder",
+        "--actor",
+        "dpo",
+    ];
+    let erased = env.run(&erase);
+    assert!(erased.status.success(), "{}", stderr(&erased));
+    assert_eq!(stdout(&erased), "erased subject acc-1: its personal data is unreadable everywhere within 5 s\n");
+    // Each part is required, and none may be empty.
+    let missing = env.run(&["erase", "--subject", "acc-1", "--requested-by", "x"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        stderr(&missing).contains("the following required arguments were not provided:\n  --reason <REASON>"),
+        "{}",
+        stderr(&missing)
+    );
+    let empty = env.run(&["erase", "--subject", "", "--reason", "r", "--requested-by", "x"]);
+    assert_eq!(empty.status.code(), Some(2));
+    assert!(
+        stderr(&empty).contains("a value is required for '--subject <SUBJECT>' but none was supplied"),
+        "{}",
+        stderr(&empty)
+    );
+    let again = env.run(&erase);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(stdout(&again), "subject acc-1 was already erased (or had no personal data): it stays fenced\n");
+    assert_eq!(
+        env.psql("SELECT actor || '|' || reason || '|' || target::text || '|' || outcome::text FROM eventline_audit WHERE action = 'subject.erase' ORDER BY id"),
+        "dpo|ticket 42|{\"subject\": \"acc-1\", \"requested_by\": \"the account holder\"}|{\"key_destroyed\": true}\n\
+         dpo|ticket 42|{\"subject\": \"acc-1\", \"requested_by\": \"the account holder\"}|{\"key_destroyed\": false}"
+    );
+    assert!(env.run(&["audit", "verify"]).status.success());
     wait_until("the API to drop the erased key", || async {
         read("/v1/accounts/acc-1", Some(personal.clone())).await["owner"].is_null()
     })

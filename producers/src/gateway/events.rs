@@ -69,6 +69,7 @@ pub struct AcceptedEvent {
         (status = 400, description = "Malformed body", body = eventline_http::problem::ProblemDocument, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid credentials: no key or JWT, an unknown or revoked key, a JWT that does not verify", body = eventline_http::problem::ProblemDocument, content_type = "application/problem+json"),
         (status = 403, description = "An event type outside what the credentials may publish", body = eventline_http::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 409, description = "Personal data about an erased data subject", body = eventline_http::problem::ProblemDocument, content_type = "application/problem+json"),
         (status = 413, description = "Body, batch or event too large", body = eventline_http::problem::ProblemDocument, content_type = "application/problem+json"),
         (status = 415, description = "Unsupported content type", body = eventline_http::problem::ProblemDocument, content_type = "application/problem+json"),
         (status = 422, description = "An event breaks CloudEvents or its schema", body = eventline_http::problem::ProblemDocument, content_type = "application/problem+json"),

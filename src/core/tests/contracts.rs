@@ -385,7 +385,8 @@ fn sealing_hides_each_personal_field_under_its_subjects_key_and_nothing_else() {
     let owner = sealed.data()["owner"].as_str().unwrap();
     assert_eq!(sealed.envelope().data.as_ref().unwrap()["owner"], json!(owner));
     assert_eq!(sealed.data()["currency"], "EUR", "what is not personal stays as it was");
-    let context = FieldContext { event_id: "o-1", event_type: "accounts.AccountOpened", pointer: "/owner", subject: "acc-1" };
+    let context =
+        FieldContext { event_id: "o-1", event_type: "accounts.AccountOpened", pointer: "/owner", subject: "acc-1" };
     assert_eq!(cipher::open(&key, &context, owner), Ok(json!(canary)));
     // As stored, it is still a valid event.
     assert!(registry.validate_record(&[], Some(&bytes)).is_ok());
