@@ -10,6 +10,8 @@ use eventline_core::envelope::CloudEvent;
 use eventline_core::registry::Registry;
 use eventline_kafka::producer::{EventProducer, OutgoingRecord, PendingDelivery, Position};
 
+use crate::sealing::{SealError, Sealer};
+
 /// How long a record may wait for the broker's acknowledgement before it counts as failed.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -40,6 +42,10 @@ pub enum PublishError {
     Invalid { index: usize, error: ContractError },
     #[error(transparent)]
     Kafka(#[from] eventline_kafka::Error),
+    /// Personal data could not be sealed (an erased subject, or the key store); nothing was
+    /// published.
+    #[error(transparent)]
+    Sealing(#[from] SealError),
 }
 
 /// The way in for Rust code: events are validated through the schema registry, then produced
@@ -49,18 +55,35 @@ pub struct Publisher {
     producer: EventProducer,
     namespace: Namespace,
     registry: Arc<Registry>,
+    /// Seals personal fields in [`Publisher::publish_event`] and [`Publisher::publish_events`].
+    sealer: Option<Sealer>,
 }
 
 impl Publisher {
     /// Connects to the brokers, failing within the configured connect timeout when none answers.
     pub async fn connect(settings: &Settings, registry: Arc<Registry>) -> Result<Self, eventline_kafka::Error> {
         let producer = EventProducer::connect(&settings.kafka, settings.connect_timeout, DELIVERY_TIMEOUT).await?;
-        Ok(Self { producer, namespace: settings.namespace.clone(), registry })
+        Ok(Self { producer, namespace: settings.namespace.clone(), registry, sealer: None })
+    }
+
+    /// Seals the personal fields of what [`Publisher::publish_event`] and
+    /// [`Publisher::publish_events`] publish, as the gateway does with a key-encryption key.
+    pub fn sealing(mut self, sealer: Sealer) -> Self {
+        self.sealer = Some(sealer);
+        self
+    }
+
+    async fn sealed(&self, events: Vec<ValidatedEvent>) -> Result<Vec<ValidatedEvent>, PublishError> {
+        match &self.sealer {
+            Some(sealer) => Ok(sealer.seal_all(events).await?),
+            None => Ok(events),
+        }
     }
 
     /// Validates and publishes one event; returns where it landed.
     pub async fn publish_event(&self, event: CloudEvent) -> Result<Position, PublishError> {
         let event = self.registry.validate(event).map_err(|error| PublishError::Invalid { index: 0, error })?;
+        let event = self.sealed(vec![event]).await?.remove(0);
         Ok(self.publish(&event).await?)
     }
 
@@ -72,6 +95,7 @@ impl Publisher {
             .enumerate()
             .map(|(index, event)| self.registry.validate(event).map_err(|error| PublishError::Invalid { index, error }))
             .collect::<Result<Vec<_>, _>>()?;
+        let validated = self.sealed(validated).await?;
         let mut positions = Vec::with_capacity(validated.len());
         for result in self.publish_all(&validated).await {
             positions.push(result?);
