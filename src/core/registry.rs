@@ -325,6 +325,30 @@ impl Registry {
                 key: key.to_string(),
             });
         }
+        if let (Side::Stored, Some(subject_field)) = (side, &contract.data_subject) {
+            // A sealed value names what it was sealed for (and cannot be renamed without failing
+            // to open): one copied from another event, field or subject is refused here.
+            let subject = data.get(subject_field).and_then(Value::as_str).unwrap_or_default();
+            for pointer in &version.personal_pointers {
+                let Some(sealed) = data.pointer(pointer).and_then(Value::as_str) else { continue };
+                if !sealed.starts_with(crate::cipher::SEALED_PREFIX) {
+                    continue;
+                }
+                let expected = crate::cipher::FieldContext {
+                    event_id: &envelope.id,
+                    event_type: &envelope.event_type,
+                    pointer,
+                    subject,
+                };
+                let belongs = crate::cipher::SealedField::parse(sealed).is_ok_and(|field| field.context() == expected);
+                if !belongs {
+                    return Err(ContractError::InvalidValue {
+                        pointer: format!("/data{pointer}"),
+                        reason: "holds a value sealed for another event, field or subject".into(),
+                    });
+                }
+            }
+        }
         let data = contract.upcast(version.version, data);
         Ok(ValidatedEvent { envelope, topic: contract.topic.clone(), data, current_version: contract.current() })
     }

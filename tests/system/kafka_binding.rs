@@ -13,7 +13,7 @@ use crate::events::opened;
 use crate::helpers::{stderr, stdout, wait_until, TestEnv};
 
 /// Writes a record around eventline's publisher, as a foreign producer would.
-async fn produce(env: &TestEnv, key: &str, value: &[u8], headers: &[(&str, &str)]) {
+pub(crate) async fn produce(env: &TestEnv, key: &str, value: &[u8], headers: &[(&str, &str)]) {
     let producer = EventProducer::connect(&env.kafka, Duration::from_secs(10), Duration::from_secs(10)).await.unwrap();
     let headers: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
     let topic = env.topic("accounts.events");

@@ -58,6 +58,32 @@ async fn personal_fields_are_sealed_at_the_way_in_and_opened_only_for_the_person
     }
     assert_eq!(env.psql("SELECT count(*) FROM account_balances WHERE owner LIKE 'elc1.%'"), "2");
 
+    // A sealed owner copied into another account's event (written around eventline) is set aside
+    // as a dead letter, never applied as that account's owner.
+    let stolen = records
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .find_map(|record| record["data"]["owner"].as_str().map(str::to_string))
+        .expect("an opened account's record");
+    let mut forged = opened("o-9", "acc-3", "x");
+    forged["data"]["owner"] = json!(stolen);
+    crate::kafka_binding::produce(
+        &env,
+        "acc-3",
+        forged.to_string().as_bytes(),
+        &[("content-type", "application/cloudevents+json")],
+    )
+    .await;
+    wait_until("the forged event to be passed", || async { env.applied_through("account_balances").await == 4 }).await;
+    let dead = env.store.dead_letters("account_balances").await.unwrap();
+    let reasons: Vec<(&str, &str)> =
+        dead.iter().map(|d| (d.record_key.as_deref().unwrap_or_default(), d.reason.as_str())).collect();
+    assert_eq!(
+        reasons,
+        [("acc-3", "field `data.owner` holds a value sealed for another event, field or subject (at /data/owner)")]
+    );
+    assert_eq!(env.balances().await.len(), 2);
+
     // The personal scope reads them; without it they are null; everything else is exact.
     let read = |path: &str, token: Option<String>| {
         let up = &up;

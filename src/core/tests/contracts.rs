@@ -351,7 +351,14 @@ fn a_stored_event_may_hold_its_personal_fields_sealed() {
         .to_string()
     };
     let registry = registry();
-    let sealed = format!("elc1.{}.{}", "A".repeat(60), "A".repeat(400));
+    let context = eventline_core::cipher::FieldContext {
+        event_id: "o",
+        event_type: "accounts.AccountOpened",
+        pointer: "/owner",
+        subject: "a",
+    };
+    let key = eventline_core::cipher::DataKey::generate();
+    let sealed = eventline_core::cipher::seal(&key, &context, &json!("x".repeat(400)));
     // Read back from Kafka: a sealed owner is taken, whatever its length; so is a clear one.
     let stored = registry.validate_record(&[], Some(opened(json!(sealed), "EUR").as_bytes())).unwrap();
     assert_eq!(stored.data()["owner"], json!(sealed));
@@ -390,6 +397,15 @@ fn sealing_hides_each_personal_field_under_its_subjects_key_and_nothing_else() {
     assert_eq!(cipher::open(&key, &context, owner), Ok(json!(canary)));
     // As stored, it is still a valid event.
     assert!(registry.validate_record(&[], Some(&bytes)).is_ok());
+    // A sealed value copied into another event (or for another subject) is refused where it lands.
+    let elsewhere = json!({"specversion": "1.0", "id": "o-2", "source": "/bank", "type": "accounts.AccountOpened",
+                           "subject": "acc-2", "data": {"account_id": "acc-2", "owner": owner, "currency": "EUR"}});
+    let error = registry.validate_record(&[], Some(elsewhere.to_string().as_bytes())).unwrap_err();
+    assert_eq!(error.to_string(), "field `data.owner` holds a value sealed for another event, field or subject");
+    let mut renamed = opened.clone();
+    renamed["data"]["owner"] = json!(format!("elc1.{}", "A".repeat(20) + ".AAAA"));
+    let error = registry.validate_record(&[], Some(renamed.to_string().as_bytes())).unwrap_err();
+    assert_eq!(error.kind(), "invalid_value");
     // An event without personal data is left as it is.
     let deposit = registry.validate_slice(&with(|_| {})).unwrap();
     assert_eq!(registry.personal_subject(&deposit), None);
