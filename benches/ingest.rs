@@ -4,7 +4,10 @@
 //! Rows: (a) raw rdkafka produce of the same serialized events, acks from all replicas (the
 //! limit); the gateway process with single-event requests at several concurrencies (requests/s,
 //! p50 and p99 latency) and open-loop at 1,000 requests/s; the gateway with batches of 500; and
-//! the outbox relay draining rows committed to an outbox table.
+//! the outbox relay draining rows committed to an outbox table. Then what sealing personal data
+//! costs: two gateways alike but for a key-encryption key, each sent batches of account openings
+//! (every event holds a personal field, every account a new data subject whose key is made),
+//! rounds alternating, the best of each kept.
 
 use std::sync::Arc;
 
@@ -27,6 +30,21 @@ const BATCH_SIZE: usize = 1_000;
 /// Batch requests in flight at once.
 const BATCH_CONCURRENCY: usize = 16;
 const OUTBOX_ROWS: usize = 20_000;
+/// Openings per round of the sealing comparison, and its rounds.
+const SEALING_EVENTS: usize = 50_000;
+const SEALING_ROUNDS: usize = 3;
+
+/// `n` account openings, each for an account of its own: the most sealing can cost per event.
+fn openings(prefix: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            serde_json::json!({"specversion": "1.0", "id": format!("{prefix}-{i}"), "source": "/bench",
+                "type": "accounts.AccountOpened", "subject": format!("{prefix}-acc-{i}"),
+                "data": {"account_id": format!("{prefix}-acc-{i}"), "owner": format!("Owner {i}"), "currency": "EUR"}})
+            .to_string()
+        })
+        .collect()
+}
 
 fn events(registry: &Arc<Registry>, prefix: &str, n: usize) -> Vec<String> {
     AccountsTraffic::new(registry.clone(), prefix, 5_000, 11)
@@ -153,6 +171,39 @@ async fn main() {
         "gateway, batches of {BATCH_SIZE}, {BATCH_CONCURRENCY} at a time             {batch_rate:>9.0} events/s   = {:.0}% of (a)",
         100.0 * batch_rate / raw_rate
     );
+
+    // What sealing costs: the same batches of openings through a gateway with a key-encryption
+    // key (each new subject's key made and stored) and through the one without.
+    let mut sealing_env = env.clone();
+    sealing_env.insert("EVENTLINE_KEY_ENCRYPTION_KEY".into(), "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into());
+    let sealing = HttpProcess::start("gateway", &sealing_env, &db, &client).await;
+    let mut best = [0.0f64; 2];
+    for round in 0..SEALING_ROUNDS {
+        for (i, base) in [&gateway.base, &sealing.base].into_iter().enumerate() {
+            let all = openings(&format!("{run}-s{round}-{i}"), SEALING_EVENTS);
+            let bodies: Vec<String> = all.chunks(BATCH_SIZE).map(|c| format!("[{}]", c.join(","))).collect();
+            let started = Instant::now();
+            futures::stream::iter(bodies.into_iter().map(|body| {
+                let request = client
+                    .post(format!("{base}/v1/events"))
+                    .header("authorization", bearer.as_str())
+                    .header("content-type", "application/cloudevents-batch+json")
+                    .body(body);
+                async move { assert_eq!(request.send().await.unwrap().status(), 202) }
+            }))
+            .buffer_unordered(BATCH_CONCURRENCY)
+            .collect::<Vec<()>>()
+            .await;
+            best[i] = best[i].max(SEALING_EVENTS as f64 / started.elapsed().as_secs_f64());
+        }
+    }
+    println!("gateway, batches of openings, without sealing      {:>9.0} events/s", best[0]);
+    println!(
+        "gateway, batches of openings, sealed per subject   {:>9.0} events/s   = {:.1}% of without",
+        best[1],
+        100.0 * best[1] / best[0]
+    );
+    sealing.stop();
     gateway.stop();
 
     // The outbox relay, draining rows already committed.
