@@ -31,13 +31,17 @@ impl Sealer {
 
     /// Every event with its personal fields sealed; one about an erased subject stops them all.
     pub async fn seal_all(&self, events: Vec<ValidatedEvent>) -> Result<Vec<ValidatedEvent>, SealError> {
+        let subjects: Vec<Option<String>> = events.iter().map(|e| self.registry.personal_subject(e)).collect();
+        let wanted: Vec<String> = subjects.iter().flatten().cloned().collect();
+        // The batch's subjects' keys in one round trip, new subjects' made together.
+        let keys = if wanted.is_empty() { Default::default() } else { self.keys.keys_for_sealing(&wanted).await? };
         let mut sealed = Vec::with_capacity(events.len());
-        for (index, event) in events.into_iter().enumerate() {
-            let Some(subject) = self.registry.personal_subject(&event) else {
+        for (index, (event, subject)) in events.into_iter().zip(subjects).enumerate() {
+            let Some(subject) = subject else {
                 sealed.push(event);
                 continue;
             };
-            let key = self.keys.key_for_sealing(&subject).await?.ok_or(SealError::Erased { index, subject })?;
+            let key = keys.get(&subject).cloned().flatten().ok_or(SealError::Erased { index, subject })?;
             sealed.push(self.registry.seal_personal(event, &key));
         }
         Ok(sealed)

@@ -150,6 +150,11 @@ fn check_classification(
             Ok(_) => {}
         }
     }
+    for name in personal_inside_arrays(&version.schema, "", false) {
+        problem(format!(
+            "`{name}` is personal inside an array that is not: classify the array itself, which is sealed whole"
+        ));
+    }
     if let Some(subject) = &contract.data_subject {
         let required = version.schema["required"].as_array().is_some_and(|r| r.iter().any(|f| f == subject.as_str()));
         if !required || version.schema["properties"][subject]["type"] != "string" {
@@ -159,6 +164,39 @@ fn check_classification(
             ));
         }
     }
+}
+
+/// The fields classified personal below an array's items whose array is not (only whole fields
+/// outside arrays are sealed).
+fn personal_inside_arrays(schema: &Value, name: &str, in_array: bool) -> Vec<String> {
+    let mut found = Vec::new();
+    let personal = |field: &Value| {
+        field
+            .get(classification::KEYWORD)
+            .and_then(classification::Classification::parse)
+            .is_some_and(|c| c.is_personal())
+    };
+    if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+        for (property, field) in properties {
+            let name = if name.is_empty() { property.clone() } else { format!("{name}.{property}") };
+            if personal(field) {
+                if in_array {
+                    found.push(name);
+                }
+            } else {
+                found.extend(personal_inside_arrays(field, &name, in_array));
+            }
+        }
+    }
+    if let Some(items) = schema.get("items").filter(|items| items.is_object()) {
+        let name = format!("{name}[]");
+        if personal(items) {
+            found.push(name);
+        } else {
+            found.extend(personal_inside_arrays(items, &name, true));
+        }
+    }
+    found
 }
 
 /// Why data valid under `old` might be refused by `new`, if it might.

@@ -47,6 +47,34 @@ impl Store {
         Ok(rows.into_iter().map(|row| (row.subject.clone(), SubjectKey::from(row))).collect())
     }
 
+    /// Like [`Store::subject_key_or_insert`] for many subjects at once, in one transaction: each
+    /// one's key, `wrapped` kept for those that had none.
+    pub async fn subject_keys_or_insert(
+        &self,
+        made: &[(String, String)],
+    ) -> Result<HashMap<String, SubjectKey>, Error> {
+        let (subjects, wrapped): (Vec<String>, Vec<String>) = made.iter().cloned().unzip();
+        let mut tx = self.begin().await?;
+        sqlx::query!(
+            "INSERT INTO eventline_keys.subject_keys (subject, wrapped_key)
+             SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT (subject) DO NOTHING",
+            &subjects,
+            &wrapped
+        )
+        .execute(&mut *tx.tx)
+        .await?;
+        // A statement of its own: it sees the keys other processes committed meanwhile.
+        let rows = sqlx::query_as!(
+            Row,
+            "SELECT subject, wrapped_key, erased_at FROM eventline_keys.subject_keys WHERE subject = ANY($1)",
+            &subjects
+        )
+        .fetch_all(&mut *tx.tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows.into_iter().map(|row| (row.subject.clone(), SubjectKey::from(row))).collect())
+    }
+
     /// The subject's key: the one it has, or `wrapped` kept as its key when it has none. Of two
     /// processes making a subject's first key at once, both get the one stored first; an erased
     /// subject stays erased.
@@ -182,6 +210,42 @@ impl KeyRing {
         let key = self.unwrapped(subject, self.store.subject_key_or_insert(subject, &made).await?)?;
         self.remember(subject, key.clone());
         Ok(key)
+    }
+
+    /// Like [`KeyRing::key_for_sealing`] for many subjects, with one round trip to the store for
+    /// those not in hand.
+    pub async fn keys_for_sealing(
+        &self,
+        subjects: &[String],
+    ) -> Result<HashMap<String, Option<DataKey>>, KeyRingError> {
+        let mut keys = HashMap::with_capacity(subjects.len());
+        let mut missing = Vec::new();
+        for subject in subjects {
+            match self.cached(subject) {
+                Some(Some(key)) => {
+                    keys.insert(subject.clone(), Some(key));
+                }
+                _ if !keys.contains_key(subject) => missing.push(subject.clone()),
+                _ => {}
+            }
+        }
+        missing.sort();
+        missing.dedup();
+        if missing.is_empty() {
+            return Ok(keys);
+        }
+        let made: Vec<(String, String)> =
+            missing.iter().map(|s| (s.clone(), DataKey::generate().wrap(&self.kek, s))).collect();
+        let stored = self.store.subject_keys_or_insert(&made).await?;
+        for subject in missing {
+            let key = match stored.get(&subject) {
+                Some(stored) => self.unwrapped(&subject, stored.clone())?,
+                None => None,
+            };
+            self.remember(&subject, key.clone());
+            keys.insert(subject, key);
+        }
+        Ok(keys)
     }
 
     /// The key that opens `subject`'s sealed data; `None` when it has none (erased, or never

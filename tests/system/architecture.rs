@@ -52,6 +52,7 @@ fn only_the_store_uses_sqlx_and_only_the_kafka_layer_uses_rdkafka() {
         "the core depends on no other eventline crate: {core:?}"
     );
     assert_eq!(users("jsonwebtoken"), ["eventline-auth"], "only the auth layer checks JWTs");
+    assert_eq!(users("aes-gcm"), ["eventline-core"], "only the core's cipher seals and opens personal data");
     let auth = &packages["eventline-auth"];
     assert!(
         !auth.iter().any(|d| d == "eventline-kafka" || d == "rdkafka"),

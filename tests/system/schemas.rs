@@ -217,6 +217,20 @@ fn each_way_of_mislabelling_personal_data_is_named() {
 }
 
 #[test]
+fn a_personal_field_inside_an_array_is_named() {
+    let fixture = Fixture::new();
+    let opened = "accounts/AccountOpened.v1.schema.json";
+    fixture.edit_json(opened, |s| {
+        s["properties"]["aliases"] = json!({"type": "array", "x-classification": "none",
+            "items": {"type": "string", "x-classification": "personal"}});
+    });
+    fixture.assert_problems(&[format!(
+        "{}: `aliases[]` is personal inside an array that is not: classify the array itself, which is sealed whole",
+        fixture.shown(opened)
+    )]);
+}
+
+#[test]
 fn a_personal_data_subject_is_named() {
     let fixture = Fixture::new();
     let assigned = "projects/TaskAssigned.v1.schema.json";

@@ -114,6 +114,19 @@ async fn processes_read_keys_through_a_ring_that_obeys_an_erasure_within_its_lif
     assert!(gateway.key_for_sealing("acc-1").await.unwrap().is_none(), "no key is made for an erased subject");
     assert!(api.key_for_opening("acc-1").await.unwrap().is_none());
 
+    // Many subjects at once, two processes racing: one key each, the same for both; none for
+    // the erased one.
+    let subjects: Vec<String> = (0..50).map(|i| format!("bulk-{i}")).chain(["acc-1".to_string()]).collect();
+    let other = KeyRing::with_lifetime(env.store.clone(), kek(), lifetime);
+    let (first, second) = tokio::join!(gateway.keys_for_sealing(&subjects), other.keys_for_sealing(&subjects));
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert!(first["acc-1"].is_none() && second["acc-1"].is_none());
+    for subject in &subjects[..50] {
+        let sealed = cipher::seal(first[subject].as_ref().unwrap(), &context, &json!(subject));
+        assert_eq!(cipher::open(second[subject].as_ref().unwrap(), &context, &sealed), Ok(json!(subject)));
+    }
+    assert_eq!(env.psql("SELECT count(*) FROM eventline_keys.subject_keys WHERE subject LIKE 'bulk-%'"), "50");
+
     // Another key-encryption key cannot open the stored keys, and says whose.
     let other = KeyEncryptionKey::from_base64("BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=").unwrap();
     gateway.key_for_sealing("acc-2").await.unwrap();
