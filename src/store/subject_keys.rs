@@ -167,7 +167,15 @@ pub struct KeyRing {
     store: Store,
     kek: KeyEncryptionKey,
     lifetime: std::time::Duration,
-    cache: std::sync::Mutex<HashMap<String, (std::time::Instant, Option<DataKey>)>>,
+    cache: std::sync::Mutex<KeyCache>,
+}
+
+/// Keys read, by subject, with when; pruned of expired ones once per lifetime (pruning on every
+/// insert made sealing a batch of new subjects quadratic).
+#[derive(Default)]
+struct KeyCache {
+    entries: HashMap<String, (std::time::Instant, Option<DataKey>)>,
+    pruned_at: Option<std::time::Instant>,
 }
 
 impl KeyRing {
@@ -177,18 +185,23 @@ impl KeyRing {
 
     /// Like [`KeyRing::new`], trusting a key read for `lifetime` (tests shorten it).
     pub fn with_lifetime(store: Store, kek: KeyEncryptionKey, lifetime: std::time::Duration) -> Self {
-        Self { store, kek, lifetime, cache: std::sync::Mutex::new(HashMap::new()) }
+        Self { store, kek, lifetime, cache: std::sync::Mutex::new(KeyCache::default()) }
     }
 
     fn cached(&self, subject: &str) -> Option<Option<DataKey>> {
         let cache = self.cache.lock().expect("the key cache is never poisoned");
-        cache.get(subject).filter(|(at, _)| at.elapsed() < self.lifetime).map(|(_, key)| key.clone())
+        cache.entries.get(subject).filter(|(at, _)| at.elapsed() < self.lifetime).map(|(_, key)| key.clone())
     }
 
     fn remember(&self, subject: &str, key: Option<DataKey>) {
         let mut cache = self.cache.lock().expect("the key cache is never poisoned");
-        cache.retain(|_, (at, _)| at.elapsed() < self.lifetime);
-        cache.insert(subject.to_string(), (std::time::Instant::now(), key));
+        let now = std::time::Instant::now();
+        if cache.pruned_at.is_none_or(|at| now.duration_since(at) >= self.lifetime) {
+            let lifetime = self.lifetime;
+            cache.entries.retain(|_, (at, _)| now.duration_since(*at) < lifetime);
+            cache.pruned_at = Some(now);
+        }
+        cache.entries.insert(subject.to_string(), (now, key));
     }
 
     fn unwrapped(&self, subject: &str, key: SubjectKey) -> Result<Option<DataKey>, KeyRingError> {
