@@ -220,7 +220,9 @@ async fn main() {
     let shutdown = CancellationToken::new();
     let relay = {
         let (registry, store, shutdown) = (registry.clone(), store.clone(), shutdown.clone());
-        tokio::spawn(async move { eventline_producers::outbox::run(registry, &publisher, &store, shutdown).await })
+        tokio::spawn(
+            async move { eventline_producers::outbox::run(registry, &publisher, None, &store, shutdown).await },
+        )
     };
     let started = Instant::now();
     while store.outbox_backlog().await.unwrap().0 > 0 {

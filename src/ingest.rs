@@ -128,7 +128,17 @@ pub async fn outbox_relay(settings: &Settings, args: &OutboxRelayArgs, shutdown:
         tracing::info!(database = settings.outbox_database_url.database_name(), "Outbox installed.");
     }
     let publisher = Publisher::connect(settings, registry.clone()).await?;
-    outbox::run(registry, &publisher, &store, shutdown).await.context("the outbox relay stopped")?;
+    // With a key-encryption key, personal data is sealed under keys kept in eventline's own
+    // database (the outbox may be in another).
+    let keys = match settings.key_encryption_key.clone() {
+        Some(kek) => {
+            let keys = Store::connect(&settings.database_url, 2, settings.connect_timeout).await?;
+            keys.ensure_migrated().await?;
+            Some(Sealer::new(registry.clone(), KeyRing::new(keys, kek)))
+        }
+        None => None,
+    };
+    outbox::run(registry, &publisher, keys.as_ref(), &store, shutdown).await.context("the outbox relay stopped")?;
     store.close().await;
     Ok(())
 }

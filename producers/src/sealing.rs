@@ -2,8 +2,10 @@
 //! before the event leaves the process, so Kafka, projections, dead letters and exports only
 //! ever hold the ciphertext. On when a key-encryption key is configured.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use eventline_core::cipher::DataKey;
 use eventline_core::contract::ValidatedEvent;
 use eventline_core::registry::Registry;
 use eventline_store::subject_keys::{KeyRing, KeyRingError};
@@ -32,9 +34,7 @@ impl Sealer {
     /// Every event with its personal fields sealed; one about an erased subject stops them all.
     pub async fn seal_all(&self, events: Vec<ValidatedEvent>) -> Result<Vec<ValidatedEvent>, SealError> {
         let subjects: Vec<Option<String>> = events.iter().map(|e| self.registry.personal_subject(e)).collect();
-        let wanted: Vec<String> = subjects.iter().flatten().cloned().collect();
-        // The batch's subjects' keys in one round trip, new subjects' made together.
-        let keys = if wanted.is_empty() { Default::default() } else { self.keys.keys_for_sealing(&wanted).await? };
+        let keys = self.keys_of(&subjects).await?;
         let mut sealed = Vec::with_capacity(events.len());
         for (index, (event, subject)) in events.into_iter().zip(subjects).enumerate() {
             let Some(subject) = subject else {
@@ -45,5 +45,38 @@ impl Sealer {
             sealed.push(self.registry.seal_personal(event, &key));
         }
         Ok(sealed)
+    }
+
+    /// Each event written to be published later (validated by
+    /// [`Registry::validate_unpublished_slice`]) with its personal fields still in clear sealed,
+    /// fields already sealed left as they are. An event with clear personal data about an erased
+    /// subject comes back as that subject, refused; the others are sealed all the same.
+    pub async fn seal_unpublished(
+        &self,
+        events: Vec<ValidatedEvent>,
+    ) -> Result<Vec<Result<ValidatedEvent, String>>, KeyRingError> {
+        let subjects: Vec<Option<String>> = events.iter().map(|e| self.registry.clear_personal_subject(e)).collect();
+        let keys = self.keys_of(&subjects).await?;
+        Ok(events
+            .into_iter()
+            .zip(subjects)
+            .map(|(event, subject)| match subject {
+                None => Ok(event),
+                Some(subject) => match keys.get(&subject).cloned().flatten() {
+                    Some(key) => Ok(self.registry.seal_clear_personal(event, &key)),
+                    None => Err(subject),
+                },
+            })
+            .collect())
+    }
+
+    /// The keys of the subjects named, in one round trip, new subjects' made together; `None`
+    /// for an erased subject.
+    async fn keys_of(&self, subjects: &[Option<String>]) -> Result<HashMap<String, Option<DataKey>>, KeyRingError> {
+        let wanted: Vec<String> = subjects.iter().flatten().cloned().collect();
+        if wanted.is_empty() {
+            return Ok(HashMap::new());
+        }
+        self.keys.keys_for_sealing(&wanted).await
     }
 }

@@ -255,27 +255,60 @@ impl Registry {
         self.check(crate::binding::from_kafka_record(headers, value)?, Side::Stored)
     }
 
+    /// Parses and validates an event written to be published later (an outbox row): like one
+    /// read back from Kafka, its personal fields may already be sealed, each for this very event,
+    /// field and subject (one sealed for anything else is refused).
+    pub fn validate_unpublished_slice(&self, bytes: &[u8]) -> Result<ValidatedEvent, ContractError> {
+        self.check(CloudEvent::from_slice(bytes)?, Side::Stored)
+    }
+
     /// The data subject of `event` when it holds personal data (a personal field with a value),
     /// whose key its personal fields are sealed under.
     pub fn personal_subject(&self, event: &ValidatedEvent) -> Option<String> {
+        self.subject_holding(event, |_| true)
+    }
+
+    /// The data subject of `event` when one of its personal fields holds a value not sealed yet.
+    pub fn clear_personal_subject(&self, event: &ValidatedEvent) -> Option<String> {
+        self.subject_holding(event, |value| !is_sealed_here(value))
+    }
+
+    fn subject_holding(&self, event: &ValidatedEvent, counts: impl Fn(&Value) -> bool) -> Option<String> {
         let contract = self.contracts.get(&event.envelope.event_type)?;
         let version = contract.versions.get(&event.envelope.dataversion)?;
         let data = event.envelope.data.as_ref()?;
-        let holds = version.personal_pointers.iter().any(|p| data.pointer(p).is_some_and(|v| !v.is_null()));
+        let holds =
+            version.personal_pointers.iter().any(|p| data.pointer(p).is_some_and(|v| !v.is_null() && counts(v)));
         let subject = data.get(contract.data_subject.as_ref()?)?.as_str()?;
         holds.then(|| subject.to_string())
     }
 
     /// `event` with each personal field of its data sealed under `key` (its subject's), bound to
     /// the event id, the type, the field and the subject; its current-version data follows.
-    pub fn seal_personal(&self, mut event: ValidatedEvent, key: &crate::cipher::DataKey) -> ValidatedEvent {
+    pub fn seal_personal(&self, event: ValidatedEvent, key: &crate::cipher::DataKey) -> ValidatedEvent {
+        self.seal_where(event, key, |_| true)
+    }
+
+    /// Like [`Registry::seal_personal`], leaving fields already sealed as they are: for events
+    /// validated by [`Registry::validate_unpublished_slice`], whose sealed fields are known to be
+    /// sealed for where they are.
+    pub fn seal_clear_personal(&self, event: ValidatedEvent, key: &crate::cipher::DataKey) -> ValidatedEvent {
+        self.seal_where(event, key, |value| !is_sealed_here(value))
+    }
+
+    fn seal_where(
+        &self,
+        mut event: ValidatedEvent,
+        key: &crate::cipher::DataKey,
+        sealing: impl Fn(&Value) -> bool,
+    ) -> ValidatedEvent {
         let Some(subject) = self.personal_subject(&event) else { return event };
         let contract = &self.contracts[&event.envelope.event_type];
         let version = &contract.versions[&event.envelope.dataversion];
         let (id, event_type) = (event.envelope.id.clone(), event.envelope.event_type.clone());
         let Some(data) = event.envelope.data.as_mut() else { return event };
         for pointer in &version.personal_pointers {
-            if let Some(value) = data.pointer_mut(pointer).filter(|v| !v.is_null()) {
+            if let Some(value) = data.pointer_mut(pointer).filter(|v| !v.is_null() && sealing(v)) {
                 let context =
                     crate::cipher::FieldContext { event_id: &id, event_type: &event_type, pointer, subject: &subject };
                 *value = Value::String(crate::cipher::seal(key, &context, value));
@@ -352,6 +385,12 @@ impl Registry {
         let data = contract.upcast(version.version, data);
         Ok(ValidatedEvent { envelope, topic: contract.topic.clone(), data, current_version: contract.current() })
     }
+}
+
+/// Whether a personal field of a stored-side validated event is sealed (the check made sure it
+/// is sealed for where it is).
+fn is_sealed_here(value: &Value) -> bool {
+    value.as_str().is_some_and(|text| text.starts_with(crate::cipher::SEALED_PREFIX))
 }
 
 /// The JSON pointers of `schema`'s outermost personal fields, below `prefix`.

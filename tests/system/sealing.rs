@@ -3,6 +3,14 @@
 //! subject's key is erased it reads as null while every other value stays exact, and personal data
 //! about that subject is refused.
 
+use std::sync::Arc;
+
+use eventline_core::cipher::KeyEncryptionKey;
+use eventline_core::envelope::CloudEvent;
+use eventline_producers::outbox::{OutboxWriteError, OutboxWriter};
+use eventline_producers::sealing::{SealError, Sealer};
+use eventline_store::sqlx;
+use eventline_store::subject_keys::KeyRing;
 use serde_json::{json, Value};
 
 use crate::helpers::{stderr, stdout, wait_until, Services, TestEnv};
@@ -153,4 +161,98 @@ async fn personal_fields_are_sealed_at_the_way_in_and_opened_only_for_the_person
     let refused = env.run_with_stdin(&["publish"], format!("{}\n", opened("o-4", "acc-1", "Ada Again")).as_bytes());
     assert_eq!(refused.status.code(), Some(65), "{}", stderr(&refused));
     assert!(stderr(&refused).contains("its data subject `acc-1` was erased"), "{}", stderr(&refused));
+}
+
+/// The outbox relay seals like the gateway: rows an upstream service wrote in clear reach Kafka
+/// and the projection sealed, the rows kept after publishing hold the sealed event, and a row
+/// with personal data about an erased subject is refused, its key's later rows waiting behind it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_outbox_relay_seals_personal_data_and_refuses_it_for_an_erased_subject() {
+    let env = TestEnv::with_app(Services::from_env(), &[("EVENTLINE_KEY_ENCRYPTION_KEY", KEK)]).await;
+    let up = env.spawn_http("up", &["up"], &[]).await;
+    let outbox_db = env.database_url.expose().to_string();
+    let relay =
+        env.spawn("relay", &["outbox-relay", "--install"], &[("EVENTLINE_OUTBOX_DATABASE_URL", outbox_db.as_str())]);
+    wait_until("the relay to start", || async { relay.log().contains("Outbox relay started.") }).await;
+    let (_, personal) = env.create_key_with_scopes("support", &[], &["read:account_balances", "personal"]);
+    let erased = env.run(&["erase", "--subject", "acc-2", "--reason", "r", "--requested-by", "x"]);
+    assert!(erased.status.success(), "{}", stderr(&erased));
+    let (canary, refused_canary) = ("Ada Outbox-Canary-q8", "Erased Outbox-Canary-z1");
+
+    let rows = [
+        opened("o-1", "acc-1", canary),
+        deposit("d-1", "acc-1"),
+        opened("o-2", "acc-2", refused_canary),
+        deposit("d-2", "acc-2"),
+    ];
+    let values: Vec<String> = rows.iter().map(|row| format!("('{row}')")).collect();
+    env.psql(&format!("INSERT INTO eventline_outbox (event) VALUES {}", values.join(", ")));
+
+    // A Rust service's writer seals before the row is written; the relay sends it as it is.
+    let registry = Arc::new(eventline_reference::registry().unwrap());
+    let writer = || {
+        let kek = KeyEncryptionKey::from_base64(KEK).unwrap();
+        OutboxWriter::new(registry.clone()).sealing(Sealer::new(registry.clone(), KeyRing::new(env.store.clone(), kek)))
+    };
+    let event = |value: Value| CloudEvent::from_value(value).unwrap();
+    let written_canary = "Grace Written-Canary-w4";
+    let mut tx = env.store.pool().begin().await.unwrap();
+    writer().write(&mut tx, vec![event(opened("o-3", "acc-3", written_canary))]).await.unwrap();
+    let in_transaction: String =
+        sqlx::query_scalar("SELECT event->'data'->>'owner' FROM eventline_outbox WHERE event->>'id' = 'o-3'")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    assert!(in_transaction.starts_with("elc1."), "{in_transaction}");
+    tx.commit().await.unwrap();
+    let mut tx = env.store.pool().begin().await.unwrap();
+    match writer()
+        .write(&mut tx, vec![deposit("d-3", "acc-3"), opened("o-4", "acc-2", "x")].into_iter().map(event).collect())
+        .await
+    {
+        Err(OutboxWriteError::Sealing(SealError::Erased { index, subject })) => {
+            assert_eq!((index, subject.as_str()), (1, "acc-2"))
+        }
+        other => panic!("expected the erased subject's event to be refused, got {other:?}"),
+    }
+    let mut bad = opened("o-5", "acc-3", "x");
+    bad["data"]["currency"] = json!(7);
+    match writer().write(&mut tx, vec![event(bad)]).await {
+        Err(error @ OutboxWriteError::Invalid { index: 0, .. }) => {
+            assert_eq!(error.to_string(), "event 0: field `data.currency` must be a string, found 7")
+        }
+        other => panic!("expected the invalid event to be refused, got {other:?}"),
+    }
+    drop(tx);
+    wait_until("acc-1 and acc-3 to be applied", || async {
+        env.balances().await.iter().map(|(account, balance, _)| (account.clone(), *balance)).collect::<Vec<_>>()
+            == [("acc-1".to_string(), 500), ("acc-3".to_string(), 0)]
+    })
+    .await;
+
+    assert_eq!(
+        env.psql("SELECT event->>'id' || '|' || (published_at IS NOT NULL)::text || '|' || coalesce(last_error, '') FROM eventline_outbox ORDER BY id"),
+        "o-1|true|\n\
+         d-1|true|\n\
+         o-2|false|its data subject `acc-2` was erased; personal data about it is refused: take the personal data out of the row, or delete it [subject-erased]\n\
+         d-2|false|\n\
+         o-3|true|"
+    );
+    assert_eq!(env.psql("SELECT count(*) FROM eventline_outbox WHERE event->'data'->>'owner' LIKE 'elc1.%'"), "2");
+    let records = env.run(&["tail", "accounts.events", "--from", "start", "--no-follow", "--format", "ndjson"]);
+    let records = stdout(&records);
+    assert_eq!(records.lines().count(), 3, "{records}");
+    let dump = std::process::Command::new("pg_dump").args(["--data-only", env.database_url.expose()]).output().unwrap();
+    let dump = stdout(&dump);
+    for canary in [canary, written_canary] {
+        assert!(!records.contains(canary) && !dump.contains(canary) && !relay.log().contains(canary), "{canary}");
+    }
+    // The refused row is the upstream service's to fix; eventline copied it nowhere.
+    assert_eq!(dump.matches(refused_canary).count(), 1, "only in the refused outbox row");
+    assert!(!records.contains(refused_canary) && !relay.log().contains(refused_canary));
+
+    let read = up.get_as("/v1/accounts/acc-1", Some(&personal)).await.json::<Value>().await.unwrap();
+    assert_eq!((read["owner"].clone(), read["balance_minor"].clone()), (json!(canary), json!(500)));
+    let read = up.get_as("/v1/accounts/acc-3", Some(&personal)).await.json::<Value>().await.unwrap();
+    assert_eq!(read["owner"], written_canary);
 }

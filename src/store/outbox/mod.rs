@@ -58,6 +58,15 @@ impl Store {
     }
 }
 
+/// Writes events (each a structured-mode CloudEvent) to the outbox on `connection`: in the
+/// caller's transaction when it is one, so they are published if and only if it commits.
+pub async fn write_outbox(connection: &mut sqlx::PgConnection, events: &[serde_json::Value]) -> Result<(), Error> {
+    sqlx::query!("INSERT INTO eventline_outbox (event) SELECT * FROM unnest($1::jsonb[])", events)
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
 /// What waits in the outbox.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OutboxBacklog {
@@ -103,6 +112,24 @@ impl StoreTx {
         sqlx::query!("UPDATE eventline_outbox SET published_at = now() WHERE id = ANY($1)", ids)
             .execute(&mut *self.tx)
             .await?;
+        Ok(())
+    }
+
+    /// Replaces rows' events (by id) with what was published in their place: their personal data
+    /// sealed.
+    pub async fn replace_outbox_events(&mut self, events: &[(i64, serde_json::Value)]) -> Result<(), Error> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let (ids, events): (Vec<i64>, Vec<serde_json::Value>) = events.iter().cloned().unzip();
+        sqlx::query!(
+            "UPDATE eventline_outbox o SET event = r.event
+             FROM unnest($1::bigint[], $2::jsonb[]) AS r(id, event) WHERE o.id = r.id",
+            &ids,
+            &events
+        )
+        .execute(&mut *self.tx)
+        .await?;
         Ok(())
     }
 
