@@ -55,24 +55,33 @@ impl Store {
     ) -> Result<HashMap<String, SubjectKey>, Error> {
         let (subjects, wrapped): (Vec<String>, Vec<String>) = made.iter().cloned().unzip();
         let mut tx = self.begin().await?;
-        sqlx::query!(
-            "INSERT INTO eventline_keys.subject_keys (subject, wrapped_key)
-             SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT (subject) DO NOTHING",
+        let inserted = sqlx::query_as!(
+            Row,
+            r#"INSERT INTO eventline_keys.subject_keys (subject, wrapped_key)
+               SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT (subject) DO NOTHING
+               RETURNING subject, wrapped_key, erased_at"#,
             &subjects,
             &wrapped
         )
-        .execute(&mut *tx.tx)
-        .await?;
-        // A statement of its own: it sees the keys other processes committed meanwhile.
-        let rows = sqlx::query_as!(
-            Row,
-            "SELECT subject, wrapped_key, erased_at FROM eventline_keys.subject_keys WHERE subject = ANY($1)",
-            &subjects
-        )
         .fetch_all(&mut *tx.tx)
         .await?;
+        let mut keys: HashMap<String, SubjectKey> =
+            inserted.into_iter().map(|row| (row.subject.clone(), SubjectKey::from(row))).collect();
+        // Subjects another process keyed (or erased) first: a statement of its own sees what it
+        // committed meanwhile.
+        let taken: Vec<String> = subjects.into_iter().filter(|s| !keys.contains_key(s)).collect();
+        if !taken.is_empty() {
+            let rows = sqlx::query_as!(
+                Row,
+                "SELECT subject, wrapped_key, erased_at FROM eventline_keys.subject_keys WHERE subject = ANY($1)",
+                &taken
+            )
+            .fetch_all(&mut *tx.tx)
+            .await?;
+            keys.extend(rows.into_iter().map(|row| (row.subject.clone(), SubjectKey::from(row))));
+        }
         tx.commit().await?;
-        Ok(rows.into_iter().map(|row| (row.subject.clone(), SubjectKey::from(row))).collect())
+        Ok(keys)
     }
 
     /// The subject's key: the one it has, or `wrapped` kept as its key when it has none. Of two
@@ -247,9 +256,17 @@ impl KeyRing {
         if missing.is_empty() {
             return Ok(keys);
         }
-        let made: Vec<(String, String)> =
-            missing.iter().map(|s| (s.clone(), DataKey::generate().wrap(&self.kek, s))).collect();
-        let stored = self.store.subject_keys_or_insert(&made).await?;
+        // Keys read first: once a subject's key has expired from the cache, it is read again,
+        // not made again (making, wrapping and a refused insert for nothing).
+        let mut stored = self.store.subject_keys(&missing).await?;
+        let made: Vec<(String, String)> = missing
+            .iter()
+            .filter(|s| !stored.contains_key(*s))
+            .map(|s| (s.clone(), DataKey::generate().wrap(&self.kek, s)))
+            .collect();
+        if !made.is_empty() {
+            stored.extend(self.store.subject_keys_or_insert(&made).await?);
+        }
         for subject in missing {
             let key = match stored.get(&subject) {
                 Some(stored) => self.unwrapped(&subject, stored.clone())?,
