@@ -25,6 +25,7 @@ mod kafka_binding;
 mod metrics;
 mod operator;
 mod outbox;
+mod personal_data;
 mod private_services;
 mod publish_errors;
 mod publisher;

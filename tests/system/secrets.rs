@@ -14,7 +14,7 @@ use crate::helpers::{output_with_stdin, stderr, stdout, wait_until, Services, Te
 use crate::private_services::{free_port, PrivatePostgres};
 
 /// An OTLP/HTTP endpoint keeping the raw bodies it is sent (protobuf keeps strings as they are).
-async fn raw_collector() -> (String, Arc<Mutex<Vec<u8>>>) {
+pub(crate) async fn raw_collector() -> (String, Arc<Mutex<Vec<u8>>>) {
     let received: Arc<Mutex<Vec<u8>>> = Arc::default();
     let kept = received.clone();
     let app = axum::Router::new().route(
