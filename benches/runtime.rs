@@ -15,8 +15,9 @@
 //! consumers do (on the first `--naive-events`, default 20,000, since it is slow); the
 //! eventline worker process for (c) `account_balances` (a Rust state machine with refusal rules)
 //! and (d) `daily_activity` (a declarative aggregate), each with the default lanes and with one
-//! (c1, d1), printing its rate, the CPU the worker and PostgreSQL spent per event (from /proc),
-//! its peak RSS and its batches; (e) `daily_activity` catching up a backlog of N events (a
+//! (c1, d1), and on the same traffic with its personal fields sealed as the gateway seals them
+//! (cs, ds: topics of their own, filled once), printing its rate, the CPU the worker and
+//! PostgreSQL spent per event (from /proc), its peak RSS and its batches; (e) `daily_activity` catching up a backlog of N events (a
 //! topic of its own) while 1,000 events/s keep arriving, then publish→visible latency of what
 //! arrives after it has caught up; and apply-only: batches of `account_balances` fed straight
 //! to the projection and PostgreSQL, no broker.
@@ -26,15 +27,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventline_consumers::projections::{Applicable, Handler};
+use eventline_core::cipher::KeyEncryptionKey;
 use eventline_core::config::Settings;
 use eventline_core::contract::ValidatedEvent;
 use eventline_core::registry::Registry;
 use eventline_kafka::consumer::{ConsumerEvent, GroupConsumer, StartingOffsets, TopicPartition};
 use eventline_producers::publisher::Publisher;
+use eventline_producers::sealing::Sealer;
 use eventline_reference::account_balances::AccountBalances;
 use eventline_reference::events::AccountEvent;
 use eventline_reference::loadgen::{AccountsTraffic, ActivityTraffic};
 use eventline_store::runtime::ReadEvent;
+use eventline_store::subject_keys::KeyRing;
 
 mod support;
 use support::{
@@ -57,7 +61,8 @@ struct Options {
     events: usize,
     accounts: usize,
     naive_events: usize,
-    /// The measures to take (`read`, `a`, `b`, `c`, `c1`, `d`, `d1`, `e`, `apply`); all by default.
+    /// The measures to take (`read`, `a`, `b`, `c`, `c1`, `cs`, `d`, `d1`, `ds`, `e`, `apply`); all
+    /// by default.
     only: Option<Vec<String>>,
 }
 
@@ -95,6 +100,46 @@ async fn fill_once(
         let started = Instant::now();
         publish_all(&publisher, make(&format!("fill{present}")).take(missing), missing).await;
         println!("  filled at {:.0} events/s (the broker's ingest)", rate(missing, started.elapsed()));
+    }
+    topic_records(settings, topic).await
+}
+
+/// The key-encryption key the sealed topics were filled with (their data keys are not kept: the
+/// worker never opens what it applies).
+const BENCH_KEK: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// Like [`fill_once`], with each event's personal fields sealed under its subject's key as the
+/// gateway seals them with a key-encryption key configured.
+async fn fill_sealed_once(
+    settings: &Settings,
+    registry: &Arc<Registry>,
+    topic: &str,
+    events: usize,
+    make: impl FnOnce(&str) -> Box<dyn Iterator<Item = ValidatedEvent> + Send>,
+) -> usize {
+    let present = topic_records(settings, topic).await;
+    if present < events {
+        let missing = events - present;
+        println!("filling {topic} with {missing} events, personal data sealed (once; later runs reuse it)");
+        let keys_db = settings.database_url.with_database(&format!("eventline_bench_keys_{}", rand::random::<u32>()));
+        let keys = fresh_store(&keys_db, settings).await;
+        let kek = KeyEncryptionKey::from_base64(BENCH_KEK).unwrap();
+        let sealer = Sealer::new(registry.clone(), KeyRing::new(keys.clone(), kek));
+        let publisher = Publisher::connect(settings, registry.clone()).await.unwrap();
+        let mut traffic = make(&format!("fill{present}"));
+        let mut published = 0;
+        while published < missing {
+            let chunk: Vec<ValidatedEvent> = traffic.by_ref().take((missing - published).min(5_000)).collect();
+            published += chunk.len();
+            let sealed = sealer.seal_all(chunk).await.expect("sealed");
+            for result in publisher.publish_all(&sealed).await {
+                result.expect("published");
+            }
+            eprint!("\r  {published}/{missing}");
+        }
+        eprintln!();
+        keys.close().await;
+        eventline_store::drop_database(&keys_db).await.unwrap();
     }
     topic_records(settings, topic).await
 }
@@ -137,6 +182,33 @@ async fn main() {
         Box::new(ActivityTraffic::new(registry.clone(), prefix, options.accounts, 7))
     })
     .await;
+
+    // The same traffic with its personal fields sealed (every page view holds a session id, an
+    // account's opening its owner), in a namespace of its own.
+    let mut sealed_env = env.clone();
+    sealed_env.insert("EVENTLINE_NAMESPACE".into(), format!("{namespace}-sealed"));
+    let sealed_totals = if options.measures("cs") || options.measures("ds") {
+        let sealed_settings = Settings::load_from(None, &sealed_env).expect("settings");
+        let accounts = fill_sealed_once(
+            &sealed_settings,
+            &registry,
+            &sealed_settings.namespace.topic("accounts.events"),
+            options.events,
+            |prefix| Box::new(AccountsTraffic::new(registry.clone(), prefix, options.accounts, 7)),
+        )
+        .await;
+        let activity = fill_sealed_once(
+            &sealed_settings,
+            &registry,
+            &sealed_settings.namespace.topic("activity.events"),
+            options.events,
+            |prefix| Box::new(ActivityTraffic::new(registry.clone(), prefix, options.accounts, 7)),
+        )
+        .await;
+        (accounts, activity)
+    } else {
+        (0, 0)
+    };
 
     println!(
         "runtime benchmark: {total} events on {topic} (6 partitions), {} cores",
@@ -226,18 +298,21 @@ async fn main() {
     // also with one lane (one batch written at a time, as before lanes).
     println!("    eventline worker (a process), from its first commit to the last; CPU per event of the worker and of PostgreSQL");
     let runs = [
-        ("c", "(c) account_balances (Rust, state machine)", "account_balances", total, None),
-        ("c1", "(c1) the same, one lane", "account_balances", total, Some("1")),
-        ("d", "(d) daily_activity (SQL, aggregate)", "daily_activity", activity_total, None),
-        ("d1", "(d1) the same, one lane", "daily_activity", activity_total, Some("1")),
+        ("c", "(c) account_balances (Rust, state machine)", "account_balances", total, None, None),
+        ("c1", "(c1) the same, one lane", "account_balances", total, Some("1"), None),
+        ("cs", "(cs) the same as (c), personal data sealed", "account_balances", sealed_totals.0, None, Some("c")),
+        ("d", "(d) daily_activity (SQL, aggregate)", "daily_activity", activity_total, None, None),
+        ("d1", "(d1) the same, one lane", "daily_activity", activity_total, Some("1"), None),
+        ("ds", "(ds) the same as (d), personal data sealed", "daily_activity", sealed_totals.1, None, Some("d")),
     ];
-    for (measure, label, projection, events, lanes) in runs {
+    let mut rates: HashMap<&str, f64> = HashMap::new();
+    for (measure, label, projection, events, lanes, sealed_of) in runs {
         if !options.measures(measure) {
             continue;
         }
         let db = settings.database_url.with_database(&format!("eventline_bench_worker_{}", rand::random::<u32>()));
         let store = fresh_store(&db, &settings).await;
-        let mut run_env = env.clone();
+        let mut run_env = if sealed_of.is_some() { sealed_env.clone() } else { env.clone() };
         if let Some(lanes) = lanes {
             run_env.insert("EVENTLINE_WORKER_LANES".into(), lanes.into());
         }
@@ -256,6 +331,10 @@ async fn main() {
             run.batches.map_or("?".to_string(), |b| b.to_string()),
         );
         println!("        {}", run.statements_per_batch());
+        if let Some(clear) = sealed_of.and_then(|of| rates.get(of)) {
+            println!("        sealed: {:.1}% of the clear run's rate", 100.0 * run.events_per_second / clear);
+        }
+        rates.insert(measure, run.events_per_second);
     }
 
     if options.measures("e") {

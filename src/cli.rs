@@ -16,7 +16,8 @@ folder instead of the built-in one), EVENTLINE_PROJECTIONS_DIR (declarative proj
 beside the built-in ones), EVENTLINE_GROUP_PROTOCOL (the workers' consumer group
 protocol: classic, the default, or consumer for KIP-848), and librdkafka properties as
 EVENTLINE_RDKAFKA_<NAME> (EVENTLINE_RDKAFKA_SASL_USERNAME sets sasl.username). A secret
-setting (DATABASE_URL, EVENTLINE_OUTBOX_DATABASE_URL, a secret librdkafka property) may instead
+setting (DATABASE_URL, EVENTLINE_OUTBOX_DATABASE_URL, EVENTLINE_KEYS_DATABASE_URL,
+EVENTLINE_KEY_ENCRYPTION_KEY, a secret librdkafka property) may instead
 be read from the file named by <NAME>_FILE, e.g. DATABASE_URL_FILE. Logs go to
 standard error; RUST_LOG filters them. Metrics are served at /metrics (EVENTLINE_METRICS=false
 turns them off); spans are exported over OTLP/HTTP when EVENTLINE_OTLP_ENDPOINT (or
@@ -90,6 +91,10 @@ pub enum Command {
     /// data about it is refused from then on (409 subject-erased). Recorded in the audit; running
     /// it again is harmless and says so.
     Erase(EraseArgs),
+
+    /// Manage the data subjects' key store (`eventline_keys`).
+    #[command(subcommand)]
+    KeyStore(KeyStoreCommand),
 
     /// Publish the rows upstream services commit to their `eventline_outbox` table.
     ///
@@ -229,6 +234,31 @@ pub struct KeysCreateArgs {
     /// in clear, each read audited; without it personal columns read as null). Repeat for several.
     #[arg(long = "scope", value_name = "SCOPE", id = "scopes")]
     pub scopes: Vec<String>,
+
+    #[command(flatten)]
+    pub actor: ActorArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyStoreCommand {
+    /// Give the key store to a database role of its own, so the role projections run as cannot
+    /// read a key, and the key store's role cannot read a projection.
+    ///
+    /// Run it once, after `eventline migrate`, as the role that migrates (it must be able to
+    /// grant ROLE to itself for the hand-over: CREATEROLE, or a superuser). ROLE must exist and
+    /// be neither a superuser nor this role. It becomes the owner of the `eventline_keys` schema,
+    /// every other role loses access to it (a superuser never does: run projections as a role
+    /// that is not one), and it may append to the audit and nothing more. Then set
+    /// EVENTLINE_KEYS_DATABASE_URL (or its _FILE) to connect as ROLE wherever personal data is
+    /// sealed, opened or erased. Recorded in the audit; running it again says ROLE has it already.
+    Isolate(KeyStoreIsolateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeyStoreIsolateArgs {
+    /// The database role to give the key store to.
+    #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub role: String,
 
     #[command(flatten)]
     pub actor: ActorArgs,

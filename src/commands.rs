@@ -83,6 +83,19 @@ pub fn load_registry(settings: &Settings) -> Result<Arc<Registry>, Failure> {
     registry_at(settings.schemas_dir.as_deref()).map(Arc::new)
 }
 
+/// The key ring personal data is sealed and opened with, when a key-encryption key is set:
+/// through `store` when the key store is reached as the same role, else through a connection of
+/// its own (`EVENTLINE_KEYS_DATABASE_URL`, the role `eventline key-store isolate` gave the keys).
+pub async fn key_ring(settings: &Settings, store: &Store) -> Result<Option<KeyRing>, Failure> {
+    let Some(kek) = settings.key_encryption_key.clone() else { return Ok(None) };
+    let keys = if settings.keys_database_url == settings.database_url {
+        store.clone()
+    } else {
+        Store::connect(&settings.keys_database_url, 4, settings.connect_timeout).await?
+    };
+    Ok(Some(KeyRing::new(keys, kek)))
+}
+
 /// A worker must not start on a registry with versions its projection has not been reviewed
 /// against: it would apply data it was never written for.
 fn ensure_declared(registry: &Registry, projections: &[Arc<dyn Projection>]) -> Outcome {
@@ -262,7 +275,7 @@ pub async fn publish(settings: &Settings, args: &PublishArgs) -> Outcome {
     // With a key-encryption key, personal fields leave sealed, as through the gateway.
     let events = match settings.key_encryption_key.clone() {
         Some(kek) => {
-            let store = Store::connect(&settings.database_url, 2, settings.connect_timeout).await?;
+            let store = Store::connect(&settings.keys_database_url, 2, settings.connect_timeout).await?;
             let sealer = Sealer::new(registry.clone(), KeyRing::new(store, kek));
             match sealer.seal_all(events).await {
                 Ok(sealed) => sealed,

@@ -17,7 +17,9 @@ use eventline_store::subject_keys::KeyRing;
 use eventline_store::Store;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{EraseArgs, KeysCreateArgs, KeysRevokeArgs, OutboxRelayArgs, TailArgs, TailFormat, TailStart};
+use crate::cli::{
+    EraseArgs, KeyStoreIsolateArgs, KeysCreateArgs, KeysRevokeArgs, OutboxRelayArgs, TailArgs, TailFormat, TailStart,
+};
 use crate::commands::{load_registry, Failure, Outcome, EXIT_INVALID_INPUT};
 use crate::operate;
 use crate::serve::Service;
@@ -32,7 +34,7 @@ pub async fn gateway_service(
 ) -> Result<Service, Failure> {
     let registry = load_registry(settings)?;
     let publisher = Publisher::connect(settings, registry.clone()).await?;
-    let sealer = settings.key_encryption_key.clone().map(|kek| Sealer::new(registry.clone(), KeyRing::new(store, kek)));
+    let sealer = crate::commands::key_ring(settings, &store).await?.map(|keys| Sealer::new(registry.clone(), keys));
     let gateway = Gateway::new(registry, publisher, sealer, auth, settings.gateway);
     gateway.watch_broker(settings.kafka.clone(), shutdown);
     let (router, openapi) = gateway::router(gateway.clone());
@@ -110,11 +112,33 @@ pub async fn keys_revoke(settings: &Settings, args: &KeysRevokeArgs) -> Outcome 
 pub async fn erase(settings: &Settings, args: &EraseArgs) -> Outcome {
     let store = Store::connect(&settings.database_url, 1, settings.connect_timeout).await?;
     store.ensure_migrated().await?;
+    // As the key store's own role when it has one.
+    let store = match settings.keys_database_url == settings.database_url {
+        true => store,
+        false => Store::connect(&settings.keys_database_url, 1, settings.connect_timeout).await?,
+    };
     let (subject, actor) = (args.subject.as_str(), operate::actor(&args.actor));
     if store.erase_subject_key(subject, &actor, &args.reason, &args.requested_by).await? {
         println!("erased subject {subject}: its personal data is unreadable everywhere within 5 s");
     } else {
         println!("subject {subject} was already erased (or had no personal data): it stays fenced");
+    }
+    Ok(())
+}
+
+/// Gives the key store to a database role of its own, with its audit entry.
+pub async fn key_store_isolate(settings: &Settings, args: &KeyStoreIsolateArgs) -> Outcome {
+    let store = Store::connect(&settings.database_url, 1, settings.connect_timeout).await?;
+    store.ensure_migrated().await?;
+    let role = &args.role;
+    match store.isolate_key_store(role, &operate::actor(&args.actor)).await {
+        Ok(true) => println!(
+            "the key store is role {role}'s now: set EVENTLINE_KEYS_DATABASE_URL to connect as {role} wherever \
+             personal data is sealed, opened or erased"
+        ),
+        Ok(false) => println!("the key store was role {role}'s already"),
+        Err(eventline_store::Error::Refused(reason)) => return Err(Failure { code: 2, error: anyhow!(reason) }),
+        Err(error) => return Err(error.into()),
     }
     Ok(())
 }
@@ -132,8 +156,7 @@ pub async fn outbox_relay(settings: &Settings, args: &OutboxRelayArgs, shutdown:
     // database (the outbox may be in another).
     let keys = match settings.key_encryption_key.clone() {
         Some(kek) => {
-            let keys = Store::connect(&settings.database_url, 2, settings.connect_timeout).await?;
-            keys.ensure_migrated().await?;
+            let keys = Store::connect(&settings.keys_database_url, 2, settings.connect_timeout).await?;
             Some(Sealer::new(registry.clone(), KeyRing::new(keys, kek)))
         }
         None => None,

@@ -34,7 +34,9 @@ use eventline_core::registry::CATALOG_FILE;
 use eventline_core::telemetry;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{AuditCommand, Cli, Command, KeysCommand, ProjectionsCommand, SchemasCommand, TopicsCommand};
+use crate::cli::{
+    AuditCommand, Cli, Command, KeyStoreCommand, KeysCommand, ProjectionsCommand, SchemasCommand, TopicsCommand,
+};
 use crate::commands::{Failure, EXIT_BAD_CONFIG, EXIT_USAGE};
 use crate::serve::Parts;
 
@@ -233,6 +235,7 @@ async fn run(command: Command, settings: Settings, app: &App) -> commands::Outco
         Command::Keys(KeysCommand::List) => ingest::keys_list(&settings).await,
         Command::Keys(KeysCommand::Revoke(args)) => ingest::keys_revoke(&settings, &args).await,
         Command::Erase(args) => ingest::erase(&settings, &args).await,
+        Command::KeyStore(KeyStoreCommand::Isolate(args)) => ingest::key_store_isolate(&settings, &args).await,
         Command::OutboxRelay(args) => match args.listen {
             None => ingest::outbox_relay(&settings, &args, shutdown).await,
             Some(listen) => {

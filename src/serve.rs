@@ -9,7 +9,6 @@ use eventline_api::{Api, ProjectionInfo};
 use eventline_auth::Auth;
 use eventline_core::config::{DatabaseUrl, Settings};
 use eventline_http::Readiness;
-use eventline_store::subject_keys::KeyRing;
 use eventline_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -151,7 +150,7 @@ pub async fn http(
         services.push(ingest::gateway_service(settings, store.clone(), auth.clone(), shutdown.clone()).await?);
     }
     if parts.api {
-        services.push(api_service(settings, app, store.clone(), auth, shutdown.clone()).await);
+        services.push(api_service(settings, app, store.clone(), auth, shutdown.clone()).await?);
     }
     let mut router = Router::new();
     let mut readiness: Vec<Arc<dyn Readiness>> = vec![Arc::new(DatabaseReadiness(store.clone()))];
@@ -176,7 +175,7 @@ async fn api_service(
     store: Store,
     auth: Arc<Auth>,
     shutdown: CancellationToken,
-) -> Service {
+) -> Result<Service, crate::Failure> {
     let projections = app
         .projections()
         .all()
@@ -188,9 +187,9 @@ async fn api_service(
             personal_columns: p.personal_columns().to_vec(),
         })
         .collect();
-    let keys = settings.key_encryption_key.clone().map(|kek| KeyRing::new(store.clone(), kek));
+    let keys = crate::commands::key_ring(settings, &store).await?;
     let api = Api::new(store, keys, settings.kafka.clone(), settings.namespace.clone(), projections, shutdown.clone());
     tokio::spawn(eventline_api::gauges::sample(api.clone(), shutdown));
     let (router, openapi) = eventline_api::router(api.clone(), auth, &app.api_routes).await;
-    Service { router, openapi, readiness: None }
+    Ok(Service { router, openapi, readiness: None })
 }

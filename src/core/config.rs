@@ -53,6 +53,7 @@ const ENV_JWT_ISSUER: &str = "EVENTLINE_JWT_ISSUER";
 const ENV_JWT_AUDIENCE: &str = "EVENTLINE_JWT_AUDIENCE";
 const ENV_JWT_JWKS_URL: &str = "EVENTLINE_JWT_JWKS_URL";
 const ENV_KEY_ENCRYPTION_KEY: &str = "EVENTLINE_KEY_ENCRYPTION_KEY";
+const ENV_KEYS_DATABASE_URL: &str = "EVENTLINE_KEYS_DATABASE_URL";
 /// The OpenTelemetry standard name for the collector's base URL, read when ours is unset.
 const ENV_OTEL_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
@@ -60,6 +61,7 @@ const ENV_OTEL_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 const KNOWN_ENV: &[&str] = &[
     CONFIG_FILE_ENV,
     ENV_KEY_ENCRYPTION_KEY,
+    ENV_KEYS_DATABASE_URL,
     ENV_KAFKA_BROKERS,
     ENV_HTTP_ADDR,
     ENV_NAMESPACE,
@@ -442,6 +444,10 @@ pub struct Settings {
     /// Wraps the data subjects' keys (`EVENTLINE_KEY_ENCRYPTION_KEY`, 32 bytes in base64, or its
     /// `_FILE`); only from the environment, never a configuration file, and never printed.
     pub key_encryption_key: Option<crate::cipher::KeyEncryptionKey>,
+    /// How processes reach the data subjects' key store (`EVENTLINE_KEYS_DATABASE_URL` or its
+    /// `_FILE`; by default `DATABASE_URL`): the same database, as a role of its own once
+    /// `eventline key-store isolate` gave it the keys.
+    pub keys_database_url: DatabaseUrl,
 }
 
 /// The identity provider whose JWTs are accepted: a token must name `issuer` (`iss`) and
@@ -623,6 +629,10 @@ impl Settings {
         let outbox_database_url = DatabaseUrl::parse(&outbox_raw.value)
             .map_err(|reason| ConfigError::Invalid { setting: outbox_raw.origin.clone(), reason })?;
 
+        let keys_raw = pick(ENV_KEYS_DATABASE_URL, "", None, database_url.expose());
+        let keys_database_url = DatabaseUrl::parse(&keys_raw.value)
+            .map_err(|reason| ConfigError::Invalid { setting: keys_raw.origin.clone(), reason })?;
+
         let allow_insecure_raw = pick(
             ENV_DATABASE_ALLOW_INSECURE,
             "database.allow_insecure",
@@ -634,6 +644,9 @@ impl Settings {
         let mut databases = vec![(&url_raw, &database_url)];
         if outbox_database_url != database_url {
             databases.push((&outbox_raw, &outbox_database_url));
+        }
+        if keys_database_url != database_url {
+            databases.push((&keys_raw, &keys_database_url));
         }
         for (raw, url) in databases {
             if let Some(reason) = url.unverified_remote(env) {
@@ -877,6 +890,7 @@ impl Settings {
             metrics_enabled,
             jwt,
             key_encryption_key,
+            keys_database_url,
         })
     }
 }
@@ -963,7 +977,7 @@ pub const SECRET_FILE_SUFFIX: &str = "_FILE";
 
 /// Settings whose values are credentials, each of which may also come from a file. Besides
 /// these, every `EVENTLINE_RDKAFKA_*` variable for a secret property (see [`is_secret_property`]).
-const SECRET_ENV: &[&str] = &[ENV_DATABASE_URL, ENV_OUTBOX_DATABASE_URL, ENV_KEY_ENCRYPTION_KEY];
+const SECRET_ENV: &[&str] = &[ENV_DATABASE_URL, ENV_OUTBOX_DATABASE_URL, ENV_KEY_ENCRYPTION_KEY, ENV_KEYS_DATABASE_URL];
 
 /// Variables and their values.
 type Environment = HashMap<String, String>;

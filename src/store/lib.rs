@@ -68,6 +68,9 @@ pub enum Error {
     NotMigrated { missing: usize },
     #[error("migration failed")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// The database refused a request, saying why (the message is the whole story).
+    #[error("{0}")]
+    Refused(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }

@@ -156,6 +156,35 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Gives the key store to `role` (see the migration `key_store_role`), with its audit entry
+    /// (`key_store.isolate`): true when it was given now, false when the role had it already.
+    pub async fn isolate_key_store(&self, role: &str, actor: &str) -> Result<bool, Error> {
+        let mut tx = self.begin().await?;
+        let given = sqlx::query_scalar!(r#"SELECT eventline_keys_isolate($1) AS "given!""#, role)
+            .fetch_one(&mut *tx.tx)
+            .await
+            .map_err(|error| match error.as_database_error() {
+                // Its own refusals: an unknown role, this role, a superuser, a member.
+                Some(refusal) if matches!(refusal.code().as_deref(), Some("42704" | "22023")) => {
+                    Error::Refused(refusal.message().to_string())
+                }
+                _ => error.into(),
+            })?;
+        tx.audit(NewAuditEntry {
+            actor,
+            action: "key_store.isolate",
+            projection: None,
+            target: serde_json::json!({ "role": role }),
+            reason: None,
+            outcome: serde_json::json!({ "given": given }),
+        })
+        .await?;
+        tx.commit().await?;
+        Ok(given)
+    }
+}
+
 /// How long a process trusts a subject's key it has read: an erasure is obeyed everywhere within
 /// this long.
 pub const KEY_LIFETIME: std::time::Duration = std::time::Duration::from_secs(5);

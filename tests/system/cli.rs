@@ -7,6 +7,8 @@ use crate::helpers::{stdout, BIN};
 const SUBCOMMANDS: &[&[&str]] = &[
     &["up"],
     &["erase"],
+    &["key-store"],
+    &["key-store", "isolate"],
     &["api"],
     &["worker"],
     &["migrate"],
@@ -62,6 +64,7 @@ fn top_level_help_lists_exactly_the_working_subcommands() {
             "api",
             "keys",
             "erase",
+            "key-store",
             "outbox-relay",
             "tail",
             "worker",

@@ -22,6 +22,7 @@ mod gateway;
 mod helpers;
 mod issuer;
 mod kafka_binding;
+mod key_store_role;
 mod metrics;
 mod operator;
 mod outbox;
