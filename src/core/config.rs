@@ -1504,6 +1504,8 @@ lanes = 6
             (&[("EVENTLINE_PROJECTIONS_DIR", "/etc/hostname")], "invalid EVENTLINE_PROJECTIONS_DIR: /etc/hostname is not a directory"),
             (&[("EVENTLINE_GATEWAY_MAX_BATCH_EVENTS", "0")], "invalid EVENTLINE_GATEWAY_MAX_BATCH_EVENTS: `0` is not a whole number from 1 to 100000"),
             (&[("EVENTLINE_OUTBOX_DATABASE_URL", "redis://x")], "invalid EVENTLINE_OUTBOX_DATABASE_URL: scheme `redis` is not postgres:// or postgresql://"),
+            (&[("EVENTLINE_KEYS_DATABASE_URL", "redis://x")], "invalid EVENTLINE_KEYS_DATABASE_URL: scheme `redis` is not postgres:// or postgresql://"),
+            (&[("EVENTLINE_KEYS_DATABASE_URL", "postgres://keys@db.example/eventline")], "invalid EVENTLINE_KEYS_DATABASE_URL: host db.example is not on this machine and sslmode=prefer may send everything in plain text: use sslmode=verify-full (with sslrootcert=<the CA's certificate file> unless the system trusts the server's CA), or set EVENTLINE_DATABASE_ALLOW_INSECURE=true to accept it"),
             (&[("EVENTLINE_GROUP_PROTOCOL", "eager")], "invalid EVENTLINE_GROUP_PROTOCOL: `eager` is not a group protocol (expected `consumer` or `classic`)"),
             (&[("EVENTLINE_RDKAFKA_GROUP_PROTOCOL", "classic")], "invalid EVENTLINE_RDKAFKA_GROUP_PROTOCOL: `group.protocol` is set by eventline itself and cannot be overridden"),
             (
