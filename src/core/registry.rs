@@ -302,19 +302,36 @@ impl Registry {
         key: &crate::cipher::DataKey,
         sealing: impl Fn(&Value) -> bool,
     ) -> ValidatedEvent {
-        let Some(subject) = self.personal_subject(&event) else { return event };
-        let contract = &self.contracts[&event.envelope.event_type];
-        let version = &contract.versions[&event.envelope.dataversion];
-        let (id, event_type) = (event.envelope.id.clone(), event.envelope.event_type.clone());
-        let Some(data) = event.envelope.data.as_mut() else { return event };
+        let Some(contract) = self.contracts.get(&event.envelope.event_type) else { return event };
+        let Some(version) = contract.versions.get(&event.envelope.dataversion) else { return event };
+        let (Some(subject_field), Some(data)) = (&contract.data_subject, event.envelope.data.as_mut()) else {
+            return event;
+        };
+        let Some(subject) = data.get(subject_field).and_then(Value::as_str).map(str::to_string) else { return event };
+        // At the current version the data projections see is the same: sealed in place too,
+        // instead of upcasting a copy again.
+        let current = version.version == contract.current();
+        let mut sealed_any = false;
         for pointer in &version.personal_pointers {
-            if let Some(value) = data.pointer_mut(pointer).filter(|v| !v.is_null() && sealing(v)) {
-                let context =
-                    crate::cipher::FieldContext { event_id: &id, event_type: &event_type, pointer, subject: &subject };
-                *value = Value::String(crate::cipher::seal(key, &context, value));
+            let Some(value) = data.pointer_mut(pointer).filter(|v| !v.is_null() && sealing(v)) else { continue };
+            let context = crate::cipher::FieldContext {
+                event_id: &event.envelope.id,
+                event_type: &event.envelope.event_type,
+                pointer,
+                subject: &subject,
+            };
+            let sealed = Value::String(crate::cipher::seal(key, &context, value));
+            if current {
+                if let Some(projected) = event.data.pointer_mut(pointer) {
+                    *projected = sealed.clone();
+                }
             }
+            *value = sealed;
+            sealed_any = true;
         }
-        event.data = contract.upcast(version.version, data);
+        if sealed_any && !current {
+            event.data = contract.upcast(version.version, data);
+        }
         event
     }
 
