@@ -47,6 +47,26 @@ fn openings(prefix: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// Rounds alternating between two gateways, `warm_up` of them not counted, then
+/// [`SEALING_ROUNDS`]; the best rate `round` (given a gateway, the round and its index) measured
+/// for each.
+async fn alternate<F: std::future::Future<Output = f64>>(
+    gateways: &[String; 2],
+    warm_up: usize,
+    mut round: impl FnMut(&str, usize, usize) -> F,
+) -> [f64; 2] {
+    let mut best = [0.0f64; 2];
+    for n in 0..warm_up + SEALING_ROUNDS {
+        for (i, base) in gateways.iter().enumerate() {
+            let rate = round(base, n, i).await;
+            if n >= warm_up {
+                best[i] = best[i].max(rate);
+            }
+        }
+    }
+    best
+}
+
 /// Users the page views are by.
 const SEEN_USERS: usize = 5_000;
 
@@ -216,13 +236,10 @@ async fn main() {
     let batches = |events: Vec<String>| events.chunks(BATCH_SIZE).map(|c| format!("[{}]", c.join(","))).collect();
     let gateways = [gateway.base.clone(), sealing.base.clone()];
     // Openings: each event a new subject, whose key is made and stored: the worst case.
-    let mut best = [0.0f64; 2];
-    for round in 0..SEALING_ROUNDS {
-        for (i, base) in gateways.iter().enumerate() {
-            let rate = send(base.clone(), batches(openings(&format!("{run}-s{round}-{i}"), SEALING_EVENTS))).await;
-            best[i] = best[i].max(rate);
-        }
-    }
+    let best = alternate(&gateways, 0, |base, round, i| {
+        send(base.to_string(), batches(openings(&format!("{run}-s{round}-{i}"), SEALING_EVENTS)))
+    })
+    .await;
     println!("gateway, batches of openings, without sealing      {:>9.0} events/s", best[0]);
     println!(
         "gateway, batches of openings, sealed per subject   {:>9.0} events/s   = {:.1}% of without   (a key made per event)",
@@ -231,16 +248,10 @@ async fn main() {
     );
     // Page views by users seen before (a first round, not measured, makes their keys): what
     // sealing costs once a subject has its key.
-    let mut best = [0.0f64; 2];
-    for round in 0..=SEALING_ROUNDS {
-        for (i, base) in gateways.iter().enumerate() {
-            let rate =
-                send(base.clone(), batches(page_views(&format!("{run}-v{round}-{i}"), &run, SEALING_EVENTS))).await;
-            if round > 0 {
-                best[i] = best[i].max(rate);
-            }
-        }
-    }
+    let best = alternate(&gateways, 1, |base, round, i| {
+        send(base.to_string(), batches(page_views(&format!("{run}-v{round}-{i}"), &run, SEALING_EVENTS)))
+    })
+    .await;
     println!("gateway, batches of page views, without sealing    {:>9.0} events/s", best[0]);
     println!(
         "gateway, batches of page views, sealed per subject {:>9.0} events/s   = {:.1}% of without   ({SEEN_USERS} users, keys made before)",

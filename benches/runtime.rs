@@ -42,8 +42,7 @@ use eventline_store::subject_keys::KeyRing;
 
 mod support;
 use support::{
-    fresh_store, number_option, peak_rss_kb, percentile, publish_all, run_worker, spawn_worker, text_option,
-    topic_records,
+    fresh_store, number_option, peak_rss_kb, percentile, run_worker, spawn_worker, text_option, topic_records,
 };
 
 /// Apply-only batches: the size a worker behind its topics writes (`worker.batch_max_events`).
@@ -83,63 +82,57 @@ fn options() -> Options {
     options
 }
 
+/// The key-encryption key the sealed topics were filled with (their data keys are not kept: the
+/// worker never opens what it applies).
+const BENCH_KEK: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
 /// Fills `topic` up to `events` records once (later runs with the same N reuse it) with the
-/// traffic `make` generates for an id prefix; returns how many records it holds.
+/// traffic `make` generates for an id prefix, `sealed`: each event's personal fields sealed under
+/// its subject's key as the gateway seals them; returns how many records the topic holds.
 async fn fill_once(
     settings: &Settings,
     registry: &Arc<Registry>,
     topic: &str,
     events: usize,
+    sealed: bool,
     make: impl FnOnce(&str) -> Box<dyn Iterator<Item = ValidatedEvent> + Send>,
 ) -> usize {
     let present = topic_records(settings, topic).await;
     if present < events {
         let missing = events - present;
-        println!("filling {topic} with {missing} events (once; later runs reuse it)");
+        println!(
+            "filling {topic} with {missing} events{} (once; later runs reuse it)",
+            if sealed { ", personal data sealed" } else { "" }
+        );
+        let keys_db = settings.database_url.with_database(&format!("eventline_bench_keys_{}", rand::random::<u32>()));
+        let sealer = match sealed {
+            true => {
+                let keys = fresh_store(&keys_db, settings).await;
+                let kek = KeyEncryptionKey::from_base64(BENCH_KEK).unwrap();
+                Some(Sealer::new(registry.clone(), KeyRing::new(keys, kek)))
+            }
+            false => None,
+        };
         let publisher = Publisher::connect(settings, registry.clone()).await.unwrap();
         let started = Instant::now();
-        publish_all(&publisher, make(&format!("fill{present}")).take(missing), missing).await;
-        println!("  filled at {:.0} events/s (the broker's ingest)", rate(missing, started.elapsed()));
-    }
-    topic_records(settings, topic).await
-}
-
-/// The key-encryption key the sealed topics were filled with (their data keys are not kept: the
-/// worker never opens what it applies).
-const BENCH_KEK: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-
-/// Like [`fill_once`], with each event's personal fields sealed under its subject's key as the
-/// gateway seals them with a key-encryption key configured.
-async fn fill_sealed_once(
-    settings: &Settings,
-    registry: &Arc<Registry>,
-    topic: &str,
-    events: usize,
-    make: impl FnOnce(&str) -> Box<dyn Iterator<Item = ValidatedEvent> + Send>,
-) -> usize {
-    let present = topic_records(settings, topic).await;
-    if present < events {
-        let missing = events - present;
-        println!("filling {topic} with {missing} events, personal data sealed (once; later runs reuse it)");
-        let keys_db = settings.database_url.with_database(&format!("eventline_bench_keys_{}", rand::random::<u32>()));
-        let keys = fresh_store(&keys_db, settings).await;
-        let kek = KeyEncryptionKey::from_base64(BENCH_KEK).unwrap();
-        let sealer = Sealer::new(registry.clone(), KeyRing::new(keys.clone(), kek));
-        let publisher = Publisher::connect(settings, registry.clone()).await.unwrap();
         let mut traffic = make(&format!("fill{present}"));
         let mut published = 0;
         while published < missing {
-            let chunk: Vec<ValidatedEvent> = traffic.by_ref().take((missing - published).min(5_000)).collect();
+            let mut chunk: Vec<ValidatedEvent> = traffic.by_ref().take((missing - published).min(5_000)).collect();
             published += chunk.len();
-            let sealed = sealer.seal_all(chunk).await.expect("sealed");
-            for result in publisher.publish_all(&sealed).await {
+            if let Some(sealer) = &sealer {
+                chunk = sealer.seal_all(chunk).await.expect("sealed");
+            }
+            for result in publisher.publish_all(&chunk).await {
                 result.expect("published");
             }
             eprint!("\r  {published}/{missing}");
         }
         eprintln!();
-        keys.close().await;
-        eventline_store::drop_database(&keys_db).await.unwrap();
+        println!("  filled at {:.0} events/s", rate(missing, started.elapsed()));
+        if sealed {
+            eventline_store::drop_database(&keys_db).await.unwrap();
+        }
     }
     topic_records(settings, topic).await
 }
@@ -173,12 +166,12 @@ async fn main() {
     let topic = settings.namespace.topic("accounts.events");
 
     // The topics, filled once.
-    let total = fill_once(&settings, &registry, &topic, options.events, |prefix| {
+    let total = fill_once(&settings, &registry, &topic, options.events, false, |prefix| {
         Box::new(AccountsTraffic::new(registry.clone(), prefix, options.accounts, 7))
     })
     .await;
     let activity = settings.namespace.topic("activity.events");
-    let activity_total = fill_once(&settings, &registry, &activity, options.events, |prefix| {
+    let activity_total = fill_once(&settings, &registry, &activity, options.events, false, |prefix| {
         Box::new(ActivityTraffic::new(registry.clone(), prefix, options.accounts, 7))
     })
     .await;
@@ -189,19 +182,21 @@ async fn main() {
     sealed_env.insert("EVENTLINE_NAMESPACE".into(), format!("{namespace}-sealed"));
     let sealed_totals = if options.measures("cs") || options.measures("ds") {
         let sealed_settings = Settings::load_from(None, &sealed_env).expect("settings");
-        let accounts = fill_sealed_once(
+        let accounts = fill_once(
             &sealed_settings,
             &registry,
             &sealed_settings.namespace.topic("accounts.events"),
             options.events,
+            true,
             |prefix| Box::new(AccountsTraffic::new(registry.clone(), prefix, options.accounts, 7)),
         )
         .await;
-        let activity = fill_sealed_once(
+        let activity = fill_once(
             &sealed_settings,
             &registry,
             &sealed_settings.namespace.topic("activity.events"),
             options.events,
+            true,
             |prefix| Box::new(ActivityTraffic::new(registry.clone(), prefix, options.accounts, 7)),
         )
         .await;
@@ -355,7 +350,7 @@ async fn catching_up(options: &Options, env: &HashMap<String, String>, settings:
     live_env.insert("EVENTLINE_NAMESPACE".into(), format!("bench-runtime-live-n{}", options.events));
     let live_settings = Settings::load_from(None, &live_env).expect("settings");
     let live_topic = live_settings.namespace.topic("activity.events");
-    let backlog = fill_once(&live_settings, registry, &live_topic, options.events, |prefix| {
+    let backlog = fill_once(&live_settings, registry, &live_topic, options.events, false, |prefix| {
         Box::new(ActivityTraffic::new(registry.clone(), prefix, options.accounts, 7))
     })
     .await;
