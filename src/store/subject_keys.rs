@@ -2,6 +2,7 @@
 //! wrapped, made once and never again once erased; and the [`KeyRing`] processes read it through.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use eventline_core::cipher::{DataKey, KeyEncryptionKey};
@@ -142,6 +143,8 @@ impl Store {
         )
         .execute(&mut *tx.tx)
         .await?;
+        // Delivered when the erasure commits: every key ring drops the key at once.
+        sqlx::query!("SELECT pg_notify($1, $2)", ERASED_CHANNEL, subject).execute(&mut *tx.tx).await?;
         tx.audit(NewAuditEntry {
             actor,
             action: "subject.erase",
@@ -186,8 +189,12 @@ impl Store {
 }
 
 /// How long a process trusts a subject's key it has read: an erasure is obeyed everywhere within
-/// this long.
+/// this long, even by a process that missed its announcement.
 pub const KEY_LIFETIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The channel an erasure is announced on (the payload is the subject), so key rings drop the
+/// key at once rather than when it expires.
+pub const ERASED_CHANNEL: &str = "eventline_subject_erased";
 
 /// Why a subject's key could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -205,7 +212,7 @@ pub struct KeyRing {
     store: Store,
     kek: KeyEncryptionKey,
     lifetime: std::time::Duration,
-    cache: std::sync::Mutex<KeyCache>,
+    cache: Arc<std::sync::Mutex<KeyCache>>,
 }
 
 /// Keys read, by subject, with when; pruned of expired ones once per lifetime (pruning on every
@@ -221,9 +228,15 @@ impl KeyRing {
         Self::with_lifetime(store, kek, KEY_LIFETIME)
     }
 
-    /// Like [`KeyRing::new`], trusting a key read for `lifetime` (tests shorten it).
+    /// Like [`KeyRing::new`], trusting a key read for `lifetime` (tests change it). Made within a
+    /// Tokio runtime, the ring also listens for erasures and drops an erased subject's key as
+    /// soon as the erasure commits, until the ring is dropped.
     pub fn with_lifetime(store: Store, kek: KeyEncryptionKey, lifetime: std::time::Duration) -> Self {
-        Self { store, kek, lifetime, cache: std::sync::Mutex::new(KeyCache::default()) }
+        let cache = Arc::new(std::sync::Mutex::new(KeyCache::default()));
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(drop_erased_keys(store.clone(), Arc::downgrade(&cache)));
+        }
+        Self { store, kek, lifetime, cache }
     }
 
     fn cached(&self, subject: &str) -> Option<Option<DataKey>> {
@@ -320,5 +333,52 @@ impl KeyRing {
         };
         self.remember(subject, key.clone());
         Ok(key)
+    }
+}
+
+/// Drops each erased subject's key from `cache` when its erasure is announced, while the cache
+/// lives. A lost connection is made again (the key lifetime bounds what is missed meanwhile).
+async fn drop_erased_keys(store: Store, cache: std::sync::Weak<std::sync::Mutex<KeyCache>>) {
+    let mut retry_in = std::time::Duration::from_millis(100);
+    loop {
+        let listening = match sqlx::postgres::PgListener::connect_with(&store.pool).await {
+            Ok(mut listener) => listener.listen(ERASED_CHANNEL).await.map(|()| listener),
+            Err(error) => Err(error),
+        };
+        let mut listener = match listening {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::debug!(%error, "Cannot listen for erasures yet; keys expire within their lifetime meanwhile.");
+                tokio::time::sleep(retry_in).await;
+                retry_in = (retry_in * 2).min(KEY_LIFETIME);
+                if cache.strong_count() == 0 {
+                    return;
+                }
+                continue;
+            }
+        };
+        retry_in = std::time::Duration::from_millis(100);
+        loop {
+            // Woken now and then to notice the ring is gone.
+            match tokio::time::timeout(KEY_LIFETIME, listener.try_recv()).await {
+                Ok(Ok(Some(notification))) => match cache.upgrade() {
+                    Some(cache) => {
+                        cache.lock().expect("the key cache is never poisoned").entries.remove(notification.payload());
+                    }
+                    None => return,
+                },
+                // The connection was lost, and erasures may have been announced meanwhile: every
+                // key is read again.
+                Ok(Ok(None)) | Ok(Err(_)) => {
+                    match cache.upgrade() {
+                        Some(cache) => cache.lock().expect("the key cache is never poisoned").entries.clear(),
+                        None => return,
+                    }
+                    break;
+                }
+                Err(_) if cache.strong_count() == 0 => return,
+                Err(_) => {}
+            }
+        }
     }
 }

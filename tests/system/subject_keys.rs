@@ -6,7 +6,7 @@ use eventline_core::cipher::{self, CipherError, DataKey, FieldContext, KeyEncryp
 use eventline_store::subject_keys::{KeyRing, SubjectKey};
 use serde_json::json;
 
-use crate::helpers::TestEnv;
+use crate::helpers::{wait_until, TestEnv};
 
 fn kek() -> KeyEncryptionKey {
     KeyEncryptionKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap()
@@ -135,4 +135,31 @@ async fn processes_read_keys_through_a_ring_that_obeys_an_erasure_within_its_lif
         error.to_string(),
         "the key-encryption key does not open the data key of subject `acc-2`: the sealed value does not open with this key for this event, field and subject"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erasure_is_announced_to_every_key_ring_which_drops_the_key_at_once() {
+    let env = TestEnv::new().await;
+    // Keys trusted for an hour: only the announcement can make the rings let go sooner.
+    let hour = std::time::Duration::from_secs(3600);
+    let gateway = KeyRing::with_lifetime(env.store.clone(), kek(), hour);
+    let api = KeyRing::with_lifetime(env.store.clone(), kek(), hour);
+    assert!(gateway.key_for_sealing("acc-1").await.unwrap().is_some());
+    assert!(gateway.key_for_sealing("acc-2").await.unwrap().is_some());
+    assert!(api.key_for_opening("acc-1").await.unwrap().is_some());
+    // The rings listen from a task of their own; give them a moment to start.
+    wait_until("the key rings to listen for erasures", || async {
+        env.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN %'")
+            == "2"
+    })
+    .await;
+
+    assert!(env.store.erase_subject_key("acc-1", "test", "a test", "the subject").await.unwrap());
+    wait_until("both rings to drop the erased key", || async {
+        api.key_for_opening("acc-1").await.unwrap().is_none()
+            && gateway.key_for_sealing("acc-1").await.unwrap().is_none()
+    })
+    .await;
+    // The others stay in hand.
+    assert!(gateway.key_for_sealing("acc-2").await.unwrap().is_some());
 }
