@@ -206,10 +206,80 @@ pub enum KeyRingError {
     Unwrap { subject: String, reason: eventline_core::cipher::CipherError },
 }
 
+/// Where the data subjects' wrapped keys are kept: PostgreSQL's `eventline_keys` ([`Store`]) is
+/// the one eventline ships; a key management service can be another, behind the same ring.
+#[async_trait::async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    /// The keys held for `subjects` (a subject without one is absent).
+    async fn subject_keys(&self, subjects: &[String]) -> Result<HashMap<String, SubjectKey>, Error>;
+
+    /// Keeps each `(subject, wrapped key)` made for a subject without a key, and returns every
+    /// subject's key as stored: another process's when it stored one first, erased when erased.
+    async fn subject_keys_or_insert(&self, made: &[(String, String)]) -> Result<HashMap<String, SubjectKey>, Error>;
+
+    /// Tells `ring` of each erasure as it is announced, for as long as it lives. A store that
+    /// announces nothing leaves rings to the key lifetime alone.
+    fn watch_erasures(&self, ring: ErasureWatch) {
+        let _ = ring;
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyStore for Store {
+    async fn subject_keys(&self, subjects: &[String]) -> Result<HashMap<String, SubjectKey>, Error> {
+        Store::subject_keys(self, subjects).await
+    }
+
+    async fn subject_keys_or_insert(&self, made: &[(String, String)]) -> Result<HashMap<String, SubjectKey>, Error> {
+        Store::subject_keys_or_insert(self, made).await
+    }
+
+    /// Listens on [`ERASED_CHANNEL`] from a task of its own (within a Tokio runtime).
+    fn watch_erasures(&self, ring: ErasureWatch) {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(drop_erased_keys(self.clone(), ring));
+        }
+    }
+}
+
+/// A key ring's cache as a [`KeyStore`] sees it: keys to drop when their subjects are erased.
+pub struct ErasureWatch {
+    cache: std::sync::Weak<std::sync::Mutex<KeyCache>>,
+}
+
+impl ErasureWatch {
+    /// Drops `subject`'s key; false once the ring is gone (stop watching).
+    pub fn erased(&self, subject: &str) -> bool {
+        self.with_cache(|cache| {
+            cache.entries.remove(subject);
+        })
+    }
+
+    /// Drops every key, for when announcements may have been missed; false once the ring is gone.
+    pub fn forget_all(&self) -> bool {
+        self.with_cache(|cache| cache.entries.clear())
+    }
+
+    /// Whether the ring still lives.
+    pub fn ring_lives(&self) -> bool {
+        self.cache.strong_count() > 0
+    }
+
+    fn with_cache(&self, change: impl FnOnce(&mut KeyCache)) -> bool {
+        match self.cache.upgrade() {
+            Some(cache) => {
+                change(&mut cache.lock().expect("the key cache is never poisoned"));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// The data subjects' keys as a process uses them: unwrapped with the key-encryption key, made on
 /// a subject's first sealing, each trusted for at most [`KEY_LIFETIME`] after it was read.
 pub struct KeyRing {
-    store: Store,
+    store: Arc<dyn KeyStore>,
     kek: KeyEncryptionKey,
     lifetime: std::time::Duration,
     cache: Arc<std::sync::Mutex<KeyCache>>,
@@ -224,18 +294,21 @@ struct KeyCache {
 }
 
 impl KeyRing {
+    /// A ring over PostgreSQL's key store. Made within a Tokio runtime, it also listens for
+    /// erasures and drops an erased subject's key as soon as the erasure commits.
     pub fn new(store: Store, kek: KeyEncryptionKey) -> Self {
         Self::with_lifetime(store, kek, KEY_LIFETIME)
     }
 
-    /// Like [`KeyRing::new`], trusting a key read for `lifetime` (tests change it). Made within a
-    /// Tokio runtime, the ring also listens for erasures and drops an erased subject's key as
-    /// soon as the erasure commits, until the ring is dropped.
+    /// Like [`KeyRing::new`], trusting a key read for `lifetime` (tests change it).
     pub fn with_lifetime(store: Store, kek: KeyEncryptionKey, lifetime: std::time::Duration) -> Self {
+        Self::over(Arc::new(store), kek, lifetime)
+    }
+
+    /// A ring over any [`KeyStore`].
+    pub fn over(store: Arc<dyn KeyStore>, kek: KeyEncryptionKey, lifetime: std::time::Duration) -> Self {
         let cache = Arc::new(std::sync::Mutex::new(KeyCache::default()));
-        if tokio::runtime::Handle::try_current().is_ok() {
-            tokio::spawn(drop_erased_keys(store.clone(), Arc::downgrade(&cache)));
-        }
+        store.watch_erasures(ErasureWatch { cache: Arc::downgrade(&cache) });
         Self { store, kek, lifetime, cache }
     }
 
@@ -271,7 +344,11 @@ impl KeyRing {
             return Ok(Some(key));
         }
         let made = DataKey::generate().wrap(&self.kek, subject);
-        let key = self.unwrapped(subject, self.store.subject_key_or_insert(subject, &made).await?)?;
+        let stored = self.store.subject_keys_or_insert(&[(subject.to_string(), made)]).await?.remove(subject);
+        let key = match stored {
+            Some(stored) => self.unwrapped(subject, stored)?,
+            None => None,
+        };
         self.remember(subject, key.clone());
         Ok(key)
     }
@@ -336,12 +413,17 @@ impl KeyRing {
     }
 }
 
-/// Drops each erased subject's key from `cache` when its erasure is announced, while the cache
+/// Drops each erased subject's key from the ring when its erasure is announced, while the ring
 /// lives. A lost connection is made again (the key lifetime bounds what is missed meanwhile).
-async fn drop_erased_keys(store: Store, cache: std::sync::Weak<std::sync::Mutex<KeyCache>>) {
+async fn drop_erased_keys(store: Store, ring: ErasureWatch) {
+    // A connection of its own: a listener holds the connection it listens on, which would be one
+    // less for the store's queries.
+    let own = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(store.pool.connect_options().as_ref().clone());
     let mut retry_in = std::time::Duration::from_millis(100);
     loop {
-        let listening = match sqlx::postgres::PgListener::connect_with(&store.pool).await {
+        let listening = match sqlx::postgres::PgListener::connect_with(&own).await {
             Ok(mut listener) => listener.listen(ERASED_CHANNEL).await.map(|()| listener),
             Err(error) => Err(error),
         };
@@ -351,7 +433,7 @@ async fn drop_erased_keys(store: Store, cache: std::sync::Weak<std::sync::Mutex<
                 tracing::debug!(%error, "Cannot listen for erasures yet; keys expire within their lifetime meanwhile.");
                 tokio::time::sleep(retry_in).await;
                 retry_in = (retry_in * 2).min(KEY_LIFETIME);
-                if cache.strong_count() == 0 {
+                if !ring.ring_lives() {
                     return;
                 }
                 continue;
@@ -361,22 +443,20 @@ async fn drop_erased_keys(store: Store, cache: std::sync::Weak<std::sync::Mutex<
         loop {
             // Woken now and then to notice the ring is gone.
             match tokio::time::timeout(KEY_LIFETIME, listener.try_recv()).await {
-                Ok(Ok(Some(notification))) => match cache.upgrade() {
-                    Some(cache) => {
-                        cache.lock().expect("the key cache is never poisoned").entries.remove(notification.payload());
+                Ok(Ok(Some(notification))) => {
+                    if !ring.erased(notification.payload()) {
+                        return;
                     }
-                    None => return,
-                },
+                }
                 // The connection was lost, and erasures may have been announced meanwhile: every
                 // key is read again.
                 Ok(Ok(None)) | Ok(Err(_)) => {
-                    match cache.upgrade() {
-                        Some(cache) => cache.lock().expect("the key cache is never poisoned").entries.clear(),
-                        None => return,
+                    if !ring.forget_all() {
+                        return;
                     }
                     break;
                 }
-                Err(_) if cache.strong_count() == 0 => return,
+                Err(_) if !ring.ring_lives() => return,
                 Err(_) => {}
             }
         }
