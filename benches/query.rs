@@ -191,7 +191,7 @@ async fn main() {
             async move {
                 let after = &afters[rand::rng().random_range(0..afters.len())];
                 assert_eq!(
-                    eventline_reference::store::account_balances::accounts_page(&store, None, Some(after), 101)
+                    eventline_reference::store::account_balances::accounts_page(&store, None, None, Some(after), 101)
                         .await
                         .unwrap()
                         .len()

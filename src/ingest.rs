@@ -118,8 +118,13 @@ pub async fn erase(settings: &Settings, args: &EraseArgs) -> Outcome {
         false => Store::connect(&settings.keys_database_url, 1, settings.connect_timeout).await?,
     };
     let (subject, actor) = (args.subject.as_str(), operate::actor(&args.actor));
-    if store.erase_subject_key(subject, &actor, &args.reason, &args.requested_by).await? {
-        println!("erased subject {subject}: its personal data is unreadable everywhere within 5 s");
+    let erasure = store.erase_subject_key(subject, &actor, &args.reason, &args.requested_by).await?;
+    if erasure.key_destroyed {
+        println!(
+            "erased subject {subject}: its personal data is unreadable everywhere within 5 s; {} blind-index entr{} deleted",
+            erasure.index_entries,
+            if erasure.index_entries == 1 { "y" } else { "ies" }
+        );
     } else {
         println!("subject {subject} was already erased (or had no personal data): it stays fenced");
     }

@@ -168,17 +168,21 @@ impl Api {
         };
         let Some(keys) = &self.0.keys else { return Ok(serde_json::Value::Null) };
         let Ok(field) = cipher::SealedField::parse(text) else { return Ok(serde_json::Value::Null) };
-        let key = match keys.key_for_opening(field.context().subject).await {
-            Ok(key) => key,
-            Err(KeyRingError::Store(error)) => return Err(store_failure(error)),
-            Err(error) => {
-                tracing::error!(%error, "A data subject's key does not unwrap.");
-                return Err(
-                    Problem::internal("personal data cannot be opened; the server log has the cause").into_response()
-                );
-            }
-        };
+        let key = keys.key_for_opening(field.context().subject).await.map_err(key_failure)?;
         Ok(key.and_then(|key| field.open(&key).ok()).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The data subjects whose personal field with the blind index `index_name` held `value`
+    /// (see the schema annotation `x-blind-index`), or `None` when this process seals nothing
+    /// (values are in clear: look the column up). Open what is found to be sure: a subject's
+    /// value may have changed since. Only for callers allowed to see personal data.
+    pub async fn blind_index_subjects(
+        &self,
+        index_name: &str,
+        value: &serde_json::Value,
+    ) -> Result<Option<Vec<String>>, Response> {
+        let Some(keys) = &self.0.keys else { return Ok(None) };
+        keys.blind_index_subjects(index_name, value).await.map(Some).map_err(key_failure)
     }
 
     fn projection(&self, name: &str) -> &Served {
@@ -251,6 +255,17 @@ impl Freshness {
                 .insert(CHECKPOINTED_AT_HEADER, HeaderValue::from_str(&text).expect("a timestamp is a header value"));
         }
         headers
+    }
+}
+
+/// A key ring's failure as an answer: the database's, or a 500 whose cause is logged.
+fn key_failure(error: KeyRingError) -> Response {
+    match error {
+        KeyRingError::Store(error) => store_failure(error),
+        error => {
+            tracing::error!(%error, "A data subject's key does not unwrap.");
+            Problem::internal("personal data cannot be opened; the server log has the cause").into_response()
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Sealing at the way in: each personal field of an event is sealed under its data subject's key
 //! before the event leaves the process, so Kafka, projections, dead letters and exports only
-//! ever hold the ciphertext. On when a key-encryption key is configured.
+//! ever hold the ciphertext. On when a key-encryption key is configured. The clear values of
+//! blind-indexed fields are kept, as digests, in the key store's index before the events leave.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,15 +37,25 @@ impl Sealer {
         let subjects: Vec<Option<String>> = events.iter().map(|e| self.registry.personal_subject(e)).collect();
         let keys = self.keys_of(&subjects).await?;
         let mut sealed = Vec::with_capacity(events.len());
+        let mut indexed = Vec::new();
         for (index, (event, subject)) in events.into_iter().zip(subjects).enumerate() {
             let Some(subject) = subject else {
                 sealed.push(event);
                 continue;
             };
-            let key = keys.get(&subject).cloned().flatten().ok_or(SealError::Erased { index, subject })?;
+            let key =
+                keys.get(&subject).cloned().flatten().ok_or(SealError::Erased { index, subject: subject.clone() })?;
+            indexed.extend(self.blind_indexed(&event, &subject));
             sealed.push(self.registry.seal_personal(event, &key));
         }
+        self.keys.keep_blind_index(&indexed).await?;
         Ok(sealed)
+    }
+
+    /// The clear values of `event`'s blind-indexed fields, each with its index and subject.
+    fn blind_indexed(&self, event: &ValidatedEvent, subject: &str) -> Vec<(String, serde_json::Value, String)> {
+        let values = self.registry.blind_indexed(event);
+        values.into_iter().map(|(index, value)| (index, value, subject.to_string())).collect()
     }
 
     /// Each event written to be published later (validated by
@@ -57,17 +68,23 @@ impl Sealer {
     ) -> Result<Vec<Result<ValidatedEvent, String>>, KeyRingError> {
         let subjects: Vec<Option<String>> = events.iter().map(|e| self.registry.clear_personal_subject(e)).collect();
         let keys = self.keys_of(&subjects).await?;
-        Ok(events
+        let mut indexed = Vec::new();
+        let sealed = events
             .into_iter()
             .zip(subjects)
             .map(|(event, subject)| match subject {
                 None => Ok(event),
                 Some(subject) => match keys.get(&subject).cloned().flatten() {
-                    Some(key) => Ok(self.registry.seal_clear_personal(event, &key)),
+                    Some(key) => {
+                        indexed.extend(self.blind_indexed(&event, &subject));
+                        Ok(self.registry.seal_clear_personal(event, &key))
+                    }
                     None => Err(subject),
                 },
             })
-            .collect())
+            .collect();
+        self.keys.keep_blind_index(&indexed).await?;
+        Ok(sealed)
     }
 
     /// The keys of the subjects named, in one round trip, new subjects' made together; `None`

@@ -40,6 +40,7 @@ const ANNOTATIONS: &[&str] = &[
     "default",
     "deprecated",
     classification::KEYWORD,
+    classification::BLIND_INDEX,
 ];
 
 pub fn check(registry: &Registry) -> Vec<Problem> {
@@ -155,6 +156,17 @@ fn check_classification(
             "`{name}` is personal inside an array that is not: classify the array itself, which is sealed whole"
         ));
     }
+    for (name, annotation, problem_with_it) in blind_indexes(&version.schema, "", Placement::Outside) {
+        let reason = match problem_with_it {
+            _ if !annotation.as_str().is_some_and(is_index_name) => format!(
+                "`{name}` has `{}` {annotation}; it must name the index: 1 to 63 of a-z, 0-9, `.`, `_` and `-`, starting with a letter or digit",
+                classification::BLIND_INDEX
+            ),
+            Some(placement) => format!("`{name}` has `{}` but {placement}", classification::BLIND_INDEX),
+            None => continue,
+        };
+        problem(reason);
+    }
     if let Some(subject) = &contract.data_subject {
         let required = version.schema["required"].as_array().is_some_and(|r| r.iter().any(|f| f == subject.as_str()));
         if !required || version.schema["properties"][subject]["type"] != "string" {
@@ -164,6 +176,63 @@ fn check_classification(
             ));
         }
     }
+}
+
+/// Where a field sits, for a blind index: only an outermost personal field outside arrays is
+/// sealed on its own, and so can have one.
+#[derive(Clone, Copy)]
+enum Placement {
+    Outside,
+    InArray,
+    InPersonal,
+}
+
+/// Each field with a blind index: its name, the annotation, and why it cannot have one (if so).
+fn blind_indexes(schema: &Value, name: &str, placement: Placement) -> Vec<(String, Value, Option<&'static str>)> {
+    let mut found = Vec::new();
+    let class = |field: &Value| field.get(classification::KEYWORD).and_then(classification::Classification::parse);
+    let mut visit = |field: &Value, name: String, placement: Placement| {
+        let personal = class(field).is_some_and(|c| c.is_personal());
+        // A classification that names none is reported already.
+        let unclassifiable = field.get(classification::KEYWORD).is_some() && class(field).is_none();
+        if let Some(annotation) = field.get(classification::BLIND_INDEX).filter(|_| !unclassifiable) {
+            let problem = match placement {
+                Placement::InArray => Some("it is inside an array: give the array's field the index, or none"),
+                Placement::InPersonal => Some("it is inside a personal field, which is sealed whole"),
+                Placement::Outside if !personal => Some(
+                    "it is not classified personal or sensitive: only sealed values need a blind index (filter on this field itself)",
+                ),
+                Placement::Outside => None,
+            };
+            found.push((name.clone(), annotation.clone(), problem));
+        }
+        let inner = match placement {
+            Placement::Outside if personal => Placement::InPersonal,
+            other => other,
+        };
+        found.extend(blind_indexes(field, &name, inner));
+    };
+    if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+        for (property, field) in properties {
+            visit(field, if name.is_empty() { property.clone() } else { format!("{name}.{property}") }, placement);
+        }
+    }
+    if let Some(items) = schema.get("items").filter(|items| items.is_object()) {
+        let inner = match placement {
+            Placement::InPersonal => Placement::InPersonal,
+            _ => Placement::InArray,
+        };
+        visit(items, format!("{name}[]"), inner);
+    }
+    found
+}
+
+/// A blind index's name: short, and safe to show and log.
+fn is_index_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 63
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
 }
 
 /// The fields classified personal below an array's items whose array is not (only whole fields

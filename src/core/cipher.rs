@@ -16,12 +16,20 @@
 //! A data key is 32 random bytes, stored only wrapped (sealed the same way under the
 //! key-encryption key, bound to its subject): `ekw1.<base64url: nonce | wrapped key | tag>`.
 //! Destroying a subject's wrapped key makes every copy of its personal data unreadable.
+//!
+//! A personal field the schema gives a blind index (`"x-blind-index": "<name>"`) is also found
+//! by equality without opening anything: its [`BlindIndexKey::digest`], an HMAC-SHA256 of the
+//! index name and the value under a key derived from the key-encryption key. Digests are kept
+//! only in the key store, beside the subject they lead to (never in Kafka, whose records cannot
+//! be scrubbed), and erasing a subject deletes them with its key.
 
 use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use hmac::{Hmac, Mac};
 use serde_json::Value;
+use sha2::Sha256;
 
 /// What a sealed field starts with (version 1 of the format).
 pub const SEALED_PREFIX: &str = "elc1.";
@@ -63,6 +71,39 @@ impl KeyEncryptionKey {
             return Err(format!("must be 32 bytes (256 bits) in base64, not {}", bytes.len()));
         }
         Ok(Self(*Key::<Aes256Gcm>::from_slice(&bytes)))
+    }
+}
+
+impl KeyEncryptionKey {
+    /// The key blind-index digests are made with: derived, so there is one secret to keep, and
+    /// bound to its purpose, so it is never the key that wraps data keys.
+    pub fn blind_index_key(&self) -> BlindIndexKey {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_slice()).expect("HMAC takes a key of any length");
+        mac.update(b"eventline-blind-index-key/v1");
+        BlindIndexKey(mac.finalize().into_bytes().into())
+    }
+}
+
+/// The key of the blind indexes (see [`KeyEncryptionKey::blind_index_key`]).
+#[derive(Clone)]
+pub struct BlindIndexKey([u8; 32]);
+
+impl std::fmt::Debug for BlindIndexKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BlindIndexKey([redacted])")
+    }
+}
+
+impl BlindIndexKey {
+    /// The digest `value` is found by in the blind index `index`: the same value gives the same
+    /// digest in one index and unrelated ones in two, so digests say nothing across fields.
+    /// Values are compared as JSON, exactly (`"Ada"` is not `"ada"`).
+    pub fn digest(&self, index: &str, value: &Value) -> Vec<u8> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes a key of any length");
+        mac.update(&(index.len() as u64).to_be_bytes());
+        mac.update(index.as_bytes());
+        mac.update(&serde_json::to_vec(value).expect("a JSON value serializes"));
+        mac.finalize().into_bytes().to_vec()
     }
 }
 
@@ -296,6 +337,24 @@ mod tests {
         assert_eq!(DataKey::unwrap(&other, "acc-1", &wrapped).unwrap_err(), CipherError::DoesNotOpen);
         // A sealed field is not a wrapped key, nor the other way round.
         assert_eq!(DataKey::unwrap(&kek(), "acc-1", &sealed).unwrap_err(), CipherError::UnknownFormat("elc1".into()));
+    }
+
+    #[test]
+    fn a_blind_index_digest_is_the_same_for_the_same_value_in_the_same_index_only() {
+        let index_key = kek().blind_index_key();
+        let digest = index_key.digest("account-owner", &json!("Ada Lovelace"));
+        assert_eq!(digest.len(), 32);
+        assert_eq!(digest, kek().blind_index_key().digest("account-owner", &json!("Ada Lovelace")));
+        assert_ne!(digest, index_key.digest("account-owner", &json!("ada lovelace")));
+        assert_ne!(digest, index_key.digest("session", &json!("Ada Lovelace")));
+        // Index and value do not run into each other.
+        assert_ne!(index_key.digest("a", &json!("bc")), index_key.digest("a\"", &json!("c")));
+        let other = KeyEncryptionKey::from_base64(&URL_SAFE_NO_PAD.encode([7u8; 32])).unwrap();
+        assert_ne!(digest, other.blind_index_key().digest("account-owner", &json!("Ada Lovelace")));
+        // Not the key-encryption key itself, nor any part of the value.
+        assert_ne!(index_key.0.as_slice(), kek().0.as_slice());
+        assert!(!String::from_utf8_lossy(&digest).contains("Ada"));
+        assert_eq!(format!("{index_key:?}"), "BlindIndexKey([redacted])");
     }
 
     #[test]

@@ -10,6 +10,11 @@ use serde_json::Value;
 /// The annotation a field's schema carries.
 pub const KEYWORD: &str = "x-classification";
 
+/// The annotation that gives a personal field a blind index, by name (`"x-blind-index":
+/// "account-owner"`): its values can then be found by equality once sealed. Fields of several
+/// types (or versions) that hold the same thing share one name.
+pub const BLIND_INDEX: &str = "x-blind-index";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Classification {
     Personal,

@@ -58,6 +58,8 @@ pub struct SchemaVersion {
     stored_validator: Option<Validator>,
     /// Where its outermost personal fields are, as JSON pointers into `data`: what is sealed.
     personal_pointers: Vec<String>,
+    /// The personal fields with a blind index: (pointer, index name).
+    blind_indexes: Vec<(String, String)>,
 }
 
 impl SchemaVersion {
@@ -152,11 +154,24 @@ impl Registry {
                             .transpose()
                             .map_err(|e| error(&path, format!("not a valid JSON Schema once sealable: {e}")))?;
                     expected_files.insert(path.clone());
-                    let mut personal_pointers = Vec::new();
-                    find_personal(&schema, "", &mut personal_pointers);
+                    let mut personal = Vec::new();
+                    find_personal(&schema, "", &mut personal);
+                    let blind_indexes = personal
+                        .iter()
+                        .filter_map(|(pointer, index)| Some((pointer.clone(), index.clone()?)))
+                        .collect();
+                    let personal_pointers = personal.into_iter().map(|(pointer, _)| pointer).collect();
                     versions.insert(
                         version,
-                        SchemaVersion { version, path, schema, validator, stored_validator, personal_pointers },
+                        SchemaVersion {
+                            version,
+                            path,
+                            schema,
+                            validator,
+                            stored_validator,
+                            personal_pointers,
+                            blind_indexes,
+                        },
                     );
                 }
                 let mut upcasters = BTreeMap::new();
@@ -266,6 +281,22 @@ impl Registry {
     /// whose key its personal fields are sealed under.
     pub fn personal_subject(&self, event: &ValidatedEvent) -> Option<String> {
         self.subject_holding(event, |_| true)
+    }
+
+    /// The blind-indexed personal fields of `event` that are still in clear (about to be sealed),
+    /// each value with the name of its index.
+    pub fn blind_indexed(&self, event: &ValidatedEvent) -> Vec<(String, Value)> {
+        let Some(contract) = self.contracts.get(&event.envelope.event_type) else { return Vec::new() };
+        let Some(version) = contract.versions.get(&event.envelope.dataversion) else { return Vec::new() };
+        let Some(data) = event.envelope.data.as_ref() else { return Vec::new() };
+        version
+            .blind_indexes
+            .iter()
+            .filter_map(|(pointer, index)| {
+                let value = data.pointer(pointer).filter(|v| !v.is_null() && !is_sealed_here(v))?;
+                Some((index.clone(), value.clone()))
+            })
+            .collect()
     }
 
     /// The data subject of `event` when one of its personal fields holds a value not sealed yet.
@@ -410,14 +441,16 @@ fn is_sealed_here(value: &Value) -> bool {
     value.as_str().is_some_and(|text| text.starts_with(crate::cipher::SEALED_PREFIX))
 }
 
-/// The JSON pointers of `schema`'s outermost personal fields, below `prefix`.
-fn find_personal(schema: &Value, prefix: &str, found: &mut Vec<String>) {
+/// The JSON pointers of `schema`'s outermost personal fields, below `prefix`, each with its blind
+/// index's name when it has one.
+fn find_personal(schema: &Value, prefix: &str, found: &mut Vec<(String, Option<String>)>) {
     let Some(properties) = schema.get("properties").and_then(Value::as_object) else { return };
     for (name, field) in properties {
         let pointer = format!("{prefix}/{}", name.replace('~', "~0").replace('/', "~1"));
         let class = field.get(classification::KEYWORD).and_then(classification::Classification::parse);
         if class.is_some_and(|c| c.is_personal()) {
-            found.push(pointer);
+            let index = field.get(classification::BLIND_INDEX).and_then(Value::as_str).map(str::to_string);
+            found.push((pointer, index));
         } else {
             find_personal(field, &pointer, found);
         }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use eventline_core::cipher::{DataKey, KeyEncryptionKey};
+use eventline_core::cipher::{BlindIndexKey, DataKey, KeyEncryptionKey};
 
 use crate::audit::NewAuditEntry;
 use crate::{Error, Store};
@@ -17,6 +17,23 @@ pub enum SubjectKey {
     Active { wrapped: String },
     /// Erased: no key, and none may be made.
     Erased { at: DateTime<Utc> },
+}
+
+/// What an erasure destroyed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Erasure {
+    /// False when the subject was erased already (or never had a key).
+    pub key_destroyed: bool,
+    /// The blind-index entries deleted: none when already erased.
+    pub index_entries: u64,
+}
+
+/// One blind-index entry: a personal value's digest in an index, and the subject it leads to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BlindIndexEntry {
+    pub index_name: String,
+    pub digest: Vec<u8>,
+    pub subject: String,
 }
 
 struct Row {
@@ -118,15 +135,59 @@ impl Store {
         Ok(row.map(SubjectKey::from))
     }
 
-    /// Destroys the subject's key and fences it (a subject never seen is fenced too): true when a
-    /// key was destroyed now, false when it was already erased.
+    /// Keeps blind-index entries of subjects whose keys are live; an entry of an erased subject
+    /// (its key dropped meanwhile by an erasure) is not kept.
+    pub async fn keep_blind_index(&self, entries: &[BlindIndexEntry]) -> Result<(), Error> {
+        let mut index_names = Vec::with_capacity(entries.len());
+        let mut digests = Vec::with_capacity(entries.len());
+        let mut subjects = Vec::with_capacity(entries.len());
+        for entry in entries {
+            index_names.push(entry.index_name.clone());
+            digests.push(entry.digest.clone());
+            subjects.push(entry.subject.clone());
+        }
+        // The key rows are share-locked: an erasure running now either waits for these entries
+        // (and deletes them) or goes first (and these find the key gone).
+        sqlx::query!(
+            "WITH live AS (
+                 SELECT subject FROM eventline_keys.subject_keys
+                 WHERE subject = ANY($3) AND wrapped_key IS NOT NULL
+                 FOR SHARE
+             )
+             INSERT INTO eventline_keys.blind_index (index_name, digest, subject)
+             SELECT e.index_name, e.digest, e.subject
+             FROM unnest($1::text[], $2::bytea[], $3::text[]) AS e (index_name, digest, subject)
+             JOIN live USING (subject)
+             ON CONFLICT DO NOTHING",
+            &index_names,
+            &digests,
+            &subjects
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The subjects a blind index leads to from `digest`, in order.
+    pub async fn blind_index_subjects(&self, index_name: &str, digest: &[u8]) -> Result<Vec<String>, Error> {
+        Ok(sqlx::query_scalar!(
+            "SELECT subject FROM eventline_keys.blind_index WHERE index_name = $1 AND digest = $2 ORDER BY subject",
+            index_name,
+            digest
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Destroys the subject's key and its blind-index entries, and fences it (a subject never
+    /// seen is fenced too).
     pub async fn erase_subject_key(
         &self,
         subject: &str,
         actor: &str,
         reason: &str,
         requested_by: &str,
-    ) -> Result<bool, Error> {
+    ) -> Result<Erasure, Error> {
         let mut tx = self.begin().await?;
         // Locked, so of two erasures at once only one destroys the key.
         let had_key = sqlx::query_scalar!(
@@ -143,6 +204,10 @@ impl Store {
         )
         .execute(&mut *tx.tx)
         .await?;
+        let index_entries = sqlx::query!("DELETE FROM eventline_keys.blind_index WHERE subject = $1", subject)
+            .execute(&mut *tx.tx)
+            .await?
+            .rows_affected();
         // Delivered when the erasure commits: every key ring drops the key at once.
         sqlx::query!("SELECT pg_notify($1, $2)", ERASED_CHANNEL, subject).execute(&mut *tx.tx).await?;
         tx.audit(NewAuditEntry {
@@ -151,11 +216,11 @@ impl Store {
             projection: None,
             target: serde_json::json!({ "subject": subject, "requested_by": requested_by }),
             reason: Some(reason),
-            outcome: serde_json::json!({ "key_destroyed": had_key }),
+            outcome: serde_json::json!({ "key_destroyed": had_key, "blind_index_entries_deleted": index_entries }),
         })
         .await?;
         tx.commit().await?;
-        Ok(had_key)
+        Ok(Erasure { key_destroyed: had_key, index_entries })
     }
 }
 
@@ -217,6 +282,12 @@ pub trait KeyStore: Send + Sync + 'static {
     /// subject's key as stored: another process's when it stored one first, erased when erased.
     async fn subject_keys_or_insert(&self, made: &[(String, String)]) -> Result<HashMap<String, SubjectKey>, Error>;
 
+    /// Keeps blind-index entries, except those of subjects erased (by the time they are kept).
+    async fn keep_blind_index(&self, entries: &[BlindIndexEntry]) -> Result<(), Error>;
+
+    /// The subjects a blind index leads to from a digest.
+    async fn blind_index_subjects(&self, index_name: &str, digest: &[u8]) -> Result<Vec<String>, Error>;
+
     /// Tells `ring` of each erasure as it is announced, for as long as it lives. A store that
     /// announces nothing leaves rings to the key lifetime alone.
     fn watch_erasures(&self, ring: ErasureWatch) {
@@ -232,6 +303,14 @@ impl KeyStore for Store {
 
     async fn subject_keys_or_insert(&self, made: &[(String, String)]) -> Result<HashMap<String, SubjectKey>, Error> {
         Store::subject_keys_or_insert(self, made).await
+    }
+
+    async fn keep_blind_index(&self, entries: &[BlindIndexEntry]) -> Result<(), Error> {
+        Store::keep_blind_index(self, entries).await
+    }
+
+    async fn blind_index_subjects(&self, index_name: &str, digest: &[u8]) -> Result<Vec<String>, Error> {
+        Store::blind_index_subjects(self, index_name, digest).await
     }
 
     /// Listens on [`ERASED_CHANNEL`] from a task of its own (within a Tokio runtime).
@@ -281,6 +360,7 @@ impl ErasureWatch {
 pub struct KeyRing {
     store: Arc<dyn KeyStore>,
     kek: KeyEncryptionKey,
+    index_key: BlindIndexKey,
     lifetime: std::time::Duration,
     cache: Arc<std::sync::Mutex<KeyCache>>,
 }
@@ -309,7 +389,7 @@ impl KeyRing {
     pub fn over(store: Arc<dyn KeyStore>, kek: KeyEncryptionKey, lifetime: std::time::Duration) -> Self {
         let cache = Arc::new(std::sync::Mutex::new(KeyCache::default()));
         store.watch_erasures(ErasureWatch { cache: Arc::downgrade(&cache) });
-        Self { store, kek, lifetime, cache }
+        Self { store, index_key: kek.blind_index_key(), kek, lifetime, cache }
     }
 
     fn cached(&self, subject: &str) -> Option<Option<DataKey>> {
@@ -395,6 +475,34 @@ impl KeyRing {
             keys.insert(subject, key);
         }
         Ok(keys)
+    }
+
+    /// Keeps each `(index, clear value, subject)` in its blind index (as a digest), once sealed:
+    /// what [`KeyRing::blind_index_subjects`] finds.
+    pub async fn keep_blind_index(&self, values: &[(String, serde_json::Value, String)]) -> Result<(), KeyRingError> {
+        if values.is_empty() {
+            return Ok(());
+        }
+        let entries: Vec<BlindIndexEntry> = values
+            .iter()
+            .map(|(index_name, value, subject)| BlindIndexEntry {
+                index_name: index_name.clone(),
+                digest: self.index_key.digest(index_name, value),
+                subject: subject.clone(),
+            })
+            .collect();
+        Ok(self.store.keep_blind_index(&entries).await?)
+    }
+
+    /// The subjects whose personal data held `value` in the blind index `index_name` (and were
+    /// not erased since). A subject's value may have changed since: open it to be sure.
+    pub async fn blind_index_subjects(
+        &self,
+        index_name: &str,
+        value: &serde_json::Value,
+    ) -> Result<Vec<String>, KeyRingError> {
+        let digest = self.index_key.digest(index_name, value);
+        Ok(self.store.blind_index_subjects(index_name, &digest).await?)
     }
 
     /// The key that opens `subject`'s sealed data; `None` when it has none (erased, or never

@@ -73,6 +73,14 @@ async fn the_key_store_has_a_role_of_its_own_that_reads_no_projection_and_that_n
         Err("ERROR:  permission denied for schema eventline_keys\nLINE 1: SELECT count(*) FROM eventline_keys.subject_keys\n                             ^".to_string())
     );
     assert_eq!(psql_as(&app_url, "SELECT pg_has_role('app', 'keyring', 'MEMBER')").as_deref(), Ok("f"));
+    assert_eq!(
+        psql_as(&app_url, "SELECT count(*) FROM eventline_keys.blind_index"),
+        Err("ERROR:  permission denied for schema eventline_keys\nLINE 1: SELECT count(*) FROM eventline_keys.blind_index\n                             ^".to_string())
+    );
+    assert_eq!(
+        env.psql("SELECT string_agg(tablename || ':' || tableowner, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'eventline_keys'"),
+        "blind_index:keyring,subject_keys:keyring"
+    );
 
     // Sealing as the projections' role is refused, clearly, and nothing is published.
     let line = format!("{}\n", opened("o-0", "acc-0", "Nobody"));
@@ -100,10 +108,13 @@ async fn the_key_store_has_a_role_of_its_own_that_reads_no_projection_and_that_n
     let erase = ["erase", "--subject", "acc-1", "--reason", "r", "--requested-by", "the holder", "--actor", "dpo"];
     let erased = env.command(&erase).envs(as_keys).output().unwrap();
     assert!(erased.status.success(), "{}", stderr(&erased));
-    assert_eq!(stdout(&erased), "erased subject acc-1: its personal data is unreadable everywhere within 5 s\n");
+    assert_eq!(
+        stdout(&erased),
+        "erased subject acc-1: its personal data is unreadable everywhere within 5 s; 1 blind-index entry deleted\n"
+    );
     assert_eq!(
         env.psql("SELECT actor || '|' || action || '|' || outcome::text FROM eventline_audit WHERE action IN ('key_store.isolate', 'subject.erase') ORDER BY id"),
-        "dba|key_store.isolate|{\"given\": true}\ndba|key_store.isolate|{\"given\": false}\ndpo|subject.erase|{\"key_destroyed\": true}"
+        "dba|key_store.isolate|{\"given\": true}\ndba|key_store.isolate|{\"given\": false}\ndpo|subject.erase|{\"key_destroyed\": true, \"blind_index_entries_deleted\": 1}"
     );
     let verified = env.run(&["audit", "verify"]);
     assert!(verified.status.success(), "{}", stderr(&verified));

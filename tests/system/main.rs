@@ -6,6 +6,7 @@ mod analytics;
 mod architecture;
 mod audit;
 mod authentication;
+mod blind_index;
 mod broker_outage;
 mod checkpoints;
 mod cli;

@@ -37,7 +37,7 @@ fn assert_nowhere(forms: &[String], what: &str, bytes: &[u8]) {
 }
 
 /// Every record of every topic of the test, key, headers and value, from the earliest offset.
-async fn raw_records(env: &TestEnv) -> Vec<u8> {
+pub(crate) async fn raw_records(env: &TestEnv) -> Vec<u8> {
     let mut bytes = Vec::new();
     for base in ["accounts.events", "activity.events", "projects.events"] {
         let topic = env.topic(base);
@@ -179,6 +179,9 @@ async fn a_subjects_personal_data_is_stored_nowhere_readable_and_after_erasure_i
     let opened_owner =
         up.get_as(&format!("/v1/accounts/{SUBJECT}"), Some(&personal)).await.json::<Value>().await.unwrap();
     assert_eq!(opened_owner["owner"], canaries[0].as_str());
+    let by_owner = format!("/v1/accounts?owner={}", canaries[0]);
+    let found = up.get_as(&by_owner, Some(&personal)).await.json::<Value>().await.unwrap();
+    assert_eq!(found["items"][0]["account_id"], SUBJECT, "{found}");
     assert_nowhere(&forms, "the Kafka records", &raw_records(&env).await);
     assert_nowhere(&forms, "the database", &pg_dump(&env));
     assert_nowhere(&forms, "the tail exports", &tail_exports(&env));
@@ -189,8 +192,12 @@ async fn a_subjects_personal_data_is_stored_nowhere_readable_and_after_erasure_i
     assert!(erased.status.success(), "{}", stderr(&erased));
     assert_eq!(
         stdout(&erased),
-        format!("erased subject {SUBJECT}: its personal data is unreadable everywhere within 5 s\n")
+        format!(
+            "erased subject {SUBJECT}: its personal data is unreadable everywhere within 5 s; 1 blind-index entry deleted\n"
+        )
     );
+    let found = up.get_as(&by_owner, Some(&personal)).await.json::<Value>().await.unwrap();
+    assert_eq!(found["items"], json!([]), "{found}");
     wait_until("the API to drop the erased key", || async {
         up.get_as(&format!("/v1/accounts/{SUBJECT}"), Some(&personal)).await.json::<Value>().await.unwrap()["owner"]
             .is_null()

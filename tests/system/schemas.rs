@@ -217,6 +217,28 @@ fn each_way_of_mislabelling_personal_data_is_named() {
 }
 
 #[test]
+fn each_misplaced_blind_index_is_named() {
+    let fixture = Fixture::new();
+    let opened = "accounts/AccountOpened.v1.schema.json";
+    fixture.edit_json(opened, |s| {
+        // A field that is not personal, a name that is not one, and fields inside an array and
+        // inside a personal field.
+        s["properties"]["currency"]["x-blind-index"] = json!("currency");
+        s["properties"]["owner"]["x-blind-index"] = json!("Account Owner");
+        s["properties"]["aliases"] = json!({"type": "array", "x-classification": "personal",
+            "items": {"type": "string", "x-classification": "personal", "x-blind-index": "alias"}});
+        s["properties"]["address"] = json!({"type": "object", "x-classification": "personal",
+            "properties": {"city": {"type": "string", "x-classification": "personal", "x-blind-index": "city"}}});
+    });
+    fixture.assert_problems(&[
+        format!("{}: `owner` has `x-blind-index` \"Account Owner\"; it must name the index: 1 to 63 of a-z, 0-9, `.`, `_` and `-`, starting with a letter or digit", fixture.shown(opened)),
+        format!("{}: `currency` has `x-blind-index` but it is not classified personal or sensitive: only sealed values need a blind index (filter on this field itself)", fixture.shown(opened)),
+        format!("{}: `aliases[]` has `x-blind-index` but it is inside a personal field, which is sealed whole", fixture.shown(opened)),
+        format!("{}: `address.city` has `x-blind-index` but it is inside a personal field, which is sealed whole", fixture.shown(opened)),
+    ]);
+}
+
+#[test]
 fn a_personal_field_inside_an_array_is_named() {
     let fixture = Fixture::new();
     let opened = "accounts/AccountOpened.v1.schema.json";

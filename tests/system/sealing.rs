@@ -118,7 +118,10 @@ async fn personal_fields_are_sealed_at_the_way_in_and_opened_only_for_the_person
     ];
     let erased = env.run(&erase);
     assert!(erased.status.success(), "{}", stderr(&erased));
-    assert_eq!(stdout(&erased), "erased subject acc-1: its personal data is unreadable everywhere within 5 s\n");
+    assert_eq!(
+        stdout(&erased),
+        "erased subject acc-1: its personal data is unreadable everywhere within 5 s; 1 blind-index entry deleted\n"
+    );
     // Each part is required, and none may be empty.
     let missing = env.run(&["erase", "--subject", "acc-1", "--requested-by", "x"]);
     assert_eq!(missing.status.code(), Some(2));
@@ -139,8 +142,8 @@ async fn personal_fields_are_sealed_at_the_way_in_and_opened_only_for_the_person
     assert_eq!(stdout(&again), "subject acc-1 was already erased (or had no personal data): it stays fenced\n");
     assert_eq!(
         env.psql("SELECT actor || '|' || reason || '|' || target::text || '|' || outcome::text FROM eventline_audit WHERE action = 'subject.erase' ORDER BY id"),
-        "dpo|ticket 42|{\"subject\": \"acc-1\", \"requested_by\": \"the account holder\"}|{\"key_destroyed\": true}\n\
-         dpo|ticket 42|{\"subject\": \"acc-1\", \"requested_by\": \"the account holder\"}|{\"key_destroyed\": false}"
+        "dpo|ticket 42|{\"subject\": \"acc-1\", \"requested_by\": \"the account holder\"}|{\"key_destroyed\": true, \"blind_index_entries_deleted\": 1}\n\
+         dpo|ticket 42|{\"subject\": \"acc-1\", \"requested_by\": \"the account holder\"}|{\"key_destroyed\": false, \"blind_index_entries_deleted\": 0}"
     );
     assert!(env.run(&["audit", "verify"]).status.success());
     wait_until("the API to drop the erased key", || async {

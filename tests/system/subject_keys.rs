@@ -55,8 +55,8 @@ async fn a_subjects_key_is_made_once_and_never_again_after_erasure() {
     assert_eq!(cipher::open(&stored_key, &context, &sealed), Ok(json!("Ada Lovelace")));
 
     // Erased: the key is gone from the store, the subject is fenced, erasing again says so.
-    assert!(store.erase_subject_key("acc-1", "test", "a test", "the subject").await.unwrap());
-    assert!(!store.erase_subject_key("acc-1", "test", "a test", "the subject").await.unwrap());
+    assert!(store.erase_subject_key("acc-1", "test", "a test", "the subject").await.unwrap().key_destroyed);
+    assert!(!store.erase_subject_key("acc-1", "test", "a test", "the subject").await.unwrap().key_destroyed);
     assert_eq!(
         env.psql(
             "SELECT count(*) FROM eventline_keys.subject_keys WHERE wrapped_key = '{wrapped}'"
@@ -68,7 +68,7 @@ async fn a_subjects_key_is_made_once_and_never_again_after_erasure() {
     let fenced = store.subject_key_or_insert("acc-1", &DataKey::generate().wrap(&kek(), "acc-1")).await.unwrap();
     assert!(matches!(fenced, SubjectKey::Erased { .. }), "{fenced:?}");
     // A subject never seen is fenced by its erasure too.
-    assert!(!store.erase_subject_key("acc-9", "test", "a test", "the subject").await.unwrap());
+    assert!(!store.erase_subject_key("acc-9", "test", "a test", "the subject").await.unwrap().key_destroyed);
     let fenced = store.subject_key_or_insert("acc-9", &DataKey::generate().wrap(&kek(), "acc-9")).await.unwrap();
     assert!(matches!(fenced, SubjectKey::Erased { .. }), "{fenced:?}");
     let keys = store.subject_keys(&["acc-1".into(), "acc-2".into(), "acc-3".into()]).await.unwrap();
@@ -109,7 +109,7 @@ async fn processes_read_keys_through_a_ring_that_obeys_an_erasure_within_its_lif
     assert_eq!(cipher::open(&opening, &context, &sealed), Ok(json!("Ada Lovelace")));
 
     // Erased: within the lifetime both processes stop using the key.
-    assert!(env.store.erase_subject_key("acc-1", "test", "a test", "the subject").await.unwrap());
+    assert!(env.store.erase_subject_key("acc-1", "test", "a test", "the subject").await.unwrap().key_destroyed);
     tokio::time::sleep(lifetime).await;
     assert!(gateway.key_for_sealing("acc-1").await.unwrap().is_none(), "no key is made for an erased subject");
     assert!(api.key_for_opening("acc-1").await.unwrap().is_none());
@@ -154,7 +154,7 @@ async fn an_erasure_is_announced_to_every_key_ring_which_drops_the_key_at_once()
     })
     .await;
 
-    assert!(env.store.erase_subject_key("acc-1", "test", "a test", "the subject").await.unwrap());
+    assert!(env.store.erase_subject_key("acc-1", "test", "a test", "the subject").await.unwrap().key_destroyed);
     wait_until("both rings to drop the erased key", || async {
         api.key_for_opening("acc-1").await.unwrap().is_none()
             && gateway.key_for_sealing("acc-1").await.unwrap().is_none()

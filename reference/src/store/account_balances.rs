@@ -174,10 +174,12 @@ pub async fn account(store: &Store, account_id: &str) -> Result<Option<AccountVi
     .await?)
 }
 
-/// Accounts in id order after `after`, optionally of one owner.
+/// A page of accounts in id order after `after`: of `owner` when given (in the column, for owners
+/// in clear), and among `accounts` when given.
 pub async fn accounts_page(
     store: &Store,
     owner: Option<&str>,
+    accounts: Option<&[String]>,
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<AccountView>, Error> {
@@ -187,10 +189,12 @@ pub async fn accounts_page(
                 last_deposit_channel, updated_at
          FROM account_balances
          WHERE ($1::text IS NULL OR owner = $1) AND ($2::text IS NULL OR account_id > $2)
+               AND ($4::text[] IS NULL OR account_id = ANY($4))
          ORDER BY account_id LIMIT $3",
         owner,
         after,
-        limit
+        limit,
+        accounts
     )
     .fetch_all(store.pool())
     .await?)
