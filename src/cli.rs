@@ -87,9 +87,15 @@ pub enum Command {
     ///
     /// Every sealed copy of its personal fields (Kafka records, projection tables of every
     /// generation, dead letters, exports) becomes unreadable: the query API answers null for them
-    /// within 5 s, while balances, counts and statuses stay exact. The subject is fenced: personal
-    /// data about it is refused from then on (409 subject-erased). Recorded in the audit; running
-    /// it again is harmless and says so.
+    /// within 5 s, while balances, counts and statuses stay exact. Its blind-index entries go with
+    /// the key. The subject is fenced: personal data about it is refused from then on (409
+    /// subject-erased). Recorded in the audit.
+    ///
+    /// Then, with the fence in place, what still names it is scrubbed: its id, in the columns
+    /// projections declare as holding a subject's id (subject_columns), is replaced by a
+    /// placeholder of its own in every generation; unpublished outbox rows about it have their
+    /// personal data in clear removed and are set aside. A part it cannot reach is named and the
+    /// command exits 75: run it again to complete it. Running it again is always harmless.
     Erase(EraseArgs),
 
     /// Manage the data subjects' key store (`eventline_keys`).

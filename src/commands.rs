@@ -27,10 +27,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{LoadgenArgs, ProjectionsCheckArgs, PublishArgs, SchemasCheckArgs, TopicsCreateArgs};
 
-/// Exit code for input that was refused (sysexits' EX_DATAERR).
 /// A command line clap accepts but the application does not (an unknown projection).
 pub const EXIT_USAGE: u8 = 2;
+/// Exit code for input that was refused (sysexits' EX_DATAERR).
 pub const EXIT_INVALID_INPUT: u8 = 65;
+/// Exit code for work left partly done that running the command again completes (sysexits'
+/// EX_TEMPFAIL).
+pub const EXIT_INCOMPLETE: u8 = 75;
 /// Exit code for a configuration that failed validation (sysexits' EX_CONFIG).
 pub const EXIT_BAD_CONFIG: u8 = 78;
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 use eventline_auth::{keys, Auth};
+use eventline_consumers::projections::Projection;
 use eventline_core::binding;
 use eventline_core::config::Settings;
 use eventline_core::registry::Registry;
@@ -13,6 +14,7 @@ use eventline_producers::gateway::{self, Gateway};
 use eventline_producers::outbox;
 use eventline_producers::publisher::Publisher;
 use eventline_producers::sealing::Sealer;
+use eventline_store::generations::GenerationState;
 use eventline_store::subject_keys::KeyRing;
 use eventline_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{
     EraseArgs, KeyStoreIsolateArgs, KeysCreateArgs, KeysRevokeArgs, OutboxRelayArgs, TailArgs, TailFormat, TailStart,
 };
-use crate::commands::{load_registry, Failure, Outcome, EXIT_INVALID_INPUT};
+use crate::commands::{load_registry, Failure, Outcome, EXIT_INCOMPLETE, EXIT_INVALID_INPUT};
 use crate::operate;
 use crate::serve::Service;
 use crate::App;
@@ -108,27 +110,110 @@ pub async fn keys_revoke(settings: &Settings, args: &KeysRevokeArgs) -> Outcome 
     }
 }
 
-/// Destroys a data subject's key and fences it, with its audit entry.
-pub async fn erase(settings: &Settings, args: &EraseArgs) -> Outcome {
+/// Erases a data subject. First its key is destroyed with its blind-index entries and the
+/// subject fenced, in one transaction with the audit entry: from then on its sealed personal data
+/// is unreadable everywhere, and that holds whatever happens next. Then what still names it or
+/// holds its personal data in clear is scrubbed: its id in the rows projections keep about it
+/// (every generation) and the unpublished outbox rows about it. A part not reached is named and
+/// the command exits 75; running it again completes it.
+pub async fn erase(settings: &Settings, projections: &[Arc<dyn Projection>], args: &EraseArgs) -> Outcome {
     let store = Store::connect(&settings.database_url, 1, settings.connect_timeout).await?;
     store.ensure_migrated().await?;
     // As the key store's own role when it has one.
-    let store = match settings.keys_database_url == settings.database_url {
-        true => store,
+    let keys = match settings.keys_database_url == settings.database_url {
+        true => store.clone(),
         false => Store::connect(&settings.keys_database_url, 1, settings.connect_timeout).await?,
     };
     let (subject, actor) = (args.subject.as_str(), operate::actor(&args.actor));
-    let erasure = store.erase_subject_key(subject, &actor, &args.reason, &args.requested_by).await?;
+    let erasure = keys.erase_subject_key(subject, &actor, &args.reason, &args.requested_by).await?;
     if erasure.key_destroyed {
         println!(
-            "erased subject {subject}: its personal data is unreadable everywhere within 5 s; {} blind-index entr{} deleted",
-            erasure.index_entries,
-            if erasure.index_entries == 1 { "y" } else { "ies" }
+            "erased subject {subject}: its personal data is unreadable everywhere within 5 s; {}",
+            plural(erasure.index_entries, "blind-index entry deleted", "blind-index entries deleted")
         );
     } else {
         println!("subject {subject} was already erased (or had no personal data): it stays fenced");
     }
+    let mut not_reached = Vec::new();
+    match store.erased_placeholder(subject).await {
+        Ok(placeholder) => {
+            for projection in projections.iter().filter(|p| !p.subject_columns().is_empty()) {
+                match replace_subject_ids(&store, projection.as_ref(), subject, &placeholder).await {
+                    Ok(0) => {}
+                    Ok(rows) => println!("{}: its id replaced in {}", projection.name(), plural(rows, "row", "rows")),
+                    Err(missed) => not_reached.push(format!("{} ({missed})", projection.name())),
+                }
+            }
+        }
+        Err(error) => not_reached.push(format!("the projections' rows about it ({error})")),
+    }
+    match scrub_outbox(settings, &store, subject).await {
+        Ok(0) => {}
+        Ok(rows) => println!(
+            "outbox: {} about it set aside, their personal data in clear removed",
+            plural(rows, "unpublished row", "unpublished rows")
+        ),
+        Err(error) => not_reached.push(format!("the outbox ({error:#})")),
+    }
+    if !not_reached.is_empty() {
+        return Err(Failure {
+            code: EXIT_INCOMPLETE,
+            error: anyhow!(
+                "subject {subject} is fenced and its key destroyed, but not reached: {}; run erase again to complete it",
+                not_reached.join("; ")
+            ),
+        });
+    }
     Ok(())
+}
+
+fn plural(count: u64, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
+}
+
+/// Replaces `subject`'s id by `placeholder` in `projection`'s subject columns, in the live tables
+/// and every other generation's: the rows changed, or what failed.
+async fn replace_subject_ids(
+    store: &Store,
+    projection: &dyn Projection,
+    subject: &str,
+    placeholder: &str,
+) -> Result<u64, String> {
+    let generations = store.generations(projection.name()).await.map_err(|e| e.to_string())?;
+    let mut schemas = vec!["public".to_string()];
+    schemas.extend(generations.iter().filter(|g| g.state != GenerationState::Live).map(|g| g.schema()));
+    let mut rows = 0;
+    for schema in &schemas {
+        for column in projection.subject_columns() {
+            match store.replace_subject_id(schema, column, subject, placeholder).await {
+                Ok(changed) => rows += changed.unwrap_or(0),
+                Err(error) => return Err(format!("{column} in {schema}: {error}")),
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Sets aside the unpublished outbox rows about `subject` that hold its personal data in clear
+/// (sealed values are unreadable already), with that data removed: how many.
+async fn scrub_outbox(settings: &Settings, store: &Store, subject: &str) -> anyhow::Result<u64> {
+    let outbox = match settings.outbox_database_url == settings.database_url {
+        true => store.clone(),
+        false => Store::connect(&settings.outbox_database_url, 1, settings.connect_timeout)
+            .await
+            .with_context(|| format!("database {}", settings.outbox_database_url.database_name()))?,
+    };
+    if !outbox.has_outbox().await? {
+        return Ok(0);
+    }
+    let registry = load_registry(settings).map_err(|failure| failure.error)?;
+    let mut rows = outbox.unpublished_outbox_about(&registry.data_subject_fields(), subject).await?;
+    rows.retain_mut(|(_, event)| registry.remove_clear_personal(event));
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let reason = "its data subject was erased: the personal data it held in clear was removed by eventline erase [subject-erased]";
+    Ok(outbox.set_outbox_rows_aside(&rows, reason).await?)
 }
 
 /// Gives the key store to a database role of its own, with its audit entry.

@@ -234,7 +234,7 @@ async fn run(command: Command, settings: Settings, app: &App) -> commands::Outco
         Command::Keys(KeysCommand::Create(args)) => ingest::keys_create(&settings, app, &args).await,
         Command::Keys(KeysCommand::List) => ingest::keys_list(&settings).await,
         Command::Keys(KeysCommand::Revoke(args)) => ingest::keys_revoke(&settings, &args).await,
-        Command::Erase(args) => ingest::erase(&settings, &args).await,
+        Command::Erase(args) => ingest::erase(&settings, app.projections.all(), &args).await,
         Command::KeyStore(KeyStoreCommand::Isolate(args)) => ingest::key_store_isolate(&settings, &args).await,
         Command::OutboxRelay(args) => match args.listen {
             None => ingest::outbox_relay(&settings, &args, shutdown).await,

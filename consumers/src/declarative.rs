@@ -4,7 +4,7 @@
 //! ```text
 //! <EVENTLINE_PROJECTIONS_DIR>/<name>/
 //!   projection.toml   name, version, topics, tables, [handles], ignores, starts_mid_stream,
-//!                     personal_columns
+//!                     personal_columns, subject_columns
 //!   migrations/       <version>_<description>.sql, applied once each, append-only
 //!   apply.sql         CREATE FUNCTION apply(batch jsonb) RETURNS TABLE(ord int, reason text)
 //! ```
@@ -85,6 +85,8 @@ struct Manifest {
     starts_mid_stream: bool,
     #[serde(default)]
     personal_columns: Vec<String>,
+    #[serde(default)]
+    subject_columns: Vec<String>,
     handles: BTreeMap<String, Vec<u32>>,
 }
 
@@ -98,6 +100,8 @@ pub struct Definition {
     pub tables: Vec<String>,
     /// Columns of its tables holding personal data, as `table.column`.
     pub personal_columns: Vec<String>,
+    /// Columns of its tables holding a data subject's id, as `table.column`.
+    pub subject_columns: Vec<String>,
     pub handles: Vec<(String, Vec<u32>)>,
     pub ignores: Vec<String>,
     pub starts_mid_stream: bool,
@@ -201,15 +205,19 @@ pub fn parse(files: DefinitionFiles) -> Result<Definition, LoadError> {
     if let Some(table) = manifest.tables.iter().find(|t| !is_identifier(t)) {
         return bad(format!("table `{table}` must be lowercase letters, digits and `_`, starting with a letter"));
     }
-    for column in &manifest.personal_columns {
-        let declared = column
-            .split_once('.')
-            .is_some_and(|(table, name)| manifest.tables.iter().any(|t| t == table) && is_identifier(name));
-        if !declared {
-            return bad(format!(
-                "personal_columns: `{column}` must be `<table>.<column>` of a table in `tables` ({})",
-                manifest.tables.join(", ")
-            ));
+    for (setting, columns) in
+        [("personal_columns", &manifest.personal_columns), ("subject_columns", &manifest.subject_columns)]
+    {
+        for column in columns {
+            let declared = column
+                .split_once('.')
+                .is_some_and(|(table, name)| manifest.tables.iter().any(|t| t == table) && is_identifier(name));
+            if !declared {
+                return bad(format!(
+                    "{setting}: `{column}` must be `<table>.<column>` of a table in `tables` ({})",
+                    manifest.tables.join(", ")
+                ));
+            }
         }
     }
     if manifest.handles.is_empty() {
@@ -228,6 +236,7 @@ pub fn parse(files: DefinitionFiles) -> Result<Definition, LoadError> {
         topics: manifest.topics,
         tables: manifest.tables,
         personal_columns: manifest.personal_columns,
+        subject_columns: manifest.subject_columns,
         handles: manifest.handles.into_iter().collect(),
         ignores: manifest.ignores,
         starts_mid_stream: manifest.starts_mid_stream,
@@ -474,6 +483,10 @@ impl Projection for Declarative {
         &self.definition.personal_columns
     }
 
+    fn subject_columns(&self) -> &[String] {
+        &self.definition.subject_columns
+    }
+
     fn starts_mid_stream(&self) -> bool {
         self.definition.starts_mid_stream
     }
@@ -503,14 +516,21 @@ impl Projection for Declarative {
                 .await?;
             if let Migrated::Ran(_) = migrated {
                 store.check_tables(&definition.manifest_path, &definition.tables).await?;
-                for declared in &definition.personal_columns {
+                let mut declared = Vec::new();
+                for (setting, columns) in [
+                    ("personal_columns", &definition.personal_columns),
+                    ("subject_columns", &definition.subject_columns),
+                ] {
+                    declared.extend(columns.iter().map(|column| (setting, column.clone())));
+                }
+                for (setting, declared) in declared {
                     let (table, column) = declared.split_once('.').expect("checked when loaded");
                     let shape = store.table_shape(table).await?;
                     if shape.is_none_or(|shape| shape.column(column).is_none()) {
                         return Err(DefinitionError::Table {
                             path: definition.manifest_path.clone(),
                             table: table.to_string(),
-                            reason: format!("has no column `{column}`, which personal_columns names"),
+                            reason: format!("has no column `{column}`, which {setting} names"),
                         });
                     }
                 }

@@ -417,7 +417,7 @@ impl Rebuild {
         if !self.catch_up(&CancellationToken::new(), |_| {}).await? {
             unreachable!("a token nobody cancels");
         }
-        let frozen = self.store.freeze(name, &names(self.projection.tables())).await?;
+        let mut frozen = self.store.freeze(name, &names(self.projection.tables())).await?;
         let deadline = Instant::now() + CUTOVER_WAIT;
         loop {
             let stored = self.store.generation_checkpoints(&self.generation.schema(), name).await?;
@@ -447,6 +447,8 @@ impl Rebuild {
             reason: None,
             outcome: json!({ "live_positions": live_positions }),
         };
+        // Rebuilt from the log, where erased subjects' ids still are.
+        frozen.replace_erased_subject_ids(&self.generation.schema(), self.projection.subject_columns()).await?;
         frozen.switch(&self.generation, live, false, audit).await?;
         self.generation_store.close().await;
         self.store.copy_applied_since(&self.generation.schema(), name, &live_positions).await?;
@@ -474,7 +476,10 @@ pub async fn rollback(store: &Store, projection: &dyn Projection, actor: &str) -
         .filter(|g| g.state == GenerationState::Retired)
         .max_by_key(|g| g.live_since)
         .ok_or_else(|| OperationError::NothingToRollBack(name.to_string()))?;
-    let frozen = store.freeze(name, &names(projection.tables())).await?;
+    let mut frozen = store.freeze(name, &names(projection.tables())).await?;
+    // Subjects erased since it was retired (erase reaches retired generations too; this is for
+    // one that erase could not reach).
+    frozen.replace_erased_subject_ids(&target.schema(), projection.subject_columns()).await?;
     let audit = NewAuditEntry {
         actor,
         action: "rebuild.rollback",

@@ -299,6 +299,34 @@ impl Registry {
             .collect()
     }
 
+    /// Each type with personal fields, with the data field naming its subject.
+    pub fn data_subject_fields(&self) -> Vec<(String, String)> {
+        let subjects = self.contracts.values().filter_map(|c| Some((c.event_type.clone(), c.data_subject.clone()?)));
+        subjects.collect()
+    }
+
+    /// Sets each personal field of `event` (a CloudEvent as JSON, valid or not) still holding a
+    /// value in clear to `null`, by its type's registered version: true when one was. Sealed
+    /// values are left: they are unreadable once their subject is erased.
+    pub fn remove_clear_personal(&self, event: &mut Value) -> bool {
+        let Some(contract) = event.get("type").and_then(Value::as_str).and_then(|t| self.contracts.get(t)) else {
+            return false;
+        };
+        let version = event.get("dataversion").map_or(Some(1), Value::as_u64);
+        let Some(version) = version.and_then(|v| u32::try_from(v).ok()).and_then(|v| contract.versions.get(&v)) else {
+            return false;
+        };
+        let Some(data) = event.get_mut("data") else { return false };
+        let mut removed = false;
+        for pointer in &version.personal_pointers {
+            if let Some(value) = data.pointer_mut(pointer).filter(|v| !v.is_null() && !is_sealed_here(v)) {
+                *value = Value::Null;
+                removed = true;
+            }
+        }
+        removed
+    }
+
     /// The data subject of `event` when one of its personal fields holds a value not sealed yet.
     pub fn clear_personal_subject(&self, event: &ValidatedEvent) -> Option<String> {
         self.subject_holding(event, |value| !is_sealed_here(value))

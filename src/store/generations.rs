@@ -601,6 +601,11 @@ pub struct Frozen {
 }
 
 impl Frozen {
+    /// Its transaction, for statements of other modules run while writers wait.
+    pub(crate) fn executor(&mut self) -> &mut sqlx::PgConnection {
+        &mut self.tx.tx
+    }
+
     /// Makes `incoming` (building or retired) the live generation and retires `outgoing` (the
     /// live one) into its schema, in this one transaction. With `forget_applied_past`, applied
     /// ids past the incoming generation's positions are forgotten (a rollback: its workers must

@@ -22,6 +22,7 @@ pub mod checkpoints;
 pub mod dead_letters;
 pub mod declarative;
 pub mod diagnostics;
+pub mod erasure;
 pub mod generations;
 pub mod outbox;
 pub mod runtime;

@@ -259,6 +259,16 @@ async fn broken_definitions_are_refused_with_the_file_and_reason() {
             "projection.toml: table `stock_levels` has no column `customer`, which personal_columns names".into(),
         ),
         (
+            "subject-column-of-no-table",
+            Box::new(|s: &Path| replace_in(&s.join("projection.toml"), "tables = [\"stock_levels\"]", "tables = [\"stock_levels\"]\nsubject_columns = [\"buyer\"]")),
+            "projection.toml: subject_columns: `buyer` must be `<table>.<column>` of a table in `tables` (stock_levels)".into(),
+        ),
+        (
+            "subject-column-not-in-table",
+            Box::new(|s: &Path| replace_in(&s.join("projection.toml"), "tables = [\"stock_levels\"]", "tables = [\"stock_levels\"]\nsubject_columns = [\"stock_levels.buyer\"]")),
+            "projection.toml: table `stock_levels` has no column `buyer`, which subject_columns names".into(),
+        ),
+        (
             "bad-sql",
             Box::new(|s: &Path| replace_in(&s.join("apply.sql"), "END IF;\n    END LOOP;", "END IF\n    END LOOP;")),
             "apply.sql: line 28: syntax error at or near \"END\" [SQLSTATE 42601]".into(),

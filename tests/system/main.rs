@@ -18,6 +18,7 @@ mod database_outage;
 mod declarative;
 mod dlq;
 mod end_to_end;
+mod erasure;
 mod events;
 mod gateway;
 mod helpers;

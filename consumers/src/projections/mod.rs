@@ -75,6 +75,11 @@ pub trait Handler: Send + Sync + 'static {
     /// The columns of its tables holding personal data, as `table.column`: the query API shows
     /// them in clear only to callers holding the `personal` scope, and audits each such read.
     const PERSONAL_COLUMNS: &'static [&'static str] = &[];
+    /// The columns of its tables holding a data subject's id, as `table.column`: rows about that
+    /// person (like a set of who was active each day). `eventline erase` replaces the subject's
+    /// id there with a placeholder of its own in every generation, so counts over the rows stay
+    /// exact and nothing links them to the person; a rebuild's cutover does the same.
+    const SUBJECT_COLUMNS: &'static [&'static str] = &[];
     /// Its migrations, in version order (for example `include_str!` of numbered files), applied
     /// by `eventline migrate` and recorded per projection; an applied one must never change.
     const MIGRATIONS: &'static [Migration] = &[];
@@ -173,6 +178,8 @@ pub trait Projection: Send + Sync + 'static {
     fn tables(&self) -> &[String];
     /// The columns of its tables holding personal data, as `table.column`.
     fn personal_columns(&self) -> &[String];
+    /// The columns of its tables holding a data subject's id, as `table.column`.
+    fn subject_columns(&self) -> &[String];
     /// Whether it may be replayed or rebuilt from a time or an offset.
     fn starts_mid_stream(&self) -> bool;
     /// What is wrong between its declarations and the registry (see [`review`]).
@@ -231,6 +238,7 @@ pub struct RustProjection<H> {
     topics: Vec<String>,
     tables: Vec<String>,
     personal_columns: Vec<String>,
+    subject_columns: Vec<String>,
     handler: PhantomData<fn() -> H>,
 }
 
@@ -240,6 +248,7 @@ impl<H: Handler> RustProjection<H> {
             topics: H::TOPICS.iter().map(|t| t.to_string()).collect(),
             tables: H::TABLES.iter().map(|t| t.to_string()).collect(),
             personal_columns: H::PERSONAL_COLUMNS.iter().map(|c| c.to_string()).collect(),
+            subject_columns: H::SUBJECT_COLUMNS.iter().map(|c| c.to_string()).collect(),
             handler: PhantomData,
         }
     }
@@ -306,6 +315,10 @@ impl<H: Handler> Projection for RustProjection<H> {
 
     fn personal_columns(&self) -> &[String] {
         &self.personal_columns
+    }
+
+    fn subject_columns(&self) -> &[String] {
+        &self.subject_columns
     }
 
     fn starts_mid_stream(&self) -> bool {

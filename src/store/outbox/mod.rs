@@ -34,6 +34,52 @@ impl Store {
         Ok(OutboxListener { listener })
     }
 
+    /// Whether this database has an outbox.
+    pub async fn has_outbox(&self) -> Result<bool, Error> {
+        Ok(sqlx::query_scalar!(r#"SELECT to_regclass('eventline_outbox') IS NOT NULL AS "exists!""#)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// The unpublished rows whose event is about `subject`: of a type in `subject_fields` (type,
+    /// data field naming its subject) with `subject` in that field.
+    pub async fn unpublished_outbox_about(
+        &self,
+        subject_fields: &[(String, String)],
+        subject: &str,
+    ) -> Result<Vec<(i64, serde_json::Value)>, Error> {
+        let (types, fields): (Vec<String>, Vec<String>) = subject_fields.iter().cloned().unzip();
+        let rows = sqlx::query!(
+            "SELECT o.id, o.event FROM eventline_outbox o
+             WHERE o.published_at IS NULL AND EXISTS (
+                 SELECT 1 FROM unnest($1::text[], $2::text[]) AS s(type, field)
+                 WHERE o.event ->> 'type' = s.type AND o.event -> 'data' ->> s.field = $3)
+             ORDER BY o.id",
+            &types,
+            &fields,
+            subject
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|row| (row.id, row.event)).collect())
+    }
+
+    /// Replaces unpublished rows' events (by id) with `events` and sets them aside with `error`:
+    /// what erasing their subject left of them, never to be published as they were.
+    pub async fn set_outbox_rows_aside(&self, events: &[(i64, serde_json::Value)], error: &str) -> Result<u64, Error> {
+        let (ids, events): (Vec<i64>, Vec<serde_json::Value>) = events.iter().cloned().unzip();
+        let changed = sqlx::query!(
+            "UPDATE eventline_outbox o SET event = r.event, failed_at = coalesce(o.failed_at, now()), last_error = $3
+             FROM unnest($1::bigint[], $2::jsonb[]) AS r(id, event) WHERE o.id = r.id AND o.published_at IS NULL",
+            &ids,
+            &events,
+            error
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(changed.rows_affected())
+    }
+
     /// Counts of the outbox's rows: (unpublished, failed).
     pub async fn outbox_backlog(&self) -> Result<(i64, i64), Error> {
         let backlog = self.outbox_pending().await?;

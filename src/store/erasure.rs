@@ -1,0 +1,79 @@
+//! What an erasure changes besides the key store: a data subject's id in the projections' rows
+//! about it (the columns a projection declares as holding one) is replaced by a placeholder of
+//! its own, in every generation, and again in a rebuilt generation before it goes live.
+
+use crate::generations::Frozen;
+use crate::{Error, Store};
+
+impl Store {
+    /// The placeholder that replaces `subject`'s id in rows about it: made on its first erasure,
+    /// the same ever after (so a re-run, or a rebuild, puts the same one in).
+    pub async fn erased_placeholder(&self, subject: &str) -> Result<String, Error> {
+        Ok(sqlx::query_scalar!(
+            "INSERT INTO eventline_erased_subjects (subject, placeholder)
+             VALUES ($1, 'erased-' || replace(gen_random_uuid()::text, '-', ''))
+             ON CONFLICT (subject) DO UPDATE SET subject = excluded.subject
+             RETURNING placeholder",
+            subject
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Replaces `subject`'s id with `placeholder` in `column` (`table.column`) of the tables in
+    /// `schema`: the rows changed, or `None` when the table is not in that schema.
+    pub async fn replace_subject_id(
+        &self,
+        schema: &str,
+        column: &str,
+        subject: &str,
+        placeholder: &str,
+    ) -> Result<Option<u64>, Error> {
+        let Some(table) = table_in(&self.pool, schema, column).await? else { return Ok(None) };
+        let column = quoted(column_name(column));
+        let changed = sqlx::query(&format!("UPDATE {table} SET {column} = $2 WHERE {column} = $1"))
+            .bind(subject)
+            .bind(placeholder)
+            .execute(&self.pool)
+            .await?;
+        Ok(Some(changed.rows_affected()))
+    }
+}
+
+impl Frozen {
+    /// Replaces every erased subject's id in `columns` (`table.column`) of the tables in
+    /// `schema` with its placeholder, before that generation goes live: a rebuild replays the
+    /// log, where the ids still are. The rows changed.
+    pub async fn replace_erased_subject_ids(&mut self, schema: &str, columns: &[String]) -> Result<u64, Error> {
+        let mut changed = 0;
+        for column in columns {
+            let Some(table) = table_in(self.executor(), schema, column).await? else { continue };
+            let name = quoted(column_name(column));
+            changed += sqlx::query(&format!(
+                "UPDATE {table} AS t SET {name} = e.placeholder FROM public.eventline_erased_subjects AS e
+                 WHERE t.{name} = e.subject"
+            ))
+            .execute(self.executor())
+            .await?
+            .rows_affected();
+        }
+        Ok(changed)
+    }
+}
+
+/// `schema`.`table` of `column` (`table.column`), quoted, if the table is there.
+async fn table_in(executor: impl sqlx::PgExecutor<'_>, schema: &str, column: &str) -> Result<Option<String>, Error> {
+    let (table, _) = column.split_once('.').unwrap_or((column, ""));
+    let qualified = format!("{}.{}", quoted(schema), quoted(table));
+    let exists: bool =
+        sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL").bind(&qualified).fetch_one(executor).await?;
+    Ok(exists.then_some(qualified))
+}
+
+fn column_name(column: &str) -> &str {
+    column.split_once('.').map_or(column, |(_, name)| name)
+}
+
+fn quoted(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}

@@ -1,0 +1,146 @@
+//! What `eventline erase` scrubs besides the key (issue 16): a subject's id in the rows a
+//! projection keeps about it, in every generation (and again in a later rebuild), with counts
+//! over those rows unchanged; unpublished outbox rows holding its personal data in clear. A part
+//! it cannot reach is named, exit 75, the subject fenced all the same; running it again
+//! completes it.
+
+use serde_json::{json, Value};
+
+use crate::helpers::{stderr, stdout, wait_until, Services, TestEnv};
+
+const KEK: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const INSTALL_OUTBOX: &str = include_str!("../../src/store/outbox/install.sql");
+
+fn viewed(id: &str, user: &str, time: &str, session: &str) -> Value {
+    json!({"specversion": "1.0", "id": id, "source": "/web", "type": "activity.PageViewed", "subject": user,
+           "time": time, "data": {"user_id": user, "path": "/pricing", "session_id": session}})
+}
+
+fn users(env: &TestEnv, schema: &str) -> String {
+    env.psql(&format!(
+        "SELECT string_agg(day || ' ' || user_id, ',' ORDER BY day, user_id) FROM {schema}.daily_activity_users"
+    ))
+}
+
+fn erase(env: &TestEnv, subject: &str, extra_env: &[(&str, &str)]) -> std::process::Output {
+    env.command(&["erase", "--subject", subject, "--reason", "ticket 9", "--requested-by", "the person"])
+        .envs(extra_env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn erase_replaces_the_subjects_id_in_every_generation_and_sets_clear_outbox_rows_aside() {
+    let env = TestEnv::with_app(Services::from_env(), &[("EVENTLINE_KEY_ENCRYPTION_KEY", KEK)]).await;
+    let (day1, day2) = ("2026-12-01T10:00:00Z", "2026-12-02T10:00:00Z");
+    env.publish(
+        "views",
+        &[
+            viewed("v-1", "u-1", day1, "s-1"),
+            viewed("v-2", "u-1", day2, "s-2"),
+            viewed("v-3", "u-2", day1, "s-3"),
+            viewed("v-4", "u-1", day1, "s-4"),
+        ],
+    );
+    let worker = env.spawn("worker", &["worker", "daily_activity"], &[]);
+    wait_until("the views to be counted", || async {
+        env.psql("SELECT coalesce(sum(page_views), 0) FROM daily_activity") == "4"
+    })
+    .await;
+    // A second generation, cut over: the first is kept, retired, in its own schema.
+    let rebuilt = env.run(&["rebuild", "start", "daily_activity", "--cutover", "--progress", "json"]);
+    assert!(rebuilt.status.success(), "{}", stderr(&rebuilt));
+    let retired = env.psql(
+        "SELECT 'eventline_gen_daily_activity_' || generation FROM eventline_generations WHERE projection = 'daily_activity' AND state = 'retired'",
+    );
+    assert_eq!(users(&env, &retired), "2026-12-01 u-1,2026-12-01 u-2,2026-12-02 u-1");
+    let counts = || {
+        env.psql(
+            "SELECT string_agg(day || ' ' || active_users || ' ' || page_views, ',' ORDER BY day) FROM daily_activity",
+        )
+    };
+    assert_eq!(counts(), "2026-12-01 2 3,2026-12-02 1 1");
+    // Two rows written to the outbox and not relayed yet, personal data in clear.
+    env.psql(INSTALL_OUTBOX);
+    for (id, user) in [("v-5", "u-1"), ("v-6", "u-2")] {
+        let event = viewed(id, user, day2, &format!("session-of-{user}"));
+        env.psql(&format!("INSERT INTO eventline_outbox (event) VALUES ('{event}')"));
+    }
+
+    let erased = erase(&env, "u-1", &[]);
+    assert!(erased.status.success(), "{}", stderr(&erased));
+    assert_eq!(
+        stdout(&erased),
+        "erased subject u-1: its personal data is unreadable everywhere within 5 s; 0 blind-index entries deleted\n\
+         daily_activity: its id replaced in 4 rows\n\
+         outbox: 1 unpublished row about it set aside, their personal data in clear removed\n"
+    );
+    // The same placeholder everywhere, counts as they were, the other user untouched.
+    let placeholder = env.psql("SELECT placeholder FROM eventline_erased_subjects WHERE subject = 'u-1'");
+    assert!(placeholder.starts_with("erased-") && placeholder.len() == 39, "{placeholder}");
+    let scrubbed = format!("2026-12-01 {placeholder},2026-12-01 u-2,2026-12-02 {placeholder}");
+    assert_eq!(users(&env, "public"), scrubbed);
+    assert_eq!(users(&env, &retired), scrubbed);
+    assert_eq!(counts(), "2026-12-01 2 3,2026-12-02 1 1");
+    assert_eq!(
+        env.psql("SELECT string_agg(event->>'subject' || ' ' || coalesce(event->'data'->>'session_id', 'null') || ' ' || (failed_at IS NOT NULL) || ' ' || coalesce(last_error, ''), ',' ORDER BY id) FROM eventline_outbox"),
+        "u-1 null true its data subject was erased: the personal data it held in clear was removed by eventline erase [subject-erased],\
+         u-2 session-of-u-2 false"
+    );
+
+    // Rebuilt from the log, where u-1 still is: the cutover puts the same placeholder in.
+    let rebuilt = env.run(&["rebuild", "start", "daily_activity", "--cutover", "--progress", "json"]);
+    assert!(rebuilt.status.success(), "{}", stderr(&rebuilt));
+    assert_eq!(users(&env, "public"), scrubbed);
+    assert_eq!(counts(), "2026-12-01 2 3,2026-12-02 1 1");
+
+    // Again: nothing more to do.
+    let again = erase(&env, "u-1", &[]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(stdout(&again), "subject u-1 was already erased (or had no personal data): it stays fenced\n");
+    worker.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erasure_that_cannot_reach_a_part_says_which_keeps_the_fence_and_completes_when_run_again() {
+    let env = TestEnv::with_app(Services::from_env(), &[("EVENTLINE_KEY_ENCRYPTION_KEY", KEK)]).await;
+    env.publish("views", &[viewed("v-1", "u-1", "2026-12-01T10:00:00Z", "s-1")]);
+    let worker = env.spawn("worker", &["worker", "daily_activity"], &[]);
+    wait_until("the view to be counted", || async { env.psql("SELECT count(*) FROM daily_activity_users") == "1" })
+        .await;
+    env.psql(INSTALL_OUTBOX);
+    env.psql(&format!(
+        "INSERT INTO eventline_outbox (event) VALUES ('{}')",
+        viewed("v-2", "u-1", "2026-12-01T11:00:00Z", "s-2")
+    ));
+
+    // The outbox's database is not there.
+    let missing = env.database_url.expose().rsplit_once('/').unwrap().0.to_string() + "/no_such_outbox_db";
+    let partial = erase(&env, "u-1", &[("EVENTLINE_OUTBOX_DATABASE_URL", &missing)]);
+    assert_eq!(partial.status.code(), Some(75), "{}", stderr(&partial));
+    assert_eq!(
+        stdout(&partial),
+        "erased subject u-1: its personal data is unreadable everywhere within 5 s; 0 blind-index entries deleted\n\
+         daily_activity: its id replaced in 1 row\n"
+    );
+    let error = stderr(&partial);
+    assert!(
+        error.starts_with("error: subject u-1 is fenced and its key destroyed, but not reached: the outbox (database no_such_outbox_db: ")
+            && error.ends_with("); run erase again to complete it\n"),
+        "{error}"
+    );
+    assert_eq!(env.psql("SELECT erased_at IS NOT NULL FROM eventline_keys.subject_keys WHERE subject = 'u-1'"), "t");
+    assert_eq!(env.psql("SELECT event->'data'->>'session_id' FROM eventline_outbox"), "s-2");
+
+    // Run again where the outbox is: completed.
+    let completed = erase(&env, "u-1", &[]);
+    assert!(completed.status.success(), "{}", stderr(&completed));
+    assert_eq!(
+        stdout(&completed),
+        "subject u-1 was already erased (or had no personal data): it stays fenced\n\
+         outbox: 1 unpublished row about it set aside, their personal data in clear removed\n"
+    );
+    assert_eq!(env.psql("SELECT coalesce(event->'data'->>'session_id', 'null') FROM eventline_outbox"), "null");
+    assert_eq!(env.psql("SELECT count(*) FROM daily_activity_users WHERE user_id = 'u-1'"), "0");
+    worker.terminate();
+}
