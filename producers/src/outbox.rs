@@ -64,13 +64,8 @@ impl OutboxWriter {
         connection: &mut eventline_store::sqlx::PgConnection,
         events: Vec<CloudEvent>,
     ) -> Result<(), OutboxWriteError> {
-        let mut validated = events
-            .into_iter()
-            .enumerate()
-            .map(|(index, event)| {
-                self.registry.validate(event).map_err(|error| OutboxWriteError::Invalid { index, error })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut validated =
+            self.registry.validate_all(events).map_err(|(index, error)| OutboxWriteError::Invalid { index, error })?;
         if let Some(sealer) = &self.sealer {
             validated = sealer.seal_all(validated).await?;
         }
@@ -194,7 +189,7 @@ async fn relay_once(
         })
         .collect();
     let checked = match sealer {
-        Some(sealer) => seal(registry, sealer, checked).await?,
+        Some(sealer) => seal(sealer, checked).await?,
         None => checked.into_iter().map(|event| event.map(|event| (event, false))).collect(),
     };
     let mut blocked: HashSet<Option<String>> = HashSet::new();
@@ -243,28 +238,22 @@ async fn relay_once(
 /// The valid events with their personal data in clear sealed (and `true` when there was any), in
 /// one round trip to the key store; clear personal data about an erased subject is refused.
 async fn seal(
-    registry: &Registry,
     sealer: &Sealer,
     checked: Vec<Result<ValidatedEvent, String>>,
 ) -> Result<Vec<Result<(ValidatedEvent, bool), String>>, RelayError> {
     let mut valid = Vec::new();
     let mut slots = Vec::with_capacity(checked.len());
     for event in checked {
-        slots.push(event.map(|event| {
-            let clear = registry.clear_personal_subject(&event).is_some();
-            valid.push(event);
-            clear
-        }));
+        slots.push(event.map(|event| valid.push(event)));
     }
     let mut sealed = sealer.seal_unpublished(valid).await?.into_iter();
     Ok(slots
         .into_iter()
         .map(|slot| {
-            let clear = slot?;
-            let event = sealed.next().expect("one sealing per valid event").map_err(|subject| {
+            slot?;
+            sealed.next().expect("one sealing per valid event").map_err(|subject| {
                 format!("its data subject `{subject}` was erased; personal data about it is refused: take the personal data out of the row, or delete it [subject-erased]")
-            })?;
-            Ok((event, clear))
+            })
         })
         .collect())
 }

@@ -90,11 +90,8 @@ impl Publisher {
     /// Validates every event first (one invalid: nothing is published), then publishes them in
     /// order; returns each one's position.
     pub async fn publish_events(&self, events: Vec<CloudEvent>) -> Result<Vec<Position>, PublishError> {
-        let validated = events
-            .into_iter()
-            .enumerate()
-            .map(|(index, event)| self.registry.validate(event).map_err(|error| PublishError::Invalid { index, error }))
-            .collect::<Result<Vec<_>, _>>()?;
+        let validated =
+            self.registry.validate_all(events).map_err(|(index, error)| PublishError::Invalid { index, error })?;
         let validated = self.sealed(validated).await?;
         let mut positions = Vec::with_capacity(validated.len());
         for result in self.publish_all(&validated).await {

@@ -60,12 +60,13 @@ impl Sealer {
 
     /// Each event written to be published later (validated by
     /// [`Registry::validate_unpublished_slice`]) with its personal fields still in clear sealed,
-    /// fields already sealed left as they are. An event with clear personal data about an erased
-    /// subject comes back as that subject, refused; the others are sealed all the same.
+    /// fields already sealed left as they are, and whether it had any in clear. An event with
+    /// clear personal data about an erased subject comes back as that subject, refused; the
+    /// others are sealed all the same.
     pub async fn seal_unpublished(
         &self,
         events: Vec<ValidatedEvent>,
-    ) -> Result<Vec<Result<ValidatedEvent, String>>, KeyRingError> {
+    ) -> Result<Vec<Result<(ValidatedEvent, bool), String>>, KeyRingError> {
         let subjects: Vec<Option<String>> = events.iter().map(|e| self.registry.clear_personal_subject(e)).collect();
         let keys = self.keys_of(&subjects).await?;
         let mut indexed = Vec::new();
@@ -73,11 +74,11 @@ impl Sealer {
             .into_iter()
             .zip(subjects)
             .map(|(event, subject)| match subject {
-                None => Ok(event),
+                None => Ok((event, false)),
                 Some(subject) => match keys.get(&subject).cloned().flatten() {
                     Some(key) => {
                         indexed.extend(self.blind_indexed(&event, &subject));
-                        Ok(self.registry.seal_clear_personal(event, &key))
+                        Ok((self.registry.seal_clear_personal(event, &key), true))
                     }
                     None => Err(subject),
                 },

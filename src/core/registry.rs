@@ -394,6 +394,11 @@ impl Registry {
         event
     }
 
+    /// Validates every envelope, stopping at the first refused: its index and why.
+    pub fn validate_all(&self, envelopes: Vec<CloudEvent>) -> Result<Vec<ValidatedEvent>, (usize, ContractError)> {
+        envelopes.into_iter().enumerate().map(|(index, event)| self.validate(event).map_err(|e| (index, e))).collect()
+    }
+
     /// Validates an envelope: type and version registered, subject present, data valid for its
     /// version, subject equal to the key field; then upcasts the data to the current version.
     pub fn validate(&self, envelope: CloudEvent) -> Result<ValidatedEvent, ContractError> {

@@ -65,8 +65,9 @@ impl Store {
         Ok(rows.into_iter().map(|row| (row.subject.clone(), SubjectKey::from(row))).collect())
     }
 
-    /// Like [`Store::subject_key_or_insert`] for many subjects at once, in one transaction: each
-    /// one's key, `wrapped` kept for those that had none.
+    /// Each subject's key, in one transaction: the one it has, or its `wrapped` kept as its key
+    /// when it has none. Of two processes making a subject's first key at once, both get the one
+    /// stored first; an erased subject stays erased.
     pub async fn subject_keys_or_insert(
         &self,
         made: &[(String, String)],
@@ -100,39 +101,6 @@ impl Store {
         }
         tx.commit().await?;
         Ok(keys)
-    }
-
-    /// The subject's key: the one it has, or `wrapped` kept as its key when it has none. Of two
-    /// processes making a subject's first key at once, both get the one stored first; an erased
-    /// subject stays erased.
-    pub async fn subject_key_or_insert(&self, subject: &str, wrapped: &str) -> Result<SubjectKey, Error> {
-        loop {
-            if let Some(key) = self.try_subject_key_or_insert(subject, wrapped).await? {
-                return Ok(key);
-            }
-        }
-    }
-
-    /// One attempt: `None` when another process's insert committed after this statement's
-    /// snapshot (its row conflicts, yet is not visible to the statement), so another is needed.
-    async fn try_subject_key_or_insert(&self, subject: &str, wrapped: &str) -> Result<Option<SubjectKey>, Error> {
-        let row = sqlx::query_as!(
-            Row,
-            r#"WITH made AS (
-                   INSERT INTO eventline_keys.subject_keys (subject, wrapped_key) VALUES ($1, $2)
-                   ON CONFLICT (subject) DO NOTHING
-                   RETURNING subject, wrapped_key, erased_at
-               )
-               SELECT subject AS "subject!", wrapped_key, erased_at FROM made
-               UNION ALL
-               SELECT subject, wrapped_key, erased_at FROM eventline_keys.subject_keys
-               WHERE subject = $1 AND NOT EXISTS (SELECT 1 FROM made)"#,
-            subject,
-            wrapped
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(SubjectKey::from))
     }
 
     /// Keeps blind-index entries of subjects whose keys are live; an entry of an erased subject

@@ -8,6 +8,12 @@ use serde_json::json;
 
 use crate::helpers::{wait_until, TestEnv};
 
+/// One subject's key as the store keeps it, `wrapped` kept when it has none.
+async fn key_or_insert(store: &eventline_store::Store, subject: &str, wrapped: &str) -> SubjectKey {
+    let made = [(subject.to_string(), wrapped.to_string())];
+    store.subject_keys_or_insert(&made).await.unwrap().remove(subject).expect("every subject named has a key")
+}
+
 fn kek() -> KeyEncryptionKey {
     KeyEncryptionKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap()
 }
@@ -22,21 +28,15 @@ async fn a_subjects_key_is_made_once_and_never_again_after_erasure() {
     // The first key kept is the subject's key, whoever made it.
     let key = DataKey::generate();
     let wrapped = key.wrap(&kek(), "acc-1");
-    assert_eq!(
-        store.subject_key_or_insert("acc-1", &wrapped).await.unwrap(),
-        SubjectKey::Active { wrapped: wrapped.clone() }
-    );
+    assert_eq!(key_or_insert(store, "acc-1", &wrapped).await, SubjectKey::Active { wrapped: wrapped.clone() });
     let other = DataKey::generate().wrap(&kek(), "acc-1");
-    assert_eq!(
-        store.subject_key_or_insert("acc-1", &other).await.unwrap(),
-        SubjectKey::Active { wrapped: wrapped.clone() }
-    );
+    assert_eq!(key_or_insert(store, "acc-1", &other).await, SubjectKey::Active { wrapped: wrapped.clone() });
     let racing: Vec<_> = (0..8)
         .map(|_| {
             let store = store.clone();
             tokio::spawn(async move {
                 let mine = DataKey::generate().wrap(&kek(), "acc-2");
-                store.subject_key_or_insert("acc-2", &mine).await.unwrap()
+                key_or_insert(&store, "acc-2", &mine).await
             })
         })
         .collect();
@@ -65,11 +65,11 @@ async fn a_subjects_key_is_made_once_and_never_again_after_erasure() {
         ),
         "0"
     );
-    let fenced = store.subject_key_or_insert("acc-1", &DataKey::generate().wrap(&kek(), "acc-1")).await.unwrap();
+    let fenced = key_or_insert(store, "acc-1", &DataKey::generate().wrap(&kek(), "acc-1")).await;
     assert!(matches!(fenced, SubjectKey::Erased { .. }), "{fenced:?}");
     // A subject never seen is fenced by its erasure too.
     assert!(!store.erase_subject_key("acc-9", "test", "a test", "the subject").await.unwrap().key_destroyed);
-    let fenced = store.subject_key_or_insert("acc-9", &DataKey::generate().wrap(&kek(), "acc-9")).await.unwrap();
+    let fenced = key_or_insert(store, "acc-9", &DataKey::generate().wrap(&kek(), "acc-9")).await;
     assert!(matches!(fenced, SubjectKey::Erased { .. }), "{fenced:?}");
     let keys = store.subject_keys(&["acc-1".into(), "acc-2".into(), "acc-3".into()]).await.unwrap();
     assert!(matches!(keys["acc-1"], SubjectKey::Erased { .. }));
