@@ -13,6 +13,12 @@
 //! elc1.<base64url: JSON [event id, type, pointer, subject]>.<base64url: nonce | ciphertext | tag>
 //! ```
 //!
+//! Inside an event, where the four are known already, the value travels in a short form that
+//! only checks them (`elc2.<base64url: 8 bytes of SHA-256 of the associated data>.<the same
+//! nonce | ciphertext | tag>`), so Kafka records grow less; [`name`] turns it into the form that
+//! names them, which is what a worker hands projections (and so what their tables hold). Both
+//! forms open with the same key for the same context.
+//!
 //! A data key is 32 random bytes, stored only wrapped (sealed the same way under the
 //! key-encryption key, bound to its subject): `ekw1.<base64url: nonce | wrapped key | tag>`.
 //! Destroying a subject's wrapped key makes every copy of its personal data unreadable.
@@ -23,7 +29,7 @@
 //! only in the key store, beside the subject they lead to (never in Kafka, whose records cannot
 //! be scrubbed), and erasing a subject deletes them with its key.
 
-use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -31,8 +37,12 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
-/// What a sealed field starts with (version 1 of the format).
+/// What a sealed field that names its context starts with (version 1 of the format).
 pub const SEALED_PREFIX: &str = "elc1.";
+/// What a sealed field in its short form, inside its event, starts with.
+pub const SHORT_PREFIX: &str = "elc2.";
+/// Bytes of the context's digest the short form carries: enough to notice a value moved.
+const CONTEXT_CHECK: usize = 8;
 /// What a wrapped data key starts with.
 pub const WRAPPED_PREFIX: &str = "ekw1.";
 const NONCE: usize = 12;
@@ -41,7 +51,7 @@ const TAG: usize = 16;
 /// Why a ciphertext did not open.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CipherError {
-    #[error("not a sealed value (it starts with neither elc1. nor ekw1.)")]
+    #[error("not a sealed value (it starts with neither elc1., elc2. nor ekw1.)")]
     NotSealed,
     #[error("a sealed value of a format this version does not know (`{0}`)")]
     UnknownFormat(String),
@@ -113,9 +123,10 @@ impl std::fmt::Debug for KeyEncryptionKey {
     }
 }
 
-/// One data subject's data key.
+/// One data subject's data key, with its cipher ready (its AES round keys and GHASH key made
+/// once, not per field).
 #[derive(Clone)]
-pub struct DataKey(Key<Aes256Gcm>);
+pub struct DataKey(Key<Aes256Gcm>, std::sync::Arc<Aes256Gcm>);
 
 impl std::fmt::Debug for DataKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -126,21 +137,26 @@ impl std::fmt::Debug for DataKey {
 impl DataKey {
     /// A new random key, from the operating system's generator.
     pub fn generate() -> Self {
-        Self(Aes256Gcm::generate_key(OsRng))
+        Self::from_key(Aes256Gcm::generate_key(OsRng))
+    }
+
+    fn from_key(key: Key<Aes256Gcm>) -> Self {
+        let cipher = std::sync::Arc::new(Aes256Gcm::new(&key));
+        Self(key, cipher)
     }
 
     /// This key wrapped by `kek` for `subject`: what the key store keeps.
     pub fn wrap(&self, kek: &KeyEncryptionKey, subject: &str) -> String {
-        seal_bytes(&kek.0, WRAPPED_PREFIX, &wrap_context(subject), self.0.as_slice())
+        seal_bytes(&Aes256Gcm::new(&kek.0), WRAPPED_PREFIX, &wrap_context(subject), self.0.as_slice())
     }
 
     /// The key `wrapped` holds, if `kek` wrapped it for `subject`.
     pub fn unwrap(kek: &KeyEncryptionKey, subject: &str, wrapped: &str) -> Result<Self, CipherError> {
-        let bytes = open_bytes(&kek.0, WRAPPED_PREFIX, &wrap_context(subject), wrapped)?;
+        let bytes = open_bytes(&Aes256Gcm::new(&kek.0), WRAPPED_PREFIX, &wrap_context(subject), wrapped)?;
         if bytes.len() != 32 {
             return Err(CipherError::Malformed);
         }
-        Ok(Self(*Key::<Aes256Gcm>::from_slice(&bytes)))
+        Ok(Self::from_key(*Key::<Aes256Gcm>::from_slice(&bytes)))
     }
 }
 
@@ -178,17 +194,75 @@ pub fn is_sealed(value: &Value) -> bool {
     value.as_str().is_some_and(|text| text.starts_with("elc") && text[3..].split_once('.').is_some())
 }
 
-/// `value` sealed under `key` for `context`.
+/// `value` sealed under `key` for `context`, in the short form an event carries (see [`name`]
+/// for the form that names its context).
 pub fn seal(key: &DataKey, context: &FieldContext<'_>, value: &Value) -> String {
     let plaintext = serde_json::to_vec(value).expect("a JSON value serializes");
+    let aad = context.associated_data();
+    // One allocation for the text, written in place (this runs for every personal field).
+    let mut sealed = String::with_capacity(
+        SHORT_PREFIX.len() + base64_len(CONTEXT_CHECK) + 1 + base64_len(NONCE + plaintext.len() + TAG),
+    );
+    sealed.push_str(SHORT_PREFIX);
+    URL_SAFE_NO_PAD.encode_string(context_check(&aad), &mut sealed);
+    sealed.push('.');
+    seal_into(&key.1, &aad, plaintext, &mut sealed);
+    sealed
+}
+
+/// The short form `sealed` (`elc2.`) as the form that names its context (`elc1.`), if it was
+/// sealed for `context`; a value in the named form is checked and returned as it is. Nothing is
+/// opened: no key is needed.
+pub fn name(sealed: &str, context: &FieldContext<'_>) -> Result<String, CipherError> {
+    if sealed.starts_with(SEALED_PREFIX) {
+        return match SealedField::parse(sealed)?.context() == *context {
+            true => Ok(sealed.to_string()),
+            false => Err(CipherError::DoesNotOpen),
+        };
+    }
+    let ciphertext = short_ciphertext(sealed, context)?;
     let named = [context.event_id, context.event_type, context.pointer, context.subject];
-    let named = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&named).expect("strings serialize"));
-    seal_bytes(&key.0, &format!("{SEALED_PREFIX}{named}."), &context.associated_data(), &plaintext)
+    let named = serde_json::to_vec(&named).expect("strings serialize");
+    let mut text = String::with_capacity(SEALED_PREFIX.len() + base64_len(named.len()) + 1 + ciphertext.len());
+    text.push_str(SEALED_PREFIX);
+    URL_SAFE_NO_PAD.encode_string(&named, &mut text);
+    text.push('.');
+    text.push_str(ciphertext);
+    Ok(text)
+}
+
+/// The base64url ciphertext of a short form sealed for `context`.
+fn short_ciphertext<'t>(sealed: &'t str, context: &FieldContext<'_>) -> Result<&'t str, CipherError> {
+    let Some(rest) = sealed.strip_prefix(SHORT_PREFIX) else { return Err(unknown_prefix(sealed)) };
+    let (check, ciphertext) = rest.split_once('.').ok_or(CipherError::Malformed)?;
+    let check = URL_SAFE_NO_PAD.decode(check).map_err(|_| CipherError::Malformed)?;
+    if check.len() != CONTEXT_CHECK || ciphertext.is_empty() {
+        return Err(CipherError::Malformed);
+    }
+    match check == context_check(&context.associated_data()) {
+        true => Ok(ciphertext),
+        false => Err(CipherError::DoesNotOpen),
+    }
+}
+
+fn context_check(aad: &[u8]) -> [u8; CONTEXT_CHECK] {
+    let digest = <Sha256 as sha2::Digest>::digest(aad);
+    digest[..CONTEXT_CHECK].try_into().expect("SHA-256 is longer")
+}
+
+fn base64_len(bytes: usize) -> usize {
+    bytes.div_ceil(3) * 4
 }
 
 /// The value `sealed` holds, if it was sealed under `key` for `context`: a value sealed for
 /// another event, type, field or subject does not open here.
 pub fn open(key: &DataKey, context: &FieldContext<'_>, sealed: &str) -> Result<Value, CipherError> {
+    if sealed.starts_with(SHORT_PREFIX) {
+        let ciphertext = short_ciphertext(sealed, context)?;
+        let prefix = &sealed[..sealed.len() - ciphertext.len()];
+        let plaintext = open_bytes(&key.1, prefix, &context.associated_data(), sealed)?;
+        return serde_json::from_slice(&plaintext).map_err(|_| CipherError::DoesNotOpen);
+    }
     let field = SealedField::parse(sealed)?;
     if field.context() != *context {
         return Err(CipherError::DoesNotOpen);
@@ -224,7 +298,7 @@ impl SealedField {
     /// Its value, if `key` sealed it (for the context it names).
     pub fn open(&self, key: &DataKey) -> Result<Value, CipherError> {
         let prefix = &self.text[..self.text.rfind('.').expect("parsed: it has its parts") + 1];
-        let plaintext = open_bytes(&key.0, prefix, &self.context().associated_data(), &self.text)?;
+        let plaintext = open_bytes(&key.1, prefix, &self.context().associated_data(), &self.text)?;
         serde_json::from_slice(&plaintext).map_err(|_| CipherError::DoesNotOpen)
     }
 }
@@ -235,20 +309,30 @@ fn unknown_prefix(text: &str) -> CipherError {
     format.map_or(CipherError::NotSealed, |f| CipherError::UnknownFormat(f.to_string()))
 }
 
-fn seal_bytes(key: &Key<Aes256Gcm>, prefix: &str, aad: &[u8], plaintext: &[u8]) -> String {
-    let cipher = Aes256Gcm::new(key);
-    // A random 96-bit nonce from the thread's CSPRNG (ChaCha, seeded and reseeded by the OS),
-    // instead of a system call per field.
-    let mut nonce = [0u8; 12];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut nonce);
-    let nonce = Nonce::from(nonce);
-    let sealed = cipher.encrypt(&nonce, Payload { msg: plaintext, aad }).expect("AES-GCM seals any length we give it");
-    let mut bytes = nonce.to_vec();
-    bytes.extend_from_slice(&sealed);
-    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
+fn seal_bytes(cipher: &Aes256Gcm, prefix: &str, aad: &[u8], plaintext: &[u8]) -> String {
+    let mut sealed = String::with_capacity(prefix.len() + base64_len(NONCE + plaintext.len() + TAG));
+    sealed.push_str(prefix);
+    seal_into(cipher, aad, plaintext.to_vec(), &mut sealed);
+    sealed
 }
 
-fn open_bytes(key: &Key<Aes256Gcm>, prefix: &str, aad: &[u8], text: &str) -> Result<Vec<u8>, CipherError> {
+/// Appends to `out` the base64url of a fresh nonce, `plaintext` sealed with `aad`, and the tag.
+fn seal_into(cipher: &Aes256Gcm, aad: &[u8], plaintext: Vec<u8>, out: &mut String) {
+    // A random 96-bit nonce from the thread's CSPRNG (ChaCha, seeded and reseeded by the OS),
+    // instead of a system call per field.
+    let mut nonce = [0u8; NONCE];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut nonce);
+    let mut bytes = Vec::with_capacity(NONCE + plaintext.len() + TAG);
+    bytes.extend_from_slice(&nonce);
+    bytes.extend_from_slice(&plaintext);
+    let tag = cipher
+        .encrypt_in_place_detached(Nonce::from_slice(&nonce), aad, &mut bytes[NONCE..])
+        .expect("AES-GCM seals any length we give it");
+    bytes.extend_from_slice(&tag);
+    URL_SAFE_NO_PAD.encode_string(&bytes, out);
+}
+
+fn open_bytes(cipher: &Aes256Gcm, prefix: &str, aad: &[u8], text: &str) -> Result<Vec<u8>, CipherError> {
     let Some(body) = text.strip_prefix(prefix) else {
         return Err(unknown_prefix(text));
     };
@@ -257,9 +341,7 @@ fn open_bytes(key: &Key<Aes256Gcm>, prefix: &str, aad: &[u8], text: &str) -> Res
         return Err(CipherError::Malformed);
     }
     let (nonce, sealed) = bytes.split_at(NONCE);
-    Aes256Gcm::new(key)
-        .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad })
-        .map_err(|_| CipherError::DoesNotOpen)
+    cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad }).map_err(|_| CipherError::DoesNotOpen)
 }
 
 #[cfg(test)]
@@ -279,22 +361,31 @@ mod tests {
     #[test]
     fn a_sealed_field_opens_only_where_it_was_sealed() {
         let key = DataKey::generate();
-        let sealed = seal(&key, &CONTEXT, &json!("Ada Lovelace"));
-        assert!(sealed.starts_with(SEALED_PREFIX) && !sealed.contains("Ada"), "{sealed}");
-        assert!(is_sealed(&json!(sealed)));
-        assert_eq!(open(&key, &CONTEXT, &sealed), Ok(json!("Ada Lovelace")));
-        // Moved to another event, type, field or subject; or opened with another key.
-        for moved in [
-            FieldContext { event_id: "e-2", ..CONTEXT },
-            FieldContext { event_type: "accounts.AccountClosed", ..CONTEXT },
-            FieldContext { pointer: "/currency", ..CONTEXT },
-            FieldContext { subject: "acc-2", ..CONTEXT },
-        ] {
-            assert_eq!(open(&key, &moved, &sealed), Err(CipherError::DoesNotOpen), "{moved:?}");
+        let short = seal(&key, &CONTEXT, &json!("Ada Lovelace"));
+        assert!(short.starts_with(SHORT_PREFIX) && !short.contains("Ada"), "{short}");
+        // Named, it says what it was sealed for: the same ciphertext.
+        let sealed = name(&short, &CONTEXT).unwrap();
+        assert!(sealed.starts_with(SEALED_PREFIX) && sealed.ends_with(short.rsplit('.').next().unwrap()), "{sealed}");
+        assert_eq!(name(&sealed, &CONTEXT).as_ref(), Ok(&sealed));
+        for form in [&short, &sealed] {
+            assert!(is_sealed(&json!(form)));
+            assert_eq!(open(&key, &CONTEXT, form), Ok(json!("Ada Lovelace")));
+            // Moved to another event, type, field or subject; or opened with another key.
+            for moved in [
+                FieldContext { event_id: "e-2", ..CONTEXT },
+                FieldContext { event_type: "accounts.AccountClosed", ..CONTEXT },
+                FieldContext { pointer: "/currency", ..CONTEXT },
+                FieldContext { subject: "acc-2", ..CONTEXT },
+            ] {
+                assert_eq!(open(&key, &moved, form), Err(CipherError::DoesNotOpen), "{moved:?}");
+                assert_eq!(name(form, &moved), Err(CipherError::DoesNotOpen), "{moved:?}");
+            }
+            assert_eq!(open(&DataKey::generate(), &CONTEXT, form), Err(CipherError::DoesNotOpen));
         }
-        assert_eq!(open(&DataKey::generate(), &CONTEXT, &sealed), Err(CipherError::DoesNotOpen));
         // Sealing twice gives two ciphertexts (a fresh nonce each time).
-        assert_ne!(seal(&key, &CONTEXT, &json!("Ada Lovelace")), sealed);
+        assert_ne!(seal(&key, &CONTEXT, &json!("Ada Lovelace")), short);
+        // The short form is shorter by what it leaves to its event.
+        assert!(short.len() + 40 < sealed.len(), "{short} {sealed}");
         // Read alone, it says what it was sealed for, and opens with its subject's key.
         let field = SealedField::parse(&sealed).unwrap();
         assert_eq!(field.context(), CONTEXT);
@@ -315,6 +406,12 @@ mod tests {
         assert_eq!(open(&key, &CONTEXT, "elc1.!!!"), Err(CipherError::Malformed));
         assert_eq!(open(&key, &CONTEXT, "elc1.AAAA"), Err(CipherError::Malformed));
         assert_eq!(open(&key, &CONTEXT, "elc1.AAAA.AAAA"), Err(CipherError::Malformed));
+        // A short form without its two parts, with a check that is not 8 bytes, or no ciphertext.
+        assert_eq!(open(&key, &CONTEXT, "elc2.AAAA"), Err(CipherError::Malformed));
+        assert_eq!(open(&key, &CONTEXT, "elc2.AAAA.AAAA"), Err(CipherError::Malformed));
+        assert_eq!(open(&key, &CONTEXT, "elc2.AAAAAAAAAAA."), Err(CipherError::Malformed));
+        assert_eq!(name("elc2.AAAAAAAAAAA.AAAA", &CONTEXT), Err(CipherError::DoesNotOpen));
+        assert_eq!(name("Ada", &CONTEXT), Err(CipherError::NotSealed));
         // Its named context, then a ciphertext too short to be one.
         let named = URL_SAFE_NO_PAD.encode(r#"["e-1","accounts.AccountOpened","/owner","acc-1"]"#);
         assert_eq!(open(&key, &CONTEXT, &format!("elc1.{named}.AAAA")), Err(CipherError::Malformed));
@@ -336,7 +433,7 @@ mod tests {
         let other = KeyEncryptionKey::from_base64(&URL_SAFE_NO_PAD.encode([7u8; 32])).unwrap();
         assert_eq!(DataKey::unwrap(&other, "acc-1", &wrapped).unwrap_err(), CipherError::DoesNotOpen);
         // A sealed field is not a wrapped key, nor the other way round.
-        assert_eq!(DataKey::unwrap(&kek(), "acc-1", &sealed).unwrap_err(), CipherError::UnknownFormat("elc1".into()));
+        assert_eq!(DataKey::unwrap(&kek(), "acc-1", &sealed).unwrap_err(), CipherError::UnknownFormat("elc2".into()));
     }
 
     #[test]
@@ -395,7 +492,10 @@ mod tests {
             let key = DataKey::generate();
             let context = FieldContext { event_id: &id, event_type: &event_type, pointer: &pointer, subject: &subject };
             let sealed = seal(&key, &context, &value);
-            prop_assert_eq!(open(&key, &context, &sealed), Ok(value));
+            prop_assert_eq!(open(&key, &context, &sealed), Ok(value.clone()));
+            let named = name(&sealed, &context).unwrap();
+            prop_assert_eq!(open(&key, &context, &named), Ok(value.clone()));
+            prop_assert_eq!(SealedField::parse(&named).unwrap().open(&key), Ok(value));
         }
 
         #[test]
@@ -421,6 +521,9 @@ mod tests {
             let _ = open(&key, &CONTEXT, &format!("{SEALED_PREFIX}{body}"));
             let _ = SealedField::parse(&format!("{SEALED_PREFIX}{body}")).map(|field| field.open(&key));
             let _ = DataKey::unwrap(&kek(), "acc-1", &format!("{WRAPPED_PREFIX}{body}"));
+            let _ = open(&key, &CONTEXT, &format!("{SHORT_PREFIX}{body}"));
+            let _ = name(&format!("{SHORT_PREFIX}{body}"), &CONTEXT);
+            let _ = name(&text, &CONTEXT);
         }
     }
 }

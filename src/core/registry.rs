@@ -274,7 +274,7 @@ impl Registry {
     /// read back from Kafka, its personal fields may already be sealed, each for this very event,
     /// field and subject (one sealed for anything else is refused).
     pub fn validate_unpublished_slice(&self, bytes: &[u8]) -> Result<ValidatedEvent, ContractError> {
-        self.check(CloudEvent::from_slice(bytes)?, Side::Stored)
+        self.check(CloudEvent::from_slice(bytes)?, Side::Unpublished)
     }
 
     /// The data subject of `event` when it holds personal data (a personal field with a value),
@@ -405,7 +405,7 @@ impl Registry {
         self.check(envelope, Side::WayIn)
     }
 
-    fn check(&self, envelope: CloudEvent, side: Side) -> Result<ValidatedEvent, ContractError> {
+    fn check(&self, mut envelope: CloudEvent, side: Side) -> Result<ValidatedEvent, ContractError> {
         let contract = self
             .contracts
             .get(&envelope.event_type)
@@ -425,7 +425,7 @@ impl Registry {
             return Err(ContractError::MissingData);
         };
         let validator = match (side, &version.stored_validator) {
-            (Side::Stored, Some(stored)) => stored,
+            (Side::Stored | Side::Unpublished, Some(stored)) => stored,
             _ => &version.validator,
         };
         if let Some(error) = validator.iter_errors(data).next() {
@@ -439,31 +439,35 @@ impl Registry {
                 key: key.to_string(),
             });
         }
-        if let (Side::Stored, Some(subject_field)) = (side, &contract.data_subject) {
-            // A sealed value names what it was sealed for (and cannot be renamed without failing
-            // to open): one copied from another event, field or subject is refused here.
-            let subject = data.get(subject_field).and_then(Value::as_str).unwrap_or_default();
+        if let (Side::Stored | Side::Unpublished, Some(subject_field)) = (side, &contract.data_subject) {
+            let data = envelope.data.as_mut().expect("checked above");
+            let subject = data.get(subject_field).and_then(Value::as_str).unwrap_or_default().to_string();
             for pointer in &version.personal_pointers {
-                let Some(sealed) = data.pointer(pointer).and_then(Value::as_str) else { continue };
-                if !sealed.starts_with(crate::cipher::SEALED_PREFIX) {
-                    continue;
-                }
+                let Some(sealed) = data.pointer_mut(pointer).filter(|v| is_sealed_here(v)) else { continue };
                 let expected = crate::cipher::FieldContext {
                     event_id: &envelope.id,
                     event_type: &envelope.event_type,
                     pointer,
-                    subject,
+                    subject: &subject,
                 };
-                let belongs = crate::cipher::SealedField::parse(sealed).is_ok_and(|field| field.context() == expected);
-                if !belongs {
-                    return Err(ContractError::InvalidValue {
-                        pointer: format!("/data{pointer}"),
-                        reason: "holds a value sealed for another event, field or subject".into(),
-                    });
+                // A sealed value names or checks what it was sealed for (and cannot be changed
+                // without failing to open): one copied from another event, field or subject is
+                // refused here. Read from Kafka, a short form is named for the projections,
+                // whose tables are read without the event.
+                let text = sealed.as_str().expect("sealed values are text");
+                match crate::cipher::name(text, &expected) {
+                    Ok(named) if side == Side::Stored => *sealed = Value::String(named),
+                    Ok(_) => {}
+                    Err(_) => {
+                        return Err(ContractError::InvalidValue {
+                            pointer: format!("/data{pointer}"),
+                            reason: "holds a value sealed for another event, field or subject".into(),
+                        })
+                    }
                 }
             }
         }
-        let data = contract.upcast(version.version, data);
+        let data = contract.upcast(version.version, envelope.data.as_ref().expect("checked above"));
         Ok(ValidatedEvent { envelope, topic: contract.topic.clone(), data, current_version: contract.current() })
     }
 }
@@ -471,7 +475,9 @@ impl Registry {
 /// Whether a personal field of a stored-side validated event is sealed (the check made sure it
 /// is sealed for where it is).
 fn is_sealed_here(value: &Value) -> bool {
-    value.as_str().is_some_and(|text| text.starts_with(crate::cipher::SEALED_PREFIX))
+    value.as_str().is_some_and(|text| {
+        text.starts_with(crate::cipher::SEALED_PREFIX) || text.starts_with(crate::cipher::SHORT_PREFIX)
+    })
 }
 
 /// The JSON pointers of `schema`'s outermost personal fields, below `prefix`, each with its blind
@@ -490,16 +496,18 @@ fn find_personal(schema: &Value, prefix: &str, found: &mut Vec<(String, Option<S
     }
 }
 
-/// Which events are checked: published ones, whose personal fields are in clear, or stored ones
-/// (read back from Kafka), whose personal fields may be sealed.
-#[derive(Debug, Clone, Copy)]
+/// Which events are checked: published ones, whose personal fields are in clear; stored ones
+/// (read back from Kafka), whose personal fields may be sealed, and are named for projections;
+/// and ones written to be published later (outbox rows), which may be sealed, as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
     WayIn,
     Stored,
+    Unpublished,
 }
 
 /// `schema` with each personal field accepting its sealed form too: its own schema, or a sealed
-/// value (`elc1.` and base64url).
+/// value (`elc1.` or `elc2.`, and base64url).
 fn sealable(schema: &Value) -> Value {
     let mut schema = schema.clone();
     make_sealable(&mut schema);
@@ -527,7 +535,7 @@ fn make_sealable(schema: &mut Value) {
 }
 
 /// A sealed value as it is stored (see [`crate::cipher`]).
-const SEALED_PATTERN: &str = "^elc1\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+$";
+const SEALED_PATTERN: &str = "^elc[12]\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+$";
 
 /// Where a type's schema of one version lives, relative to the registry folder.
 pub fn schema_path(domain: &str, type_name: &str, version: u32) -> String {

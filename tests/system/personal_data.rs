@@ -193,7 +193,8 @@ async fn a_subjects_personal_data_is_stored_nowhere_readable_and_after_erasure_i
     assert_eq!(
         stdout(&erased),
         format!(
-            "erased subject {SUBJECT}: its personal data is unreadable everywhere within 5 s; 1 blind-index entry deleted\n"
+            "erased subject {SUBJECT}: its personal data is unreadable everywhere within 5 s; 1 blind-index entry deleted\n\
+             daily_activity: its id replaced in 1 row\n"
         )
     );
     let found = up.get_as(&by_owner, Some(&personal)).await.json::<Value>().await.unwrap();

@@ -76,7 +76,7 @@ async fn the_library_seals_personal_data_when_given_a_sealer() {
     publisher.publish_event(opened("s1")).await.unwrap();
     let tail = env.run(&["tail", "accounts.events", "--from", "start", "--no-follow", "--format", "ndjson"]);
     let records = String::from_utf8_lossy(&tail.stdout).to_string();
-    assert!(records.contains("\"owner\":\"elc1.") && !records.contains(canary), "{records}");
+    assert!(records.contains("\"owner\":\"elc2.") && !records.contains(canary), "{records}");
 
     assert!(env.store.erase_subject_key("a1", "test", "a test", "the subject").await.unwrap().key_destroyed);
     // A fresh publisher: this one trusts the key it read for up to 5 s.

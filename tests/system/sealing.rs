@@ -206,7 +206,7 @@ async fn the_outbox_relay_seals_personal_data_and_refuses_it_for_an_erased_subje
             .fetch_one(&mut *tx)
             .await
             .unwrap();
-    assert!(in_transaction.starts_with("elc1."), "{in_transaction}");
+    assert!(in_transaction.starts_with("elc2."), "{in_transaction}");
     tx.commit().await.unwrap();
     let mut tx = env.store.pool().begin().await.unwrap();
     match writer()
@@ -241,7 +241,7 @@ async fn the_outbox_relay_seals_personal_data_and_refuses_it_for_an_erased_subje
          d-2|false|\n\
          o-3|true|"
     );
-    assert_eq!(env.psql("SELECT count(*) FROM eventline_outbox WHERE event->'data'->>'owner' LIKE 'elc1.%'"), "2");
+    assert_eq!(env.psql("SELECT count(*) FROM eventline_outbox WHERE event->'data'->>'owner' LIKE 'elc2.%'"), "2");
     let records = env.run(&["tail", "accounts.events", "--from", "start", "--no-follow", "--format", "ndjson"]);
     let records = stdout(&records);
     assert_eq!(records.lines().count(), 3, "{records}");
