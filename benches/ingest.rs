@@ -228,16 +228,27 @@ async fn main() {
     );
     // Page views by users seen before (a first round, not measured, makes their keys): what
     // sealing costs once a subject has its key.
+    let cpu_before = [gateway.cpu_seconds(), sealing.cpu_seconds()];
     let (best, median) = alternate(&gateways, 1, |base, round, i| {
         send(base.to_string(), batches(page_views(&format!("{run}-v{round}-{i}"), &run, SEALING_EVENTS)))
     })
     .await;
+    // CPU per event of each gateway process (warm-up round included): steadier than rates when
+    // other load on the machine comes and goes.
+    let sent = ((1 + SEALING_ROUNDS) * SEALING_EVENTS) as f64;
+    let cpu = [gateway.cpu_seconds() - cpu_before[0], sealing.cpu_seconds() - cpu_before[1]].map(|s| s * 1e6 / sent);
     println!("gateway, batches of page views, without sealing    {:>9.0} events/s", best[0]);
     println!(
         "gateway, batches of page views, sealed per subject {:>9.0} events/s   = {:.1}% of without, median of rounds {:.1}%   ({SEEN_USERS} users, keys made before)",
         best[1],
         100.0 * best[1] / best[0],
         100.0 * median
+    );
+    println!(
+        "gateway CPU per page view: {:.2} µs without sealing, {:.2} µs sealed = {:.1}% of the events per CPU second",
+        cpu[0],
+        cpu[1],
+        100.0 * cpu[0] / cpu[1]
     );
     sealing.stop();
     gateway.stop();
