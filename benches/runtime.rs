@@ -179,7 +179,9 @@ async fn main() {
     // The same traffic with its personal fields sealed (every page view holds a session id, an
     // account's opening its owner), in a namespace of its own.
     let mut sealed_env = env.clone();
-    sealed_env.insert("EVENTLINE_NAMESPACE".into(), format!("{namespace}-sealed"));
+    // Named by the form sealed values travel in, so topics filled by an older build are not read.
+    let form = eventline_core::cipher::SHORT_PREFIX.trim_end_matches('.');
+    sealed_env.insert("EVENTLINE_NAMESPACE".into(), format!("{namespace}-sealed-{form}"));
     let sealed_totals = if options.measures("cs") || options.measures("ds") {
         let sealed_settings = Settings::load_from(None, &sealed_env).expect("settings");
         let accounts = fill_once(
