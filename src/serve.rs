@@ -188,7 +188,10 @@ async fn api_service(
         })
         .collect();
     let keys = crate::commands::key_ring(settings, &store).await?;
-    let api = Api::new(store, keys, settings.kafka.clone(), settings.namespace.clone(), projections, shutdown.clone());
+    // Where filters on sealed personal columns look (none without a registry to say).
+    let blind_indexes = crate::commands::load_registry(settings).map(|r| r.blind_index_names()).unwrap_or_default();
+    let (kafka, namespace) = (settings.kafka.clone(), settings.namespace.clone());
+    let api = Api::new(store, keys, kafka, namespace, projections, blind_indexes, shutdown.clone());
     tokio::spawn(eventline_api::gauges::sample(api.clone(), shutdown));
     let (router, openapi) = eventline_api::router(api.clone(), auth, &app.api_routes).await;
     Ok(Service { router, openapi, readiness: None })

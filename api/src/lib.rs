@@ -62,6 +62,8 @@ struct Inner {
     store: Store,
     /// Opens sealed personal data, when a key-encryption key is configured.
     keys: Option<KeyRing>,
+    /// The registry's blind indexes, where a filter on a sealed personal column looks.
+    blind_indexes: Vec<String>,
     kafka: KafkaSettings,
     projections: Vec<Served>,
     progress: Progress,
@@ -85,6 +87,7 @@ impl Api {
         kafka: KafkaSettings,
         namespace: Namespace,
         projections: Vec<ProjectionInfo>,
+        blind_indexes: Vec<String>,
         shutdown: CancellationToken,
     ) -> Self {
         let names: Vec<&str> = projections.iter().map(|p| p.name.as_str()).collect();
@@ -99,7 +102,7 @@ impl Api {
                 topics: p.topics.iter().map(|t| namespace.topic(t)).collect(),
             })
             .collect();
-        Self(Arc::new(Inner { store, keys, kafka, projections, progress }))
+        Self(Arc::new(Inner { store, keys, kafka, projections, progress, blind_indexes }))
     }
 
     /// Each served projection as [`status::collect`] reads it.
@@ -170,6 +173,14 @@ impl Api {
         let Ok(field) = cipher::SealedField::parse(text) else { return Ok(serde_json::Value::Null) };
         let key = keys.key_for_opening(field.context().subject).await.map_err(key_failure)?;
         Ok(key.and_then(|key| field.open(&key).ok()).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The data subjects whose personal field with any of the registry's blind indexes held
+    /// `value`, or `None` when this process seals nothing (values are in clear). Open what is
+    /// found to be sure.
+    pub async fn subjects_in_blind_indexes(&self, value: &serde_json::Value) -> Result<Option<Vec<String>>, Response> {
+        let Some(keys) = &self.0.keys else { return Ok(None) };
+        keys.subjects_in_blind_indexes(&self.0.blind_indexes, value).await.map(Some).map_err(key_failure)
     }
 
     /// The data subjects whose personal field with the blind index `index_name` held `value`

@@ -149,11 +149,19 @@ async fn list(
     let params = Params::parse(query.as_deref(), &accepted_with(&names))?;
     let personal = tables.api.personal_columns(&served.projection, &table);
     let mut filters = Vec::new();
+    // Personal columns holding sealed values: found through the blind indexes, then compared
+    // again once opened (column, value asked for).
+    let (mut sealed_for, mut compare) = (Vec::new(), Vec::new());
     for column in &columns {
         if let Some(value) = params.text(column)? {
-            // Which rows a filter finds tells what a personal column holds.
             if personal.iter().any(|p| p == column) {
+                // Which rows a filter finds tells what a personal column holds.
                 caller.require_personal(&format!("filtering on the personal column `{column}`"))?;
+                if let Some(subjects) = tables.api.subjects_in_blind_indexes(&Value::from(value)).await? {
+                    sealed_for.push((column.to_string(), subjects));
+                    compare.push((column.to_string(), value.to_string()));
+                    continue;
+                }
             }
             filters.push((column.to_string(), as_postgres_reads(&served.shape, column, value)));
         }
@@ -171,18 +179,20 @@ async fn list(
     let rows = match without_nul(&filters) {
         // Still asked, for no row, so PostgreSQL refuses the values that do not fit their column.
         Some(checked) => {
-            tables.api.store().table_rows(&served.shape, &checked, None, 0).await.map_err(read_failure)?;
+            tables.api.store().table_rows(&served.shape, &checked, &[], None, 0).await.map_err(read_failure)?;
             Vec::new()
         }
         None => tables
             .api
             .store()
-            .table_rows(&served.shape, &filters, after.as_deref(), limit + 1)
+            .table_rows(&served.shape, &filters, &sealed_for, after.as_deref(), limit + 1)
             .await
             .map_err(read_failure)?,
     };
     let (rows, next_cursor) = page(rows, limit, &endpoint, |row| key_of(&served.shape, row));
-    let rows = release(&tables.api, &caller, served, rows).await?;
+    let mut rows = release(&tables.api, &caller, served, rows).await?;
+    // An index entry outlives a change of value: each opened value is compared again.
+    rows.retain(|row| compare.iter().all(|(column, value)| as_text(&row[column]).as_deref() == Some(value.as_str())));
     let body = serde_json::json!({ "items": rows, "next_cursor": next_cursor });
     Ok((freshness.headers(), Json(body)).into_response())
 }
@@ -220,10 +230,10 @@ async fn one(
     let freshness = tables.api.freshness(&caller, &served.projection, &params.consistency()?).await?;
     let rows = match without_nul(&filters) {
         Some(checked) => {
-            tables.api.store().table_rows(&served.shape, &checked, None, 0).await.map_err(read_failure)?;
+            tables.api.store().table_rows(&served.shape, &checked, &[], None, 0).await.map_err(read_failure)?;
             Vec::new()
         }
-        None => tables.api.store().table_rows(&served.shape, &filters, None, 1).await.map_err(read_failure)?,
+        None => tables.api.store().table_rows(&served.shape, &filters, &[], None, 1).await.map_err(read_failure)?,
     };
     let rows = release(&tables.api, &caller, served, rows).await?;
     let row = rows.into_iter().next().ok_or_else(|| Problem::not_found(format!("no row `{key}` in `{table}`")))?;
@@ -436,6 +446,15 @@ fn describe(shape: &TableShape, personal: &[String], openapi: &mut OpenApi) {
         .paths
         .paths
         .insert(format!("/v1/tables/{table}/{}", key_path.join("/")), PathItem::new(HttpMethod::Get, one));
+}
+
+/// A column's value as a filter on it is written: text as it is, anything else as JSON.
+fn as_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(text) => Some(text.clone()),
+        other => Some(other.to_string()),
+    }
 }
 
 #[cfg(test)]

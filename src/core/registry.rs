@@ -299,6 +299,17 @@ impl Registry {
             .collect()
     }
 
+    /// The names of the blind indexes the registry's schemas declare (`x-blind-index`), sorted.
+    pub fn blind_index_names(&self) -> Vec<String> {
+        let names: std::collections::BTreeSet<&String> = self
+            .contracts
+            .values()
+            .flat_map(|c| c.versions.values())
+            .flat_map(|v| v.blind_indexes.iter().map(|(_, name)| name))
+            .collect();
+        names.into_iter().cloned().collect()
+    }
+
     /// Each type with personal fields, with the data field naming its subject.
     pub fn data_subject_fields(&self) -> Vec<(String, String)> {
         let subjects = self.contracts.values().filter_map(|c| Some((c.event_type.clone(), c.data_subject.clone()?)));

@@ -136,12 +136,15 @@ impl Store {
         Ok(())
     }
 
-    /// The subjects a blind index leads to from `digest`, in order.
-    pub async fn blind_index_subjects(&self, index_name: &str, digest: &[u8]) -> Result<Vec<String>, Error> {
+    /// The subjects the blind indexes lead to from each `(index name, digest)`, in order, once each.
+    pub async fn blind_index_subjects(&self, lookups: &[(String, Vec<u8>)]) -> Result<Vec<String>, Error> {
+        let (names, digests): (Vec<String>, Vec<Vec<u8>>) = lookups.iter().cloned().unzip();
         Ok(sqlx::query_scalar!(
-            "SELECT subject FROM eventline_keys.blind_index WHERE index_name = $1 AND digest = $2 ORDER BY subject",
-            index_name,
-            digest
+            r#"SELECT DISTINCT b.subject AS "subject!" FROM eventline_keys.blind_index b
+               JOIN unnest($1::text[], $2::bytea[]) AS l(index_name, digest) USING (index_name, digest)
+               ORDER BY 1"#,
+            &names,
+            &digests
         )
         .fetch_all(&self.pool)
         .await?)
@@ -253,8 +256,8 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Keeps blind-index entries, except those of subjects erased (by the time they are kept).
     async fn keep_blind_index(&self, entries: &[BlindIndexEntry]) -> Result<(), Error>;
 
-    /// The subjects a blind index leads to from a digest.
-    async fn blind_index_subjects(&self, index_name: &str, digest: &[u8]) -> Result<Vec<String>, Error>;
+    /// The subjects the blind indexes lead to from each `(index name, digest)`, once each.
+    async fn blind_index_subjects(&self, lookups: &[(String, Vec<u8>)]) -> Result<Vec<String>, Error>;
 
     /// Tells `ring` of each erasure as it is announced, for as long as it lives. A store that
     /// announces nothing leaves rings to the key lifetime alone.
@@ -277,8 +280,8 @@ impl KeyStore for Store {
         Store::keep_blind_index(self, entries).await
     }
 
-    async fn blind_index_subjects(&self, index_name: &str, digest: &[u8]) -> Result<Vec<String>, Error> {
-        Store::blind_index_subjects(self, index_name, digest).await
+    async fn blind_index_subjects(&self, lookups: &[(String, Vec<u8>)]) -> Result<Vec<String>, Error> {
+        Store::blind_index_subjects(self, lookups).await
     }
 
     /// Listens on [`ERASED_CHANNEL`] from a task of its own (within a Tokio runtime).
@@ -470,7 +473,18 @@ impl KeyRing {
         value: &serde_json::Value,
     ) -> Result<Vec<String>, KeyRingError> {
         let digest = self.index_key.digest(index_name, value);
-        Ok(self.store.blind_index_subjects(index_name, &digest).await?)
+        Ok(self.store.blind_index_subjects(&[(index_name.to_string(), digest)]).await?)
+    }
+
+    /// Like [`KeyRing::blind_index_subjects`] in every one of `index_names` at once.
+    pub async fn subjects_in_blind_indexes(
+        &self,
+        index_names: &[String],
+        value: &serde_json::Value,
+    ) -> Result<Vec<String>, KeyRingError> {
+        let lookups: Vec<(String, Vec<u8>)> =
+            index_names.iter().map(|name| (name.clone(), self.index_key.digest(name, value))).collect();
+        Ok(self.store.blind_index_subjects(&lookups).await?)
     }
 
     /// The key that opens `subject`'s sealed data; `None` when it has none (erased, or never

@@ -73,13 +73,15 @@ impl Store {
     }
 
     /// Up to `limit` rows of `shape`'s table as JSON objects, in primary-key order: those whose
-    /// columns equal `filters` (column, value as text), after the key `after` (values as text,
-    /// in key order) when given. A value that is not valid for its column's type is a
+    /// columns equal `filters` (column, value as text) and whose columns in `sealed_for` hold a
+    /// sealed value naming one of the subjects given, after the key `after` (values as text, in
+    /// key order) when given. A value that is not valid for its column's type is a
     /// [`Error::Database`] with SQLSTATE class 22.
     pub async fn table_rows(
         &self,
         shape: &TableShape,
         filters: &[(String, String)],
+        sealed_for: &[(String, Vec<String>)],
         after: Option<&[String]>,
         limit: i64,
     ) -> Result<Vec<serde_json::Value>, Error> {
@@ -88,16 +90,24 @@ impl Store {
             format!("CAST(${n} AS {data_type})")
         };
         let mut conditions: Vec<String> = Vec::new();
-        let mut values: Vec<&str> = Vec::new();
+        let mut values: Vec<Bound<'_>> = Vec::new();
         for (column, value) in filters {
-            values.push(value);
+            values.push(Bound::Text(value));
             conditions.push(format!("t.{} = {}", quoted(column), cast(column, values.len())));
+        }
+        for (column, subjects) in sealed_for {
+            values.push(Bound::Texts(subjects));
+            conditions.push(format!(
+                "eventline_sealed_subject(t.{}::text) = ANY(${}::text[])",
+                quoted(column),
+                values.len()
+            ));
         }
         if let Some(after) = after {
             let columns: Vec<String> = shape.primary_key.iter().map(|c| format!("t.{}", quoted(c))).collect();
             let mut placeholders = Vec::new();
             for (column, value) in shape.primary_key.iter().zip(after) {
-                values.push(value);
+                values.push(Bound::Text(value));
                 placeholders.push(cast(column, values.len()));
             }
             conditions.push(format!("({}) > ({})", columns.join(", "), placeholders.join(", ")));
@@ -111,9 +121,18 @@ impl Store {
         );
         let mut query = sqlx::query(&sql);
         for value in values {
-            query = query.bind(value);
+            query = match value {
+                Bound::Text(text) => query.bind(text),
+                Bound::Texts(texts) => query.bind(texts),
+            };
         }
         let rows = query.fetch_all(&self.pool).await?;
         Ok(rows.iter().map(|row| row.get("row")).collect())
     }
+}
+
+/// A value bound to a placeholder of [`Store::table_rows`].
+enum Bound<'a> {
+    Text(&'a str),
+    Texts(&'a [String]),
 }

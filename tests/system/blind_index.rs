@@ -1,5 +1,6 @@
 //! Sealed owners found by equality through their blind index (issue 16): the digests are kept
-//! with the keys (never in Kafka), the owner filter of the query API finds accounts by them, and
+//! with the keys (never in Kafka), the owner filter of the query API and the generic table reads'
+//! filters on a personal column find accounts by them, and
 //! erasing a subject deletes its digests in the transaction that destroys its key.
 
 use base64::Engine;
@@ -59,6 +60,21 @@ async fn sealed_owners_are_found_through_their_blind_index_until_erased() {
     let cursor = first["next_cursor"].as_str().unwrap().to_string();
     let cursor = Box::leak(format!("&limit=1&cursor={cursor}").into_boxed_str());
     assert_eq!(ids(&find(shared.clone(), cursor).await), ["acc-b"]);
+    // The generic table reads find them the same way, owners opened.
+    let table = |owner: String| {
+        let (up, personal) = (&up, &personal);
+        async move {
+            let answer = up.get_as(&format!("/v1/tables/account_balances?owner={owner}"), Some(personal)).await;
+            assert_eq!(answer.status(), 200);
+            let page = answer.json::<Value>().await.unwrap();
+            let rows = page["items"].as_array().unwrap().clone();
+            rows.iter()
+                .map(|r| format!("{} {}", r["account_id"].as_str().unwrap(), r["owner"].as_str().unwrap()))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(table(shared.clone()).await, [format!("acc-a {shared}"), format!("acc-b {shared}")]);
+    assert_eq!(table(format!("Nobody{id}")).await, Vec::<String>::new());
     // Without the personal scope, the filter is refused (which accounts it finds tells whose).
     let refused = up.get_as(&format!("/v1/accounts?owner={other}"), Some(&reader)).await;
     assert_eq!(refused.status(), 403);
@@ -91,6 +107,7 @@ async fn sealed_owners_are_found_through_their_blind_index_until_erased() {
         "erased subject acc-a: its personal data is unreadable everywhere within 5 s; 1 blind-index entry deleted\n"
     );
     assert_eq!(ids(&find(shared.clone(), "").await), ["acc-b"]);
+    assert_eq!(table(shared.clone()).await, [format!("acc-b {shared}")]);
     assert_eq!(env.psql("SELECT count(*) FROM eventline_keys.blind_index WHERE subject = 'acc-a'"), "0");
     let again = env.run(&["erase", "--subject", "acc-a", "--reason", "r", "--requested-by", "the person"]);
     assert!(again.status.success(), "{}", stderr(&again));
