@@ -147,6 +147,14 @@ pub async fn erase(settings: &Settings, projections: &[Arc<dyn Projection>], arg
         }
         Err(error) => not_reached.push(format!("the projections' rows about it ({error})")),
     }
+    match scrub_dead_letters(settings, &store, projections, subject).await {
+        Ok(0) => {}
+        Ok(letters) => println!(
+            "dead letters: personal data in clear removed from {}",
+            plural(letters, "dead letter", "dead letters")
+        ),
+        Err(error) => not_reached.push(format!("the dead letters ({error:#})")),
+    }
     match scrub_outbox(settings, &store, subject).await {
         Ok(0) => {}
         Ok(rows) => println!(
@@ -192,6 +200,44 @@ async fn replace_subject_ids(
         }
     }
     Ok(rows)
+}
+
+/// Removes `subject`'s personal data in clear from the dead letters about it, in the live runtime
+/// tables and every generation's (a record that reached Kafka without passing the way in, where
+/// it would have been sealed): how many.
+async fn scrub_dead_letters(
+    settings: &Settings,
+    store: &Store,
+    projections: &[Arc<dyn Projection>],
+    subject: &str,
+) -> anyhow::Result<u64> {
+    let registry = load_registry(settings).map_err(|failure| failure.error)?;
+    let subject_fields = registry.data_subject_fields();
+    let mut schemas = vec!["public".to_string()];
+    for projection in projections {
+        let generations = store.generations(projection.name()).await?;
+        schemas.extend(generations.iter().filter(|g| g.state != GenerationState::Live).map(|g| g.schema()));
+    }
+    let mut scrubbed = 0;
+    for schema in &schemas {
+        let mut letters = store.dead_letters_holding(schema, subject).await?;
+        letters.retain_mut(|(_, payload)| {
+            // Structured-mode records: the event, about this subject, with personal data in clear.
+            let Ok(mut event) = serde_json::from_slice::<serde_json::Value>(payload) else { return false };
+            let about = subject_fields
+                .iter()
+                .any(|(event_type, field)| event["type"] == event_type.as_str() && event["data"][field] == subject);
+            if !about || !registry.remove_clear_personal(&mut event) {
+                return false;
+            }
+            *payload = serde_json::to_vec(&event).expect("a JSON value serializes");
+            true
+        });
+        if !letters.is_empty() {
+            scrubbed += store.replace_dead_letter_payloads(schema, &letters).await?;
+        }
+    }
+    Ok(scrubbed)
 }
 
 /// Sets aside the unpublished outbox rows about `subject` that hold its personal data in clear

@@ -1,6 +1,9 @@
 //! What an erasure changes besides the key store: a data subject's id in the projections' rows
 //! about it (the columns a projection declares as holding one) is replaced by a placeholder of
-//! its own, in every generation, and again in a rebuilt generation before it goes live.
+//! its own, in every generation, and again in a rebuilt generation before it goes live; dead
+//! letters holding its personal data in clear are found for scrubbing.
+
+use sqlx::Row;
 
 use crate::generations::Frozen;
 use crate::{Error, Store};
@@ -37,6 +40,37 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(Some(changed.rows_affected()))
+    }
+}
+
+impl Store {
+    /// The dead letters in `schema` whose payload holds `text` (a subject's id): (id, payload).
+    /// None when that schema has no dead letters table.
+    pub async fn dead_letters_holding(&self, schema: &str, text: &str) -> Result<Vec<(i64, Vec<u8>)>, Error> {
+        let Some(table) = table_in(&self.pool, schema, "eventline_dead_letters.payload").await? else {
+            return Ok(Vec::new());
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT id, payload FROM {table} WHERE payload IS NOT NULL AND position(convert_to($1, 'UTF8') IN payload) > 0 ORDER BY id"
+        ))
+        .bind(text)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|row| (row.get("id"), row.get("payload"))).collect())
+    }
+
+    /// Replaces dead letters' payloads (by id) in `schema`: how many.
+    pub async fn replace_dead_letter_payloads(&self, schema: &str, payloads: &[(i64, Vec<u8>)]) -> Result<u64, Error> {
+        let Some(table) = table_in(&self.pool, schema, "eventline_dead_letters.payload").await? else { return Ok(0) };
+        let (ids, payloads): (Vec<i64>, Vec<Vec<u8>>) = payloads.iter().cloned().unzip();
+        let changed = sqlx::query(&format!(
+            "UPDATE {table} AS d SET payload = r.payload FROM unnest($1::bigint[], $2::bytea[]) AS r(id, payload) WHERE d.id = r.id"
+        ))
+        .bind(&ids)
+        .bind(&payloads)
+        .execute(&self.pool)
+        .await?;
+        Ok(changed.rows_affected())
     }
 }
 

@@ -1,6 +1,7 @@
 //! What `eventline erase` scrubs besides the key (issue 16): a subject's id in the rows a
 //! projection keeps about it, in every generation (and again in a later rebuild), with counts
-//! over those rows unchanged; unpublished outbox rows holding its personal data in clear. A part
+//! over those rows unchanged; dead letters and unpublished outbox rows holding its personal data
+//! in clear. A part
 //! it cannot reach is named, exit 75, the subject fenced all the same; running it again
 //! completes it.
 
@@ -47,6 +48,16 @@ async fn erase_replaces_the_subjects_id_in_every_generation_and_sets_clear_outbo
         env.psql("SELECT coalesce(sum(page_views), 0) FROM daily_activity") == "4"
     })
     .await;
+    // A record that reached Kafka past the way in, unsealed and invalid: a dead letter holding a
+    // session id in clear.
+    let mut poison = viewed("v-9", "u-1", day2, "SessionInClear-9");
+    poison["data"]["path"] = json!(42);
+    let headers = [("content-type", "application/cloudevents+json")];
+    crate::kafka_binding::produce_to(&env, "activity.events", "u-1", poison.to_string().as_bytes(), &headers).await;
+    wait_until("the poison to be set aside", || async {
+        env.psql("SELECT count(*) FROM eventline_dead_letters WHERE projection = 'daily_activity'") == "1"
+    })
+    .await;
     // A second generation, cut over: the first is kept, retired, in its own schema.
     let rebuilt = env.run(&["rebuild", "start", "daily_activity", "--cutover", "--progress", "json"]);
     assert!(rebuilt.status.success(), "{}", stderr(&rebuilt));
@@ -73,8 +84,16 @@ async fn erase_replaces_the_subjects_id_in_every_generation_and_sets_clear_outbo
         stdout(&erased),
         "erased subject u-1: its personal data is unreadable everywhere within 5 s; 0 blind-index entries deleted\n\
          daily_activity: its id replaced in 4 rows\n\
+         dead letters: personal data in clear removed from 2 dead letters\n\
          outbox: 1 unpublished row about it set aside, their personal data in clear removed\n"
     );
+    // Both generations' dead letters, the session id gone, the rest as it was.
+    for schema in ["public", retired.as_str()] {
+        let payload = env.psql(&format!("SELECT convert_from(payload, 'UTF8') FROM {schema}.eventline_dead_letters"));
+        let payload: Value = serde_json::from_str(&payload).unwrap();
+        assert_eq!(payload["data"], json!({"user_id": "u-1", "path": 42, "session_id": null}), "{schema}");
+        assert_eq!(payload["id"], "v-9");
+    }
     // The same placeholder everywhere, counts as they were, the other user untouched.
     let placeholder = env.psql("SELECT placeholder FROM eventline_erased_subjects WHERE subject = 'u-1'");
     assert!(placeholder.starts_with("erased-") && placeholder.len() == 39, "{placeholder}");
@@ -94,7 +113,15 @@ async fn erase_replaces_the_subjects_id_in_every_generation_and_sets_clear_outbo
     assert_eq!(users(&env, "public"), scrubbed);
     assert_eq!(counts(), "2026-12-01 2 3,2026-12-02 1 1");
 
-    // Again: nothing more to do.
+    // Again: the rebuild read the record that came past the way in once more (Kafka keeps it, in
+    // clear), so its new dead letter is scrubbed; then there is nothing more to do.
+    let again = erase(&env, "u-1", &[]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(
+        stdout(&again),
+        "subject u-1 was already erased (or had no personal data): it stays fenced\n\
+         dead letters: personal data in clear removed from 1 dead letter\n"
+    );
     let again = erase(&env, "u-1", &[]);
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(stdout(&again), "subject u-1 was already erased (or had no personal data): it stays fenced\n");

@@ -14,9 +14,14 @@ use crate::helpers::{stderr, stdout, wait_until, TestEnv};
 
 /// Writes a record around eventline's publisher, as a foreign producer would.
 pub(crate) async fn produce(env: &TestEnv, key: &str, value: &[u8], headers: &[(&str, &str)]) {
+    produce_to(env, "accounts.events", key, value, headers).await
+}
+
+/// Produces one record to the test's `base` topic as it is, past the gateway.
+pub(crate) async fn produce_to(env: &TestEnv, base: &str, key: &str, value: &[u8], headers: &[(&str, &str)]) {
     let producer = EventProducer::connect(&env.kafka, Duration::from_secs(10), Duration::from_secs(10)).await.unwrap();
     let headers: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
-    let topic = env.topic("accounts.events");
+    let topic = env.topic(base);
     producer.send(OutgoingRecord { topic: &topic, key, payload: value, headers: &headers }).await.unwrap();
 }
 
