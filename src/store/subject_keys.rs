@@ -412,13 +412,19 @@ impl KeyRing {
     ) -> Result<HashMap<String, Option<DataKey>>, KeyRingError> {
         let mut keys = HashMap::with_capacity(subjects.len());
         let mut missing = Vec::new();
-        for subject in subjects {
-            match self.cached(subject) {
-                Some(Some(key)) => {
-                    keys.insert(subject.clone(), Some(key));
+        {
+            // One lock for the whole batch, not one per event.
+            let cache = self.cache.lock().expect("the key cache is never poisoned");
+            for subject in subjects {
+                if keys.contains_key(subject) {
+                    continue;
                 }
-                _ if !keys.contains_key(subject) => missing.push(subject.clone()),
-                _ => {}
+                match cache.entries.get(subject).filter(|(at, _)| at.elapsed() < self.lifetime) {
+                    Some((_, Some(key))) => {
+                        keys.insert(subject.clone(), Some(key.clone()));
+                    }
+                    _ => missing.push(subject.clone()),
+                }
             }
         }
         missing.sort();
