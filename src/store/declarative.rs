@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::PgDatabaseError;
 use sqlx::{Executor, Row};
 
-use crate::{Error, Store, StoreTx};
+use crate::{quoted, Error, Store, StoreTx};
 
 /// One migration file of a declarative projection.
 #[derive(Debug, Clone)]
@@ -69,10 +69,6 @@ impl From<sqlx::Error> for DefinitionError {
 
 fn checksum(sql: &str) -> Vec<u8> {
     Sha256::digest(sql.as_bytes()).to_vec()
-}
-
-fn quoted(identifier: &str) -> String {
-    format!("\"{}\"", identifier.replace('"', "\"\""))
 }
 
 /// The schema that holds version `version` of `projection`'s `apply` function.

@@ -6,7 +6,7 @@
 use sqlx::Row;
 
 use crate::generations::Frozen;
-use crate::{Error, Store};
+use crate::{quoted, Error, Store};
 
 impl Store {
     /// The placeholder that replaces `subject`'s id in rows about it: made on its first erasure,
@@ -106,8 +106,4 @@ async fn table_in(executor: impl sqlx::PgExecutor<'_>, schema: &str, column: &st
 
 fn column_name(column: &str) -> &str {
     column.split_once('.').map_or(column, |(_, name)| name)
-}
-
-fn quoted(identifier: &str) -> String {
-    format!("\"{}\"", identifier.replace('"', "\"\""))
 }

@@ -19,7 +19,7 @@ use crate::declarative::{
     check_tables_in, create_dispatcher, dispatcher, record_migration, run_migration, DefinitionError,
     ProjectionMigration,
 };
-use crate::{Error, Store, StoreTx};
+use crate::{quoted, Error, Store, StoreTx};
 
 /// The runtime tables every generation has its own rows in.
 const RUNTIME_TABLES: &[&str] =
@@ -150,10 +150,6 @@ pub struct ResetCounts {
     pub dead_letters: u64,
     pub parked_keys: u64,
     pub applied_ids: u64,
-}
-
-fn quoted(identifier: &str) -> String {
-    format!("\"{}\"", identifier.replace('"', "\"\""))
 }
 
 /// The tables as qualified names in `public`.

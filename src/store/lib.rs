@@ -281,3 +281,8 @@ fn connect_error(url: &DatabaseUrl, timeout: Duration, error: sqlx::Error) -> Er
 fn unreachable(url: &DatabaseUrl, timeout: Duration, reason: String) -> Error {
     Error::Unreachable { url: url.to_string(), timeout, reason }
 }
+
+/// `identifier` quoted for SQL (a table, column or schema name the store builds a statement with).
+pub(crate) fn quoted(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}

@@ -5,7 +5,7 @@
 
 use sqlx::Row;
 
-use crate::{Error, Store};
+use crate::{quoted, Error, Store};
 
 /// A column as the catalog describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,10 +28,6 @@ impl TableShape {
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
     }
-}
-
-fn quoted(identifier: &str) -> String {
-    format!("\"{}\"", identifier.replace('"', "\"\""))
 }
 
 impl Store {
