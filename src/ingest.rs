@@ -187,11 +187,8 @@ async fn replace_subject_ids(
     subject: &str,
     placeholder: &str,
 ) -> Result<u64, String> {
-    let generations = store.generations(projection.name()).await.map_err(|e| e.to_string())?;
-    let mut schemas = vec!["public".to_string()];
-    schemas.extend(generations.iter().filter(|g| g.state != GenerationState::Live).map(|g| g.schema()));
     let mut rows = 0;
-    for schema in &schemas {
+    for schema in &generation_schemas(store, projection).await.map_err(|e| e.to_string())? {
         for column in projection.subject_columns() {
             match store.replace_subject_id(schema, column, subject, placeholder).await {
                 Ok(changed) => rows += changed.unwrap_or(0),
@@ -200,6 +197,14 @@ async fn replace_subject_ids(
         }
     }
     Ok(rows)
+}
+
+/// Where `projection`'s tables are in each of its generations: `public` for the live one, then
+/// each other generation's schema.
+async fn generation_schemas(store: &Store, projection: &dyn Projection) -> Result<Vec<String>, eventline_store::Error> {
+    let generations = store.generations(projection.name()).await?;
+    let others = generations.iter().filter(|g| g.state != GenerationState::Live).map(|g| g.schema());
+    Ok(std::iter::once("public".to_string()).chain(others).collect())
 }
 
 /// Removes `subject`'s personal data in clear from the dead letters about it, in the live runtime
@@ -213,11 +218,13 @@ async fn scrub_dead_letters(
 ) -> anyhow::Result<u64> {
     let registry = load_registry(settings).map_err(|failure| failure.error)?;
     let subject_fields = registry.data_subject_fields();
+    // The live runtime tables (`public`) hold every projection's dead letters: read once.
     let mut schemas = vec!["public".to_string()];
     for projection in projections {
-        let generations = store.generations(projection.name()).await?;
-        schemas.extend(generations.iter().filter(|g| g.state != GenerationState::Live).map(|g| g.schema()));
+        schemas.extend(generation_schemas(store, projection.as_ref()).await?);
     }
+    schemas.sort();
+    schemas.dedup();
     let mut scrubbed = 0;
     for schema in &schemas {
         let mut letters = store.dead_letters_holding(schema, subject).await?;
