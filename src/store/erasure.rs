@@ -41,11 +41,9 @@ impl Store {
             .await?;
         Ok(Some(changed.rows_affected()))
     }
-}
 
-impl Store {
-    /// The dead letters in `schema` whose payload holds `text` (a subject's id): (id, payload).
-    /// None when that schema has no dead letters table.
+    /// The dead letters in `schema` whose payload holds `text` (a subject's id): (id, payload);
+    /// none when that schema has no dead letters table.
     pub async fn dead_letters_holding(&self, schema: &str, text: &str) -> Result<Vec<(i64, Vec<u8>)>, Error> {
         let Some(table) = table_in(&self.pool, schema, "eventline_dead_letters.payload").await? else {
             return Ok(Vec::new());
