@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use eventline_consumers::declarative::{self, Declarative};
-use eventline_consumers::runtime::{self, WorkerError};
+use eventline_consumers::runtime::WorkerError;
 use eventline_consumers::Projection;
 use eventline_core::check;
 use eventline_core::config::Settings;
@@ -19,6 +19,7 @@ use eventline_producers::loadgen::ExamplesTraffic;
 use eventline_producers::publisher::Publisher;
 use eventline_producers::sealing::{SealError, Sealer};
 use eventline_reference::loadgen::{self, Domain};
+use eventline_store::availability::wait_out_unavailable;
 use eventline_store::declarative::Migrated;
 use eventline_store::subject_keys::KeyRing;
 use eventline_store::Store;
@@ -428,7 +429,7 @@ pub async fn workers(settings: &Settings, projections: &[Arc<dyn Projection>], s
     // A connection for each lane of each worker, and two for pruning and position checks.
     let connections = 2 + (projections.len() * settings.worker.lanes) as u32;
     let store = Store::connect(&settings.database_url, connections, settings.connect_timeout).await?;
-    let migrated = runtime::wait_out_unavailable("checking migrations", &shutdown, || store.ensure_migrated());
+    let migrated = wait_out_unavailable("checking migrations", &shutdown, || store.ensure_migrated());
     if migrated.await?.is_none() {
         return Ok(());
     }

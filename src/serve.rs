@@ -9,6 +9,7 @@ use eventline_api::{Api, ProjectionInfo};
 use eventline_auth::Auth;
 use eventline_core::config::{DatabaseUrl, Settings};
 use eventline_http::Readiness;
+use eventline_store::availability::wait_out_unavailable;
 use eventline_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -129,7 +130,11 @@ pub async fn http(
         .await
         .with_context(|| format!("cannot listen on {} (EVENTLINE_HTTP_ADDR)", settings.http_addr))?;
     let store = Store::connect(&settings.database_url, POOL_SIZE, settings.connect_timeout).await?;
-    store.ensure_migrated().await?;
+    // A dropped connection or a restarting database at start-up is waited out, as workers do.
+    let migrated = wait_out_unavailable("checking migrations", &shutdown, || store.ensure_migrated());
+    if migrated.await?.is_none() {
+        return Ok(());
+    }
     let auth = Arc::new(if args.insecure_no_auth {
         tracing::warn!(
             "AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach {} may publish any event and read \

@@ -67,6 +67,8 @@ struct Inner {
     kafka: KafkaSettings,
     projections: Vec<Served>,
     progress: Progress,
+    /// Ends the start-up's waits for an unavailable database.
+    shutdown: CancellationToken,
 }
 
 /// A projection as the API serves it: its name, its consumer group and its topics in this
@@ -91,7 +93,7 @@ impl Api {
         shutdown: CancellationToken,
     ) -> Self {
         let names: Vec<&str> = projections.iter().map(|p| p.name.as_str()).collect();
-        let progress = Progress::start(store.clone(), &names, shutdown);
+        let progress = Progress::start(store.clone(), &names, shutdown.clone());
         let projections = projections
             .iter()
             .map(|p| Served {
@@ -102,7 +104,7 @@ impl Api {
                 topics: p.topics.iter().map(|t| namespace.topic(t)).collect(),
             })
             .collect();
-        Self(Arc::new(Inner { store, keys, kafka, projections, progress, blind_indexes }))
+        Self(Arc::new(Inner { store, keys, kafka, projections, progress, blind_indexes, shutdown }))
     }
 
     /// Each served projection as [`status::collect`] reads it.

@@ -14,6 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use eventline_http::Problem;
+use eventline_store::availability::wait_out_unavailable;
 use eventline_store::tables::TableShape;
 use serde_json::Value;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem};
@@ -40,22 +41,27 @@ struct Tables {
 }
 
 /// Reads the shape of every table the served projections declare; a table not created yet (its
-/// projection not migrated) is left out with a warning.
+/// projection not migrated) is left out with a warning. A database that is briefly unavailable
+/// is waited out, so a blip at start-up does not leave a table unserved.
 pub(crate) async fn load(api: &Api) -> Vec<(String, TableShape)> {
     let mut shapes = Vec::new();
     for (projection, table) in api.declared_tables() {
         let personal = api.personal_columns(&projection, &table);
-        match api.store().table_shape(&table).await {
+        let reading =
+            wait_out_unavailable("reading a table's shape", &api.0.shutdown, || api.store().table_shape(&table));
+        match reading.await {
+            // Stopping: nothing will be served.
+            Ok(None) => break,
             // Served, its personal columns could not be withheld: fail closed.
-            Ok(Some(shape)) if personal.iter().any(|c| shape.column(c).is_none()) => tracing::error!(
+            Ok(Some(Some(shape))) if personal.iter().any(|c| shape.column(c).is_none()) => tracing::error!(
                 projection,
                 table,
                 ?personal,
                 "A personal column the projection declares is not in the table; the table is not served."
             ),
-            Ok(Some(shape)) if !shape.primary_key.is_empty() => shapes.push((projection, shape)),
-            Ok(Some(_)) => tracing::warn!(projection, table, "Table has no primary key; not served over HTTP."),
-            Ok(None) => {
+            Ok(Some(Some(shape))) if !shape.primary_key.is_empty() => shapes.push((projection, shape)),
+            Ok(Some(Some(_))) => tracing::warn!(projection, table, "Table has no primary key; not served over HTTP."),
+            Ok(Some(None)) => {
                 tracing::warn!(projection, table, "Table does not exist (run `eventline migrate`); not served.")
             }
             Err(error) => tracing::warn!(projection, table, %error, "Cannot read the table's shape; not served."),

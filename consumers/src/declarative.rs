@@ -572,12 +572,16 @@ impl Projection for Declarative {
     ) -> BoxFuture<'a, Result<WorkerReport, WorkerError>> {
         Box::pin(async move {
             let definition = &self.definition;
-            let ready = runtime::wait_out_unavailable("migrating and installing the projection", &shutdown, || async {
-                store
-                    .ensure_projection_migrated(&definition.name, Some(definition.version), &definition.migrations)
-                    .await?;
-                self.install(&store).await
-            });
+            let ready = eventline_store::availability::wait_out_unavailable(
+                "migrating and installing the projection",
+                &shutdown,
+                || async {
+                    store
+                        .ensure_projection_migrated(&definition.name, Some(definition.version), &definition.migrations)
+                        .await?;
+                    self.install(&store).await
+                },
+            );
             if ready.await.map_err(|error| WorkerError::Definition(error.to_string()))?.is_none() {
                 return Ok(WorkerReport::default());
             }

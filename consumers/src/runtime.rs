@@ -32,6 +32,7 @@ use eventline_core::contract::{ContractError, ValidatedEvent};
 use eventline_core::envelope::EnvelopeError;
 use eventline_core::registry::Registry;
 use eventline_kafka::consumer::{ConsumedRecord, ConsumerEvent, GroupConsumer, StartingOffsets, TopicPartition};
+use eventline_store::availability::{wait_out_unavailable, FIRST_RETRY_DELAY, MAX_RETRY_DELAY};
 use eventline_store::checkpoints::PositionMove;
 use eventline_store::dead_letters::NewDeadLetter;
 use eventline_store::runtime::ReadEvent;
@@ -45,9 +46,6 @@ use crate::health;
 use crate::projections::{Applicable, Apply, ApplyError};
 use crate::spans::BatchSpans;
 
-/// Longest pause between attempts while the database is unavailable.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
-const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
 /// How often applied event ids older than the dedup window are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// How often an idle worker compares its positions with the stored ones, to pick up an
@@ -62,51 +60,6 @@ pub enum WorkerError {
     Store(#[from] eventline_store::Error),
     #[error("{0}")]
     Definition(String),
-}
-
-/// Runs one of a worker's own reads or set-up steps (not a batch), waiting out a dropped
-/// connection or a restarting database the way batches do. `Ok(None)`: `shutdown` came first.
-pub async fn wait_out_unavailable<T, E, Fut>(
-    what: &str,
-    shutdown: &CancellationToken,
-    mut attempt: impl FnMut() -> Fut,
-) -> Result<Option<T>, E>
-where
-    E: MaybeTransient + std::fmt::Display,
-    Fut: std::future::Future<Output = Result<T, E>>,
-{
-    let mut delay = FIRST_RETRY_DELAY;
-    loop {
-        match attempt().await {
-            Ok(value) => return Ok(Some(value)),
-            Err(error) if error.is_transient() => {
-                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "Database unavailable while {what}; retrying.");
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(None),
-                    () = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(MAX_RETRY_DELAY);
-            }
-            Err(error) => return Err(error),
-        }
-    }
-}
-
-/// A database failure that may pass if tried again.
-pub trait MaybeTransient {
-    fn is_transient(&self) -> bool;
-}
-
-impl MaybeTransient for eventline_store::Error {
-    fn is_transient(&self) -> bool {
-        eventline_store::Error::is_transient(self)
-    }
-}
-
-impl MaybeTransient for eventline_store::declarative::DefinitionError {
-    fn is_transient(&self) -> bool {
-        eventline_store::declarative::DefinitionError::is_transient(self)
-    }
 }
 
 /// Looks up stored positions for the consumer's rebalance callback.

@@ -18,6 +18,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod availability;
 pub mod checkpoints;
 pub mod dead_letters;
 pub mod declarative;

@@ -364,9 +364,10 @@ impl<H: Handler> Projection for RustProjection<H> {
     ) -> BoxFuture<'a, Result<WorkerReport, WorkerError>> {
         Box::pin(async move {
             let migrations = migrations_of::<H>();
-            let migrating = runtime::wait_out_unavailable("migrating the projection", &shutdown, || {
-                store.ensure_projection_migrated(H::NAME, None, &migrations)
-            });
+            let migrating =
+                eventline_store::availability::wait_out_unavailable("migrating the projection", &shutdown, || {
+                    store.ensure_projection_migrated(H::NAME, None, &migrations)
+                });
             if migrating.await.map_err(|error| WorkerError::Definition(error.to_string()))?.is_none() {
                 return Ok(WorkerReport::default());
             }
