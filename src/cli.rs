@@ -93,7 +93,8 @@ pub enum Command {
     ///
     /// Then, with the fence in place, what still names it is scrubbed: its id, in the columns
     /// projections declare as holding a subject's id (subject_columns), is replaced by a
-    /// placeholder of its own in every generation; dead letters and unpublished outbox rows about
+    /// placeholder of its own in every generation, and in every row written there later (a
+    /// replay, a rebuild, a late event); dead letters and unpublished outbox rows about
     /// it have their personal data in clear removed (outbox rows are set aside). A part it cannot reach is named and the
     /// command exits 75: run it again to complete it. Running it again is always harmless.
     Erase(EraseArgs),

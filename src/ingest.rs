@@ -180,7 +180,8 @@ fn plural(count: u64, one: &str, many: &str) -> String {
 }
 
 /// Replaces `subject`'s id by `placeholder` in `projection`'s subject columns, in the live tables
-/// and every other generation's: the rows changed, or what failed.
+/// and every other generation's, and keeps it out of rows written there later: the rows changed,
+/// or what failed.
 async fn replace_subject_ids(
     store: &Store,
     projection: &dyn Projection,
@@ -189,6 +190,10 @@ async fn replace_subject_ids(
 ) -> Result<u64, String> {
     let mut rows = 0;
     for schema in &generation_schemas(store, projection).await.map_err(|e| e.to_string())? {
+        // First, so a row a worker writes meanwhile is not left with the id.
+        if let Err(error) = store.guard_subject_columns_in(schema, projection.subject_columns()).await {
+            return Err(format!("the subject columns' guard in {schema}: {error}"));
+        }
         for column in projection.subject_columns() {
             match store.replace_subject_id(schema, column, subject, placeholder).await {
                 Ok(changed) => rows += changed.unwrap_or(0),

@@ -1,7 +1,9 @@
 //! What an erasure changes besides the key store: a data subject's id in the projections' rows
 //! about it (the columns a projection declares as holding one) is replaced by a placeholder of
 //! its own, in every generation, and again in a rebuilt generation before it goes live; dead
-//! letters holding its personal data in clear are found for scrubbing.
+//! letters holding its personal data in clear are found for scrubbing. Once a subject is erased,
+//! a trigger on each table with subject columns keeps erased ids out of every row written later
+//! (a replay in place, a late event, a rebuild).
 
 use sqlx::Row;
 
@@ -69,6 +71,50 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(changed.rows_affected())
+    }
+
+    /// Keeps erased subjects' ids out of `columns` (`table.column`) of the tables in `schema` for
+    /// every row written from now on: a trigger replaces each with its subject's placeholder.
+    /// Idempotent; a table not in that schema is passed over.
+    pub async fn guard_subject_columns_in(&self, schema: &str, columns: &[String]) -> Result<(), Error> {
+        let mut tables: Vec<(&str, Vec<&str>)> = Vec::new();
+        for column in columns {
+            let (table, name) = column.split_once('.').unwrap_or((column, ""));
+            match tables.iter_mut().find(|(t, _)| *t == table) {
+                Some((_, names)) => names.push(name),
+                None => tables.push((table, vec![name])),
+            }
+        }
+        for (table, names) in tables {
+            let Some(qualified) = table_in(&self.pool, schema, table).await? else { continue };
+            let arguments: Vec<String> = names.iter().map(|name| format!("'{}'", name.replace('\'', "''"))).collect();
+            sqlx::query(&format!(
+                "CREATE OR REPLACE TRIGGER eventline_erased_subjects BEFORE INSERT OR UPDATE ON {qualified}
+                 FOR EACH ROW EXECUTE FUNCTION public.eventline_erased_subject_guard({})",
+                arguments.join(", ")
+            ))
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Like [`Store::guard_subject_columns_in`], in the tables this store writes (a rebuild's
+    /// generation, or the live tables), once any subject was erased: before that, no table pays
+    /// for the trigger.
+    pub async fn guard_subject_columns(&self, columns: &[String]) -> Result<(), Error> {
+        if columns.is_empty() {
+            return Ok(());
+        }
+        let any_erased =
+            sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM public.eventline_erased_subjects) AS "any!""#)
+                .fetch_one(&self.pool)
+                .await?;
+        if !any_erased {
+            return Ok(());
+        }
+        let schema = self.rebuilding.as_deref().unwrap_or("public").to_string();
+        self.guard_subject_columns_in(&schema, columns).await
     }
 }
 

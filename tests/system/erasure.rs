@@ -1,6 +1,6 @@
 //! What `eventline erase` scrubs besides the key (issue 16): a subject's id in the rows a
-//! projection keeps about it, in every generation (and again in a later rebuild), with counts
-//! over those rows unchanged; dead letters and unpublished outbox rows holding its personal data
+//! projection keeps about it, in every generation (and in every row written later: a rebuild, a
+//! replay in place), with counts over those rows unchanged; dead letters and unpublished outbox rows holding its personal data
 //! in clear. A part
 //! it cannot reach is named, exit 75, the subject fenced all the same; running it again
 //! completes it.
@@ -78,8 +78,14 @@ async fn erase_replaces_the_subjects_id_in_every_generation_and_sets_clear_outbo
         env.psql(&format!("INSERT INTO eventline_outbox (event) VALUES ('{event}')"));
     }
 
+    // No erasure yet: no table pays for the guard that keeps erased ids out.
+    let guarded = || env.psql("SELECT count(*) FROM pg_trigger WHERE tgname = 'eventline_erased_subjects'");
+    assert_eq!(guarded(), "0");
+
     let erased = erase(&env, "u-1", &[]);
     assert!(erased.status.success(), "{}", stderr(&erased));
+    // The live and the retired generation's table of users per day.
+    assert_eq!(guarded(), "2");
     assert_eq!(
         stdout(&erased),
         "erased subject u-1: its personal data is unreadable everywhere within 5 s; 0 blind-index entries deleted\n\
@@ -125,6 +131,13 @@ async fn erase_replaces_the_subjects_id_in_every_generation_and_sets_clear_outbo
     let again = erase(&env, "u-1", &[]);
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(stdout(&again), "subject u-1 was already erased (or had no personal data): it stays fenced\n");
+
+    // Replayed in place, from the log where u-1 still is: the rows written again keep the
+    // placeholder (the guard is on the live table, which the rebuild's generation became).
+    let replayed = env.run(&["replay", "daily_activity", "--from", "earliest"]);
+    assert!(replayed.status.success(), "{}", stderr(&replayed));
+    wait_until("the views to be counted again", || async { counts() == "2026-12-01 2 3,2026-12-02 1 1" }).await;
+    assert_eq!(users(&env, "public"), scrubbed, "{}", worker.log());
     worker.terminate();
 }
 
