@@ -212,9 +212,9 @@ async fn generation_schemas(store: &Store, projection: &dyn Projection) -> Resul
     Ok(std::iter::once("public".to_string()).chain(others).collect())
 }
 
-/// Removes `subject`'s personal data in clear from the dead letters about it, in the live runtime
-/// tables and every generation's (a record that reached Kafka without passing the way in, where
-/// it would have been sealed): how many.
+/// Removes `subject`'s personal data in clear from the dead letters about it (structured or
+/// binary mode), in the live runtime tables and every generation's (a record that reached Kafka
+/// without passing the way in, where it would have been sealed): how many.
 async fn scrub_dead_letters(
     settings: &Settings,
     store: &Store,
@@ -232,24 +232,48 @@ async fn scrub_dead_letters(
     schemas.dedup();
     let mut scrubbed = 0;
     for schema in &schemas {
-        let mut letters = store.dead_letters_holding(schema, subject).await?;
-        letters.retain_mut(|(_, payload)| {
-            // Structured-mode records: the event, about this subject, with personal data in clear.
-            let Ok(mut event) = serde_json::from_slice::<serde_json::Value>(payload) else { return false };
-            let about = subject_fields
-                .iter()
-                .any(|(event_type, field)| event["type"] == event_type.as_str() && event["data"][field] == subject);
-            if !about || !registry.remove_clear_personal(&mut event) {
-                return false;
-            }
-            *payload = serde_json::to_vec(&event).expect("a JSON value serializes");
-            true
-        });
+        let letters = store.dead_letters_holding(schema, subject).await?;
+        let letters: Vec<(i64, Vec<u8>)> = letters
+            .into_iter()
+            .filter_map(|(id, payload, headers)| {
+                let payload = without_clear_personal(&registry, &subject_fields, subject, &payload, &headers)?;
+                Some((id, payload))
+            })
+            .collect();
         if !letters.is_empty() {
             scrubbed += store.replace_dead_letter_payloads(schema, &letters).await?;
         }
     }
     Ok(scrubbed)
+}
+
+/// A dead letter's payload with `subject`'s personal data in clear removed, if it is about that
+/// subject and held some. In structured mode the payload is the event; in binary mode it is the
+/// event's data, its type and data version in the record's `ce_` headers.
+fn without_clear_personal(
+    registry: &Registry,
+    subject_fields: &[(String, String)],
+    subject: &str,
+    payload: &[u8],
+    headers: &serde_json::Value,
+) -> Option<Vec<u8>> {
+    let payload: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let structured = payload.get("specversion").is_some();
+    let mut event = match structured {
+        true => payload,
+        false => {
+            let version = headers["ce_dataversion"].as_str().and_then(|v| v.parse::<u64>().ok()).unwrap_or(1);
+            serde_json::json!({"type": headers["ce_type"], "dataversion": version, "data": payload})
+        }
+    };
+    let about = subject_fields
+        .iter()
+        .any(|(event_type, field)| event["type"] == event_type.as_str() && event["data"][field] == subject);
+    if !about || !registry.remove_clear_personal(&mut event) {
+        return None;
+    }
+    let scrubbed = if structured { &event } else { &event["data"] };
+    Some(serde_json::to_vec(scrubbed).expect("a JSON value serializes"))
 }
 
 /// Sets aside the unpublished outbox rows about `subject` that hold its personal data in clear

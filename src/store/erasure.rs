@@ -44,19 +44,23 @@ impl Store {
         Ok(Some(changed.rows_affected()))
     }
 
-    /// The dead letters in `schema` whose payload holds `text` (a subject's id): (id, payload);
-    /// none when that schema has no dead letters table.
-    pub async fn dead_letters_holding(&self, schema: &str, text: &str) -> Result<Vec<(i64, Vec<u8>)>, Error> {
+    /// The dead letters in `schema` whose payload holds `text` (a subject's id): (id, payload,
+    /// the record's headers); none when that schema has no dead letters table.
+    pub async fn dead_letters_holding(
+        &self,
+        schema: &str,
+        text: &str,
+    ) -> Result<Vec<(i64, Vec<u8>, serde_json::Value)>, Error> {
         let Some(table) = table_in(&self.pool, schema, "eventline_dead_letters.payload").await? else {
             return Ok(Vec::new());
         };
         let rows = sqlx::query(&format!(
-            "SELECT id, payload FROM {table} WHERE payload IS NOT NULL AND position(convert_to($1, 'UTF8') IN payload) > 0 ORDER BY id"
+            "SELECT id, payload, headers FROM {table} WHERE payload IS NOT NULL AND position(convert_to($1, 'UTF8') IN payload) > 0 ORDER BY id"
         ))
         .bind(text)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(|row| (row.get("id"), row.get("payload"))).collect())
+        Ok(rows.iter().map(|row| (row.get("id"), row.get("payload"), row.get("headers"))).collect())
     }
 
     /// Replaces dead letters' payloads (by id) in `schema`: how many.

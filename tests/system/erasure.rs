@@ -1,9 +1,8 @@
 //! What `eventline erase` scrubs besides the key (issue 16): a subject's id in the rows a
 //! projection keeps about it, in every generation (and in every row written later: a rebuild, a
-//! replay in place), with counts over those rows unchanged; dead letters and unpublished outbox rows holding its personal data
-//! in clear. A part
-//! it cannot reach is named, exit 75, the subject fenced all the same; running it again
-//! completes it.
+//! replay in place), with counts over those rows unchanged; dead letters (structured or binary
+//! mode) and unpublished outbox rows holding its personal data in clear. A part it cannot reach
+//! is named, exit 75, the subject fenced all the same; running it again completes it.
 
 use serde_json::{json, Value};
 
@@ -54,8 +53,21 @@ async fn erase_replaces_the_subjects_id_in_every_generation_and_sets_clear_outbo
     poison["data"]["path"] = json!(42);
     let headers = [("content-type", "application/cloudevents+json")];
     crate::kafka_binding::produce_to(&env, "activity.events", "u-1", poison.to_string().as_bytes(), &headers).await;
+    // And one in binary mode (the data alone in the value, its attributes in `ce_` headers), parked
+    // behind the first.
+    let binary = json!({"user_id": "u-1", "path": 42, "session_id": "SessionInBinary-10"}).to_string();
+    let binary_headers = [
+        ("ce_specversion", "1.0"),
+        ("ce_id", "v-10"),
+        ("ce_source", "/sdk"),
+        ("ce_type", "activity.PageViewed"),
+        ("ce_subject", "u-1"),
+        ("ce_time", day2),
+        ("content-type", "application/json"),
+    ];
+    crate::kafka_binding::produce_to(&env, "activity.events", "u-1", binary.as_bytes(), &binary_headers).await;
     wait_until("the poison to be set aside", || async {
-        env.psql("SELECT count(*) FROM eventline_dead_letters WHERE projection = 'daily_activity'") == "1"
+        env.psql("SELECT count(*) FROM eventline_dead_letters WHERE projection = 'daily_activity'") == "2"
     })
     .await;
     // A second generation, cut over: the first is kept, retired, in its own schema.
@@ -90,15 +102,22 @@ async fn erase_replaces_the_subjects_id_in_every_generation_and_sets_clear_outbo
         stdout(&erased),
         "erased subject u-1: its personal data is unreadable everywhere within 5 s; 0 blind-index entries deleted\n\
          daily_activity: its id replaced in 4 rows\n\
-         dead letters: personal data in clear removed from 2 dead letters\n\
+         dead letters: personal data in clear removed from 4 dead letters\n\
          outbox: 1 unpublished row about it set aside, their personal data in clear removed\n"
     );
     // Both generations' dead letters, the session id gone, the rest as it was.
+    // Invalid records have no event id of their own: the binary one is the one with `ce_` headers.
+    let payload = |schema: &str, binary: bool| -> Value {
+        let sql = format!(
+            "SELECT convert_from(payload, 'UTF8') FROM {schema}.eventline_dead_letters WHERE (headers ? 'ce_id') = {binary}"
+        );
+        serde_json::from_str(&env.psql(&sql)).unwrap()
+    };
     for schema in ["public", retired.as_str()] {
-        let payload = env.psql(&format!("SELECT convert_from(payload, 'UTF8') FROM {schema}.eventline_dead_letters"));
-        let payload: Value = serde_json::from_str(&payload).unwrap();
-        assert_eq!(payload["data"], json!({"user_id": "u-1", "path": 42, "session_id": null}), "{schema}");
-        assert_eq!(payload["id"], "v-9");
+        let structured = payload(schema, false);
+        assert_eq!(structured["data"], json!({"user_id": "u-1", "path": 42, "session_id": null}), "{schema}");
+        assert_eq!(structured["id"], "v-9");
+        assert_eq!(payload(schema, true), json!({"user_id": "u-1", "path": 42, "session_id": null}), "{schema}");
     }
     // The same placeholder everywhere, counts as they were, the other user untouched.
     let placeholder = env.psql("SELECT placeholder FROM eventline_erased_subjects WHERE subject = 'u-1'");
@@ -126,7 +145,7 @@ async fn erase_replaces_the_subjects_id_in_every_generation_and_sets_clear_outbo
     assert_eq!(
         stdout(&again),
         "subject u-1 was already erased (or had no personal data): it stays fenced\n\
-         dead letters: personal data in clear removed from 1 dead letter\n"
+         dead letters: personal data in clear removed from 2 dead letters\n"
     );
     let again = erase(&env, "u-1", &[]);
     assert!(again.status.success(), "{}", stderr(&again));
