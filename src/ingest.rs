@@ -147,7 +147,9 @@ pub async fn erase(settings: &Settings, projections: &[Arc<dyn Projection>], arg
         }
         Err(error) => not_reached.push(format!("the projections' rows about it ({error})")),
     }
-    match scrub_dead_letters(settings, &store, projections, subject).await {
+    // Read once for both scrubs; a registry that cannot be read leaves both not reached.
+    let registry = load_registry(settings).map_err(|failure| failure.error);
+    match scrub_dead_letters(&registry, &store, projections, subject).await {
         Ok(0) => {}
         Ok(letters) => println!(
             "dead letters: personal data in clear removed from {}",
@@ -155,7 +157,7 @@ pub async fn erase(settings: &Settings, projections: &[Arc<dyn Projection>], arg
         ),
         Err(error) => not_reached.push(format!("the dead letters ({error:#})")),
     }
-    match scrub_outbox(settings, &store, subject).await {
+    match scrub_outbox(settings, &registry, &store, subject).await {
         Ok(0) => {}
         Ok(rows) => println!(
             "outbox: {} about it set aside, their personal data in clear removed",
@@ -216,12 +218,12 @@ async fn generation_schemas(store: &Store, projection: &dyn Projection) -> Resul
 /// binary mode), in the live runtime tables and every generation's (a record that reached Kafka
 /// without passing the way in, where it would have been sealed): how many.
 async fn scrub_dead_letters(
-    settings: &Settings,
+    registry: &anyhow::Result<Arc<Registry>>,
     store: &Store,
     projections: &[Arc<dyn Projection>],
     subject: &str,
 ) -> anyhow::Result<u64> {
-    let registry = load_registry(settings).map_err(|failure| failure.error)?;
+    let registry = registry.as_ref().map_err(|error| anyhow!("{error:#}"))?;
     let subject_fields = registry.data_subject_fields();
     // The live runtime tables (`public`) hold every projection's dead letters: read once.
     let mut schemas = vec!["public".to_string()];
@@ -236,7 +238,7 @@ async fn scrub_dead_letters(
         let letters: Vec<(i64, Vec<u8>)> = letters
             .into_iter()
             .filter_map(|(id, payload, headers)| {
-                let payload = without_clear_personal(&registry, &subject_fields, subject, &payload, &headers)?;
+                let payload = without_clear_personal(registry, &subject_fields, subject, &payload, &headers)?;
                 Some((id, payload))
             })
             .collect();
@@ -278,7 +280,12 @@ fn without_clear_personal(
 
 /// Sets aside the unpublished outbox rows about `subject` that hold its personal data in clear
 /// (sealed values are unreadable already), with that data removed: how many.
-async fn scrub_outbox(settings: &Settings, store: &Store, subject: &str) -> anyhow::Result<u64> {
+async fn scrub_outbox(
+    settings: &Settings,
+    registry: &anyhow::Result<Arc<Registry>>,
+    store: &Store,
+    subject: &str,
+) -> anyhow::Result<u64> {
     let outbox = match settings.outbox_database_url == settings.database_url {
         true => store.clone(),
         false => Store::connect(&settings.outbox_database_url, 1, settings.connect_timeout)
@@ -288,7 +295,7 @@ async fn scrub_outbox(settings: &Settings, store: &Store, subject: &str) -> anyh
     if !outbox.has_outbox().await? {
         return Ok(0);
     }
-    let registry = load_registry(settings).map_err(|failure| failure.error)?;
+    let registry = registry.as_ref().map_err(|error| anyhow!("{error:#}"))?;
     let mut rows = outbox.unpublished_outbox_about(&registry.data_subject_fields(), subject).await?;
     rows.retain_mut(|(_, event)| registry.remove_clear_personal(event));
     if rows.is_empty() {
