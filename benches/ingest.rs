@@ -48,26 +48,23 @@ fn openings(prefix: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
-/// Rounds alternating between two gateways, `warm_up` of them not counted, then
-/// [`SEALING_ROUNDS`]; for each gateway the best rate `round` (given a gateway, the round and its
-/// index) measured, and the median over rounds of the second's rate as a share of the first's in
-/// the same round (steadier than the best rates when the machine's other load drifts).
+/// [`SEALING_ROUNDS`] rounds alternating between two gateways; for each gateway the best rate
+/// `round` (given a gateway, the round and its index) measured, and the median over rounds of the
+/// second's rate as a share of the first's in the same round (steadier than the best rates when
+/// the machine's other load drifts).
 async fn alternate<F: std::future::Future<Output = f64>>(
     gateways: &[String; 2],
-    warm_up: usize,
     mut round: impl FnMut(&str, usize, usize) -> F,
 ) -> ([f64; 2], f64) {
     let mut best = [0.0f64; 2];
     let mut shares = Vec::new();
-    for n in 0..warm_up + SEALING_ROUNDS {
+    for n in 0..SEALING_ROUNDS {
         let mut rates = [0.0f64; 2];
         for (i, base) in gateways.iter().enumerate() {
             rates[i] = round(base, n, i).await;
         }
-        if n >= warm_up {
-            best = [best[0].max(rates[0]), best[1].max(rates[1])];
-            shares.push(rates[1] / rates[0]);
-        }
+        best = [best[0].max(rates[0]), best[1].max(rates[1])];
+        shares.push(rates[1] / rates[0]);
     }
     shares.sort_by(f64::total_cmp);
     (best, shares[shares.len() / 2])
@@ -215,7 +212,7 @@ async fn main() {
     let batches = |events: Vec<String>| events.chunks(BATCH_SIZE).map(|c| format!("[{}]", c.join(","))).collect();
     let gateways = [gateway.base.clone(), sealing.base.clone()];
     // Openings: each event a new subject, whose key is made and stored: the worst case.
-    let (best, median) = alternate(&gateways, 0, |base, round, i| {
+    let (best, median) = alternate(&gateways, |base, round, i| {
         send(base.to_string(), batches(openings(&format!("{run}-s{round}-{i}"), SEALING_EVENTS)))
     })
     .await;
@@ -228,14 +225,17 @@ async fn main() {
     );
     // Page views by users seen before (a first round, not measured, makes their keys): what
     // sealing costs once a subject has its key.
+    for (i, base) in gateways.iter().enumerate() {
+        send(base.to_string(), batches(page_views(&format!("{run}-w-{i}"), &run, SEALING_EVENTS))).await;
+    }
     let cpu_before = [gateway.cpu_seconds(), sealing.cpu_seconds()];
-    let (best, median) = alternate(&gateways, 1, |base, round, i| {
+    let (best, median) = alternate(&gateways, |base, round, i| {
         send(base.to_string(), batches(page_views(&format!("{run}-v{round}-{i}"), &run, SEALING_EVENTS)))
     })
     .await;
-    // CPU per event of each gateway process (warm-up round included): steadier than rates when
+    // CPU per event of each gateway process over the measured rounds: steadier than rates when
     // other load on the machine comes and goes.
-    let sent = ((1 + SEALING_ROUNDS) * SEALING_EVENTS) as f64;
+    let sent = (SEALING_ROUNDS * SEALING_EVENTS) as f64;
     let cpu = [gateway.cpu_seconds() - cpu_before[0], sealing.cpu_seconds() - cpu_before[1]].map(|s| s * 1e6 / sent);
     println!("gateway, batches of page views, without sealing    {:>9.0} events/s", best[0]);
     println!(

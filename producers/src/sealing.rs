@@ -3,7 +3,6 @@
 //! ever hold the ciphertext. On when a key-encryption key is configured. The clear values of
 //! blind-indexed fields are kept, as digests, in the key store's index before the events leave.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use eventline_core::cipher::DataKey;
@@ -38,13 +37,12 @@ impl Sealer {
         let keys = self.keys_of(&subjects).await?;
         let mut sealed = Vec::with_capacity(events.len());
         let mut indexed = Vec::new();
-        for (index, (event, subject)) in events.into_iter().zip(subjects).enumerate() {
+        for (index, ((event, subject), key)) in events.into_iter().zip(subjects).zip(keys).enumerate() {
             let Some(subject) = subject else {
                 sealed.push(event);
                 continue;
             };
-            let key =
-                keys.get(&subject).cloned().flatten().ok_or(SealError::Erased { index, subject: subject.clone() })?;
+            let Some(key) = key else { return Err(SealError::Erased { index, subject }) };
             indexed.extend(self.blind_indexed(&event, &subject));
             sealed.push(self.registry.seal_personal(event, &key));
         }
@@ -73,28 +71,28 @@ impl Sealer {
         let sealed = events
             .into_iter()
             .zip(subjects)
-            .map(|(event, subject)| match subject {
-                None => Ok((event, false)),
-                Some(subject) => match keys.get(&subject).cloned().flatten() {
-                    Some(key) => {
-                        indexed.extend(self.blind_indexed(&event, &subject));
-                        Ok((self.registry.seal_clear_personal(event, &key), true))
-                    }
-                    None => Err(subject),
-                },
+            .zip(keys)
+            .map(|((event, subject), key)| match (subject, key) {
+                (None, _) => Ok((event, false)),
+                (Some(subject), Some(key)) => {
+                    indexed.extend(self.blind_indexed(&event, &subject));
+                    Ok((self.registry.seal_clear_personal(event, &key), true))
+                }
+                (Some(subject), None) => Err(subject),
             })
             .collect();
         self.keys.keep_blind_index(&indexed).await?;
         Ok(sealed)
     }
 
-    /// The keys of the subjects named, in one round trip, new subjects' made together; `None`
-    /// for an erased subject.
-    async fn keys_of(&self, subjects: &[Option<String>]) -> Result<HashMap<String, Option<DataKey>>, KeyRingError> {
-        let wanted: Vec<String> = subjects.iter().flatten().cloned().collect();
-        if wanted.is_empty() {
-            return Ok(HashMap::new());
+    /// The key of each subject named, in its place (`None` where no subject is named, and for an
+    /// erased subject), in one round trip; new subjects' keys made together.
+    async fn keys_of(&self, subjects: &[Option<String>]) -> Result<Vec<Option<DataKey>>, KeyRingError> {
+        let named: Vec<&str> = subjects.iter().flatten().map(String::as_str).collect();
+        if named.is_empty() {
+            return Ok(vec![None; subjects.len()]);
         }
-        self.keys.keys_for_sealing(&wanted).await
+        let mut found = self.keys.keys_for_sealing(&named).await?.into_iter();
+        Ok(subjects.iter().map(|subject| subject.as_ref().and_then(|_| found.next().flatten())).collect())
     }
 }

@@ -173,8 +173,12 @@ pub struct FieldContext<'a> {
 impl FieldContext<'_> {
     /// Each part length-prefixed, so no two contexts give the same bytes.
     fn associated_data(&self) -> Vec<u8> {
-        let mut bytes = b"eventline-field/v1".to_vec();
-        for part in [self.event_id, self.event_type, self.pointer, self.subject] {
+        const TAG: &[u8] = b"eventline-field/v1";
+        let parts = [self.event_id, self.event_type, self.pointer, self.subject];
+        // Sized once: this runs for every personal field sealed or opened.
+        let mut bytes = Vec::with_capacity(TAG.len() + parts.iter().map(|part| 8 + part.len()).sum::<usize>());
+        bytes.extend_from_slice(TAG);
+        for part in parts {
             bytes.extend_from_slice(&(part.len() as u64).to_be_bytes());
             bytes.extend_from_slice(part.as_bytes());
         }

@@ -348,7 +348,7 @@ impl Registry {
         let version = contract.versions.get(&event.envelope.dataversion)?;
         let data = event.envelope.data.as_ref()?;
         let holds = version.personal_pointers.iter().any(|p| at(data, p).is_some_and(|v| !v.is_null() && counts(v)));
-        let subject = data.get(contract.data_subject.as_ref()?)?.as_str()?;
+        let subject = field(data.as_object()?, contract.data_subject.as_ref()?)?.as_str()?;
         holds.then(|| subject.to_string())
     }
 
@@ -376,7 +376,8 @@ impl Registry {
         let (Some(subject_field), Some(data)) = (&contract.data_subject, event.envelope.data.as_mut()) else {
             return event;
         };
-        let Some(subject) = data.get(subject_field).and_then(Value::as_str).map(str::to_string) else { return event };
+        let subject = data.as_object().and_then(|members| field(members, subject_field)).and_then(Value::as_str);
+        let Some(subject) = subject.map(str::to_string) else { return event };
         // At the current version the data projections see is the same: sealed in place too,
         // instead of upcasting a copy again.
         let current = version.version == contract.current();
@@ -486,7 +487,7 @@ impl Registry {
 /// that need no unescaping (this runs for every personal field of every event).
 fn at<'v>(data: &'v Value, pointer: &str) -> Option<&'v Value> {
     pointer.strip_prefix('/')?.split('/').try_fold(data, |value, token| match value {
-        Value::Object(map) => map.get(unescaped(token).as_ref()),
+        Value::Object(map) => field(map, &unescaped(token)),
         Value::Array(items) => items.get(token.parse::<usize>().ok()?),
         _ => None,
     })
@@ -495,10 +496,30 @@ fn at<'v>(data: &'v Value, pointer: &str) -> Option<&'v Value> {
 /// Like [`at`], mutable.
 fn at_mut<'v>(data: &'v mut Value, pointer: &str) -> Option<&'v mut Value> {
     pointer.strip_prefix('/')?.split('/').try_fold(data, |value, token| match value {
-        Value::Object(map) => map.get_mut(unescaped(token).as_ref()),
+        Value::Object(map) => field_mut(map, &unescaped(token)),
         Value::Array(items) => items.get_mut(token.parse::<usize>().ok()?),
         _ => None,
     })
+}
+
+/// Objects up to this many members are searched in order: faster than hashing the name (the map
+/// hashes with SipHash) for the few members an event's data usually has.
+const SCANNED_MEMBERS: usize = 12;
+
+/// The member `name` of `map`.
+fn field<'v>(map: &'v serde_json::Map<String, Value>, name: &str) -> Option<&'v Value> {
+    match map.len() <= SCANNED_MEMBERS {
+        true => map.iter().find(|(member, _)| member.as_str() == name).map(|(_, value)| value),
+        false => map.get(name),
+    }
+}
+
+/// Like [`field`], mutable.
+fn field_mut<'v>(map: &'v mut serde_json::Map<String, Value>, name: &str) -> Option<&'v mut Value> {
+    match map.len() <= SCANNED_MEMBERS {
+        true => map.iter_mut().find(|(member, _)| member.as_str() == name).map(|(_, value)| value),
+        false => map.get_mut(name),
+    }
 }
 
 /// A JSON pointer token as the key it names (RFC 6901: `~1` is `/`, `~0` is `~`).
@@ -699,5 +720,17 @@ mod tests {
         *at_mut(&mut data, "/a~1b/c~0d/1/e").unwrap() = json!(false);
         assert_eq!(data["a/b"]["c~d"][1]["e"], false);
         assert!(at_mut(&mut data, "/a~1b/x").is_none());
+    }
+
+    #[test]
+    fn members_are_found_in_small_and_large_objects_alike() {
+        for members in [1, super::SCANNED_MEMBERS, super::SCANNED_MEMBERS + 1, 40] {
+            let mut data = serde_json::Value::Object((0..members).map(|i| (format!("m{i}"), json!(i))).collect());
+            let last = format!("/m{}", members - 1);
+            assert_eq!(at(&data, &last), Some(&json!(members - 1)), "{members} members");
+            assert_eq!(at(&data, "/m"), None, "{members} members");
+            *at_mut(&mut data, &last).unwrap() = json!("changed");
+            assert_eq!(data[format!("m{}", members - 1)], "changed", "{members} members");
+        }
     }
 }

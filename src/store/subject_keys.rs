@@ -404,38 +404,35 @@ impl KeyRing {
         Ok(key)
     }
 
-    /// Like [`KeyRing::key_for_sealing`] for many subjects, with one round trip to the store for
-    /// those not in hand.
-    pub async fn keys_for_sealing(
-        &self,
-        subjects: &[String],
-    ) -> Result<HashMap<String, Option<DataKey>>, KeyRingError> {
-        let mut keys = HashMap::with_capacity(subjects.len());
+    /// Like [`KeyRing::key_for_sealing`] for many subjects (repeats allowed), each one's key in
+    /// the same place, with one round trip to the store for those not in hand.
+    pub async fn keys_for_sealing(&self, subjects: &[&str]) -> Result<Vec<Option<DataKey>>, KeyRingError> {
+        let mut keys = Vec::with_capacity(subjects.len());
         let mut missing = Vec::new();
         {
-            // One lock for the whole batch, not one per event.
+            // One lock and one clock reading for the whole batch, not one per event.
             let cache = self.cache.lock().expect("the key cache is never poisoned");
-            for subject in subjects {
-                if keys.contains_key(subject) {
-                    continue;
-                }
-                match cache.entries.get(subject).filter(|(at, _)| at.elapsed() < self.lifetime) {
-                    Some((_, Some(key))) => {
-                        keys.insert(subject.clone(), Some(key.clone()));
+            let now = std::time::Instant::now();
+            for (place, subject) in subjects.iter().enumerate() {
+                match cache.entries.get(*subject).filter(|(at, _)| now.duration_since(*at) < self.lifetime) {
+                    Some((_, Some(key))) => keys.push(Some(key.clone())),
+                    _ => {
+                        keys.push(None);
+                        missing.push(place);
                     }
-                    _ => missing.push(subject.clone()),
                 }
             }
         }
-        missing.sort();
-        missing.dedup();
         if missing.is_empty() {
             return Ok(keys);
         }
+        let mut wanted: Vec<String> = missing.iter().map(|&place| subjects[place].to_string()).collect();
+        wanted.sort();
+        wanted.dedup();
         // Keys read first: once a subject's key has expired from the cache, it is read again,
         // not made again (making, wrapping and a refused insert for nothing).
-        let mut stored = self.store.subject_keys(&missing).await?;
-        let made: Vec<(String, String)> = missing
+        let mut stored = self.store.subject_keys(&wanted).await?;
+        let made: Vec<(String, String)> = wanted
             .iter()
             .filter(|s| !stored.contains_key(*s))
             .map(|s| (s.clone(), DataKey::generate().wrap(&self.kek, s)))
@@ -443,13 +440,17 @@ impl KeyRing {
         if !made.is_empty() {
             stored.extend(self.store.subject_keys_or_insert(&made).await?);
         }
-        for subject in missing {
-            let key = match stored.get(&subject) {
-                Some(stored) => self.unwrapped(&subject, stored.clone())?,
+        let mut found = HashMap::with_capacity(wanted.len());
+        for subject in wanted {
+            let key = match stored.remove(&subject) {
+                Some(stored) => self.unwrapped(&subject, stored)?,
                 None => None,
             };
             self.remember(&subject, key.clone());
-            keys.insert(subject, key);
+            found.insert(subject, key);
+        }
+        for place in missing {
+            keys[place] = found[subjects[place]].clone();
         }
         Ok(keys)
     }

@@ -117,14 +117,23 @@ async fn processes_read_keys_through_a_ring_that_obeys_an_erasure_within_its_lif
     // Many subjects at once, two processes racing: one key each, the same for both; none for
     // the erased one.
     let subjects: Vec<String> = (0..50).map(|i| format!("bulk-{i}")).chain(["acc-1".to_string()]).collect();
+    let subjects: Vec<&str> = subjects.iter().map(String::as_str).collect();
     let other = KeyRing::with_lifetime(env.store.clone(), kek(), lifetime);
     let (first, second) = tokio::join!(gateway.keys_for_sealing(&subjects), other.keys_for_sealing(&subjects));
     let (first, second) = (first.unwrap(), second.unwrap());
-    assert!(first["acc-1"].is_none() && second["acc-1"].is_none());
-    for subject in &subjects[..50] {
-        let sealed = cipher::seal(first[subject].as_ref().unwrap(), &context, &json!(subject));
-        assert_eq!(cipher::open(second[subject].as_ref().unwrap(), &context, &sealed), Ok(json!(subject)));
+    assert!(first[50].is_none() && second[50].is_none(), "no key for the erased acc-1");
+    for (place, subject) in subjects[..50].iter().enumerate() {
+        let sealed = cipher::seal(first[place].as_ref().unwrap(), &context, &json!(subject));
+        assert_eq!(cipher::open(second[place].as_ref().unwrap(), &context, &sealed), Ok(json!(subject)));
     }
+    // A subject named twice in a batch, once in hand and once not: its one key in both places.
+    let repeated = ["bulk-0", "fresh-1", "fresh-1", "bulk-0"];
+    let keys = gateway.keys_for_sealing(&repeated).await.unwrap();
+    let sealed = cipher::seal(keys[1].as_ref().unwrap(), &context, &json!("x"));
+    assert_eq!(cipher::open(keys[2].as_ref().unwrap(), &context, &sealed), Ok(json!("x")));
+    let sealed = cipher::seal(keys[0].as_ref().unwrap(), &context, &json!("y"));
+    assert_eq!(cipher::open(keys[3].as_ref().unwrap(), &context, &sealed), Ok(json!("y")));
+    assert_eq!(env.psql("SELECT count(*) FROM eventline_keys.subject_keys WHERE subject = 'fresh-1'"), "1");
     assert_eq!(env.psql("SELECT count(*) FROM eventline_keys.subject_keys WHERE subject LIKE 'bulk-%'"), "50");
 
     // Another key-encryption key cannot open the stored keys, and says whose.
