@@ -8,8 +8,9 @@
 //! costs: two gateways alike but for a key-encryption key, each sent batches of account openings
 //! (every event holds a personal field, every account a new data subject whose key is made: the
 //! worst case) and batches of page views by users whose keys were made before (each holds a
-//! session id), rounds alternating, the best of each kept and the median of each round's share. `-- --sealing-only` runs that part
-//! alone.
+//! session id), rounds alternating: the best rate of each, the median of each round's share, and
+//! each gateway's CPU per event (overall, and the median of each round's share).
+//! `-- --sealing-only` runs that part alone.
 
 use std::sync::Arc;
 
@@ -34,7 +35,7 @@ const BATCH_CONCURRENCY: usize = 16;
 const OUTBOX_ROWS: usize = 20_000;
 /// Openings per round of the sealing comparison, and its rounds.
 const SEALING_EVENTS: usize = 50_000;
-const SEALING_ROUNDS: usize = 5;
+const SEALING_ROUNDS: usize = 7;
 
 /// `n` account openings, each for an account of its own: the most sealing can cost per event.
 fn openings(prefix: &str, n: usize) -> Vec<String> {
@@ -48,26 +49,53 @@ fn openings(prefix: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
-/// [`SEALING_ROUNDS`] rounds alternating between two gateways; for each gateway the best rate
-/// `round` (given a gateway, the round and its index) measured, and the median over rounds of the
-/// second's rate as a share of the first's in the same round (steadier than the best rates when
-/// the machine's other load drifts).
+/// Two gateways compared over [`SEALING_ROUNDS`] alternating rounds.
+struct Comparison {
+    /// Each gateway's best rate, events/s.
+    best: [f64; 2],
+    /// The median over rounds of the second's rate as a share of the first's in the same round
+    /// (steadier than the best rates when the machine's other load drifts).
+    rate_share: f64,
+    /// Each gateway's CPU per event over all rounds, µs.
+    cpu_per_event: [f64; 2],
+    /// The median over rounds of the first's CPU per event as a share of the second's: events
+    /// per CPU second, each gateway measured over its own round only.
+    cpu_share: f64,
+}
+
+/// Rounds alternating between two gateways; `round` (given a gateway, the round and its index)
+/// sends `events` events and gives the rate; `cpu_seconds` reads a gateway's CPU time so far.
 async fn alternate<F: std::future::Future<Output = f64>>(
     gateways: &[String; 2],
+    events: usize,
+    cpu_seconds: impl Fn(usize) -> f64,
     mut round: impl FnMut(&str, usize, usize) -> F,
-) -> ([f64; 2], f64) {
-    let mut best = [0.0f64; 2];
-    let mut shares = Vec::new();
+) -> Comparison {
+    let (mut best, mut cpu_total) = ([0.0f64; 2], [0.0f64; 2]);
+    let (mut rate_shares, mut cpu_shares) = (Vec::new(), Vec::new());
     for n in 0..SEALING_ROUNDS {
-        let mut rates = [0.0f64; 2];
+        let (mut rates, mut cpu) = ([0.0f64; 2], [0.0f64; 2]);
         for (i, base) in gateways.iter().enumerate() {
+            let before = cpu_seconds(i);
             rates[i] = round(base, n, i).await;
+            cpu[i] = cpu_seconds(i) - before;
         }
         best = [best[0].max(rates[0]), best[1].max(rates[1])];
-        shares.push(rates[1] / rates[0]);
+        cpu_total = [cpu_total[0] + cpu[0], cpu_total[1] + cpu[1]];
+        rate_shares.push(rates[1] / rates[0]);
+        cpu_shares.push(cpu[0] / cpu[1]);
     }
-    shares.sort_by(f64::total_cmp);
-    (best, shares[shares.len() / 2])
+    let median = |mut shares: Vec<f64>| {
+        shares.sort_by(f64::total_cmp);
+        shares[shares.len() / 2]
+    };
+    let sent = (SEALING_ROUNDS * events) as f64;
+    Comparison {
+        best,
+        rate_share: median(rate_shares),
+        cpu_per_event: cpu_total.map(|seconds| seconds * 1e6 / sent),
+        cpu_share: median(cpu_shares),
+    }
 }
 
 /// Users the page views are by.
@@ -211,45 +239,23 @@ async fn main() {
     };
     let batches = |events: Vec<String>| events.chunks(BATCH_SIZE).map(|c| format!("[{}]", c.join(","))).collect();
     let gateways = [gateway.base.clone(), sealing.base.clone()];
+    let cpu_seconds = |i: usize| [&gateway, &sealing][i].cpu_seconds();
     // Openings: each event a new subject, whose key is made and stored: the worst case.
-    let (best, median) = alternate(&gateways, |base, round, i| {
+    let opened = alternate(&gateways, SEALING_EVENTS, cpu_seconds, |base, round, i| {
         send(base.to_string(), batches(openings(&format!("{run}-s{round}-{i}"), SEALING_EVENTS)))
     })
     .await;
-    println!("gateway, batches of openings, without sealing      {:>9.0} events/s", best[0]);
-    println!(
-        "gateway, batches of openings, sealed per subject   {:>9.0} events/s   = {:.1}% of without, median of rounds {:.1}%   (a key made per event)",
-        best[1],
-        100.0 * best[1] / best[0],
-        100.0 * median
-    );
+    print_comparison("openings", &opened, "a key made per event");
     // Page views by users seen before (a first round, not measured, makes their keys): what
     // sealing costs once a subject has its key.
     for (i, base) in gateways.iter().enumerate() {
         send(base.to_string(), batches(page_views(&format!("{run}-w-{i}"), &run, SEALING_EVENTS))).await;
     }
-    let cpu_before = [gateway.cpu_seconds(), sealing.cpu_seconds()];
-    let (best, median) = alternate(&gateways, |base, round, i| {
+    let views = alternate(&gateways, SEALING_EVENTS, cpu_seconds, |base, round, i| {
         send(base.to_string(), batches(page_views(&format!("{run}-v{round}-{i}"), &run, SEALING_EVENTS)))
     })
     .await;
-    // CPU per event of each gateway process over the measured rounds: steadier than rates when
-    // other load on the machine comes and goes.
-    let sent = (SEALING_ROUNDS * SEALING_EVENTS) as f64;
-    let cpu = [gateway.cpu_seconds() - cpu_before[0], sealing.cpu_seconds() - cpu_before[1]].map(|s| s * 1e6 / sent);
-    println!("gateway, batches of page views, without sealing    {:>9.0} events/s", best[0]);
-    println!(
-        "gateway, batches of page views, sealed per subject {:>9.0} events/s   = {:.1}% of without, median of rounds {:.1}%   ({SEEN_USERS} users, keys made before)",
-        best[1],
-        100.0 * best[1] / best[0],
-        100.0 * median
-    );
-    println!(
-        "gateway CPU per page view: {:.2} µs without sealing, {:.2} µs sealed = {:.1}% of the events per CPU second",
-        cpu[0],
-        cpu[1],
-        100.0 * cpu[0] / cpu[1]
-    );
+    print_comparison("page views", &views, &format!("{SEEN_USERS} users, keys made before"));
     sealing.stop();
     gateway.stop();
 
@@ -258,6 +264,26 @@ async fn main() {
     }
     store.close().await;
     eventline_store::drop_database(&db).await.unwrap();
+}
+
+/// The rows of a sealing comparison: rates, then CPU per event (steadier than rates when other
+/// load on the machine comes and goes).
+fn print_comparison(events: &str, comparison: &Comparison, note: &str) {
+    let Comparison { best, rate_share, cpu_per_event: cpu, cpu_share } = comparison;
+    println!("gateway, batches of {events:<11} without sealing      {:>9.0} events/s", best[0]);
+    println!(
+        "gateway, batches of {events:<11} sealed per subject   {:>9.0} events/s   = {:.1}% of without, median of rounds {:.1}%   ({note})",
+        best[1],
+        100.0 * best[1] / best[0],
+        100.0 * rate_share
+    );
+    println!(
+        "gateway CPU per event, {events}: {:.2} µs without sealing, {:.2} µs sealed = {:.1}% of the events per CPU second, median of rounds {:.1}%",
+        cpu[0],
+        cpu[1],
+        100.0 * cpu[0] / cpu[1],
+        100.0 * cpu_share
+    );
 }
 
 /// (a) Raw produce: the same records as the gateway's (value, subject as key, the CloudEvents
