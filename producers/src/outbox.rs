@@ -18,6 +18,7 @@ use std::time::Duration;
 use eventline_core::contract::{ContractError, ValidatedEvent};
 use eventline_core::envelope::CloudEvent;
 use eventline_core::registry::Registry;
+use eventline_store::availability::{FIRST_RETRY_DELAY, MAX_RETRY_DELAY};
 use eventline_store::subject_keys::KeyRingError;
 use eventline_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -79,8 +80,6 @@ impl OutboxWriter {
 const CLAIM: i64 = 500;
 /// How often the relay looks even without a notification.
 const POLL_EVERY: Duration = Duration::from_secs(1);
-const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 /// How often the backlog gauges are read.
 const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 
