@@ -84,7 +84,7 @@ fn main() {
         sizes[0] = black_box(event.envelope().to_value().to_string()).len();
     });
     let sealed = rate(|| {
-        let event = registry.seal_personal(registry.validate_slice(black_box(&bytes)).unwrap(), &key);
+        let (event, _) = registry.seal_personal(registry.validate_slice(black_box(&bytes)).unwrap(), "user-4711", &key);
         sizes[1] = black_box(event.envelope().to_value().to_string()).len();
     });
     println!(

@@ -43,17 +43,12 @@ impl Sealer {
                 continue;
             };
             let Some(key) = key else { return Err(SealError::Erased { index, subject }) };
-            indexed.extend(self.blind_indexed(&event, &subject));
-            sealed.push(self.registry.seal_personal(event, &key));
+            let (event, values) = self.registry.seal_personal(event, &subject, &key);
+            indexed.extend(values.into_iter().map(|(index, value)| (index, value, subject.clone())));
+            sealed.push(event);
         }
         self.keys.keep_blind_index(&indexed).await?;
         Ok(sealed)
-    }
-
-    /// The clear values of `event`'s blind-indexed fields, each with its index and subject.
-    fn blind_indexed(&self, event: &ValidatedEvent, subject: &str) -> Vec<(String, serde_json::Value, String)> {
-        let values = self.registry.blind_indexed(event);
-        values.into_iter().map(|(index, value)| (index, value, subject.to_string())).collect()
     }
 
     /// Each event written to be published later (validated by
@@ -75,8 +70,9 @@ impl Sealer {
             .map(|((event, subject), key)| match (subject, key) {
                 (None, _) => Ok((event, false)),
                 (Some(subject), Some(key)) => {
-                    indexed.extend(self.blind_indexed(&event, &subject));
-                    Ok((self.registry.seal_clear_personal(event, &key), true))
+                    let (event, values) = self.registry.seal_clear_personal(event, &subject, &key);
+                    indexed.extend(values.into_iter().map(|(index, value)| (index, value, subject.clone())));
+                    Ok((event, true))
                 }
                 (Some(subject), None) => Err(subject),
             })

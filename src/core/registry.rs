@@ -283,22 +283,6 @@ impl Registry {
         self.subject_holding(event, |_| true)
     }
 
-    /// The blind-indexed personal fields of `event` that are still in clear (about to be sealed),
-    /// each value with the name of its index.
-    pub fn blind_indexed(&self, event: &ValidatedEvent) -> Vec<(String, Value)> {
-        let Some(contract) = self.contracts.get(&event.envelope.event_type) else { return Vec::new() };
-        let Some(version) = contract.versions.get(&event.envelope.dataversion) else { return Vec::new() };
-        let Some(data) = event.envelope.data.as_ref() else { return Vec::new() };
-        version
-            .blind_indexes
-            .iter()
-            .filter_map(|(pointer, index)| {
-                let value = at(data, pointer).filter(|v| !v.is_null() && !is_sealed_here(v))?;
-                Some((index.clone(), value.clone()))
-            })
-            .collect()
-    }
-
     /// The names of the blind indexes the registry's schemas declare (`x-blind-index`), sorted.
     pub fn blind_index_names(&self) -> Vec<String> {
         let names: std::collections::BTreeSet<&String> = self
@@ -352,43 +336,56 @@ impl Registry {
         holds.then(|| subject.to_string())
     }
 
-    /// `event` with each personal field of its data sealed under `key` (its subject's), bound to
-    /// the event id, the type, the field and the subject; its current-version data follows.
-    pub fn seal_personal(&self, event: ValidatedEvent, key: &crate::cipher::DataKey) -> ValidatedEvent {
-        self.seal_where(event, key, |_| true)
+    /// `event` with each personal field of its data sealed under `key`, the key of `subject` (as
+    /// [`Registry::personal_subject`] named it), bound to the event id, the type, the field and
+    /// the subject; its current-version data follows. With it, the clear values of its
+    /// blind-indexed fields, each with the name of its index, found in the same pass.
+    pub fn seal_personal(
+        &self,
+        event: ValidatedEvent,
+        subject: &str,
+        key: &crate::cipher::DataKey,
+    ) -> (ValidatedEvent, Vec<(String, Value)>) {
+        self.seal_where(event, subject, key, |_| true)
     }
 
     /// Like [`Registry::seal_personal`], leaving fields already sealed as they are: for events
     /// validated by [`Registry::validate_unpublished_slice`], whose sealed fields are known to be
-    /// sealed for where they are.
-    pub fn seal_clear_personal(&self, event: ValidatedEvent, key: &crate::cipher::DataKey) -> ValidatedEvent {
-        self.seal_where(event, key, |value| !is_sealed_here(value))
+    /// sealed for where they are (`subject` as [`Registry::clear_personal_subject`] named it).
+    pub fn seal_clear_personal(
+        &self,
+        event: ValidatedEvent,
+        subject: &str,
+        key: &crate::cipher::DataKey,
+    ) -> (ValidatedEvent, Vec<(String, Value)>) {
+        self.seal_where(event, subject, key, |value| !is_sealed_here(value))
     }
 
     fn seal_where(
         &self,
         mut event: ValidatedEvent,
+        subject: &str,
         key: &crate::cipher::DataKey,
         sealing: impl Fn(&Value) -> bool,
-    ) -> ValidatedEvent {
-        let Some(contract) = self.contracts.get(&event.envelope.event_type) else { return event };
-        let Some(version) = contract.versions.get(&event.envelope.dataversion) else { return event };
-        let (Some(subject_field), Some(data)) = (&contract.data_subject, event.envelope.data.as_mut()) else {
-            return event;
-        };
-        let subject = data.as_object().and_then(|members| field(members, subject_field)).and_then(Value::as_str);
-        let Some(subject) = subject.map(str::to_string) else { return event };
+    ) -> (ValidatedEvent, Vec<(String, Value)>) {
+        let mut indexed = Vec::new();
+        let Some(contract) = self.contracts.get(&event.envelope.event_type) else { return (event, indexed) };
+        let Some(version) = contract.versions.get(&event.envelope.dataversion) else { return (event, indexed) };
+        let Some(data) = event.envelope.data.as_mut() else { return (event, indexed) };
         // At the current version the data projections see is the same: sealed in place too,
         // instead of upcasting a copy again.
         let current = version.version == contract.current();
         let mut sealed_any = false;
         for pointer in &version.personal_pointers {
             let Some(value) = at_mut(data, pointer).filter(|v| !v.is_null() && sealing(v)) else { continue };
+            if let Some((_, index)) = version.blind_indexes.iter().find(|(indexed, _)| indexed == pointer) {
+                indexed.push((index.clone(), value.clone()));
+            }
             let context = crate::cipher::FieldContext {
                 event_id: &event.envelope.id,
                 event_type: &event.envelope.event_type,
                 pointer,
-                subject: &subject,
+                subject,
             };
             let sealed = Value::String(crate::cipher::seal(key, &context, value));
             if current {
@@ -402,7 +399,7 @@ impl Registry {
         if sealed_any && !current {
             event.data = contract.upcast(version.version, data);
         }
-        event
+        (event, indexed)
     }
 
     /// Validates every envelope, stopping at the first refused: its index and why.

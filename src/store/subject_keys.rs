@@ -369,6 +369,11 @@ impl KeyRing {
     }
 
     fn remember(&self, subject: &str, key: Option<DataKey>) {
+        self.remember_all([(subject.to_string(), key)]);
+    }
+
+    /// Keeps each subject's key read now, under one lock.
+    fn remember_all(&self, keys: impl IntoIterator<Item = (String, Option<DataKey>)>) {
         let mut cache = self.cache.lock().expect("the key cache is never poisoned");
         let now = std::time::Instant::now();
         if cache.pruned_at.is_none_or(|at| now.duration_since(at) >= self.lifetime) {
@@ -376,7 +381,7 @@ impl KeyRing {
             cache.entries.retain(|_, (at, _)| now.duration_since(*at) < lifetime);
             cache.pruned_at = Some(now);
         }
-        cache.entries.insert(subject.to_string(), (now, key));
+        cache.entries.extend(keys.into_iter().map(|(subject, key)| (subject, (now, key))));
     }
 
     fn unwrapped(&self, subject: &str, key: SubjectKey) -> Result<Option<DataKey>, KeyRingError> {
@@ -446,9 +451,9 @@ impl KeyRing {
                 Some(stored) => self.unwrapped(&subject, stored)?,
                 None => None,
             };
-            self.remember(&subject, key.clone());
             found.insert(subject, key);
         }
+        self.remember_all(found.iter().map(|(subject, key)| (subject.clone(), key.clone())));
         for place in missing {
             keys[place] = found[subjects[place]].clone();
         }

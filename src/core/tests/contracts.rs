@@ -393,7 +393,12 @@ fn sealing_hides_each_personal_field_under_its_subjects_key_and_nothing_else() {
     let event = registry.validate_slice(opened.to_string().as_bytes()).unwrap();
     assert_eq!(registry.personal_subject(&event).as_deref(), Some("acc-1"));
     let key = DataKey::generate();
-    let sealed = registry.seal_personal(event, &key);
+    let (sealed, indexed) = registry.seal_personal(event, "acc-1", &key);
+    assert_eq!(
+        indexed,
+        vec![("account-owner".to_string(), json!(canary))],
+        "the owner's clear value, for its blind index"
+    );
     let bytes = sealed.envelope().to_bytes();
     assert!(!String::from_utf8_lossy(&bytes).contains("Canary"), "{}", String::from_utf8_lossy(&bytes));
     let owner = sealed.data()["owner"].as_str().unwrap();
@@ -416,7 +421,7 @@ fn sealing_hides_each_personal_field_under_its_subjects_key_and_nothing_else() {
     // An event without personal data is left as it is.
     let deposit = registry.validate_slice(&with(|_| {})).unwrap();
     assert_eq!(registry.personal_subject(&deposit), None);
-    assert_eq!(registry.seal_personal(deposit.clone(), &key), deposit);
+    assert_eq!(registry.seal_personal(deposit.clone(), "acc-1", &key), (deposit, Vec::new()));
 }
 
 #[test]
