@@ -48,8 +48,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the gateway, the query API and every projection's worker in one process, until
-    /// Ctrl-C or SIGTERM.
+    /// Run the gateway, the query API, the operator console (/console) and every projection's
+    /// worker in one process, until Ctrl-C or SIGTERM.
     ///
     /// Each projection joins its own consumer group (eventline.<projection>), so more processes
     /// running `up` or `worker` share the partitions. The gateway and the query API share one
@@ -78,6 +78,17 @@ pub enum Command {
     /// _JWKS_URL are set, a JWT of that issuer whose `scope` holds them. 401 without valid
     /// credentials, 403 insufficient_scope naming the scope a request lacks.
     Api(AuthArgs),
+
+    /// Run the operator console alone: every projection's lag, stuck partitions, dead letters
+    /// and rebuilds on a web page at http://EVENTLINE_HTTP_ADDR/console (`up` serves it too).
+    ///
+    /// Sign in with an API key or a JWT holding the `status` scope (`eventline keys create
+    /// --name ops --scope status`); the browser keeps it in an HTTP-only cookie for /console only.
+    /// Pages stay current over Server-Sent Events from one status snapshot taken every
+    /// EVENTLINE_CONSOLE_REFRESH_MS (default 2000) while a page is open: however many pages are
+    /// open, the database and the broker are asked once per period. Serve it over TLS (a reverse
+    /// proxy) anywhere but this machine: the cookie carries the token.
+    Console(AuthArgs),
 
     /// Manage the API keys of the gateway and the query API (stored as hashes in PostgreSQL).
     #[command(subcommand)]

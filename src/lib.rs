@@ -221,15 +221,45 @@ async fn run(command: Command, settings: Settings, app: &App) -> commands::Outco
             together(
                 &shutdown,
                 commands::workers(&settings, app.projections.all(), shutdown.clone()),
-                serve::http(&settings, app, &args, Parts { gateway: true, api: true, workers: true }, shutdown.clone()),
+                serve::http(
+                    &settings,
+                    app,
+                    &args,
+                    Parts { gateway: true, api: true, console: true, workers: true },
+                    shutdown.clone(),
+                ),
             )
             .await
         }
         Command::Gateway(args) => {
-            serve::http(&settings, app, &args, Parts { gateway: true, api: false, workers: false }, shutdown).await
+            serve::http(
+                &settings,
+                app,
+                &args,
+                Parts { gateway: true, api: false, console: false, workers: false },
+                shutdown,
+            )
+            .await
         }
         Command::Api(args) => {
-            serve::http(&settings, app, &args, Parts { gateway: false, api: true, workers: false }, shutdown).await
+            serve::http(
+                &settings,
+                app,
+                &args,
+                Parts { gateway: false, api: true, console: false, workers: false },
+                shutdown,
+            )
+            .await
+        }
+        Command::Console(args) => {
+            serve::http(
+                &settings,
+                app,
+                &args,
+                Parts { gateway: false, api: false, console: true, workers: false },
+                shutdown,
+            )
+            .await
         }
         Command::Keys(KeysCommand::Create(args)) => ingest::keys_create(&settings, app, &args).await,
         Command::Keys(KeysCommand::List) => ingest::keys_list(&settings).await,

@@ -113,6 +113,8 @@ async fn probes(
 pub struct Parts {
     pub gateway: bool,
     pub api: bool,
+    /// The operator console at `/console`.
+    pub console: bool,
     /// This process runs workers too: `/readyz` asks them.
     pub workers: bool,
 }
@@ -155,7 +157,10 @@ pub async fn http(
         services.push(ingest::gateway_service(settings, store.clone(), auth.clone(), shutdown.clone()).await?);
     }
     if parts.api {
-        services.push(api_service(settings, app, store.clone(), auth, shutdown.clone()).await?);
+        services.push(api_service(settings, app, store.clone(), auth.clone(), shutdown.clone()).await?);
+    }
+    if parts.console {
+        services.push(console_service(settings, app, store.clone(), auth, shutdown.clone()));
     }
     let mut router = Router::new();
     let mut readiness: Vec<Arc<dyn Readiness>> = vec![Arc::new(DatabaseReadiness(store.clone()))];
@@ -172,6 +177,31 @@ pub async fn http(
     eventline_http::serve(listener, app, shutdown).await.context("the HTTP server failed")?;
     store.close().await;
     Ok(())
+}
+
+/// The operator console over every projection of `app`.
+fn console_service(
+    settings: &Settings,
+    app: &App,
+    store: Store,
+    auth: Arc<Auth>,
+    shutdown: CancellationToken,
+) -> Service {
+    let watched = app
+        .projections()
+        .all()
+        .iter()
+        .map(|p| eventline_api::status::Watched {
+            name: p.name().to_string(),
+            group: settings.namespace.group_id(p.name()),
+            topics: p.topics().iter().map(|t| settings.namespace.topic(t)).collect(),
+        })
+        .collect();
+    let snapshots =
+        eventline_console::Snapshots::start(store, settings.kafka.clone(), watched, settings.console_refresh, shutdown);
+    let router = eventline_console::router(eventline_console::Console::new(auth, snapshots));
+    // HTML pages, not API operations: nothing to add to /openapi.json.
+    Service { router, openapi: utoipa::openapi::OpenApiBuilder::new().build(), readiness: None }
 }
 
 async fn api_service(

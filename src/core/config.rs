@@ -45,6 +45,7 @@ const ENV_GATEWAY_MAX_BODY_BYTES: &str = "EVENTLINE_GATEWAY_MAX_BODY_BYTES";
 const ENV_GATEWAY_MAX_BATCH_EVENTS: &str = "EVENTLINE_GATEWAY_MAX_BATCH_EVENTS";
 const ENV_GATEWAY_RATE_PER_KEY: &str = "EVENTLINE_GATEWAY_RATE_PER_KEY";
 const ENV_GATEWAY_PRODUCE_TIMEOUT_MS: &str = "EVENTLINE_GATEWAY_PRODUCE_TIMEOUT_MS";
+const ENV_CONSOLE_REFRESH_MS: &str = "EVENTLINE_CONSOLE_REFRESH_MS";
 const ENV_OTLP_ENDPOINT: &str = "EVENTLINE_OTLP_ENDPOINT";
 const ENV_TRACE_SAMPLE_RATIO: &str = "EVENTLINE_TRACE_SAMPLE_RATIO";
 const ENV_METRICS: &str = "EVENTLINE_METRICS";
@@ -80,6 +81,7 @@ const KNOWN_ENV: &[&str] = &[
     ENV_GATEWAY_MAX_BATCH_EVENTS,
     ENV_GATEWAY_RATE_PER_KEY,
     ENV_GATEWAY_PRODUCE_TIMEOUT_MS,
+    ENV_CONSOLE_REFRESH_MS,
     ENV_OTLP_ENDPOINT,
     ENV_TRACE_SAMPLE_RATIO,
     ENV_METRICS,
@@ -436,6 +438,8 @@ pub struct Settings {
     /// `EVENTLINE_DATABASE_ALLOW_INSECURE` says so: one warning each, for the log.
     pub insecure_databases: Vec<String>,
     pub gateway: GatewaySettings,
+    /// How often the operator console takes its status snapshot while a page is open.
+    pub console_refresh: Duration,
     pub tracing: TracingSettings,
     /// Whether metrics are recorded and served at `/metrics`.
     pub metrics_enabled: bool,
@@ -480,6 +484,8 @@ struct FileSettings {
     #[serde(default)]
     gateway: FileGateway,
     #[serde(default)]
+    console: FileConsole,
+    #[serde(default)]
     outbox: FileOutbox,
     #[serde(default)]
     tracing: FileTracing,
@@ -508,6 +514,12 @@ struct FileMetrics {
 struct FileTracing {
     otlp_endpoint: Option<String>,
     sample_ratio: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConsole {
+    refresh_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -703,6 +715,15 @@ impl Settings {
             )?),
         };
 
+        let console_refresh = Duration::from_millis(number(
+            ENV_CONSOLE_REFRESH_MS,
+            "console.refresh_ms",
+            file_settings.console.refresh_ms,
+            "2000",
+            250,
+            60_000,
+        )?);
+
         let addr_raw = pick(ENV_HTTP_ADDR, "http.addr", file_settings.http.addr, DEFAULT_HTTP_ADDR);
         let http_addr: SocketAddr = addr_raw
             .value
@@ -886,6 +907,7 @@ impl Settings {
             outbox_database_url,
             insecure_databases,
             gateway,
+            console_refresh,
             tracing,
             metrics_enabled,
             jwt,
@@ -1143,6 +1165,7 @@ mod tests {
                 produce_timeout: Duration::from_secs(5)
             }
         );
+        assert_eq!(settings.console_refresh, Duration::from_secs(2));
     }
 
     #[test]
@@ -1492,6 +1515,7 @@ lanes = 6
             (&[("EVENTLINE_LOG_FORMAT", "xml")], "invalid EVENTLINE_LOG_FORMAT: `xml` is not a log format (expected `human` or `json`)"),
             (&[("EVENTLINE_BATCH_MAX_EVENTS", "0")], "invalid EVENTLINE_BATCH_MAX_EVENTS: `0` is not a whole number from 1 to 100000"),
             (&[("EVENTLINE_BATCH_MAX_WAIT_MS", "soon")], "invalid EVENTLINE_BATCH_MAX_WAIT_MS: `soon` is not a whole number from 1 to 60000"),
+            (&[("EVENTLINE_CONSOLE_REFRESH_MS", "100")], "invalid EVENTLINE_CONSOLE_REFRESH_MS: `100` is not a whole number from 250 to 60000"),
             (&[("EVENTLINE_BATCH_MAX_BYTES", "100")], "invalid EVENTLINE_BATCH_MAX_BYTES: `100` is not a whole number from 1024 to 1073741824"),
             (&[("EVENTLINE_WORKER_LANES", "0")], "invalid EVENTLINE_WORKER_LANES: `0` is not a whole number from 1 to 64"),
             (&[("EVENTLINE_WORKER_LANES", "65")], "invalid EVENTLINE_WORKER_LANES: `65` is not a whole number from 1 to 64"),

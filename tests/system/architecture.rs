@@ -1,6 +1,7 @@
 //! The layering rules of ARCHITECTURE.md, checked on the dependency graph: among the engine
 //! crates only the store layer may use sqlx, only the Kafka layer rdkafka, and the core neither; only the core's telemetry
-//! knows OpenTelemetry; only the auth layer checks JWTs, and it knows nothing of Kafka.
+//! knows OpenTelemetry; only the auth layer checks JWTs, and it knows nothing of Kafka; the console reads
+//! through the query API's status.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -58,7 +59,12 @@ fn only_the_store_uses_sqlx_and_only_the_kafka_layer_uses_rdkafka() {
         !auth.iter().any(|d| d == "eventline-kafka" || d == "rdkafka"),
         "authentication knows nothing of Kafka: {auth:?}"
     );
-    assert_eq!(packages.len(), 11, "a new crate needs a paragraph in ARCHITECTURE.md: {:?}", packages.keys());
+    let console = &packages["eventline-console"];
+    assert!(
+        !console.iter().any(|d| d == "eventline-kafka" || d == "eventline-consumers" || d == "eventline-producers"),
+        "the console reads what the query API's status reads, and acts through nothing else: {console:?}"
+    );
+    assert_eq!(packages.len(), 12, "a new crate needs a paragraph in ARCHITECTURE.md: {:?}", packages.keys());
 }
 
 /// Names of the reference application (its topics, types, projections and payloads).
@@ -105,9 +111,17 @@ fn code_outside_tests(dir: &std::path::Path, found: &mut Vec<(String, String)>) 
 fn the_engine_knows_no_reference_domain() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     // Every engine crate; the reference application is a crate of its own (reference/).
-    for dir in
-        ["src/core", "src/kafka", "src/http", "src/auth", "src/store", "consumers/src", "producers/src", "api/src"]
-    {
+    for dir in [
+        "src/core",
+        "src/kafka",
+        "src/http",
+        "src/auth",
+        "src/store",
+        "consumers/src",
+        "producers/src",
+        "api/src",
+        "console/src",
+    ] {
         let mut found = Vec::new();
         code_outside_tests(&root.join(dir), &mut found);
         assert_eq!(found, Vec::<(String, String)>::new(), "{dir} names the reference domains");
@@ -119,7 +133,9 @@ fn no_engine_crate_carries_the_reference_registry() {
     // The reference domains' registry (schemas/) is the reference application's data: it builds
     // it in (reference/build.rs); an engine crate embedding it would know those domains.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    for crate_root in ["src/core", "src/kafka", "src/http", "src/auth", "src/store", "consumers", "producers", "api"] {
+    for crate_root in
+        ["src/core", "src/kafka", "src/http", "src/auth", "src/store", "consumers", "producers", "api", "console"]
+    {
         let build = root.join(crate_root).join("build.rs");
         let script = std::fs::read_to_string(&build).unwrap_or_default();
         assert!(!script.contains("schemas"), "{} embeds the schemas folder", build.display());

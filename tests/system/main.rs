@@ -14,6 +14,7 @@ mod commands;
 mod compose;
 mod config_errors;
 mod conformance;
+mod console;
 mod database_outage;
 mod declarative;
 mod dlq;

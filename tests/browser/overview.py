@@ -1,0 +1,76 @@
+"""The console's overview in a real headless Chromium (Debian's, driven by Playwright).
+
+Driven by tests/system/console.rs, which starts eventline and publishes events: this script
+signs in, prints `ready {json}`, waits for `published` on its standard input, then waits for the
+page to show the events waiting (over Server-Sent Events, without a reload) and prints
+`live {json}`. On any failure it saves a screenshot of the page in $SCREENSHOTS and exits 1.
+"""
+
+import json
+import os
+import sys
+
+from playwright.sync_api import expect, sync_playwright
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+URL = os.environ["CONSOLE_URL"]
+TOKEN = os.environ["CONSOLE_TOKEN"]
+SCREENSHOTS = os.environ["SCREENSHOTS"]
+
+
+def say(word, fields):
+    print(word, json.dumps(fields), flush=True)
+
+
+def lag_cell(page, projection):
+    return page.locator(f'tr[data-projection="{projection}"] [data-cell="lag-events"]')
+
+
+def run(page):
+    page.goto(URL)
+    # Not signed in: the form, its field focused, signed in with the keyboard alone.
+    expect(page).to_have_url(URL + "/login")
+    expect(page.locator("#token")).to_be_focused()
+    page.keyboard.type(TOKEN)
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(URL)
+    rows = page.locator("tbody tr[data-projection]")
+    expect(rows.first).to_be_visible()
+    names = sorted(rows.evaluate_all("rows => rows.map(r => r.dataset.projection)"))
+    # Wait for the live stream to deliver a snapshot, then mark this page: a reload would lose it.
+    page.wait_for_function("document.querySelector('#live').dataset.updated !== undefined")
+    page.evaluate("window.notReloaded = true")
+    say("ready", {"projections": names, "account_balances_lag": lag_cell(page, "account_balances").inner_text()})
+
+    if sys.stdin.readline().strip() != "published":
+        raise RuntimeError("expected `published`")
+    expect(lag_cell(page, "account_balances")).not_to_have_text("0", timeout=30_000)
+    stuck = page.locator('tr[data-projection="account_balances"] [data-cell="stuck"]')
+    expect(stuck).to_be_visible(timeout=30_000)
+    say(
+        "live",
+        {
+            "account_balances_lag": lag_cell(page, "account_balances").inner_text(),
+            "reloaded": page.evaluate("window.notReloaded !== true"),
+            "stuck": stuck.inner_text(),
+            "first_row": rows.first.get_attribute("data-projection"),
+        },
+    )
+
+
+def main():
+    os.makedirs(SCREENSHOTS, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+        page = browser.new_page()
+        try:
+            run(page)
+        except Exception:
+            page.screenshot(path=os.path.join(SCREENSHOTS, "overview-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+
+
+if __name__ == "__main__":
+    main()

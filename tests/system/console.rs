@@ -1,0 +1,244 @@
+//! The operator console (`/console`) against a real eventline, Kafka and PostgreSQL: signing in,
+//! what each page shows, Server-Sent Events that cost the same however many pages are open, and
+//! (in a real headless Chromium driven by Playwright) a live overview.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::events::opened;
+use crate::helpers::{wait_until, HttpProcess, TestEnv};
+
+/// A client that shows redirects instead of following them.
+fn browser_like() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// Signs in with `token`: the answer to the sign-in form.
+async fn sign_in(console: &HttpProcess, token: &str) -> reqwest::Response {
+    browser_like()
+        .post(format!("{}/console/login", console.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .expect("the console answers")
+}
+
+/// The session cookie the sign-in set (`name=value`).
+async fn session(console: &HttpProcess, token: &str) -> String {
+    let answer = sign_in(console, token).await;
+    assert_eq!(answer.status(), 303, "{:?}", answer.text().await);
+    let cookie = answer.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && cookie.contains("Path=/console"));
+    cookie.split(';').next().unwrap().to_string()
+}
+
+async fn get(console: &HttpProcess, path: &str, cookie: Option<&str>) -> reqwest::Response {
+    let mut request = browser_like().get(format!("{}{path}", console.base));
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    request.send().await.expect("the console answers")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signing_in_needs_the_status_scope_and_the_pages_show_every_projection() {
+    let env = TestEnv::new().await;
+    let console = env.spawn_http("console", &["console"], &[]).await;
+
+    // Without a session, pages send the browser to sign in; live streams say so.
+    let answer = get(&console, "/console", None).await;
+    assert_eq!((answer.status().as_u16(), answer.headers()["location"].to_str().unwrap()), (303, "/console/login"));
+    assert_eq!(get(&console, "/console/live", None).await.status(), 401);
+    let form = get(&console, "/console/login", None).await.text().await.unwrap();
+    assert!(form.contains(r#"<input id="token" type="password" name="token""#), "{form}");
+
+    // Bad credentials, and good ones without the scope, are refused on the form, saying why.
+    let wrong = sign_in(&console, "elk_nope_nope").await;
+    assert_eq!(wrong.status(), 401);
+    assert!(wrong.text().await.unwrap().contains("Not signed in: the API key is not valid."));
+    let empty = sign_in(&console, "").await;
+    assert_eq!(empty.status(), 400);
+    assert!(empty.text().await.unwrap().contains("Paste an API key or a JWT to sign in."));
+    let (_, reader) = env.create_key_with_scopes("reader-only", &[], &["read:*"]);
+    let unscoped = sign_in(&console, &reader).await;
+    assert_eq!(unscoped.status(), 403);
+    assert!(unscoped.text().await.unwrap().contains("Not signed in: projection status needs the scope status."));
+    let garbage = browser_like()
+        .post(format!("{}/console/login", console.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("password=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbage.status(), 400);
+
+    // Signed in with the status scope: every projection on the overview, each with its page.
+    let (_, operator) = env.create_key_with_scopes("operator", &[], &["status"]);
+    let cookie = session(&console, &operator).await;
+    let overview = get(&console, "/console", Some(&cookie)).await;
+    assert_eq!(overview.status(), 200);
+    let overview = overview.text().await.unwrap();
+    for projection in ["account_balances", "daily_activity", "feature_usage_daily", "project_progress"] {
+        assert!(overview.contains(&format!(r#"<tr data-projection="{projection}""#)), "{projection}: {overview}");
+    }
+    assert!(overview.contains("Signed in as <strong>key:"), "{overview}");
+    let page = get(&console, "/console/projections/account_balances", Some(&cookie)).await.text().await.unwrap();
+    assert!(page.contains("<caption>Partitions</caption>"), "{page}");
+    assert_eq!(page.matches("<tr><td>").count(), 6, "a row per partition: {page}");
+    let missing = get(&console, "/console/projections/nope", Some(&cookie)).await;
+    assert_eq!(missing.status(), 404);
+    let missing = missing.text().await.unwrap();
+    assert!(missing.contains("This application has no projection named <code>nope</code>."), "{missing}");
+    // A value from the URL is escaped, never markup.
+    let tricky = get(&console, "/console/projections/%3Cscript%3E", Some(&cookie)).await.text().await.unwrap();
+    assert!(tricky.contains("<code>&lt;script&gt;</code>") && !tricky.contains("<code><script>"), "{tricky}");
+
+    // The assets are embedded.
+    let css = get(&console, "/console/assets/console.css", None).await;
+    assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+    assert!(css.text().await.unwrap().contains("prefers-color-scheme: dark"));
+
+    // Signing out ends the session in the browser.
+    let out =
+        browser_like().post(format!("{}/console/logout", console.base)).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(out.status(), 303);
+    assert!(out.headers()["set-cookie"].to_str().unwrap().starts_with("eventline_console=; Path=/console; Max-Age=0"));
+    // A revoked key stops working on the next request after the key cache (5 s).
+    let revoked = env.run(&["keys", "revoke", operator.split('_').nth(1).unwrap()]);
+    assert!(revoked.status.success());
+    wait_until("the revoked key's session to end", || async {
+        get(&console, "/console", Some(&cookie)).await.status() == 303
+    })
+    .await;
+}
+
+/// `eventline_console_snapshots_total` in the process's `/metrics`.
+async fn snapshots_taken(console: &HttpProcess) -> f64 {
+    let text = console.anonymous.get(format!("{}/metrics", console.base)).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("eventline_console_snapshots_total "))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_pages_share_one_snapshot_per_refresh_and_none_is_taken_without_them() {
+    let env = TestEnv::new().await;
+    let refresh_ms = 500;
+    let console = env.spawn_http("console", &["console"], &[("EVENTLINE_CONSOLE_REFRESH_MS", "500")]).await;
+    let (_, operator) = env.create_key_with_scopes("operator", &[], &["status"]);
+    let cookie = session(&console, &operator).await;
+
+    // Nobody watching: no snapshot at all.
+    tokio::time::sleep(Duration::from_millis(3 * refresh_ms)).await;
+    assert_eq!(snapshots_taken(&console).await, 0.0);
+
+    // Twenty open pages, each reading its stream.
+    let before = snapshots_taken(&console).await;
+    let started = Instant::now();
+    let mut pages = Vec::new();
+    for _ in 0..20 {
+        let mut stream = get(&console, "/console/live", Some(&cookie)).await;
+        assert_eq!(stream.headers()["content-type"], "text/event-stream");
+        pages.push(tokio::spawn(async move {
+            let mut received = 0;
+            let deadline = Instant::now() + Duration::from_secs(4);
+            while Instant::now() < deadline {
+                match tokio::time::timeout(Duration::from_millis(200), stream.chunk()).await {
+                    Ok(Ok(Some(chunk))) => {
+                        received += String::from_utf8_lossy(&chunk).matches("event: snapshot").count()
+                    }
+                    Ok(_) => break,
+                    Err(_) => {}
+                }
+            }
+            received
+        }));
+    }
+    let mut received = Vec::new();
+    for page in pages {
+        received.push(page.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_millis() as f64;
+    let taken = snapshots_taken(&console).await - before;
+    // One snapshot per refresh period for all twenty (plus the one the first page asked for),
+    // never one per page.
+    let periods = elapsed / refresh_ms as f64;
+    assert!(taken >= 3.0 && taken <= periods + 2.0, "{taken} snapshots in {elapsed} ms for 20 pages");
+    assert!(received.iter().all(|&n| n >= 3), "every page got the snapshots: {received:?}");
+}
+
+/// The Python of the virtual environment with Playwright that `scripts/test.sh` installs.
+fn browser_python() -> PathBuf {
+    let python = std::env::var_os("EVENTLINE_BROWSER_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".eventline/browser/bin/python"));
+    assert!(
+        python.exists(),
+        "no Playwright for Python at {} (EVENTLINE_BROWSER_PYTHON): run scripts/test.sh, which installs it and chromium",
+        python.display()
+    );
+    python
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_browser_the_overview_goes_live_and_flags_a_stuck_partition() {
+    let env = TestEnv::new().await;
+    let console = env.spawn_http("console", &["console"], &[("EVENTLINE_CONSOLE_REFRESH_MS", "500")]).await;
+    let (_, operator) = env.create_key_with_scopes("operator", &[], &["status"]);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser/overview.py");
+    let screenshots = env.file("screenshots");
+    let errors = env.file("browser.log");
+    let mut browser = tokio::process::Command::new(browser_python())
+        .arg(&script)
+        .env("CONSOLE_URL", format!("{}/console", console.base))
+        .env("CONSOLE_TOKEN", &operator)
+        .env("SCREENSHOTS", &screenshots)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&errors).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("Python runs");
+    let mut lines = BufReader::new(browser.stdout.take().unwrap()).lines();
+    let mut said = Vec::new();
+    let failed = |what: &str| -> ! {
+        let log = std::fs::read_to_string(&errors).unwrap_or_default();
+        panic!("{what}; screenshots in {}; the browser script said:\n{log}", screenshots.display())
+    };
+    let mut next_line = async || {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
+        let line = line.expect("the browser script answers within 60 s").unwrap().unwrap_or_default();
+        said.push(line.clone());
+        line
+    };
+    // Signed in, every projection shown, no lag yet: then events are published (and no worker
+    // runs), and the page must show them waiting without being reloaded.
+    let ready = next_line().await;
+    let ready = ready.strip_prefix("ready ").unwrap_or_else(|| failed(&format!("not ready: `{ready}`")));
+    let ready: Value = serde_json::from_str(ready).unwrap();
+    assert_eq!(
+        ready["projections"],
+        serde_json::json!(["account_balances", "daily_activity", "feature_usage_daily", "project_progress"])
+    );
+    assert_eq!(ready["account_balances_lag"], "0");
+    let events: Vec<Value> = (0..7).map(|i| opened(&format!("o{i}"), &format!("acct-{i}"))).collect();
+    env.publish("opened.ndjson", &events);
+    let mut stdin = browser.stdin.take().unwrap();
+    stdin.write_all(b"published\n").await.unwrap();
+    let live = next_line().await;
+    let live = live.strip_prefix("live ").unwrap_or_else(|| failed(&format!("not live: `{live}`")));
+    let live: Value = serde_json::from_str(live).unwrap();
+    assert_eq!(live["account_balances_lag"], "7", "{live}");
+    assert_eq!(live["reloaded"], false, "the page was updated in place: {live}");
+    assert!(live["stuck"].as_str().unwrap().starts_with("⚠ stuck: "), "{live}");
+    assert_eq!(live["first_row"], "account_balances", "the stuck projection is listed first: {live}");
+    let status = browser.wait().await.unwrap();
+    if !status.success() {
+        failed(&format!("the browser script failed ({status}) after {said:?}"));
+    }
+}
