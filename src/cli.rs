@@ -247,9 +247,10 @@ pub struct KeysCreateArgs {
     #[arg(long = "types", value_name = "PATTERN", required_unless_present = "scopes")]
     pub types: Vec<String>,
 
-    /// What the key may read through the query API: `read:<projection>`, `read:*` (every
-    /// projection), `status` (every projection's position and lag), or `personal` (personal data
-    /// in clear, each read audited; without it personal columns read as null). Repeat for several.
+    /// What the key may read and do: `read:<projection>`, `read:*` (every projection),
+    /// `status` (every projection's position and lag, and viewing the console), `personal`
+    /// (personal data in clear, each read audited; without it personal columns read as null), or
+    /// `operate` (the console's actions, each attempt audited). Repeat for several.
     #[arg(long = "scope", value_name = "SCOPE", id = "scopes")]
     pub scopes: Vec<String>,
 

@@ -338,6 +338,7 @@ fn filter(projection: Option<&str>, args: &DlqFilterArgs, limit: i64) -> DeadLet
         key: args.key.clone(),
         kind: args.kind.clone(),
         reason_contains: args.reason.clone(),
+        since: None,
         limit,
     }
 }

@@ -160,7 +160,7 @@ pub async fn http(
         services.push(api_service(settings, app, store.clone(), auth.clone(), shutdown.clone()).await?);
     }
     if parts.console {
-        services.push(console_service(settings, app, store.clone(), auth, shutdown.clone()));
+        services.push(console_service(settings, app, store.clone(), auth, shutdown.clone())?);
     }
     let mut router = Router::new();
     let mut readiness: Vec<Arc<dyn Readiness>> = vec![Arc::new(DatabaseReadiness(store.clone()))];
@@ -186,7 +186,8 @@ fn console_service(
     store: Store,
     auth: Arc<Auth>,
     shutdown: CancellationToken,
-) -> Service {
+) -> Result<Service, crate::Failure> {
+    let registry = crate::commands::load_registry(settings)?;
     let watched = app
         .projections()
         .all()
@@ -197,11 +198,13 @@ fn console_service(
             topics: p.topics().iter().map(|t| settings.namespace.topic(t)).collect(),
         })
         .collect();
+    let kafka = settings.kafka.clone();
     let snapshots =
-        eventline_console::Snapshots::start(store, settings.kafka.clone(), watched, settings.console_refresh, shutdown);
-    let router = eventline_console::router(eventline_console::Console::new(auth, snapshots));
+        eventline_console::Snapshots::start(store.clone(), kafka, watched, settings.console_refresh, shutdown);
+    let console = eventline_console::Console::new(auth, snapshots, store, registry, app.projections().clone());
+    let router = eventline_console::router(console);
     // HTML pages, not API operations: nothing to add to /openapi.json.
-    Service { router, openapi: utoipa::openapi::OpenApiBuilder::new().build(), readiness: None }
+    Ok(Service { router, openapi: utoipa::openapi::OpenApiBuilder::new().build(), readiness: None })
 }
 
 async fn api_service(

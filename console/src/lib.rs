@@ -8,6 +8,8 @@
 //!
 //! The stylesheet and the script are embedded at build time: no Node step, no CDN.
 
+mod actions;
+mod dead_letters;
 mod pages;
 pub mod snapshots;
 
@@ -22,6 +24,9 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use eventline_auth::{Auth, Caller};
+use eventline_consumers::projections::Projections;
+use eventline_core::registry::Registry;
+use eventline_store::Store;
 use futures::Stream;
 use tokio_stream::wrappers::WatchStream;
 use tokio_stream::StreamExt as _;
@@ -45,11 +50,27 @@ pub struct Console(Arc<Inner>);
 struct Inner {
     auth: Arc<Auth>,
     snapshots: Snapshots,
+    store: Store,
+    /// Tells personal fields apart (masking), and checks events a retry applies again.
+    registry: Arc<Registry>,
+    /// The application's projections, which retries apply dead letters to.
+    projections: Projections,
 }
 
 impl Console {
-    pub fn new(auth: Arc<Auth>, snapshots: Snapshots) -> Self {
-        Self(Arc::new(Inner { auth, snapshots }))
+    pub fn new(
+        auth: Arc<Auth>,
+        snapshots: Snapshots,
+        store: Store,
+        registry: Arc<Registry>,
+        projections: Projections,
+    ) -> Self {
+        Self(Arc::new(Inner { auth, snapshots, store, registry, projections }))
+    }
+
+    /// The browser's session token (empty with authentication off): what CSRF tokens derive from.
+    fn session(&self, headers: &HeaderMap) -> String {
+        token_cookie(headers).unwrap_or_default().to_string()
     }
 
     /// The signed-in viewer of a page: a redirect to the sign-in page without valid credentials,
@@ -80,6 +101,15 @@ pub fn router(console: Console) -> Router {
         .route(&format!("{BASE}/live"), get(overview_live))
         .route(&format!("{BASE}/projections/{{name}}"), get(projection))
         .route(&format!("{BASE}/projections/{{name}}/live"), get(projection_live))
+        .route(&format!("{BASE}/dead-letters"), get(dead_letters::list))
+        .route(
+            &format!("{BASE}/dead-letters/retry-all"),
+            get(dead_letters::retry_all_preview).post(dead_letters::retry_all),
+        )
+        .route(&format!("{BASE}/dead-letters/{{id}}"), get(dead_letters::record))
+        .route(&format!("{BASE}/dead-letters/{{id}}/retry"), post(dead_letters::retry))
+        .route(&format!("{BASE}/dead-letters/{{id}}/skip"), post(dead_letters::skip))
+        .route(&format!("{BASE}/dead-letters/{{id}}/purge"), post(dead_letters::purge))
         .route(&format!("{BASE}/login"), get(login_page).post(login))
         .route(&format!("{BASE}/logout"), post(logout))
         .route(&format!("{BASE}/assets/console.css"), get(stylesheet))

@@ -6,6 +6,11 @@ use std::time::Duration;
 use eventline_auth::Caller;
 use maud::{html, Markup, DOCTYPE};
 
+use eventline_consumers::dlq::RetryReport;
+use eventline_store::dead_letters::{DeadLetter, DeadRecord};
+
+use crate::actions::csrf_token;
+use crate::dead_letters::{Filter, Shown};
 use crate::snapshots::{ProjectionView, Snapshot};
 use crate::BASE;
 
@@ -29,6 +34,7 @@ fn layout(title: &str, viewer: Option<&Caller>, body: Markup) -> Markup {
                     @if let Some(viewer) = viewer {
                         nav aria-label="Console" {
                             a href=(BASE) { "Overview" }
+                            a href={ (BASE) "/dead-letters" } { "Dead letters" }
                         }
                         form.viewer method="post" action={ (BASE) "/logout" } {
                             span { "Signed in as " strong { (viewer.id) } }
@@ -144,7 +150,7 @@ fn overview_row(view: &ProjectionView) -> Markup {
                     " " strong.flag data-cell="stuck" { "⚠ stuck: " (s.unowned_partitions.join(", ")) }
                 }
             }
-            td.num { (s.dead_letters) }
+            td.num { a href={ (BASE) "/dead-letters?projection=" (s.name) } { (s.dead_letters) } }
             td.num { (s.parked_keys) }
             td { (group(view)) }
         }
@@ -291,4 +297,265 @@ fn duration(duration: Duration) -> String {
         60..=3599 => format!("{} min", seconds / 60),
         _ => format!("{} h {} min", seconds / 3600, seconds % 3600 / 60),
     }
+}
+
+/// What every dead-letter page needs beside its data.
+pub struct DeadLettersView<'a> {
+    pub viewer: &'a Caller,
+    pub session: &'a str,
+    pub kinds: &'a [&'a str],
+    pub limit: i64,
+}
+
+/// The hidden CSRF field of an action's form.
+fn csrf(session: &str) -> Markup {
+    html! { input type="hidden" name="csrf" value=(csrf_token(session)); }
+}
+
+/// Said on pages with actions to a viewer who may not take them.
+fn read_only_note(viewer: &Caller) -> Markup {
+    html! {
+        @if !viewer.may_operate() {
+            p.note role="note" { "You can look but not act: the actions need the " code { "operate" } " scope." }
+        }
+    }
+}
+
+fn action_button(viewer: &Caller, label: &str) -> Markup {
+    let title = (!viewer.may_operate()).then_some("needs the operate scope");
+    html! { button type="submit" disabled[!viewer.may_operate()] title=[title] { (label) } }
+}
+
+pub fn dead_letters(
+    view: &DeadLettersView<'_>,
+    projections: &[&str],
+    filter: &Filter,
+    letters: &[DeadLetter],
+    error: Option<&str>,
+) -> Markup {
+    let selected = |value: &str, current: &Option<String>| current.as_deref() == Some(value);
+    layout(
+        "Dead letters",
+        Some(view.viewer),
+        html! {
+            h1 { "Dead letters" }
+            form.filters method="get" action={ (BASE) "/dead-letters" } {
+                label { "Projection "
+                    select name="projection" {
+                        option value="" { "any" }
+                        @for p in projections { option value=(p) selected[selected(p, &filter.projection)] { (p) } }
+                    }
+                }
+                label { "Key " input type="text" name="key" value=[filter.key.as_deref()]; }
+                label { "Kind "
+                    select name="kind" {
+                        option value="" { "any" }
+                        @for k in view.kinds { option value=(k) selected[selected(k, &filter.kind)] { (k) } }
+                    }
+                }
+                label { "Since (UTC) " input type="text" name="since" placeholder="2026-12-04T09:30:00Z" value=[filter.since.as_deref()]; }
+                button type="submit" { "Filter" }
+            }
+            @if let Some(error) = error {
+                p.error role="alert" { "Not shown: " (error) "." }
+            } @else {
+                (read_only_note(view.viewer))
+                @if filter.projection.is_some() && !letters.is_empty() {
+                    p { a href={ (BASE) "/dead-letters/retry-all?" (filter.query()) } { "Retry every key shown…" }
+                        " (a preview says how many keys and events first)" }
+                }
+                table.letters {
+                    caption { (letters.len()) " dead letters"
+                        @if letters.len() as i64 == view.limit { " (the first " (view.limit) "; narrow the filters)" } }
+                    thead { tr {
+                        th scope="col" { "Id" }
+                        th scope="col" { "Projection" }
+                        th scope="col" { "Key" }
+                        th scope="col" { "Kind" }
+                        th scope="col" { "Reason" }
+                        th scope="col" { "Position" }
+                        th scope="col" { "When" }
+                        th scope="col" { "Action" }
+                    } }
+                    tbody {
+                        @for l in letters {
+                            tr data-letter=(l.id) {
+                                td { a href={ (BASE) "/dead-letters/" (l.id) } { (l.id) } }
+                                td { (l.projection) }
+                                td { (l.record_key.as_deref().unwrap_or("–")) }
+                                td { (l.reason_kind) }
+                                td { (l.reason) }
+                                td { (l.topic) " " (l.partition) "@" (l.offset) }
+                                td { (l.created_at.format("%Y-%m-%d %H:%M:%S")) }
+                                td {
+                                    form method="post" action={ (BASE) "/dead-letters/" (l.id) "/retry" } {
+                                        (csrf(view.session))
+                                        (action_button(view.viewer, if l.record_key.is_some() { "Retry key" } else { "Retry" }))
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub fn dead_letter(
+    viewer: &Caller,
+    session: &str,
+    record: &DeadRecord,
+    shown: &Shown,
+    personal_audited: bool,
+    key_letters: usize,
+) -> Markup {
+    let l = &record.letter;
+    let pretty = |value: &serde_json::Value| serde_json::to_string_pretty(value).expect("JSON serializes");
+    layout(
+        &format!("Dead letter {}", l.id),
+        Some(viewer),
+        html! {
+            p.crumbs { a href={ (BASE) "/dead-letters?projection=" (l.projection) } { "Dead letters of " (l.projection) } " / " }
+            h1 { "Dead letter " (l.id) }
+            dl.facts {
+                dt { "Projection" } dd { (l.projection) }
+                dt { "Key" } dd { (l.record_key.as_deref().unwrap_or("– (none)")) }
+                dt { "Kind" } dd { (l.reason_kind) }
+                dt { "Reason" } dd { (l.reason) }
+                dt { "Record" } dd { (l.topic) ", partition " (l.partition) ", offset " (l.offset) }
+                dt { "Event" } dd { (l.event_type.as_deref().unwrap_or("?")) " " code { (l.event_id.as_deref().unwrap_or("?")) } }
+                dt { "Dead-lettered" } dd { (l.created_at.format("%Y-%m-%d %H:%M:%S UTC")) }
+                dt { "Record time" } dd { (record.record_time.map_or("?".to_string(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())) }
+            }
+            h2 { "Headers" }
+            pre { code { (pretty(&record.headers)) } }
+            h2 { "Record" }
+            @match shown {
+                Shown::Clear(value) => {
+                    @if personal_audited { p.note { "Personal data shown in clear: this read is in the audit." } }
+                    pre data-record="clear" { code { (pretty(value)) } }
+                }
+                Shown::Masked(value) => {
+                    p.note { "Personal fields are hidden (null): seeing them needs the " code { "personal" } " scope." }
+                    pre data-record="masked" { code { (pretty(value)) } }
+                }
+                Shown::Hidden(why) => { p.note data-record="hidden" { "Not shown: " (why) "." } }
+            }
+            h2 { "Actions" }
+            (read_only_note(viewer))
+            div.actions {
+                form method="post" action={ (BASE) "/dead-letters/" (l.id) "/retry" } {
+                    (csrf(session))
+                    p { @if l.record_key.is_some() { "Apply this key's " (key_letters) " dead letters again, in order (after fixing the cause)." }
+                        @else { "Apply this event again (after fixing the cause)." } }
+                    (action_button(viewer, "Retry"))
+                }
+                form method="post" action={ (BASE) "/dead-letters/" (l.id) "/skip" } {
+                    (csrf(session))
+                    p { "Drop this event for good and apply the key's next ones." }
+                    label { "Why " input type="text" name="reason" required; }
+                    (action_button(viewer, "Skip"))
+                }
+                @if l.record_key.is_some() {
+                    form method="post" action={ (BASE) "/dead-letters/" (l.id) "/purge" } {
+                        (csrf(session))
+                        p { "Forget this key's " (key_letters) " dead letters without applying them (the key is unparked)." }
+                        label { "Type " code { (l.projection) } " to confirm " input type="text" name="confirm" autocomplete="off" required; }
+                        (action_button(viewer, "Purge key"))
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub fn action_refused(viewer: &Caller, message: &str) -> Markup {
+    layout(
+        "Not done",
+        Some(viewer),
+        html! {
+            h1 { "Not done" }
+            p.error role="alert" data-outcome="refused" { (message) }
+            p { a href={ (BASE) "/dead-letters" } { "Dead letters" } }
+        },
+    )
+}
+
+pub fn retried(viewer: &Caller, letter: &DeadLetter, report: &RetryReport) -> Markup {
+    layout(
+        "Retried",
+        Some(viewer),
+        html! {
+            h1 { "Retried" }
+            p data-outcome=(if report.still_dead.is_empty() { "applied" } else { "still-dead" }) {
+                @if let Some(skipped) = report.skipped { "Skipped dead letter " (skipped) ". " }
+                (report.applied.len()) " applied, " (report.duplicates.len()) " already applied, "
+                (report.passed_over.len()) " passed over, " (report.still_dead.len()) " still dead"
+                @if let Some(key) = &report.key { " (key " code { (key) } ")" } "."
+            }
+            @if let Some(reason) = &report.reason { p.error role="alert" { "Still failing: " (reason) } }
+            p { a href={ (BASE) "/dead-letters?projection=" (letter.projection) } { "Dead letters of " (letter.projection) } }
+        },
+    )
+}
+
+pub fn purged(viewer: &Caller, projection: &str, key: &str, ids: &[i64]) -> Markup {
+    layout(
+        "Purged",
+        Some(viewer),
+        html! {
+            h1 { "Purged" }
+            p data-outcome="purged" { (ids.len()) " dead letters of key " code { (key) } " forgotten; the key is unparked." }
+            p { a href={ (BASE) "/dead-letters?projection=" (projection) } { "Dead letters of " (projection) } }
+        },
+    )
+}
+
+pub fn retry_all_preview(viewer: &Caller, session: &str, filter: &Filter, keys: usize, letters: usize) -> Markup {
+    let projection = filter.projection.as_deref().unwrap_or_default();
+    layout(
+        "Retry every key",
+        Some(viewer),
+        html! {
+            h1 { "Retry every key shown" }
+            p data-preview { "This applies again " strong { (letters) " dead letters" } " of " strong { (keys) " keys" }
+                " of " code { (projection) } ", each key's in order." }
+            (read_only_note(viewer))
+            form method="post" action={ (BASE) "/dead-letters/retry-all" } {
+                (csrf(session))
+                @for (name, value) in [("projection", &filter.projection), ("key", &filter.key), ("kind", &filter.kind), ("since", &filter.since)] {
+                    @if let Some(value) = value { input type="hidden" name=(name) value=(value); }
+                }
+                input type="hidden" name="keys" value=(keys);
+                input type="hidden" name="letters" value=(letters);
+                label { "Type " code { (projection) } " to confirm " input type="text" name="confirm" autocomplete="off" required; }
+                (action_button(viewer, "Retry them all"))
+            }
+            p { a href={ (BASE) "/dead-letters?" (filter.query()) } { "Back to the list" } }
+        },
+    )
+}
+
+pub fn retried_all(
+    viewer: &Caller,
+    filter: &Filter,
+    keys: usize,
+    applied: usize,
+    still_dead: usize,
+    failed: &[String],
+) -> Markup {
+    layout(
+        "Retried",
+        Some(viewer),
+        html! {
+            h1 { "Retried" }
+            p data-outcome="retried-all" { (keys) " keys retried: " (applied) " applied, " (still_dead) " still dead." }
+            @if !failed.is_empty() {
+                p.error role="alert" { "Not retried:" }
+                ul { @for f in failed { li { (f) } } }
+            }
+            p { a href={ (BASE) "/dead-letters?" (filter.query()) } { "Back to the list" } }
+        },
+    )
 }

@@ -8,6 +8,8 @@
 //! - `status`: every projection's position and lag (`GET /v1/projections`);
 //! - `personal`: personal data in clear in what the caller may read (otherwise `null`), each
 //!   such read audited;
+//! - `operate`: the operator console's actions (retrying, skipping and purging dead letters, and
+//!   the like), each attempt audited;
 //! - publishing: an API key's event type patterns, a JWT's `publish:<pattern>` scopes.
 //!
 //! Refusals follow RFC 6750: 401 with a `WWW-Authenticate: Bearer` challenge (`invalid_token`
@@ -37,6 +39,8 @@ pub use openapi::describe_security;
 pub const STATUS_SCOPE: &str = "status";
 /// The scope that shows personal data in clear, in what the caller may read.
 pub const PERSONAL_SCOPE: &str = "personal";
+/// The scope that acts on projections from the operator console.
+pub const OPERATE_SCOPE: &str = "operate";
 const READ_PREFIX: &str = "read:";
 const PUBLISH_PREFIX: &str = "publish:";
 const REALM: &str = "eventline";
@@ -48,7 +52,7 @@ pub fn read_scope(projection: &str) -> String {
 
 /// Why `scope` is not one an API key can hold, given the application's projections.
 pub fn check_key_scope(scope: &str, projections: &[&str]) -> Result<(), String> {
-    if scope == STATUS_SCOPE || scope == PERSONAL_SCOPE {
+    if [STATUS_SCOPE, PERSONAL_SCOPE, OPERATE_SCOPE].contains(&scope) {
         return Ok(());
     }
     match scope.strip_prefix(READ_PREFIX) {
@@ -59,7 +63,7 @@ pub fn check_key_scope(scope: &str, projections: &[&str]) -> Result<(), String> 
             projections.join(", ")
         )),
         None => Err(format!(
-            "`{scope}` is not a scope (use read:<projection>, read:*, {STATUS_SCOPE}, or {PERSONAL_SCOPE})"
+            "`{scope}` is not a scope (use read:<projection>, read:*, {STATUS_SCOPE}, {PERSONAL_SCOPE}, or {OPERATE_SCOPE})"
         )),
     }
 }
@@ -117,6 +121,19 @@ impl Caller {
             return Ok(());
         }
         Err(insufficient_scope(PERSONAL_SCOPE, &format!("{what} needs the scope {PERSONAL_SCOPE}")))
+    }
+
+    /// Whether this caller may act on projections (the operator console's actions).
+    pub fn may_operate(&self) -> bool {
+        self.holds(OPERATE_SCOPE)
+    }
+
+    /// Refuses (403 `insufficient_scope`) a caller that may not act on projections: `what` needs it.
+    pub fn require_operate(&self, what: &str) -> Result<(), Problem> {
+        if self.may_operate() {
+            return Ok(());
+        }
+        Err(insufficient_scope(OPERATE_SCOPE, &format!("{what} needs the scope {OPERATE_SCOPE}")))
     }
 
     /// Refuses a caller that may not see every projection's status.
@@ -272,7 +289,7 @@ mod tests {
     #[test]
     fn key_scopes_name_a_projection_everything_or_status() {
         let projections = ["accounts", "activity"];
-        for good in ["read:accounts", "read:*", "status", "personal"] {
+        for good in ["read:accounts", "read:*", "status", "personal", "operate"] {
             assert_eq!(check_key_scope(good, &projections), Ok(()), "{good}");
         }
         assert_eq!(
@@ -281,7 +298,7 @@ mod tests {
         );
         assert_eq!(
             check_key_scope("write:accounts", &projections),
-            Err("`write:accounts` is not a scope (use read:<projection>, read:*, status, or personal)".into())
+            Err("`write:accounts` is not a scope (use read:<projection>, read:*, status, personal, or operate)".into())
         );
     }
 
@@ -313,6 +330,9 @@ mod tests {
         assert!(!anyone.sees_personal(), "authentication off, personal data stays withheld");
         assert!(caller(&["read:*"]).require_status().is_err());
         assert!(!caller(&["read:*"]).may_publish("accounts.FundsDeposited"));
+        assert!(caller(&["status", "operate"]).may_operate());
+        let viewer = caller(&["status"]).require_operate("retrying a dead letter").unwrap_err();
+        assert_eq!(viewer.detail, "retrying a dead letter needs the scope operate");
     }
 
     #[test]

@@ -99,6 +99,8 @@ pub struct DeadLetterFilter {
     pub kind: Option<String>,
     /// Text the reason contains (case-insensitive).
     pub reason_contains: Option<String>,
+    /// Dead-lettered at or after this time.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
     pub limit: i64,
 }
 
@@ -170,12 +172,14 @@ impl Store {
                  AND ($2::text IS NULL OR record_key = $2)
                  AND ($3::text IS NULL OR reason_kind = $3)
                  AND ($4::text IS NULL OR strpos(lower(reason), lower($4)) > 0)
+                 AND ($6::timestamptz IS NULL OR created_at >= $6)
                ORDER BY id LIMIT $5"#,
             filter.projection,
             filter.key,
             filter.kind,
             filter.reason_contains,
             filter.limit,
+            filter.since,
         )
         .fetch_all(&self.pool)
         .await?)
@@ -267,11 +271,13 @@ impl StoreTx {
                  AND ($2::text IS NULL OR record_key = $2)
                  AND ($3::text IS NULL OR reason_kind = $3)
                  AND ($4::text IS NULL OR strpos(lower(reason), lower($4)) > 0)
+                 AND ($5::timestamptz IS NULL OR created_at >= $5)
                RETURNING id, projection, topic, partition, "offset", record_key, event_id, event_type, reason_kind, reason, created_at"#,
             filter.projection,
             filter.key,
             filter.kind,
             filter.reason_contains,
+            filter.since,
         )
         .fetch_all(&mut *self.tx)
         .await?;

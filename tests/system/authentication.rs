@@ -115,8 +115,9 @@ async fn keys_are_made_with_scopes_the_application_has() {
     let not_a_scope = env.run(&["keys", "create", "--name", "x", "--scope", "write:account_balances"]);
     assert_eq!(not_a_scope.status.code(), Some(2));
     assert!(
-        stderr(&not_a_scope)
-            .contains("`write:account_balances` is not a scope (use read:<projection>, read:*, status, or personal)"),
+        stderr(&not_a_scope).contains(
+            "`write:account_balances` is not a scope (use read:<projection>, read:*, status, personal, or operate)"
+        ),
         "{}",
         stderr(&not_a_scope)
     );

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::events::opened;
+use crate::events::{account_event, deposit, opened, withdrawal};
 use crate::helpers::{wait_until, HttpProcess, TestEnv};
 
 /// A client that shows redirects instead of following them.
@@ -241,4 +241,206 @@ async fn in_a_browser_the_overview_goes_live_and_flags_a_stuck_partition() {
     if !status.success() {
         failed(&format!("the browser script failed ({status}) after {said:?}"));
     }
+}
+
+/// POSTs a console form as a browser would, with the session `cookie`.
+async fn post_form(console: &HttpProcess, path: &str, cookie: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    browser_like()
+        .post(format!("{}{path}", console.base))
+        .header("cookie", cookie)
+        .form(form)
+        .send()
+        .await
+        .expect("the console answers")
+}
+
+/// The CSRF token in a page's action forms.
+fn csrf_in(page: &str) -> String {
+    let marker = r#"name="csrf" value=""#;
+    let start = page.find(marker).unwrap_or_else(|| panic!("no CSRF field: {page}")) + marker.len();
+    page[start..].split('"').next().unwrap().to_string()
+}
+
+/// The dead letters of `account_balances` as `(id, key, event id, kind)`, in id order.
+async fn dead_letters_of(env: &TestEnv) -> Vec<(i64, String, String, String)> {
+    let letters = env.store.dead_letters("account_balances").await.unwrap();
+    letters
+        .into_iter()
+        .map(|l| (l.id, l.record_key.unwrap_or_default(), l.event_id.unwrap_or_default(), l.reason_kind))
+        .collect()
+}
+
+/// A worker whose contract refuses withdrawals over 2000 dead-letters acct-a's big one (its key's
+/// next events park behind it); a domain rule refuses acct-b's withdrawal in USD, and its later
+/// opening, which holds personal data, parks. Returns the worker and the strict registry's folder.
+async fn poisoned(env: &TestEnv) -> (crate::helpers::Process, tempfile::TempDir) {
+    let strict = tempfile::tempdir().unwrap();
+    crate::dlq::too_strict_registry(strict.path());
+    let events = [
+        opened("open-a", "acct-a"),
+        deposit("dep-a", "acct-a", 6000),
+        withdrawal("wd-big", "acct-a", 5000),
+        deposit("dep-a2", "acct-a", 100),
+        opened("open-b", "acct-b"),
+        account_event("wd-usd", "accounts.FundsWithdrawn", "acct-b", json!({"amount_minor": 5, "currency": "USD"})),
+        opened("open-b-again", "acct-b"),
+    ];
+    let worker_env = [("EVENTLINE_SCHEMAS_DIR", strict.path().to_str().unwrap())];
+    let worker = env.spawn("worker", &["worker", "account_balances"], &worker_env);
+    env.publish("events.ndjson", &events);
+    wait_until("every event to be passed", || async { env.applied_through("account_balances").await == 7 }).await;
+    (worker, strict)
+}
+
+async fn balance_of(env: &TestEnv, account: &str) -> Option<(i64, i64)> {
+    let rows = eventline_reference::store::account_balances::account_balances(&env.store).await.unwrap();
+    rows.into_iter().find(|r| r.account_id == account).map(|r| (r.balance_minor, r.events_applied))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_are_filtered_masked_and_acted_on_only_with_the_operate_scope_and_a_csrf_token() {
+    let env = TestEnv::new().await;
+    let (_worker, _strict) = poisoned(&env).await;
+    let letters = dead_letters_of(&env).await;
+    let kinds: Vec<(&str, &str)> = letters.iter().map(|(_, key, _, kind)| (key.as_str(), kind.as_str())).collect();
+    assert_eq!(kinds, [("acct-a", "invalid"), ("acct-a", "parked"), ("acct-b", "rejected"), ("acct-b", "parked")]);
+    let (big, opening) = (letters[0].0, letters[3].0);
+    // The console runs with the fixed (built-in) registry: the deployment that fixed the cause.
+    let console = env.spawn_http("console", &["console"], &[]).await;
+    let viewer = session(&console, &env.create_key_with_scopes("viewer", &[], &["status"]).1).await;
+    let operator = session(&console, &env.create_key_with_scopes("operator", &[], &["status", "operate"]).1).await;
+    let privacy = session(&console, &env.create_key_with_scopes("privacy", &[], &["status", "personal"]).1).await;
+
+    // Filters in the query string; each bad one named on the page, nothing listed.
+    let list = get(&console, "/console/dead-letters?projection=account_balances&kind=parked", Some(&viewer)).await;
+    let list = list.text().await.unwrap();
+    assert_eq!(list.matches("<tr data-letter=").count(), 2, "{list}");
+    assert!(list.contains("<caption>2 dead letters</caption>"), "{list}");
+    for (query, error) in [
+        ("kind=weird", "Not shown: `weird` is not a kind of dead letter (one of undecodable, invalid, rejected, parked)."),
+        ("since=yesterday", "Not shown: `yesterday` is not a time (RFC 3339, like 2026-12-04T09:30:00Z)."),
+        ("projection=nope", "Not shown: there is no projection `nope` (known: account_balances, project_progress, daily_activity, feature_usage_daily)."),
+    ] {
+        let answer = get(&console, &format!("/console/dead-letters?{query}"), Some(&viewer)).await;
+        assert_eq!(answer.status(), 400, "{query}");
+        let text = answer.text().await.unwrap();
+        assert!(text.contains(error), "{query}: {text}");
+    }
+    let later =
+        get(&console, "/console/dead-letters?since=2999-01-01T00:00", Some(&viewer)).await.text().await.unwrap();
+    assert!(later.contains("<caption>0 dead letters</caption>"), "{later}");
+    // A read-only viewer sees the actions disabled.
+    assert!(list.contains("You can look but not act"), "{list}");
+    assert!(
+        list.contains(r#"<button type="submit" disabled title="needs the operate scope">Retry key</button>"#),
+        "{list}"
+    );
+
+    // A parked opening holds the owner's name: masked without `personal`, in clear (and audited) with it.
+    let masked = get(&console, &format!("/console/dead-letters/{opening}"), Some(&viewer)).await.text().await.unwrap();
+    assert!(masked.contains(r#"<pre data-record="masked">"#) && masked.contains("&quot;owner&quot;: null"), "{masked}");
+    let clear = get(&console, &format!("/console/dead-letters/{opening}"), Some(&privacy)).await.text().await.unwrap();
+    assert!(
+        clear.contains(r#"<pre data-record="clear">"#) && clear.contains("&quot;owner&quot;: &quot;o&quot;"),
+        "{clear}"
+    );
+    assert_eq!(env.psql("SELECT count(*) FROM eventline_audit WHERE action = 'personal.read'"), "1");
+    let missing = get(&console, "/console/dead-letters/999999", Some(&viewer)).await;
+    assert_eq!(missing.status(), 404);
+
+    // Refused: without `operate`, without the CSRF token, from another site, without the typed name.
+    let page = get(&console, &format!("/console/dead-letters/{big}"), Some(&operator)).await.text().await.unwrap();
+    let csrf = csrf_in(&page);
+    let viewer_page = get(&console, &format!("/console/dead-letters/{big}"), Some(&viewer)).await.text().await.unwrap();
+    let viewer_csrf = csrf_in(&viewer_page);
+    let retry = format!("/console/dead-letters/{big}/retry");
+    let refusals = [
+        (
+            post_form(&console, &retry, &viewer, &[("csrf", &viewer_csrf)]).await,
+            403,
+            "retrying dead letters needs the scope operate",
+        ),
+        (
+            post_form(&console, &retry, &operator, &[]).await,
+            403,
+            "the form's CSRF token is missing or stale; reload the page and try again (nothing was done)",
+        ),
+        (
+            post_form(&console, &retry, &operator, &[("csrf", &viewer_csrf)]).await,
+            403,
+            "the form's CSRF token is missing or stale",
+        ),
+        (
+            browser_like()
+                .post(format!("{}{retry}", console.base))
+                .header("cookie", &operator)
+                .header("origin", "https://elsewhere.example")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("csrf={csrf}"))
+                .send()
+                .await
+                .unwrap(),
+            403,
+            "the form was sent from another site; nothing was done",
+        ),
+        (
+            post_form(
+                &console,
+                &format!("/console/dead-letters/{opening}/purge"),
+                &operator,
+                &[("csrf", &csrf), ("confirm", "account")],
+            )
+            .await,
+            400,
+            "type the projection's name, account_balances, to confirm; nothing was purged",
+        ),
+        (
+            post_form(
+                &console,
+                &format!("/console/dead-letters/{opening}/skip"),
+                &operator,
+                &[("csrf", &csrf), ("reason", " ")],
+            )
+            .await,
+            400,
+            "say why this event is skipped; nothing was done",
+        ),
+        (
+            post_form(&console, "/console/dead-letters/999999/retry", &operator, &[("csrf", &csrf)]).await,
+            404,
+            "there is no dead letter 999999",
+        ),
+    ];
+    for (answer, status, message) in refusals {
+        assert_eq!(answer.status(), status, "{message}");
+        let text = answer.text().await.unwrap();
+        assert!(text.contains(message), "{message}: {text}");
+    }
+    assert_eq!(dead_letters_of(&env).await, letters, "nothing was done");
+    let refused =
+        env.psql("SELECT count(*) FROM eventline_audit WHERE action LIKE 'console.%' AND outcome ? 'refused'");
+    assert_eq!(refused, "7", "every refused attempt is in the audit");
+
+    // The operator retries acct-a's key: the big withdrawal now passes, the parked deposit follows.
+    let done = post_form(&console, &retry, &operator, &[("csrf", &csrf)]).await;
+    assert_eq!(done.status(), 200);
+    let done = done.text().await.unwrap();
+    assert!(done.contains(r#"<p data-outcome="applied">2 applied, 0 already applied, 0 passed over, 0 still dead (key <code>acct-a</code>).</p>"#), "{done}");
+    assert_eq!(balance_of(&env, "acct-a").await, Some((1100, 4)));
+    // acct-b's key is purged, typed to confirm; the opening's letter names the key.
+    let purged = post_form(
+        &console,
+        &format!("/console/dead-letters/{opening}/purge"),
+        &operator,
+        &[("csrf", &csrf), ("confirm", "account_balances")],
+    )
+    .await;
+    assert_eq!(purged.status(), 200);
+    assert!(purged.text().await.unwrap().contains("2 dead letters of key <code>acct-b</code> forgotten"));
+    assert_eq!(dead_letters_of(&env).await, []);
+    let audited = env.psql(
+        "SELECT action || ' ' || (outcome ? 'done') || ' ' || (outcome->'origin' ? 'user_agent') FROM eventline_audit
+         WHERE action LIKE 'console.%' AND outcome ? 'done' ORDER BY id",
+    );
+    assert_eq!(audited, "console.dlq.retry true true\nconsole.dlq.purge true true");
 }

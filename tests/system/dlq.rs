@@ -11,7 +11,7 @@ use crate::helpers::{stderr, stdout, wait_until, TestEnv};
 
 /// A copy of the built-in registry whose withdrawal contract is too strict (at most 2000): the
 /// kind of mistake a later deployment fixes.
-fn too_strict_registry(dir: &Path) {
+pub(crate) fn too_strict_registry(dir: &Path) {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
     for entry in walk(&source) {
         let target = dir.join(entry.strip_prefix(&source).unwrap());
