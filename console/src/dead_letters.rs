@@ -409,7 +409,7 @@ pub async fn retry_all_preview(
         let message = "choose a projection first: a bulk retry acts on one projection's dead letters";
         return page(StatusCode::BAD_REQUEST, pages::action_refused(&viewer, message));
     }
-    let letters = match console.0.store.find_dead_letters(&DeadLetterFilter { limit: 0, ..store_filter }).await {
+    let letters = match console.0.store.find_dead_letters(&DeadLetterFilter { limit: i64::MAX, ..store_filter }).await {
         Ok(letters) => letters,
         Err(error) => return store_failure(&viewer, error),
     };
@@ -450,7 +450,7 @@ pub async fn retry_all(State(console): State<Console>, headers: HeaderMap, body:
         let letters = console
             .0
             .store
-            .find_dead_letters(&DeadLetterFilter { limit: 0, ..store_filter })
+            .find_dead_letters(&DeadLetterFilter { limit: i64::MAX, ..store_filter })
             .await
             .map_err(unavailable)?;
         let keys = by_key(&letters);
