@@ -37,18 +37,19 @@ fi
 export PATH="$SCHEMATHESIS_ENV/bin:$PATH"
 
 # The console's browser tests (tests/browser/, driven by tests/system/console.rs): Debian's
-# chromium, driven by Playwright for Python in a virtual environment of its own. Browsers are
-# never downloaded (no `playwright install`): Playwright is pointed at /usr/bin/chromium.
+# chromium, driven by Playwright for Python with axe-core (tests/browser/requirements.txt) in a
+# virtual environment of its own. Browsers are never downloaded (no `playwright install`):
+# Playwright is pointed at /usr/bin/chromium.
 need_command chromium chromium
-PLAYWRIGHT_VERSION=1.65.3
 BROWSER_ENV="$STATE_DIR/browser"
-if [ "$("$BROWSER_ENV/bin/python" -c 'import importlib.metadata as m; print(m.version("playwright"))' 2>/dev/null)" != "$PLAYWRIGHT_VERSION" ]; then
+if ! cmp -s "$ROOT/tests/browser/requirements.txt" "$BROWSER_ENV/installed.txt"; then
   need_command python3 python3
   python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
-  say "installing Playwright for Python $PLAYWRIGHT_VERSION from PyPI into $BROWSER_ENV (once)"
+  say "installing Playwright for Python and axe-core from PyPI into $BROWSER_ENV (once)"
   rm -rf "$BROWSER_ENV"
   python3 -m venv "$BROWSER_ENV"
-  "$BROWSER_ENV/bin/pip" install --quiet --disable-pip-version-check "playwright==$PLAYWRIGHT_VERSION"
+  "$BROWSER_ENV/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/tests/browser/requirements.txt"
+  cp "$ROOT/tests/browser/requirements.txt" "$BROWSER_ENV/installed.txt"
 fi
 export EVENTLINE_BROWSER_PYTHON="$BROWSER_ENV/bin/python"
 

@@ -201,7 +201,8 @@ fn console_service(
     let kafka = settings.kafka.clone();
     let snapshots =
         eventline_console::Snapshots::start(store.clone(), kafka, watched, settings.console_refresh, shutdown);
-    let console = eventline_console::Console::new(auth, snapshots, store, registry, app.projections().clone());
+    let console =
+        eventline_console::Console::new(auth, snapshots, store, registry, app.projections().clone(), settings.clone());
     let router = eventline_console::router(console);
     // HTML pages, not API operations: nothing to add to /openapi.json.
     Ok(Service { router, openapi: utoipa::openapi::OpenApiBuilder::new().build(), readiness: None })

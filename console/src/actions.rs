@@ -68,6 +68,9 @@ impl Console {
     /// Writes the audit entry of an attempt and its outcome. An action whose audit cannot be
     /// written still happened (its own entry, written with it, says so): this one is logged.
     pub async fn audit_attempt(&self, attempt: &Attempt<'_>, outcome: Result<Value, &Refusal>) {
+        if outcome.is_ok() {
+            self.0.snapshots.changed();
+        }
         let outcome = match outcome {
             Ok(done) => json!({ "done": done, "origin": attempt.origin }),
             Err(refusal) => {

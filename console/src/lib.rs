@@ -11,6 +11,8 @@
 mod actions;
 mod dead_letters;
 mod pages;
+mod rebuilds;
+mod replay;
 pub mod snapshots;
 
 use std::convert::Infallible;
@@ -25,6 +27,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use eventline_auth::{Auth, Caller};
 use eventline_consumers::projections::Projections;
+use eventline_core::config::Settings;
 use eventline_core::registry::Registry;
 use eventline_store::Store;
 use futures::Stream;
@@ -55,6 +58,8 @@ struct Inner {
     registry: Arc<Registry>,
     /// The application's projections, which retries apply dead letters to.
     projections: Projections,
+    /// Where replays read the topics.
+    settings: Settings,
 }
 
 impl Console {
@@ -64,8 +69,9 @@ impl Console {
         store: Store,
         registry: Arc<Registry>,
         projections: Projections,
+        settings: Settings,
     ) -> Self {
-        Self(Arc::new(Inner { auth, snapshots, store, registry, projections }))
+        Self(Arc::new(Inner { auth, snapshots, store, registry, projections, settings }))
     }
 
     /// The browser's session token (empty with authentication off): what CSRF tokens derive from.
@@ -101,6 +107,10 @@ pub fn router(console: Console) -> Router {
         .route(&format!("{BASE}/live"), get(overview_live))
         .route(&format!("{BASE}/projections/{{name}}"), get(projection))
         .route(&format!("{BASE}/projections/{{name}}/live"), get(projection_live))
+        .route(&format!("{BASE}/projections/{{name}}/replay"), get(replay::preview).post(replay::replay))
+        .route(&format!("{BASE}/projections/{{name}}/diff"), get(rebuilds::diff))
+        .route(&format!("{BASE}/projections/{{name}}/cutover"), post(rebuilds::cutover))
+        .route(&format!("{BASE}/projections/{{name}}/rollback"), post(rebuilds::rollback))
         .route(&format!("{BASE}/dead-letters"), get(dead_letters::list))
         .route(
             &format!("{BASE}/dead-letters/retry-all"),
@@ -137,7 +147,8 @@ async fn projection(State(console): State<Console>, Path(name): Path<String>, he
         let page = pages::not_found(&viewer, &name, &known);
         return (StatusCode::NOT_FOUND, Html(page.into_string())).into_response();
     }
-    Html(pages::projection(&viewer, &snapshot, &name).into_string()).into_response()
+    let session = console.session(&headers);
+    Html(pages::projection(&viewer, &session, &snapshot, &name).into_string()).into_response()
 }
 
 async fn overview_live(State(console): State<Console>, headers: HeaderMap) -> Response {

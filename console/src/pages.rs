@@ -7,10 +7,12 @@ use eventline_auth::Caller;
 use maud::{html, Markup, DOCTYPE};
 
 use eventline_consumers::dlq::RetryReport;
+use eventline_consumers::rebuild::{ReplayPreview, ReplayReport};
 use eventline_store::dead_letters::{DeadLetter, DeadRecord};
 
-use crate::actions::csrf_token;
+use crate::actions::{csrf_token, Refusal};
 use crate::dead_letters::{Filter, Shown};
+use crate::replay::{starts, Start};
 use crate::snapshots::{ProjectionView, Snapshot};
 use crate::BASE;
 
@@ -157,15 +159,45 @@ fn overview_row(view: &ProjectionView) -> Markup {
     }
 }
 
-pub fn projection(viewer: &Caller, snapshot: &Snapshot, name: &str) -> Markup {
+pub fn projection(viewer: &Caller, session: &str, snapshot: &Snapshot, name: &str) -> Markup {
+    let status = snapshot.projection(name).map(|view| &view.status);
+    let rebuilding = status.and_then(|s| s.rebuild.as_ref());
+    let retired = status.is_some_and(|s| !s.retired_generations.is_empty());
     layout(
         name,
         Some(viewer),
         html! {
             p.crumbs { a href=(BASE) { "Projections" } " / " }
             h1 { (name) }
+            p.links {
+                a href={ (BASE) "/projections/" (name) "/replay" } { "Replay…" }
+                " · " a href={ (BASE) "/dead-letters?projection=" (name) } { "Dead letters" }
+            }
             section #live aria-live="polite" data-live={ (BASE) "/projections/" (name) "/live" } {
                 (projection_live(snapshot, name))
+            }
+            @if rebuilding.is_some() || retired {
+                section.actions aria-labelledby="generations" {
+                    h2 #generations { "Generations" }
+                    (read_only_note(viewer))
+                    @if let Some(rebuild) = rebuilding {
+                        p { a href={ (BASE) "/projections/" (name) "/diff" } { "Compare generation " (rebuild.generation) " with the live one" } }
+                        form method="post" action={ (BASE) "/projections/" (name) "/cutover" } {
+                            (csrf(session))
+                            p { "Switch readers to generation " (rebuild.generation) " (the live one is kept for a rollback)." }
+                            label { "Type " code { (name) } " to confirm " input type="text" name="confirm" autocomplete="off" required; }
+                            (action_button(viewer, "Cut over"))
+                        }
+                    }
+                    @if retired {
+                        form method="post" action={ (BASE) "/projections/" (name) "/rollback" } {
+                            (csrf(session))
+                            p { "Switch readers back to the generation the last cutover retired." }
+                            label { "Type " code { (name) } " to confirm " input type="text" name="confirm" autocomplete="off" required; }
+                            (action_button(viewer, "Roll back"))
+                        }
+                    }
+                }
             }
         },
     )
@@ -556,6 +588,126 @@ pub fn retried_all(
                 ul { @for f in failed { li { (f) } } }
             }
             p { a href={ (BASE) "/dead-letters?" (filter.query()) } { "Back to the list" } }
+        },
+    )
+}
+
+/// What the replay page needs beside the preview.
+pub struct ReplayView<'a> {
+    pub viewer: &'a Caller,
+    pub session: &'a str,
+    pub projection: &'a str,
+    pub start: &'a Start,
+}
+
+pub fn replay(view: &ReplayView<'_>, outcome: Option<&Result<ReplayPreview, Refusal>>) -> Markup {
+    let name = view.projection;
+    let start = view.start;
+    let checked = |from: &str| start.from == from || (start.from.is_empty() && from == "earliest");
+    layout(
+        &format!("Replay {name}"),
+        Some(view.viewer),
+        html! {
+            p.crumbs { a href=(BASE) { "Projections" } " / " a href={ (BASE) "/projections/" (name) } { (name) } " / " }
+            h1 { "Replay " (name) }
+            p { "A replay empties the projection in place and applies its topics again from where you choose; "
+                "readers see it refill. First see what it would do." }
+            form.replay method="get" action={ (BASE) "/projections/" (name) "/replay" } {
+                fieldset {
+                    legend { "Start again from" }
+                    label { input type="radio" name="from" value="earliest" checked[checked("earliest")]; " the earliest record" }
+                    label { input type="radio" name="from" value="time" checked[checked("time")]; " the first record at or after (UTC) "
+                        input type="text" name="time" value=(start.time) placeholder="2026-12-04T09:30:00Z" aria-label="Time"; }
+                    label { input type="radio" name="from" value="offset" checked[checked("offset")]; " an offset: partition "
+                        input type="text" name="partition" value=(start.partition) inputmode="numeric" size="4" aria-label="Partition";
+                        " offset " input type="text" name="offset" value=(start.offset) inputmode="numeric" size="10" aria-label="Offset";
+                        " (the other partitions from the earliest)" }
+                }
+                button type="submit" { "Preview" }
+            }
+            @match outcome {
+                None => {}
+                Some(Err(refusal)) => { p.error role="alert" data-outcome="refused" { (refusal.message) } }
+                Some(Ok(preview)) => {
+                    h2 { "What it would do" }
+                    p data-preview { "Replaying from " code { (preview.from) } " re-applies " strong { (preview.events()) " events" }
+                        " as the topics stand now (more if more arrive)." }
+                    table.partitions {
+                        caption { "Positions before and after" }
+                        thead { tr {
+                            th scope="col" { "Topic" } th scope="col" .num { "Partition" }
+                            th scope="col" .num { "Next offset now" } th scope="col" .num { "Next offset after" }
+                            th scope="col" .num { "End offset" } th scope="col" .num { "Events to re-apply" }
+                        } }
+                        tbody {
+                            @for p in &preview.partitions {
+                                tr { td { (p.topic) } td.num { (p.partition) }
+                                     td.num { (p.now.map_or("–".to_string(), |o| o.to_string())) } td.num { (p.from) }
+                                     td.num { (p.end) } td.num { (p.to_apply()) } }
+                            }
+                        }
+                    }
+                    (read_only_note(view.viewer))
+                    form method="post" action={ (BASE) "/projections/" (name) "/replay" } {
+                        (csrf(view.session))
+                        input type="hidden" name="from" value=(start.from);
+                        input type="hidden" name="time" value=(start.time);
+                        input type="hidden" name="partition" value=(start.partition);
+                        input type="hidden" name="offset" value=(start.offset);
+                        input type="hidden" name="starts" value=(starts(preview));
+                        label { "Type " code { (name) } " to confirm " input type="text" name="confirm" autocomplete="off" required; }
+                        (action_button(view.viewer, "Replay"))
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub fn replayed(viewer: &Caller, name: &str, report: &ReplayReport, events: i64) -> Markup {
+    layout(
+        "Replayed",
+        Some(viewer),
+        html! {
+            h1 { "Replayed" }
+            p data-outcome="replayed" { (name) " was reset (" (report.rows_removed) " rows, " (report.dead_letters_removed)
+                " dead letters, " (report.parked_keys_removed) " parked keys removed); its workers re-apply about "
+                (events) " events from " code { (report.from) } "." }
+            p { a href={ (BASE) "/projections/" (name) } { "Follow it on its page" } }
+        },
+    )
+}
+
+pub fn diff(viewer: &Caller, name: &str, generation: i32, diffs: &[eventline_store::generations::TableDiff]) -> Markup {
+    layout(
+        &format!("Compare {name}"),
+        Some(viewer),
+        html! {
+            p.crumbs { a href=(BASE) { "Projections" } " / " a href={ (BASE) "/projections/" (name) } { (name) } " / " }
+            h1 { "Generation " (generation) " against the live one" }
+            table {
+                caption { "Row counts and checksums per table" }
+                thead { tr { th scope="col" { "Table" } th scope="col" .num { "Live rows" } th scope="col" .num { "Rebuilt rows" } th scope="col" { "Same data" } } }
+                tbody {
+                    @for d in diffs {
+                        tr data-table=(d.table) { td { (d.table) } td.num { (d.live_rows) } td.num { (d.other_rows) }
+                             td data-equal=(d.equal()) { @if d.equal() { "yes" } @else { strong.flag { "no" } } } }
+                    }
+                }
+            }
+            p { a href={ (BASE) "/projections/" (name) } { "Back to " (name) } }
+        },
+    )
+}
+
+pub fn switched(viewer: &Caller, name: &str, message: &str) -> Markup {
+    layout(
+        "Switched",
+        Some(viewer),
+        html! {
+            h1 { "Switched" }
+            p data-outcome="switched" { (message) }
+            p { a href={ (BASE) "/projections/" (name) } { "Back to " (name) } }
         },
     )
 }

@@ -61,6 +61,8 @@ pub struct Snapshots {
     latest: Arc<watch::Sender<Arc<Snapshot>>>,
     wanted: Arc<Notify>,
     refresh: Duration,
+    /// When an action last changed what snapshots show: one taken before is stale.
+    changed_at: Arc<std::sync::Mutex<Option<DateTime<Utc>>>>,
 }
 
 impl Snapshots {
@@ -76,26 +78,43 @@ impl Snapshots {
             latest: Arc::new(watch::Sender::new(Arc::new(Snapshot::default()))),
             wanted: Arc::new(Notify::new()),
             refresh,
+            changed_at: Arc::default(),
         };
         let taker = Taker { store, kafka, projections, history: HashMap::new() };
         tokio::spawn(taker.run(snapshots.clone(), shutdown));
         snapshots
     }
 
-    /// The latest snapshot when it is fresh (younger than the refresh period); otherwise asks
-    /// for one and waits for it (a while at most, then the stale one).
+    /// The latest snapshot when it is fresh (younger than the refresh period, and taken after
+    /// the last action); otherwise asks for one and waits for it (a while at most, then the
+    /// stale one). A snapshot that was being taken when asked for is not fresh enough: waited past.
     pub async fn fresh(&self) -> Arc<Snapshot> {
-        let latest = self.latest.borrow().clone();
-        let age = latest.taken_at.map(|at| (Utc::now() - at).to_std().unwrap_or_default());
-        if age.is_some_and(|age| age < self.refresh) {
-            return latest;
-        }
+        let deadline = tokio::time::Instant::now() + FRESH_WITHIN;
         let mut changes = self.latest.subscribe();
-        changes.mark_unchanged();
+        loop {
+            let latest = changes.borrow_and_update().clone();
+            if self.is_fresh(&latest) {
+                return latest;
+            }
+            self.wanted.notify_one();
+            if !matches!(tokio::time::timeout_at(deadline, changes.changed()).await, Ok(Ok(()))) {
+                return latest;
+            }
+        }
+    }
+
+    fn is_fresh(&self, snapshot: &Snapshot) -> bool {
+        let Some(taken) = snapshot.taken_at else { return false };
+        let changed = *self.changed_at.lock().expect("never poisoned");
+        let young = (Utc::now() - taken).to_std().unwrap_or_default() < self.refresh;
+        young && changed.is_none_or(|changed| taken > changed)
+    }
+
+    /// Says an action just changed what snapshots show: the next page load takes a new one,
+    /// and open pages get it now.
+    pub fn changed(&self) {
+        *self.changed_at.lock().expect("never poisoned") = Some(Utc::now());
         self.wanted.notify_one();
-        let _ = tokio::time::timeout(FRESH_WITHIN, changes.changed()).await;
-        let latest = changes.borrow().clone();
-        latest
     }
 
     /// Every snapshot from now on, the latest first: what a live page listens to.

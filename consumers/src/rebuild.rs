@@ -41,6 +41,8 @@ pub enum OperationError {
     NoSuchPartition { projection: String, topic: String, partition: i32 },
     #[error("offset {offset} is outside partition {partition} of {topic}, which holds offsets {low} to {high}")]
     OffsetOutOfRange { topic: String, partition: i32, offset: i64, low: i64, high: i64 },
+    #[error("{time} is before the earliest record {topic} still holds ({earliest}): the events before it are gone; replay from earliest to re-apply everything it holds")]
+    BeforeEarliest { topic: String, time: String, earliest: String },
     #[error("no rebuild of {0} is in progress; start one with `eventline rebuild start {0}`")]
     NoRebuild(String),
     #[error("generation {generation} of {projection} is being built from {existing}; it cannot be resumed from {requested} (drop it with `eventline rebuild cleanup {projection}`)")]
@@ -194,6 +196,83 @@ pub async fn start_positions(
         }
     }
     Ok(positions)
+}
+
+/// What a replay from a start would do, before it is done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplayPreview {
+    pub from: String,
+    pub partitions: Vec<PartitionReplay>,
+}
+
+/// One partition of a replay's preview.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionReplay {
+    pub topic: String,
+    pub partition: i32,
+    /// The next offset the projection applies now; `None` before its first commit there.
+    pub now: Option<i64>,
+    /// The next offset it would apply after the replay.
+    pub from: i64,
+    /// The topic's end offset there.
+    pub end: i64,
+}
+
+impl PartitionReplay {
+    /// Events the replay would apply here, as the partition stands now.
+    pub fn to_apply(&self) -> i64 {
+        (self.end - self.from).max(0)
+    }
+}
+
+impl ReplayPreview {
+    /// Events the replay would apply, as the topics stand now.
+    pub fn events(&self) -> i64 {
+        self.partitions.iter().map(PartitionReplay::to_apply).sum()
+    }
+}
+
+/// Where `projection` stands and where a replay from `from` would start it again, per
+/// partition, changing nothing. A time before the earliest record a topic still holds is refused:
+/// the events before it are gone, and the replay would silently start later than asked.
+pub async fn replay_preview(
+    settings: &Settings,
+    store: &Store,
+    projection: &dyn Projection,
+    from: StartFrom,
+) -> Result<ReplayPreview, OperationError> {
+    let positions = start_positions(settings, projection, from).await?;
+    let checkpoints = store.checkpoints(projection.name()).await?;
+    let mut partitions = Vec::new();
+    for topic in topics(settings, projection) {
+        let marks = admin::watermarks(&settings.kafka, &topic, settings.connect_timeout).await?;
+        if let StartFrom::Time(time) = from {
+            let firsts: Vec<(i32, i64)> =
+                marks.iter().filter(|m| m.high > m.low).map(|m| (m.partition, m.low)).collect();
+            let times = admin::record_times(&settings.kafka, &topic, &firsts, settings.connect_timeout).await?;
+            if let Some(&earliest) = times.values().min() {
+                if time.timestamp_millis() < earliest {
+                    let shown = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                    let earliest = DateTime::from_timestamp_millis(earliest).unwrap_or_default();
+                    return Err(OperationError::BeforeEarliest { topic, time: shown(time), earliest: shown(earliest) });
+                }
+            }
+        }
+        for mark in marks {
+            let start = positions.iter().find(|p| p.topic == topic && p.partition == mark.partition);
+            partitions.push(PartitionReplay {
+                topic: topic.clone(),
+                partition: mark.partition,
+                now: checkpoints
+                    .iter()
+                    .find(|c| c.topic == topic && c.partition == mark.partition)
+                    .map(|c| c.next_offset),
+                from: start.and_then(|p| p.next_offset).unwrap_or(mark.low).clamp(mark.low, mark.high),
+                end: mark.high,
+            });
+        }
+    }
+    Ok(ReplayPreview { from: from.describe(), partitions })
 }
 
 /// Empties `projection` in place and restarts it from `from`; running workers follow within

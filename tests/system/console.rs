@@ -497,3 +497,187 @@ async fn in_a_browser_an_operator_retries_dead_letters_after_the_fix_and_a_viewe
         env.psql("SELECT outcome->'done'->>'applied' FROM eventline_audit WHERE action = 'console.dlq.retry_all'");
     assert_eq!(audited, "2");
 }
+
+/// Page views by three users.
+fn page_views(prefix: &str, count: usize) -> Vec<Value> {
+    (0..count)
+        .map(|i| {
+            json!({"specversion": "1.0", "id": format!("{prefix}-{i}"), "source": "/web", "type": "activity.PageViewed",
+                   "subject": format!("{prefix}-user-{}", i % 3), "time": "2026-12-04T10:00:00Z",
+                   "data": {"user_id": format!("{prefix}-user-{}", i % 3), "path": "/pricing", "session_id": format!("{prefix}-s{i}")}})
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_is_previewed_per_partition_refuses_bad_starts_and_re_applies_what_it_counted() {
+    let env = TestEnv::new().await;
+    let accounts: Vec<Value> = (0..10).map(|i| opened(&format!("o{i}"), &format!("acct-{i}"))).collect();
+    let worker = env.spawn("worker", &["worker", "account_balances", "daily_activity"], &[]);
+    env.publish("accounts.ndjson", &accounts);
+    env.publish("views.ndjson", &page_views("v", 12));
+    wait_until("the events to be applied", || async {
+        env.applied_through("account_balances").await == 10 && env.applied_through("daily_activity").await == 12
+    })
+    .await;
+    let console = env.spawn_http("console", &["console"], &[]).await;
+    let operator = session(&console, &env.create_key_with_scopes("operator", &[], &["status", "operate"]).1).await;
+    let page = |query: String| {
+        let (console, operator) = (&console, &operator);
+        async move {
+            let answer = get(console, &query, Some(operator)).await;
+            (answer.status().as_u16(), answer.text().await.unwrap())
+        }
+    };
+
+    // The form alone, then each bad start named, nothing done.
+    let (status, form) = page("/console/projections/account_balances/replay".into()).await;
+    assert_eq!(status, 200);
+    assert!(form.contains(r#"<input type="radio" name="from" value="earliest" checked>"#), "{form}");
+    let activity = env.topic("activity.events");
+    let ends = env.end_offsets("activity.events").await;
+    for (projection, query, expected) in [
+        ("account_balances", "from=time&time=2026-12-01T00:00:00Z", "account_balances folds each entity's whole history, so it cannot start mid-stream: replay or rebuild it from earliest; nothing was done".to_string()),
+        ("daily_activity", "from=offset&partition=0&offset=99999", format!("offset 99999 is outside partition 0 of {activity}, which holds offsets 0 to {}; nothing was done", ends[0])),
+        ("daily_activity", "from=offset&partition=6&offset=0", format!("daily_activity reads no partition 6 of {activity}; nothing was done")),
+        ("daily_activity", "from=offset&partition=x&offset=0", "`x` is not a partition number; nothing was done".to_string()),
+        ("daily_activity", "from=time&time=soon", "`soon` is not a time (RFC 3339, like 2026-12-04T09:30:00Z); nothing was done".to_string()),
+        ("daily_activity", "from=time&time=2000-01-01T00:00:00Z", format!("2000-01-01T00:00:00.000Z is before the earliest record {activity} still holds (")),
+        ("daily_activity", "from=bogus", "`bogus` is not a start (earliest, time or offset); nothing was done".to_string()),
+    ] {
+        let (status, text) = page(format!("/console/projections/{projection}/replay?{query}")).await;
+        assert_eq!(status, 400, "{query}: {text}");
+        assert!(text.contains(&expected), "{query}: expected {expected} in {text}");
+    }
+    let (status, _) = page("/console/projections/nope/replay?from=earliest".into()).await;
+    assert_eq!(status, 404);
+
+    // A preview from the earliest counts every event, per partition, and changes nothing.
+    let (status, preview) = page("/console/projections/account_balances/replay?from=earliest".into()).await;
+    assert_eq!(status, 200, "{preview}");
+    assert!(preview.contains("re-applies <strong>10 events</strong>"), "{preview}");
+    assert_eq!(preview.matches("<tr><td>").count(), 6, "a row per partition: {preview}");
+    assert_eq!(env.applied_through("account_balances").await, 10);
+    let starts = {
+        let marker = r#"name="starts" value=""#;
+        let at = preview.find(marker).unwrap() + marker.len();
+        preview[at..].split('"').next().unwrap().to_string()
+    };
+    let csrf = csrf_in(&preview);
+    let replay = "/console/projections/account_balances/replay";
+    let form = |confirm: &'static str, starts: String| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("from", "earliest".to_string()),
+            ("starts", starts),
+            ("confirm", confirm.to_string()),
+        ]
+    };
+    let as_pairs = |form: &Vec<(&'static str, String)>| form.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>();
+    let unconfirmed = post_form_owned(&console, replay, &operator, &as_pairs(&form("account", starts.clone()))).await;
+    assert_eq!(unconfirmed.0, 400);
+    assert!(unconfirmed.1.contains("type the projection's name, account_balances, to confirm; nothing was replayed"));
+    let moved =
+        post_form_owned(&console, replay, &operator, &as_pairs(&form("account_balances", "x:0:0".into()))).await;
+    assert_eq!(moved.0, 409);
+    assert!(moved.1.contains("where the replay starts changed since the preview"), "{}", moved.1);
+
+    // Confirmed: reset, then the running worker re-applies exactly what was counted.
+    let done = post_form_owned(&console, replay, &operator, &as_pairs(&form("account_balances", starts))).await;
+    assert_eq!(done.0, 200, "{}", done.1);
+    assert!(done.1.contains("account_balances was reset (10 rows, 0 dead letters, 0 parked keys removed); its workers re-apply about 10 events from <code>earliest</code>."), "{}", done.1);
+    wait_until("the replay to be re-applied", || async {
+        env.psql("SELECT count(*) FROM account_balances") == "10" && env.applied_through("account_balances").await == 10
+    })
+    .await;
+    let audited =
+        env.psql("SELECT string_agg(action, ',' ORDER BY id) FROM eventline_audit WHERE action LIKE '%replay'");
+    assert_eq!(audited, "console.replay,console.replay,replay,console.replay");
+    drop(worker);
+}
+
+/// POSTs a form with owned values: the status and the page.
+async fn post_form_owned(console: &HttpProcess, path: &str, cookie: &str, form: &[(&str, String)]) -> (u16, String) {
+    let answer = browser_like()
+        .post(format!("{}{path}", console.base))
+        .header("cookie", cookie)
+        .form(form)
+        .send()
+        .await
+        .expect("the console answers");
+    (answer.status().as_u16(), answer.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_browser_a_rebuild_is_cut_over_and_rolled_back_while_queries_keep_answering() {
+    let env = TestEnv::new().await;
+    let up = env.spawn_http("up", &["up"], &[("EVENTLINE_CONSOLE_REFRESH_MS", "500")]).await;
+    let accounts: Vec<Value> = (0..10).map(|i| opened(&format!("o{i}"), &format!("acct-{i}"))).collect();
+    env.publish("accounts.ndjson", &accounts);
+    wait_until("the openings to be applied", || async { env.applied_through("account_balances").await == 10 }).await;
+    let built = env.run(&["rebuild", "start", "account_balances"]);
+    assert!(built.status.success(), "{}", crate::helpers::stderr(&built));
+
+    // Readers keep asking all along; every answer must be whole.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let readers = tokio::spawn({
+        let (client, url, stop) = (up.client.clone(), format!("{}/v1/accounts?limit=100", up.base), stop.clone());
+        async move {
+            let (mut answered, mut wrong) = (0, Vec::new());
+            while !stop.is_cancelled() {
+                let Ok(answer) = client.get(&url).send().await else {
+                    wrong.push("no answer".to_string());
+                    continue;
+                };
+                let status = answer.status().as_u16();
+                let body: Value = answer.json().await.unwrap_or_default();
+                match (status, body["items"].as_array().map(Vec::len)) {
+                    (200, Some(10)) => answered += 1,
+                    other => wrong.push(format!("{other:?}")),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (answered, wrong)
+        }
+    });
+    let operator = env.create_key_with_scopes("operator", &[], &["status", "operate"]).1;
+    let url = format!("{}/console", up.base);
+    let found =
+        browser_script(&env, "rebuild.py", &[("CONSOLE_URL", url.as_str()), ("OPERATOR_TOKEN", &operator)], "done")
+            .await;
+    stop.cancel();
+    let (answered, wrong) = readers.await.unwrap();
+    assert_eq!(found["same_data"], json!(["true"]), "{found}");
+    assert_eq!(found["cutover"], "Readers now read generation 2; the one before is kept for a rollback.");
+    assert_eq!(found["rollback"], "Readers read generation 1 again; generation 2 is retired.");
+    assert!(wrong.is_empty() && answered > 10, "{answered} whole answers, and these not: {wrong:?}");
+    let audited = env.psql(
+        "SELECT string_agg(action, ',' ORDER BY id) FROM eventline_audit WHERE action LIKE '%cutover' OR action LIKE '%rollback'",
+    );
+    assert_eq!(audited, "rebuild.cutover,console.rebuild.cutover,rebuild.rollback,console.rebuild.rollback");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_browser_no_page_has_a_critical_accessibility_violation_in_either_colour_scheme() {
+    let env = TestEnv::new().await;
+    let (_worker, _strict) = poisoned(&env).await;
+    let letter = dead_letters_of(&env).await[0].0;
+    let console = env.spawn_http("console", &["console"], &[]).await;
+    let operator = env.create_key_with_scopes("operator", &[], &["status", "operate"]).1;
+    let pages = json!({
+        "overview": "",
+        "projection": "/projections/account_balances",
+        "dead-letters": "/dead-letters?projection=account_balances",
+        "dead-letter": format!("/dead-letters/{letter}"),
+        "replay": "/projections/account_balances/replay?from=earliest",
+    });
+    let url = format!("{}/console", console.base);
+    let vars = [("CONSOLE_URL", url.as_str()), ("OPERATOR_TOKEN", &operator), ("PAGES", &pages.to_string())];
+    let found = browser_script(&env, "accessibility.py", &vars, "done").await;
+    let checked = found.as_object().unwrap();
+    assert_eq!(checked.len(), 12, "six pages, two schemes each: {found}");
+    for (page, violations) in checked {
+        assert_eq!(violations.get("critical"), None, "{page}: {violations}");
+        assert_eq!(violations.get("serious"), None, "{page}: {violations}");
+    }
+}

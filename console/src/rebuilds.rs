@@ -1,0 +1,168 @@
+//! A rebuild from the page: compare the generation being built with the live one, cut readers
+//! over to it, or roll them back to the generation the last cutover retired. Readers keep being
+//! answered throughout (the switch is one transaction).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use eventline_consumers::projections::Projection;
+use eventline_consumers::rebuild::{self, OperationError, Rebuild};
+use serde_json::json;
+
+use crate::actions::{origin, Attempt, Refusal};
+use crate::{pages, Console};
+
+/// The most events a generation may be behind for a cutover from the page (as `eventline
+/// rebuild cutover` allows by default): the rest is caught up with the live writers paused.
+const CUTOVER_MAX_LAG: i64 = 10_000;
+
+fn refusal(error: OperationError) -> Refusal {
+    match error {
+        OperationError::Store(error) => {
+            tracing::warn!(%error, "A console rebuild action cannot reach the database.");
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database cannot be reached; nothing was done, try again shortly",
+            )
+        }
+        error @ (OperationError::Busy(_) | OperationError::CutoverTimedOut { .. }) => {
+            Refusal::new(StatusCode::CONFLICT, format!("{error}; nothing was done"))
+        }
+        error => Refusal::new(StatusCode::BAD_REQUEST, format!("{error}; nothing was done")),
+    }
+}
+
+impl Console {
+    fn projection_named(&self, name: &str) -> Result<Arc<dyn Projection>, Refusal> {
+        self.0.projections.get(name).cloned().ok_or_else(|| {
+            Refusal::new(StatusCode::NOT_FOUND, format!("this application has no projection {name}; nothing was done"))
+        })
+    }
+
+    async fn open_rebuild(&self, projection: Arc<dyn Projection>) -> Result<Rebuild, Refusal> {
+        Rebuild::open(&self.0.settings, self.0.registry.clone(), &self.0.store, projection, None).await.map_err(refusal)
+    }
+}
+
+pub async fn diff(State(console): State<Console>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let viewer = match console.viewer(&headers).await {
+        Ok(viewer) => viewer,
+        Err(answer) => return answer,
+    };
+    let result: Result<_, Refusal> = async {
+        let rebuild = console.open_rebuild(console.projection_named(&name)?).await?;
+        let generation = rebuild.generation.generation;
+        let diffs = rebuild.diff().await.map_err(refusal);
+        rebuild.pause().await.map_err(refusal)?;
+        Ok((generation, diffs?))
+    }
+    .await;
+    match result {
+        Ok((generation, diffs)) => Html(pages::diff(&viewer, &name, generation, &diffs).into_string()).into_response(),
+        Err(refusal) => {
+            (refusal.status, Html(pages::action_refused(&viewer, &refusal.message).into_string())).into_response()
+        }
+    }
+}
+
+/// Which way readers are switched.
+#[derive(Clone, Copy)]
+enum Switch {
+    Cutover,
+    Rollback,
+}
+
+impl Switch {
+    fn action(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Cutover => ("console.rebuild.cutover", "cutting over a rebuild"),
+            Self::Rollback => ("console.rebuild.rollback", "rolling back a rebuild"),
+        }
+    }
+
+    /// Switches `projection`'s readers: what was done, for the audit and for the page.
+    async fn run(
+        self,
+        console: &Console,
+        projection: Arc<dyn Projection>,
+        actor: &str,
+    ) -> Result<(serde_json::Value, String), Refusal> {
+        match self {
+            Self::Cutover => {
+                let rebuild = console.open_rebuild(projection).await?;
+                let live = rebuild.cutover(CUTOVER_MAX_LAG, actor).await.map_err(refusal)?;
+                let message = format!("Readers now read generation {live}; the one before is kept for a rollback.");
+                Ok((json!({ "live_generation": live }), message))
+            }
+            Self::Rollback => {
+                let (live, retired) =
+                    rebuild::rollback(&console.0.store, &*projection, actor).await.map_err(refusal)?;
+                let message = format!("Readers read generation {live} again; generation {retired} is retired.");
+                Ok((json!({ "live_generation": live, "retired_generation": retired }), message))
+            }
+        }
+    }
+}
+
+/// Switches readers as `switch` says, behind the usual checks and the name typed to confirm;
+/// every attempt audited.
+async fn switch(console: Console, name: String, headers: HeaderMap, body: Bytes, switch: Switch) -> Response {
+    let viewer = match console.viewer(&headers).await {
+        Ok(viewer) => viewer,
+        Err(answer) => return answer,
+    };
+    let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let (action, what) = switch.action();
+    let attempt = Attempt {
+        caller: &viewer,
+        action,
+        what,
+        projection: Some(&name),
+        target: json!({ "projection": name }),
+        origin: origin(&headers),
+    };
+    let result = async {
+        attempt.check(&headers, &console.session(&headers), form.get("csrf").map(String::as_str))?;
+        let projection = console.projection_named(&name)?;
+        if form.get("confirm").map(|c| c.trim()) != Some(name.as_str()) {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                format!("type the projection's name, {name}, to confirm; nothing was done"),
+            ));
+        }
+        switch.run(&console, projection, &viewer.id).await
+    }
+    .await;
+    match result {
+        Ok((done, message)) => {
+            console.audit_attempt(&attempt, Ok(done)).await;
+            Html(pages::switched(&viewer, &name, &message).into_string()).into_response()
+        }
+        Err(refusal) => {
+            console.audit_attempt(&attempt, Err(&refusal)).await;
+            (refusal.status, Html(pages::action_refused(&viewer, &refusal.message).into_string())).into_response()
+        }
+    }
+}
+
+pub async fn cutover(
+    State(console): State<Console>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    switch(console, name, headers, body, Switch::Cutover).await
+}
+
+pub async fn rollback(
+    State(console): State<Console>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    switch(console, name, headers, body, Switch::Rollback).await
+}

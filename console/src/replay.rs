@@ -1,0 +1,178 @@
+//! Replaying a projection in place from the page: pick where it starts again (earliest, a time,
+//! or an offset of one partition), see what it would do per partition (a dry run), then confirm
+//! with the projection's name. The confirmed replay is refused when its start moved since the
+//! preview.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use eventline_consumers::rebuild::{self, OperationError, ReplayPreview, StartFrom};
+use serde_json::json;
+
+use crate::actions::{origin, Attempt, Refusal};
+use crate::dead_letters::parse_time;
+use crate::{pages, Console};
+
+/// The start a form names, as typed (to show it again), and as parsed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Start {
+    pub from: String,
+    pub time: String,
+    pub partition: String,
+    pub offset: String,
+}
+
+impl Start {
+    fn of(fields: &HashMap<String, String>) -> Self {
+        let field = |name: &str| fields.get(name).map(|v| v.trim().to_string()).unwrap_or_default();
+        Self { from: field("from"), time: field("time"), partition: field("partition"), offset: field("offset") }
+    }
+
+    fn parse(&self) -> Result<StartFrom, String> {
+        match self.from.as_str() {
+            "earliest" => Ok(StartFrom::Earliest),
+            "time" if self.time.is_empty() => Err("give the time to start from".into()),
+            "time" => parse_time(&self.time).map(StartFrom::Time),
+            "offset" => {
+                let partition = self.partition.parse::<i32>().ok().filter(|p| *p >= 0);
+                let offset = self.offset.parse::<i64>().ok().filter(|o| *o >= 0);
+                match (partition, offset) {
+                    (Some(partition), Some(offset)) => Ok(StartFrom::Offset { partition, offset }),
+                    (None, _) => Err(format!("`{}` is not a partition number", self.partition)),
+                    (_, None) => Err(format!("`{}` is not an offset", self.offset)),
+                }
+            }
+            other => Err(format!("`{other}` is not a start (earliest, time or offset)")),
+        }
+    }
+
+    /// The start as a query string (the preview's shareable URL).
+    pub fn query(&self) -> String {
+        let pairs =
+            [("from", &self.from), ("time", &self.time), ("partition", &self.partition), ("offset", &self.offset)];
+        let pairs: Vec<(&str, &str)> =
+            pairs.into_iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k, v.as_str())).collect();
+        serde_urlencoded::to_string(pairs).expect("text pairs encode")
+    }
+}
+
+/// Where a preview starts each partition again: what the confirmation must still match.
+pub fn starts(preview: &ReplayPreview) -> String {
+    let starts: Vec<String> =
+        preview.partitions.iter().map(|p| format!("{}:{}:{}", p.topic, p.partition, p.from)).collect();
+    starts.join(",")
+}
+
+fn refusal(error: OperationError) -> Refusal {
+    match error {
+        OperationError::Store(error) => {
+            tracing::warn!(%error, "A console replay cannot reach the database.");
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database cannot be reached; nothing was done, try again shortly",
+            )
+        }
+        OperationError::Kafka(error) => {
+            tracing::warn!(%error, "A console replay cannot reach the broker.");
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the broker cannot be read ({error}); nothing was done"),
+            )
+        }
+        error @ OperationError::Busy(_) => Refusal::new(StatusCode::CONFLICT, format!("{error}; nothing was done")),
+        error => Refusal::new(StatusCode::BAD_REQUEST, format!("{error}; nothing was done")),
+    }
+}
+
+pub async fn preview(
+    State(console): State<Console>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let viewer = match console.viewer(&headers).await {
+        Ok(viewer) => viewer,
+        Err(answer) => return answer,
+    };
+    let Some(projection) = console.0.projections.get(&name).cloned() else {
+        let known = console.0.projections.names();
+        return (StatusCode::NOT_FOUND, Html(pages::not_found(&viewer, &name, &known).into_string())).into_response();
+    };
+    let fields: HashMap<String, String> =
+        serde_urlencoded::from_str(query.as_deref().unwrap_or_default()).unwrap_or_default();
+    let start = Start::of(&fields);
+    let session = console.session(&headers);
+    let view = pages::ReplayView { viewer: &viewer, session: &session, projection: &name, start: &start };
+    if start.from.is_empty() {
+        return Html(pages::replay(&view, None).into_string()).into_response();
+    }
+    let outcome = match start.parse() {
+        Ok(from) => {
+            rebuild::replay_preview(&console.0.settings, &console.0.store, &*projection, from).await.map_err(refusal)
+        }
+        Err(error) => Err(Refusal::new(StatusCode::BAD_REQUEST, format!("{error}; nothing was done"))),
+    };
+    let status = outcome.as_ref().err().map_or(StatusCode::OK, |r| r.status);
+    (status, Html(pages::replay(&view, Some(&outcome)).into_string())).into_response()
+}
+
+pub async fn replay(
+    State(console): State<Console>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let viewer = match console.viewer(&headers).await {
+        Ok(viewer) => viewer,
+        Err(answer) => return answer,
+    };
+    let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let start = Start::of(&form);
+    let attempt = Attempt {
+        caller: &viewer,
+        action: "console.replay",
+        what: "replaying a projection",
+        projection: Some(&name),
+        target: json!({ "from": start.query() }),
+        origin: origin(&headers),
+    };
+    let result = async {
+        attempt.check(&headers, &console.session(&headers), form.get("csrf").map(String::as_str))?;
+        let projection = console.0.projections.get(&name).cloned().ok_or_else(|| {
+            Refusal::new(StatusCode::NOT_FOUND, format!("this application has no projection {name}; nothing was done"))
+        })?;
+        let from = start.parse().map_err(|error| Refusal::new(StatusCode::BAD_REQUEST, format!("{error}; nothing was done")))?;
+        if form.get("confirm").map(|c| c.trim()) != Some(name.as_str()) {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                format!("type the projection's name, {name}, to confirm; nothing was replayed"),
+            ));
+        }
+        let preview = rebuild::replay_preview(&console.0.settings, &console.0.store, &*projection, from).await.map_err(refusal)?;
+        if form.get("starts").map(String::as_str) != Some(starts(&preview).as_str()) {
+            return Err(Refusal::new(
+                StatusCode::CONFLICT,
+                "where the replay starts changed since the preview (records expired, or the form is old); nothing was replayed: preview it again",
+            ));
+        }
+        let report = rebuild::replay(&console.0.settings, &console.0.store, &*projection, from, &viewer.id)
+            .await
+            .map_err(refusal)?;
+        let markup = pages::replayed(&viewer, &name, &report, preview.events());
+        Ok((serde_json::to_value(&report).expect("reports serialize"), markup))
+    }
+    .await;
+    match result {
+        Ok((done, markup)) => {
+            console.audit_attempt(&attempt, Ok(done)).await;
+            Html(markup.into_string()).into_response()
+        }
+        Err(refusal) => {
+            console.audit_attempt(&attempt, Err(&refusal)).await;
+            (refusal.status, Html(pages::action_refused(&viewer, &refusal.message).into_string())).into_response()
+        }
+    }
+}
