@@ -9,9 +9,11 @@
 //! The stylesheet and the script are embedded at build time: no Node step, no CDN.
 
 mod actions;
+mod audit;
 mod dead_letters;
 mod pages;
 mod rebuilds;
+mod registry;
 mod replay;
 pub mod snapshots;
 
@@ -120,6 +122,8 @@ pub fn router(console: Console) -> Router {
         .route(&format!("{BASE}/dead-letters/{{id}}/retry"), post(dead_letters::retry))
         .route(&format!("{BASE}/dead-letters/{{id}}/skip"), post(dead_letters::skip))
         .route(&format!("{BASE}/dead-letters/{{id}}/purge"), post(dead_letters::purge))
+        .route(&format!("{BASE}/audit"), get(audit::log))
+        .route(&format!("{BASE}/registry"), get(registry::registry))
         .route(&format!("{BASE}/login"), get(login_page).post(login))
         .route(&format!("{BASE}/logout"), post(logout))
         .route(&format!("{BASE}/assets/console.css"), get(stylesheet))

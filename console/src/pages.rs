@@ -37,6 +37,8 @@ fn layout(title: &str, viewer: Option<&Caller>, body: Markup) -> Markup {
                         nav aria-label="Console" {
                             a href=(BASE) { "Overview" }
                             a href={ (BASE) "/dead-letters" } { "Dead letters" }
+                            a href={ (BASE) "/audit" } { "Audit" }
+                            a href={ (BASE) "/registry" } { "Registry" }
                         }
                         form.viewer method="post" action={ (BASE) "/logout" } {
                             span { "Signed in as " strong { (viewer.id) } }
@@ -708,6 +710,108 @@ pub fn switched(viewer: &Caller, name: &str, message: &str) -> Markup {
             h1 { "Switched" }
             p data-outcome="switched" { (message) }
             p { a href={ (BASE) "/projections/" (name) } { "Back to " (name) } }
+        },
+    )
+}
+
+pub fn audit(
+    viewer: &Caller,
+    projections: &[&str],
+    filter: &eventline_store::audit::AuditFilter,
+    entries: &[eventline_store::audit::AuditEntry],
+    verification: Option<&eventline_store::audit::AuditVerification>,
+    error: Option<&str>,
+) -> Markup {
+    let compact = |value: &serde_json::Value| value.to_string();
+    layout(
+        "Audit",
+        Some(viewer),
+        html! {
+            h1 { "Audit" }
+            @if let Some(v) = verification {
+                @match &v.broken {
+                    None => p data-chain="intact" { "The hash chain verifies: " (v.entries) " entries"
+                        @if v.before_the_chain > 0 { " (" (v.before_the_chain) " written before the chain, not verifiable)" }
+                        ", head " code { (v.head) } "." }
+                    Some(broken) => p.error role="alert" data-chain="broken" { "The hash chain is broken"
+                        @if let Some(id) = broken.id { " at entry " (id) } ": " (broken.reason) "." }
+                }
+            }
+            form.filters method="get" action={ (BASE) "/audit" } {
+                label { "Projection "
+                    select name="projection" {
+                        option value="" { "any" }
+                        @for p in projections { option value=(p) selected[filter.projection.as_deref() == Some(*p)] { (p) } }
+                    }
+                }
+                label { "Actor " input type="text" name="actor" value=[filter.actor.as_deref()]; }
+                label { "Action starts with " input type="text" name="action" placeholder="console." value=[filter.action_prefix.as_deref()]; }
+                button type="submit" { "Filter" }
+            }
+            @if let Some(error) = error {
+                p.error role="alert" { "Not shown: " (error) "." }
+            } @else {
+                table.audit {
+                    caption { "The latest " (entries.len()) " entries, newest first" }
+                    thead { tr {
+                        th scope="col" { "Id" } th scope="col" { "When" } th scope="col" { "Actor" } th scope="col" { "Action" }
+                        th scope="col" { "Projection" } th scope="col" { "Target" } th scope="col" { "Outcome" }
+                    } }
+                    tbody {
+                        @for e in entries {
+                            tr data-entry=(e.id) {
+                                td { (e.id) } td { (e.at.format("%Y-%m-%d %H:%M:%S")) } td { (e.actor) } td { code { (e.action) } }
+                                td { (e.projection.as_deref().unwrap_or("–")) }
+                                td { code.json { (compact(&e.target)) } }
+                                td { code.json { (compact(&e.outcome)) } }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// An event type as the registry page shows it.
+pub struct TypeView<'a> {
+    pub contract: &'a eventline_core::registry::TypeContract,
+    /// The projections that read its topic.
+    pub readers: Vec<String>,
+}
+
+pub fn registry(viewer: &Caller, types: &[TypeView<'_>]) -> Markup {
+    layout(
+        "Registry",
+        Some(viewer),
+        html! {
+            h1 { "Registry" }
+            p { (types.len()) " event types. Projections see each at its current version; older versions are upcast when read." }
+            @for t in types {
+                @let c = t.contract;
+                section.event-type aria-labelledby={ "type-" (c.event_type) } {
+                    h2 id={ "type-" (c.event_type) } { code { (c.event_type) } }
+                    dl.facts {
+                        dt { "Topic" } dd { code { (c.topic) } }
+                        dt { "Key field" } dd { code { (c.key) } }
+                        dt { "Data subject" } dd { @match &c.data_subject { Some(f) => code { (f) }, None => "none (no personal data)" } }
+                        dt { "Versions" } dd { (c.versions.keys().map(u32::to_string).collect::<Vec<_>>().join(", ")) " (current " (c.current()) ")" }
+                        dt { "Read by" } dd {
+                            @if t.readers.is_empty() { "no projection of this application" }
+                            @for (i, reader) in t.readers.iter().enumerate() {
+                                @if i > 0 { ", " }
+                                a href={ (BASE) "/projections/" (reader) } { (reader) }
+                            }
+                        }
+                    }
+                    @for (version, schema) in &c.versions {
+                        details {
+                            summary { "Version " (version) " schema (" (schema.path) ")" }
+                            pre { code { (serde_json::to_string_pretty(&schema.schema).expect("JSON serializes")) } }
+                        }
+                    }
+                }
+            }
         },
     )
 }

@@ -79,6 +79,35 @@ impl Store {
     }
 }
 
+/// Which audit entries to read: each filter given narrows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub projection: Option<String>,
+    pub actor: Option<String>,
+    /// The action's name starts with this (`dlq.`, `console.`, `rebuild.cutover`).
+    pub action_prefix: Option<String>,
+    pub limit: i64,
+}
+
+impl Store {
+    /// The latest `filter.limit` entries the filter keeps, newest first.
+    pub async fn find_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, Error> {
+        Ok(sqlx::query_as!(
+            AuditEntry,
+            "SELECT id, at, actor, action, projection, target, reason, outcome, origin FROM eventline_audit
+             WHERE ($1::text IS NULL OR projection = $1) AND ($2::text IS NULL OR actor = $2)
+               AND ($3::text IS NULL OR starts_with(action, $3))
+             ORDER BY id DESC LIMIT $4",
+            filter.projection,
+            filter.actor,
+            filter.action_prefix,
+            filter.limit
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
 /// What [`Store::verify_audit`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditVerification {

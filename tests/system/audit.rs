@@ -20,7 +20,7 @@ fn psql(env: &TestEnv, sql: &str, bypassing_triggers: bool) -> Output {
         .expect("psql runs")
 }
 
-fn tamper(env: &TestEnv, sql: &str) {
+pub(crate) fn tamper(env: &TestEnv, sql: &str) {
     let output = psql(env, sql, true);
     assert!(output.status.success(), "{sql}: {}", stderr(&output));
 }

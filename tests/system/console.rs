@@ -681,3 +681,42 @@ async fn in_a_browser_no_page_has_a_critical_accessibility_violation_in_either_c
         assert_eq!(violations.get("serious"), None, "{page}: {violations}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_page_filters_and_says_whether_the_chain_verifies_and_the_registry_lists_every_type() {
+    let env = TestEnv::new().await;
+    let console = env.spawn_http("console", &["console"], &[]).await;
+    // Each key made is in the audit (keys.create), the sign-in keys included.
+    let viewer = session(&console, &env.create_key_with_scopes("viewer", &[], &["status"]).1).await;
+    env.create_key_with_scopes("ops-one", &[], &["read:*"]);
+    let audit = get(&console, "/console/audit", Some(&viewer)).await.text().await.unwrap();
+    assert!(audit.contains(r#"<p data-chain="intact">The hash chain verifies: 2 entries"#), "{audit}");
+    assert_eq!(audit.matches("<tr data-entry=").count(), 2, "{audit}");
+    let filtered = get(&console, "/console/audit?action=keys.revoke", Some(&viewer)).await.text().await.unwrap();
+    assert!(filtered.contains("<caption>The latest 0 entries, newest first</caption>"), "{filtered}");
+    let unknown = get(&console, "/console/audit?projection=nope", Some(&viewer)).await;
+    assert_eq!(unknown.status(), 400);
+    assert!(unknown.text().await.unwrap().contains("Not shown: there is no projection `nope` (known: "));
+    // An entry edited behind eventline's back shows as a broken chain.
+    let first = env.psql("SELECT min(id) FROM eventline_audit");
+    crate::audit::tamper(&env, &format!("UPDATE eventline_audit SET reason = 'edited' WHERE id = {first}"));
+    let broken = get(&console, "/console/audit", Some(&viewer)).await.text().await.unwrap();
+    assert!(
+        broken.contains(&format!(
+            r#"<p class="error" role="alert" data-chain="broken">The hash chain is broken at entry {first}: its contents changed after it was written.</p>"#
+        )),
+        "{broken}"
+    );
+
+    let registry = get(&console, "/console/registry", Some(&viewer)).await.text().await.unwrap();
+    for event_type in
+        ["accounts.AccountOpened", "accounts.FundsDeposited", "activity.PageViewed", "projects.TaskCreated"]
+    {
+        assert!(
+            registry.contains(&format!(r#"<h2 id="type-{event_type}"><code>{event_type}</code></h2>"#)),
+            "{event_type}: {registry}"
+        );
+    }
+    assert!(registry.contains(r#"<a href="/console/projections/account_balances">account_balances</a>"#), "{registry}");
+    assert!(registry.contains("&quot;examples&quot;"), "schemas with their examples: {registry}");
+}
