@@ -51,7 +51,7 @@ if ! cmp -s "$ROOT/tests/browser/requirements.txt" "$BROWSER_ENV/installed.txt";
   "$BROWSER_ENV/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/tests/browser/requirements.txt"
   cp "$ROOT/tests/browser/requirements.txt" "$BROWSER_ENV/installed.txt"
 fi
-export EVENTLINE_BROWSER_PYTHON="$BROWSER_ENV/bin/python"
+export BROWSER_TESTS_PYTHON="$BROWSER_ENV/bin/python"
 
 cd "$ROOT"
 say "checking dependencies (cargo deny: bans, licences, sources)"

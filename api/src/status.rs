@@ -1,6 +1,7 @@
 //! `GET /v1/projections`: where each projection stands against its topics.
 
 use eventline_auth::Caller;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
@@ -137,6 +138,10 @@ pub async fn collect(
             Vec::new()
         }
     };
+    // Projections often share topics: each topic's end offsets, and each position's record time,
+    // are read from the broker once per call however many projections read them.
+    let mut marks_by_topic: HashMap<&str, Vec<eventline_kafka::admin::PartitionWatermarks>> = HashMap::new();
+    let mut record_times: HashMap<(&str, i32, i64), i64> = HashMap::new();
     let mut statuses = Vec::new();
     for Watched { name, group, topics } in projections {
         let name = name.as_str();
@@ -153,9 +158,13 @@ pub async fn collect(
         let mut partitions = Vec::new();
         for topic in topics {
             let broker = |error| StatusError::Broker { topic: topic.clone(), error };
-            let watermarks = eventline_kafka::admin::watermarks(kafka, topic, BROKER_WITHIN).await.map_err(broker)?;
+            if !marks_by_topic.contains_key(topic.as_str()) {
+                let marks = eventline_kafka::admin::watermarks(kafka, topic, BROKER_WITHIN).await.map_err(broker)?;
+                marks_by_topic.insert(topic, marks);
+            }
+            let watermarks = &marks_by_topic[topic.as_str()];
             let mut behind = Vec::new();
-            for mark in &watermarks {
+            for mark in watermarks {
                 let stored = checkpoints.iter().find(|c| &c.topic == topic && c.partition == mark.partition);
                 let stored_offset = stored.map(|c| c.next_offset);
                 let next = stored_offset.unwrap_or(mark.low).max(mark.low);
@@ -184,13 +193,24 @@ pub async fn collect(
                 });
             }
             // The oldest unapplied event's age: read the timestamp of the record at each position.
-            let times =
-                eventline_kafka::admin::record_times(kafka, topic, &behind, BROKER_WITHIN).await.map_err(broker)?;
+            let unread: Vec<(i32, i64)> =
+                behind.iter().copied().filter(|&(p, o)| !record_times.contains_key(&(topic.as_str(), p, o))).collect();
+            if !unread.is_empty() {
+                let times =
+                    eventline_kafka::admin::record_times(kafka, topic, &unread, BROKER_WITHIN).await.map_err(broker)?;
+                for (partition, offset) in unread {
+                    if let Some(ms) = times.get(&partition) {
+                        record_times.insert((topic.as_str(), partition, offset), *ms);
+                    }
+                }
+            }
             for status in partitions.iter_mut().filter(|p| &p.topic == topic && p.lag_seconds.is_none()) {
-                status.lag_seconds = times.get(&status.partition).map(|ms| {
-                    let age_ms = (now.timestamp_millis() - ms).max(0);
-                    age_ms as f64 / 1000.0
-                });
+                let next = behind.iter().find(|(p, _)| *p == status.partition).map(|(_, o)| *o);
+                status.lag_seconds =
+                    next.and_then(|o| record_times.get(&(topic.as_str(), status.partition, o))).map(|ms| {
+                        let age_ms = (now.timestamp_millis() - ms).max(0);
+                        age_ms as f64 / 1000.0
+                    });
             }
         }
         statuses.push(ProjectionStatus {

@@ -458,7 +458,12 @@ pub fn dead_letter(
                 dt { "Kind" } dd { (l.reason_kind) }
                 dt { "Reason" } dd { (l.reason) }
                 dt { "Record" } dd { (l.topic) ", partition " (l.partition) ", offset " (l.offset) }
-                dt { "Event" } dd { (l.event_type.as_deref().unwrap_or("?")) " " code { (l.event_id.as_deref().unwrap_or("?")) } }
+                dt { "Event" } dd {
+                    @match (&l.event_type, &l.event_id) {
+                        (Some(event_type), Some(id)) => { (event_type) " " code { (id) } }
+                        _ => { "not trusted: its contract refused it (see the record)" }
+                    }
+                }
                 dt { "Dead-lettered" } dd { (l.created_at.format("%Y-%m-%d %H:%M:%S UTC")) }
                 dt { "Record time" } dd { (record.record_time.map_or("?".to_string(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())) }
             }

@@ -154,8 +154,10 @@ impl Taker {
                 }
                 _ = snapshots.wanted.notified() => {}
             }
+            let started = Instant::now();
             let snapshot = self.take().await;
             metrics::counter!("eventline_console_snapshots_total").increment(1);
+            metrics::histogram!("eventline_console_snapshot_seconds").record(started.elapsed().as_secs_f64());
             snapshots.latest.send_replace(Arc::new(snapshot));
             ticks.reset();
         }

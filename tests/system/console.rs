@@ -174,12 +174,12 @@ async fn open_pages_share_one_snapshot_per_refresh_and_none_is_taken_without_the
 
 /// The Python of the virtual environment with Playwright that `scripts/test.sh` installs.
 fn browser_python() -> PathBuf {
-    let python = std::env::var_os("EVENTLINE_BROWSER_PYTHON")
+    let python = std::env::var_os("BROWSER_TESTS_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".eventline/browser/bin/python"));
     assert!(
         python.exists(),
-        "no Playwright for Python at {} (EVENTLINE_BROWSER_PYTHON): run scripts/test.sh, which installs it and chromium",
+        "no Playwright for Python at {} (BROWSER_TESTS_PYTHON): run scripts/test.sh, which installs it and chromium",
         python.display()
     );
     python
@@ -261,13 +261,16 @@ fn csrf_in(page: &str) -> String {
     page[start..].split('"').next().unwrap().to_string()
 }
 
-/// The dead letters of `account_balances` as `(id, key, event id, kind)`, in id order.
+/// The dead letters of `account_balances` as `(id, key, event id, kind)`, by key, then in id
+/// order (keys on different partitions are dead-lettered in no set order between them).
 async fn dead_letters_of(env: &TestEnv) -> Vec<(i64, String, String, String)> {
     let letters = env.store.dead_letters("account_balances").await.unwrap();
-    letters
+    let mut letters: Vec<_> = letters
         .into_iter()
         .map(|l| (l.id, l.record_key.unwrap_or_default(), l.event_id.unwrap_or_default(), l.reason_kind))
-        .collect()
+        .collect();
+    letters.sort_by(|a, b| (&a.1, a.0).cmp(&(&b.1, b.0)));
+    letters
 }
 
 /// A worker whose contract refuses withdrawals over 2000 dead-letters acct-a's big one (its key's
@@ -719,4 +722,43 @@ async fn the_audit_page_filters_and_says_whether_the_chain_verifies_and_the_regi
     }
     assert!(registry.contains(r#"<a href="/console/projections/account_balances">account_balances</a>"#), "{registry}");
     assert!(registry.contains("&quot;examples&quot;"), "schemas with their examples: {registry}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_browser_a_replay_is_previewed_then_re_applies_the_events_it_counted() {
+    let env = TestEnv::new().await;
+    let up = env.spawn_http("up", &["up"], &[]).await;
+    let accounts: Vec<Value> = (0..8).map(|i| opened(&format!("o{i}"), &format!("acct-{i}"))).collect();
+    env.publish("accounts.ndjson", &accounts);
+    wait_until("the openings to be applied", || async { env.applied_through("account_balances").await == 8 }).await;
+    let before = env
+        .psql("SELECT string_agg(account_id || ':' || events_applied, ',' ORDER BY account_id) FROM account_balances");
+    let operator = env.create_key_with_scopes("operator", &[], &["status", "operate"]).1;
+    let url = format!("{}/console", up.base);
+    let found =
+        browser_script(&env, "replay.py", &[("CONSOLE_URL", url.as_str()), ("OPERATOR_TOKEN", &operator)], "done")
+            .await;
+    assert_eq!(
+        found["refused"],
+        "account_balances folds each entity's whole history, so it cannot start mid-stream: replay or rebuild it from earliest; nothing was done"
+    );
+    assert_eq!(
+        found["preview"],
+        "Replaying from earliest re-applies 8 events as the topics stand now (more if more arrive)."
+    );
+    assert!(
+        found["preview_url"].as_str().unwrap().ends_with("/replay?from=earliest&time=&partition=0&offset=3"),
+        "{found}"
+    );
+    assert_eq!(
+        found["outcome"],
+        "account_balances was reset (8 rows, 0 dead letters, 0 parked keys removed); its workers re-apply about 8 events from earliest."
+    );
+    // The running worker re-applies exactly those: the same rows as before.
+    wait_until("the replay to refill the projection", || async {
+        env.psql(
+            "SELECT string_agg(account_id || ':' || events_applied, ',' ORDER BY account_id) FROM account_balances",
+        ) == before
+    })
+    .await;
 }

@@ -1,0 +1,212 @@
+//! The operator console with many projections, on the real broker and PostgreSQL (start them with
+//! `scripts/services.sh up`):
+//!
+//! ```sh
+//! cargo bench --bench console                                   # 500 projections × 12 partitions
+//! cargo bench --bench console -- --projections 100 --pages 20
+//! ```
+//!
+//! N copies of the tutorial's declarative `stock` projection (examples/inventory), each with its
+//! own table, all reading one topic of P partitions that holds events none has applied (so every
+//! partition has lag). Then `eventline console` serves them, and this prints:
+//! - the overview page's latency (`GET /console`, p50 and p99 over 200 loads while a page listens,
+//!   so the status snapshot is fresh and the time is the page's own), against the baseline of
+//!   `GET /v1/projections` (the same status read on every request, as a page without the
+//!   console's shared snapshot would);
+//! - how long one status snapshot takes;
+//! - the statements PostgreSQL ran per snapshot (`pg_stat_statements`) with one page listening
+//!   and with `--pages` pages listening: the number of pages must not change it.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use eventline_core::config::Settings;
+use eventline_kafka::admin::{self, TopicSpec};
+use support::{database_with_key, number_option, percentile, HttpProcess};
+
+const PAGE_LOADS: usize = 200;
+/// How long each queries-per-snapshot measurement listens.
+const LISTEN: Duration = Duration::from_secs(10);
+
+/// A copy of the `stock` projection named `stock_<i>`, with its own table.
+fn write_projection(root: &Path, i: usize) {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/inventory/projections/stock");
+    let target = root.join(format!("stock_{i}"));
+    std::fs::create_dir_all(target.join("migrations")).unwrap();
+    let renamed = |text: String| text.replace("stock_levels", &format!("stock_levels_{i}"));
+    let toml = std::fs::read_to_string(source.join("projection.toml")).unwrap();
+    std::fs::write(
+        target.join("projection.toml"),
+        renamed(toml.replace("name = \"stock\"", &format!("name = \"stock_{i}\""))),
+    )
+    .unwrap();
+    std::fs::write(target.join("apply.sql"), renamed(std::fs::read_to_string(source.join("apply.sql")).unwrap()))
+        .unwrap();
+    let migration = std::fs::read_to_string(source.join("migrations/1_stock_levels.sql")).unwrap();
+    std::fs::write(target.join("migrations/1_stock_levels.sql"), renamed(migration)).unwrap();
+}
+
+/// `name value` of the process's `/metrics`.
+async fn metric(client: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let text = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let prefix = format!("{name} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// Every statement PostgreSQL has run in the bench's database so far.
+async fn statements(store: &eventline_store::Store) -> i64 {
+    let calls = store.statement_calls().await.unwrap().expect("pg_stat_statements is loaded (scripts/services.sh)");
+    calls.values().map(|s| s.calls).sum()
+}
+
+/// Opens `pages` live streams with `cookie`, listens for [`LISTEN`], and returns the statements
+/// run and the snapshots taken meanwhile.
+async fn listening(
+    client: &reqwest::Client,
+    base: &str,
+    cookie: &str,
+    store: &eventline_store::Store,
+    pages: usize,
+) -> (i64, f64) {
+    let mut streams = Vec::new();
+    for _ in 0..pages {
+        let response = client.get(format!("{base}/console/live")).header("cookie", cookie).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        streams.push(tokio::spawn(async move {
+            let mut response = response;
+            while let Ok(Some(_)) = response.chunk().await {}
+        }));
+    }
+    // Let every stream get its first snapshot, then count from a quiet start.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (statements_before, snapshots_before) =
+        (statements(store).await, metric(client, base, "eventline_console_snapshots_total").await);
+    tokio::time::sleep(LISTEN).await;
+    let statements_after = statements(store).await;
+    let snapshots_after = metric(client, base, "eventline_console_snapshots_total").await;
+    for stream in streams {
+        stream.abort();
+    }
+    // The two reads of pg_stat_statements count themselves: left out.
+    (statements_after - statements_before - 2, snapshots_after - snapshots_before)
+}
+
+#[tokio::main]
+async fn main() {
+    let projections = number_option("--projections", 500);
+    let partitions = number_option("--partitions", 12);
+    let pages = number_option("--pages", 50);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..projections {
+        write_projection(dir.path(), i);
+    }
+    let mut env: HashMap<String, String> = std::env::vars().filter(|(k, _)| !k.starts_with("EVENTLINE_")).collect();
+    env.insert("EVENTLINE_NAMESPACE".into(), format!("bench-console-{}", std::process::id()));
+    env.insert("EVENTLINE_SCHEMAS_DIR".into(), root.join("examples/inventory/schemas").display().to_string());
+    env.insert("EVENTLINE_PROJECTIONS_DIR".into(), dir.path().display().to_string());
+    env.insert("EVENTLINE_CONSOLE_REFRESH_MS".into(), "1000".into());
+    let settings = Settings::load_from(None, &env).expect("settings");
+    let topic = settings.namespace.topic("inventory.events");
+    admin::create_topics(
+        &settings.kafka,
+        &[TopicSpec { name: topic.clone(), partitions: partitions as i32, replication_factor: 1 }],
+        settings.connect_timeout,
+    )
+    .await
+    .expect("the broker answers (scripts/services.sh up)");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("console benchmark: {projections} projections × {partitions} partitions, {pages} pages, {cores} cores");
+
+    let (db, store, token) = database_with_key(&settings, &format!("bench_console_{}", std::process::id()), 2).await;
+    let eventline = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_eventline"))
+            .args(args)
+            .envs(env.iter().filter(|(k, _)| k.starts_with("EVENTLINE_")))
+            .env("DATABASE_URL", db.expose())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "eventline {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    let started = Instant::now();
+    eventline(&["migrate"]);
+    println!("migrate, {projections} projections: {:.1} s", started.elapsed().as_secs_f64());
+    let events: String = (0..partitions * 20)
+        .map(|i| {
+            format!(
+                "{{\"specversion\":\"1.0\",\"id\":\"r{i}\",\"source\":\"/bench\",\"type\":\"inventory.StockReceived\",\"subject\":\"sku-{i}\",\"data\":{{\"sku\":\"sku-{i}\",\"quantity\":5}}}}\n"
+            )
+        })
+        .collect();
+    let file = dir.path().join("events.ndjson");
+    std::fs::write(&file, events).unwrap();
+    eventline(&["publish", file.to_str().unwrap()]);
+
+    let client = reqwest::Client::new();
+    let console = HttpProcess::start("console", &env, &db, &client).await;
+    let cookie = format!("eventline_console={token}");
+
+    // The overview, with one page listening (snapshots stay fresh): the page's own time.
+    let listener = {
+        let response =
+            client.get(format!("{}/console/live", console.base)).header("cookie", &cookie).send().await.unwrap();
+        tokio::spawn(async move {
+            let mut response = response;
+            while let Ok(Some(_)) = response.chunk().await {}
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut times = Vec::with_capacity(PAGE_LOADS);
+    let mut size = 0;
+    for _ in 0..PAGE_LOADS {
+        let started = Instant::now();
+        let response = client.get(format!("{}/console", console.base)).header("cookie", &cookie).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        size = response.bytes().await.unwrap().len();
+        times.push(started.elapsed());
+    }
+    times.sort();
+    listener.abort();
+    println!(
+        "GET /console (overview, {} KB): p50 {:.1} ms, p99 {:.1} ms",
+        size / 1024,
+        percentile(&times, 0.5).as_secs_f64() * 1e3,
+        percentile(&times, 0.99).as_secs_f64() * 1e3
+    );
+    let snapshots = metric(&client, &console.base, "eventline_console_snapshot_seconds_count").await;
+    let seconds = metric(&client, &console.base, "eventline_console_snapshot_seconds_sum").await;
+    println!("one status snapshot: {:.0} ms on average over {snapshots}", 1e3 * seconds / snapshots.max(1.0));
+
+    // Baseline: the same status read per request (`GET /v1/projections`), 20 loads.
+    let api = HttpProcess::start("api", &env, &db, &client).await;
+    let mut baseline = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        let response = client.get(format!("{}/v1/projections", api.base)).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+        baseline.push(started.elapsed());
+    }
+    baseline.sort();
+    api.stop();
+    println!(
+        "baseline, GET /v1/projections (status read per request): p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&baseline, 0.5).as_secs_f64() * 1e3,
+        percentile(&baseline, 0.99).as_secs_f64() * 1e3
+    );
+
+    // Statements per snapshot, one page listening against many.
+    let (one_statements, one_snapshots) = listening(&client, &console.base, &cookie, &store, 1).await;
+    let (many_statements, many_snapshots) = listening(&client, &console.base, &cookie, &store, pages).await;
+    println!(
+        "listening {}s: 1 page {one_snapshots} snapshots, {one_statements} statements ({:.0} per snapshot); {pages} pages {many_snapshots} snapshots, {many_statements} statements ({:.0} per snapshot)",
+        LISTEN.as_secs(),
+        one_statements as f64 / one_snapshots.max(1.0),
+        many_statements as f64 / many_snapshots.max(1.0)
+    );
+    console.stop();
+    store.close().await;
+}
