@@ -138,6 +138,11 @@ pub async fn collect(
             Vec::new()
         }
     };
+    // Three statements however many projections: what the database holds of each.
+    let names: Vec<String> = projections.iter().map(|p| p.name.clone()).collect();
+    let all_checkpoints = store.checkpoints_of(&names).await?;
+    let dead_letter_counts = store.dead_letter_counts_of(&names).await?;
+    let all_generations = store.generations_of(&names).await?;
     // Projections often share topics: each topic's end offsets, and each position's record time,
     // are read from the broker once per call however many projections read them.
     let mut marks_by_topic: HashMap<&str, Vec<eventline_kafka::admin::PartitionWatermarks>> = HashMap::new();
@@ -146,9 +151,9 @@ pub async fn collect(
     for Watched { name, group, topics } in projections {
         let name = name.as_str();
         let description = described.iter().find(|d| &d.group == group);
-        let checkpoints = store.checkpoints(name).await?;
-        let (dead_letters, parked_keys) = store.dead_letter_counts(name).await?;
-        let generations = store.generations(name).await?;
+        let checkpoints: Vec<_> = all_checkpoints.iter().filter(|c| c.projection == name).cloned().collect();
+        let (dead_letters, parked_keys) = dead_letter_counts.get(name).copied().unwrap_or_default();
+        let generations: Vec<_> = all_generations.iter().filter(|g| g.projection == name).cloned().collect();
         let building = generations.iter().find(|g| g.state == GenerationState::Building);
         let building_checkpoints = match building {
             Some(generation) => store.generation_checkpoints(&generation.schema(), name).await?,

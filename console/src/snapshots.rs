@@ -25,6 +25,8 @@ pub struct Snapshot {
     pub taken_at: Option<DateTime<Utc>>,
     /// Each projection, worst first.
     pub projections: Vec<ProjectionView>,
+    /// How long taking it took.
+    pub took: Duration,
     /// Why this snapshot could not be taken (the last good one's figures are gone with it: a
     /// stale number shown as current would mislead).
     pub error: Option<String>,
@@ -85,9 +87,9 @@ impl Snapshots {
         snapshots
     }
 
-    /// The latest snapshot when it is fresh (younger than the refresh period, and taken after
-    /// the last action); otherwise asks for one and waits for it (a while at most, then the
-    /// stale one). A snapshot that was being taken when asked for is not fresh enough: waited past.
+    /// The latest snapshot when it is fresh (see `is_fresh`); otherwise asks for one and waits
+    /// for it (a while at most, then the stale one). A snapshot that was being taken when asked
+    /// for is not fresh enough: waited past.
     pub async fn fresh(&self) -> Arc<Snapshot> {
         let deadline = tokio::time::Instant::now() + FRESH_WITHIN;
         let mut changes = self.latest.subscribe();
@@ -103,10 +105,13 @@ impl Snapshots {
         }
     }
 
+    /// Whether `snapshot` is the latest a page open now would get anyway: while pages listen, a
+    /// snapshot is taken a refresh period after the last one ended, so one younger than that
+    /// (plus the time taking it takes) is current; and it must follow the last action.
     fn is_fresh(&self, snapshot: &Snapshot) -> bool {
         let Some(taken) = snapshot.taken_at else { return false };
         let changed = *self.changed_at.lock().expect("never poisoned");
-        let young = (Utc::now() - taken).to_std().unwrap_or_default() < self.refresh;
+        let young = (Utc::now() - taken).to_std().unwrap_or_default() < 2 * self.refresh + snapshot.took;
         young && changed.is_none_or(|changed| taken > changed)
     }
 
@@ -155,9 +160,10 @@ impl Taker {
                 _ = snapshots.wanted.notified() => {}
             }
             let started = Instant::now();
-            let snapshot = self.take().await;
+            let mut snapshot = self.take().await;
+            snapshot.took = started.elapsed();
             metrics::counter!("eventline_console_snapshots_total").increment(1);
-            metrics::histogram!("eventline_console_snapshot_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!("eventline_console_snapshot_seconds").record(snapshot.took.as_secs_f64());
             snapshots.latest.send_replace(Arc::new(snapshot));
             ticks.reset();
         }
@@ -169,14 +175,14 @@ impl Taker {
             Ok(statuses) => statuses,
             Err(error) => {
                 tracing::warn!(%error, "The console's status snapshot failed.");
-                return Snapshot { taken_at, projections: Vec::new(), error: Some(error.to_string()) };
+                return Snapshot { taken_at, error: Some(error.to_string()), ..Snapshot::default() };
             }
         };
         let now = Instant::now();
         let mut projections: Vec<ProjectionView> =
             statuses.into_iter().map(|status| self.with_history(status, now)).collect();
         projections.sort_by(|a, b| b.severity().cmp(&a.severity()).then_with(|| a.status.name.cmp(&b.status.name)));
-        Snapshot { taken_at, projections, error: None }
+        Snapshot { taken_at, projections, ..Snapshot::default() }
     }
 
     /// `status` with its throughput and rebuild ETA, from the samples of the last window.

@@ -89,6 +89,36 @@ impl Store {
         Ok(ProgressListener { listener })
     }
 
+    /// Every stored position of each of `projections`, in one round trip (for status reads of
+    /// many projections), ordered by projection, topic and partition.
+    pub async fn checkpoints_of(&self, projections: &[String]) -> Result<Vec<Checkpoint>, Error> {
+        Ok(sqlx::query_as!(
+            Checkpoint,
+            "SELECT projection, topic, partition, next_offset, updated_at, written_by FROM eventline_checkpoints
+             WHERE projection = ANY($1) ORDER BY projection, topic, partition",
+            projections
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// [`Store::dead_letter_counts`] of each of `projections`, in one round trip.
+    pub async fn dead_letter_counts_of(
+        &self,
+        projections: &[String],
+    ) -> Result<std::collections::HashMap<String, (i64, i64)>, Error> {
+        let rows = sqlx::query!(
+            r#"SELECT name AS "name!",
+                      (SELECT count(*) FROM eventline_dead_letters d WHERE d.projection = name) AS "dead!",
+                      (SELECT count(*) FROM eventline_parked_keys k WHERE k.projection = name) AS "parked!"
+               FROM unnest($1::text[]) AS name"#,
+            projections
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.name, (r.dead, r.parked))).collect())
+    }
+
     /// How many dead letters a projection has, and how many keys are parked.
     pub async fn dead_letter_counts(&self, projection: &str) -> Result<(i64, i64), Error> {
         let row = sqlx::query!(

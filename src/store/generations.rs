@@ -252,6 +252,31 @@ impl Store {
             .collect())
     }
 
+    /// The generations of each of `projections`, in one round trip (for status reads of many
+    /// projections), ordered by projection and generation.
+    pub async fn generations_of(&self, projections: &[String]) -> Result<Vec<Generation>, Error> {
+        let rows = sqlx::query!(
+            "SELECT projection, generation, state, started_from, created_at, caught_up_at, live_since, version
+             FROM eventline_generations WHERE projection = ANY($1) ORDER BY projection, generation",
+            projections
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Generation {
+                projection: r.projection,
+                generation: r.generation,
+                state: GenerationState::parse(&r.state),
+                started_from: r.started_from,
+                created_at: r.created_at,
+                caught_up_at: r.caught_up_at,
+                live_since: r.live_since,
+                version: r.version,
+            })
+            .collect())
+    }
+
     /// Creates the next generation of a projection in its own schema, with copies of the
     /// runtime tables and `positions` as its starting checkpoints. Its own tables are empty
     /// copies of the live ones, or, when it is built for a version other than the live
