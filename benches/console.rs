@@ -15,7 +15,9 @@
 //!   console's shared snapshot would);
 //! - how long one status snapshot takes;
 //! - the statements PostgreSQL ran per snapshot (`pg_stat_statements`) with one page listening
-//!   and with `--pages` pages listening: the number of pages must not change it.
+//!   and with `--pages` pages listening: the number of pages must not change it;
+//! - a worker's rate (one of the projections applying the topic, `--events` of them, timed from
+//!   its first commit) with no page open and with `--pages` pages listening, rounds alternating.
 
 mod support;
 
@@ -47,6 +49,26 @@ fn write_projection(root: &Path, i: usize) {
         .unwrap();
     let migration = std::fs::read_to_string(source.join("migrations/1_stock_levels.sql")).unwrap();
     std::fs::write(target.join("migrations/1_stock_levels.sql"), renamed(migration)).unwrap();
+}
+
+/// Events per second `worker` (`eventline worker stock_0`, just started) applies until the
+/// projection has passed `total` records, timed from its first commit.
+async fn worker_rate(store: &eventline_store::Store, mut worker: std::process::Child, total: i64) -> f64 {
+    let applied = || async { store.checkpoints("stock_0").await.unwrap().iter().map(|c| c.next_offset).sum::<i64>() };
+    let (started, from) = loop {
+        let now = applied().await;
+        if now > 0 {
+            break (Instant::now(), now);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    while applied().await < total {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let rate = (total - from) as f64 / started.elapsed().as_secs_f64();
+    std::process::Command::new("kill").args(["-TERM", &worker.id().to_string()]).status().unwrap();
+    worker.wait().unwrap();
+    rate
 }
 
 /// `name value` of the process's `/metrics`.
@@ -206,6 +228,54 @@ async fn main() {
         LISTEN.as_secs(),
         one_statements as f64 / one_snapshots.max(1.0),
         many_statements as f64 / many_snapshots.max(1.0)
+    );
+    // A worker's rate with no page open, then with many listening, alternating.
+    let events = number_option("--events", 100_000);
+    let more: String = (0..events)
+        .map(|i| {
+            format!(
+                "{{\"specversion\":\"1.0\",\"id\":\"w{i}\",\"source\":\"/bench\",\"type\":\"inventory.StockReceived\",\"subject\":\"sku-{}\",\"data\":{{\"sku\":\"sku-{}\",\"quantity\":1}}}}\n",
+                i % 5000,
+                i % 5000
+            )
+        })
+        .collect();
+    std::fs::write(&file, more).unwrap();
+    eventline(&["publish", file.to_str().unwrap()]);
+    let total = (partitions * 20 + events) as i64;
+    let mut rates = [Vec::new(), Vec::new()];
+    for round in 0..4 {
+        let listening_pages = if round % 2 == 0 { 0 } else { pages };
+        eventline(&["replay", "stock_0", "--from", "earliest"]);
+        let mut streams = Vec::new();
+        for _ in 0..listening_pages {
+            let response =
+                client.get(format!("{}/console/live", console.base)).header("cookie", &cookie).send().await.unwrap();
+            streams.push(tokio::spawn(async move {
+                let mut response = response;
+                while let Ok(Some(_)) = response.chunk().await {}
+            }));
+        }
+        let worker = std::process::Command::new(env!("CARGO_BIN_EXE_eventline"))
+            .args(["worker", "stock_0"])
+            .envs(env.iter().filter(|(k, _)| k.starts_with("EVENTLINE_")))
+            .env("DATABASE_URL", db.expose())
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap();
+        rates[round % 2].push(worker_rate(&store, worker, total).await);
+        for stream in streams {
+            stream.abort();
+        }
+    }
+    let best = |rates: &[f64]| rates.iter().copied().fold(0.0, f64::max);
+    println!(
+        "worker applying {total} events: no page open {:.0} events/s (rounds {:?}), {pages} pages listening {:.0} events/s (rounds {:?}) = {:.1}%",
+        best(&rates[0]),
+        rates[0].iter().map(|r| r.round()).collect::<Vec<_>>(),
+        best(&rates[1]),
+        rates[1].iter().map(|r| r.round()).collect::<Vec<_>>(),
+        100.0 * best(&rates[1]) / best(&rates[0])
     );
     console.stop();
     store.close().await;

@@ -32,6 +32,31 @@ impl Refusal {
     }
 }
 
+/// A replay's or a rebuild's failure as the page says it: nothing was done either way.
+pub fn operation_refusal(error: eventline_consumers::rebuild::OperationError) -> Refusal {
+    use eventline_consumers::rebuild::OperationError;
+    match error {
+        OperationError::Store(error) => {
+            tracing::warn!(%error, "A console action cannot reach the database.");
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database cannot be reached; nothing was done, try again shortly",
+            )
+        }
+        OperationError::Kafka(error) => {
+            tracing::warn!(%error, "A console action cannot reach the broker.");
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the broker cannot be read ({error}); nothing was done"),
+            )
+        }
+        error @ (OperationError::Busy(_) | OperationError::CutoverTimedOut { .. }) => {
+            Refusal::new(StatusCode::CONFLICT, format!("{error}; nothing was done"))
+        }
+        error => Refusal::new(StatusCode::BAD_REQUEST, format!("{error}; nothing was done")),
+    }
+}
+
 /// An action being attempted: who, what, from where.
 pub struct Attempt<'a> {
     pub caller: &'a Caller,

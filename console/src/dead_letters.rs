@@ -271,114 +271,116 @@ async fn answered(
     }
 }
 
-pub async fn retry(State(console): State<Console>, Path(id): Path<i64>, headers: HeaderMap, body: Bytes) -> Response {
-    let viewer = match console.viewer(&headers).await {
-        Ok(viewer) => viewer,
-        Err(answer) => return answer,
-    };
-    let form = form(&body);
-    let mut attempt = Attempt {
-        caller: &viewer,
-        action: "console.dlq.retry",
-        what: "retrying dead letters",
-        projection: None,
-        target: json!({ "dead_letter": id }),
-        origin: origin(&headers),
-    };
-    let letter = console.letter(id).await;
-    let projection = letter.as_ref().ok().map(|l| l.projection.clone());
-    attempt.projection = projection.as_deref();
-    let result = async {
-        attempt.check(&headers, &console.session(&headers), form.get("csrf").map(String::as_str))?;
-        let letter = letter?;
-        let report = console.retry(&letter, None, &viewer.id).await?;
-        let markup = pages::retried(&viewer, &letter, &report);
-        Ok((serde_json::to_value(&report).expect("reports serialize"), markup))
-    }
-    .await;
-    answered(&console, &viewer, &attempt, result).await
+/// What an operator does to one dead letter.
+#[derive(Clone, Copy)]
+enum LetterAction {
+    /// Apply its key's letters again (or it alone, without a key).
+    Retry,
+    /// Drop it, with a reason, and apply its key's next ones.
+    Skip,
+    /// Forget its key's letters, the projection's name typed to confirm.
+    Purge,
 }
 
-pub async fn skip(State(console): State<Console>, Path(id): Path<i64>, headers: HeaderMap, body: Bytes) -> Response {
+impl LetterAction {
+    /// The audit's name for it, and what it does as a refusal says it.
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Retry => ("console.dlq.retry", "retrying dead letters"),
+            Self::Skip => ("console.dlq.skip", "skipping a dead letter"),
+            Self::Purge => ("console.dlq.purge", "purging dead letters"),
+        }
+    }
+
+    async fn run(
+        self,
+        console: &Console,
+        viewer: &Caller,
+        letter: &DeadLetter,
+        form: &HashMap<String, String>,
+    ) -> Result<(Value, maud::Markup), Refusal> {
+        let reason = form.get("reason").map(|r| r.trim()).unwrap_or_default();
+        match self {
+            Self::Retry | Self::Skip => {
+                if matches!(self, Self::Skip) && reason.is_empty() {
+                    return Err(Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        "say why this event is skipped; nothing was done",
+                    ));
+                }
+                let skip = matches!(self, Self::Skip).then_some(reason);
+                let report = console.retry(letter, skip, &viewer.id).await?;
+                let markup = pages::retried(viewer, letter, &report);
+                Ok((serde_json::to_value(&report).expect("reports serialize"), markup))
+            }
+            Self::Purge => {
+                if form.get("confirm").map(|c| c.trim()) != Some(letter.projection.as_str()) {
+                    return Err(Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("type the projection's name, {}, to confirm; nothing was purged", letter.projection),
+                    ));
+                }
+                let Some(key) = &letter.record_key else {
+                    return Err(Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        "this dead letter has no key, so there is no key to purge; skip it instead (nothing was purged)",
+                    ));
+                };
+                let filter = DeadLetterFilter {
+                    projection: Some(letter.projection.clone()),
+                    key: Some(key.clone()),
+                    kind: None,
+                    reason_contains: None,
+                    since: None,
+                    limit: 0,
+                };
+                let purged = dlq::purge(&console.0.store, &filter, "purged from the console", &viewer.id)
+                    .await
+                    .map_err(dlq_refusal)?;
+                let ids: Vec<i64> = purged.iter().map(|l| l.id).collect();
+                Ok((json!({ "purged": ids }), pages::purged(viewer, &letter.projection, key, &ids)))
+            }
+        }
+    }
+}
+
+/// Does `action` to dead letter `id` behind the usual checks; every attempt audited.
+async fn on_letter(console: Console, id: i64, headers: HeaderMap, body: Bytes, action: LetterAction) -> Response {
     let viewer = match console.viewer(&headers).await {
         Ok(viewer) => viewer,
         Err(answer) => return answer,
     };
     let form = form(&body);
-    let reason = form.get("reason").map(|r| r.trim()).unwrap_or_default();
-    let mut attempt = Attempt {
+    let (name, what) = action.names();
+    let reason = form.get("reason").map(|r| r.trim());
+    let letter = console.letter(id).await;
+    let projection = letter.as_ref().ok().map(|l| l.projection.clone());
+    let attempt = Attempt {
         caller: &viewer,
-        action: "console.dlq.skip",
-        what: "skipping a dead letter",
-        projection: None,
+        action: name,
+        what,
+        projection: projection.as_deref(),
         target: json!({ "dead_letter": id, "reason": reason }),
         origin: origin(&headers),
     };
-    let letter = console.letter(id).await;
-    let projection = letter.as_ref().ok().map(|l| l.projection.clone());
-    attempt.projection = projection.as_deref();
     let result = async {
         attempt.check(&headers, &console.session(&headers), form.get("csrf").map(String::as_str))?;
-        if reason.is_empty() {
-            return Err(Refusal::new(StatusCode::BAD_REQUEST, "say why this event is skipped; nothing was done"));
-        }
-        let letter = letter?;
-        let report = console.retry(&letter, Some(reason), &viewer.id).await?;
-        let markup = pages::retried(&viewer, &letter, &report);
-        Ok((serde_json::to_value(&report).expect("reports serialize"), markup))
+        action.run(&console, &viewer, &letter?, &form).await
     }
     .await;
     answered(&console, &viewer, &attempt, result).await
 }
 
+pub async fn retry(State(console): State<Console>, Path(id): Path<i64>, headers: HeaderMap, body: Bytes) -> Response {
+    on_letter(console, id, headers, body, LetterAction::Retry).await
+}
+
+pub async fn skip(State(console): State<Console>, Path(id): Path<i64>, headers: HeaderMap, body: Bytes) -> Response {
+    on_letter(console, id, headers, body, LetterAction::Skip).await
+}
+
 pub async fn purge(State(console): State<Console>, Path(id): Path<i64>, headers: HeaderMap, body: Bytes) -> Response {
-    let viewer = match console.viewer(&headers).await {
-        Ok(viewer) => viewer,
-        Err(answer) => return answer,
-    };
-    let form = form(&body);
-    let mut attempt = Attempt {
-        caller: &viewer,
-        action: "console.dlq.purge",
-        what: "purging dead letters",
-        projection: None,
-        target: json!({ "dead_letter": id }),
-        origin: origin(&headers),
-    };
-    let letter = console.letter(id).await;
-    let projection = letter.as_ref().ok().map(|l| l.projection.clone());
-    attempt.projection = projection.as_deref();
-    let result = async {
-        attempt.check(&headers, &console.session(&headers), form.get("csrf").map(String::as_str))?;
-        let letter = letter?;
-        if form.get("confirm").map(|c| c.trim()) != Some(letter.projection.as_str()) {
-            return Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                format!("type the projection's name, {}, to confirm; nothing was purged", letter.projection),
-            ));
-        }
-        let Some(key) = &letter.record_key else {
-            return Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "this dead letter has no key, so there is no key to purge; skip it instead (nothing was purged)",
-            ));
-        };
-        let filter = DeadLetterFilter {
-            projection: Some(letter.projection.clone()),
-            key: Some(key.clone()),
-            kind: None,
-            reason_contains: None,
-            since: None,
-            limit: 0,
-        };
-        let purged =
-            dlq::purge(&console.0.store, &filter, "purged from the console", &viewer.id).await.map_err(dlq_refusal)?;
-        let ids: Vec<i64> = purged.iter().map(|l| l.id).collect();
-        let markup = pages::purged(&viewer, &letter.projection, key, &ids);
-        Ok((json!({ "purged": ids }), markup))
-    }
-    .await;
-    answered(&console, &viewer, &attempt, result).await
+    on_letter(console, id, headers, body, LetterAction::Purge).await
 }
 
 /// The keys (and keyless letters) a bulk retry of `letters` touches, in order.

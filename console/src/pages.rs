@@ -217,6 +217,13 @@ pub fn projection_live(snapshot: &Snapshot, name: &str) -> Markup {
             dt { "Live generation" } dd { (generation(view)) }
             dt { "Topics" } dd { (s.topics.join(", ")) }
             dt { "Consumer group" } dd { code { (s.group) } " " (group(view)) }
+            dt { "Members" } dd {
+                @let members = members(view);
+                @if members.is_empty() { "none holds a partition" }
+                @for (member, held) in &members {
+                    div { code { (member) } ": " (held.join(", ")) }
+                }
+            }
             dt { "Lag" } dd { (s.lag_events) " events, " (format!("{:.1}", s.lag_seconds)) " s" }
             dt { "Applied per second (1 min)" } dd { (throughput(view.throughput)) }
             dt { "Dead letters" } dd { (s.dead_letters) " (" (s.parked_keys) " parked keys)" }
@@ -315,6 +322,20 @@ fn group(view: &ProjectionView) -> Markup {
             _ => { "unknown" }
         }
     }
+}
+
+/// Each live member holding partitions, with the partitions it holds (`topic/partition`).
+fn members(view: &ProjectionView) -> Vec<(&str, Vec<String>)> {
+    let mut members: Vec<(&str, Vec<String>)> = Vec::new();
+    for p in &view.status.partitions {
+        let Some(member) = p.held_by.as_deref() else { continue };
+        let held = format!("{}/{}", p.topic, p.partition);
+        match members.iter_mut().find(|(m, _)| *m == member) {
+            Some((_, partitions)) => partitions.push(held),
+            None => members.push((member, vec![held])),
+        }
+    }
+    members
 }
 
 fn throughput(rate: Option<f64>) -> Markup {

@@ -10,31 +10,15 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use eventline_consumers::projections::Projection;
-use eventline_consumers::rebuild::{self, OperationError, Rebuild};
+use eventline_consumers::rebuild::{self, Rebuild};
 use serde_json::json;
 
-use crate::actions::{origin, Attempt, Refusal};
+use crate::actions::{operation_refusal as refusal, origin, Attempt, Refusal};
 use crate::{pages, Console};
 
 /// The most events a generation may be behind for a cutover from the page (as `eventline
 /// rebuild cutover` allows by default): the rest is caught up with the live writers paused.
 const CUTOVER_MAX_LAG: i64 = 10_000;
-
-fn refusal(error: OperationError) -> Refusal {
-    match error {
-        OperationError::Store(error) => {
-            tracing::warn!(%error, "A console rebuild action cannot reach the database.");
-            Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the database cannot be reached; nothing was done, try again shortly",
-            )
-        }
-        error @ (OperationError::Busy(_) | OperationError::CutoverTimedOut { .. }) => {
-            Refusal::new(StatusCode::CONFLICT, format!("{error}; nothing was done"))
-        }
-        error => Refusal::new(StatusCode::BAD_REQUEST, format!("{error}; nothing was done")),
-    }
-}
 
 impl Console {
     fn projection_named(&self, name: &str) -> Result<Arc<dyn Projection>, Refusal> {

@@ -9,10 +9,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use eventline_consumers::rebuild::{self, OperationError, ReplayPreview, StartFrom};
+use eventline_consumers::rebuild::{self, ReplayPreview, StartFrom};
 use serde_json::json;
 
-use crate::actions::{origin, Attempt, Refusal};
+use crate::actions::{operation_refusal as refusal, origin, Attempt, Refusal};
 use crate::dead_letters::parse_time;
 use crate::{pages, Console};
 
@@ -64,27 +64,6 @@ pub fn starts(preview: &ReplayPreview) -> String {
     let starts: Vec<String> =
         preview.partitions.iter().map(|p| format!("{}:{}:{}", p.topic, p.partition, p.from)).collect();
     starts.join(",")
-}
-
-fn refusal(error: OperationError) -> Refusal {
-    match error {
-        OperationError::Store(error) => {
-            tracing::warn!(%error, "A console replay cannot reach the database.");
-            Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the database cannot be reached; nothing was done, try again shortly",
-            )
-        }
-        OperationError::Kafka(error) => {
-            tracing::warn!(%error, "A console replay cannot reach the broker.");
-            Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the broker cannot be read ({error}); nothing was done"),
-            )
-        }
-        error @ OperationError::Busy(_) => Refusal::new(StatusCode::CONFLICT, format!("{error}; nothing was done")),
-        error => Refusal::new(StatusCode::BAD_REQUEST, format!("{error}; nothing was done")),
-    }
 }
 
 pub async fn preview(

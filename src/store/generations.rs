@@ -230,26 +230,7 @@ impl Store {
     /// The generations of `projection`, oldest first; empty when it was never rebuilt (then
     /// generation 1 is live).
     pub async fn generations(&self, projection: &str) -> Result<Vec<Generation>, Error> {
-        let rows = sqlx::query!(
-            "SELECT projection, generation, state, started_from, created_at, caught_up_at, live_since, version
-             FROM eventline_generations WHERE projection = $1 ORDER BY generation",
-            projection
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| Generation {
-                projection: r.projection,
-                generation: r.generation,
-                state: GenerationState::parse(&r.state),
-                started_from: r.started_from,
-                created_at: r.created_at,
-                caught_up_at: r.caught_up_at,
-                live_since: r.live_since,
-                version: r.version,
-            })
-            .collect())
+        self.generations_of(&[projection.to_string()]).await
     }
 
     /// The generations of each of `projections`, in one round trip (for status reads of many

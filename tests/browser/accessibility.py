@@ -10,19 +10,17 @@ import json
 import os
 
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import expect, sync_playwright
+from console_browser import SCREENSHOTS, URL, run_script, sign_in
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-URL = os.environ["CONSOLE_URL"]
 OPERATOR = os.environ["OPERATOR_TOKEN"]
-SCREENSHOTS = os.environ["SCREENSHOTS"]
 PAGES = json.loads(os.environ["PAGES"])
+AXE = Axe()
 
 
-def check(page, axe, name, found):
+def check(page, name, found):
     for scheme in ("light", "dark"):
         page.emulate_media(color_scheme=scheme)
-        results = axe.run(page)
+        results = AXE.run(page)
         violations = {}
         for violation in results.response["violations"]:
             violations.setdefault(violation["impact"], []).append(violation["id"])
@@ -30,31 +28,15 @@ def check(page, axe, name, found):
         page.screenshot(path=os.path.join(SCREENSHOTS, f"{name}-{scheme}.png"), full_page=True)
 
 
-def main():
-    os.makedirs(SCREENSHOTS, exist_ok=True)
-    found = {}
-    axe = Axe()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
-        try:
-            page.goto(URL + "/login")
-            check(page, axe, "login", found)
-            page.fill("#token", OPERATOR)
-            page.press("#token", "Enter")
-            expect(page).to_have_url(URL)
-            for name, path in PAGES.items():
-                page.goto(URL + path)
-                page.wait_for_timeout(300)  # the live region fills from its first event
-                check(page, axe, name, found)
-        except Exception:
-            page.screenshot(path=os.path.join(SCREENSHOTS, "accessibility-failure.png"), full_page=True)
-            print("found so far", json.dumps(found), flush=True)
-            raise
-        finally:
-            browser.close()
-    print("done", json.dumps(found), flush=True)
+def run(page, found):
+    page.goto(URL + "/login")
+    check(page, "login", found)
+    sign_in(page, OPERATOR)
+    for name, path in PAGES.items():
+        page.goto(URL + path)
+        page.wait_for_timeout(300)  # the live region fills from its first event
+        check(page, name, found)
 
 
 if __name__ == "__main__":
-    main()
+    run_script("accessibility", run)

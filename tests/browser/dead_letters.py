@@ -6,23 +6,13 @@ name typed to confirm), then a read-only viewer finds every action disabled. Pri
 on any failure saves a screenshot in $SCREENSHOTS and exits 1.
 """
 
-import json
 import os
 
-from playwright.sync_api import expect, sync_playwright
+from console_browser import URL, run_script, sign_in
+from playwright.sync_api import expect
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-URL = os.environ["CONSOLE_URL"]
 OPERATOR = os.environ["OPERATOR_TOKEN"]
 VIEWER = os.environ["VIEWER_TOKEN"]
-SCREENSHOTS = os.environ["SCREENSHOTS"]
-
-
-def sign_in(page, token):
-    page.goto(URL + "/login")
-    page.fill("#token", token)
-    page.press("#token", "Enter")
-    expect(page).to_have_url(URL)
 
 
 def run(page, found):
@@ -53,22 +43,5 @@ def run(page, found):
     )
 
 
-def main():
-    os.makedirs(SCREENSHOTS, exist_ok=True)
-    found = {}
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
-        page = browser.new_page()
-        try:
-            run(page, found)
-        except Exception:
-            page.screenshot(path=os.path.join(SCREENSHOTS, "dead-letters-failure.png"), full_page=True)
-            print("found so far", json.dumps(found), flush=True)
-            raise
-        finally:
-            browser.close()
-    print("done", json.dumps(found), flush=True)
-
-
 if __name__ == "__main__":
-    main()
+    run_script("dead-letters", run)

@@ -10,12 +10,10 @@ import json
 import os
 import sys
 
-from playwright.sync_api import expect, sync_playwright
+from console_browser import URL, browser_page
+from playwright.sync_api import expect
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-URL = os.environ["CONSOLE_URL"]
 TOKEN = os.environ["CONSOLE_TOKEN"]
-SCREENSHOTS = os.environ["SCREENSHOTS"]
 
 
 def say(word, fields):
@@ -59,17 +57,8 @@ def run(page):
 
 
 def main():
-    os.makedirs(SCREENSHOTS, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
-        page = browser.new_page()
-        try:
-            run(page)
-        except Exception:
-            page.screenshot(path=os.path.join(SCREENSHOTS, "overview-failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+    with browser_page("overview", {}) as page:
+        run(page)
 
 
 if __name__ == "__main__":

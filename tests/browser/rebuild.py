@@ -5,22 +5,16 @@ live one and keeps querying the projection meanwhile. Prints `done {json}`; on a
 a screenshot in $SCREENSHOTS and exits 1.
 """
 
-import json
 import os
 
-from playwright.sync_api import expect, sync_playwright
+from console_browser import run_script, sign_in
+from playwright.sync_api import expect
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-URL = os.environ["CONSOLE_URL"]
 OPERATOR = os.environ["OPERATOR_TOKEN"]
-SCREENSHOTS = os.environ["SCREENSHOTS"]
 
 
 def run(page, found):
-    page.goto(URL + "/login")
-    page.fill("#token", OPERATOR)
-    page.press("#token", "Enter")
-    expect(page).to_have_url(URL)
+    sign_in(page, OPERATOR)
     page.get_by_role("link", name="account_balances", exact=True).click()
     expect(page.locator(".rebuild h2")).to_have_text("Rebuild: generation 2")
     page.get_by_role("link", name="Compare generation 2 with the live one").click()
@@ -38,22 +32,5 @@ def run(page, found):
     found["rollback"] = page.locator("[data-outcome]").inner_text()
 
 
-def main():
-    os.makedirs(SCREENSHOTS, exist_ok=True)
-    found = {}
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
-        page = browser.new_page()
-        try:
-            run(page, found)
-        except Exception:
-            page.screenshot(path=os.path.join(SCREENSHOTS, "rebuild-failure.png"), full_page=True)
-            print("found so far", json.dumps(found), flush=True)
-            raise
-        finally:
-            browser.close()
-    print("done", json.dumps(found), flush=True)
-
-
 if __name__ == "__main__":
-    main()
+    run_script("rebuild", run)

@@ -295,11 +295,6 @@ async fn poisoned(env: &TestEnv) -> (crate::helpers::Process, tempfile::TempDir)
     (worker, strict)
 }
 
-async fn balance_of(env: &TestEnv, account: &str) -> Option<(i64, i64)> {
-    let rows = eventline_reference::store::account_balances::account_balances(&env.store).await.unwrap();
-    rows.into_iter().find(|r| r.account_id == account).map(|r| (r.balance_minor, r.events_applied))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_letters_are_filtered_masked_and_acted_on_only_with_the_operate_scope_and_a_csrf_token() {
     let env = TestEnv::new().await;
@@ -429,7 +424,7 @@ async fn dead_letters_are_filtered_masked_and_acted_on_only_with_the_operate_sco
     assert_eq!(done.status(), 200);
     let done = done.text().await.unwrap();
     assert!(done.contains(r#"<p data-outcome="applied">2 applied, 0 already applied, 0 passed over, 0 still dead (key <code>acct-a</code>).</p>"#), "{done}");
-    assert_eq!(balance_of(&env, "acct-a").await, Some((1100, 4)));
+    assert_eq!(crate::dlq::balance(&env, "acct-a").await, Some((1100, 4)));
     // acct-b's key is purged, typed to confirm; the opening's letter names the key.
     let purged = post_form(
         &console,
@@ -495,7 +490,7 @@ async fn in_a_browser_an_operator_retries_dead_letters_after_the_fix_and_a_viewe
         (Some(true), Some(true))
     );
     // The projection is exact for the fixed key.
-    assert_eq!(balance_of(&env, "acct-a").await, Some((1100, 4)));
+    assert_eq!(crate::dlq::balance(&env, "acct-a").await, Some((1100, 4)));
     let audited =
         env.psql("SELECT outcome->'done'->>'applied' FROM eventline_audit WHERE action = 'console.dlq.retry_all'");
     assert_eq!(audited, "2");
@@ -754,6 +749,12 @@ async fn in_a_browser_a_replay_is_previewed_then_re_applies_the_events_it_counte
         found["outcome"],
         "account_balances was reset (8 rows, 0 dead letters, 0 parked keys removed); its workers re-apply about 8 events from earliest."
     );
+    // Its page names the group's one live member and the six partitions it holds.
+    let cookie = session(&up, &operator).await;
+    let page = get(&up, "/console/projections/account_balances", Some(&cookie)).await.text().await.unwrap();
+    let topic = env.topic("accounts.events");
+    assert_eq!(page.matches("<dt>Members</dt><dd><div><code>").count(), 1, "{page}");
+    assert_eq!(page.matches(&format!("{topic}/")).count(), 6, "{page}");
     // The running worker re-applies exactly those: the same rows as before.
     wait_until("the replay to refill the projection", || async {
         env.psql(

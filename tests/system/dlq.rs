@@ -44,7 +44,7 @@ async fn letters(env: &TestEnv, key: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn balance(env: &TestEnv, account: &str) -> Option<(i64, i64)> {
+pub(crate) async fn balance(env: &TestEnv, account: &str) -> Option<(i64, i64)> {
     let rows = eventline_reference::store::account_balances::account_balances(&env.store).await.unwrap();
     rows.into_iter().find(|r| r.account_id == account).map(|r| (r.balance_minor, r.events_applied))
 }
