@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! cargo bench --bench console                                   # 500 projections × 12 partitions
-//! cargo bench --bench console -- --projections 100 --pages 20
+//! cargo bench --bench console -- --projections 100 --pages 20 --refresh-ms 1000
 //! ```
 //!
 //! N copies of the tutorial's declarative `stock` projection (examples/inventory), each with its
@@ -130,7 +130,8 @@ async fn main() {
     env.insert("EVENTLINE_NAMESPACE".into(), format!("bench-console-{}", std::process::id()));
     env.insert("EVENTLINE_SCHEMAS_DIR".into(), root.join("examples/inventory/schemas").display().to_string());
     env.insert("EVENTLINE_PROJECTIONS_DIR".into(), dir.path().display().to_string());
-    env.insert("EVENTLINE_CONSOLE_REFRESH_MS".into(), "1000".into());
+    let refresh_ms = number_option("--refresh-ms", 2000);
+    env.insert("EVENTLINE_CONSOLE_REFRESH_MS".into(), refresh_ms.to_string());
     let settings = Settings::load_from(None, &env).expect("settings");
     let topic = settings.namespace.topic("inventory.events");
     admin::create_topics(
@@ -141,7 +142,9 @@ async fn main() {
     .await
     .expect("the broker answers (scripts/services.sh up)");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("console benchmark: {projections} projections × {partitions} partitions, {pages} pages, {cores} cores");
+    println!(
+        "console benchmark: {projections} projections × {partitions} partitions, {pages} pages, a snapshot every {refresh_ms} ms, {cores} cores"
+    );
 
     let (db, store, token) = database_with_key(&settings, &format!("bench_console_{}", std::process::id()), 2).await;
     let eventline = |args: &[&str]| {

@@ -156,27 +156,33 @@ async fn projection(State(console): State<Console>, Path(name): Path<String>, he
 }
 
 async fn overview_live(State(console): State<Console>, headers: HeaderMap) -> Response {
-    live(&console, &headers, |snapshot| pages::overview_live(snapshot).into_string()).await
+    live(&console, &headers, "overview".to_string(), |snapshot| pages::overview_live(snapshot).into_string()).await
 }
 
 async fn projection_live(State(console): State<Console>, Path(name): Path<String>, headers: HeaderMap) -> Response {
-    live(&console, &headers, move |snapshot| pages::projection_live(snapshot, &name).into_string()).await
+    let view = format!("projection {name}");
+    live(&console, &headers, view, move |snapshot| pages::projection_live(snapshot, &name).into_string()).await
 }
 
-/// A page's live region, rendered from each snapshot as it is taken, as Server-Sent Events.
+/// A page's live region, rendered from each snapshot as it is taken (once per `view`, however
+/// many pages show it), as Server-Sent Events.
 async fn live(
     console: &Console,
     headers: &HeaderMap,
-    render: impl Fn(&snapshots::Snapshot) -> String + Send + 'static,
+    view: String,
+    render: impl Fn(&snapshots::Snapshot) -> String + Send + Sync + 'static,
 ) -> Response {
     if let Err(answer) = console.viewer(headers).await {
         // An event stream cannot follow a redirect to a form: say why plainly.
         let status = if answer.status() == StatusCode::FORBIDDEN { answer.status() } else { StatusCode::UNAUTHORIZED };
         return (status, "sign in at /console/login").into_response();
     }
-    let stream = WatchStream::new(console.0.snapshots.subscribe())
-        .filter(|snapshot| snapshot.taken_at.is_some())
-        .map(move |snapshot| Ok::<_, Infallible>(Event::default().event("snapshot").data(render(&snapshot))));
+    let stream = WatchStream::new(console.0.snapshots.subscribe()).filter(|snapshot| snapshot.taken_at.is_some()).map(
+        move |snapshot| {
+            let html = snapshot.rendered(&view, &render);
+            Ok::<_, Infallible>(Event::default().event("snapshot").data(&*html))
+        },
+    );
     sse(stream).into_response()
 }
 

@@ -30,9 +30,22 @@ pub struct Snapshot {
     /// Why this snapshot could not be taken (the last good one's figures are gone with it: a
     /// stale number shown as current would mislead).
     pub error: Option<String>,
+    /// Each live region rendered from it, by view: rendered once however many pages show it.
+    rendered: std::sync::Mutex<HashMap<String, Arc<str>>>,
 }
 
 impl Snapshot {
+    /// The live region `view` rendered from this snapshot by `render`, the first time it is asked.
+    pub fn rendered(&self, view: &str, render: impl FnOnce(&Self) -> String) -> Arc<str> {
+        if let Some(html) = self.rendered.lock().expect("never poisoned").get(view) {
+            return html.clone();
+        }
+        // Rendered outside the lock; two pages asking at once may both render, harmlessly.
+        let html: Arc<str> = render(self).into();
+        self.rendered.lock().expect("never poisoned").insert(view.to_string(), html.clone());
+        html
+    }
+
     pub fn projection(&self, name: &str) -> Option<&ProjectionView> {
         self.projections.iter().find(|p| p.status.name == name)
     }
