@@ -4,20 +4,16 @@
 use std::collections::HashMap;
 
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use eventline_store::audit::AuditFilter;
 
-use crate::{pages, Console};
+use crate::{pages, Console, Viewer};
 
 /// Most entries a page shows.
 pub const AUDIT_LIMIT: i64 = 200;
 
-pub async fn log(State(console): State<Console>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
-    let viewer = match console.viewer(&headers).await {
-        Ok(viewer) => viewer,
-        Err(answer) => return answer,
-    };
+pub async fn log(State(console): State<Console>, Viewer(viewer): Viewer, RawQuery(query): RawQuery) -> Response {
     let fields: HashMap<String, String> =
         serde_urlencoded::from_str(query.as_deref().unwrap_or_default()).unwrap_or_default();
     let field = |name: &str| fields.get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());

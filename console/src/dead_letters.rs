@@ -16,7 +16,7 @@ use eventline_store::dead_letters::{DeadLetter, DeadLetterFilter, DeadRecord};
 use serde_json::{json, Value};
 
 use crate::actions::{origin, Attempt, Refusal};
-use crate::{pages, Console};
+use crate::{pages, Console, Viewer};
 
 /// Most dead letters a list shows (the filters narrow it down).
 pub const LIST_LIMIT: i64 = 200;
@@ -94,11 +94,12 @@ fn page(status: StatusCode, markup: maud::Markup) -> Response {
     (status, Html(markup.into_string())).into_response()
 }
 
-pub async fn list(State(console): State<Console>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
-    let viewer = match console.viewer(&headers).await {
-        Ok(viewer) => viewer,
-        Err(answer) => return answer,
-    };
+pub async fn list(
+    State(console): State<Console>,
+    Viewer(viewer): Viewer,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     let session = console.session(&headers);
     let view = pages::DeadLettersView { viewer: &viewer, session: &session, kinds: KINDS, limit: LIST_LIMIT };
     let projections = console.0.projections.names();
@@ -131,11 +132,12 @@ pub enum Shown {
     Hidden(&'static str),
 }
 
-pub async fn record(State(console): State<Console>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
-    let viewer = match console.viewer(&headers).await {
-        Ok(viewer) => viewer,
-        Err(answer) => return answer,
-    };
+pub async fn record(
+    State(console): State<Console>,
+    Viewer(viewer): Viewer,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+) -> Response {
     let record = match console.0.store.dead_record(id).await {
         Ok(Some(record)) => record,
         Ok(None) => {
@@ -345,11 +347,14 @@ impl LetterAction {
 }
 
 /// Does `action` to dead letter `id` behind the usual checks; every attempt audited.
-async fn on_letter(console: Console, id: i64, headers: HeaderMap, body: Bytes, action: LetterAction) -> Response {
-    let viewer = match console.viewer(&headers).await {
-        Ok(viewer) => viewer,
-        Err(answer) => return answer,
-    };
+async fn on_letter(
+    console: Console,
+    viewer: Caller,
+    id: i64,
+    headers: HeaderMap,
+    body: Bytes,
+    action: LetterAction,
+) -> Response {
     let form = form(&body);
     let (name, what) = action.names();
     let reason = form.get("reason").map(|r| r.trim());
@@ -371,16 +376,34 @@ async fn on_letter(console: Console, id: i64, headers: HeaderMap, body: Bytes, a
     answered(&console, &viewer, &attempt, result).await
 }
 
-pub async fn retry(State(console): State<Console>, Path(id): Path<i64>, headers: HeaderMap, body: Bytes) -> Response {
-    on_letter(console, id, headers, body, LetterAction::Retry).await
+pub async fn retry(
+    State(console): State<Console>,
+    Viewer(viewer): Viewer,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    on_letter(console, viewer, id, headers, body, LetterAction::Retry).await
 }
 
-pub async fn skip(State(console): State<Console>, Path(id): Path<i64>, headers: HeaderMap, body: Bytes) -> Response {
-    on_letter(console, id, headers, body, LetterAction::Skip).await
+pub async fn skip(
+    State(console): State<Console>,
+    Viewer(viewer): Viewer,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    on_letter(console, viewer, id, headers, body, LetterAction::Skip).await
 }
 
-pub async fn purge(State(console): State<Console>, Path(id): Path<i64>, headers: HeaderMap, body: Bytes) -> Response {
-    on_letter(console, id, headers, body, LetterAction::Purge).await
+pub async fn purge(
+    State(console): State<Console>,
+    Viewer(viewer): Viewer,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    on_letter(console, viewer, id, headers, body, LetterAction::Purge).await
 }
 
 /// The keys (and keyless letters) a bulk retry of `letters` touches, in order.
@@ -396,13 +419,10 @@ fn by_key(letters: &[DeadLetter]) -> BTreeMap<String, Vec<&DeadLetter>> {
 /// The preview of a bulk retry: what it touches, and the form to confirm it.
 pub async fn retry_all_preview(
     State(console): State<Console>,
+    Viewer(viewer): Viewer,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let viewer = match console.viewer(&headers).await {
-        Ok(viewer) => viewer,
-        Err(answer) => return answer,
-    };
     let (filter, store_filter) = match Filter::parse(&console, &fields(query.as_deref())) {
         Ok(parsed) => parsed,
         Err(error) => return page(StatusCode::BAD_REQUEST, pages::action_refused(&viewer, &error)),
@@ -421,11 +441,12 @@ pub async fn retry_all_preview(
 }
 
 /// A confirmed bulk retry: refused when the dead letters changed since the preview.
-pub async fn retry_all(State(console): State<Console>, headers: HeaderMap, body: Bytes) -> Response {
-    let viewer = match console.viewer(&headers).await {
-        Ok(viewer) => viewer,
-        Err(answer) => return answer,
-    };
+pub async fn retry_all(
+    State(console): State<Console>,
+    Viewer(viewer): Viewer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let form = form(&body);
     let parsed = Filter::parse(&console, &form);
     let projection = parsed.as_ref().ok().and_then(|(f, _)| f.projection.clone());

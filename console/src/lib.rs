@@ -102,6 +102,18 @@ impl Console {
     }
 }
 
+/// The signed-in viewer of a page, holding `status` (see [`Console::viewer`]): a handler that
+/// takes one is reached by no one else; others are sent to sign in, or told what they lack.
+pub(crate) struct Viewer(pub Caller);
+
+impl axum::extract::FromRequestParts<Console> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, console: &Console) -> Result<Self, Response> {
+        console.viewer(&parts.headers).await.map(Viewer)
+    }
+}
+
 /// The console's routes, under [`BASE`].
 pub fn router(console: Console) -> Router {
     Router::new()
@@ -131,20 +143,17 @@ pub fn router(console: Console) -> Router {
         .with_state(console)
 }
 
-async fn overview(State(console): State<Console>, headers: HeaderMap) -> Response {
-    let viewer = match console.viewer(&headers).await {
-        Ok(viewer) => viewer,
-        Err(answer) => return answer,
-    };
+async fn overview(State(console): State<Console>, Viewer(viewer): Viewer) -> Response {
     let snapshot = console.0.snapshots.fresh().await;
     Html(pages::overview(&viewer, &snapshot).into_string()).into_response()
 }
 
-async fn projection(State(console): State<Console>, Path(name): Path<String>, headers: HeaderMap) -> Response {
-    let viewer = match console.viewer(&headers).await {
-        Ok(viewer) => viewer,
-        Err(answer) => return answer,
-    };
+async fn projection(
+    State(console): State<Console>,
+    Viewer(viewer): Viewer,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let snapshot = console.0.snapshots.fresh().await;
     if snapshot.error.is_none() && snapshot.projection(&name).is_none() {
         let known: Vec<&str> = snapshot.projections.iter().map(|p| p.status.name.as_str()).collect();

@@ -9,12 +9,13 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
+use eventline_auth::Caller;
 use eventline_consumers::projections::Projection;
 use eventline_consumers::rebuild::{self, Rebuild};
 use serde_json::json;
 
 use crate::actions::{operation_refusal as refusal, origin, Attempt, Refusal};
-use crate::{pages, Console};
+use crate::{pages, Console, Viewer};
 
 /// The most events a generation may be behind for a cutover from the page (as `eventline
 /// rebuild cutover` allows by default): the rest is caught up with the live writers paused.
@@ -32,11 +33,7 @@ impl Console {
     }
 }
 
-pub async fn diff(State(console): State<Console>, Path(name): Path<String>, headers: HeaderMap) -> Response {
-    let viewer = match console.viewer(&headers).await {
-        Ok(viewer) => viewer,
-        Err(answer) => return answer,
-    };
+pub async fn diff(State(console): State<Console>, Viewer(viewer): Viewer, Path(name): Path<String>) -> Response {
     let result: Result<_, Refusal> = async {
         let rebuild = console.open_rebuild(console.projection_named(&name)?).await?;
         let generation = rebuild.generation.generation;
@@ -94,11 +91,14 @@ impl Switch {
 
 /// Switches readers as `switch` says, behind the usual checks and the name typed to confirm;
 /// every attempt audited.
-async fn switch(console: Console, name: String, headers: HeaderMap, body: Bytes, switch: Switch) -> Response {
-    let viewer = match console.viewer(&headers).await {
-        Ok(viewer) => viewer,
-        Err(answer) => return answer,
-    };
+async fn switch(
+    console: Console,
+    viewer: Caller,
+    name: String,
+    headers: HeaderMap,
+    body: Bytes,
+    switch: Switch,
+) -> Response {
     let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     let (action, what) = switch.action();
     let attempt = Attempt {
@@ -135,18 +135,20 @@ async fn switch(console: Console, name: String, headers: HeaderMap, body: Bytes,
 
 pub async fn cutover(
     State(console): State<Console>,
+    Viewer(viewer): Viewer,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    switch(console, name, headers, body, Switch::Cutover).await
+    switch(console, viewer, name, headers, body, Switch::Cutover).await
 }
 
 pub async fn rollback(
     State(console): State<Console>,
+    Viewer(viewer): Viewer,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    switch(console, name, headers, body, Switch::Rollback).await
+    switch(console, viewer, name, headers, body, Switch::Rollback).await
 }

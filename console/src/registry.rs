@@ -2,16 +2,11 @@
 //! their schemas (examples included), and the projections that read its topic.
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Response};
 
-use crate::{pages, Console};
+use crate::{pages, Console, Viewer};
 
-pub async fn registry(State(console): State<Console>, headers: HeaderMap) -> Response {
-    let viewer = match console.viewer(&headers).await {
-        Ok(viewer) => viewer,
-        Err(answer) => return answer,
-    };
+pub async fn registry(State(console): State<Console>, Viewer(viewer): Viewer) -> Response {
     let mut contracts: Vec<_> = console.0.registry.contracts().collect();
     contracts.sort_by(|a, b| a.event_type.cmp(&b.event_type));
     let readers = |topic: &str| -> Vec<String> {

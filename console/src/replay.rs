@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::actions::{operation_refusal as refusal, origin, Attempt, Refusal};
 use crate::dead_letters::parse_time;
-use crate::{pages, Console};
+use crate::{pages, Console, Viewer};
 
 /// The start a form names, as typed (to show it again), and as parsed.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -68,14 +68,11 @@ pub fn starts(preview: &ReplayPreview) -> String {
 
 pub async fn preview(
     State(console): State<Console>,
+    Viewer(viewer): Viewer,
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let viewer = match console.viewer(&headers).await {
-        Ok(viewer) => viewer,
-        Err(answer) => return answer,
-    };
     let Some(projection) = console.0.projections.get(&name).cloned() else {
         let known = console.0.projections.names();
         return (StatusCode::NOT_FOUND, Html(pages::not_found(&viewer, &name, &known).into_string())).into_response();
@@ -100,14 +97,11 @@ pub async fn preview(
 
 pub async fn replay(
     State(console): State<Console>,
+    Viewer(viewer): Viewer,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let viewer = match console.viewer(&headers).await {
-        Ok(viewer) => viewer,
-        Err(answer) => return answer,
-    };
     let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     let start = Start::of(&form);
     let attempt = Attempt {
