@@ -260,14 +260,7 @@ fn without_clear_personal(
     headers: &serde_json::Value,
 ) -> Option<Vec<u8>> {
     let payload: serde_json::Value = serde_json::from_slice(payload).ok()?;
-    let structured = payload.get("specversion").is_some();
-    let mut event = match structured {
-        true => payload,
-        false => {
-            let version = headers["ce_dataversion"].as_str().and_then(|v| v.parse::<u64>().ok()).unwrap_or(1);
-            serde_json::json!({"type": headers["ce_type"], "dataversion": version, "data": payload})
-        }
-    };
+    let (mut event, structured) = eventline_core::binding::stored_event(payload, headers);
     let about = subject_fields
         .iter()
         .any(|(event_type, field)| event["type"] == event_type.as_str() && event["data"][field] == subject);

@@ -90,6 +90,27 @@ impl Attempt<'_> {
 }
 
 impl Console {
+    /// An action's answer: its result page, or its refusal on a page; the attempt audited either way.
+    pub async fn answered(
+        &self,
+        viewer: &Caller,
+        attempt: &Attempt<'_>,
+        result: Result<(Value, maud::Markup), Refusal>,
+    ) -> axum::response::Response {
+        use axum::response::{Html, IntoResponse};
+        match result {
+            Ok((done, markup)) => {
+                self.audit_attempt(attempt, Ok(done)).await;
+                Html(markup.into_string()).into_response()
+            }
+            Err(refusal) => {
+                self.audit_attempt(attempt, Err(&refusal)).await;
+                let page = crate::pages::action_refused(viewer, &refusal.message);
+                (refusal.status, Html(page.into_string())).into_response()
+            }
+        }
+    }
+
     /// Writes the audit entry of an attempt and its outcome. An action whose audit cannot be
     /// written still happened (its own entry, written with it, says so): this one is logged.
     pub async fn audit_attempt(&self, attempt: &Attempt<'_>, outcome: Result<Value, &Refusal>) {

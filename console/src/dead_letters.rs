@@ -178,16 +178,7 @@ impl Console {
         let Ok(payload) = serde_json::from_slice::<Value>(payload) else {
             return Ok((Shown::Hidden("the payload is not JSON, so its personal fields cannot be told apart"), false));
         };
-        // Structured mode: the payload is the event; binary mode: its data, typed by the headers.
-        let structured = payload.get("specversion").is_some();
-        let mut event = match structured {
-            true => payload.clone(),
-            false => {
-                let headers = &record.headers;
-                let version = headers["ce_dataversion"].as_str().and_then(|v| v.parse::<u64>().ok()).unwrap_or(1);
-                json!({"type": headers["ce_type"], "dataversion": version, "data": payload})
-            }
-        };
+        let (mut event, structured) = eventline_core::binding::stored_event(payload.clone(), &record.headers);
         let known = event["type"].as_str().is_some_and(|t| self.0.registry.contract(t).is_some());
         if !known {
             return Ok((
@@ -251,25 +242,6 @@ fn dlq_refusal(error: dlq::DlqError) -> Refusal {
     match error {
         dlq::DlqError::Store(error) => unavailable(error),
         error => Refusal::new(StatusCode::CONFLICT, format!("{error}; nothing was done")),
-    }
-}
-
-/// An action's answer: its result page, or its refusal; the attempt audited either way.
-async fn answered(
-    console: &Console,
-    viewer: &Caller,
-    attempt: &Attempt<'_>,
-    result: Result<(Value, maud::Markup), Refusal>,
-) -> Response {
-    match result {
-        Ok((done, markup)) => {
-            console.audit_attempt(attempt, Ok(done)).await;
-            page(StatusCode::OK, markup)
-        }
-        Err(refusal) => {
-            console.audit_attempt(attempt, Err(&refusal)).await;
-            page(refusal.status, pages::action_refused(viewer, &refusal.message))
-        }
     }
 }
 
@@ -373,7 +345,7 @@ async fn on_letter(
         action.run(&console, &viewer, &letter?, &form).await
     }
     .await;
-    answered(&console, &viewer, &attempt, result).await
+    console.answered(&viewer, &attempt, result).await
 }
 
 pub async fn retry(
@@ -507,5 +479,5 @@ pub async fn retry_all(
         Ok((done, markup))
     }
     .await;
-    answered(&console, &viewer, &attempt, result).await
+    console.answered(&viewer, &attempt, result).await
 }

@@ -118,19 +118,11 @@ async fn switch(
                 format!("type the projection's name, {name}, to confirm; nothing was done"),
             ));
         }
-        switch.run(&console, projection, &viewer.id).await
+        let (done, message) = switch.run(&console, projection, &viewer.id).await?;
+        Ok((done, pages::switched(&viewer, &name, &message)))
     }
     .await;
-    match result {
-        Ok((done, message)) => {
-            console.audit_attempt(&attempt, Ok(done)).await;
-            Html(pages::switched(&viewer, &name, &message).into_string()).into_response()
-        }
-        Err(refusal) => {
-            console.audit_attempt(&attempt, Err(&refusal)).await;
-            (refusal.status, Html(pages::action_refused(&viewer, &refusal.message).into_string())).into_response()
-        }
-    }
+    console.answered(&viewer, &attempt, result).await
 }
 
 pub async fn cutover(

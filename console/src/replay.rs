@@ -138,14 +138,5 @@ pub async fn replay(
         Ok((serde_json::to_value(&report).expect("reports serialize"), markup))
     }
     .await;
-    match result {
-        Ok((done, markup)) => {
-            console.audit_attempt(&attempt, Ok(done)).await;
-            Html(markup.into_string()).into_response()
-        }
-        Err(refusal) => {
-            console.audit_attempt(&attempt, Err(&refusal)).await;
-            (refusal.status, Html(pages::action_refused(&viewer, &refusal.message).into_string())).into_response()
-        }
-    }
+    console.answered(&viewer, &attempt, result).await
 }

@@ -86,6 +86,18 @@ pub fn from_kafka_record(headers: &[(String, Vec<u8>)], value: Option<&[u8]>) ->
     from_binary(KAFKA_PREFIX, attributes, content_type.as_deref(), value)
 }
 
+/// A stored record's payload as a CloudEvent-shaped JSON value, and whether it was one already:
+/// in structured mode the payload is the event; in binary mode it is the event's data, its type
+/// and data version in the `ce_` headers (kept, as dead letters keep them, as a JSON object of
+/// names to text).
+pub fn stored_event(payload: Value, headers: &Value) -> (Value, bool) {
+    if payload.get("specversion").is_some() {
+        return (payload, true);
+    }
+    let version = headers["ce_dataversion"].as_str().and_then(|v| v.parse::<u64>().ok()).unwrap_or(1);
+    (serde_json::json!({"type": headers["ce_type"], "dataversion": version, "data": payload}), false)
+}
+
 /// Whether a Kafka record is in binary content mode: its `content-type` is not a CloudEvents
 /// media type and it has a `ce_specversion` header.
 pub fn is_binary_record(headers: &[(String, Vec<u8>)]) -> bool {
