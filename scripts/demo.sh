@@ -68,6 +68,7 @@ eventline is running in the background (pid $(cat "$PIDFILE")). Look at:
   the query API:  curl -s "http://${EVENTLINE_HTTP_ADDR:-127.0.0.1:8080}/v1/accounts/you?consistency_token=<token from the answer above>"
                   curl -s http://${EVENTLINE_HTTP_ADDR:-127.0.0.1:8080}/v1/projections   (positions, lag, dead letters)
                   curl -s http://${EVENTLINE_HTTP_ADDR:-127.0.0.1:8080}/openapi.json
+  the console:    http://${EVENTLINE_HTTP_ADDR:-127.0.0.1:8080}/console   (in a browser: lag, dead letters, replays, rebuilds)
   the topic:      $BIN tail accounts.events --from start --limit 5
   more traffic:   $BIN loadgen --domain all --events 5000 --rate 500
   your events:    $BIN publish events.ndjson   (one CloudEvent per line; see README.md)
