@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 
 use eventline_core::config::Settings;
 use eventline_kafka::admin::{self, TopicSpec};
-use support::{database_with_key, number_option, percentile, HttpProcess};
+use support::{
+    broker_cpu_seconds, database_with_key, number_option, own_cpu_seconds, percentile, postgres_cpu_total, HttpProcess,
+};
 
 const PAGE_LOADS: usize = 200;
 /// How long each queries-per-snapshot measurement listens.
@@ -84,15 +86,58 @@ async fn statements(store: &eventline_store::Store) -> i64 {
     calls.values().map(|s| s.calls).sum()
 }
 
-/// Opens `pages` live streams with `cookie`, listens for [`LISTEN`], and returns the statements
-/// run and the snapshots taken meanwhile.
+/// What [`LISTEN`] seconds of open pages cost.
+struct Listened {
+    statements: i64,
+    snapshots: f64,
+    console_cpu_seconds: f64,
+    broker_cpu_seconds: Option<f64>,
+    postgres_cpu_seconds: f64,
+    /// The benchmark's own, reading the pages' streams.
+    reader_cpu_seconds: f64,
+}
+
+impl Listened {
+    fn per_snapshot(&self, total: f64) -> f64 {
+        total / self.snapshots.max(1.0)
+    }
+
+    /// The statements and the console's CPU per snapshot (above what the same time costs it with
+    /// no page open, `idle`), and the broker's CPU per second: its own housekeeping varies by
+    /// more than a snapshot costs it, so it is shown beside the idle figure, not subtracted.
+    fn summary(&self, pages: usize, idle: &Listened) -> String {
+        format!(
+            "{pages} page(s) {} snapshots, {} statements ({:.0} per snapshot), console CPU {:.1} ms per snapshot above idle; {}",
+            self.snapshots,
+            self.statements,
+            self.per_snapshot(self.statements as f64),
+            1e3 * self.per_snapshot(self.console_cpu_seconds - idle.console_cpu_seconds),
+            self.broker_load()
+        )
+    }
+
+    /// CPU per second of the other processes: the broker, PostgreSQL, the pages' reader.
+    fn broker_load(&self) -> String {
+        let per_second = |cpu: f64| 1e3 * cpu / LISTEN.as_secs_f64();
+        let broker =
+            self.broker_cpu_seconds.map_or("no local broker".into(), |cpu| format!("{:.0} ms/s", per_second(cpu)));
+        format!(
+            "CPU: broker {broker}, PostgreSQL {:.0} ms/s, page reader {:.0} ms/s",
+            per_second(self.postgres_cpu_seconds),
+            per_second(self.reader_cpu_seconds)
+        )
+    }
+}
+
+/// Opens `pages` live streams with `cookie` and listens for [`LISTEN`].
 async fn listening(
     client: &reqwest::Client,
-    base: &str,
+    console: &HttpProcess,
     cookie: &str,
     store: &eventline_store::Store,
     pages: usize,
-) -> (i64, f64) {
+) -> Listened {
+    let base = &console.base;
     let mut streams = Vec::new();
     for _ in 0..pages {
         let response = client.get(format!("{base}/console/live")).header("cookie", cookie).send().await.unwrap();
@@ -106,14 +151,24 @@ async fn listening(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (statements_before, snapshots_before) =
         (statements(store).await, metric(client, base, "eventline_console_snapshots_total").await);
+    let cpu = || (console.cpu_seconds(), broker_cpu_seconds(), postgres_cpu_total(), own_cpu_seconds());
+    let before = cpu();
     tokio::time::sleep(LISTEN).await;
+    let after = cpu();
     let statements_after = statements(store).await;
     let snapshots_after = metric(client, base, "eventline_console_snapshots_total").await;
     for stream in streams {
         stream.abort();
     }
-    // The two reads of pg_stat_statements count themselves: left out.
-    (statements_after - statements_before - 2, snapshots_after - snapshots_before)
+    Listened {
+        // The two reads of pg_stat_statements count themselves: left out.
+        statements: statements_after - statements_before - 2,
+        snapshots: snapshots_after - snapshots_before,
+        console_cpu_seconds: after.0 - before.0,
+        broker_cpu_seconds: before.1.zip(after.1).map(|(before, after)| after - before),
+        postgres_cpu_seconds: after.2 - before.2,
+        reader_cpu_seconds: after.3 - before.3,
+    }
 }
 
 #[tokio::main]
@@ -201,9 +256,6 @@ async fn main() {
         percentile(&times, 0.5).as_secs_f64() * 1e3,
         percentile(&times, 0.99).as_secs_f64() * 1e3
     );
-    let snapshots = metric(&client, &console.base, "eventline_console_snapshot_seconds_count").await;
-    let seconds = metric(&client, &console.base, "eventline_console_snapshot_seconds_sum").await;
-    println!("one status snapshot: {:.0} ms on average over {snapshots}", 1e3 * seconds / snapshots.max(1.0));
 
     // Baseline: the same status read per request (`GET /v1/projections`), 20 loads.
     let api = HttpProcess::start("api", &env, &db, &client).await;
@@ -224,14 +276,19 @@ async fn main() {
     );
 
     // Statements per snapshot, one page listening against many.
-    let (one_statements, one_snapshots) = listening(&client, &console.base, &cookie, &store, 1).await;
-    let (many_statements, many_snapshots) = listening(&client, &console.base, &cookie, &store, pages).await;
+    let idle = listening(&client, &console, &cookie, &store, 0).await;
+    let one = listening(&client, &console, &cookie, &store, 1).await;
+    let many = listening(&client, &console, &cookie, &store, pages).await;
     println!(
-        "listening {}s: 1 page {one_snapshots} snapshots, {one_statements} statements ({:.0} per snapshot); {pages} pages {many_snapshots} snapshots, {many_statements} statements ({:.0} per snapshot)",
+        "listening {}s:\n  no page: {}\n  {}\n  {}",
         LISTEN.as_secs(),
-        one_statements as f64 / one_snapshots.max(1.0),
-        many_statements as f64 / many_snapshots.max(1.0)
+        idle.broker_load(),
+        one.summary(1, &idle),
+        many.summary(pages, &idle)
     );
+    let snapshots = metric(&client, &console.base, "eventline_console_snapshot_seconds_count").await;
+    let seconds = metric(&client, &console.base, "eventline_console_snapshot_seconds_sum").await;
+    println!("one status snapshot: {:.0} ms on average over {snapshots}", 1e3 * seconds / snapshots.max(1.0));
     // A worker's rate with no page open, then with many listening, alternating.
     let events = number_option("--events", 100_000);
     let more: String = (0..events)
@@ -247,7 +304,7 @@ async fn main() {
     eventline(&["publish", file.to_str().unwrap()]);
     let total = (partitions * 20 + events) as i64;
     let mut rates = [Vec::new(), Vec::new()];
-    for round in 0..4 {
+    for round in 0..6 {
         let listening_pages = if round % 2 == 0 { 0 } else { pages };
         eventline(&["replay", "stock_0", "--from", "earliest"]);
         let mut streams = Vec::new();

@@ -93,7 +93,8 @@ pub async fn status(settings: &Settings, app: &App, args: &StatusArgs) -> Outcom
             topics: p.topics().iter().map(|t| settings.namespace.topic(t)).collect(),
         })
         .collect();
-    let statuses = status::collect(&store, &settings.kafka, &served).await?;
+    let statuses =
+        status::collect(&store, &eventline_api::status::BrokerConnection::new(&settings.kafka)?, &served).await?;
     store.close().await;
     let mut out = std::io::stdout().lock();
     if args.json {

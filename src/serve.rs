@@ -198,7 +198,7 @@ fn console_service(
             topics: p.topics().iter().map(|t| settings.namespace.topic(t)).collect(),
         })
         .collect();
-    let kafka = settings.kafka.clone();
+    let kafka = eventline_api::status::BrokerConnection::new(&settings.kafka)?;
     let snapshots =
         eventline_console::Snapshots::start(store.clone(), kafka, watched, settings.console_refresh, shutdown);
     let console =
@@ -229,7 +229,8 @@ async fn api_service(
     let keys = crate::commands::key_ring(settings, &store).await?;
     // Where filters on sealed personal columns look (none without a registry to say).
     let blind_indexes = crate::commands::load_registry(settings).map(|r| r.blind_index_names()).unwrap_or_default();
-    let (kafka, namespace) = (settings.kafka.clone(), settings.namespace.clone());
+    let (kafka, namespace) =
+        (eventline_api::status::BrokerConnection::new(&settings.kafka)?, settings.namespace.clone());
     let api = Api::new(store, keys, kafka, namespace, projections, blind_indexes, shutdown.clone());
     tokio::spawn(eventline_api::gauges::sample(api.clone(), shutdown));
     let (router, openapi) = eventline_api::router(api.clone(), auth, &app.api_routes).await;

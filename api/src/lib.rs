@@ -18,12 +18,13 @@ mod tables;
 
 use std::sync::Arc;
 
+use crate::status::BrokerConnection;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use eventline_auth::Auth;
 use eventline_core::cipher;
-use eventline_core::config::{KafkaSettings, Namespace};
+use eventline_core::config::Namespace;
 use eventline_http::Problem;
 use eventline_store::audit::NewAuditEntry;
 use eventline_store::checkpoints::Checkpoint;
@@ -64,7 +65,7 @@ struct Inner {
     keys: Option<KeyRing>,
     /// The registry's blind indexes, where a filter on a sealed personal column looks.
     blind_indexes: Vec<String>,
-    kafka: KafkaSettings,
+    kafka: BrokerConnection,
     projections: Vec<Served>,
     progress: Progress,
     /// Ends the start-up's waits for an unavailable database.
@@ -86,7 +87,7 @@ impl Api {
     pub fn new(
         store: Store,
         keys: Option<KeyRing>,
-        kafka: KafkaSettings,
+        kafka: BrokerConnection,
         namespace: Namespace,
         projections: Vec<ProjectionInfo>,
         blind_indexes: Vec<String>,

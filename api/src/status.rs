@@ -19,7 +19,10 @@ use crate::params::Params;
 use crate::query::Refused;
 use crate::{store_failure, Api};
 use eventline_core::config::KafkaSettings;
-use eventline_store::generations::{live_generation, GenerationState};
+use eventline_kafka::groups::GroupDescription;
+use eventline_kafka::Inspector;
+use eventline_store::checkpoints::Checkpoint;
+use eventline_store::generations::{live_generation, Generation, GenerationState};
 use eventline_store::Store;
 
 /// How long a status read waits for the broker.
@@ -120,40 +123,70 @@ pub struct Watched {
     pub topics: Vec<String>,
 }
 
+/// The broker connection [`collect`] reads through, kept between reads: a status read every
+/// second or two then costs the broker its questions only, not a new client's connection,
+/// handshakes and metadata each time.
+#[derive(Clone)]
+pub struct BrokerConnection(Inspector);
+
+impl BrokerConnection {
+    /// Fails only on Kafka settings librdkafka refuses; it connects on the first read.
+    pub fn new(settings: &KafkaSettings) -> Result<Self, eventline_kafka::Error> {
+        Inspector::new(settings).map(Self)
+    }
+}
+
 /// Where each projection stands: stored offsets against the topics' end offsets, lag in events
 /// and seconds, dead letters, generations, and which live group member holds each partition.
+///
+/// Its cost does not grow with the projections' number in requests: one group listing (and a
+/// description of the groups with members), three statements, and per topic one watermark read
+/// and one read of the records at every position behind.
 pub async fn collect(
     store: &Store,
-    kafka: &KafkaSettings,
+    broker: &BrokerConnection,
     projections: &[Watched],
 ) -> Result<Vec<ProjectionStatus>, StatusError> {
     let now = Utc::now();
     let groups: Vec<String> = projections.iter().map(|p| p.group.clone()).collect();
     // A broker that cannot describe groups (an old one, no permission) still has positions to
     // report: ownership is then unknown, not an error.
-    let described = match eventline_kafka::groups::describe(kafka, &groups, BROKER_WITHIN).await {
-        Ok(described) => described,
+    let described: HashMap<String, GroupDescription> = match broker.0.describe_groups(&groups, BROKER_WITHIN).await {
+        Ok(described) => described.into_iter().map(|d| (d.group.clone(), d)).collect(),
         Err(error) => {
             tracing::debug!(%error, "Cannot describe the consumer groups; ownership is unknown.");
-            Vec::new()
+            HashMap::new()
         }
     };
-    // Three statements however many projections: what the database holds of each.
     let names: Vec<String> = projections.iter().map(|p| p.name.clone()).collect();
-    let all_checkpoints = store.checkpoints_of(&names).await?;
+    let mut all_checkpoints: HashMap<String, Vec<Checkpoint>> = HashMap::new();
+    for checkpoint in store.checkpoints_of(&names).await? {
+        all_checkpoints.entry(checkpoint.projection.clone()).or_default().push(checkpoint);
+    }
     let dead_letter_counts = store.dead_letter_counts_of(&names).await?;
-    let all_generations = store.generations_of(&names).await?;
-    // Projections often share topics: each topic's end offsets, and each position's record time,
-    // are read from the broker once per call however many projections read them.
+    let mut all_generations: HashMap<String, Vec<Generation>> = HashMap::new();
+    for generation in store.generations_of(&names).await? {
+        all_generations.entry(generation.projection.clone()).or_default().push(generation);
+    }
+    // Projections often share topics: each topic's watermarks are read once.
     let mut marks_by_topic: HashMap<&str, Vec<eventline_kafka::admin::PartitionWatermarks>> = HashMap::new();
-    let mut record_times: HashMap<(&str, i32, i64), i64> = HashMap::new();
-    let mut statuses = Vec::new();
+    for topic in projections.iter().flat_map(|p| &p.topics) {
+        if !marks_by_topic.contains_key(topic.as_str()) {
+            let marks = broker
+                .0
+                .watermarks(topic, BROKER_WITHIN)
+                .await
+                .map_err(|error| StatusError::Broker { topic: topic.clone(), error })?;
+            marks_by_topic.insert(topic, marks);
+        }
+    }
+    let empty = Vec::new();
+    let mut statuses = Vec::with_capacity(projections.len());
     for Watched { name, group, topics } in projections {
-        let name = name.as_str();
-        let description = described.iter().find(|d| &d.group == group);
-        let checkpoints: Vec<_> = all_checkpoints.iter().filter(|c| c.projection == name).cloned().collect();
+        let description = described.get(group);
+        let checkpoints = all_checkpoints.get(name).unwrap_or(&empty);
         let (dead_letters, parked_keys) = dead_letter_counts.get(name).copied().unwrap_or_default();
-        let generations: Vec<_> = all_generations.iter().filter(|g| g.projection == name).cloned().collect();
+        let generations = all_generations.remove(name).unwrap_or_default();
         let building = generations.iter().find(|g| g.state == GenerationState::Building);
         let building_checkpoints = match building {
             Some(generation) => store.generation_checkpoints(&generation.schema(), name).await?,
@@ -162,21 +195,10 @@ pub async fn collect(
         let mut rebuild_lag = 0;
         let mut partitions = Vec::new();
         for topic in topics {
-            let broker = |error| StatusError::Broker { topic: topic.clone(), error };
-            if !marks_by_topic.contains_key(topic.as_str()) {
-                let marks = eventline_kafka::admin::watermarks(kafka, topic, BROKER_WITHIN).await.map_err(broker)?;
-                marks_by_topic.insert(topic, marks);
-            }
-            let watermarks = &marks_by_topic[topic.as_str()];
-            let mut behind = Vec::new();
-            for mark in watermarks {
+            for mark in &marks_by_topic[topic.as_str()] {
                 let stored = checkpoints.iter().find(|c| &c.topic == topic && c.partition == mark.partition);
                 let stored_offset = stored.map(|c| c.next_offset);
-                let next = stored_offset.unwrap_or(mark.low).max(mark.low);
-                let lag_events = (mark.high - next).max(0);
-                if lag_events > 0 {
-                    behind.push((mark.partition, next));
-                }
+                let lag_events = (mark.high - stored_offset.unwrap_or(mark.low).max(mark.low)).max(0);
                 let rebuilt = building_checkpoints.iter().find(|c| &c.topic == topic && c.partition == mark.partition);
                 rebuild_lag += (mark.high - rebuilt.map_or(mark.low, |c| c.next_offset.max(mark.low))).max(0);
                 let holder = description.and_then(|d| {
@@ -197,32 +219,12 @@ pub async fn collect(
                     checkpointed_at: stored.map(|c| c.updated_at),
                 });
             }
-            // The oldest unapplied event's age: read the timestamp of the record at each position.
-            let unread: Vec<(i32, i64)> =
-                behind.iter().copied().filter(|&(p, o)| !record_times.contains_key(&(topic.as_str(), p, o))).collect();
-            if !unread.is_empty() {
-                let times =
-                    eventline_kafka::admin::record_times(kafka, topic, &unread, BROKER_WITHIN).await.map_err(broker)?;
-                for (partition, offset) in unread {
-                    if let Some(ms) = times.get(&partition) {
-                        record_times.insert((topic.as_str(), partition, offset), *ms);
-                    }
-                }
-            }
-            for status in partitions.iter_mut().filter(|p| &p.topic == topic && p.lag_seconds.is_none()) {
-                let next = behind.iter().find(|(p, _)| *p == status.partition).map(|(_, o)| *o);
-                status.lag_seconds =
-                    next.and_then(|o| record_times.get(&(topic.as_str(), status.partition, o))).map(|ms| {
-                        let age_ms = (now.timestamp_millis() - ms).max(0);
-                        age_ms as f64 / 1000.0
-                    });
-            }
         }
         statuses.push(ProjectionStatus {
             name: name.to_string(),
             topics: topics.clone(),
             lag_events: partitions.iter().map(|p| p.lag_events).sum(),
-            lag_seconds: partitions.iter().filter_map(|p| p.lag_seconds).fold(0.0, f64::max),
+            lag_seconds: 0.0,
             dead_letters,
             parked_keys,
             checkpointed_at: checkpoints.iter().map(|c| c.updated_at).max(),
@@ -251,6 +253,32 @@ pub async fn collect(
                 .collect(),
             partitions,
         });
+    }
+    // The oldest unapplied event's age: the timestamp of the record at each position behind,
+    // read once per topic for every projection at once.
+    let mut behind: HashMap<&str, Vec<(i32, i64)>> = HashMap::new();
+    for partition in statuses.iter().flat_map(|s| &s.partitions).filter(|p| p.lag_seconds.is_none()) {
+        let next = partition.end_offset - partition.lag_events;
+        behind.entry(partition.topic.as_str()).or_default().push((partition.partition, next));
+    }
+    let mut record_times: HashMap<(String, i32, i64), i64> = HashMap::new();
+    for (topic, positions) in behind {
+        let times = broker
+            .0
+            .record_times(topic, &positions, BROKER_WITHIN)
+            .await
+            .map_err(|error| StatusError::Broker { topic: topic.to_string(), error })?;
+        record_times
+            .extend(times.into_iter().map(|((partition, offset), ms)| ((topic.to_string(), partition, offset), ms)));
+    }
+    for status in &mut statuses {
+        for partition in status.partitions.iter_mut().filter(|p| p.lag_seconds.is_none()) {
+            let next = partition.end_offset - partition.lag_events;
+            partition.lag_seconds = record_times
+                .get(&(partition.topic.clone(), partition.partition, next))
+                .map(|ms| (now.timestamp_millis() - ms).max(0) as f64 / 1000.0);
+        }
+        status.lag_seconds = status.partitions.iter().filter_map(|p| p.lag_seconds).fold(0.0, f64::max);
     }
     Ok(statuses)
 }

@@ -318,6 +318,29 @@ fn postgres_cpu_seconds() -> HashMap<u32, f64> {
         .collect()
 }
 
+/// CPU seconds so far of this process (the benchmark's own clients).
+pub fn own_cpu_seconds() -> f64 {
+    cpu_seconds(std::process::id())
+}
+
+/// CPU seconds so far of the PostgreSQL processes running now.
+pub fn postgres_cpu_total() -> f64 {
+    postgres_cpu_seconds().values().sum()
+}
+
+/// CPU seconds so far of the local Apache Kafka broker (`scripts/services.sh` runs it here),
+/// or None when no broker process runs on this machine.
+pub fn broker_cpu_seconds() -> Option<f64> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| cmdline.split(|b| *b == 0).any(|arg| arg == b"kafka.Kafka"))
+        })
+        .map(cpu_seconds)
+}
+
 /// Peak resident set size of a process, from /proc (VmHWM), in KiB.
 pub fn peak_rss_kb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use eventline_api::status::BrokerConnection;
 use eventline_api::status::{self, ProjectionStatus, Watched};
-use eventline_core::config::KafkaSettings;
 use eventline_store::Store;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -84,7 +84,7 @@ impl Snapshots {
     /// Starts the task taking snapshots of `projections` until `shutdown`.
     pub fn start(
         store: Store,
-        kafka: KafkaSettings,
+        kafka: BrokerConnection,
         projections: Vec<Watched>,
         refresh: Duration,
         shutdown: CancellationToken,
@@ -144,7 +144,7 @@ impl Snapshots {
 /// The task's state: what it reads, and each projection's recent positions.
 struct Taker {
     store: Store,
-    kafka: KafkaSettings,
+    kafka: BrokerConnection,
     projections: Vec<Watched>,
     history: HashMap<String, VecDeque<Sample>>,
 }

@@ -1,5 +1,8 @@
 //! Topic administration and read-only inspection (reachability, watermarks).
 
+use std::collections::btree_map::BTreeMap;
+use std::collections::hash_map::{Entry, HashMap};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +16,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
 use crate::client::{base_config, timeout, TracingContext};
+use crate::inspector::Inspector;
 use crate::Error;
 
 /// A topic to create.
@@ -39,7 +43,7 @@ pub struct PartitionWatermarks {
     pub high: i64,
 }
 
-fn inspector(settings: &KafkaSettings) -> Result<BaseConsumer<TracingContext>, Error> {
+pub(crate) fn inspector(settings: &KafkaSettings) -> Result<BaseConsumer<TracingContext>, Error> {
     inspector_with(settings, TracingContext)
 }
 
@@ -238,79 +242,103 @@ pub async fn watermarks(
     topic: &str,
     within: Duration,
 ) -> Result<Vec<PartitionWatermarks>, Error> {
-    let settings = settings.clone();
-    let topic = topic.to_string();
-    tokio::task::spawn_blocking(move || {
-        let consumer = inspector(&settings)?;
-        let metadata = consumer.fetch_metadata(Some(&topic), timeout(within)).map_err(|e| Error::Unreachable {
-            brokers: settings.bootstrap_servers(),
-            timeout: within,
-            reason: e.to_string(),
-        })?;
-        let Some(described) = metadata.topics().iter().find(|t| t.name() == topic) else {
-            return Err(Error::UnknownTopic(topic));
-        };
-        if described.error().is_some() || described.partitions().is_empty() {
-            return Err(Error::UnknownTopic(topic));
-        }
-        let mut partitions: Vec<i32> = described.partitions().iter().map(|p| p.id()).collect();
-        partitions.sort_unstable();
-        let deadline = Instant::now() + within;
-        partitions
-            .into_iter()
-            .map(|partition| loop {
-                match consumer.fetch_watermarks(&topic, partition, timeout(within)) {
-                    Ok((low, high)) => return Ok(PartitionWatermarks { partition, low, high }),
-                    Err(error) if leadership_settling(&error) && Instant::now() < deadline => {
-                        std::thread::sleep(RETRY_PAUSE)
-                    }
-                    Err(error) => return Err(error.into()),
-                }
-            })
-            .collect()
-    })
-    .await
-    .expect("watermark task does not panic")
+    Inspector::new(settings)?.watermarks(topic, within).await
 }
 
-/// The timestamp (ms since the epoch) of the record at each wanted (partition, offset), for the
-/// partitions where that record arrives within `within`.
+pub(crate) fn watermarks_blocking(
+    consumer: &BaseConsumer<TracingContext>,
+    settings: &KafkaSettings,
+    topic: &str,
+    within: Duration,
+) -> Result<Vec<PartitionWatermarks>, Error> {
+    let metadata = consumer.fetch_metadata(Some(topic), timeout(within)).map_err(|e| Error::Unreachable {
+        brokers: settings.bootstrap_servers(),
+        timeout: within,
+        reason: e.to_string(),
+    })?;
+    let Some(described) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return Err(Error::UnknownTopic(topic.to_string()));
+    };
+    if described.error().is_some() || described.partitions().is_empty() {
+        return Err(Error::UnknownTopic(topic.to_string()));
+    }
+    let mut partitions: Vec<i32> = described.partitions().iter().map(|p| p.id()).collect();
+    partitions.sort_unstable();
+    let deadline = Instant::now() + within;
+    partitions
+        .into_iter()
+        .map(|partition| loop {
+            match consumer.fetch_watermarks(topic, partition, timeout(within)) {
+                Ok((low, high)) => return Ok(PartitionWatermarks { partition, low, high }),
+                Err(error) if leadership_settling(&error) && Instant::now() < deadline => {
+                    std::thread::sleep(RETRY_PAUSE)
+                }
+                Err(error) => return Err(error.into()),
+            }
+        })
+        .collect()
+}
+
+/// The timestamp (ms since the epoch) of the record at each wanted (partition, offset), keyed
+/// by that pair, for the positions whose record arrives within `within`.
 pub async fn record_times(
     settings: &KafkaSettings,
     topic: &str,
     wanted: &[(i32, i64)],
     within: Duration,
-) -> Result<std::collections::HashMap<i32, i64>, Error> {
+) -> Result<HashMap<(i32, i64), i64>, Error> {
+    Inspector::new(settings)?.record_times(topic, wanted, within).await
+}
+
+/// Several offsets of one partition are read one after the other (a partition has one position
+/// at a time). The consumer is left unassigned, so a kept one fetches nothing in between.
+pub(crate) fn record_times_blocking(
+    consumer: &BaseConsumer<TracingContext>,
+    topic: &str,
+    wanted: &[(i32, i64)],
+    within: Duration,
+) -> Result<HashMap<(i32, i64), i64>, Error> {
     use rdkafka::message::Message;
     use rdkafka::{Offset, TopicPartitionList};
-    if wanted.is_empty() {
-        return Ok(Default::default());
+    let mut pending: BTreeMap<i32, BTreeSet<i64>> = BTreeMap::new();
+    for &(partition, offset) in wanted {
+        pending.entry(partition).or_default().insert(offset);
     }
-    let (settings, topic, wanted) = (settings.clone(), topic.to_string(), wanted.to_vec());
-    tokio::task::spawn_blocking(move || {
-        let consumer = inspector(&settings)?;
+    let deadline = Instant::now() + within;
+    let mut times = HashMap::new();
+    // Each round reads the lowest offset still wanted of every partition.
+    while !pending.is_empty() && Instant::now() < deadline {
+        let round: BTreeMap<i32, i64> =
+            pending.iter_mut().filter_map(|(p, offsets)| offsets.pop_first().map(|o| (*p, o))).collect();
+        pending.retain(|_, offsets| !offsets.is_empty());
         let mut tpl = TopicPartitionList::new();
-        for (partition, offset) in &wanted {
-            tpl.add_partition_offset(&topic, *partition, Offset::Offset(*offset))?;
+        for (partition, offset) in &round {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
         }
         consumer.assign(&tpl)?;
-        let deadline = std::time::Instant::now() + within;
-        let mut times = std::collections::HashMap::new();
-        while times.len() < wanted.len() {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut read = 0;
+        while read < round.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
-            if let Some(Ok(message)) = consumer.poll(timeout(left)) {
-                if let Some(ms) = message.timestamp().to_millis() {
-                    times.entry(message.partition()).or_insert(ms);
-                }
+            let Some(Ok(message)) = consumer.poll(timeout(left)) else { continue };
+            // The first record at or past the position (an offset may hold a transaction
+            // marker, or have been compacted away).
+            let Some(&offset) = round.get(&message.partition()) else { continue };
+            if message.topic() != topic || message.offset() < offset {
+                continue;
+            }
+            if let (Some(ms), Entry::Vacant(entry)) =
+                (message.timestamp().to_millis(), times.entry((message.partition(), offset)))
+            {
+                entry.insert(ms);
+                read += 1;
             }
         }
-        Ok(times)
-    })
-    .await
-    .expect("the lookup task does not panic")
+    }
+    consumer.unassign()?;
+    Ok(times)
 }
 
 /// For every partition of `topic`, the offset of the first record timestamped at or after `ms`
