@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use eventline_consumers::rebuild::StartFrom;
 
 const AFTER_HELP: &str = "\
 Configuration comes from the environment (and an optional TOML file given with --config or
@@ -389,29 +390,16 @@ pub struct ActorArgs {
     pub actor: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplayStart {
-    Earliest,
-    Offset { partition: i32, offset: i64 },
-    Time(chrono::DateTime<chrono::Utc>),
-}
-
-fn parse_replay_start(value: &str) -> Result<ReplayStart, String> {
-    let usage = "expected earliest, offset:<partition>:<offset> or time:<RFC 3339 time>";
+fn parse_replay_start(value: &str) -> Result<StartFrom, String> {
+    let usage = "expected earliest, offset:<partition>:<offset>[,<partition>:<offset>...] or time:<RFC 3339 time>";
     if value == "earliest" {
-        return Ok(ReplayStart::Earliest);
+        return Ok(StartFrom::Earliest);
     }
-    if let Some(rest) = value.strip_prefix("offset:") {
-        let (partition, offset) = rest.split_once(':').ok_or(usage)?;
-        let partition: i32 = partition.parse().map_err(|_| format!("`{partition}` is not a partition number"))?;
-        let offset: i64 = offset.parse().map_err(|_| format!("`{offset}` is not an offset"))?;
-        if partition < 0 || offset < 0 {
-            return Err("partitions and offsets are not negative".into());
-        }
-        return Ok(ReplayStart::Offset { partition, offset });
+    if let Some(offsets) = value.strip_prefix("offset:") {
+        return StartFrom::offsets(offsets);
     }
     if let Some(time) = value.strip_prefix("time:") {
-        return parse_time(time).map(ReplayStart::Time);
+        return parse_time(time).map(StartFrom::Time);
     }
     Err(usage.into())
 }
@@ -422,10 +410,11 @@ pub struct ReplayArgs {
     #[arg(value_name = "PROJECTION")]
     pub projection: String,
 
-    /// Where to start again: earliest, offset:<partition>:<offset> (that partition of each of
-    /// its topics; the others from the earliest) or time:<RFC 3339 time>.
+    /// Where to start again: earliest, offset:<partition>:<offset>[,<partition>:<offset>...]
+    /// (those partitions of each of its topics; the others from the earliest) or time:<RFC 3339
+    /// time>.
     #[arg(long, value_parser = parse_replay_start)]
-    pub from: ReplayStart,
+    pub from: StartFrom,
 
     #[command(flatten)]
     pub actor: ActorArgs,
@@ -464,7 +453,7 @@ pub struct RebuildStartArgs {
     /// Where the new generation starts: earliest, or time:<RFC 3339 time> for projections that
     /// may start mid-stream (the daily ones).
     #[arg(long, default_value = "earliest", value_parser = parse_replay_start)]
-    pub from: ReplayStart,
+    pub from: StartFrom,
 
     /// Once caught up, print the diff against the live generation.
     #[arg(long)]

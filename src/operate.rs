@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::anyhow;
 use eventline_api::status::{self, ProjectionStatus};
 use eventline_consumers::dlq::{self, DlqError, Target};
-use eventline_consumers::rebuild::{self, OperationError, Progress, Rebuild, StartFrom};
+use eventline_consumers::rebuild::{self, OperationError, Progress, Rebuild};
 use eventline_consumers::Projection;
 
 use crate::App;
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{
     ActorArgs, AuditLogArgs, DlqCommand, DlqFilterArgs, ProgressStyle, RebuildCommand, RebuildTarget, ReplayArgs,
-    ReplayStart, StatusArgs,
+    StatusArgs,
 };
 use crate::commands::{load_registry, Failure, Outcome, EXIT_BAD_CONFIG, EXIT_INVALID_INPUT};
 
@@ -72,14 +72,6 @@ fn dlq_failure(error: DlqError) -> Failure {
         DlqError::Definition(_) => EXIT_BAD_CONFIG,
     };
     Failure { code, error: error.into() }
-}
-
-fn start_from(start: ReplayStart) -> StartFrom {
-    match start {
-        ReplayStart::Earliest => StartFrom::Earliest,
-        ReplayStart::Offset { partition, offset } => StartFrom::Offset { partition, offset },
-        ReplayStart::Time(time) => StartFrom::Time(time),
-    }
 }
 
 pub async fn status(settings: &Settings, app: &App, args: &StatusArgs) -> Outcome {
@@ -180,7 +172,7 @@ fn print_status(out: &mut impl Write, statuses: &[ProjectionStatus]) -> std::io:
 pub async fn replay(settings: &Settings, app: &App, args: &ReplayArgs) -> Outcome {
     let projection = app.find(&args.projection)?;
     let store = connect(settings).await?;
-    let report = rebuild::replay(settings, &store, &*projection, start_from(args.from), &actor(&args.actor))
+    let report = rebuild::replay(settings, &store, &*projection, &args.from, &actor(&args.actor))
         .await
         .map_err(operation_failure)?;
     store.close().await;
@@ -259,7 +251,7 @@ async fn start(
     shutdown: CancellationToken,
 ) -> Outcome {
     let name = &args.target.projection;
-    let mut rebuild = Rebuild::open(settings, registry, store, projection, Some(start_from(args.from)))
+    let mut rebuild = Rebuild::open(settings, registry, store, projection, Some(args.from.clone()))
         .await
         .map_err(operation_failure)?;
     let verb = if rebuild.created { "started" } else { "resumed" };

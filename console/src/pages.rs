@@ -646,10 +646,9 @@ pub fn replay(view: &ReplayView<'_>, outcome: Option<&Result<ReplayPreview, Refu
                     label { input type="radio" name="from" value="earliest" checked[checked("earliest")]; " the earliest record" }
                     label { input type="radio" name="from" value="time" checked[checked("time")]; " the first record at or after (UTC) "
                         input type="text" name="time" value=(start.time) placeholder="2026-12-04T09:30:00Z" aria-label="Time"; }
-                    label { input type="radio" name="from" value="offset" checked[checked("offset")]; " an offset: partition "
-                        input type="text" name="partition" value=(start.partition) inputmode="numeric" size="4" aria-label="Partition";
-                        " offset " input type="text" name="offset" value=(start.offset) inputmode="numeric" size="10" aria-label="Offset";
-                        " (the other partitions from the earliest)" }
+                    label { input type="radio" name="from" value="offset" checked[checked("offset")]; " offsets, as partition:offset "
+                        input type="text" name="offsets" value=(start.offsets) placeholder="0:120, 3:4500" size="24" aria-label="Offsets, as partition:offset separated by commas";
+                        " (the partitions not named from the earliest)" }
                 }
                 button type="submit" { "Preview" }
             }
@@ -680,8 +679,7 @@ pub fn replay(view: &ReplayView<'_>, outcome: Option<&Result<ReplayPreview, Refu
                         (csrf(view.session))
                         input type="hidden" name="from" value=(start.from);
                         input type="hidden" name="time" value=(start.time);
-                        input type="hidden" name="partition" value=(start.partition);
-                        input type="hidden" name="offset" value=(start.offset);
+                        input type="hidden" name="offsets" value=(start.offsets);
                         input type="hidden" name="starts" value=(starts(preview));
                         label { "Type " code { (name) } " to confirm " input type="text" name="confirm" autocomplete="off" required; }
                         (action_button(view.viewer, "Replay"))

@@ -1,5 +1,5 @@
 //! Replaying a projection in place from the page: pick where it starts again (earliest, a time,
-//! or an offset of one partition), see what it would do per partition (a dry run), then confirm
+//! or offsets of chosen partitions), see what it would do per partition (a dry run), then confirm
 //! with the projection's name. The confirmed replay is refused when its start moved since the
 //! preview.
 
@@ -21,14 +21,14 @@ use crate::{pages, Console, Viewer};
 pub struct Start {
     pub from: String,
     pub time: String,
-    pub partition: String,
-    pub offset: String,
+    /// `<partition>:<offset>` pairs separated by commas.
+    pub offsets: String,
 }
 
 impl Start {
     fn of(fields: &HashMap<String, String>) -> Self {
         let field = |name: &str| fields.get(name).map(|v| v.trim().to_string()).unwrap_or_default();
-        Self { from: field("from"), time: field("time"), partition: field("partition"), offset: field("offset") }
+        Self { from: field("from"), time: field("time"), offsets: field("offsets") }
     }
 
     fn parse(&self) -> Result<StartFrom, String> {
@@ -36,23 +36,15 @@ impl Start {
             "earliest" => Ok(StartFrom::Earliest),
             "time" if self.time.is_empty() => Err("give the time to start from".into()),
             "time" => parse_time(&self.time).map(StartFrom::Time),
-            "offset" => {
-                let partition = self.partition.parse::<i32>().ok().filter(|p| *p >= 0);
-                let offset = self.offset.parse::<i64>().ok().filter(|o| *o >= 0);
-                match (partition, offset) {
-                    (Some(partition), Some(offset)) => Ok(StartFrom::Offset { partition, offset }),
-                    (None, _) => Err(format!("`{}` is not a partition number", self.partition)),
-                    (_, None) => Err(format!("`{}` is not an offset", self.offset)),
-                }
-            }
+            "offset" if self.offsets.is_empty() => Err("give the offsets to start from, as partition:offset".into()),
+            "offset" => StartFrom::offsets(&self.offsets),
             other => Err(format!("`{other}` is not a start (earliest, time or offset)")),
         }
     }
 
     /// The start as a query string (the preview's shareable URL).
     pub fn query(&self) -> String {
-        let pairs =
-            [("from", &self.from), ("time", &self.time), ("partition", &self.partition), ("offset", &self.offset)];
+        let pairs = [("from", &self.from), ("time", &self.time), ("offsets", &self.offsets)];
         let pairs: Vec<(&str, &str)> =
             pairs.into_iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k, v.as_str())).collect();
         serde_urlencoded::to_string(pairs).expect("text pairs encode")
@@ -87,7 +79,7 @@ pub async fn preview(
     }
     let outcome = match start.parse() {
         Ok(from) => {
-            rebuild::replay_preview(&console.0.settings, &console.0.store, &*projection, from).await.map_err(refusal)
+            rebuild::replay_preview(&console.0.settings, &console.0.store, &*projection, &from).await.map_err(refusal)
         }
         Err(error) => Err(Refusal::new(StatusCode::BAD_REQUEST, format!("{error}; nothing was done"))),
     };
@@ -124,14 +116,14 @@ pub async fn replay(
                 format!("type the projection's name, {name}, to confirm; nothing was replayed"),
             ));
         }
-        let preview = rebuild::replay_preview(&console.0.settings, &console.0.store, &*projection, from).await.map_err(refusal)?;
+        let preview = rebuild::replay_preview(&console.0.settings, &console.0.store, &*projection, &from).await.map_err(refusal)?;
         if form.get("starts").map(String::as_str) != Some(starts(&preview).as_str()) {
             return Err(Refusal::new(
                 StatusCode::CONFLICT,
                 "where the replay starts changed since the preview (records expired, or the form is old); nothing was replayed: preview it again",
             ));
         }
-        let report = rebuild::replay(&console.0.settings, &console.0.store, &*projection, from, &viewer.id)
+        let report = rebuild::replay(&console.0.settings, &console.0.store, &*projection, &from, &viewer.id)
             .await
             .map_err(refusal)?;
         let markup = pages::replayed(&viewer, &name, &report, preview.events());

@@ -64,24 +64,46 @@ pub enum OperationError {
 }
 
 /// Where a replay or a rebuild starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartFrom {
     Earliest,
-    /// Partition `partition` of each topic the projection reads from this offset; the other
-    /// partitions from the earliest.
-    Offset {
-        partition: i32,
-        offset: i64,
-    },
+    /// These (partition, offset) pairs, in partition order, in each topic the projection reads;
+    /// the partitions not named from the earliest.
+    Offsets(Vec<(i32, i64)>),
     /// Every partition from its first record timestamped at or after this.
     Time(DateTime<Utc>),
 }
 
 impl StartFrom {
-    fn describe(self) -> String {
+    /// Reads `<partition>:<offset>[,<partition>:<offset>…]`: each partition once, none negative.
+    pub fn offsets(text: &str) -> Result<Self, String> {
+        let mut offsets = std::collections::BTreeMap::new();
+        for pair in text.split(',').map(str::trim) {
+            let (partition, offset) =
+                pair.split_once(':').ok_or_else(|| format!("`{pair}` is not <partition>:<offset>"))?;
+            let (partition, offset) = (partition.trim(), offset.trim());
+            let partition: i32 = partition.parse().map_err(|_| format!("`{partition}` is not a partition number"))?;
+            let offset: i64 = offset.parse().map_err(|_| format!("`{offset}` is not an offset"))?;
+            if partition < 0 || offset < 0 {
+                return Err("partitions and offsets are not negative".into());
+            }
+            if offsets.insert(partition, offset).is_some() {
+                return Err(format!("partition {partition} is given twice"));
+            }
+        }
+        Ok(Self::Offsets(offsets.into_iter().collect()))
+    }
+
+    /// How the start reads in reports, audit entries and a generation's record (a rebuild is
+    /// resumed only with the start it began with).
+    pub fn describe(&self) -> String {
         match self {
             Self::Earliest => "earliest".into(),
-            Self::Offset { partition, offset } => format!("offset:{partition}:{offset}"),
+            Self::Offsets(offsets) => {
+                let pairs: Vec<String> =
+                    offsets.iter().map(|(partition, offset)| format!("{partition}:{offset}")).collect();
+                format!("offset:{}", pairs.join(","))
+            }
             Self::Time(time) => time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         }
     }
@@ -155,35 +177,38 @@ async fn operation_lock(store: &Store, projection: &dyn Projection) -> Result<Op
 pub async fn start_positions(
     settings: &Settings,
     projection: &dyn Projection,
-    from: StartFrom,
+    from: &StartFrom,
 ) -> Result<Vec<StartPosition>, OperationError> {
-    if from != StartFrom::Earliest && !projection.starts_mid_stream() {
+    if *from != StartFrom::Earliest && !projection.starts_mid_stream() {
         return Err(OperationError::NotMidStream { projection: projection.name().to_string() });
     }
     let mut positions = Vec::new();
     for topic in topics(settings, projection) {
         match from {
             StartFrom::Earliest => {}
-            StartFrom::Offset { partition, offset } => {
+            StartFrom::Offsets(offsets) => {
                 let marks = admin::watermarks(&settings.kafka, &topic, settings.connect_timeout).await?;
-                let mark =
-                    marks.iter().find(|m| m.partition == partition).ok_or_else(|| OperationError::NoSuchPartition {
-                        projection: projection.name().to_string(),
-                        topic: topic.clone(),
-                        partition,
+                for &(partition, offset) in offsets {
+                    let mark = marks.iter().find(|m| m.partition == partition).ok_or_else(|| {
+                        OperationError::NoSuchPartition {
+                            projection: projection.name().to_string(),
+                            topic: topic.clone(),
+                            partition,
+                        }
                     })?;
-                if offset < mark.low || offset > mark.high {
-                    return Err(OperationError::OffsetOutOfRange {
-                        topic,
-                        partition,
-                        offset,
-                        low: mark.low,
-                        high: mark.high,
-                    });
+                    if offset < mark.low || offset > mark.high {
+                        return Err(OperationError::OffsetOutOfRange {
+                            topic,
+                            partition,
+                            offset,
+                            low: mark.low,
+                            high: mark.high,
+                        });
+                    }
+                    positions.push(StartPosition { topic: topic.clone(), partition, next_offset: Some(offset) });
                 }
-                positions.push(StartPosition { topic: topic.clone(), partition, next_offset: Some(offset) });
             }
-            StartFrom::Time(time) => {
+            &StartFrom::Time(time) => {
                 let found =
                     admin::offsets_for_time(&settings.kafka, &topic, time.timestamp_millis(), settings.connect_timeout)
                         .await?;
@@ -239,14 +264,14 @@ pub async fn replay_preview(
     settings: &Settings,
     store: &Store,
     projection: &dyn Projection,
-    from: StartFrom,
+    from: &StartFrom,
 ) -> Result<ReplayPreview, OperationError> {
     let positions = start_positions(settings, projection, from).await?;
     let checkpoints = store.checkpoints(projection.name()).await?;
     let mut partitions = Vec::new();
     for topic in topics(settings, projection) {
         let marks = admin::watermarks(&settings.kafka, &topic, settings.connect_timeout).await?;
-        if let StartFrom::Time(time) = from {
+        if let &StartFrom::Time(time) = from {
             let firsts: Vec<(i32, i64)> =
                 marks.iter().filter(|m| m.high > m.low).map(|m| (m.partition, m.low)).collect();
             let times = admin::record_times(&settings.kafka, &topic, &firsts, settings.connect_timeout).await?;
@@ -281,7 +306,7 @@ pub async fn replay(
     settings: &Settings,
     store: &Store,
     projection: &dyn Projection,
-    from: StartFrom,
+    from: &StartFrom,
     actor: &str,
 ) -> Result<ReplayReport, OperationError> {
     let positions = start_positions(settings, projection, from).await?;
@@ -346,7 +371,7 @@ impl Rebuild {
             (Some(existing), _) => (existing, false),
             (None, None) => return Err(OperationError::NoRebuild(name.to_string())),
             (None, Some(from)) => {
-                let positions = start_positions(settings, &*projection, from).await?;
+                let positions = start_positions(settings, &*projection, &from).await?;
                 let created = projection.create_generation(store, &from.describe(), &positions).await?;
                 (created, true)
             }

@@ -16,9 +16,8 @@ def run(page, found):
     page.get_by_role("link", name="account_balances", exact=True).click()
     page.get_by_role("link", name="Replay…").click()
     # A start the projection cannot take is named on the page, and nothing is done.
-    page.get_by_label("Offset", exact=True).fill("3")
-    page.get_by_label("Partition", exact=True).fill("0")
-    page.get_by_role("radio", name="an offset").check()
+    page.get_by_label("Offsets, as partition:offset separated by commas").fill("0:3")
+    page.get_by_role("radio", name="offsets, as partition:offset").check()
     page.get_by_role("button", name="Preview").click()
     found["refused"] = page.locator("[data-outcome=refused]").inner_text()
     page.get_by_role("radio", name="the earliest record").check()

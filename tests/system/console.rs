@@ -536,9 +536,13 @@ async fn a_replay_is_previewed_per_partition_refuses_bad_starts_and_re_applies_w
     let ends = env.end_offsets("activity.events").await;
     for (projection, query, expected) in [
         ("account_balances", "from=time&time=2026-12-01T00:00:00Z", "account_balances folds each entity's whole history, so it cannot start mid-stream: replay or rebuild it from earliest; nothing was done".to_string()),
-        ("daily_activity", "from=offset&partition=0&offset=99999", format!("offset 99999 is outside partition 0 of {activity}, which holds offsets 0 to {}; nothing was done", ends[0])),
-        ("daily_activity", "from=offset&partition=6&offset=0", format!("daily_activity reads no partition 6 of {activity}; nothing was done")),
-        ("daily_activity", "from=offset&partition=x&offset=0", "`x` is not a partition number; nothing was done".to_string()),
+        ("daily_activity", "from=offset&offsets=1:0,0:99999", format!("offset 99999 is outside partition 0 of {activity}, which holds offsets 0 to {}; nothing was done", ends[0])),
+        ("daily_activity", "from=offset&offsets=6:0", format!("daily_activity reads no partition 6 of {activity}; nothing was done")),
+        ("daily_activity", "from=offset&offsets=x:0", "`x` is not a partition number; nothing was done".to_string()),
+        ("daily_activity", "from=offset&offsets=0:1,%201:y", "`y` is not an offset; nothing was done".to_string()),
+        ("daily_activity", "from=offset&offsets=0:1,0:2", "partition 0 is given twice; nothing was done".to_string()),
+        ("daily_activity", "from=offset&offsets=0", "`0` is not &lt;partition&gt;:&lt;offset&gt;; nothing was done".to_string()),
+        ("daily_activity", "from=offset&offsets=", "give the offsets to start from, as partition:offset; nothing was done".to_string()),
         ("daily_activity", "from=time&time=soon", "`soon` is not a time (RFC 3339, like 2026-12-04T09:30:00Z); nothing was done".to_string()),
         ("daily_activity", "from=time&time=2000-01-01T00:00:00Z", format!("2000-01-01T00:00:00.000Z is before the earliest record {activity} still holds (")),
         ("daily_activity", "from=bogus", "`bogus` is not a start (earliest, time or offset); nothing was done".to_string()),
@@ -549,6 +553,20 @@ async fn a_replay_is_previewed_per_partition_refuses_bad_starts_and_re_applies_w
     }
     let (status, _) = page("/console/projections/nope/replay?from=earliest".into()).await;
     assert_eq!(status, 404);
+
+    // Offsets for several partitions: those start there, the others from the earliest.
+    let (status, preview) =
+        page(format!("/console/projections/daily_activity/replay?from=offset&offsets=1:{},%200:{}", ends[1], ends[0]))
+            .await;
+    assert_eq!(status, 200, "{preview}");
+    let expected = format!(
+        "Replaying from <code>offset:0:{},1:{}</code> re-applies <strong>{} events</strong>",
+        ends[0],
+        ends[1],
+        12 - ends[0] - ends[1]
+    );
+    assert!(preview.contains(&expected), "expected {expected} in {preview}");
+    assert!(preview.contains(&format!(r#"name="offsets" value="1:{}, 0:{}""#, ends[1], ends[0])), "{preview}");
 
     // A preview from the earliest counts every event, per partition, and changes nothing.
     let (status, preview) = page("/console/projections/account_balances/replay?from=earliest".into()).await;
@@ -741,10 +759,7 @@ async fn in_a_browser_a_replay_is_previewed_then_re_applies_the_events_it_counte
         found["preview"],
         "Replaying from earliest re-applies 8 events as the topics stand now (more if more arrive)."
     );
-    assert!(
-        found["preview_url"].as_str().unwrap().ends_with("/replay?from=earliest&time=&partition=0&offset=3"),
-        "{found}"
-    );
+    assert!(found["preview_url"].as_str().unwrap().ends_with("/replay?from=earliest&time=&offsets=0%3A3"), "{found}");
     assert_eq!(
         found["outcome"],
         "account_balances was reset (8 rows, 0 dead letters, 0 parked keys removed); its workers re-apply about 8 events from earliest."

@@ -116,7 +116,7 @@ async fn replay_from_earliest_resets_in_place_and_running_workers_follow() {
         (
             &["replay", "account_balances", "--from", "yesterday"],
             2,
-            "invalid value 'yesterday' for '--from <FROM>': expected earliest, offset:<partition>:<offset> or time:<RFC 3339 time>".into(),
+            "invalid value 'yesterday' for '--from <FROM>': expected earliest, offset:<partition>:<offset>[,<partition>:<offset>...] or time:<RFC 3339 time>".into(),
         ),
         (&["replay", "nope", "--from", "earliest"], 2, crate::cli::UNKNOWN_PROJECTION.into()),
     ];
@@ -184,6 +184,44 @@ async fn replay_from_a_time_keeps_exactly_the_daily_events_from_then_on() {
         stderr(&bad_partition),
         format!("error: daily_activity reads no partition 6 of {}\n", env.topic("activity.events"))
     );
+    for (from, expected) in [
+        ("offset:0:1,0:2", "partition 0 is given twice"),
+        ("offset:0:1,x", "`x` is not <partition>:<offset>"),
+        ("offset:0:-1", "partitions and offsets are not negative"),
+    ] {
+        let refused = env.run(&["replay", "daily_activity", "--from", from]);
+        assert_eq!(refused.status.code(), Some(2), "{from}: {}", stderr(&refused));
+        assert!(
+            stderr(&refused).contains(&format!("invalid value '{from}' for '--from <FROM>': {expected}")),
+            "{from}: {}",
+            stderr(&refused)
+        );
+    }
+
+    // Offsets for several partitions: those start there at once, the others from the earliest.
+    let several = env.run(&[
+        "replay",
+        "daily_activity",
+        "--from",
+        &format!("offset:2:{},0:{}", ends[2], ends[0]),
+        "--actor",
+        "ops",
+    ]);
+    assert!(several.status.success(), "{}", stderr(&several));
+    let report: Value = serde_json::from_str(stdout(&several).trim()).unwrap();
+    let topic = env.topic("activity.events");
+    assert_eq!(report["from"], format!("offset:0:{},2:{}", ends[0], ends[2]));
+    assert_eq!(report["positions"], serde_json::json!([[topic, 0, ends[0]], [topic, 2, ends[2]]]));
+    let stored: Vec<(i32, i64)> = env
+        .store
+        .checkpoints("daily_activity")
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| (c.partition, c.next_offset))
+        .filter(|(partition, _)| [0, 2].contains(partition))
+        .collect();
+    assert_eq!(stored, [(0, ends[0]), (2, ends[2])]);
 
     for projection in ["daily_activity", "feature_usage_daily"] {
         let replayed = env.run(&["replay", projection, "--from", &format!("time:{}", start.to_rfc3339())]);

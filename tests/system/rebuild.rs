@@ -251,7 +251,7 @@ async fn bad_rebuild_requests_are_refused_and_change_nothing() {
             65,
             "error: account_balances folds each entity's whole history, so it cannot start mid-stream: replay or rebuild it from earliest\n".into(),
         ),
-        (&["rebuild", "start", "daily_activity", "--from", "someday"], 2, "expected earliest, offset:<partition>:<offset> or time:<RFC 3339 time>".into()),
+        (&["rebuild", "start", "daily_activity", "--from", "someday"], 2, "expected earliest, offset:<partition>:<offset>[,<partition>:<offset>...] or time:<RFC 3339 time>".into()),
         (
             &["rebuild", "cutover", name],
             65,
