@@ -200,9 +200,16 @@ fn console_service(
         .collect();
     let kafka = eventline_api::status::BrokerConnection::new(&settings.kafka)?;
     let snapshots =
-        eventline_console::Snapshots::start(store.clone(), kafka, watched, settings.console_refresh, shutdown);
-    let console =
-        eventline_console::Console::new(auth, snapshots, store, registry, app.projections().clone(), settings.clone());
+        eventline_console::Snapshots::start(store.clone(), kafka, watched, settings.console_refresh, shutdown.clone());
+    let console = eventline_console::Console::new(
+        auth,
+        snapshots,
+        store,
+        registry,
+        app.projections().clone(),
+        settings.clone(),
+        shutdown,
+    );
     let router = eventline_console::router(console);
     // HTML pages, not API operations: nothing to add to /openapi.json.
     Ok(Service { router, openapi: utoipa::openapi::OpenApiBuilder::new().build(), readiness: None })

@@ -17,6 +17,7 @@ mod registry;
 mod replay;
 pub mod snapshots;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ use eventline_store::Store;
 use futures::Stream;
 use tokio_stream::wrappers::WatchStream;
 use tokio_stream::StreamExt as _;
+use tokio_util::sync::CancellationToken;
 
 pub use snapshots::Snapshots;
 
@@ -62,6 +64,10 @@ struct Inner {
     projections: Projections,
     /// Where replays read the topics.
     settings: Settings,
+    /// Stops the rebuilds started from the page (each pauses, to be resumed).
+    shutdown: CancellationToken,
+    /// What became of the last rebuild started from the page, per projection.
+    started_rebuilds: std::sync::Mutex<HashMap<String, rebuilds::Started>>,
 }
 
 impl Console {
@@ -72,8 +78,18 @@ impl Console {
         registry: Arc<Registry>,
         projections: Projections,
         settings: Settings,
+        shutdown: CancellationToken,
     ) -> Self {
-        Self(Arc::new(Inner { auth, snapshots, store, registry, projections, settings }))
+        Self(Arc::new(Inner {
+            auth,
+            snapshots,
+            store,
+            registry,
+            projections,
+            settings,
+            shutdown,
+            started_rebuilds: Default::default(),
+        }))
     }
 
     /// The browser's session token (empty with authentication off): what CSRF tokens derive from.
@@ -123,6 +139,7 @@ pub fn router(console: Console) -> Router {
         .route(&format!("{BASE}/projections/{{name}}/live"), get(projection_live))
         .route(&format!("{BASE}/projections/{{name}}/replay"), get(replay::preview).post(replay::replay))
         .route(&format!("{BASE}/projections/{{name}}/diff"), get(rebuilds::diff))
+        .route(&format!("{BASE}/projections/{{name}}/rebuild"), post(rebuilds::start))
         .route(&format!("{BASE}/projections/{{name}}/cutover"), post(rebuilds::cutover))
         .route(&format!("{BASE}/projections/{{name}}/rollback"), post(rebuilds::rollback))
         .route(&format!("{BASE}/dead-letters"), get(dead_letters::list))
@@ -161,7 +178,8 @@ async fn projection(
         return (StatusCode::NOT_FOUND, Html(page.into_string())).into_response();
     }
     let session = console.session(&headers);
-    Html(pages::projection(&viewer, &session, &snapshot, &name).into_string()).into_response()
+    let started = console.started_rebuild(&name);
+    Html(pages::projection(&viewer, &session, &snapshot, &name, started.as_ref()).into_string()).into_response()
 }
 
 async fn overview_live(State(console): State<Console>, headers: HeaderMap) -> Response {

@@ -12,6 +12,7 @@ use eventline_store::dead_letters::{DeadLetter, DeadRecord};
 
 use crate::actions::{csrf_token, Refusal};
 use crate::dead_letters::{Filter, Shown};
+use crate::rebuilds::Started;
 use crate::replay::{starts, Start};
 use crate::snapshots::{ProjectionView, Snapshot};
 use crate::BASE;
@@ -161,10 +162,17 @@ fn overview_row(view: &ProjectionView) -> Markup {
     }
 }
 
-pub fn projection(viewer: &Caller, session: &str, snapshot: &Snapshot, name: &str) -> Markup {
+pub fn projection(
+    viewer: &Caller,
+    session: &str,
+    snapshot: &Snapshot,
+    name: &str,
+    started: Option<&Started>,
+) -> Markup {
     let status = snapshot.projection(name).map(|view| &view.status);
     let rebuilding = status.and_then(|s| s.rebuild.as_ref());
     let retired = status.is_some_and(|s| !s.retired_generations.is_empty());
+    let building_here = matches!(started, Some(Started::Building { .. }));
     layout(
         name,
         Some(viewer),
@@ -178,26 +186,58 @@ pub fn projection(viewer: &Caller, session: &str, snapshot: &Snapshot, name: &st
             section #live aria-live="polite" data-live={ (BASE) "/projections/" (name) "/live" } {
                 (projection_live(snapshot, name))
             }
-            @if rebuilding.is_some() || retired {
-                section.actions aria-labelledby="generations" {
-                    h2 #generations { "Generations" }
-                    (read_only_note(viewer))
-                    @if let Some(rebuild) = rebuilding {
-                        p { a href={ (BASE) "/projections/" (name) "/diff" } { "Compare generation " (rebuild.generation) " with the live one" } }
-                        form method="post" action={ (BASE) "/projections/" (name) "/cutover" } {
+            section.actions aria-labelledby="generations" {
+                h2 #generations { "Generations" }
+                (read_only_note(viewer))
+                @match started {
+                    Some(Started::Building { generation }) => p data-started="building" {
+                        "This console is building generation " (generation) " (its progress is above); then compare and cut over." }
+                    Some(Started::CaughtUp { generation }) => p data-started="caught-up" {
+                        "Generation " (generation) ", started here, has caught up and is paused: compare it, then cut over." }
+                    Some(Started::Stopped { generation }) => p data-started="stopped" {
+                        "Generation " (generation) ", started here, was paused as the console stopped: resume it below." }
+                    Some(Started::Failed { generation, message }) => p.error role="alert" data-started="failed" {
+                        "Building generation " (generation) " from this console failed: " (message) ". Resume it below once the cause is fixed." }
+                    None => {}
+                }
+                @match rebuilding {
+                    None => {
+                        form.rebuild method="post" action={ (BASE) "/projections/" (name) "/rebuild" } {
                             (csrf(session))
-                            p { "Switch readers to generation " (rebuild.generation) " (the live one is kept for a rollback)." }
-                            label { "Type " code { (name) } " to confirm " input type="text" name="confirm" autocomplete="off" required; }
-                            (action_button(viewer, "Cut over"))
+                            fieldset {
+                                legend { "Build a new generation beside the live one, from" }
+                                label { input type="radio" name="from" value="earliest" checked; " the earliest record" }
+                                label { input type="radio" name="from" value="time"; " the first record at or after (UTC) "
+                                    input type="text" name="time" placeholder="2026-12-04T09:30:00Z" aria-label="Rebuild from time"; }
+                            }
+                            (action_button(viewer, "Start the rebuild"))
                         }
                     }
-                    @if retired {
-                        form method="post" action={ (BASE) "/projections/" (name) "/rollback" } {
+                    Some(rebuild) if !building_here => {
+                        form method="post" action={ (BASE) "/projections/" (name) "/rebuild" } {
                             (csrf(session))
-                            p { "Switch readers back to the generation the last cutover retired." }
-                            label { "Type " code { (name) } " to confirm " input type="text" name="confirm" autocomplete="off" required; }
-                            (action_button(viewer, "Roll back"))
+                            input type="hidden" name="resume" value="1";
+                            p { "Generation " (rebuild.generation) " is not being built by this console (another process may be building it, or it is paused)." }
+                            (action_button(viewer, "Resume building"))
                         }
+                    }
+                    Some(_) => {}
+                }
+                @if let Some(rebuild) = rebuilding {
+                    p { a href={ (BASE) "/projections/" (name) "/diff" } { "Compare generation " (rebuild.generation) " with the live one" } }
+                    form method="post" action={ (BASE) "/projections/" (name) "/cutover" } {
+                        (csrf(session))
+                        p { "Switch readers to generation " (rebuild.generation) " (the live one is kept for a rollback)." }
+                        label { "Type " code { (name) } " to confirm " input type="text" name="confirm" autocomplete="off" required; }
+                        (action_button(viewer, "Cut over"))
+                    }
+                }
+                @if retired {
+                    form method="post" action={ (BASE) "/projections/" (name) "/rollback" } {
+                        (csrf(session))
+                        p { "Switch readers back to the generation the last cutover retired." }
+                        label { "Type " code { (name) } " to confirm " input type="text" name="confirm" autocomplete="off" required; }
+                        (action_button(viewer, "Roll back"))
                     }
                 }
             }

@@ -26,7 +26,7 @@ pub struct Start {
 }
 
 impl Start {
-    fn of(fields: &HashMap<String, String>) -> Self {
+    pub fn of(fields: &HashMap<String, String>) -> Self {
         let field = |name: &str| fields.get(name).map(|v| v.trim().to_string()).unwrap_or_default();
         Self { from: field("from"), time: field("time"), offsets: field("offsets") }
     }
@@ -40,6 +40,14 @@ impl Start {
             "offset" => StartFrom::offsets(&self.offsets),
             other => Err(format!("`{other}` is not a start (earliest, time or offset)")),
         }
+    }
+
+    /// As [`Self::parse`], with no choice meaning the earliest record.
+    pub fn parse_or_earliest(&self) -> Result<StartFrom, String> {
+        if self.from.is_empty() {
+            return Ok(StartFrom::Earliest);
+        }
+        self.parse()
     }
 
     /// The start as a query string (the preview's shareable URL).

@@ -625,14 +625,91 @@ async fn post_form_owned(console: &HttpProcess, path: &str, cookie: &str, form: 
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn in_a_browser_a_rebuild_is_cut_over_and_rolled_back_while_queries_keep_answering() {
+async fn a_rebuild_started_from_the_page_is_built_in_the_background_and_each_bad_start_is_refused() {
+    let env = TestEnv::new().await;
+    let accounts: Vec<Value> = (0..10).map(|i| opened(&format!("o{i}"), &format!("acct-{i}"))).collect();
+    let worker = env.spawn("worker", &["worker", "account_balances"], &[]);
+    env.publish("accounts.ndjson", &accounts);
+    wait_until("the openings to be applied", || async { env.applied_through("account_balances").await == 10 }).await;
+    let console = env.spawn_http("console", &["console"], &[("EVENTLINE_CONSOLE_REFRESH_MS", "500")]).await;
+    let viewer = session(&console, &env.create_key_with_scopes("viewer", &[], &["status"]).1).await;
+    let operator = session(&console, &env.create_key_with_scopes("operator", &[], &["status", "operate"]).1).await;
+    let page_path = "/console/projections/account_balances";
+    let page_of = |cookie: String| {
+        let console = &console;
+        async move { get(console, page_path, Some(&cookie)).await.text().await.unwrap() }
+    };
+
+    // The form is there for both; only the operator's button works.
+    let viewer_page = page_of(viewer.clone()).await;
+    assert!(
+        viewer_page
+            .contains(r#"<button type="submit" disabled title="needs the operate scope">Start the rebuild</button>"#),
+        "{viewer_page}"
+    );
+    let page = page_of(operator.clone()).await;
+    assert!(page.contains(r#"<button type="submit">Start the rebuild</button>"#), "{page}");
+    let (csrf, viewer_csrf) = (csrf_in(&page), csrf_in(&viewer_page));
+
+    let start = "/console/projections/account_balances/rebuild";
+    for (cookie, form, status, expected) in [
+        (&viewer, vec![("csrf", viewer_csrf.as_str()), ("from", "earliest")], 403, "starting a rebuild needs the scope operate"),
+        (&operator, vec![("from", "earliest")], 403, "the form's CSRF token is missing or stale"),
+        (&operator, vec![("csrf", csrf.as_str()), ("from", "time"), ("time", "soon")], 400, "`soon` is not a time (RFC 3339, like 2026-12-04T09:30:00Z); nothing was done"),
+        (&operator, vec![("csrf", csrf.as_str()), ("from", "time"), ("time", "2026-12-01T00:00:00Z")], 400, "account_balances folds each entity's whole history, so it cannot start mid-stream: replay or rebuild it from earliest; nothing was done"),
+        // Nothing above started one: there is none to resume.
+        (&operator, vec![("csrf", csrf.as_str()), ("resume", "1")], 400, "no rebuild of account_balances is in progress; start one with `eventline rebuild start account_balances`; nothing was done"),
+    ] {
+        let answer = post_form(&console, start, cookie, &form).await;
+        assert_eq!(answer.status(), status, "{form:?}");
+        let text = answer.text().await.unwrap();
+        assert!(text.contains(expected), "{form:?}: expected {expected} in {text}");
+    }
+
+    // Started: the answer comes at once, and this process builds the generation until it has
+    // caught up, then pauses it.
+    let started = post_form(&console, start, &operator, &[("csrf", &csrf), ("from", "earliest")]).await;
+    assert_eq!(started.status(), 200);
+    let started = started.text().await.unwrap();
+    assert!(started.contains("Rebuild of account_balances started: generation 2, from earliest."), "{started}");
+    wait_until("the page to say the generation started here has caught up", || async {
+        page_of(operator.clone()).await.contains(r#"data-started="caught-up""#)
+    })
+    .await;
+    let page = page_of(operator.clone()).await;
+    assert!(
+        page.contains("Generation 2, started here, has caught up and is paused: compare it, then cut over."),
+        "{page}"
+    );
+    assert!(!page.contains("Start the rebuild"), "no second rebuild while one is being built: {page}");
+    // Paused, not gone: the page offers to resume it.
+    assert!(page.contains("Resume building"), "{page}");
+
+    let cutover = post_form(
+        &console,
+        "/console/projections/account_balances/cutover",
+        &operator,
+        &[("csrf", &csrf), ("confirm", "account_balances")],
+    )
+    .await;
+    assert_eq!(cutover.status(), 200);
+    assert!(cutover.text().await.unwrap().contains("Readers now read generation 2"));
+    let rows = env.psql("SELECT count(*) FROM account_balances");
+    assert_eq!(rows, "10", "the new generation holds every account");
+    let audited = env.psql(
+        "SELECT string_agg((outcome ? 'done')::text, ',' ORDER BY id) FROM eventline_audit WHERE action = 'console.rebuild.start'",
+    );
+    assert_eq!(audited, "false,false,false,false,false,true", "every attempt audited, refused ones included");
+    drop(worker);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_browser_a_rebuild_is_started_cut_over_and_rolled_back_while_queries_keep_answering() {
     let env = TestEnv::new().await;
     let up = env.spawn_http("up", &["up"], &[("EVENTLINE_CONSOLE_REFRESH_MS", "500")]).await;
     let accounts: Vec<Value> = (0..10).map(|i| opened(&format!("o{i}"), &format!("acct-{i}"))).collect();
     env.publish("accounts.ndjson", &accounts);
     wait_until("the openings to be applied", || async { env.applied_through("account_balances").await == 10 }).await;
-    let built = env.run(&["rebuild", "start", "account_balances"]);
-    assert!(built.status.success(), "{}", crate::helpers::stderr(&built));
 
     // Readers keep asking all along; every answer must be whole.
     let stop = tokio_util::sync::CancellationToken::new();
@@ -663,6 +740,13 @@ async fn in_a_browser_a_rebuild_is_cut_over_and_rolled_back_while_queries_keep_a
             .await;
     stop.cancel();
     let (answered, wrong) = readers.await.unwrap();
+    assert!(
+        found["started"]
+            .as_str()
+            .unwrap()
+            .starts_with("Rebuild of account_balances started: generation 2, from earliest."),
+        "{found}"
+    );
     assert_eq!(found["same_data"], json!(["true"]), "{found}");
     assert_eq!(found["cutover"], "Readers now read generation 2; the one before is kept for a rollback.");
     assert_eq!(found["rollback"], "Readers read generation 1 again; generation 2 is retired.");
