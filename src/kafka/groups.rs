@@ -94,17 +94,39 @@ pub(crate) fn describe_with(
 
 /// Every group the cluster knows, with its state.
 fn list_blocking(admin: &AdminClient<TracingContext>, within: Duration) -> Result<HashMap<String, String>, String> {
+    let op = rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPS;
+    // SAFETY: the request reads nothing but the handle, options and queue it is given.
+    admin_request(
+        admin,
+        op,
+        within,
+        |rk, options, queue| unsafe { rd::rd_kafka_ListConsumerGroups(rk, options, queue) },
+        read_listing,
+    )
+}
+
+/// Sends one admin request (`send`, given the client, its options and the queue to answer on)
+/// and reads its result event with `read`, waiting at most about `within`.
+fn admin_request<T>(
+    admin: &AdminClient<TracingContext>,
+    op: rd::rd_kafka_admin_op_t,
+    within: Duration,
+    send: impl FnOnce(*mut rd::rd_kafka_t, *mut rd::rd_kafka_AdminOptions_t, *mut rd::rd_kafka_queue_t),
+    read: unsafe fn(*mut rd::rd_kafka_event_t) -> Result<T, String>,
+) -> Result<T, String> {
     let timeout_ms = i32::try_from(within.as_millis()).unwrap_or(i32::MAX);
     let rk = admin.inner().native_ptr();
-    // SAFETY: as in `describe_blocking`.
+    // SAFETY: `rk` lives as long as `admin`; the queue, options and event are created and
+    // destroyed here, and `read` is given the event (or null) that the queue returned.
     unsafe {
         let queue = rd::rd_kafka_queue_new(rk);
-        let options = rd::rd_kafka_AdminOptions_new(rk, rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPS);
+        let options = rd::rd_kafka_AdminOptions_new(rk, op);
         let mut errstr = [0 as c_char; 256];
         rd::rd_kafka_AdminOptions_set_request_timeout(options, timeout_ms, errstr.as_mut_ptr(), errstr.len());
-        rd::rd_kafka_ListConsumerGroups(rk, options, queue);
+        send(rk, options, queue);
+        // Generous: the request timeout bounds the call itself.
         let event = rd::rd_kafka_queue_poll(queue, timeout_ms.saturating_add(1_000));
-        let result = read_listing(event);
+        let result = read(event);
         if !event.is_null() {
             rd::rd_kafka_event_destroy(event);
         }
@@ -158,27 +180,12 @@ fn describe_blocking(
         .map(|g| CString::new(g.as_str()).map_err(|_| format!("group `{g}` holds a NUL byte")))
         .collect::<Result<_, _>>()?;
     let mut pointers: Vec<*const c_char> = names.iter().map(|n| n.as_ptr()).collect();
-    let timeout_ms = i32::try_from(within.as_millis()).unwrap_or(i32::MAX);
-    let rk = admin.inner().native_ptr();
-    // SAFETY: `rk` lives as long as `admin`; the queue, options and event are created and
-    // destroyed here; `names` outlives the call that reads `pointers`.
-    unsafe {
-        let queue = rd::rd_kafka_queue_new(rk);
-        let options =
-            rd::rd_kafka_AdminOptions_new(rk, rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS);
-        let mut errstr = [0 as c_char; 256];
-        rd::rd_kafka_AdminOptions_set_request_timeout(options, timeout_ms, errstr.as_mut_ptr(), errstr.len());
-        rd::rd_kafka_DescribeConsumerGroups(rk, pointers.as_mut_ptr(), pointers.len(), options, queue);
-        // Generous: the request timeout bounds the call itself.
-        let event = rd::rd_kafka_queue_poll(queue, timeout_ms.saturating_add(1_000));
-        let result = read_result(event);
-        if !event.is_null() {
-            rd::rd_kafka_event_destroy(event);
-        }
-        rd::rd_kafka_AdminOptions_destroy(options);
-        rd::rd_kafka_queue_destroy(queue);
-        result
-    }
+    let op = rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS;
+    // SAFETY: `names` outlives the call that reads `pointers`.
+    let send = |rk, options: *mut rd::rd_kafka_AdminOptions_t, queue| unsafe {
+        rd::rd_kafka_DescribeConsumerGroups(rk, pointers.as_mut_ptr(), pointers.len(), options, queue)
+    };
+    admin_request(admin, op, within, send, read_result)
 }
 
 /// Reads a `DescribeConsumerGroups` result event into owned values.

@@ -229,7 +229,7 @@ async fn in_a_browser_the_overview_goes_live_and_flags_a_stuck_partition() {
     let events: Vec<Value> = (0..7).map(|i| opened(&format!("o{i}"), &format!("acct-{i}"))).collect();
     env.publish("opened.ndjson", &events);
     let mut stdin = browser.stdin.take().unwrap();
-    stdin.write_all(b"published\n").await.unwrap();
+    stdin.write_all(format!("published {}\n", events.len()).as_bytes()).await.unwrap();
     let live = next_line().await;
     let live = live.strip_prefix("live ").unwrap_or_else(|| failed(&format!("not live: `{live}`")));
     let live: Value = serde_json::from_str(live).unwrap();
