@@ -172,6 +172,8 @@ pub fn projection(
     let status = snapshot.projection(name).map(|view| &view.status);
     let rebuilding = status.and_then(|s| s.rebuild.as_ref());
     let retired = status.is_some_and(|s| !s.retired_generations.is_empty());
+    // Said while that generation is the one being built: not once it is cut over or dropped.
+    let started = started.filter(|started| rebuilding.is_some_and(|r| r.generation == started.generation()));
     let building_here = matches!(started, Some(Started::Building { .. }));
     layout(
         name,
@@ -767,12 +769,21 @@ pub fn diff(viewer: &Caller, name: &str, generation: i32, diffs: &[eventline_sto
 }
 
 pub fn switched(viewer: &Caller, name: &str, message: &str) -> Markup {
+    done(viewer, name, "Switched", "switched", message)
+}
+
+pub fn rebuild_started(viewer: &Caller, name: &str, message: &str) -> Markup {
+    done(viewer, name, "Rebuild started", "started", message)
+}
+
+/// What an action on projection `name` did, under `title`; `outcome` names it for scripts.
+fn done(viewer: &Caller, name: &str, title: &str, outcome: &str, message: &str) -> Markup {
     layout(
-        "Switched",
+        title,
         Some(viewer),
         html! {
-            h1 { "Switched" }
-            p data-outcome="switched" { (message) }
+            h1 { (title) }
+            p data-outcome=(outcome) { (message) }
             p { a href={ (BASE) "/projections/" (name) } { "Back to " (name) } }
         },
     )

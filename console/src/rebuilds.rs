@@ -81,6 +81,17 @@ pub enum Started {
     },
 }
 
+impl Started {
+    pub fn generation(&self) -> i32 {
+        match self {
+            Self::Building { generation }
+            | Self::CaughtUp { generation }
+            | Self::Stopped { generation }
+            | Self::Failed { generation, .. } => *generation,
+        }
+    }
+}
+
 /// Starts a rebuild from the earliest record (or, for projections that may start mid-stream, a
 /// time or offsets), or resumes the one being built when it began from the same start. It is not
 /// destructive (readers keep the live generation), so no name is typed; every attempt audited.
@@ -122,7 +133,8 @@ pub async fn start(
         let message = format!(
             "Rebuild of {name} {verb}: generation {generation}, from {started_from}. The live generation keeps serving; this page shows its progress, then compare and cut over."
         );
-        Ok((json!({ "generation": generation, "created": created, "from": started_from }), pages::switched(&viewer, &name, &message)))
+        let done = json!({ "generation": generation, "created": created, "from": started_from });
+        Ok((done, pages::rebuild_started(&viewer, &name, &message)))
     }
     .await;
     console.answered(&viewer, &attempt, result).await

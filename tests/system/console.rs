@@ -694,6 +694,9 @@ async fn a_rebuild_started_from_the_page_is_built_in_the_background_and_each_bad
     .await;
     assert_eq!(cutover.status(), 200);
     assert!(cutover.text().await.unwrap().contains("Readers now read generation 2"));
+    let page = page_of(operator.clone()).await;
+    assert!(!page.contains("data-started"), "nothing said of a generation now live: {page}");
+    assert!(page.contains("Start the rebuild"), "{page}");
     let rows = env.psql("SELECT count(*) FROM account_balances");
     assert_eq!(rows, "10", "the new generation holds every account");
     let audited = env.psql(
