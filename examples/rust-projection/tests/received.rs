@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use eventline_core::config::{DatabaseUrl, Settings};
@@ -25,8 +26,10 @@ impl Env {
             .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
             .collect();
         let settings = Settings::load_from(None, &vars).expect("settings");
-        let namespace =
-            format!("x{:012x}", std::process::id() as u64 * 7919 + Instant::now().elapsed().as_nanos() as u64);
+        // Tests of this file run at once in one process: the pid alone would give them one
+        // database, which the first to finish drops under the other.
+        static STARTED: AtomicU32 = AtomicU32::new(0);
+        let namespace = format!("x{:08x}{:04x}", std::process::id(), STARTED.fetch_add(1, Ordering::Relaxed));
         let db = settings.database_url.with_database(&format!("eventline_example_{namespace}"));
         Self { namespace, db, settings }
     }
