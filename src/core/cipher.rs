@@ -123,10 +123,11 @@ impl std::fmt::Debug for KeyEncryptionKey {
     }
 }
 
-/// One data subject's data key, with its cipher ready (its AES round keys and GHASH key made
-/// once, not per field).
+/// One data subject's data key. Its cipher (round keys and GHASH key) is made where it is used:
+/// kept ready beside thousands of subjects' keys, a kilobyte each, it cost more in cache misses
+/// than making it again takes.
 #[derive(Clone)]
-pub struct DataKey(Key<Aes256Gcm>, std::sync::Arc<Aes256Gcm>);
+pub struct DataKey(Key<Aes256Gcm>);
 
 impl std::fmt::Debug for DataKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -141,8 +142,11 @@ impl DataKey {
     }
 
     fn from_key(key: Key<Aes256Gcm>) -> Self {
-        let cipher = std::sync::Arc::new(Aes256Gcm::new(&key));
-        Self(key, cipher)
+        Self(key)
+    }
+
+    fn cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new(&self.0)
     }
 
     /// This key wrapped by `kek` for `subject`: what the key store keeps.
@@ -173,16 +177,22 @@ pub struct FieldContext<'a> {
 impl FieldContext<'_> {
     /// Each part length-prefixed, so no two contexts give the same bytes.
     fn associated_data(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        self.write_associated_data(&mut bytes);
+        bytes
+    }
+
+    /// [`FieldContext::associated_data`] into `bytes`, which it replaces.
+    fn write_associated_data(&self, bytes: &mut Vec<u8>) {
         const TAG: &[u8] = b"eventline-field/v1";
         let parts = [self.event_id, self.event_type, self.pointer, self.subject];
-        // Sized once: this runs for every personal field sealed or opened.
-        let mut bytes = Vec::with_capacity(TAG.len() + parts.iter().map(|part| 8 + part.len()).sum::<usize>());
+        bytes.clear();
+        bytes.reserve(TAG.len() + parts.iter().map(|part| 8 + part.len()).sum::<usize>());
         bytes.extend_from_slice(TAG);
         for part in parts {
             bytes.extend_from_slice(&(part.len() as u64).to_be_bytes());
             bytes.extend_from_slice(part.as_bytes());
         }
-        bytes
     }
 }
 
@@ -201,17 +211,33 @@ pub fn is_sealed(value: &Value) -> bool {
 /// `value` sealed under `key` for `context`, in the short form an event carries (see [`name`]
 /// for the form that names its context).
 pub fn seal(key: &DataKey, context: &FieldContext<'_>, value: &Value) -> String {
-    let plaintext = serde_json::to_vec(value).expect("a JSON value serializes");
-    let aad = context.associated_data();
-    // One allocation for the text, written in place (this runs for every personal field).
-    let mut sealed = String::with_capacity(
-        SHORT_PREFIX.len() + base64_len(CONTEXT_CHECK) + 1 + base64_len(NONCE + plaintext.len() + TAG),
-    );
-    sealed.push_str(SHORT_PREFIX);
-    URL_SAFE_NO_PAD.encode_string(context_check(&aad), &mut sealed);
-    sealed.push('.');
-    seal_into(&key.1, &aad, plaintext, &mut sealed);
-    sealed
+    SCRATCH.with_borrow_mut(|Scratch { aad, bytes }| {
+        context.write_associated_data(aad);
+        bytes.clear();
+        bytes.extend_from_slice(&[0; NONCE]);
+        serde_json::to_writer(&mut *bytes, value).expect("a JSON value serializes");
+        // The only allocation: the text, sized once.
+        let mut sealed =
+            String::with_capacity(SHORT_PREFIX.len() + base64_len(CONTEXT_CHECK) + 1 + base64_len(bytes.len() + TAG));
+        sealed.push_str(SHORT_PREFIX);
+        URL_SAFE_NO_PAD.encode_string(context_check(aad), &mut sealed);
+        sealed.push('.');
+        seal_in_place(&key.cipher(), aad, bytes, &mut sealed);
+        sealed
+    })
+}
+
+/// Buffers reused by every field a thread seals: the associated data and the nonce, plaintext
+/// and tag (sealing runs for every personal field of every event, and each allocation here
+/// touched memory the processor's caches had lost).
+#[derive(Default)]
+struct Scratch {
+    aad: Vec<u8>,
+    bytes: Vec<u8>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
 
 /// The short form `sealed` (`elc2.`) as the form that names its context (`elc1.`), if it was
@@ -264,7 +290,7 @@ pub fn open(key: &DataKey, context: &FieldContext<'_>, sealed: &str) -> Result<V
     if sealed.starts_with(SHORT_PREFIX) {
         let ciphertext = short_ciphertext(sealed, context)?;
         let prefix = &sealed[..sealed.len() - ciphertext.len()];
-        let plaintext = open_bytes(&key.1, prefix, &context.associated_data(), sealed)?;
+        let plaintext = open_bytes(&key.cipher(), prefix, &context.associated_data(), sealed)?;
         return serde_json::from_slice(&plaintext).map_err(|_| CipherError::DoesNotOpen);
     }
     let field = SealedField::parse(sealed)?;
@@ -302,7 +328,7 @@ impl SealedField {
     /// Its value, if `key` sealed it (for the context it names).
     pub fn open(&self, key: &DataKey) -> Result<Value, CipherError> {
         let prefix = &self.text[..self.text.rfind('.').expect("parsed: it has its parts") + 1];
-        let plaintext = open_bytes(&key.1, prefix, &self.context().associated_data(), &self.text)?;
+        let plaintext = open_bytes(&key.cipher(), prefix, &self.context().associated_data(), &self.text)?;
         serde_json::from_slice(&plaintext).map_err(|_| CipherError::DoesNotOpen)
     }
 }
@@ -316,24 +342,25 @@ fn unknown_prefix(text: &str) -> CipherError {
 fn seal_bytes(cipher: &Aes256Gcm, prefix: &str, aad: &[u8], plaintext: &[u8]) -> String {
     let mut sealed = String::with_capacity(prefix.len() + base64_len(NONCE + plaintext.len() + TAG));
     sealed.push_str(prefix);
-    seal_into(cipher, aad, plaintext.to_vec(), &mut sealed);
+    let mut bytes = Vec::with_capacity(NONCE + plaintext.len() + TAG);
+    bytes.extend_from_slice(&[0; NONCE]);
+    bytes.extend_from_slice(plaintext);
+    seal_in_place(cipher, aad, &mut bytes, &mut sealed);
     sealed
 }
 
-/// Appends to `out` the base64url of a fresh nonce, `plaintext` sealed with `aad`, and the tag.
-fn seal_into(cipher: &Aes256Gcm, aad: &[u8], plaintext: Vec<u8>, out: &mut String) {
+/// Seals `bytes` (room for the nonce, then the plaintext) in place under a fresh nonce, adds
+/// the tag, and appends the base64url of it all to `out`.
+fn seal_in_place(cipher: &Aes256Gcm, aad: &[u8], bytes: &mut Vec<u8>, out: &mut String) {
     // A random 96-bit nonce from the thread's CSPRNG (ChaCha, seeded and reseeded by the OS),
     // instead of a system call per field.
-    let mut nonce = [0u8; NONCE];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut nonce);
-    let mut bytes = Vec::with_capacity(NONCE + plaintext.len() + TAG);
-    bytes.extend_from_slice(&nonce);
-    bytes.extend_from_slice(&plaintext);
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes[..NONCE]);
+    let (nonce, plaintext) = bytes.split_at_mut(NONCE);
     let tag = cipher
-        .encrypt_in_place_detached(Nonce::from_slice(&nonce), aad, &mut bytes[NONCE..])
+        .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, plaintext)
         .expect("AES-GCM seals any length we give it");
     bytes.extend_from_slice(&tag);
-    URL_SAFE_NO_PAD.encode_string(&bytes, out);
+    URL_SAFE_NO_PAD.encode_string(&*bytes, out);
 }
 
 fn open_bytes(cipher: &Aes256Gcm, prefix: &str, aad: &[u8], text: &str) -> Result<Vec<u8>, CipherError> {

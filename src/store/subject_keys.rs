@@ -379,6 +379,12 @@ impl KeyRing {
         if cache.pruned_at.is_none_or(|at| now.duration_since(at) >= self.lifetime) {
             let lifetime = self.lifetime;
             cache.entries.retain(|_, (at, _)| now.duration_since(*at) < lifetime);
+            // After a burst of new subjects the table stays as large as at its peak, and every
+            // lookup in it (one per sealed event) then misses the processor's caches.
+            let live = cache.entries.len();
+            if cache.entries.capacity() > 4 * live + 1024 {
+                cache.entries.shrink_to(2 * live);
+            }
             cache.pruned_at = Some(now);
         }
         cache.entries.extend(keys.into_iter().map(|(subject, key)| (subject, (now, key))));
