@@ -8,8 +8,9 @@
 //! costs: two gateways alike but for a key-encryption key, each sent batches of account openings
 //! (every event holds a personal field, every account a new data subject whose key is made: the
 //! worst case) and batches of page views by users whose keys were made before (each holds a
-//! session id), rounds alternating: the best rate of each, the median of each round's share, and
-//! each gateway's CPU per event (overall, and the median of each round's share).
+//! session id), rounds taking turns (each round's figures printed): the best rate of each, the
+//! median of each round's share, and each gateway's CPU per event (overall, and the median of
+//! each round's share).
 //! `-- --sealing-only` runs that part alone.
 
 use std::sync::Arc;
@@ -33,8 +34,10 @@ const BATCH_SIZE: usize = 1_000;
 /// Batch requests in flight at once.
 const BATCH_CONCURRENCY: usize = 16;
 const OUTBOX_ROWS: usize = 20_000;
-/// Openings per round of the sealing comparison, and its rounds.
-const SEALING_EVENTS: usize = 50_000;
+/// Openings and page views per round of the sealing comparison, and its rounds. A round of page
+/// views takes about a second and a half: shorter ones swung more from one run to the next.
+const OPENING_EVENTS: usize = 50_000;
+const PAGE_VIEW_EVENTS: usize = 200_000;
 const SEALING_ROUNDS: usize = 7;
 
 /// `n` account openings, each for an account of its own: the most sealing can cost per event.
@@ -75,7 +78,9 @@ async fn alternate<F: std::future::Future<Output = f64>>(
     let (mut rate_shares, mut cpu_shares) = (Vec::new(), Vec::new());
     for n in 0..SEALING_ROUNDS {
         let (mut rates, mut cpu) = ([0.0f64; 2], [0.0f64; 2]);
-        for (i, base) in gateways.iter().enumerate() {
+        // Each goes first in every other round, so neither always follows the other's load.
+        for i in [n % 2, 1 - n % 2] {
+            let base = &gateways[i];
             let before = cpu_seconds(i);
             rates[i] = round(base, n, i).await;
             cpu[i] = cpu_seconds(i) - before;
@@ -84,6 +89,15 @@ async fn alternate<F: std::future::Future<Output = f64>>(
         cpu_total = [cpu_total[0] + cpu[0], cpu_total[1] + cpu[1]];
         rate_shares.push(rates[1] / rates[0]);
         cpu_shares.push(cpu[0] / cpu[1]);
+        let per_event = |i: usize| cpu[i] * 1e6 / events as f64;
+        eprintln!(
+            "  round {n}: {:.0} and {:.0} events/s ({:.1}%), {:.2} and {:.2} µs CPU per event",
+            rates[0],
+            rates[1],
+            100.0 * rates[1] / rates[0],
+            per_event(0),
+            per_event(1)
+        );
     }
     let median = |mut shares: Vec<f64>| {
         shares.sort_by(f64::total_cmp);
@@ -222,6 +236,7 @@ async fn main() {
     let send = |base: String, bodies: Vec<String>| {
         let (client, bearer) = (client.clone(), bearer.clone());
         async move {
+            let events = bodies.len() * BATCH_SIZE;
             let started = Instant::now();
             futures::stream::iter(bodies.into_iter().map(|body| {
                 let request = client
@@ -234,28 +249,28 @@ async fn main() {
             .buffer_unordered(BATCH_CONCURRENCY)
             .collect::<Vec<()>>()
             .await;
-            SEALING_EVENTS as f64 / started.elapsed().as_secs_f64()
+            events as f64 / started.elapsed().as_secs_f64()
         }
     };
     let batches = |events: Vec<String>| events.chunks(BATCH_SIZE).map(|c| format!("[{}]", c.join(","))).collect();
     let gateways = [gateway.base.clone(), sealing.base.clone()];
     let cpu_seconds = |i: usize| [&gateway, &sealing][i].cpu_seconds();
-    // Openings: each event a new subject, whose key is made and stored: the worst case.
-    let opened = alternate(&gateways, SEALING_EVENTS, cpu_seconds, |base, round, i| {
-        send(base.to_string(), batches(openings(&format!("{run}-s{round}-{i}"), SEALING_EVENTS)))
-    })
-    .await;
-    print_comparison("openings", &opened, "a key made per event");
     // Page views by users seen before (a first round, not measured, makes their keys): what
     // sealing costs once a subject has its key.
     for (i, base) in gateways.iter().enumerate() {
-        send(base.to_string(), batches(page_views(&format!("{run}-w-{i}"), &run, SEALING_EVENTS))).await;
+        send(base.to_string(), batches(page_views(&format!("{run}-w-{i}"), &run, SEEN_USERS))).await;
     }
-    let views = alternate(&gateways, SEALING_EVENTS, cpu_seconds, |base, round, i| {
-        send(base.to_string(), batches(page_views(&format!("{run}-v{round}-{i}"), &run, SEALING_EVENTS)))
+    let views = alternate(&gateways, PAGE_VIEW_EVENTS, cpu_seconds, |base, round, i| {
+        send(base.to_string(), batches(page_views(&format!("{run}-v{round}-{i}"), &run, PAGE_VIEW_EVENTS)))
     })
     .await;
     print_comparison("page views", &views, &format!("{SEEN_USERS} users, keys made before"));
+    // Openings: each event a new subject, whose key is made and stored: the worst case.
+    let opened = alternate(&gateways, OPENING_EVENTS, cpu_seconds, |base, round, i| {
+        send(base.to_string(), batches(openings(&format!("{run}-s{round}-{i}"), OPENING_EVENTS)))
+    })
+    .await;
+    print_comparison("openings", &opened, "a key made per event");
     sealing.stop();
     gateway.stop();
 
