@@ -131,7 +131,15 @@ async fn fill_once(
         eprintln!();
         println!("  filled at {:.0} events/s", rate(missing, started.elapsed()));
         if sealed {
-            eventline_store::drop_database(&keys_db).await.unwrap();
+            // The ring's erasure listener lets go of the database once the ring is dropped, and
+            // may reconnect once in between.
+            drop(sealer);
+            let mut attempts = 0;
+            while let Err(error) = eventline_store::drop_database(&keys_db).await {
+                attempts += 1;
+                assert!(attempts < 20, "cannot drop {}: {error}", keys_db.database_name());
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
         }
     }
     topic_records(settings, topic).await
