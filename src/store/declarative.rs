@@ -142,8 +142,11 @@ impl Store {
             }
         }
         // An earlier eventline applied the reference projections' migrations through the
-        // runtime's history: those count as applied, recorded here without running again.
-        let versions: Vec<i64> = pending.iter().map(|m| m.version).collect();
+        // runtime's history: those count as applied, recorded here without running again. Only
+        // versions that are not the runtime's own: a projection's migration numbered like one
+        // of them (a timestamp of the same second) is the projection's to run.
+        let runtime = crate::runtime_migration_versions();
+        let versions: Vec<i64> = pending.iter().map(|m| m.version).filter(|v| !runtime.contains(v)).collect();
         let earlier: Vec<i64> =
             sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success AND version = ANY($1)")
                 .bind(&versions)

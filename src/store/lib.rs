@@ -52,6 +52,11 @@ fn migrators() -> Vec<sqlx::migrate::Migrator> {
     vec![runtime]
 }
 
+/// The versions of the runtime's own migrations.
+pub(crate) fn runtime_migration_versions() -> Vec<i64> {
+    migrators().iter().flat_map(|migrator| migrator.iter().map(|migration| migration.version)).collect()
+}
+
 /// What can go wrong in the store, split by what the caller should do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

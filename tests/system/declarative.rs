@@ -130,6 +130,28 @@ async fn a_declarative_projection_refuses_parks_and_applies_other_keys_with_one_
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_migration_numbered_like_one_of_the_runtimes_is_run() {
+    // Timestamp-numbered migrations can take the very number of one of eventline's own: it is the
+    // projection's all the same (only an earlier eventline's reference migrations count as run).
+    let dir = projections("numbered", |stock| {
+        std::fs::rename(
+            stock.join("migrations/1_stock_levels.sql"),
+            stock.join("migrations/20261128000001_stock_levels.sql"),
+        )
+        .unwrap();
+    });
+    let env = inventory(&dir).await;
+    assert_eq!(env.psql("SELECT to_regclass('public.stock_levels') IS NOT NULL"), "t");
+    assert_eq!(
+        env.psql(
+            "SELECT string_agg(version::text, ',') FROM eventline_projection_migrations WHERE projection = 'stock'"
+        ),
+        "20261128000001"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_sql_error_is_traced_to_the_event_that_raises_it() {
     let dir = projections("raise", |stock| {
         replace_in(
