@@ -114,7 +114,8 @@ pub async fn keys_revoke(settings: &Settings, args: &KeysRevokeArgs) -> Outcome 
 /// subject fenced, in one transaction with the audit entry: from then on its sealed personal data
 /// is unreadable everywhere, and that holds whatever happens next. Then what still names it or
 /// holds its personal data in clear is scrubbed: its id in the rows projections keep about it
-/// (every generation) and the unpublished outbox rows about it. A part not reached is named and
+/// (every generation), with the personal values in clear of those rows, the dead letters about it
+/// and the unpublished outbox rows about it. A part not reached is named and
 /// the command exits 75; running it again completes it.
 pub async fn erase(settings: &Settings, projections: &[Arc<dyn Projection>], args: &EraseArgs) -> Outcome {
     let store = Store::connect(&settings.database_url, 1, settings.connect_timeout).await?;
@@ -193,7 +194,9 @@ async fn replace_subject_ids(
     let mut rows = 0;
     for schema in &generation_schemas(store, projection).await.map_err(|e| e.to_string())? {
         // First, so a row a worker writes meanwhile is not left with the id.
-        if let Err(error) = store.guard_subject_columns_in(schema, projection.subject_columns()).await {
+        if let Err(error) =
+            store.guard_subject_columns_in(schema, projection.subject_columns(), projection.personal_columns()).await
+        {
             return Err(format!("the subject columns' guard in {schema}: {error}"));
         }
         for column in projection.subject_columns() {

@@ -579,7 +579,10 @@ impl Projection for Declarative {
                     store
                         .ensure_projection_migrated(&definition.name, Some(definition.version), &definition.migrations)
                         .await?;
-                    store.guard_subject_columns(&definition.subject_columns).await.map_err(DefinitionError::from)?;
+                    store
+                        .guard_subject_columns(&definition.subject_columns, &definition.personal_columns)
+                        .await
+                        .map_err(DefinitionError::from)?;
                     self.install(&store).await
                 },
             );

@@ -3,7 +3,9 @@
 //! its own, in every generation, and again in a rebuilt generation before it goes live; dead
 //! letters holding its personal data in clear are found for scrubbing. Once a subject is erased,
 //! a trigger on each table with subject columns keeps erased ids out of every row written later
-//! (a replay in place, a late event, a rebuild).
+//! (a replay in place, a late event, a rebuild), and the table's personal columns holding a value
+//! in clear out of rows about an erased subject (written before sealing was turned on, or read
+//! again from Kafka records of that time).
 
 use sqlx::Row;
 
@@ -77,16 +79,30 @@ impl Store {
         Ok(changed.rows_affected())
     }
 
-    /// Keeps erased subjects' ids out of `columns` (`table.column`) of the tables in `schema` for
-    /// every row written from now on: a trigger replaces each with its subject's placeholder.
-    /// Idempotent; a table not in that schema is passed over.
-    pub async fn guard_subject_columns_in(&self, schema: &str, columns: &[String]) -> Result<(), Error> {
-        let mut tables: Vec<(&str, Vec<&str>)> = Vec::new();
-        for column in columns {
+    /// Keeps erased subjects' ids out of `subject_columns` (`table.column`) of the tables in
+    /// `schema` for every row written from now on: a trigger replaces each with its subject's
+    /// placeholder, and in a row about an erased subject sets the `personal_columns` of the same
+    /// table that hold a value in clear (not sealed) to NULL. Idempotent; a table not in that
+    /// schema is passed over.
+    pub async fn guard_subject_columns_in(
+        &self,
+        schema: &str,
+        subject_columns: &[String],
+        personal_columns: &[String],
+    ) -> Result<(), Error> {
+        let mut tables: Vec<(&str, Vec<String>)> = Vec::new();
+        for column in subject_columns {
             let (table, name) = column.split_once('.').unwrap_or((column, ""));
             match tables.iter_mut().find(|(t, _)| *t == table) {
-                Some((_, names)) => names.push(name),
-                None => tables.push((table, vec![name])),
+                Some((_, names)) => names.push(name.to_string()),
+                None => tables.push((table, vec![name.to_string()])),
+            }
+        }
+        for column in personal_columns {
+            let (table, name) = column.split_once('.').unwrap_or((column, ""));
+            // Only where a subject column says whom the row is about.
+            if let Some((_, names)) = tables.iter_mut().find(|(t, _)| *t == table) {
+                names.push(format!("personal:{name}"));
             }
         }
         for (table, names) in tables {
@@ -106,8 +122,12 @@ impl Store {
     /// Like [`Store::guard_subject_columns_in`], in the tables this store writes (a rebuild's
     /// generation, or the live tables), once any subject was erased: before that, no table pays
     /// for the trigger.
-    pub async fn guard_subject_columns(&self, columns: &[String]) -> Result<(), Error> {
-        if columns.is_empty() {
+    pub async fn guard_subject_columns(
+        &self,
+        subject_columns: &[String],
+        personal_columns: &[String],
+    ) -> Result<(), Error> {
+        if subject_columns.is_empty() {
             return Ok(());
         }
         let any_erased =
@@ -118,7 +138,7 @@ impl Store {
             return Ok(());
         }
         let schema = self.rebuilding.as_deref().unwrap_or("public").to_string();
-        self.guard_subject_columns_in(&schema, columns).await
+        self.guard_subject_columns_in(&schema, subject_columns, personal_columns).await
     }
 }
 

@@ -203,3 +203,91 @@ async fn an_erasure_that_cannot_reach_a_part_says_which_keeps_the_fence_and_comp
     assert_eq!(env.psql("SELECT count(*) FROM daily_activity_users WHERE user_id = 'u-1'"), "0");
     worker.terminate();
 }
+
+/// A declarative projection keeping each user's last session id (personal) beside their id (a
+/// subject column), in a folder of its own.
+fn last_sessions_projection() -> std::path::PathBuf {
+    let root = std::env::temp_dir().join(format!("eventline-last-sessions-{}", rand::random::<u32>()));
+    let folder = root.join("last_sessions");
+    std::fs::create_dir_all(folder.join("migrations")).unwrap();
+    std::fs::write(
+        folder.join("projection.toml"),
+        r#"name = "last_sessions"
+version = 1
+topics = ["activity.events"]
+tables = ["last_sessions"]
+personal_columns = ["last_sessions.session_id"]
+subject_columns = ["last_sessions.user_id"]
+ignores = ["activity.FeatureUsed"]
+
+[handles]
+"activity.PageViewed" = [1]
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        folder.join("migrations/1_last_sessions.sql"),
+        "CREATE TABLE last_sessions (user_id text PRIMARY KEY, session_id text, path text NOT NULL);",
+    )
+    .unwrap();
+    std::fs::write(
+        folder.join("apply.sql"),
+        r#"CREATE FUNCTION apply(batch jsonb) RETURNS TABLE(ord int, reason text)
+LANGUAGE sql AS $$
+    INSERT INTO last_sessions AS s (user_id, session_id, path)
+    SELECT DISTINCT ON (e->'data'->>'user_id') e->'data'->>'user_id', e->'data'->>'session_id', e->'data'->>'path'
+    FROM jsonb_array_elements(batch) WITH ORDINALITY AS b(e, n)
+    ORDER BY e->'data'->>'user_id', n DESC
+    ON CONFLICT (user_id) DO UPDATE SET session_id = excluded.session_id, path = excluded.path;
+    SELECT NULL::int, NULL::text WHERE false;
+$$;
+"#,
+    )
+    .unwrap();
+    root
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn personal_data_projected_in_clear_before_sealing_is_removed_from_rows_about_an_erased_subject() {
+    let projections = last_sessions_projection();
+    // No key-encryption key yet: events travel and are projected with their session ids in clear.
+    let env =
+        TestEnv::with_app(Services::from_env(), &[("EVENTLINE_PROJECTIONS_DIR", projections.to_str().unwrap())]).await;
+    let rows = || {
+        env.psql("SELECT string_agg(user_id || '|' || coalesce(session_id, 'null') || '|' || path, ',' ORDER BY user_id) FROM last_sessions")
+    };
+    env.publish(
+        "clear",
+        &[viewed("v-1", "u-1", "2026-12-01T10:00:00Z", "s-1"), viewed("v-2", "u-2", "2026-12-01T10:00:00Z", "s-2")],
+    );
+    let worker = env.spawn("worker", &["worker", "last_sessions"], &[]);
+    wait_until("both users' sessions", || async { rows() == "u-1|s-1|/pricing,u-2|s-2|/pricing" }).await;
+
+    // Sealing turned on, then u-1 erased: the session id in clear in the row about u-1 is removed
+    // with the id, in the same statement; u-2's row is untouched.
+    let erased = erase(&env, "u-1", &[("EVENTLINE_KEY_ENCRYPTION_KEY", KEK)]);
+    assert!(erased.status.success(), "{}", stderr(&erased));
+    assert_eq!(
+        stdout(&erased),
+        "subject u-1 was already erased (or had no personal data): it stays fenced\n\
+         last_sessions: its id replaced in 1 row\n"
+    );
+    let placeholder = env.psql("SELECT placeholder FROM eventline_erased_subjects WHERE subject = 'u-1'");
+    assert_eq!(rows(), format!("{placeholder}|null|/pricing,u-2|s-2|/pricing"));
+
+    // Replayed from the log, where u-1's session id is in clear, and a late event about u-1 (on its
+    // partition, after the first): the rows written again keep neither the id nor the session id.
+    let replayed = env.run(&["replay", "last_sessions", "--from", "earliest"]);
+    assert!(replayed.status.success(), "{}", stderr(&replayed));
+    let mut late = viewed("v-3", "u-1", "2026-12-01T11:00:00Z", "s-3");
+    late["data"]["path"] = json!("/after");
+    env.publish("late", &[late]);
+    let expected = format!("{placeholder}|null|/after,u-2|s-2|/pricing");
+    wait_until("the replay and the late event", || async { rows() == expected }).await;
+    assert_eq!(
+        env.psql("SELECT count(*) FROM last_sessions WHERE user_id = 'u-1' OR session_id IN ('s-1', 's-3')"),
+        "0"
+    );
+    worker.terminate();
+    std::fs::remove_dir_all(projections).unwrap();
+}

@@ -367,7 +367,10 @@ impl<H: Handler> Projection for RustProjection<H> {
             let migrating =
                 eventline_store::availability::wait_out_unavailable("migrating the projection", &shutdown, || async {
                     store.ensure_projection_migrated(H::NAME, None, &migrations).await?;
-                    store.guard_subject_columns(&self.subject_columns).await.map_err(DefinitionError::from)
+                    store
+                        .guard_subject_columns(&self.subject_columns, &self.personal_columns)
+                        .await
+                        .map_err(DefinitionError::from)
                 });
             if migrating.await.map_err(|error| WorkerError::Definition(error.to_string()))?.is_none() {
                 return Ok(WorkerReport::default());
