@@ -32,15 +32,16 @@
 use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 
-/// AES-256-GCM with only the forward key schedule: GCM never runs the block cipher backwards,
-/// and the inverse schedule `Aes256Gcm` also makes was a third of making a key's cipher. The
-/// same algorithm: either opens what the other sealed.
-type Cipher = aes_gcm::AesGcm<aes_gcm::aes::Aes256Enc, aes_gcm::aead::consts::U12>;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
+
+/// AES-256-GCM with only the forward key schedule: GCM never runs the block cipher backwards, so
+/// the inverse schedule `Aes256Gcm` also makes (a cipher is made per field sealed) is work for
+/// nothing. The same algorithm: either opens what the other sealed.
+type Cipher = aes_gcm::AesGcm<aes_gcm::aes::Aes256Enc, aes_gcm::aead::consts::U12>;
 
 /// What a sealed field that names its context starts with (version 1 of the format).
 pub const SEALED_PREFIX: &str = "elc1.";
@@ -143,11 +144,7 @@ impl std::fmt::Debug for DataKey {
 impl DataKey {
     /// A new random key, from the operating system's generator.
     pub fn generate() -> Self {
-        Self::from_key(Aes256Gcm::generate_key(OsRng))
-    }
-
-    fn from_key(key: Key<Aes256Gcm>) -> Self {
-        Self(key)
+        Self(Aes256Gcm::generate_key(OsRng))
     }
 
     fn cipher(&self) -> Cipher {
@@ -165,7 +162,7 @@ impl DataKey {
         if bytes.len() != 32 {
             return Err(CipherError::Malformed);
         }
-        Ok(Self::from_key(*Key::<Aes256Gcm>::from_slice(&bytes)))
+        Ok(Self(*Key::<Aes256Gcm>::from_slice(&bytes)))
     }
 }
 
