@@ -12,7 +12,9 @@
 //! The runtime calls `apply` ONCE per batch, in the batch's transaction (the one that moves the
 //! offsets), behind a savepoint. `batch` is a JSON array of the batch's events in offset order,
 //! each `{ord, id, type, source, subject, key, time, topic, partition, offset, dataversion,
-//! data}` with `ord` counting from 1 and `data` at the type's current version. Each row the
+//! data}` with `ord` counting from 1 and `data` at the type's current version, its sealed
+//! personal fields named (`elc1.`) when the definition declares `personal_columns` and as the
+//! event carries them (`elc2.`) when it keeps no personal data. Each row the
 //! function returns refuses the event at `ord` with `reason`: the runtime rolls back to the
 //! savepoint and calls again without the refused events and the later events of their keys
 //! (which become dead letters behind them, their keys parked), so other keys of the batch still
@@ -37,7 +39,7 @@ use std::sync::Arc;
 use eventline_core::check::Problem;
 use eventline_core::config::Settings;
 use eventline_core::contract::ValidatedEvent;
-use eventline_core::registry::Registry;
+use eventline_core::registry::{Registry, SealedFields};
 use eventline_store::declarative::{DefinitionError, Migrated, ProjectionMigration};
 use eventline_store::generations::{Generation, NewGeneration, StartPosition};
 use eventline_store::{Store, StoreTx};
@@ -439,6 +441,10 @@ impl Apply for Declarative {
 
     fn tables(&self) -> &[String] {
         &self.definition.tables
+    }
+
+    fn sealed_fields(&self) -> SealedFields {
+        crate::projections::sealed_fields_for(&self.definition.personal_columns)
     }
 
     fn handles(&self, event_type: &str) -> bool {

@@ -270,7 +270,7 @@ fn decode<A: Apply>(
         .as_object()
         .map(|map| map.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().as_bytes().to_vec())).collect())
         .unwrap_or_default();
-    let event = runtime::decode(registry, &headers, record.payload.as_deref())?;
+    let event = runtime::decode(registry, &headers, record.payload.as_deref(), applier.sealed_fields())?;
     if !applier.handles(&event.envelope().event_type) {
         return Ok(None);
     }

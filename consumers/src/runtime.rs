@@ -30,7 +30,7 @@ use chrono::{DateTime, Utc};
 use eventline_core::config::Settings;
 use eventline_core::contract::{ContractError, ValidatedEvent};
 use eventline_core::envelope::EnvelopeError;
-use eventline_core::registry::Registry;
+use eventline_core::registry::{Registry, SealedFields};
 use eventline_kafka::consumer::{ConsumedRecord, ConsumerEvent, GroupConsumer, StartingOffsets, TopicPartition};
 use eventline_store::availability::{wait_out_unavailable, FIRST_RETRY_DELAY, MAX_RETRY_DELAY};
 use eventline_store::checkpoints::PositionMove;
@@ -767,7 +767,7 @@ impl<A: Apply> BatchWriter<A> {
 
     /// Decodes and validates a record, and decides whether this projection applies it.
     fn classify(&self, record: &ConsumedRecord) -> Fate<A::Event> {
-        match decode(&self.registry, &record.headers, record.payload.as_deref()) {
+        match decode(&self.registry, &record.headers, record.payload.as_deref(), self.projection.sealed_fields()) {
             Ok(event) if self.projection.handles(&event.envelope().event_type) => {
                 match self.projection.decode(&event) {
                     Ok(payload) => {
@@ -857,8 +857,9 @@ pub(crate) fn decode(
     registry: &Registry,
     headers: &[(String, Vec<u8>)],
     payload: Option<&[u8]>,
+    sealed: SealedFields,
 ) -> Result<ValidatedEvent, (&'static str, String)> {
-    registry.validate_record(headers, payload).map_err(|error| match &error {
+    registry.validate_record_with(headers, payload, sealed).map_err(|error| match &error {
         ContractError::Envelope(
             EnvelopeError::NotJson(_)
             | EnvelopeError::NotObject(_)

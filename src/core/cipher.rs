@@ -242,6 +242,19 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
 
+/// Whether `sealed`, in either form, was sealed for `context`, without naming or opening it: what
+/// a reader that keeps no personal data checks (a value moved from elsewhere is refused all the
+/// same).
+pub fn check(sealed: &str, context: &FieldContext<'_>) -> Result<(), CipherError> {
+    if sealed.starts_with(SEALED_PREFIX) {
+        return match SealedField::parse(sealed)?.context() == *context {
+            true => Ok(()),
+            false => Err(CipherError::DoesNotOpen),
+        };
+    }
+    short_ciphertext(sealed, context).map(|_| ())
+}
+
 /// The short form `sealed` (`elc2.`) as the form that names its context (`elc1.`), if it was
 /// sealed for `context`; a value in the named form is checked and returned as it is. Nothing is
 /// opened: no key is needed.
@@ -414,6 +427,7 @@ mod tests {
         for form in [&short, &sealed] {
             assert!(is_sealed(&json!(form)));
             assert_eq!(open(&key, &CONTEXT, form), Ok(json!("Ada Lovelace")));
+            assert_eq!(check(form, &CONTEXT), Ok(()));
             // Moved to another event, type, field or subject; or opened with another key.
             for moved in [
                 FieldContext { event_id: "e-2", ..CONTEXT },
@@ -423,6 +437,7 @@ mod tests {
             ] {
                 assert_eq!(open(&key, &moved, form), Err(CipherError::DoesNotOpen), "{moved:?}");
                 assert_eq!(name(form, &moved), Err(CipherError::DoesNotOpen), "{moved:?}");
+                assert_eq!(check(form, &moved), Err(CipherError::DoesNotOpen), "{moved:?}");
             }
             assert_eq!(open(&DataKey::generate(), &CONTEXT, form), Err(CipherError::DoesNotOpen));
         }
@@ -455,6 +470,10 @@ mod tests {
         assert_eq!(open(&key, &CONTEXT, "elc2.AAAA.AAAA"), Err(CipherError::Malformed));
         assert_eq!(open(&key, &CONTEXT, "elc2.AAAAAAAAAAA."), Err(CipherError::Malformed));
         assert_eq!(name("elc2.AAAAAAAAAAA.AAAA", &CONTEXT), Err(CipherError::DoesNotOpen));
+        assert_eq!(check("elc2.AAAAAAAAAAA.AAAA", &CONTEXT), Err(CipherError::DoesNotOpen));
+        assert_eq!(check("Ada", &CONTEXT), Err(CipherError::NotSealed));
+        assert_eq!(check("elc2.AAAA", &CONTEXT), Err(CipherError::Malformed));
+        assert_eq!(check("elc1.AAAA.AAAA", &CONTEXT), Err(CipherError::Malformed));
         assert_eq!(name("Ada", &CONTEXT), Err(CipherError::NotSealed));
         // Its named context, then a ciphertext too short to be one.
         let named = URL_SAFE_NO_PAD.encode(r#"["e-1","accounts.AccountOpened","/owner","acc-1"]"#);

@@ -267,7 +267,17 @@ impl Registry {
         headers: &[(String, Vec<u8>)],
         value: Option<&[u8]>,
     ) -> Result<ValidatedEvent, ContractError> {
-        self.check(crate::binding::from_kafka_record(headers, value)?, Side::Stored)
+        self.validate_record_with(headers, value, SealedFields::Named)
+    }
+
+    /// Like [`Registry::validate_record`], its sealed personal fields handed on as `sealed` says.
+    pub fn validate_record_with(
+        &self,
+        headers: &[(String, Vec<u8>)],
+        value: Option<&[u8]>,
+        sealed: SealedFields,
+    ) -> Result<ValidatedEvent, ContractError> {
+        self.check(crate::binding::from_kafka_record(headers, value)?, Side::Stored(sealed))
     }
 
     /// Parses and validates an event written to be published later (an outbox row): like one
@@ -433,7 +443,7 @@ impl Registry {
             return Err(ContractError::MissingData);
         };
         let validator = match (side, &version.stored_validator) {
-            (Side::Stored | Side::Unpublished, Some(stored)) => stored,
+            (Side::Stored(_) | Side::Unpublished, Some(stored)) => stored,
             _ => &version.validator,
         };
         if let Some(error) = validator.iter_errors(data).next() {
@@ -447,7 +457,7 @@ impl Registry {
                 key: key.to_string(),
             });
         }
-        if let (Side::Stored | Side::Unpublished, Some(subject_field)) = (side, &contract.data_subject) {
+        if let (Side::Stored(_) | Side::Unpublished, Some(subject_field)) = (side, &contract.data_subject) {
             let data = envelope.data.as_mut().expect("checked above");
             let subject = data.get(subject_field).and_then(Value::as_str).unwrap_or_default().to_string();
             for pointer in &version.personal_pointers {
@@ -463,9 +473,14 @@ impl Registry {
                 // refused here. Read from Kafka, a short form is named for the projections,
                 // whose tables are read without the event.
                 let text = sealed.as_str().expect("sealed values are text");
-                match crate::cipher::name(text, &expected) {
-                    Ok(named) if side == Side::Stored => *sealed = Value::String(named),
-                    Ok(_) => {}
+                let checked = match side {
+                    Side::Stored(SealedFields::Named) => {
+                        crate::cipher::name(text, &expected).map(|named| *sealed = Value::String(named))
+                    }
+                    _ => crate::cipher::check(text, &expected),
+                };
+                match checked {
+                    Ok(()) => {}
                     Err(_) => {
                         return Err(ContractError::InvalidValue {
                             pointer: format!("/data{pointer}"),
@@ -557,8 +572,21 @@ fn find_personal(schema: &Value, prefix: &str, found: &mut Vec<(String, Option<S
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
     WayIn,
-    Stored,
+    Stored(SealedFields),
     Unpublished,
+}
+
+/// How the sealed personal fields of an event read from Kafka are handed on. Either way, one
+/// sealed for another event, field or subject is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealedFields {
+    /// In the form that names what each is bound to (`elc1.`, see [`crate::cipher::name`]): for
+    /// a reader that keeps them, such as a projection with personal columns, whose tables are
+    /// read without the event.
+    Named,
+    /// As the event carries them (the short `elc2.` form): for a reader that keeps no personal
+    /// data, which then pays neither for naming them nor for carrying the longer form on.
+    AsCarried,
 }
 
 /// `schema` with each personal field accepting its sealed form too: its own schema, or a sealed

@@ -259,3 +259,96 @@ async fn the_outbox_relay_seals_personal_data_and_refuses_it_for_an_erased_subje
     let read = up.get_as("/v1/accounts/acc-3", Some(&personal)).await.json::<Value>().await.unwrap();
     assert_eq!(read["owner"], written_canary);
 }
+
+/// Two declarative projections of the same sealed page views (the SQL of each stores the session
+/// id as it receives it): one that declares the column personal receives the form that names what
+/// the value is bound to (the API opens it), one that declares no personal column receives the
+/// shorter form the event carries. Both refuse a sealed value moved to another subject's event.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_projection_keeping_no_personal_data_is_handed_sealed_fields_as_carried() {
+    let root = std::env::temp_dir().join(format!("eventline-sealed-forms-{}", rand::random::<u32>()));
+    for (name, personal) in [("kept_sessions", true), ("seen_sessions", false)] {
+        let folder = root.join(name);
+        std::fs::create_dir_all(folder.join("migrations")).unwrap();
+        let personal = if personal { format!("personal_columns = [\"{name}.session_id\"]\n") } else { String::new() };
+        let manifest = format!(
+            "name = \"{name}\"\nversion = 1\ntopics = [\"activity.events\"]\ntables = [\"{name}\"]\n{personal}\
+             subject_columns = [\"{name}.user_id\"]\nignores = [\"activity.FeatureUsed\"]\n\n\
+             [handles]\n\"activity.PageViewed\" = [1]\n"
+        );
+        std::fs::write(folder.join("projection.toml"), manifest).unwrap();
+        std::fs::write(
+            folder.join("migrations/1_sessions.sql"),
+            format!("CREATE TABLE {name} (user_id text PRIMARY KEY, session_id text);"),
+        )
+        .unwrap();
+        std::fs::write(
+            folder.join("apply.sql"),
+            format!(
+                "CREATE FUNCTION apply(batch jsonb) RETURNS TABLE(ord int, reason text) LANGUAGE sql AS $$
+    INSERT INTO {name} (user_id, session_id)
+    SELECT e->'data'->>'user_id', e->'data'->>'session_id' FROM jsonb_array_elements(batch) AS e
+    ON CONFLICT (user_id) DO UPDATE SET session_id = excluded.session_id;
+    SELECT NULL::int, NULL::text WHERE false;
+$$;"
+            ),
+        )
+        .unwrap();
+    }
+    let env = TestEnv::with_app(
+        Services::from_env(),
+        &[("EVENTLINE_PROJECTIONS_DIR", root.to_str().unwrap()), ("EVENTLINE_KEY_ENCRYPTION_KEY", KEK)],
+    )
+    .await;
+    let viewed = |id: &str, user: &str, session: &str| {
+        json!({"specversion": "1.0", "id": id, "source": "/web", "type": "activity.PageViewed", "subject": user,
+               "data": {"user_id": user, "path": "/pricing", "session_id": session}})
+    };
+    let canary = "session-Canary-5e1";
+    env.publish("views", &[viewed("v-1", "u-1", canary), viewed("v-2", "u-2", "session-2")]);
+    let kept = env.spawn("kept", &["worker", "kept_sessions"], &[]);
+    let seen = env.spawn("seen", &["worker", "seen_sessions"], &[]);
+    let forms = |table: &str| {
+        env.psql(&format!(
+            "SELECT string_agg(user_id || ' ' || left(session_id, 5), ',' ORDER BY user_id) FROM {table}"
+        ))
+    };
+    wait_until("both projections to apply both views", || async {
+        forms("kept_sessions") == "u-1 elc1.,u-2 elc1." && forms("seen_sessions") == "u-1 elc2.,u-2 elc2."
+    })
+    .await;
+    let dump = std::process::Command::new("pg_dump").args(["--data-only", env.database_url.expose()]).output().unwrap();
+    assert!(!stdout(&dump).contains(canary), "the session id is stored in clear");
+
+    // The short form is bound to its event as the long one is: moved into u-3's event, it is
+    // refused by both.
+    let stolen = env.psql("SELECT session_id FROM seen_sessions WHERE user_id = 'u-1'");
+    let mut forged = viewed("v-9", "u-3", "x");
+    forged["data"]["session_id"] = json!(stolen);
+    crate::kafka_binding::produce_to(
+        &env,
+        "activity.events",
+        "u-3",
+        forged.to_string().as_bytes(),
+        &[("content-type", "application/cloudevents+json")],
+    )
+    .await;
+    for projection in ["kept_sessions", "seen_sessions"] {
+        wait_until("the forged view to be passed", || async { env.applied_through(projection).await == 3 }).await;
+        let dead = env.store.dead_letters(projection).await.unwrap();
+        let reasons: Vec<(&str, &str)> =
+            dead.iter().map(|d| (d.record_key.as_deref().unwrap_or_default(), d.reason.as_str())).collect();
+        assert_eq!(
+            reasons,
+            [(
+                "u-3",
+                "field `data.session_id` holds a value sealed for another event, field or subject (at /data/session_id)"
+            )],
+            "{projection}"
+        );
+    }
+    assert_eq!(env.psql("SELECT count(*) FROM seen_sessions"), "2");
+    kept.terminate();
+    seen.terminate();
+    std::fs::remove_dir_all(root).unwrap();
+}

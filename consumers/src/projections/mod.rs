@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use eventline_core::check::Problem;
 use eventline_core::config::Settings;
 use eventline_core::contract::ValidatedEvent;
-use eventline_core::registry::{Registry, CATALOG_FILE};
+use eventline_core::registry::{Registry, SealedFields, CATALOG_FILE};
 use eventline_store::declarative::{DefinitionError, Migrated, ProjectionMigration};
 use eventline_store::generations::{Generation, NewGeneration, StartPosition};
 use eventline_store::{Store, StoreTx};
@@ -141,6 +141,9 @@ pub trait Apply: Send + Sync + 'static {
     fn tables(&self) -> &[String];
     /// Whether it applies events of this type (others on its topics are passed over).
     fn handles(&self, event_type: &str) -> bool;
+    /// How it is handed the sealed personal fields of the events it reads: named (`elc1.`, what
+    /// a personal column holds) when it declares personal columns, as carried otherwise.
+    fn sealed_fields(&self) -> SealedFields;
     /// Reads a handled event; an error sets it aside as a dead letter with that reason.
     fn decode(&self, event: &ValidatedEvent) -> Result<Self::Event, String>;
     /// Applies `events`, in order, inside `tx`: `Ok` with no refusal when all of them are
@@ -163,6 +166,15 @@ pub enum ApplyError {
     /// worker stops, nothing of the batch is written.
     #[error("projection {projection}: {reason}")]
     Definition { projection: String, reason: String },
+}
+
+/// How a projection with `personal_columns` is handed sealed personal fields: only one that
+/// keeps them needs the form that names what each is bound to.
+pub fn sealed_fields_for(personal_columns: &[String]) -> SealedFields {
+    match personal_columns.is_empty() {
+        true => SealedFields::AsCarried,
+        false => SealedFields::Named,
+    }
 }
 
 /// A projection as the runtime and the operator commands see it, whatever it is made of: a
@@ -277,6 +289,10 @@ impl<H: Handler> Apply for RustProjection<H> {
 
     fn handles(&self, event_type: &str) -> bool {
         H::HANDLES.iter().any(|(t, _)| *t == event_type)
+    }
+
+    fn sealed_fields(&self) -> SealedFields {
+        sealed_fields_for(&self.personal_columns)
     }
 
     fn decode(&self, event: &ValidatedEvent) -> Result<H::Event, String> {
