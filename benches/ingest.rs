@@ -35,9 +35,9 @@ const BATCH_SIZE: usize = 1_000;
 const BATCH_CONCURRENCY: usize = 16;
 const OUTBOX_ROWS: usize = 20_000;
 /// Openings and page views per round of the sealing comparison, and the rounds of each. A round
-/// of page views takes about two seconds: shorter ones swung more, and the median of eleven
-/// moves less from one run to the next than that of seven did (the broker, PostgreSQL, the
-/// benchmark and both gateways share the machine's cores).
+/// of page views takes about two seconds (shorter ones swung more), and there are eleven for a
+/// steadier median: the broker, PostgreSQL, the benchmark and both gateways share the machine's
+/// cores, so one round's rate can differ from the next by a fifth or more.
 const OPENING_EVENTS: usize = 50_000;
 const OPENING_ROUNDS: usize = 7;
 const PAGE_VIEW_EVENTS: usize = 250_000;
