@@ -443,21 +443,32 @@ impl KeyRing {
         // Keys read first: once a subject's key has expired from the cache, it is read again,
         // not made again (making, wrapping and a refused insert for nothing).
         let mut stored = self.store.subject_keys(&wanted).await?;
-        let made: Vec<(String, String)> = wanted
-            .iter()
-            .filter(|s| !stored.contains_key(*s))
-            .map(|s| (s.clone(), DataKey::generate().wrap(&self.kek, s)))
-            .collect();
+        let mut made: HashMap<&str, DataKey> =
+            wanted.iter().filter(|s| !stored.contains_key(*s)).map(|s| (s.as_str(), DataKey::generate())).collect();
         if !made.is_empty() {
-            stored.extend(self.store.subject_keys_or_insert(&made).await?);
+            let wrapped: Vec<(String, String)> =
+                made.iter().map(|(subject, key)| (subject.to_string(), key.wrap(&self.kek, subject))).collect();
+            let kept = self.store.subject_keys_or_insert(&wrapped).await?;
+            // A key made here and kept as it was is used as it is, not opened again; where
+            // another process kept its own first (or the subject was erased), the store's is.
+            for (subject, wrapped) in &wrapped {
+                match kept.get(subject) {
+                    Some(SubjectKey::Active { wrapped: stored }) if stored == wrapped => {}
+                    _ => {
+                        made.remove(subject.as_str());
+                    }
+                }
+            }
+            stored.extend(kept);
         }
         let mut found = HashMap::with_capacity(wanted.len());
-        for subject in wanted {
-            let key = match stored.remove(&subject) {
-                Some(stored) => self.unwrapped(&subject, stored)?,
-                None => None,
+        for subject in &wanted {
+            let key = match (made.remove(subject.as_str()), stored.remove(subject)) {
+                (Some(key), _) => Some(key),
+                (None, Some(stored)) => self.unwrapped(subject, stored)?,
+                (None, None) => None,
             };
-            found.insert(subject, key);
+            found.insert(subject.clone(), key);
         }
         self.remember_all(found.iter().map(|(subject, key)| (subject.clone(), key.clone())));
         for place in missing {

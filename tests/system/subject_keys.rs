@@ -122,9 +122,13 @@ async fn processes_read_keys_through_a_ring_that_obeys_an_erasure_within_its_lif
     let (first, second) = tokio::join!(gateway.keys_for_sealing(&subjects), other.keys_for_sealing(&subjects));
     let (first, second) = (first.unwrap(), second.unwrap());
     assert!(first[50].is_none() && second[50].is_none(), "no key for the erased acc-1");
+    // The one stored, too: a key made here and kept is used as made, not opened again.
+    let reader = KeyRing::with_lifetime(env.store.clone(), kek(), lifetime);
     for (place, subject) in subjects[..50].iter().enumerate() {
         let sealed = cipher::seal(first[place].as_ref().unwrap(), &context, &json!(subject));
         assert_eq!(cipher::open(second[place].as_ref().unwrap(), &context, &sealed), Ok(json!(subject)));
+        let stored = reader.key_for_opening(subject).await.unwrap().unwrap();
+        assert_eq!(cipher::open(&stored, &context, &sealed), Ok(json!(subject)));
     }
     // A subject named twice in a batch, once in hand and once not: its one key in both places.
     let repeated = ["bulk-0", "fresh-1", "fresh-1", "bulk-0"];
