@@ -2,7 +2,8 @@
 //! projection keeps about it, in every generation (and in every row written later: a rebuild, a
 //! replay in place), with counts over those rows unchanged; dead letters (structured or binary
 //! mode) and unpublished outbox rows holding its personal data in clear. A part it cannot reach
-//! is named, exit 75, the subject fenced all the same; running it again completes it.
+//! is named, exit 75, the subject fenced all the same; running it again completes it, as it
+//! does after a run killed past its fence.
 
 use serde_json::{json, Value};
 
@@ -202,6 +203,57 @@ async fn an_erasure_that_cannot_reach_a_part_says_which_keeps_the_fence_and_comp
     assert_eq!(env.psql("SELECT coalesce(event->'data'->>'session_id', 'null') FROM eventline_outbox"), "null");
     assert_eq!(env.psql("SELECT count(*) FROM daily_activity_users WHERE user_id = 'u-1'"), "0");
     worker.terminate();
+}
+
+/// Killed after the fence, while it waits to scrub a projection's rows: the subject stays fenced
+/// and its key destroyed, and the next run completes the scrub.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erasure_killed_after_its_fence_leaves_the_subject_fenced_and_a_new_run_completes_it() {
+    use eventline_store::sqlx::{self, Connection};
+    let env = TestEnv::with_app(Services::from_env(), &[("EVENTLINE_KEY_ENCRYPTION_KEY", KEK)]).await;
+    env.publish("views", &[viewed("v-1", "u-1", "2026-12-01T10:00:00Z", "s-1")]);
+    let worker = env.spawn("worker", &["worker", "daily_activity"], &[]);
+    wait_until("the view to be counted", || async { env.psql("SELECT count(*) FROM daily_activity_users") == "1" })
+        .await;
+    worker.terminate();
+
+    // Someone holds the projection's table, so the erasure stops where it scrubs it: killed there.
+    let mut holder = sqlx::PgConnection::connect(env.database_url.expose()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("LOCK TABLE daily_activity_users IN ACCESS EXCLUSIVE MODE").execute(&mut holder).await.unwrap();
+    let erasing =
+        env.spawn("erase", &["erase", "--subject", "u-1", "--reason", "ticket 9", "--requested-by", "the person"], &[]);
+    let waiting = "SELECT count(*) FROM pg_locks WHERE relation = 'daily_activity_users'::regclass AND NOT granted";
+    wait_until("the erasure to wait for the table", || async { env.psql(waiting) == "1" }).await;
+    let status = erasing.kill_hard();
+    assert!(!status.success());
+    // Its session, left waiting, is ended as the server would once it noticed the client gone.
+    env.psql(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE relation = 'daily_activity_users'::regclass AND NOT granted",
+    );
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+
+    assert_eq!(
+        env.psql("SELECT (wrapped_key IS NULL) || ' ' || (erased_at IS NOT NULL) FROM eventline_keys.subject_keys WHERE subject = 'u-1'"),
+        "true true",
+        "fenced, its key destroyed"
+    );
+    assert_eq!(env.psql("SELECT count(*) FROM daily_activity_users WHERE user_id = 'u-1'"), "1", "not scrubbed yet");
+    let refused = env
+        .run_with_stdin(&["publish"], format!("{}\n", viewed("v-2", "u-1", "2026-12-01T11:00:00Z", "s-2")).as_bytes());
+    assert_eq!(refused.status.code(), Some(65), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("its data subject `u-1` was erased"), "{}", stderr(&refused));
+
+    let completed = erase(&env, "u-1", &[]);
+    assert!(completed.status.success(), "{}", stderr(&completed));
+    assert_eq!(
+        stdout(&completed),
+        "subject u-1 was already erased (or had no personal data): it stays fenced\n\
+         daily_activity: its id replaced in 1 row\n"
+    );
+    assert_eq!(env.psql("SELECT count(*) FROM daily_activity_users WHERE user_id = 'u-1'"), "0");
+    assert_eq!(env.psql("SELECT count(*) FROM daily_activity_users"), "1", "the count stays what it was");
+    assert_eq!(env.psql("SELECT count(*) FROM eventline_audit WHERE action = 'subject.erase'"), "2");
 }
 
 /// A declarative projection keeping each user's last session id (personal) beside their id (a
