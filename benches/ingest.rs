@@ -71,8 +71,9 @@ struct Comparison {
     cpu_share: f64,
 }
 
-/// `rounds` rounds alternating between two gateways; `round` (given a gateway, the round and its index)
-/// sends `events` events and gives the rate; `cpu_seconds` reads a gateway's CPU time so far.
+/// `rounds` rounds alternating between two gateways; `round` (given a gateway, the round and its
+/// index) sends `events` events and gives the rate; `cpu_seconds` reads a gateway's CPU time so
+/// far.
 async fn alternate<F: std::future::Future<Output = f64>>(
     gateways: &[String; 2],
     rounds: usize,

@@ -260,10 +260,7 @@ pub fn check(sealed: &str, context: &FieldContext<'_>) -> Result<(), CipherError
 /// opened: no key is needed.
 pub fn name(sealed: &str, context: &FieldContext<'_>) -> Result<String, CipherError> {
     if sealed.starts_with(SEALED_PREFIX) {
-        return match SealedField::parse(sealed)?.context() == *context {
-            true => Ok(sealed.to_string()),
-            false => Err(CipherError::DoesNotOpen),
-        };
+        return check(sealed, context).map(|()| sealed.to_string());
     }
     let ciphertext = short_ciphertext(sealed, context)?;
     let named = [context.event_id, context.event_type, context.pointer, context.subject];

@@ -470,8 +470,8 @@ impl Registry {
                 };
                 // A sealed value names or checks what it was sealed for (and cannot be changed
                 // without failing to open): one copied from another event, field or subject is
-                // refused here. Read from Kafka, a short form is named for the projections,
-                // whose tables are read without the event.
+                // refused here. Read from Kafka for a reader that keeps it, a short form is named,
+                // since a projection's tables are read without the event.
                 let text = sealed.as_str().expect("sealed values are text");
                 let checked = match side {
                     Side::Stored(SealedFields::Named) => {
@@ -479,14 +479,11 @@ impl Registry {
                     }
                     _ => crate::cipher::check(text, &expected),
                 };
-                match checked {
-                    Ok(()) => {}
-                    Err(_) => {
-                        return Err(ContractError::InvalidValue {
-                            pointer: format!("/data{pointer}"),
-                            reason: "holds a value sealed for another event, field or subject".into(),
-                        })
-                    }
+                if checked.is_err() {
+                    return Err(ContractError::InvalidValue {
+                        pointer: format!("/data{pointer}"),
+                        reason: "holds a value sealed for another event, field or subject".into(),
+                    });
                 }
             }
         }

@@ -443,28 +443,31 @@ impl KeyRing {
         // Keys read first: once a subject's key has expired from the cache, it is read again,
         // not made again (making, wrapping and a refused insert for nothing).
         let mut stored = self.store.subject_keys(&wanted).await?;
-        let mut made: HashMap<&str, DataKey> =
-            wanted.iter().filter(|s| !stored.contains_key(*s)).map(|s| (s.as_str(), DataKey::generate())).collect();
+        // Each new subject's key, with its wrapped text.
+        let mut made: HashMap<&str, (DataKey, String)> = wanted
+            .iter()
+            .filter(|s| !stored.contains_key(*s))
+            .map(|s| {
+                let key = DataKey::generate();
+                let wrapped = key.wrap(&self.kek, s);
+                (s.as_str(), (key, wrapped))
+            })
+            .collect();
         if !made.is_empty() {
             let wrapped: Vec<(String, String)> =
-                made.iter().map(|(subject, key)| (subject.to_string(), key.wrap(&self.kek, subject))).collect();
+                made.iter().map(|(subject, (_, wrapped))| (subject.to_string(), wrapped.clone())).collect();
             let kept = self.store.subject_keys_or_insert(&wrapped).await?;
             // A key made here and kept as it was is used as it is, not opened again; where
             // another process kept its own first (or the subject was erased), the store's is.
-            for (subject, wrapped) in &wrapped {
-                match kept.get(subject) {
-                    Some(SubjectKey::Active { wrapped: stored }) if stored == wrapped => {}
-                    _ => {
-                        made.remove(subject.as_str());
-                    }
-                }
-            }
+            made.retain(|subject, (_, ours)| {
+                matches!(kept.get(*subject), Some(SubjectKey::Active { wrapped }) if wrapped == ours)
+            });
             stored.extend(kept);
         }
         let mut found = HashMap::with_capacity(wanted.len());
         for subject in &wanted {
             let key = match (made.remove(subject.as_str()), stored.remove(subject)) {
-                (Some(key), _) => Some(key),
+                (Some((key, _)), _) => Some(key),
                 (None, Some(stored)) => self.unwrapped(subject, stored)?,
                 (None, None) => None,
             };

@@ -161,13 +161,19 @@ async fn erase_replaces_the_subjects_id_in_every_generation_and_sets_clear_outbo
     worker.terminate();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_erasure_that_cannot_reach_a_part_says_which_keeps_the_fence_and_completes_when_run_again() {
+/// Sealing on, u-1's page view counted by a `daily_activity` worker, which goes on running.
+async fn one_view_counted() -> (TestEnv, crate::helpers::Process) {
     let env = TestEnv::with_app(Services::from_env(), &[("EVENTLINE_KEY_ENCRYPTION_KEY", KEK)]).await;
     env.publish("views", &[viewed("v-1", "u-1", "2026-12-01T10:00:00Z", "s-1")]);
     let worker = env.spawn("worker", &["worker", "daily_activity"], &[]);
     wait_until("the view to be counted", || async { env.psql("SELECT count(*) FROM daily_activity_users") == "1" })
         .await;
+    (env, worker)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erasure_that_cannot_reach_a_part_says_which_keeps_the_fence_and_completes_when_run_again() {
+    let (env, worker) = one_view_counted().await;
     env.psql(INSTALL_OUTBOX);
     env.psql(&format!(
         "INSERT INTO eventline_outbox (event) VALUES ('{}')",
@@ -210,11 +216,7 @@ async fn an_erasure_that_cannot_reach_a_part_says_which_keeps_the_fence_and_comp
 #[tokio::test(flavor = "multi_thread")]
 async fn an_erasure_killed_after_its_fence_leaves_the_subject_fenced_and_a_new_run_completes_it() {
     use eventline_store::sqlx::{self, Connection};
-    let env = TestEnv::with_app(Services::from_env(), &[("EVENTLINE_KEY_ENCRYPTION_KEY", KEK)]).await;
-    env.publish("views", &[viewed("v-1", "u-1", "2026-12-01T10:00:00Z", "s-1")]);
-    let worker = env.spawn("worker", &["worker", "daily_activity"], &[]);
-    wait_until("the view to be counted", || async { env.psql("SELECT count(*) FROM daily_activity_users") == "1" })
-        .await;
+    let (env, worker) = one_view_counted().await;
     worker.terminate();
 
     // Someone holds the projection's table, so the erasure stops where it scrubs it: killed there.
